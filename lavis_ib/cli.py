@@ -1,0 +1,59 @@
+"""`lavis-ib`: one command line for training, evaluation, prediction and tooling.
+
+    lavis-ib train    --cfg-path PROJECT.yaml [--options k=v ...]
+    lavis-ib evaluate --cfg-path PROJECT.yaml [--options k=v ...]
+    lavis-ib predict  --model instructblip:tiny_vicuna --image a.jpg --prompt "..."
+    lavis-ib zoo      registered models and model types
+    lavis-ib export   RUN_DIR OUT_DIR   (Hugging Face layout)
+    lavis-ib report   RUN_DIR           (Table-1 style report)
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Sequence
+
+from lavis_ib.common.entry import run_entry
+from lavis_ib.common.errors import did_you_mean
+
+COMMANDS = {
+    "train": ("lavis_ib.train", "instruction-tune a model from a project file"),
+    "evaluate": ("lavis_ib.evaluate", "evaluate a project's eval splits"),
+    "predict": ("lavis_ib.predict", "answer a prompt about images or a video"),
+    "zoo": ("lavis_ib.cli", "list registered models and model types"),
+    "export": ("lavis_ib.export", "write a run's checkpoint in the Hugging Face layout"),
+    "report": ("lavis_ib.report", "render a held-out results table beside the paper's"),
+}
+
+
+def _usage() -> str:
+    rows = ["usage: lavis-ib COMMAND [ARGS]", "", "commands:"]
+    rows += [f"  {name:<10}{help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(rows)
+
+
+def zoo(argv: Sequence[str] | None = None) -> int:
+    from lavis_ib.models.loading import model_zoo
+
+    print(model_zoo)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    if command not in COMMANDS:
+        print(f"lavis-ib: error: unknown command '{command}'.{did_you_mean(command, COMMANDS)}\n"
+              f"{_usage()}", file=sys.stderr)
+        return 2
+    if command == "zoo":
+        return run_entry(zoo, rest, "lavis-ib zoo")
+    module = importlib.import_module(COMMANDS[command][0])
+    return run_entry(module.main, rest, f"lavis-ib {command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""Composition of a project file into one validated config.
+
+Precedence, lowest first:
+    model:    the model type's default YAML  <  project `model:`  <  --options model.*
+    datasets: each builder's default YAML    <  project `datasets.<name>:`  <  --options
+    run:      schema defaults (common/schema.py)  <  project `run:`  <  --options run.*
+`--options model.model_type=X` picks X's default YAML (LAVIS keeps the project's type).
+`plugins:` modules are imported before any class is looked up. Overrides must name keys
+that exist (prefix a new key with `+`); `run` keys are typed and checked.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Iterable, Sequence
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from lavis_ib.common.errors import ConfigError, did_you_mean
+from lavis_ib.common.registry import import_plugins, registry
+from lavis_ib.common.schema import validate_run
+
+TOP_LEVEL_KEYS = ("model", "datasets", "run", "plugins")
+_KEY = re.compile(r"^\+?[A-Za-z_][\w\-]*(\.[\w\-]+)*$")
+
+
+def load_yaml(path: str, what: str = "config file") -> DictConfig:
+    """Load a YAML mapping, with one-line errors for a missing or malformed file."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"{what} '{path}' does not exist.")
+    try:
+        cfg = OmegaConf.load(path)
+    except (OmegaConfBaseException, Exception) as exc:  # yaml.YAMLError and friends
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{what} '{path}' is not valid YAML: {first}") from None
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{what} '{path}' must hold a mapping at the top level.")
+    return cfg
+
+
+def parse_options(options: Sequence[str] | None) -> list[tuple[str, str]]:
+    """(key, raw value) pairs from `a.b=c` items and LAVIS's `a.b c` pairs."""
+    pairs: list[tuple[str, str]] = []
+    items = list(options or [])
+    i = 0
+    while i < len(items):
+        item = str(items[i])
+        key, sep, value = item.partition("=")
+        if sep and _KEY.match(key):
+            pairs.append((key, value))
+            i += 1
+        elif _KEY.match(item) and i + 1 < len(items):
+            pairs.append((item, str(items[i + 1])))
+            i += 2
+        else:
+            raise ConfigError(f"--options: cannot read '{item}'; write key=value "
+                              f"(e.g. run.max_iters=100) or 'key value' pairs.")
+    return pairs
+
+
+def _options_config(pairs: Iterable[tuple[str, str]]) -> tuple[DictConfig, set[str]]:
+    dotlist, added = [], set()
+    for key, value in pairs:
+        if key.startswith("+"):
+            key = key[1:]
+            added.add(key)
+        dotlist.append(f"{key}={value}")
+    try:
+        return OmegaConf.from_dotlist(dotlist), added
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"--options: {str(exc).splitlines()[0]}") from None
+
+
+def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
+    if isinstance(node, DictConfig):
+        keys = []
+        for k in node.keys():
+            child = node._get_node(k)
+            sub = f"{prefix}.{k}" if prefix else str(k)
+            if isinstance(child, DictConfig) and len(child):
+                keys.extend(_leaf_keys(child, sub))
+            else:
+                keys.append(sub)
+        return keys
+    return [prefix]
+
+
+def _check_override_keys(base: DictConfig, overrides: DictConfig, added: set[str],
+                         where: str) -> None:
+    """Every override must name a key that already exists, unless it was `+`-prefixed."""
+    for key in _leaf_keys(overrides):
+        full = f"{where}.{key}"
+        if full in added or any(full.startswith(a + ".") for a in added):
+            continue
+        parts = key.split(".")
+        node: Any = base
+        for depth, part in enumerate(parts):
+            if not isinstance(node, DictConfig):
+                break  # the parent is a leaf or None: replacing it wholesale is allowed
+            if part not in node:
+                siblings = [str(k) for k in node.keys()]
+                raise ConfigError(
+                    f"--options {full}: no key '{part}' under "
+                    f"'{'.'.join([where, *parts[:depth]])}'.{did_you_mean(part, siblings)} "
+                    f"Prefix the key with '+' to add a new one.")
+            node = node._get_node(part)
+
+
+def _merge(*nodes: Any) -> DictConfig:
+    try:
+        return OmegaConf.merge(*[n if n is not None else {} for n in nodes])
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"cannot merge configs: {str(exc).splitlines()[0]}") from None
+
+
+class Config:
+    """A project file composed with defaults and overrides.
+
+    Args:
+        cfg_path: the project YAML.
+        options: overrides, `a.b=c` or LAVIS-style `a.b c`.
+
+    Attributes:
+        config: the merged DictConfig with `model`, `datasets`, `run`, `plugins`.
+    """
+
+    def __init__(self, cfg_path: str, options: Sequence[str] | None = None) -> None:
+        self.cfg_path = cfg_path
+        project = load_yaml(cfg_path, "project file")
+        for key in project.keys():
+            if key not in TOP_LEVEL_KEYS:
+                raise ConfigError(f"{cfg_path}: unknown top-level key '{key}'."
+                                  f"{did_you_mean(str(key), TOP_LEVEL_KEYS)} "
+                                  f"Allowed: {', '.join(TOP_LEVEL_KEYS)}.")
+        overrides, added = _options_config(parse_options(options))
+        for key in overrides.keys():
+            if key not in TOP_LEVEL_KEYS:
+                raise ConfigError(f"--options: unknown top-level key '{key}'."
+                                  f"{did_you_mean(str(key), TOP_LEVEL_KEYS)}")
+
+        plugins = list(overrides.get("plugins") or project.get("plugins") or [])
+        import_plugins(plugins, source=f"{cfg_path}: plugins")
+
+        model = self._compose_model(project, overrides, added)
+        datasets = self._compose_datasets(project, overrides, added)
+        run_node = _merge(project.get("run"), overrides.get("run"))
+        run = validate_run(OmegaConf.to_container(run_node, resolve=True))
+        self.config = OmegaConf.create(
+            {"model": model, "datasets": datasets, "run": run, "plugins": plugins})
+        try:
+            OmegaConf.resolve(self.config)
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"{cfg_path}: {str(exc).splitlines()[0]}") from None
+
+    # -- parts ----------------------------------------------------------------------
+    def _compose_model(self, project: DictConfig, overrides: DictConfig,
+                       added: set[str]) -> DictConfig | None:
+        proj_model = project.get("model")
+        opt_model = overrides.get("model")
+        if proj_model is None and opt_model is None:
+            return None
+        arch = (opt_model or {}).get("arch") or (proj_model or {}).get("arch")
+        if not arch:
+            raise ConfigError(f"{self.cfg_path}: model.arch is missing; name a registered "
+                              f"model, e.g. 'instructblip' (lavis-ib zoo lists them).")
+        model_cls = registry.get_model_class(arch)
+        model_type = (opt_model or {}).get("model_type") or (proj_model or {}).get("model_type")
+        if model_type is None:
+            model_type = getattr(model_cls, "DEFAULT_MODEL_TYPE", None)
+        if model_type is None:
+            raise ConfigError(f"{self.cfg_path}: model.model_type is missing; known types "
+                              f"of '{arch}': {', '.join(sorted(model_cls.PRETRAINED_MODEL_CONFIG_DICT))}.")
+        default_path = model_cls.default_config_path(model_type)
+        default = load_yaml(default_path, "model default config").get("model", {})
+        base = _merge(default, proj_model)
+        if opt_model is not None:
+            _check_override_keys(base, opt_model, added, "model")
+        merged = _merge(base, opt_model)
+        merged.arch, merged.model_type = arch, model_type
+        return merged
+
+    def _compose_datasets(self, project: DictConfig, overrides: DictConfig,
+                          added: set[str]) -> DictConfig:
+        proj_datasets = project.get("datasets") or {}
+        opt_datasets = overrides.get("datasets") or {}
+        out = {}
+        for name in opt_datasets.keys():
+            if name not in proj_datasets and f"datasets.{name}" not in added:
+                raise ConfigError(f"--options datasets.{name}: the project has no dataset "
+                                  f"'{name}'.{did_you_mean(str(name), proj_datasets.keys())}")
+        for name in list(proj_datasets.keys()) + [n for n in opt_datasets.keys()
+                                                  if n not in proj_datasets]:
+            entry = proj_datasets.get(name) or OmegaConf.create({})
+            if not isinstance(entry, DictConfig):
+                raise ConfigError(f"{self.cfg_path}: datasets.{name} must be a mapping.")
+            builder_cls = registry.get_builder_class(str(name))
+            option = opt_datasets.get(name)
+            dtype = (option or {}).get("type") or entry.get("type") or "default"
+            default = load_yaml(builder_cls.default_config_path(dtype),
+                                f"dataset default config of '{name}'")
+            default_entry = (default.get("datasets") or {}).get(name, default.get("datasets", {}))
+            base = _merge(default_entry, entry)
+            if option is not None:
+                _check_override_keys(base, option, added, f"datasets.{name}")
+            out[str(name)] = _merge(base, option)
+        return OmegaConf.create(out)
+
+    # -- access ---------------------------------------------------------------------
+    @property
+    def run_cfg(self) -> DictConfig:
+        return self.config.run
+
+    @property
+    def model_cfg(self) -> DictConfig:
+        return self.config.model
+
+    @property
+    def datasets_cfg(self) -> DictConfig:
+        return self.config.datasets
+
+    def save(self, path: str) -> str:
+        """Write the composed config (YAML) to `path` (a file or a run folder)."""
+        if os.path.isdir(path) or not path.endswith((".yaml", ".yml")):
+            os.makedirs(path, exist_ok=True)
+            path = os.path.join(path, "config.yaml")
+        tmp = f"{path}.tmp"
+        OmegaConf.save(self.config, tmp)
+        os.replace(tmp, path)
+        return path
+
+    def __repr__(self) -> str:
+        return OmegaConf.to_yaml(self.config)
+
+
+def to_plain(node: Any) -> Any:
+    """Plain Python containers from an OmegaConf node (anything else unchanged)."""
+    if isinstance(node, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(node, resolve=True)
+    return node

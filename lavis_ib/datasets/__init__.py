@@ -1,0 +1,1 @@
+"""Datasets: builders per dataset, dataset classes by annotation format, mixing."""

@@ -1,0 +1,96 @@
+"""`load_model`, `load_preprocess`, `load_model_and_preprocess`, `model_zoo` (LAVIS API)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from lavis_ib.common.config import load_yaml
+from lavis_ib.common.errors import ConfigError, did_you_mean
+from lavis_ib.common.registry import registry
+from lavis_ib.processors.build import build_processors
+
+
+def _model_config(name: str, model_type: str, overrides: dict[str, Any]):
+    model_cls = registry.get_model_class(name)
+    default = load_yaml(model_cls.default_config_path(model_type), "model default config")
+    model_cfg = default.get("model") or OmegaConf.create({})
+    known = set(model_cfg.keys())
+    for key in overrides:
+        if key not in known:
+            raise ConfigError(f"load_model('{name}', '{model_type}'): unknown setting '{key}'."
+                              f"{did_you_mean(key, known)} Settings: {', '.join(sorted(known))}.")
+    model_cfg = OmegaConf.merge(model_cfg, overrides)
+    model_cfg.arch, model_cfg.model_type = name, model_type
+    return model_cls, model_cfg, default.get("preprocess")
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_model(name: str, model_type: str, is_eval: bool = False,
+               device: str | torch.device = "cpu", **overrides: Any):
+    """Build a registered model from its model type's default YAML.
+
+    Args:
+        name: registered model name, e.g. "instructblip".
+        model_type: e.g. "vicuna7b", "flant5xl", "tiny_vicuna".
+        is_eval: put the model in eval mode.
+        device: "cpu", "cuda", "auto".
+        **overrides: merged into the model config (e.g. ``pretrained="/path/to/dir"``).
+    """
+    model_cls, model_cfg, _ = _model_config(name, model_type, overrides)
+    model = model_cls.from_config(model_cfg)
+    if is_eval:
+        model.eval()
+    return model.to(_resolve_device(device))
+
+
+def load_preprocess(config: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(vis_processors, txt_processors), each {"train": ..., "eval": ...}, from a
+    ``preprocess`` node with ``vis_processor`` and ``text_processor`` groups."""
+    config = config or {}
+    return (build_processors(config.get("vis_processor")),
+            build_processors(config.get("text_processor")))
+
+
+def load_model_and_preprocess(name: str, model_type: str, is_eval: bool = False,
+                              device: str | torch.device = "cpu", **overrides: Any):
+    """(model, vis_processors, txt_processors).
+
+    The processors come from the model type's default YAML; a model loaded from a
+    checkpoint directory that carries its own image processor settings (image size,
+    mean/std) overrides them through ``model.preprocess_config(default)``.
+    """
+    model_cls, model_cfg, preprocess = _model_config(name, model_type, overrides)
+    model = model_cls.from_config(model_cfg)
+    if is_eval:
+        model.eval()
+    model = model.to(_resolve_device(device))
+    if hasattr(model, "preprocess_config"):
+        preprocess = model.preprocess_config(preprocess)
+    vis, txt = load_preprocess(preprocess)
+    return model, vis, txt
+
+
+class ModelZoo:
+    """Registered models and their model types; `print(model_zoo)` shows a table."""
+
+    def __iter__(self):
+        for name in registry.list_models():
+            yield name, sorted(registry.get_model_class(name).PRETRAINED_MODEL_CONFIG_DICT)
+
+    def __len__(self) -> int:
+        return sum(len(types) for _, types in self)
+
+    def __str__(self) -> str:
+        rows = [f"{'Architectures':<22}Types", "=" * 60]
+        rows += [f"{name:<22}{', '.join(types)}" for name, types in self]
+        return "\n".join(rows)
+
+
+model_zoo = ModelZoo()

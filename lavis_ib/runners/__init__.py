@@ -1,0 +1,1 @@
+"""Runners: the iteration runner, evaluation loop and distribution strategies."""

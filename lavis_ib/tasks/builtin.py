@@ -1,0 +1,1 @@
+"""Imported on the first registry lookup: registers the built-in entries of this package."""
