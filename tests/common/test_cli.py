@@ -1,0 +1,41 @@
+import subprocess
+import sys
+
+import pytest
+
+from lavis_ib import cli
+from lavis_ib.common.entry import run_entry
+from lavis_ib.common.errors import ConfigError
+
+
+def test_usage_and_unknown_command(capsys):
+    assert cli.main([]) == 2
+    assert "commands:" in capsys.readouterr().out
+    assert cli.main(["--help"]) == 0
+    assert cli.main(["trian"]) == 2
+    assert "Did you mean 'train'?" in capsys.readouterr().err
+
+
+def test_run_entry_turns_library_errors_into_one_line(capsys):
+    def broken(argv):
+        raise ConfigError("run.max_iter: unknown key. Did you mean 'max_iters'?")
+
+    assert run_entry(broken, [], "lavis-ib train") == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "lavis-ib train: error: run.max_iter: unknown key. Did you mean 'max_iters'?"
+    assert "Traceback" not in err
+
+
+def test_run_entry_lets_real_bugs_through():
+    def buggy(argv):
+        raise ZeroDivisionError("bug")
+
+    with pytest.raises(ZeroDivisionError):
+        run_entry(buggy, [], "x")
+
+
+def test_zoo_command_lists_models():
+    out = subprocess.run([sys.executable, "-m", "lavis_ib.cli", "zoo"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "Architectures" in out.stdout
