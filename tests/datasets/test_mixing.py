@@ -1,0 +1,103 @@
+"""Balanced mixing: weights, the per-step dataset choice, and the per-dataset index streams."""
+import math
+
+import numpy as np
+import pytest
+
+from lavis_ib.common.errors import ConfigError
+from lavis_ib.datasets.mixing import DEFAULT_SAMPLE_RATIOS, IndexStream, Mixer, mixing_weights
+
+SIZES = {"coco_caption": 40000, "ok_vqa": 900, "aok_vqa": 1700, "textcaps": 10000}
+RATIOS = {"ok_vqa": DEFAULT_SAMPLE_RATIOS["ok_vqa"], "aok_vqa": DEFAULT_SAMPLE_RATIOS["aok_vqa"]}
+
+
+def test_default_ratios_follow_the_paper():
+    # A-OKVQA down, OKVQA up (Sec. 2.4); everything else keeps the plain sqrt weighting.
+    assert DEFAULT_SAMPLE_RATIOS["aok_vqa"] < 1.0 < DEFAULT_SAMPLE_RATIOS["ok_vqa"]
+
+
+@pytest.mark.parametrize("balanced", [True, False])
+def test_weights_match_formula(balanced):
+    probs = mixing_weights(SIZES, RATIOS, balanced)
+    raw = {n: (math.sqrt(s) if balanced else s) * RATIOS.get(n, 1.0) for n, s in SIZES.items()}
+    total = sum(raw.values())
+    assert list(probs) == sorted(SIZES)
+    for name in SIZES:
+        assert probs[name] == pytest.approx(raw[name] / total)
+    assert sum(probs.values()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("balanced", [True, False])
+def test_proportions_over_20000_draws(balanced):
+    mixer = Mixer(SIZES, RATIOS, balanced=balanced, seed=7)
+    draws = [mixer.choose(s) for s in range(20000)]
+    for name, p in mixer.probabilities.items():
+        assert abs(draws.count(name) / len(draws) - p) < 0.02, (name, draws.count(name), p)
+    # the two settings really differ (sqrt flattens the sizes)
+    assert mixer.probabilities["ok_vqa"] != pytest.approx(
+        mixing_weights(SIZES, RATIOS, not balanced)["ok_vqa"])
+
+
+def test_choice_depends_on_seed_and_step_only():
+    a = Mixer(SIZES, RATIOS, seed=3)
+    b = Mixer(dict(reversed(list(SIZES.items()))), RATIOS, seed=3)  # dict order is irrelevant
+    steps = [5, 0, 999, 3, 5]                                     # any order, repeats
+    assert [a.choose(s) for s in steps] == [b.choose(s) for s in steps]
+    assert a.choose(5) == a.choose(5)
+    other = Mixer(SIZES, RATIOS, seed=4)
+    assert [a.choose(s) for s in range(200)] != [other.choose(s) for s in range(200)]
+
+
+def test_zero_ratio_never_chosen():
+    mixer = Mixer({"a": 10, "b": 10, "c": 10}, {"b": 0.0}, seed=0)
+    assert mixer.probabilities["b"] == 0.0
+    assert "b" not in {mixer.choose(s) for s in range(2000)}
+
+
+def test_stream_passes_are_permutations_with_epoch_encoded():
+    stream = IndexStream("ok_vqa", 7, seed=1)
+    got = stream.take(7 * 3 + 2)                    # three full passes and two more
+    for p in range(3):
+        chunk = got[p * 7:(p + 1) * 7]
+        assert sorted(i - p * 7 for i in chunk) == list(range(7))
+        assert all(i // 7 == p for i in chunk)      # epoch = index // len
+    assert [got[p * 7:(p + 1) * 7] for p in range(3)] != [got[:7]] * 3  # reshuffled per pass
+    assert stream.state_dict() == {"pass": 3, "pos": 2, "size": 7}
+
+
+def test_stream_is_reproducible_and_resumable():
+    full = IndexStream("a", 10, seed=5).take(25)
+    first = IndexStream("a", 10, seed=5)
+    head = first.take(4) + first.take(9)            # chunk sizes do not matter
+    resumed = IndexStream("a", 10, seed=5)
+    resumed.load_state_dict(first.state_dict())
+    assert head + resumed.take(12) == full
+    skipped = IndexStream("a", 10, seed=5)
+    skipped.advance(13)                              # bookkeeping without permutations
+    assert skipped.take(12) == full[13:]
+    assert IndexStream("b", 10, seed=5).take(10) != full[:10]  # the name is part of the seed
+
+
+def test_stream_resume_with_other_size_is_an_error():
+    state = IndexStream("a", 10, seed=0).state_dict()
+    with pytest.raises(ConfigError, match="'a'.*10 samples.*now has 11"):
+        IndexStream("a", 11, seed=0).load_state_dict(state)
+
+
+@pytest.mark.parametrize("sizes, ratios, match", [
+    ({}, None, "No training datasets"),
+    ({"ok_vqa": 10}, {"okvqa": 2.0}, "okvqa.*Did you mean 'ok_vqa'"),
+    ({"a": 10}, {"a": -1.0}, r"datasets.a.sample_ratio"),
+    ({"a": 10}, {"a": float("nan")}, r"datasets.a.sample_ratio"),
+    ({"a": 0}, None, "'a' has 0 training samples"),
+    ({"a": 5, "b": 5}, {"a": 0, "b": 0}, "at least one a positive ratio"),
+])
+def test_bad_mixing_config(sizes, ratios, match):
+    with pytest.raises(ConfigError, match=match):
+        Mixer(sizes, ratios)
+
+
+def test_negative_seed_is_usable():
+    assert Mixer({"a": 1, "b": 1}, seed=-1).choose(0) in ("a", "b")
+    assert len(IndexStream("a", 4, seed=-3).take(4)) == 4
+    assert np.array_equal(IndexStream("a", 4, seed=-3).permutation(0), IndexStream("a", 4, seed=-3).permutation(0))
