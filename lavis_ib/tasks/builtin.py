@@ -1,1 +1,7 @@
 """Imported on the first registry lookup: registers the built-in entries of this package."""
+from lavis_ib.tasks import captioning  # noqa: F401
+from lavis_ib.tasks import vqa  # noqa: F401
+from lavis_ib.tasks import multiple_choice  # noqa: F401
+from lavis_ib.tasks import classification  # noqa: F401
+from lavis_ib.tasks import dialog  # noqa: F401
+from lavis_ib.tasks import video_qa  # noqa: F401

@@ -1,0 +1,226 @@
+"""`EvalTask`: what the evaluation tasks share.
+
+`for_dataset(name, cfg)` starts from the dataset's defaults (`zeroshot_defaults`), applies
+the project entry's evaluation keys, and rejects any key the task would ignore: a key of
+another task, a generation setting under ranking, a candidate setting under generation,
+a prompt with more ``{}`` than the task has fields. A task then builds one prompt per
+sample, and calls the model's `generate` or `score_candidates` (CONTRACTS.md, Model API)
+with the settings resolved for the model's LLM family.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from lavis_ib.common.errors import ConfigError, DataError, did_you_mean
+from lavis_ib.tasks.base_task import BaseTask
+from lavis_ib.tasks.eval_settings import (ALL_EVAL_KEYS, INFERENCE_MODES, RUNNER_KEYS,
+                                          check_family_value, check_generate,
+                                          check_misspelt_keys, count_placeholders,
+                                          fill_prompt, format_ocr_tokens, format_options,
+                                          plain, resolve_family_value)
+from lavis_ib.tasks.zeroshot_defaults import APPEND_EOS, defaults_for
+
+
+def _field(key: str) -> Callable[[Mapping[str, Any], int], str]:
+    return lambda s, i: str(s[key][i])
+
+
+def _question(s: Mapping[str, Any], i: int) -> str:
+    # The normalised question (text_input) where the dataset gives one, as LAVIS fills it.
+    key = "text_input" if "text_input" in s else "question"
+    return str(s[key][i])
+
+
+# Sample fields a prompt placeholder can take, by name (`prompt_fields`).
+FIELD_GETTERS: dict[str, Callable[[Mapping[str, Any], int], str]] = {
+    "question": _question,
+    "raw_question": _field("question"),
+    "text_input": _field("text_input"),
+    "ocr_tokens": lambda s, i: format_ocr_tokens(s["ocr_tokens"][i]),
+    "context": lambda s, i: str(s["context"][i] or ""),
+    "options": lambda s, i: format_options(list(s["choices"][i])),
+    "history": _field("history"),
+    "text": _field("text_input"),
+}
+# Which batch key each field needs (for the error naming a missing key).
+FIELD_KEYS = {"question": "question", "raw_question": "question", "text_input": "text_input",
+              "ocr_tokens": "ocr_tokens", "context": "context", "options": "choices",
+              "history": "history", "text": "text_input"}
+
+
+class EvalTask(BaseTask):
+    """Base of the evaluation tasks.
+
+    Class attributes of a subclass:
+        NAME: the registered task name.
+        INFERENCE: the inference modes it supports (first = default).
+        PROMPT_FIELDS: the documented placeholder order; a prompt with n ``{}`` takes the
+            last n fields (``Question: {}`` -> question; ``OCR tokens: {}. Question: {}``
+            -> OCR tokens, question).
+        EVAL_KEYS: the settings it reads (the runner's `eval_subset`/`eval_splits` included).
+    """
+
+    NAME = ""
+    INFERENCE: tuple[str, ...] = ("generate",)
+    PROMPT_FIELDS: tuple[str, ...] = ()
+    EVAL_KEYS = frozenset({"inference", "prompt", "prompt_fields", "generate"}) | RUNNER_KEYS
+
+    def __init__(self, cfg: Any = None, dataset_name: str | None = None,
+                 settings: Mapping[str, Any] | None = None) -> None:
+        super().__init__(cfg, dataset_name)
+        self.settings = dict(settings or {})
+        self.inference: str = self.settings.get("inference", self.INFERENCE[0])
+        self.prompt: str = self.settings.get("prompt", "")
+        self.generate_kwargs: dict[str, Any] = dict(self.settings.get("generate") or {})
+        self.append_eos: Any = self.settings.get("append_eos", APPEND_EOS)
+        self.candidates: Any = self.settings.get("candidates")
+        self.prompt_fields: tuple[str, ...] = tuple(self.settings.get("prompt_fields") or ())
+        self.answer_list: list[str] | None = None
+
+    # -- construction -----------------------------------------------------------------
+    @classmethod
+    def for_dataset(cls, name: str, dataset_cfg: Mapping[str, Any] | None = None) -> "EvalTask":
+        """The task evaluating dataset `name` with its entry's settings over the defaults.
+
+        Raises:
+            ConfigError: a setting this task does not read, a misspelt key, a wrong value.
+        """
+        given = plain(dataset_cfg) or {}
+        if not isinstance(given, Mapping):
+            raise ConfigError(f"datasets.{name} must be a mapping; got {given!r}.")
+        check_misspelt_keys(name, given)
+        cls.check_eval_keys(name, given, set(ALL_EVAL_KEYS))
+        settings = defaults_for(name, cls.NAME)
+        # A project switching to another inference mode drops the defaults of the old one.
+        if "inference" in given and given["inference"] != settings.get("inference"):
+            for key in ("generate", "candidates", "append_eos"):
+                settings.pop(key, None)
+        settings.update({k: v for k, v in given.items() if k in ALL_EVAL_KEYS})
+        settings = {k: v for k, v in settings.items() if k in cls.EVAL_KEYS}
+        cls._check_settings(name, settings, given)
+        return cls(dataset_cfg, dataset_name=name, settings=settings)
+
+    @classmethod
+    def _check_settings(cls, name: str, settings: dict[str, Any],
+                        given: Mapping[str, Any]) -> None:
+        where = f"datasets.{name}"
+        inference = settings.setdefault("inference", cls.INFERENCE[0])
+        if inference not in cls.INFERENCE:
+            allowed = " or ".join(cls.INFERENCE)
+            raise ConfigError(f"{where}.inference: '{inference}' is not supported by the "
+                              f"'{cls.NAME}' task; use {allowed}."
+                              + ("" if inference in INFERENCE_MODES
+                                 else did_you_mean(str(inference), INFERENCE_MODES)))
+        if inference == "generate":
+            for key in ("append_eos", "candidates"):
+                if key in given:
+                    raise ConfigError(f"{where}.{key} is only read with inference: rank "
+                                      f"(this dataset generates); remove it.")
+            settings["generate"] = check_generate(name, settings.get("generate"))
+        else:
+            if "generate" in given:
+                raise ConfigError(f"{where}.generate is only read with inference: generate "
+                                  f"(this dataset ranks candidates); remove it.")
+            settings.pop("generate", None)
+            eos = plain(settings.get("append_eos", APPEND_EOS))
+            check_family_value(f"{where}.append_eos", eos)
+            values = eos.values() if isinstance(eos, Mapping) else [eos]
+            if not all(isinstance(v, bool) for v in values):
+                raise ConfigError(f"{where}.append_eos must be true, false or "
+                                  f"{{vicuna: false, flant5: true}}; got {eos!r}.")
+            settings["append_eos"] = eos
+            settings["candidates"] = cls.check_candidates(name, plain(settings.get("candidates")))
+        prompt = settings.get("prompt", "")
+        if not isinstance(prompt, str):
+            raise ConfigError(f"{where}.prompt must be a string; got {prompt!r}.")
+        n = count_placeholders(prompt)
+        fields = tuple(plain(settings.get("prompt_fields")) or ())
+        if fields:
+            for f in fields:
+                if f not in FIELD_GETTERS:
+                    raise ConfigError(f"{where}.prompt_fields: unknown field '{f}'."
+                                      f"{did_you_mean(f, FIELD_GETTERS)} Fields: "
+                                      f"{', '.join(FIELD_GETTERS)}.")
+            if len(fields) != n:
+                raise ConfigError(f"{where}: prompt has {n} '{{}}' placeholder(s) but "
+                                  f"prompt_fields names {len(fields)} field(s).")
+        elif n > len(cls.PROMPT_FIELDS):
+            raise ConfigError(f"{where}.prompt has {n} '{{}}' placeholders; the '{cls.NAME}' "
+                              f"task fills at most {len(cls.PROMPT_FIELDS)} "
+                              f"({', '.join(cls.PROMPT_FIELDS) or 'none'}); set prompt_fields.")
+
+    @classmethod
+    def check_candidates(cls, name: str, candidates: Any) -> Any:
+        """Validate the `candidates` setting of a ranking task (subclasses override)."""
+        return candidates
+
+    # -- evaluation hooks ---------------------------------------------------------------
+    def before_evaluation(self, model: Any, dataset: Any) -> None:
+        """Called by the evaluation loop once per dataset split before the first batch:
+        takes the answer vocabulary when candidates come from ``answer_list``."""
+        if self.inference == "rank" and self.candidates == "answer_list":
+            answer_list = getattr(dataset, "answer_list", None)
+            if not answer_list:
+                raise DataError(f"{self.dataset_name}: candidates: answer_list needs the "
+                                f"dataset's answer_list (the train-set answer vocabulary); "
+                                f"{type(dataset).__name__} has none.")
+            self.answer_list = [str(a) for a in answer_list]
+
+    # -- helpers for valid_step -----------------------------------------------------------
+    @staticmethod
+    def sample_ids(samples: Mapping[str, Any]) -> list[Any]:
+        for key in ("question_id", "instance_id"):
+            if key in samples:
+                return [v.item() if isinstance(v, torch.Tensor) else v for v in samples[key]]
+        raise DataError("an evaluation batch has neither 'question_id' nor 'instance_id'.")
+
+    def require(self, samples: Mapping[str, Any], *keys: str) -> None:
+        missing = [k for k in keys if k not in samples]
+        if missing:
+            raise DataError(f"{self.dataset_name}: the '{self.NAME}' task needs sample key(s) "
+                            f"{', '.join(missing)}; the batch has {', '.join(sorted(samples))}.")
+
+    def prompts(self, samples: Mapping[str, Any]) -> list[str]:
+        """One prompt per sample, its ``{}`` filled in the documented field order."""
+        n = count_placeholders(self.prompt)
+        fields = self.prompt_fields or (self.PROMPT_FIELDS[len(self.PROMPT_FIELDS) - n:]
+                                        if n else ())
+        self.require(samples, *{FIELD_KEYS[f] for f in fields
+                                if not (f == "question" and "text_input" in samples)})
+        batch = len(self.sample_ids(samples))
+        return [fill_prompt(self.prompt, [FIELD_GETTERS[f](samples, i) for f in fields])
+                for i in range(batch)]
+
+    def model_samples(self, samples: Mapping[str, Any]) -> dict[str, Any]:
+        """The batch handed to the model: the samples with their filled `prompt`."""
+        out = dict(samples)
+        out["prompt"] = self.prompts(samples)
+        return out
+
+    def run_generate(self, model: Any, samples: Mapping[str, Any]) -> list[str]:
+        kwargs = {k: resolve_family_value(v, model) for k, v in self.generate_kwargs.items()}
+        with torch.no_grad():
+            outputs = model.generate(self.model_samples(samples), **kwargs)
+        return [str(o).strip() for o in outputs]
+
+    def run_rank(self, model: Any, samples: Mapping[str, Any],
+                 candidates: Sequence[str] | Sequence[Sequence[str]]
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scores, mask), each (B, Cmax): summed log-probabilities, -inf where padded."""
+        append_eos = bool(resolve_family_value(self.append_eos, model))
+        with torch.no_grad():
+            scores, mask = model.score_candidates(self.model_samples(samples), candidates,
+                                                  append_eos=append_eos)
+        scores = scores.detach().float().cpu()
+        mask = mask.detach().bool().cpu()
+        return scores.masked_fill(~mask, float("-inf")), mask
+
+    def metrics(self, records: list[dict[str, Any]], dataset: Any) -> dict[str, float]:
+        if not records:
+            raise DataError(f"{self.dataset_name}: no predictions to score (empty eval split?).")
+        return self.compute_metrics(records)
+
+    def compute_metrics(self, records: list[dict[str, Any]]) -> dict[str, float]:
+        raise NotImplementedError

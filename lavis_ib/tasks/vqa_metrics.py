@@ -1,0 +1,138 @@
+"""VQA answer normalisation and accuracies (our implementation of the published rules).
+
+The official VQAv2 evaluation (Antol et al.; the GT-Vision-Lab evaluation script, also run
+by the EvalAI server and LAVIS):
+
+1. whitespace: newlines and tabs become spaces, the ends are stripped;
+2. punctuation: each of ``; / [ ] " { } ( ) = + \\ _ - > < @ ` , ? !`` is deleted when it
+   touches a space or the answer contains a digit-comma-digit ("1,000"), else replaced by
+   a space; a period not followed by a digit is deleted ("3.5" keeps its point);
+3. digits and articles: lower-case, number words zero..ten (and "none") become digits,
+   the articles a/an/the are dropped, apostrophe-less contractions get their apostrophe
+   back ("dont" -> "don't");
+4. accuracy of a prediction against the 10 human answers: for each of the 10 leave-one-out
+   subsets of 9 answers, min(1, #matches / 3); the mean of the 10 values.
+
+As in the official script, the prediction always goes through steps 1-3 while the human
+answers (already normalised in the official annotation files) only get steps 1-2 and
+only when they disagree with each other.
+
+Other accuracies reuse the normalisation (applied fully to both sides):
+``aokvqa``: min(1, #matches / 3) over the direct answers (A-OKVQA's published rule);
+``ivqa``: min(1, #matches / 2) over iVQA's 5 answers; ``exact``: 1 if the prediction
+equals any answer (GQA, MSVD-QA, MSRVTT-QA, OCR-VQA).
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable, Sequence
+
+_PUNCT = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-",
+          ">", "<", "@", "`", ",", "?", "!")
+_COMMA_BETWEEN_DIGITS = re.compile(r"\d,\d")
+_PERIOD_NOT_DECIMAL = re.compile(r"\.(?!\d)")
+_NUMBER_WORDS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
+                 "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
+_ARTICLES = frozenset({"a", "an", "the"})
+# Contractions with their apostrophes. The official table maps every spelling that lacks
+# exactly one apostrophe to the full form; forms that are ordinary words without their
+# apostrophe (we'll -> "well", it's -> "its", I'm, I'd ...) are not in it.
+_CONTRACTED = (
+    "ain't aren't can't could've couldn't couldn't've didn't doesn't don't hadn't "
+    "hadn't've hasn't haven't he'd he'd've he's how'd how'll how's isn't it'd it'd've "
+    "it'll let's ma'am mightn't mightn't've might've mustn't must've needn't not've "
+    "o'clock oughtn't shan't she'd she'd've she's should've shouldn't shouldn't've "
+    "somebody'd somebody'd've somebody'll somebody's someone'd someone'd've someone'll "
+    "someone's something'd something'd've something'll that's there'd there'd've "
+    "there're there's they'd they'd've they'll they're they've 'twas wasn't we'd've "
+    "we've weren't what'll what're what's what've when's where'd where's where've who'd "
+    "who'd've who'll who's who've why'll why're why's won't would've wouldn't "
+    "wouldn't've y'all y'all'll y'all'd've you'd you'd've you'll you're you've"
+).split()
+
+
+def _contraction_table() -> dict[str, str]:
+    table = {}
+    for full in _CONTRACTED:
+        for i, ch in enumerate(full):
+            if ch == "'":
+                table[full[:i] + full[i + 1:]] = full
+    return table
+
+
+CONTRACTIONS = _contraction_table()
+
+
+def clean_whitespace(text: str) -> str:
+    return str(text).replace("\n", " ").replace("\t", " ").strip()
+
+
+def process_punctuation(text: str) -> str:
+    """Step 2 of the official normalisation (punctuation and periods)."""
+    out = text
+    has_digit_comma = _COMMA_BETWEEN_DIGITS.search(text) is not None
+    for p in _PUNCT:
+        # the test reads the original text, the replacement the running result (official)
+        if p + " " in text or " " + p in text or has_digit_comma:
+            out = out.replace(p, "")
+        else:
+            out = out.replace(p, " ")
+    return _PERIOD_NOT_DECIMAL.sub("", out)
+
+
+def process_digit_article(text: str) -> str:
+    """Step 3: lower-case, number words -> digits, drop articles, restore contractions."""
+    words = [_NUMBER_WORDS.get(w, w) for w in text.lower().split()]
+    return " ".join(CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES)
+
+
+def normalize_answer(text: str) -> str:
+    """The full official normalisation of one answer (steps 1-3)."""
+    return process_digit_article(process_punctuation(clean_whitespace(text)))
+
+
+def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
+    """Official VQAv2 accuracy of one prediction (mean over leave-one-out subsets)."""
+    if not answers:
+        raise ValueError("vqa_accuracy needs at least one human answer")
+    pred = normalize_answer(prediction)
+    gts = [clean_whitespace(a) for a in answers]
+    if len(set(gts)) > 1:
+        gts = [process_punctuation(a) for a in gts]
+    accs = []
+    for i in range(len(gts)):
+        matches = sum(1 for j, gt in enumerate(gts) if j != i and gt == pred)
+        accs.append(min(1.0, matches / 3.0))
+    return sum(accs) / len(accs)
+
+
+def _capped(divisor: float) -> Callable[[str, Sequence[str]], float]:
+    def accuracy(prediction: str, answers: Sequence[str]) -> float:
+        pred = normalize_answer(prediction)
+        matches = sum(1 for a in answers if normalize_answer(a) == pred)
+        return min(1.0, matches / divisor)
+    return accuracy
+
+
+aokvqa_accuracy = _capped(3.0)
+ivqa_accuracy = _capped(2.0)
+
+
+def exact_match(prediction: str, answers: Sequence[str]) -> float:
+    pred = normalize_answer(prediction)
+    return float(any(normalize_answer(a) == pred for a in answers))
+
+
+ACCURACIES: dict[str, Callable[[str, Sequence[str]], float]] = {
+    "vqa": vqa_accuracy, "aokvqa": aokvqa_accuracy, "ivqa": ivqa_accuracy,
+    "exact": exact_match,
+}
+
+
+def mean_accuracy(metric: str, predictions: Sequence[str],
+                  answers: Sequence[Sequence[str]]) -> float:
+    """Mean accuracy in percent (0-100) of `predictions` under `metric`."""
+    fn = ACCURACIES[metric]
+    if not predictions:
+        raise ValueError("no predictions")
+    return 100.0 * sum(fn(p, a) for p, a in zip(predictions, answers)) / len(predictions)
