@@ -193,3 +193,16 @@ def test_run_schema_aliases():
         validate_run({"max_epoch": 3})
     with pytest.raises(ConfigError, match="both set"):
         validate_run({"iters_per_inner_epoch": 5, "val_every": 6})
+
+
+def test_every_run_key_is_documented():
+    import dataclasses
+    import os
+
+    from lavis_ib.common.schema import ALIASES, RunConfig
+
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "projects.md")).read()
+    for f in dataclasses.fields(RunConfig):
+        assert f"| `{f.name}` |" in doc, f"run.{f.name} is missing from docs/projects.md"
+    for alias in ALIASES:
+        assert f"`{alias}`" in doc, f"LAVIS alias {alias} is missing from docs/projects.md"
