@@ -1,0 +1,432 @@
+"""Data loaders: the training mixture (`MixtureLoader`) and rank shards of eval splits.
+
+`MixtureLoader` turns {name: dataset} into this rank's micro-batches, one optimizer step at a
+time. At step s the dataset comes from `Mixer.choose(s)` (seeded by (seed, s): the same on
+every rank); the step's global batch is the next `global_batch_size` indices of that
+dataset's `IndexStream`, cut into world_size x accum micro-batches of which rank r, micro-step
+a gets slice a * world_size + r. Concatenating the ranks' micro-batches by (accum, rank)
+therefore gives exactly the global batch one process would see.
+
+All map-style datasets share ONE torch DataLoader whose batch sampler walks the same choice
+sequence, so its workers prefetch exactly the micro-batches the next steps will ask for (one
+loader per dataset would start num_workers processes per dataset and prefetch batches of
+datasets that are rarely chosen). Its iterator lives for the whole run (the sampler is
+infinite), so worker processes persist without `persistent_workers`. Each iterable
+(webdataset) dataset has its own DataLoader and is pulled only when chosen; the dataset
+splits itself by rank and worker. When one pass ends its loader is rebuilt (new workers, so
+that `set_epoch(pass)`, when the dataset has it, reaches the workers' copies).
+
+Resume: `state_dict()` holds the step and each map-style stream's (pass, position), so
+`load_state_dict` continues the exact sequence without replay. Iterable datasets are
+best-effort: a resumed run starts a new pass of each (pass + 1 through `set_epoch` when
+available) instead of skipping the samples already seen, which would mean decoding them.
+
+Bad samples: datasets return `BadSample(path, reason)` for unreadable images and their
+collater drops them, listing `batch["_bad_files"]`. The loader counts samples requested and
+bad, and raises `DataError` (a `LavisIbError`) listing the files once the bad fraction
+exceeds `max_bad_sample_fraction`. Micro-batches keep their place in the step even when
+samples were dropped, so they may hold fewer than `micro_batch_size` samples (or none; see
+`num_samples`).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from lavis_ib.common import dist_utils
+from lavis_ib.common.errors import ConfigError, DataError
+from lavis_ib.datasets.mixing import IndexStream, Mixer
+
+_MAX_LISTED = 20        # bad files named in the error message
+_MAX_KEPT = 10_000      # distinct bad files remembered
+
+
+def is_bad_sample(obj: Any) -> bool:
+    """True for `lavis_ib.datasets.datasets.base.BadSample(path, reason)`.
+
+    Duck-typed (an object with `path` and `reason` and no `keys`), so this module does not
+    depend on the dataset classes and any marker of that shape is recognised.
+    """
+    return hasattr(obj, "path") and hasattr(obj, "reason") and not hasattr(obj, "keys")
+
+
+def default_collater(samples: Sequence[Any]) -> dict[str, Any]:
+    """Collate dict samples for datasets without a `collater`: the contract's batch layout.
+
+    Tensors of one shape are stacked, other values kept as lists; bad samples are dropped
+    and listed under `_bad_files`; `_num_requested` is the number of samples given.
+    """
+    good = [s for s in samples if not is_bad_sample(s)]
+    batch: dict[str, Any] = {}
+    for key in (good[0].keys() if good else ()):
+        values = [s.get(key) for s in good]
+        if all(isinstance(v, torch.Tensor) for v in values) and len({v.shape for v in values}) == 1:
+            batch[key] = torch.stack(values)
+        else:
+            batch[key] = values
+    batch["_bad_files"] = [str(s.path) for s in samples if is_bad_sample(s)]
+    batch["_num_requested"] = len(samples)
+    return batch
+
+
+def num_samples(batch: Mapping[str, Any]) -> int:
+    """Samples actually present in a collated batch (requested minus dropped bad ones)."""
+    if "_num_requested" in batch:
+        return int(batch["_num_requested"]) - len(batch.get("_bad_files", ()))
+    value = next((v for k, v in batch.items() if not k.startswith("_")), [])
+    return len(value)
+
+
+def _collater(dataset: Any) -> Callable[[list], dict]:
+    return getattr(dataset, "collater", None) or default_collater
+
+
+def _is_iterable(dataset: Any) -> bool:
+    return isinstance(dataset, IterableDataset) or not hasattr(dataset, "__getitem__")
+
+
+def _as_list(samples: list) -> list:
+    # Module level so that worker processes can unpickle it under spawn/forkserver too.
+    return samples
+
+
+def _torch_seed(*parts: int) -> torch.Generator:
+    """A generator for DataLoader worker seeds, fixed by the run seed, rank and start step."""
+    value = int(np.random.SeedSequence([int(p) % 2 ** 64 for p in parts]).generate_state(1)[0])
+    return torch.Generator().manual_seed(value)
+
+
+class _KeyedDatasets(Dataset):
+    """Map-style view of several datasets, indexed by (slot, index)."""
+
+    def __init__(self, datasets: Sequence[Any]) -> None:
+        self.datasets = list(datasets)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[int, Any]:
+        slot, index = key
+        return slot, self.datasets[slot][index]
+
+
+class _KeyedCollate:
+    """Collates one micro-batch (all from one dataset) with that dataset's collater."""
+
+    def __init__(self, collaters: Sequence[Callable]) -> None:
+        self.collaters = list(collaters)
+
+    def __call__(self, items: list[tuple[int, Any]]) -> tuple[int, dict]:
+        slot = items[0][0]
+        return slot, self.collaters[slot]([sample for _, sample in items])
+
+
+class _MixtureBatchSampler:
+    """Infinite: this rank's micro-batches of map-style datasets, in step order."""
+
+    def __init__(self, loader: "MixtureLoader") -> None:
+        self.mixer, self.slots, self.start = loader.mixer, dict(loader._slots), loader.step
+        self.streams = {n: IndexStream(n, p.size, loader.seed, p.pass_, p.pos) for n, p in loader._positions.items()}
+        self.global_bs, self.micro = loader.global_batch_size, loader.micro_batch_size
+        self.rank, self.world, self.accum = loader.rank, loader.world_size, loader.accum_steps
+
+    def __iter__(self):
+        step = self.start
+        while True:
+            name, step = self.mixer.choose(step), step + 1
+            if name not in self.slots:
+                continue  # an iterable dataset's step: served by its own loader
+            block, slot = self.streams[name].take(self.global_bs), self.slots[name]
+            for a in range(self.accum):
+                j = (a * self.world + self.rank) * self.micro
+                yield [(slot, i) for i in block[j:j + self.micro]]
+
+
+class _IterableSource:
+    """One iterable dataset's own stream of micro-batches on this rank."""
+
+    def __init__(self, name: str, dataset: Any, micro: int, num_workers: int, seed: int, rank: int) -> None:
+        self.name, self.dataset, self.micro = name, dataset, micro
+        self.num_workers, self.seed, self.rank = num_workers, seed, rank
+        self.pass_, self.consumed = 0, 0
+        self._it, self._buffer, self._yielded = None, [], False
+
+    def restart(self, pass_: int) -> None:
+        self.pass_, self._it, self._buffer = pass_, None, []
+
+    def _open(self) -> None:
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.pass_)
+        loader = DataLoader(self.dataset, batch_size=self.micro, collate_fn=_as_list,
+                            num_workers=self.num_workers,
+                            generator=_torch_seed(self.seed, self.rank, self.pass_, len(self.name)))
+        self._it, self._yielded = iter(loader), False
+
+    def next_batch(self) -> dict:
+        while len(self._buffer) < self.micro:
+            if self._it is None:
+                self._open()
+            try:
+                self._buffer.extend(next(self._it))
+                self._yielded = True
+            except StopIteration:
+                self._it = None
+                if not self._yielded:
+                    raise DataError(f"Iterable dataset '{self.name}' yielded no samples on rank "
+                                    f"{self.rank}: check its shard pattern and that there are at "
+                                    f"least as many shards as ranks x workers.") from None
+                self.pass_ += 1
+        samples, self._buffer = self._buffer[:self.micro], self._buffer[self.micro:]
+        self.consumed += len(samples)
+        return _collater(self.dataset)(samples)
+
+
+class MixtureLoader:
+    """This rank's micro-batches of the training mixture, one optimizer step per call.
+
+    Args:
+        datasets: {name: training dataset}; map-style (len, __getitem__ with index >= len
+            encoding the epoch, `collater`) or iterable (yields processed samples, splits
+            itself by rank and worker).
+        sample_ratios: {name: hand adjustment}; names left out get 1.0.
+        global_batch_size: samples per optimizer step over all ranks.
+        micro_batch_size: samples per forward on one rank.
+        rank, world_size: this process's place (None: from the process group).
+        seed: run seed (the choice sequence and permutations depend only on it).
+        num_workers: DataLoader worker processes per loader (0: load in this process).
+        balanced: p ~ sqrt(size) x ratio; False: p ~ size x ratio.
+        max_bad_sample_fraction: stop (DataError) when more samples than this are bad.
+        bad_sample_grace: the bad fraction's denominator is at least this many samples,
+            so a few unreadable files early on do not stop a run (0: strict from the start).
+        sizes: {name: number of samples} for mixing weights; needed for iterable datasets
+            without `len`; for map-style ones it changes the weight only, never the stream.
+        pin_memory: passed to the DataLoaders.
+
+    Raises:
+        ConfigError: batch sizes that do not divide, a bad rank, unknown ratio names, a
+            dataset without samples or without a known size.
+
+    Example:
+        >>> loader = MixtureLoader(train_sets, ratios, 128, 8, rank, world, seed=42, num_workers=2)
+        >>> for micro_batch in loader.next_step():   # loader.accum_steps micro-batches
+        ...     model(micro_batch)["loss_sum"].backward()
+    """
+
+    def __init__(self, datasets: Mapping[str, Any], sample_ratios: Mapping[str, float] | None,
+                 global_batch_size: int, micro_batch_size: int, rank: int | None = None,
+                 world_size: int | None = None, seed: int = 42, num_workers: int = 0,
+                 balanced: bool = True, *, max_bad_sample_fraction: float = 0.01,
+                 bad_sample_grace: int = 1000, sizes: Mapping[str, int] | None = None,
+                 pin_memory: bool = False) -> None:
+        rank = dist_utils.get_rank() if rank is None else int(rank)
+        world_size = dist_utils.get_world_size() if world_size is None else int(world_size)
+        for key, value in (("global_batch_size", global_batch_size), ("batch_size_train", micro_batch_size),
+                           ("world_size", world_size)):
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ConfigError(f"run.{key} must be a positive integer, got {value!r}.")
+        if not 0 <= rank < world_size:
+            raise ConfigError(f"rank {rank} is outside world size {world_size}.")
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise ConfigError(f"run.num_workers must be an integer >= 0, got {num_workers!r}.")
+        if not 0.0 <= float(max_bad_sample_fraction) <= 1.0:
+            raise ConfigError(f"run.max_bad_sample_fraction must be in [0, 1], got {max_bad_sample_fraction!r}.")
+        per_pass = micro_batch_size * world_size
+        if global_batch_size % per_pass:
+            raise ConfigError(
+                f"run.global_batch_size ({global_batch_size}) must be a multiple of batch_size_train "
+                f"({micro_batch_size}) x world size ({world_size}) = {per_pass}; e.g. set it to "
+                f"{max(per_pass, round(global_batch_size / per_pass) * per_pass)} or change batch_size_train.")
+        if not datasets:
+            raise ConfigError("No training datasets: list at least one under `datasets:` with a train split.")
+        self.global_batch_size, self.micro_batch_size = int(global_batch_size), int(micro_batch_size)
+        self.rank, self.world_size, self.seed = rank, world_size, int(seed)
+        self.accum_steps = global_batch_size // per_pass
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.max_bad_sample_fraction, self.bad_sample_grace = float(max_bad_sample_fraction), int(bad_sample_grace)
+        self.datasets = dict(datasets)
+
+        mix_sizes = {name: self._size(name, ds, sizes or {}) for name, ds in self.datasets.items()}
+        self.mixer = Mixer(mix_sizes, sample_ratios, balanced, seed)
+        self.probabilities = self.mixer.probabilities
+        map_names = [n for n in self.mixer.names if not _is_iterable(self.datasets[n])]
+        self._slots = {n: k for k, n in enumerate(map_names)}
+        # Main-process bookkeeping of the map-style streams: positions only, no permutations.
+        self._positions = {n: IndexStream(n, len(self.datasets[n]), seed) for n in map_names}
+        self._iterables = {n: _IterableSource(n, ds, micro_batch_size, num_workers, seed, rank)
+                           for n, ds in self.datasets.items() if _is_iterable(ds)}
+        self._map_iter = None
+        self.step = 0
+        self.last_dataset: str | None = None
+        self._requested = self._bad = 0
+        self._bad_files: dict[str, None] = {}
+
+    @staticmethod
+    def _size(name: str, dataset: Any, sizes: Mapping[str, int]) -> int:
+        if name in sizes:
+            return int(sizes[name])
+        try:
+            return len(dataset)
+        except TypeError:
+            raise ConfigError(f"Training dataset '{name}' is iterable and has no length: give its number "
+                              f"of samples (datasets.{name}.size) so it can be weighted.") from None
+
+    # -- stepping ---------------------------------------------------------------------
+    def next_step(self) -> list[dict]:
+        """This rank's `accum_steps` collated micro-batches for the next optimizer step.
+
+        Raises:
+            DataError: the fraction of unreadable samples exceeds `max_bad_sample_fraction`.
+        """
+        name = self.mixer.choose(self.step)
+        if name in self._iterables:
+            batches = [self._iterables[name].next_batch() for _ in range(self.accum_steps)]
+        else:
+            if self._map_iter is None:
+                self._map_iter = iter(self._map_loader())
+            batches = []
+            for _ in range(self.accum_steps):
+                slot, batch = next(self._map_iter)
+                if slot != self._slots[name]:  # the sampler walks the same choices: cannot differ
+                    raise RuntimeError(f"MixtureLoader out of sync at step {self.step}: expected {name}.")
+                batches.append(batch)
+            self._positions[name].advance(self.global_batch_size)
+        self.step += 1
+        self.last_dataset = name
+        for batch in batches:
+            self._count(batch)
+        self._check_bad()
+        return batches
+
+    def _map_loader(self) -> DataLoader:
+        names = sorted(self._slots, key=self._slots.get)
+        return DataLoader(_KeyedDatasets([self.datasets[n] for n in names]),
+                          batch_sampler=_MixtureBatchSampler(self),
+                          collate_fn=_KeyedCollate([_collater(self.datasets[n]) for n in names]),
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          generator=_torch_seed(self.seed, self.rank, self.step))
+
+    # -- bad samples -------------------------------------------------------------------
+    def _count(self, batch: Mapping[str, Any]) -> None:
+        self._requested += int(batch.get("_num_requested", self.micro_batch_size))
+        for path in batch.get("_bad_files", ()):
+            self._bad += 1
+            if len(self._bad_files) < _MAX_KEPT:
+                self._bad_files[str(path)] = None
+
+    def _check_bad(self) -> None:
+        if self._bad <= self.max_bad_sample_fraction * max(self._requested, self.bad_sample_grace):
+            return
+        files = list(self._bad_files)
+        listed = "\n  ".join(files[:_MAX_LISTED])
+        more = f"\n  ... and {len(files) - _MAX_LISTED} more" if len(files) > _MAX_LISTED else ""
+        raise DataError(
+            f"{self._bad} of {self._requested} training samples on rank {self.rank} "
+            f"({self.bad_fraction():.2%}) could not be read, more than run.max_bad_sample_fraction = "
+            f"{self.max_bad_sample_fraction}. Fix or remove these files, or raise the limit:\n  {listed}{more}")
+
+    def bad_fraction(self) -> float:
+        """Bad samples / samples requested so far on this rank (0.0 before any)."""
+        return self._bad / self._requested if self._requested else 0.0
+
+    @property
+    def bad_files(self) -> list[str]:
+        """Distinct unreadable files met on this rank, in order (the first 10,000)."""
+        return list(self._bad_files)
+
+    @property
+    def num_bad(self) -> int:
+        return self._bad
+
+    @property
+    def num_requested(self) -> int:
+        return self._requested
+
+    # -- state -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Step, stream positions and bad-sample counters (JSON/torch.save friendly).
+
+        The step and map-style positions are the same on every rank; the counters and
+        iterable passes are this rank's. Saving rank 0's state is enough to resume.
+        """
+        return {"version": 1, "step": self.step, "seed": self.seed,
+                "streams": {n: p.state_dict() for n, p in self._positions.items()},
+                "iterables": {n: {"pass": s.pass_, "consumed": s.consumed} for n, s in self._iterables.items()},
+                "bad": {"requested": self._requested, "bad": self._bad, "files": list(self._bad_files)}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue exactly where `state` was taken.
+
+        A state with only "step" (e.g. from another tool) is rebuilt by replaying the
+        dataset choices of steps 0..step-1 (cheap: no data is read).
+
+        Raises:
+            ConfigError: the checkpoint's seed or datasets differ from this loader's.
+        """
+        if int(state.get("seed", self.seed)) != self.seed:
+            raise ConfigError(f"The checkpoint's data order was made with run.seed {state['seed']}, this run "
+                              f"has {self.seed}: resume with the same seed, or start a new run.")
+        step = int(state["step"])
+        streams = state.get("streams")
+        if streams is not None:
+            if set(streams) != set(self._positions):
+                raise ConfigError(f"The checkpoint mixed datasets {sorted(streams)}, this run has "
+                                  f"{sorted(self._positions)}: resume with the same datasets.")
+            for name, pos in self._positions.items():
+                pos.load_state_dict(streams[name])
+        else:
+            for name, pos in self._positions.items():
+                pos.pass_, pos.pos = 0, 0
+            for t in range(step):
+                name = self.mixer.choose(t)
+                if name in self._positions:
+                    self._positions[name].advance(self.global_batch_size)
+        for name, source in self._iterables.items():
+            saved = state.get("iterables", {}).get(name)
+            source.restart(int(saved["pass"]) + 1 if saved else 0)
+            source.consumed = int(saved["consumed"]) if saved else 0
+        bad = state.get("bad", {})
+        self._requested, self._bad = int(bad.get("requested", 0)), int(bad.get("bad", 0))
+        self._bad_files = dict.fromkeys(bad.get("files", ()))
+        self.step = step
+        self._map_iter = None  # the sampler restarts from the restored step on next use
+
+    def close(self) -> None:
+        """Stop worker processes (they also stop when the loader is garbage-collected)."""
+        self._map_iter = None
+        for source in self._iterables.values():
+            source._it = None
+
+
+def eval_shard(num_samples: int, rank: int, world_size: int) -> range:
+    """Contiguous slice of an eval split for `rank`: every index exactly once over all ranks."""
+    return range(num_samples * rank // world_size, num_samples * (rank + 1) // world_size)
+
+
+def eval_loader(dataset: Any, batch_size: int, rank: int | None = None, world_size: int | None = None,
+                num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
+    """DataLoader over this rank's contiguous shard of an eval split, in order.
+
+    No padding and no duplicates: shard sizes differ by at most one and a rank may get
+    none (the gather across ranks needs no de-duplication, though ids make it safe).
+    Iterable datasets are passed through whole and must split themselves by rank.
+    Workers are not persistent: evaluation runs every few thousand steps and persistent
+    workers would hold a copy of every eval split during training.
+
+    Args:
+        dataset: map-style eval dataset with `collater` (or the default collation).
+        batch_size: samples per batch on this rank.
+        rank, world_size: this process's place (None: from the process group).
+        num_workers: DataLoader worker processes.
+        pin_memory: passed to the DataLoader.
+    """
+    rank = dist_utils.get_rank() if rank is None else int(rank)
+    world_size = dist_utils.get_world_size() if world_size is None else int(world_size)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"run.batch_size_eval must be a positive integer, got {batch_size!r}.")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ConfigError(f"rank {rank} is outside world size {world_size}.")
+    common = dict(batch_size=batch_size, collate_fn=_collater(dataset), num_workers=num_workers,
+                  pin_memory=pin_memory, drop_last=False)
+    if _is_iterable(dataset):
+        return DataLoader(dataset, **common)
+    return DataLoader(dataset, sampler=eval_shard(len(dataset), rank, world_size), **common)
