@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from lavis_ib.common import dist_utils
 from lavis_ib.common.errors import ConfigError, DataError
-from lavis_ib.datasets.mixing import IndexStream, Mixer
+from lavis_ib.datasets.mixing import IndexStream, Mixer, name_key
 
 _MAX_LISTED = 20        # bad files named in the error message
 _MAX_KEPT = 10_000      # distinct bad files remembered
@@ -159,7 +159,7 @@ class _IterableSource:
             self.dataset.set_epoch(self.pass_)
         loader = DataLoader(self.dataset, batch_size=self.micro, collate_fn=_as_list,
                             num_workers=self.num_workers,
-                            generator=_torch_seed(self.seed, self.rank, self.pass_, len(self.name)))
+                            generator=_torch_seed(self.seed, self.rank, self.pass_, name_key(self.name)))
         self._it, self._yielded = iter(loader), False
 
     def next_batch(self) -> dict:
@@ -198,8 +198,9 @@ class MixtureLoader:
         max_bad_sample_fraction: stop (DataError) when more samples than this are bad.
         bad_sample_grace: the bad fraction's denominator is at least this many samples,
             so a few unreadable files early on do not stop a run (0: strict from the start).
-        sizes: {name: number of samples} for mixing weights; needed for iterable datasets
-            without `len`; for map-style ones it changes the weight only, never the stream.
+        sizes: {name: number of samples} for mixing weights. Without an entry the size is
+            `len(dataset)`, else an int `dataset.size` (for iterable datasets); for
+            map-style datasets it changes the weight only, never the stream.
         pin_memory: passed to the DataLoaders.
 
     Raises:
@@ -267,8 +268,12 @@ class MixtureLoader:
         try:
             return len(dataset)
         except TypeError:
-            raise ConfigError(f"Training dataset '{name}' is iterable and has no length: give its number "
-                              f"of samples (datasets.{name}.size) so it can be weighted.") from None
+            pass
+        if isinstance(getattr(dataset, "size", None), int):  # iterable datasets told their size
+            return dataset.size
+        raise ConfigError(f"Training dataset '{name}' is iterable and has no length: give its number "
+                          f"of samples (datasets.{name}.size, as the dataset's `size` attribute or "
+                          f"MixtureLoader(sizes=...)) so it can be weighted.")
 
     # -- stepping ---------------------------------------------------------------------
     def next_step(self) -> list[dict]:
