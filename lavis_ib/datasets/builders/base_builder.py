@@ -1,27 +1,73 @@
 """`BaseDatasetBuilder`: reads a dataset's config (`build_info`, processors) and builds
 its splits. Subclasses name their dataset classes and default YAML; the LAVIS signature
 of dataset classes is kept (vis_processor=, text_processor=, vis_root=, ann_paths=).
+
+Dataset config (``configs/datasets/<name>/defaults.yaml``, under ``datasets.<name>``)::
+
+    data_type: images                    # or videos
+    download: false                      # true: fetch missing `url` files (rank 0 only)
+    cache_root: null                     # prefix of relative storage paths
+    build_info:
+      annotations:                       # one entry per split; "train" trains, others evaluate
+        train: {url: <url or [urls]>, storage: <path or [paths]>}
+        val:   {storage: ...}
+      images: {storage: <folder>}        # or {storage: {split: folder}}; `videos` for video data
+      ocr:    {train: {storage: ...}}    # optional OCR-token files per split
+    vis_processor: {train: {name: ...}, eval: {name: ...}}
+    text_processor: {train: {name: instruction_template, family: vqa}, eval: {...}}
+
+A file that is missing (and not downloaded) raises one `DataError` naming the path, the
+config key and where the data comes from.
 """
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from lavis_ib.common import dist_utils
 from lavis_ib.common.errors import ConfigError, DataError, did_you_mean
 from lavis_ib.models.base_model import package_path
 from lavis_ib.processors.build import build_processor
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple, ListConfig)):
+        return list(value)
+    return [value]
+
+
+def download_file(url: str, storage: str) -> str:
+    """Copy `url` to `storage` through iopath (http(s), or any path iopath can open)."""
+    from iopath.common.file_io import HTTPURLHandler, PathManager
+
+    manager = PathManager()
+    manager.register_handler(HTTPURLHandler())
+    try:
+        local = manager.get_local_path(url)
+    except Exception as exc:  # iopath raises whatever its handler raises
+        raise DataError(f"cannot download '{url}' to '{storage}': {exc}") from None
+    os.makedirs(os.path.dirname(os.path.abspath(storage)) or ".", exist_ok=True)
+    tmp = f"{storage}.part"
+    shutil.copyfile(local, tmp)
+    os.replace(tmp, storage)
+    return storage
 
 
 class BaseDatasetBuilder:
     """Base of registered dataset builders.
 
     Class attributes:
-        train_dataset_cls: dataset class of the training split(s).
-        eval_dataset_cls: dataset class of the val/test splits.
+        train_dataset_cls: dataset class of the training split (None: evaluation only).
+        eval_dataset_cls: dataset class of the val/test splits (None: training only).
         DATASET_CONFIG_DICT: {type: default YAML path} ("default" at least).
         DATA_SOURCE: where users get the data (shown when a file is missing).
+        dataset_kwargs: extra keyword arguments of every split's dataset.
+        CONFIG_KWARGS: dataset config keys passed on to the dataset classes when set.
     """
 
     train_dataset_cls: type | None = None
@@ -29,6 +75,8 @@ class BaseDatasetBuilder:
     DATASET_CONFIG_DICT: dict[str, str] = {}
     DATA_SOURCE: str = ""
     data_type: str = "images"
+    dataset_kwargs: dict[str, Any] = {}
+    CONFIG_KWARGS: tuple[str, ...] = ()
 
     def __init__(self, cfg: Any = None) -> None:
         if cfg is None:
@@ -62,7 +110,9 @@ class BaseDatasetBuilder:
         """Relative storage paths are taken from `cache_root` (or the working directory)."""
         path = os.path.expanduser(str(path))
         root = self.config.get("cache_root")
-        return path if os.path.isabs(path) or not root else os.path.join(str(root), path)
+        if os.path.isabs(path) or not root:
+            return path
+        return os.path.join(os.path.expanduser(str(root)), path)
 
     def require(self, path: str, what: str) -> str:
         """`path` if it exists, else a DataError naming it and the data's source."""
@@ -72,10 +122,83 @@ class BaseDatasetBuilder:
                             f"Set its location under build_info in the dataset config.")
         return path
 
+    def _files(self, node: Any, what: str) -> list[str]:
+        """Storage paths of a `{url, storage}` node, downloading missing ones when asked."""
+        if node is None:
+            return []
+        if isinstance(node, (str, list, ListConfig)):
+            node = {"storage": node}
+        storages = [self.resolve_path(p) for p in _as_list(node.get("storage"))]
+        urls = [str(u) for u in _as_list(node.get("url"))]
+        if not storages:
+            raise ConfigError(f"{type(self).__name__}: {what} has no 'storage' path.")
+        missing = [(i, p) for i, p in enumerate(storages) if not os.path.exists(p)]
+        if missing and self.config.get("download", False) and urls:
+            if len(urls) != len(storages):
+                raise ConfigError(f"{type(self).__name__}: {what} lists {len(urls)} url(s) for "
+                                  f"{len(storages)} storage path(s); give one url per path.")
+            if dist_utils.is_main_process():
+                for i, path in missing:
+                    download_file(urls[i], path)
+            dist_utils.barrier()
+        for path in storages:
+            hint = f" (url: {urls[0]}; set download: true to fetch it)" if urls and not \
+                self.config.get("download", False) else ""
+            self.require(path, f"{what}{hint}")
+        return storages
+
+    def vis_root(self, split: str) -> str | None:
+        info = self.config.build_info
+        key = "videos" if self.data_type == "videos" else "images"
+        node = info.get(key) or info.get("images") or info.get("videos")
+        if node is None:
+            return None
+        storage = node.get("storage")
+        if isinstance(storage, (dict, DictConfig)):
+            if split not in storage:
+                raise ConfigError(f"{type(self).__name__}: build_info.{key}.storage has no entry "
+                                  f"for split '{split}' (has {sorted(storage)}).")
+            storage = storage[split]
+        return self.require(self.resolve_path(storage), f"{key} folder (build_info.{key}.storage)")
+
+    def splits(self) -> list[str]:
+        annotations = self.config.get("build_info", {}).get("annotations")
+        if not annotations:
+            raise ConfigError(f"{type(self).__name__}: build_info.annotations lists no split.")
+        return [str(s) for s in annotations.keys()]
+
+    # -- building -------------------------------------------------------------------
     def build_datasets(self) -> dict[str, Any]:
         """{split: dataset} for every split listed under `build_info.annotations`."""
         self.build_processors()
         return self.build()
 
+    def split_kwargs(self, split: str, cls: type) -> dict[str, Any]:
+        """Extra dataset arguments of one split: `dataset_kwargs`, the split name (for
+        datasets whose splits share one file) and OCR files."""
+        kwargs = dict(self.dataset_kwargs)
+        kwargs.update({k: self.config[k] for k in self.CONFIG_KWARGS if self.config.get(k) is not None})
+        if "split" in getattr(cls, "extra_args", dict)():
+            kwargs["split"] = split
+        ocr = (self.config.build_info.get("ocr") or {}).get(split)
+        if ocr is not None:
+            kwargs["ocr_paths"] = self._files(ocr, f"OCR file (build_info.ocr.{split})")
+        return kwargs
+
     def build(self) -> dict[str, Any]:
-        raise NotImplementedError(f"{type(self).__name__} must implement build()")
+        datasets = {}
+        for split in self.splits():
+            is_train = split == "train"
+            cls = self.train_dataset_cls if is_train else self.eval_dataset_cls
+            if cls is None:
+                kind = "evaluation" if is_train else "training"
+                raise ConfigError(f"{type(self).__name__}: this dataset is {kind}-only; remove "
+                                  f"build_info.annotations.{split} from its config.")
+            ann_paths = self._files(self.config.build_info.annotations[split],
+                                    f"annotation file (build_info.annotations.{split})")
+            proc = "train" if is_train else "eval"
+            datasets[split] = cls(vis_processor=self.vis_processors.get(proc),
+                                  text_processor=self.text_processors.get(proc),
+                                  vis_root=self.vis_root(split), ann_paths=ann_paths,
+                                  **self.split_kwargs(split, cls))
+        return datasets

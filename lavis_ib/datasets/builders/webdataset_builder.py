@@ -1,0 +1,43 @@
+"""Builder of Web CapFilt (14M synthetic captions) streamed from webdataset shards."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from lavis_ib.common.errors import ConfigError
+from lavis_ib.common.registry import registry
+from lavis_ib.datasets.builders.base_builder import BaseDatasetBuilder, _as_list
+from lavis_ib.datasets.datasets.webdataset_caption import WebCaptionDataset, expand_shards
+
+
+@registry.register_builder("capfilt14m")
+class CapFilt14MBuilder(BaseDatasetBuilder):
+    """Web CapFilt, webdataset tar shards: members ``<key>.jpg|png`` + ``<key>.txt`` or
+    ``<key>.json`` ({"caption"}). `build_info.annotations.train.storage`: brace pattern(s)
+    of local shards; with ``download: true`` and no local shards the `url` pattern is
+    streamed instead. `num_samples`: samples per pass (mixing weight). Split: train."""
+
+    train_dataset_cls = WebCaptionDataset
+    DATASET_CONFIG_DICT = {"default": "configs/datasets/capfilt14m/defaults.yaml"}
+    DATA_SOURCE = ("BLIP's CapFilt captions (https://github.com/salesforce/BLIP, ccs_synthetic_filtered_large) "
+                   "packed into webdataset shards, e.g. with img2dataset --output_format webdataset")
+
+    def build(self) -> dict[str, Any]:
+        splits = self.splits()
+        if splits != ["train"]:
+            raise ConfigError(f"capfilt14m has only a train split; remove {sorted(set(splits) - {'train'})} "
+                              f"from build_info.annotations.")
+        node = self.config.build_info.annotations.train
+        local = [self.resolve_path(p) for p in _as_list(node.get("storage"))]
+        shards = expand_shards(local)
+        missing = [s for s in shards if not os.path.exists(s)]
+        if missing and self.config.get("download", False) and node.get("url"):
+            shards = expand_shards(_as_list(node.get("url")))  # webdataset streams http(s) urls
+        else:
+            for shard in missing[:1]:
+                self.require(shard, f"shard (build_info.annotations.train.storage; {len(missing)} missing)")
+        if not shards:
+            raise ConfigError("capfilt14m: build_info.annotations.train.storage names no shard.")
+        return {"train": WebCaptionDataset(vis_processor=self.vis_processors.get("train"),
+                                           text_processor=self.text_processors.get("train"),
+                                           ann_paths=shards, num_samples=self.config.get("num_samples"))}

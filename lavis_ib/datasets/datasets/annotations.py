@@ -1,0 +1,83 @@
+"""Reading annotation files (JSON, JSON lines, CSV) with one clear error per bad file,
+and the OCR-token files shared by the text-in-image datasets."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from typing import Any, Iterable
+
+from lavis_ib.common.errors import DataError
+
+
+def _require(path: str) -> None:
+    if not os.path.isfile(path):
+        raise DataError(f"annotation file '{path}' does not exist; set its location under "
+                        f"build_info.annotations in the dataset config.")
+
+
+def load_json(path: str) -> Any:
+    _require(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"annotation file '{path}' is not valid JSON: {exc}") from None
+
+
+def load_jsonl(path: str) -> list[dict[str, Any]]:
+    _require(path)
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"'{path}' line {n} is not valid JSON: {exc}") from None
+    return rows
+
+
+def load_csv(path: str) -> list[dict[str, str]]:
+    _require(path)
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def load_table(path: str) -> Any:
+    """JSON, JSON lines (`.jsonl`) or CSV (`.csv`), chosen by extension."""
+    if path.endswith(".jsonl"):
+        return load_jsonl(path)
+    if path.endswith(".csv"):
+        return load_csv(path)
+    return load_json(path)
+
+
+def need(record: dict[str, Any], key: str, path: str) -> Any:
+    """`record[key]`, or a DataError naming the file and the missing field."""
+    try:
+        return record[key]
+    except (KeyError, TypeError):
+        raise DataError(f"'{path}': a record lacks the field '{key}' "
+                        f"(record starts {str(record)[:120]}); is this the expected format?") from None
+
+
+def load_ocr_tokens(paths: Iterable[str]) -> dict[str, list[str]]:
+    """{image_id: [OCR tokens]} from OCR files.
+
+    Accepted layouts: TextVQA/TextCaps Rosetta files ``{"data": [{"image_id",
+    "ocr_tokens"}, ...]}``, a list of such records, or a plain ``{image_id: [tokens]}``.
+    """
+    tokens: dict[str, list[str]] = {}
+    for path in paths:
+        data = load_json(path)
+        rows = data.get("data", data) if isinstance(data, dict) else data
+        if isinstance(rows, dict):
+            for key, value in rows.items():
+                tokens[str(key)] = [str(t) for t in value]
+            continue
+        for row in rows:
+            if not isinstance(row, dict) or "image_id" not in row:
+                continue  # Rosetta files start with a header record without an image
+            tokens[str(row["image_id"])] = [str(t) for t in row.get("ocr_tokens", [])]
+    return tokens

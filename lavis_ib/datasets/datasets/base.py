@@ -1,0 +1,183 @@
+"""Shared pieces of every dataset class: `BadSample`, image loading, the epoch-encoded
+index of training sets, seeded per-sample draws and the collater.
+
+Contract (CONTRACTS.md): a dataset is built with the LAVIS signature
+``(vis_processor=, text_processor=, vis_root=, ann_paths=)``; ``__getitem__(i)`` returns a
+sample dict, or `BadSample(path, reason)` when its image/video cannot be read;
+``collater(samples)`` stacks tensors, keeps every other key as a list, drops BadSamples
+and lists their paths under ``_bad_files`` (with ``_num_requested`` = samples asked for).
+Training sets accept ``i >= len(self)``: ``epoch, index = divmod(i, len(self))``, and
+every random choice of a sample (template, answer) is seeded by (seed, epoch, index).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from lavis_ib.common.errors import DataError
+
+
+@dataclass(frozen=True)
+class BadSample:
+    """A sample whose image or video could not be read; the collater drops it.
+
+    Attributes:
+        path: the file that failed.
+        reason: why (missing, cannot be decoded, ...).
+    """
+
+    path: str
+    reason: str
+
+
+def load_image(path: str) -> Any:
+    """The RGB PIL image at `path`, or a `BadSample` saying why it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.isfile(path):
+        return BadSample(str(path), "missing")
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")  # convert() forces a full decode: truncation shows here
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        return BadSample(str(path), f"cannot be decoded: {exc}")
+
+
+def sample_rng(seed: int, epoch: int, index: int, stream: int) -> np.random.Generator:
+    """A generator for one sample's draw number `stream` (0 is the template draw of the
+    instruction_template processor; others use 1, 2, ...): depends on nothing else."""
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch), int(index), int(stream)])
+
+
+def draw_by_frequency(answers: Sequence[str], rng: np.random.Generator) -> str:
+    """One answer drawn with probability proportional to how many annotators gave it."""
+    if not answers:
+        raise DataError("a training sample has no answer to draw from")
+    unique, counts = np.unique(np.asarray(list(answers), dtype=object).astype(str),
+                               return_counts=True)
+    return str(unique[rng.choice(len(unique), p=counts / counts.sum())])
+
+
+def make_instruction(processor: Any, index: int, epoch: int, question: str | None = None,
+                     answer: str | None = None) -> str:
+    """The templated instruction from an `instruction_template` processor.
+
+    A plain LAVIS text processor (e.g. ``blip_question``) is also accepted: it is applied
+    to the question (or answer), which reproduces LAVIS's untemplated inputs.
+    """
+    if processor is None:
+        return str(question if question is not None else answer or "")
+    if hasattr(processor, "draw") and hasattr(processor, "format"):
+        return processor(index=index, epoch=epoch, question=question, answer=answer)
+    return processor(question if question is not None else answer)
+
+
+def collate(samples: Sequence[Any]) -> dict[str, Any]:
+    """Stack tensors, keep other values as lists; drop BadSamples (listed in `_bad_files`)."""
+    good = [s for s in samples if not isinstance(s, BadSample)]
+    batch: dict[str, Any] = {}
+    keys: list[str] = []
+    for sample in good:
+        keys.extend(k for k in sample if k not in keys)
+    for key in keys:
+        values = [sample.get(key) for sample in good]
+        if all(isinstance(v, torch.Tensor) for v in values):
+            shapes = {tuple(v.shape) for v in values}
+            if len(shapes) != 1:
+                raise DataError(f"collater: '{key}' tensors have different shapes {sorted(shapes)}; "
+                                f"use one image/video processor size for the whole dataset.")
+            batch[key] = torch.stack(values)
+        else:
+            batch[key] = values
+    batch["_bad_files"] = [s.path for s in samples if isinstance(s, BadSample)]
+    batch["_num_requested"] = len(samples)
+    return batch
+
+
+class BaseDataset(Dataset):
+    """Base of the map-style datasets: annotations in memory as a list of records.
+
+    Args:
+        vis_processor: image (or video) processor, called with a PIL image (or a path).
+        text_processor: `instruction_template` processor for training sets, a question /
+            caption processor for evaluation sets.
+        vis_root: folder the records' image paths are relative to.
+        ann_paths: annotation files, read by `load_annotations`.
+    """
+
+    is_train = False
+
+    def __init__(self, vis_processor: Any = None, text_processor: Any = None,
+                 vis_root: str | None = None, ann_paths: Sequence[str] = (), **kwargs: Any) -> None:
+        self.vis_processor = vis_processor
+        self.text_processor = text_processor
+        self.vis_root = str(vis_root) if vis_root is not None else ""
+        self.ann_paths = [str(p) for p in ([ann_paths] if isinstance(ann_paths, str) else ann_paths)]
+        unknown = set(kwargs) - set(self.extra_args())
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unexpected arguments {sorted(unknown)}; "
+                            f"it accepts {sorted(self.extra_args())}.")
+        self.options = {**self.extra_args(), **kwargs}
+        self.seed = int(getattr(text_processor, "seed", 0))
+        self.annotation = self.load_annotations(self.ann_paths)
+
+    # -- subclass hooks ---------------------------------------------------------------
+    @classmethod
+    def extra_args(cls) -> dict[str, Any]:
+        """Keyword arguments beyond the LAVIS four, with their defaults."""
+        return {}
+
+    def load_annotations(self, ann_paths: list[str]) -> list[dict[str, Any]]:
+        raise NotImplementedError(f"{type(self).__name__} must implement load_annotations")
+
+    def build_sample(self, record: dict[str, Any], visual: Any, index: int,
+                     epoch: int) -> dict[str, Any]:
+        raise NotImplementedError(f"{type(self).__name__} must implement build_sample")
+
+    # -- shared behaviour -------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.annotation)
+
+    def split_index(self, i: int) -> tuple[int, int]:
+        """(epoch, index) of a requested index; eval sets accept only 0 <= i < len."""
+        n = len(self)
+        if n == 0:
+            raise IndexError(f"{type(self).__name__} is empty")
+        if i < 0 or (i >= n and not self.is_train):
+            raise IndexError(f"index {i} out of range for {type(self).__name__} of size {n}")
+        epoch, index = divmod(int(i), n)
+        return epoch, index
+
+    def visual_path(self, record: dict[str, Any]) -> str:
+        return os.path.join(self.vis_root, record["image"])
+
+    def load_visual(self, record: dict[str, Any]) -> Any:
+        """The processed image tensor of a record, or a BadSample."""
+        path = self.visual_path(record)
+        image = load_image(path)
+        if isinstance(image, BadSample) or self.vis_processor is None:
+            return image
+        return self.vis_processor(image)
+
+    def __getitem__(self, i: int) -> Any:
+        epoch, index = self.split_index(i)
+        record = self.annotation[index]
+        visual = self.load_visual(record)
+        if isinstance(visual, BadSample):
+            return visual
+        return self.build_sample(record, visual, index, epoch)
+
+    def rng(self, index: int, epoch: int, stream: int = 1) -> np.random.Generator:
+        return sample_rng(self.seed, epoch, index, stream)
+
+    def collater(self, samples: Sequence[Any]) -> dict[str, Any]:
+        return collate(samples)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(n={len(self)}, vis_root={self.vis_root!r}, "
+                f"ann_paths={self.ann_paths!r})")

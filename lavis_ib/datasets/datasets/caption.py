@@ -1,0 +1,130 @@
+"""Captioning datasets: training (one sample per caption, caption template as
+instruction, normalised caption as target) and evaluation (one sample per image with
+every reference caption).
+
+Formats (`ann_format`):
+    lavis     LAVIS lists ``[{"image", "caption": str | [str], optional "image_id"}]``;
+              without image_id the id is the last ``_``-separated part of the file stem
+              (``COCO_val2014_000000184613.jpg`` -> 184613), as LAVIS derives it.
+    coco      official COCO-style captions (NoCaps, COCO): ``{"images": [{"id",
+              "file_name"}], "annotations": [{"image_id", "caption"}]}``.
+    textcaps  official TextCaps ``{"data": [{"image_id", "caption_str"}]}``; image
+              ``<image_id>.jpg``; OCR tokens keyed by image_id (Rosetta files).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from lavis_ib.common.errors import ConfigError, DataError, did_you_mean
+from lavis_ib.datasets.datasets.annotations import load_json, load_ocr_tokens, need
+from lavis_ib.datasets.datasets.base import BaseDataset, make_instruction
+from lavis_ib.processors.templates import ocr_prefix
+from lavis_ib.processors.text import normalize_caption
+
+
+def image_id_from_path(path: str) -> int | str:
+    stem = os.path.splitext(os.path.basename(path))[0].split("_")[-1]
+    return int(stem) if stem.isdigit() else stem
+
+
+def read_lavis(paths: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for path in paths:
+        for row in load_json(path):
+            image = need(row, "image", path)
+            caps = row.get("caption", [])
+            for cap in [caps] if isinstance(caps, str) else caps:
+                rows.append({"image": image, "image_id": row.get("image_id", image_id_from_path(image)),
+                             "caption": cap})
+            if not caps:  # an unlabelled image (a test split) still needs a sample
+                rows.append({"image": image, "image_id": row.get("image_id", image_id_from_path(image)),
+                             "caption": None})
+    return rows
+
+
+def read_coco(paths: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for path in paths:
+        data = load_json(path)
+        images = {img["id"]: img["file_name"] for img in need(data, "images", path)}
+        seen = set()
+        for ann in data.get("annotations", []):
+            image_id = need(ann, "image_id", path)
+            if image_id not in images:
+                raise DataError(f"'{path}': caption of image_id {image_id} not in 'images'.")
+            seen.add(image_id)
+            rows.append({"image": images[image_id], "image_id": image_id,
+                         "caption": need(ann, "caption", path)})
+        rows.extend({"image": name, "image_id": i, "caption": None}
+                    for i, name in images.items() if i not in seen)
+    return rows
+
+
+def read_textcaps(paths: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for path in paths:
+        for row in need(load_json(path), "data", path):
+            image_id = str(need(row, "image_id", path))
+            rows.append({"image": f"{image_id}.jpg", "image_id": image_id,
+                         "caption": row.get("caption_str"), "ocr_key": image_id})
+    return rows
+
+
+READERS = {"lavis": read_lavis, "coco": read_coco, "textcaps": read_textcaps}
+
+
+class _CaptionBase(BaseDataset):
+    @classmethod
+    def extra_args(cls) -> dict[str, Any]:
+        return {"ann_format": "lavis", "use_ocr": False, "ocr_paths": ()}
+
+    def read_rows(self, ann_paths: list[str]) -> list[dict[str, Any]]:
+        fmt = self.options["ann_format"]
+        if fmt not in READERS:
+            raise ConfigError(f"{type(self).__name__}: unknown ann_format '{fmt}'."
+                              f"{did_you_mean(fmt, READERS)} Known: {', '.join(READERS)}.")
+        rows = READERS[fmt](ann_paths)
+        if self.options["use_ocr"]:
+            ocr = load_ocr_tokens(list(self.options["ocr_paths"] or ()))
+            for row in rows:
+                row["ocr_tokens"] = ocr.get(str(row.get("ocr_key")), [])
+        return rows
+
+
+class CaptionDataset(_CaptionBase):
+    """Training: ``text_input`` = [OCR prefix] + a caption template (drawn per sample),
+    ``text_output`` = the normalised caption."""
+
+    is_train = True
+
+    def load_annotations(self, ann_paths: list[str]) -> list[dict[str, Any]]:
+        rows = [r for r in self.read_rows(ann_paths) if r["caption"]]
+        if not rows:
+            raise DataError(f"{type(self).__name__}: no caption in {ann_paths}.")
+        return rows
+
+    def build_sample(self, record: dict[str, Any], visual: Any, index: int, epoch: int) -> dict[str, Any]:
+        prefix = ocr_prefix(record.get("ocr_tokens")) if self.options["use_ocr"] else ""
+        return {"image": visual, "text_input": prefix + make_instruction(self.text_processor, index, epoch),
+                "text_output": normalize_caption(record["caption"])}
+
+
+class CaptionEvalDataset(_CaptionBase):
+    """Evaluation, one sample per image: ``image_id``, ``instance_id`` (= image_id),
+    ``references`` (every ground-truth caption, raw), and ``ocr_tokens`` with OCR."""
+
+    def load_annotations(self, ann_paths: list[str]) -> list[dict[str, Any]]:
+        by_image: dict[Any, dict[str, Any]] = {}
+        for row in self.read_rows(ann_paths):
+            rec = by_image.setdefault(row["image_id"], {**row, "references": []})
+            if row["caption"]:
+                rec["references"].append(str(row["caption"]))
+        return list(by_image.values())
+
+    def build_sample(self, record: dict[str, Any], visual: Any, index: int, epoch: int) -> dict[str, Any]:
+        sample = {"image": visual, "image_id": record["image_id"], "instance_id": record["image_id"],
+                  "references": list(record["references"])}
+        if self.options["use_ocr"]:
+            sample["ocr_tokens"] = list(record.get("ocr_tokens", []))
+        return sample

@@ -1,0 +1,76 @@
+"""Multiple-choice evaluation datasets: ScienceQA (image-context subset) and IconQA
+(multi-text-choice subset), read from their official ``problems.json``.
+
+Samples: ``image``, ``question_id``, ``question``, ``text_input`` (normalised question),
+``choices``, ``correct_choice_idx``, ``answers`` ([the correct choice]) and, for
+ScienceQA, ``context`` (the problem's hint, may be "").
+
+Formats (`ann_format`):
+    scienceqa  ``{pid: {"question", "choices", "answer": index, "hint", "image": file |
+               null, "split"}}``; image ``<split>/<pid>/<image>``; problems without an
+               image are left out (the IMG subset of the paper).
+    iconqa     ``{pid: {"question", "choices", "answer": index, "ques_type", "split"}}``
+               (a ``pid_splits.json`` ``{"choose_txt_<split>": [pid, ...]}`` listed as a
+               second file supplies the split when records lack it); only ``choose_txt``
+               problems; image ``<split>/choose_txt/<pid>/image.png``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from lavis_ib.common.errors import DataError
+from lavis_ib.datasets.datasets.annotations import load_json, need
+from lavis_ib.datasets.datasets.vqa import VQAEvalDataset
+
+
+def _mc_record(pid: str, item: dict[str, Any], image: str, path: str) -> dict[str, Any]:
+    choices = [str(c) for c in need(item, "choices", path)]
+    idx = int(need(item, "answer", path))
+    if not 0 <= idx < len(choices):
+        raise DataError(f"'{path}' problem {pid}: answer index {idx} outside its {len(choices)} choices.")
+    return {"question_id": pid, "question": need(item, "question", path), "image": image,
+            "choices": choices, "correct_choice_idx": idx, "answers": [choices[idx]]}
+
+
+def read_scienceqa(paths: list[str], split: str | None = None) -> list[dict[str, Any]]:
+    records = []
+    for path in paths:
+        for pid, item in load_json(path).items():
+            if not item.get("image") or (split is not None and item.get("split") != split):
+                continue
+            rec = _mc_record(pid, item, f"{item['split']}/{pid}/{item['image']}", path)
+            rec["context"] = str(item.get("hint") or "")
+            records.append(rec)
+    return records
+
+
+def read_iconqa(paths: list[str], split: str | None = None) -> list[dict[str, Any]]:
+    problems, pid_split = {}, {}
+    for path in paths:
+        data = load_json(path)
+        if data and all(isinstance(v, list) for v in data.values()):  # pid_splits.json
+            for key, pids in data.items():
+                pid_split.update({str(p): key.rsplit("_", 1)[-1] for p in pids})
+        else:
+            problems.update({str(k): (v, path) for k, v in data.items()})
+    records = []
+    for pid, (item, path) in problems.items():
+        item_split = item.get("split") or pid_split.get(pid)
+        if item.get("ques_type", "choose_txt") != "choose_txt":
+            continue
+        if item_split is None:
+            raise DataError(f"IconQA problem {pid} has no split; list pid_splits.json with problems.json.")
+        if split is not None and item_split != split:
+            continue
+        records.append(_mc_record(pid, item, f"{item_split}/choose_txt/{pid}/image.png", path))
+    return records
+
+
+class MultipleChoiceEvalDataset(VQAEvalDataset):
+    """Evaluation with choices (ScienceQA, IconQA); `split` selects the problems."""
+
+    READERS = {"scienceqa": read_scienceqa, "iconqa": read_iconqa}
+
+    @classmethod
+    def extra_args(cls) -> dict[str, Any]:
+        return {"ann_format": "scienceqa", "split": None, "use_ocr": False, "ocr_paths": ()}

@@ -1,0 +1,125 @@
+"""Web CapFilt: captions streamed from webdataset tar shards.
+
+Each shard holds samples ``<key>.jpg`` (or .jpeg/.png/.webp) + ``<key>.txt`` (the caption)
+or ``<key>.json`` (``{"caption": ...}``). Shards are given as brace patterns
+(``shards/{000000..001399}.tar``) and split first by rank (lavis_ib.common.dist_utils, or
+the `rank`/`world_size` arguments) and then by DataLoader worker, with webdataset's
+nodesplitter/workersplitter hooks: each sample is seen once per pass over the shards
+when every worker holds at least one shard.
+
+Yielded samples are already processed: ``image``, ``text_input`` (a caption template
+drawn from (seed, epoch, crc32 of shard and key)), ``text_output`` (the normalised
+caption). A sample whose image cannot be decoded or whose caption is missing is yielded as
+a `BadSample` (the collater drops it and lists it) and counted in `num_bad` (per process).
+"""
+from __future__ import annotations
+
+import io
+import json
+import zlib
+from typing import Any, Iterator, Sequence
+
+from torch.utils.data import IterableDataset
+
+from lavis_ib.common import dist_utils
+from lavis_ib.datasets.datasets.base import BadSample, collate, make_instruction
+from lavis_ib.processors.text import normalize_caption
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+
+
+def expand_shards(patterns: Sequence[str]) -> list[str]:
+    """Every shard named by brace patterns such as ``a/{000..009}.tar``."""
+    import braceexpand
+
+    return [url for p in patterns for url in braceexpand.braceexpand(str(p))]
+
+
+class WebCaptionDataset(IterableDataset):
+    """Iterable captioning dataset over webdataset shards (training only).
+
+    Args:
+        vis_processor: image processor (PIL -> tensor).
+        text_processor: `instruction_template` processor (caption family).
+        vis_root: unused (images live in the shards); kept for the LAVIS signature.
+        ann_paths: shard urls or brace patterns.
+        num_samples: samples per pass (reported by `len`, used for mixing weights).
+        rank, world_size: the process's place; default: lavis_ib.common.dist_utils.
+    """
+
+    is_train = True
+
+    def __init__(self, vis_processor: Any = None, text_processor: Any = None, vis_root: str | None = None,
+                 ann_paths: Sequence[str] = (), num_samples: int | None = None, rank: int | None = None,
+                 world_size: int | None = None) -> None:
+        super().__init__()
+        self.vis_processor, self.text_processor = vis_processor, text_processor
+        self.vis_root = vis_root
+        self.shards = expand_shards([ann_paths] if isinstance(ann_paths, str) else ann_paths)
+        self.num_samples = int(num_samples) if num_samples is not None else None
+        self.rank, self.world_size = rank, world_size
+        self.seed = int(getattr(text_processor, "seed", 0))
+        self.epoch = 0
+        self.num_bad = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The pass number used in the template draw (call before each pass)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        if self.num_samples is None:
+            raise TypeError("WebCaptionDataset has no num_samples; set it in the dataset config.")
+        return self.num_samples
+
+    def split_by_rank(self, urls: Any) -> Iterator[str]:
+        """webdataset nodesplitter: this rank's share of the shard list."""
+        rank = dist_utils.get_rank() if self.rank is None else self.rank
+        world = dist_utils.get_world_size() if self.world_size is None else self.world_size
+        for i, url in enumerate(urls):
+            if i % world == rank:
+                yield url
+
+    def raw_samples(self) -> Any:
+        import webdataset as wds
+
+        return wds.WebDataset(self.shards, nodesplitter=self.split_by_rank,
+                              workersplitter=wds.split_by_worker, shardshuffle=False,
+                              empty_check=False, handler=self._tar_error)
+
+    def _tar_error(self, exc: Exception) -> bool:
+        self.num_bad += 1
+        return True  # a broken tar member: skip it and keep streaming
+
+    def decode(self, raw: dict[str, Any]) -> Any:
+        from PIL import Image
+
+        where = f"{raw.get('__url__')}#{raw.get('__key__')}"
+        ext = next((e for e in IMAGE_EXTS if e in raw), None)
+        if ext is None:
+            return BadSample(where, "no image member")
+        try:
+            if "txt" in raw:
+                caption = raw["txt"].decode("utf-8")
+            else:
+                caption = json.loads(raw["json"].decode("utf-8"))["caption"]
+        except (KeyError, ValueError, UnicodeDecodeError) as exc:
+            return BadSample(where, f"no readable caption: {exc!r}")
+        try:
+            with Image.open(io.BytesIO(raw[ext])) as img:
+                image = img.convert("RGB")
+        except (OSError, ValueError, SyntaxError) as exc:
+            return BadSample(where, f"image cannot be decoded: {exc}")
+        index = zlib.crc32(where.encode("utf-8"))
+        return {"image": self.vis_processor(image) if self.vis_processor else image,
+                "text_input": make_instruction(self.text_processor, index, self.epoch),
+                "text_output": normalize_caption(caption)}
+
+    def __iter__(self) -> Iterator[Any]:
+        for raw in self.raw_samples():
+            sample = self.decode(raw)
+            if isinstance(sample, BadSample):
+                self.num_bad += 1
+            yield sample
+
+    def collater(self, samples: Sequence[Any]) -> dict[str, Any]:
+        return collate(samples)
