@@ -1,0 +1,51 @@
+"""`lavis-ib export RUN_DIR OUT_DIR [--checkpoint best|latest|PATH]`: a training run's
+weights in the Hugging Face layout (`InstructBlipForConditionalGeneration` + processor).
+
+The model is rebuilt from the run's saved `config.yaml` (frozen weights come from its
+`init_from`/`pretrained` sources as in training), the checkpoint's trainable weights are
+loaded over it, and `model.save_pretrained(OUT_DIR)` writes the directory, which
+`load_model_and_preprocess(..., pretrained=OUT_DIR)` and transformers both read.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from lavis_ib.common.entry import run_entry
+from lavis_ib.common.errors import ConfigError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lavis-ib export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", help="training run folder (holds config.yaml and checkpoints/)")
+    parser.add_argument("out_dir", help="folder to write the Hugging Face layout into")
+    parser.add_argument("--checkpoint", default="best",
+                        help="'best' (default; the newest when no best exists), 'latest', or a path")
+    args = parser.parse_args(argv)
+    from lavis_ib.common.config import load_yaml
+    from lavis_ib.common.registry import import_plugins, registry
+    from lavis_ib.evaluate import checkpoint_folder
+    from lavis_ib.runners.checkpoint import load_trainable_weights, resolve_checkpoint
+
+    cfg = load_yaml(os.path.join(args.run_dir, "config.yaml"), "run config")
+    import_plugins(list(cfg.get("plugins") or []), source=f"{args.run_dir}/config.yaml: plugins")
+    if args.checkpoint == "best":
+        ckpt = checkpoint_folder(args.run_dir)
+    elif args.checkpoint == "latest":
+        ckpt = resolve_checkpoint(args.run_dir)
+    else:
+        ckpt = resolve_checkpoint(args.checkpoint)
+    model = registry.get_model_class(cfg.model.arch).from_config(cfg.model)
+    if not hasattr(model, "save_pretrained"):
+        raise ConfigError(f"model '{cfg.model.arch}' has no save_pretrained(); it cannot be "
+                          f"exported in the Hugging Face layout.")
+    load_trainable_weights(model, ckpt)
+    model.save_pretrained(args.out_dir)
+    print(f"exported {ckpt} to {args.out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_entry(main, None, "lavis-ib export"))

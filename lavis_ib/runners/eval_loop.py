@@ -1,0 +1,193 @@
+"""The evaluation loop shared by training validation and `python -m lavis_ib.evaluate`.
+
+For each dataset split: the dataset entry's task (`datasets.<name>.task`) is built with
+`for_dataset`, the split (or its fixed `eval_subset`) is cut into contiguous rank shards
+without overlap or padding (`lavis_ib.datasets.loaders.eval_loader`), each rank runs `task.valid_step` on its
+shard, the records are gathered and de-duplicated by `id`, and rank 0 computes
+`task.metrics` and writes `predictions.jsonl` and `metrics.json`. Without a process
+group it is a plain loop in one process. Every sample is scored exactly once: the count
+of unique ids plus unreadable samples must equal the split size, else it is an error.
+
+Under FSDP the caller gathers the model's shards first (`Strategy.eval_mode`), so ranks
+may run different numbers of batches and generation steps.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Mapping
+
+import torch
+from torch.utils.data import Subset
+
+from lavis_ib.common.dist_utils import all_gather_objects, get_rank, get_world_size
+from lavis_ib.common.errors import ConfigError, LavisIbError
+from lavis_ib.common.registry import registry
+
+logger = logging.getLogger(__name__)
+
+
+def move_to(batch: Any, device: torch.device) -> Any:
+    """Tensors in (nested) dicts/lists moved to `device`; everything else unchanged."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: move_to(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)) and any(isinstance(v, torch.Tensor) for v in batch):
+        return type(batch)(move_to(v, device) for v in batch)
+    return batch
+
+
+def eval_indices(dataset: Any, eval_subset: int | None) -> list[int]:
+    """The evaluated indices: all, or a fixed subset (a permutation seeded with 0, first
+    `eval_subset` entries, sorted), the same in every run and on every world size."""
+    n = len(dataset)
+    if not eval_subset or eval_subset >= n:
+        return list(range(n))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))[: int(eval_subset)]
+    return sorted(perm.tolist())
+
+
+class _Subset(Subset):
+    """A fixed subset that keeps its dataset's `collater`."""
+
+    def __init__(self, dataset: Any, indices: list[int]) -> None:
+        super().__init__(dataset, indices)
+        if hasattr(dataset, "collater"):
+            self.collater = dataset.collater
+
+
+def _id_key(value: Any) -> tuple:
+    return (0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    return str(obj)
+
+
+def evaluate_split(model: Any, task: Any, dataset: Any, name: str, split: str, *,
+                   batch_size: int, num_workers: int, device: torch.device,
+                   out_dir: str | None, amp: str = "none",
+                   eval_subset: int | None = None) -> dict[str, float]:
+    """Evaluate one split; returns its metrics on every rank (rank 0 computes them).
+
+    Args:
+        model: the unwrapped model (eval mode, gathered under FSDP).
+        task: the dataset's evaluation task.
+        dataset: a map-style dataset with `collater`.
+        out_dir: folder for predictions.jsonl and metrics.json (rank 0 writes), or None.
+        amp: autocast dtype name (bf16 | fp16 | none).
+        eval_subset: evaluate a fixed subset of this many samples.
+    """
+    from lavis_ib.datasets.loaders import eval_loader
+
+    rank, world = get_rank(), get_world_size()
+    indices = eval_indices(dataset, eval_subset)
+    source = dataset if len(indices) == len(dataset) else _Subset(dataset, indices)
+    loader = eval_loader(source, batch_size, rank, world, num_workers=num_workers)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    records: list[dict[str, Any]] = []
+    bad: list[str] = []
+    for batch in loader:
+        bad.extend(batch.get("_bad_files", []))
+        if batch.get("_num_requested", 1) == len(batch.get("_bad_files", [])):
+            continue
+        batch = move_to(batch, device)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            records.extend(task.valid_step(model, batch))
+    gathered = all_gather_objects((records, bad))
+    unique: dict[Any, dict[str, Any]] = {}
+    all_bad: list[str] = []
+    for rank_records, rank_bad in gathered:
+        all_bad.extend(rank_bad)
+        for record in rank_records:
+            if "id" not in record:
+                raise LavisIbError(f"{type(task).__name__}.valid_step returned a record without "
+                                   f"'id' for {name}/{split}.")
+            unique.setdefault(record["id"], record)
+    if len(unique) + len(all_bad) != len(indices):
+        raise LavisIbError(
+            f"{name}/{split}: {len(unique)} unique ids and {len(all_bad)} unreadable samples "
+            f"for {len(indices)} samples; sample ids (question_id/instance_id) must be unique "
+            f"and valid_step must return one record per sample.")
+    ordered = sorted(unique.values(), key=lambda r: _id_key(r["id"]))
+    metrics: dict[str, float] = {}
+    if rank == 0:
+        metrics = dict(task.metrics(ordered, dataset))
+        metrics["num_samples"] = len(ordered)
+        if all_bad:
+            metrics["num_unreadable"] = len(all_bad)
+        if out_dir:
+            os.makedirs(out_dir, exist_ok=True)
+            with open(os.path.join(out_dir, "predictions.jsonl"), "w") as f:
+                for record in ordered:
+                    f.write(json.dumps(record, default=_json_default) + "\n")
+            with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+                json.dump(metrics, f, indent=1, default=_json_default)
+        logger.info("%s/%s: %s", name, split, json.dumps(metrics, default=_json_default))
+    return all_gather_objects(metrics)[0]
+
+
+def eval_splits(name: str, ds_cfg: Mapping[str, Any], available: Mapping[str, Any],
+                default: list[str]) -> list[str]:
+    """The splits of dataset `name` to evaluate: `eval_splits` from its entry, else the
+    `default` splits it has."""
+    wanted = ds_cfg.get("eval_splits")
+    if wanted:
+        wanted = [wanted] if isinstance(wanted, str) else list(wanted)
+        missing = [s for s in wanted if s not in available]
+        if missing:
+            raise ConfigError(f"datasets.{name}.eval_splits: {missing} not built; the dataset "
+                              f"has splits {sorted(available)}.")
+        return wanted
+    return [s for s in default if s in available]
+
+
+def evaluate_datasets(model: Any, datasets: Mapping[str, Mapping[str, Any]],
+                      datasets_cfg: Mapping[str, Any], default_splits: list[str], *,
+                      batch_size: int, num_workers: int, device: torch.device,
+                      out_root: str | None, amp: str = "none") -> dict[str, dict[str, float]]:
+    """Evaluate every dataset split that has an evaluation task.
+
+    Returns:
+        {"<name>" (first split) or "<name>_<split>": metrics}; a dataset with eval splits
+        but no `task` is skipped with a warning.
+    """
+    results: dict[str, dict[str, float]] = {}
+    for name, splits in datasets.items():
+        ds_cfg = datasets_cfg[name]
+        chosen = eval_splits(name, ds_cfg, splits, default_splits)
+        if not chosen:
+            continue
+        if not ds_cfg.get("task"):
+            logger.warning("datasets.%s has eval splits %s but no 'task': not evaluated", name, chosen)
+            continue
+        task = registry.get_task_class(ds_cfg.task).for_dataset(name, ds_cfg)
+        subset = getattr(task, "eval_subset", None) or ds_cfg.get("eval_subset")
+        for i, split in enumerate(chosen):
+            out_dir = os.path.join(out_root, f"{name}_{split}") if out_root else None
+            metrics = evaluate_split(model, task, splits[split], name, split, batch_size=batch_size,
+                                     num_workers=num_workers, device=device, out_dir=out_dir,
+                                     amp=amp, eval_subset=subset)
+            results[name if i == 0 else f"{name}_{split}"] = metrics
+    return results
+
+
+def select_score(results: Mapping[str, Mapping[str, float]], select_metric: list[str]) -> float:
+    """Mean of the listed "dataset.metric" values.
+
+    Raises:
+        ConfigError: a listed metric was not produced (naming what was).
+    """
+    values = []
+    for item in select_metric:
+        name, _, metric = str(item).partition(".")
+        if name not in results or metric not in results[name]:
+            have = [f"{n}.{m}" for n, ms in results.items() for m in ms]
+            raise ConfigError(f"run.select_metric '{item}' was not computed; computed: "
+                              f"{', '.join(have) or '(nothing)'}.")
+        values.append(float(results[name][metric]))
+    return sum(values) / len(values)

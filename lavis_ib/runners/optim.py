@@ -1,0 +1,80 @@
+"""The optimizer and gradient arithmetic of one optimizer step.
+
+- AdamW over the trainable parameters only, two groups as LAVIS: weight decay on
+  parameters with 2+ dimensions (weights, query tokens), none on biases and norms.
+- Global-token-count normalisation: every micro-batch back-propagates its summed token
+  loss; before clipping, gradients are multiplied by world_size / (tokens of the whole
+  step over all ranks). DDP and FSDP average gradients over ranks, so the result is
+  sum(token losses) / tokens whatever the split of the global batch.
+- Clipping that works on plain tensors and on FSDP2's sharded DTensor gradients.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+import torch
+from torch import nn
+
+from lavis_ib.common.errors import ConfigError
+
+
+def param_groups(named_params: Iterable[tuple[str, nn.Parameter]],
+                 weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups: decay for 2+ dimensions, none for the rest.
+
+    Args:
+        named_params: (name, parameter) of the trainable parameters.
+        weight_decay: decay of the first group.
+
+    Returns:
+        `[{"params", "weight_decay", "names"}, ...]`, empty groups left out.
+    """
+    decay, no_decay = [], []
+    for name, param in named_params:
+        if not param.requires_grad:
+            continue
+        (decay if param.ndim >= 2 else no_decay).append((name, param))
+    groups = []
+    for members, wd in ((decay, weight_decay), (no_decay, 0.0)):
+        if members:
+            groups.append({"params": [p for _, p in members], "weight_decay": wd,
+                           "names": [n for n, _ in members]})
+    if not groups:
+        raise ConfigError("the model has no trainable parameters: check which modules are "
+                          "frozen (model.trainable_parameters()).")
+    return groups
+
+
+def build_optimizer(named_params: Iterable[tuple[str, nn.Parameter]],
+                    run: Mapping[str, Any]) -> torch.optim.AdamW:
+    """AdamW(betas=(0.9, run.beta2)) with LAVIS's decay groups; the LR is set by the scheduler."""
+    groups = [{k: v for k, v in g.items() if k != "names"}
+              for g in param_groups(named_params, float(run["weight_decay"]))]
+    return torch.optim.AdamW(groups, lr=float(run["init_lr"]), betas=(0.9, float(run["beta2"])),
+                             weight_decay=float(run["weight_decay"]))
+
+
+def grads(params: Iterable[nn.Parameter]) -> list[torch.Tensor]:
+    return [p.grad for p in params if p.grad is not None]
+
+
+@torch.no_grad()
+def rescale_grads(params: Iterable[nn.Parameter], factor: float) -> None:
+    """Multiply every gradient by `factor` (world_size / global token count)."""
+    for grad in grads(params):
+        grad.mul_(factor)
+
+
+@torch.no_grad()
+def clip_grads(params: list[nn.Parameter], max_norm: float | None) -> float:
+    """The total gradient norm (over all shards); clipped to `max_norm` when given."""
+    gs = grads(params)
+    if not gs:
+        return 0.0
+    total = torch.nn.utils.get_total_norm(gs, norm_type=2.0)
+    full = getattr(total, "full_tensor", None)
+    if full is not None:  # FSDP2: the norm of sharded DTensor gradients is a partial sum
+        total = full()
+    if max_norm is not None and max_norm > 0:
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
+    return float(total)

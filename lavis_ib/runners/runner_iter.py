@@ -1,0 +1,330 @@
+"""`runner_iter`: the iteration-based runner (train with periodic validation; evaluate).
+
+One optimizer step:
+    lr = scheduler.step(step)                       closed form of the step (schedulers.py)
+    for each of this rank's accum micro-batches     (MixtureLoader.next_step)
+        forward under autocast; backward(loss_sum)  gradients reduced on the last only
+    all-reduce [loss_sum, tokens, samples]          one collective per step
+    stop if the loss is not finite                  nothing stepped, last checkpoint kept
+    grads *= world_size / tokens                    global-token-count normalisation
+    clip; AdamW step; zero grads
+Every `val_every` steps (and at `max_iters`): checkpoint, validate the held-in validation
+splits through the shared evaluation loop, keep `best/` by `run.select_metric`.
+`save_every` adds checkpoints in between. `resume: auto` continues from the newest
+complete checkpoint with the exact data order, RNG, optimizer and LR.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+from typing import Any, Mapping
+
+import torch
+
+from lavis_ib.common.config import to_plain
+from lavis_ib.common.errors import ConfigError, DataError, LavisIbError
+from lavis_ib.common.registry import registry
+from lavis_ib.runners.checkpoint import (CheckpointManager, maybe_fault, resolve_checkpoint,
+                                         rng_state, set_rng_state)
+from lavis_ib.runners.eval_loop import evaluate_datasets, move_to, select_score
+from lavis_ib.runners.optim import build_optimizer, clip_grads, rescale_grads
+from lavis_ib.runners.run_log import RunLogger
+from lavis_ib.runners.strategies import DistInfo, Strategy, setup_distributed
+
+logger = logging.getLogger(__name__)
+_AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class NonFiniteLossError(LavisIbError):
+    """The training loss became NaN or infinite; the run stopped without stepping."""
+
+
+def derive_batching(run: Mapping[str, Any], world_size: int) -> tuple[int, int, int]:
+    """(global batch, per-device micro-batch, accumulation steps) for this world size.
+
+    `global_batch_size` fixes the optimizer's batch; `batch_size_train` is the largest
+    micro-batch a device takes; accumulation fills the gap. Without `global_batch_size`
+    the LAVIS rule applies: batch_size_train x world_size x accum_grad_iters.
+
+    Raises:
+        ConfigError: a global batch no split of the world size can produce.
+    """
+    micro, accum = int(run["batch_size_train"]), run.get("accum_grad_iters")
+    glob = run.get("global_batch_size")
+    if glob is None:
+        accum = int(accum or 1)
+        return micro * world_size * accum, micro, accum
+    glob = int(glob)
+    if glob % world_size:
+        raise ConfigError(f"run.global_batch_size={glob} is not divisible by the {world_size} "
+                          f"processes; choose a multiple of {world_size}.")
+    per_rank = glob // world_size
+    if accum:
+        if per_rank % int(accum):
+            raise ConfigError(f"run.global_batch_size={glob} over {world_size} processes x "
+                              f"accum_grad_iters={accum} leaves a fractional micro-batch; unset "
+                              f"run.accum_grad_iters to derive it.")
+        return glob, per_rank // int(accum), int(accum)
+    accum = max(1, math.ceil(per_rank / micro))
+    while per_rank % accum:
+        accum += 1
+    return glob, per_rank // accum, accum
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+@registry.register_runner("runner_iter")
+class RunnerIter:
+    """Iteration runner (LAVIS's `RunnerIter` name and constructor).
+
+    Args:
+        cfg: the composed `Config`.
+        task: the training task (`run.task`).
+        model: the built model (same weights on every rank).
+        datasets: {name: {split: dataset}}.
+        job_id: unused, kept for LAVIS's signature.
+        dist_info: the process group setup; created from `run` when None.
+    """
+
+    def __init__(self, cfg: Any, task: Any, model: torch.nn.Module,
+                 datasets: Mapping[str, Mapping[str, Any]], job_id: Any = None,
+                 dist_info: DistInfo | None = None) -> None:
+        self.cfg, self.task, self.datasets = cfg, task, datasets
+        self.run = dict(to_plain(cfg.run_cfg))
+        self.datasets_cfg = cfg.datasets_cfg
+        self.info = dist_info or setup_distributed(self.run)
+        self.strategy = Strategy(self.run, self.info)
+        self.inner = model
+        self.model: torch.nn.Module | None = None
+        self.output_dir = self.run["output_dir"]
+        self.is_main = self.info.rank == 0
+
+    # -- setup ------------------------------------------------------------------------
+    def _train_sets(self) -> tuple[dict[str, Any], dict[str, float]]:
+        sets, ratios = {}, {}
+        for name, splits in self.datasets.items():
+            split = next((s for s in self.run["train_splits"] if s in splits), None)
+            if split is not None:
+                sets[name] = splits[split]
+                ratios[name] = float(self.datasets_cfg[name].get("sample_ratio", 1.0))
+        if not sets:
+            raise ConfigError(f"no dataset has a training split {self.run['train_splits']}; "
+                              f"check datasets.<name>.build_info.annotations.")
+        return sets, ratios
+
+    def _val_sets(self) -> dict[str, dict[str, Any]]:
+        return {n: {s: ds for s, ds in splits.items() if s in self.run["valid_splits"]}
+                for n, splits in self.datasets.items()
+                if any(s in self.run["valid_splits"] for s in splits)}
+
+    def _check_select_metric(self) -> None:
+        val = self._val_sets()
+        for item in self.run["select_metric"]:
+            name = str(item).partition(".")[0]
+            if name not in val or not self.datasets_cfg[name].get("task"):
+                raise ConfigError(
+                    f"run.select_metric '{item}': dataset '{name}' has no validation split "
+                    f"{self.run['valid_splits']} with a task in this project; validated: "
+                    f"{sorted(n for n in val if self.datasets_cfg[n].get('task')) or '(none)'}.")
+
+    def _setup_training(self) -> None:
+        run, info = self.run, self.info
+        self.global_bs, self.micro_bs, self.accum = derive_batching(run, info.world_size)
+        if run["val_every"] > 0:
+            self._check_select_metric()
+        self.model = self.strategy.wrap(self.inner)
+        self.params = [p for _, p in self.inner.named_parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(self.inner.named_parameters(), run)
+        self.scheduler = registry.get_lr_scheduler_class(run["lr_sched"]).from_config(self.optimizer, run)
+        self.scaler = torch.amp.GradScaler(info.device.type) if run["amp"] == "fp16" else None
+        from lavis_ib.datasets.loaders import MixtureLoader
+
+        sets, ratios = self._train_sets()
+        self.loader = MixtureLoader(sets, ratios, self.global_bs, self.micro_bs, info.rank,
+                                    info.world_size, seed=run["seed"], num_workers=run["num_workers"],
+                                    balanced=run["balanced_sampling"],
+                                    max_bad_sample_fraction=run["max_bad_sample_fraction"])
+        self.ckpt = CheckpointManager(self.output_dir, run["keep_last"], info.rank, info.world_size)
+        self.step, self.best = 0, {"score": None, "step": None}
+        seed_everything(run["seed"] + info.rank)  # dropout/augmentation differ per rank
+        self._resume()
+        if self.is_main:
+            self._save_run_files()
+
+    def _resume(self) -> None:
+        choice = self.run["resume"]
+        if choice == "none":
+            if self.is_main and self.ckpt.latest():
+                logger.warning("%s already holds checkpoints; run.resume=none starts over "
+                               "(set run.resume=auto to continue)", self.output_dir)
+            return
+        path = self.ckpt.latest() if choice == "auto" else resolve_checkpoint(choice)
+        if path is None:
+            logger.info("run.resume=auto: no checkpoint in %s, starting at step 0", self.output_dir)
+            return
+        state = self.ckpt.load(path, self.model, self.inner, self.optimizer)
+        trainer = state["trainer"]
+        self.step = int(trainer["step"])
+        self.scheduler.load_state_dict(trainer["scheduler"])
+        if self.scaler is not None and trainer.get("scaler"):
+            self.scaler.load_state_dict(trainer["scaler"])
+        self.best = trainer.get("best", self.best)
+        self.loader.load_state_dict(state["loader"])
+        logger.info("resumed from %s at step %d", path, self.step)
+
+    def _save_run_files(self) -> None:
+        from lavis_ib import __version__
+
+        self.cfg.save(self.output_dir)
+        versions = {"lavis_ib": __version__, "torch": torch.__version__,
+                    "python": sys.version.split()[0], "world_size": self.info.world_size,
+                    "global_batch_size": self.global_bs, "micro_batch_size": self.micro_bs,
+                    "accum_steps": self.accum}
+        with open(os.path.join(self.output_dir, "run_info.json"), "w") as f:
+            json.dump(versions, f, indent=1)
+
+    # -- training -----------------------------------------------------------------------
+    def train(self) -> dict[str, Any]:
+        """Train to `max_iters`; returns {"step", "best", "last_checkpoint"}."""
+        self._setup_training()
+        run = self.run
+        log = RunLogger(self.output_dir, run["max_iters"], self.step, enabled=self.is_main)
+        self.inner.train()
+        try:
+            while self.step < run["max_iters"]:
+                self._train_step(log)
+                done = self.step
+                validate = run["val_every"] > 0 and (done % run["val_every"] == 0
+                                                     or done == run["max_iters"])
+                if validate or (run["save_every"] > 0 and done % run["save_every"] == 0):
+                    self._checkpoint(validate, log)
+                maybe_fault("LAVIS_IB_FAULT_AFTER_STEP", done)
+        finally:
+            log.close()
+            self.loader.close()
+        return {"step": self.step, "best": self.best, "last_checkpoint": self.ckpt.latest()}
+
+    def _train_step(self, log: RunLogger) -> None:
+        from lavis_ib.datasets.loaders import num_samples
+
+        info, model = self.info, self.model
+        lr = self.scheduler.step(self.step)
+        batches = self.loader.next_step()
+        stats = torch.zeros(3, dtype=torch.float64, device=info.device)
+        dtype = _AMP.get(self.run["amp"])
+        for a, batch in enumerate(batches):
+            if num_samples(batch) == 0:
+                if info.world_size > 1:
+                    raise DataError(f"every sample of a micro-batch at step {self.step} was "
+                                    f"unreadable ({batch.get('_bad_files')}); fix the files.")
+                continue
+            batch = move_to(batch, info.device)
+            with self.strategy.sync_gradients(model, a == len(batches) - 1):
+                with torch.autocast(info.device.type, dtype=dtype or torch.float32,
+                                    enabled=dtype is not None):
+                    out = self.task.train_step(model, batch)
+                loss_sum, tokens = _loss_terms(out)
+                (self.scaler.scale(loss_sum) if self.scaler else loss_sum).backward()
+            stats += torch.stack([loss_sum.detach().double(), torch.as_tensor(
+                tokens, dtype=torch.float64, device=info.device),
+                torch.tensor(float(num_samples(batch)), dtype=torch.float64, device=info.device)])
+        self.strategy.all_reduce_sum(stats)
+        loss_total, tokens, samples = stats.tolist()
+        loss = loss_total / max(tokens, 1.0)
+        if not math.isfinite(loss):
+            self._stop_non_finite(loss, log)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        rescale_grads(self.params, info.world_size / max(tokens, 1.0))
+        grad_norm = clip_grads(self.params, self.run["grad_clip"])
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        every = max(self.run["log_every"], 1)
+        log.step(self.step, loss, lr, grad_norm, int(samples), int(tokens),
+                 log=self.step % every == 0 or self.step == 1 or self.step == self.run["max_iters"])
+
+    def _stop_non_finite(self, loss: float, log: RunLogger) -> None:
+        last = self.ckpt.latest()
+        log.event(event="non_finite_loss", step=self.step + 1, loss=str(loss), checkpoint=last)
+        raise NonFiniteLossError(
+            f"the training loss is {loss} at step {self.step + 1}; stopped before the optimizer "
+            f"step. Last good checkpoint: {last or 'none (no checkpoint written yet)'}; continue "
+            f"with run.resume=auto after lowering run.init_lr, setting run.grad_clip or using "
+            f"run.amp=bf16.")
+
+    def _checkpoint(self, validate: bool, log: RunLogger) -> None:
+        trainer_state = {"step": self.step, "scheduler": self.scheduler.state_dict(),
+                         "scaler": self.scaler.state_dict() if self.scaler else None,
+                         "best": self.best}
+        meta = {"distributed": self.run["distributed"], "global_batch_size": self.global_bs}
+        path = self.ckpt.save(self.step, self.model, self.inner, self.optimizer, trainer_state,
+                              self.loader.state_dict(), meta)
+        log.event(event="checkpoint", step=self.step, path=path)
+        if not validate:
+            return
+        out_root = os.path.join(self.output_dir, "eval", f"step_{self.step:08d}")
+        rng = rng_state()  # validation must not shift the training RNG (exact resume)
+        results = self._evaluate(self._val_sets(), self.run["valid_splits"], out_root)
+        set_rng_state(rng)
+        score = select_score(results, self.run["select_metric"]) if self.run["select_metric"] else None
+        log.validation(self.step, results, score)
+        if score is not None and (self.best["score"] is None or score > self.best["score"]):
+            self.best = {"score": score, "step": self.step}
+            self.ckpt.save_best(path, score, self.step)
+            log.event(event="best", step=self.step, score=score)
+            # the step checkpoint must know about its own best score for an exact resume
+            if self.is_main:
+                state = torch.load(os.path.join(path, "trainer.pt"), weights_only=False)
+                state["best"] = self.best
+                torch.save(state, os.path.join(path, "trainer.pt"))
+        self.inner.train()
+
+    # -- evaluation ---------------------------------------------------------------------
+    def _evaluate(self, datasets: Mapping[str, Any], splits: list[str],
+                  out_root: str) -> dict[str, dict[str, float]]:
+        with self.strategy.eval_mode(self.model) as inner:
+            return evaluate_datasets(inner, datasets, self.datasets_cfg, splits,
+                                     batch_size=self.run["batch_size_eval"],
+                                     num_workers=self.run["num_workers"], device=self.info.device,
+                                     out_root=out_root, amp=self.run["amp"])
+
+    def evaluate(self, splits: list[str] | None = None) -> dict[str, dict[str, float]]:
+        """Evaluate every dataset's eval splits (`eval_splits`, else `splits`, else the
+        run's test then validation splits) into `<output_dir>/eval/<name>_<split>/`."""
+        if self.model is None:
+            self.model = self.strategy.wrap(self.inner)
+        default = splits or [*self.run["test_splits"], *self.run["valid_splits"]]
+        out_root = os.path.join(self.output_dir, "eval")
+        results = self._evaluate(self.datasets, default, out_root)
+        if self.is_main:
+            os.makedirs(out_root, exist_ok=True)
+            with open(os.path.join(out_root, "metrics.json"), "w") as f:
+                json.dump(results, f, indent=1, default=str)
+        return results
+
+
+def _loss_terms(out: Any) -> tuple[torch.Tensor, Any]:
+    """(summed token loss, token count) from a train step's output; a plain scalar loss
+    counts as one token (per-micro-batch mean, LAVIS's normalisation)."""
+    if isinstance(out, Mapping) and "loss_sum" in out and "num_tokens" in out:
+        return out["loss_sum"], out["num_tokens"]
+    loss = out["loss"] if isinstance(out, Mapping) else out
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+        raise LavisIbError("train_step must return {'loss_sum', 'num_tokens'} or a scalar loss.")
+    return loss, 1

@@ -1,0 +1,251 @@
+"""Distribution strategies: `none`, `ddp` and `fsdp` (FSDP2), under torchrun.
+
+`setup_distributed` creates the process group (gloo on CPU, NCCL on CUDA) with a timeout
+so a hang fails fast; `Strategy.wrap` prepares a model:
+
+- `none`: the model on its device.
+- `ddp`: DistributedDataParallel over the whole model (frozen parameters carry no grads).
+- `fsdp`: FSDP2 `fully_shard` on every `model.shard_units()` block, then on leftover
+  single-dtype submodules, then on the root, with an explicit 1-D device mesh. Every unit
+  holds one dtype (frozen bf16 blocks apart from the fp32 Q-Former). With `amp: bf16` the
+  policy is `MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)`: fp32 master
+  weights, bf16 compute, fp32 gradient reduction. `generate`, `score_candidates`,
+  `predict_class` and `predict_answers` are registered as FSDP forward methods.
+
+Activation checkpointing (`run.activation_checkpointing`) recomputes the blocks of
+`model.checkpoint_units()` (non-reentrant) in the backward pass.
+
+Multi-node: `torchrun --nnodes N --nproc_per_node G --rdzv_backend c10d
+--rdzv_endpoint HOST:PORT -m lavis_ib.train ...` on every node; the output directory must
+be on a filesystem all nodes share (checkpoints are written collectively).
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import functools
+import os
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from lavis_ib.common.errors import ConfigError
+
+FORWARD_METHODS = ("generate", "score_candidates", "predict_class", "predict_answers")
+
+
+@dataclass
+class DistInfo:
+    """Where this process sits: rank, world size and its device."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    initialized_here: bool = False
+
+
+def resolve_device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError("run.device is 'cuda' but no CUDA device is visible; use run.device=cpu.")
+        return torch.device("cuda", local_rank if name == "cuda" else torch.device(name).index)
+    if name != "cpu":
+        raise ConfigError(f"run.device: '{name}' is not one of auto, cpu, cuda.")
+    return torch.device("cpu")
+
+
+def setup_distributed(run: dict[str, Any]) -> DistInfo:
+    """Join the torchrun process group for `ddp`/`fsdp`; nothing for `none`.
+
+    Raises:
+        ConfigError: `ddp`/`fsdp` outside torchrun, or `none` under a multi-process torchrun.
+    """
+    mode = run["distributed"]
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = resolve_device(run["device"], local_rank)
+    if mode == "none":
+        if world > 1:
+            raise ConfigError(f"run.distributed is 'none' but torchrun started {world} "
+                              f"processes; set run.distributed=ddp or fsdp.")
+        return DistInfo(device=device)
+    if "RANK" not in os.environ:
+        raise ConfigError(f"run.distributed={mode} needs torchrun: torchrun --standalone "
+                          f"--nproc_per_node N -m lavis_ib.train ... (or set run.distributed=none).")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    created = False
+    if not dist.is_initialized():
+        dist.init_process_group(
+            backend="nccl" if device.type == "cuda" else "gloo",
+            timeout=datetime.timedelta(seconds=int(run["dist_timeout_s"])),
+            device_id=device if device.type == "cuda" else None)
+        created = True
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device, created)
+
+
+def teardown_distributed(info: DistInfo) -> None:
+    if info.initialized_here and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def apply_activation_checkpointing(units: list[nn.Module]) -> int:
+    """Recompute each unit's forward in the backward pass (keys and modules unchanged)."""
+    from torch.utils.checkpoint import checkpoint
+
+    for unit in units:
+        original = unit.forward
+
+        @functools.wraps(original)
+        def forward(*args: Any, _orig: Any = original, **kwargs: Any) -> Any:
+            if not torch.is_grad_enabled():
+                return _orig(*args, **kwargs)
+            return checkpoint(_orig, *args, use_reentrant=False, **kwargs)
+        unit.forward = forward
+    return len(units)
+
+
+def _own_params(module: nn.Module, taken: set[int]) -> list[nn.Parameter]:
+    return [p for p in module.parameters() if id(p) not in taken]
+
+
+def _single_dtype_units(root: nn.Module, taken: set[int]) -> list[nn.Module]:
+    """Children of `root` (recursively) whose unsharded parameters share one dtype, for a
+    root whose leftover parameters mix dtypes (FSDP2 units must be uniform)."""
+    units = []
+    for child in root.children():
+        params = _own_params(child, taken)
+        if not params:
+            continue
+        if len({p.dtype for p in params}) == 1:
+            units.append(child)
+        else:
+            units.extend(_single_dtype_units(child, taken))
+    return units
+
+
+class Strategy:
+    """Wraps a model for one of `none | ddp | fsdp` and drives gradient synchronisation."""
+
+    def __init__(self, run: dict[str, Any], info: DistInfo) -> None:
+        self.mode = run["distributed"]
+        self.amp = run["amp"]
+        self.activation_checkpointing = bool(run["activation_checkpointing"])
+        self.info = info
+        self.mesh = None
+        if self.mode == "fsdp" and self.amp == "fp16":
+            raise ConfigError("run.amp=fp16 with run.distributed=fsdp is not supported (the "
+                              "gradient scaler cannot see sharded gradients); use run.amp=bf16.")
+
+    # -- wrapping -------------------------------------------------------------------
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The model ready for training: checkpointed, moved, wrapped or sharded."""
+        if self.activation_checkpointing:
+            units = list(model.checkpoint_units()) if hasattr(model, "checkpoint_units") else []
+            if not units:
+                raise ConfigError("run.activation_checkpointing is true but the model lists no "
+                                  "checkpoint_units(); set it to false.")
+            apply_activation_checkpointing(units)
+        if self.mode == "none":
+            return model.to(self.info.device)
+        if self.mode == "ddp":
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            model.to(self.info.device)
+            ids = [self.info.device.index] if self.info.device.type == "cuda" else None
+            # find_unused_parameters: ablations leave trainable parts unused (e.g. no
+            # instruction in the Q-Former); the Q-Former is small, the scan is cheap.
+            return DDP(model, device_ids=ids, find_unused_parameters=True)
+        return self._shard(model)
+
+    def _shard(self, model: nn.Module) -> nn.Module:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import (MixedPrecisionPolicy, fully_shard,
+                                            register_fsdp_forward_method)
+
+        self.mesh = init_device_mesh(self.info.device.type, (self.info.world_size,))
+        if self.amp == "bf16":
+            policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        else:
+            policy = MixedPrecisionPolicy()
+        kwargs = {"mesh": self.mesh, "mp_policy": policy}
+        units = list(model.shard_units()) if hasattr(model, "shard_units") else []
+        taken: set[int] = set()
+        for unit in units:
+            self._check_uniform(unit, taken)
+            fully_shard(unit, **kwargs)
+            taken.update(id(p) for p in unit.parameters())
+        if len({p.dtype for p in _own_params(model, taken)}) > 1:
+            for unit in _single_dtype_units(model, taken):
+                fully_shard(unit, **kwargs)
+                taken.update(id(p) for p in unit.parameters())
+        self._check_uniform(model, taken)
+        fully_shard(model, **kwargs)
+        for name in FORWARD_METHODS:
+            if callable(getattr(model, name, None)):
+                register_fsdp_forward_method(model, name)
+        return model
+
+    @staticmethod
+    def _check_uniform(module: nn.Module, taken: set[int]) -> None:
+        dtypes = {p.dtype for p in _own_params(module, taken)}
+        if len(dtypes) > 1:
+            names = sorted(str(d).replace("torch.", "") for d in dtypes)
+            raise ConfigError(f"FSDP unit {type(module).__name__} mixes parameter dtypes "
+                              f"{names}; every shard unit must hold one dtype (split it in "
+                              f"model.shard_units()).")
+
+    # -- training-time helpers --------------------------------------------------------
+    @staticmethod
+    def unwrap(model: nn.Module) -> nn.Module:
+        """The user's model (DDP's `.module`; FSDP2 shards in place)."""
+        return model.module if hasattr(model, "no_sync") and hasattr(model, "module") else model
+
+    @contextlib.contextmanager
+    def sync_gradients(self, model: nn.Module, sync: bool) -> Iterator[None]:
+        """Reduce gradients only on the last micro-batch of an accumulation."""
+        if self.mode == "ddp" and not sync:
+            with model.no_sync():
+                yield
+        elif self.mode == "fsdp":
+            model.set_requires_gradient_sync(sync)
+            yield
+        else:
+            yield
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.info.world_size > 1:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    @contextlib.contextmanager
+    def eval_mode(self, model: nn.Module) -> Iterator[nn.Module]:
+        """The model for evaluation. Under FSDP every unit is gathered once and kept
+        gathered, so ranks may run different numbers of forward calls (uneven shards,
+        generation lengths) without collectives getting out of step."""
+        inner = self.unwrap(model)
+        was_training = inner.training
+        inner.eval()
+        fsdp_modules = []
+        if self.mode == "fsdp":
+            from torch.distributed.fsdp import FSDPModule
+
+            fsdp_modules = [m for m in inner.modules() if isinstance(m, FSDPModule)]
+            for m in fsdp_modules:
+                m.set_reshard_after_forward(False, recurse=False)
+            for m in fsdp_modules:
+                m.unshard()
+        try:
+            with torch.no_grad():
+                yield inner
+        finally:
+            for m in fsdp_modules:
+                m.reshard()
+                m.set_reshard_after_forward(True, recurse=False)
+            inner.train(was_training)
