@@ -34,7 +34,7 @@ class ClassificationTask(EvalTask):
     NAME = "classification"
     INFERENCE = ("rank",)
     PROMPT_FIELDS = ("text",)
-    EVAL_KEYS = EvalTask.EVAL_KEYS | {"append_eos", "candidates"}
+    EVAL_KEYS = (EvalTask.EVAL_KEYS - {"generate"}) | {"append_eos", "candidates"}
 
     @classmethod
     def check_candidates(cls, name: str, candidates: Any) -> Any:

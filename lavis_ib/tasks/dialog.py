@@ -30,7 +30,7 @@ class DialogTask(EvalTask):
     NAME = "dialog"
     INFERENCE = ("rank",)
     PROMPT_FIELDS = ("history", "raw_question")
-    EVAL_KEYS = EvalTask.EVAL_KEYS | {"append_eos", "candidates"}
+    EVAL_KEYS = (EvalTask.EVAL_KEYS - {"generate"}) | {"append_eos", "candidates"}
 
     @classmethod
     def check_candidates(cls, name: str, candidates: Any) -> Any:

@@ -21,10 +21,11 @@ Keys (all optional; the dataset's defaults in `zeroshot_defaults` apply first):
 """
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any, Mapping, Sequence
 
-from lavis_ib.common.errors import ConfigError, closest, did_you_mean
+from lavis_ib.common.errors import ConfigError, did_you_mean
 
 # Every per-dataset evaluation key; a task that reads a subset rejects the others.
 ALL_EVAL_KEYS = frozenset({
@@ -35,7 +36,8 @@ RUNNER_KEYS = frozenset({"eval_subset", "eval_splits"})
 # Keys of builder defaults that look like evaluation keys but are not (never flagged).
 _BUILDER_KEYS = frozenset({"task", "type", "data_type", "build_info", "vis_processor",
                            "text_processor", "sample_ratio", "cache_root", "template_family",
-                           "templates", "num_frames", "answer_list"})
+                           "templates", "num_frames", "answer_list", "download",
+                           "max_history_chars", "num_samples"})
 # model.generate's keyword arguments (CONTRACTS.md, Model API).
 GENERATE_KEYS = frozenset({"use_nucleus_sampling", "num_beams", "max_length", "min_length",
                            "top_p", "repetition_penalty", "length_penalty", "num_captions",
@@ -62,8 +64,10 @@ def check_misspelt_keys(name: str, cfg: Mapping[str, Any]) -> None:
         key = str(key)
         if key in ALL_EVAL_KEYS or key in _BUILDER_KEYS:
             continue
-        match = closest(key, ALL_EVAL_KEYS)
-        if match is not None:
+        # a strict cutoff: builders may add keys of their own that merely resemble ours
+        matches = difflib.get_close_matches(key, sorted(ALL_EVAL_KEYS), n=1, cutoff=0.75)
+        if matches:
+            match = matches[0]
             raise ConfigError(f"datasets.{name}.{key}: not an evaluation setting. "
                               f"Did you mean '{match}'? Evaluation settings: "
                               f"{', '.join(sorted(ALL_EVAL_KEYS))}.")

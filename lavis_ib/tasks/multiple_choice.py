@@ -30,7 +30,7 @@ class MultipleChoiceTask(EvalTask):
     NAME = "multiple_choice"
     INFERENCE = ("rank",)
     PROMPT_FIELDS = ("context", "raw_question", "options")
-    EVAL_KEYS = EvalTask.EVAL_KEYS | {"append_eos", "candidates"}
+    EVAL_KEYS = (EvalTask.EVAL_KEYS - {"generate"}) | {"append_eos", "candidates"}
 
     @classmethod
     def check_candidates(cls, name: str, candidates: Any) -> Any:
