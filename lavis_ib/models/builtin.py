@@ -1,1 +1,2 @@
 """Imported on the first registry lookup: registers the built-in entries of this package."""
+from lavis_ib.models import instructblip  # noqa: F401  (registers "instructblip")

@@ -1,0 +1,154 @@
+"""Building an InstructBLIP model from a model config node.
+
+Where the weights come from (the first that applies):
+
+1. `pretrained`: a local directory written by transformers'
+   `InstructBlipForConditionalGeneration.save_pretrained` (+ `InstructBlipProcessor`), or a
+   hub id resolved through the local Hugging Face cache: architecture, weights, both
+   tokenizers and the eval image settings all come from it.
+2. LAVIS route, when any of `checkpoint`, `vit_weights`, `llm_model` is set: architecture
+   from `vision`/`qformer`/`num_query_token`, the LLM and its tokenizer from `llm_model`,
+   the ViT from `vit_weights` (eva_vit_g.pth), the rest from `checkpoint` (a trimmed
+   InstructBLIP .pth); `qformer_tokenizer` names the BERT tokenizer.
+3. Random: the architecture from `vision`/`qformer`/`llm_config` with the tokenizers
+   `llm_tokenizer`/`qformer_tokenizer` (the tiny model types; paths relative to the
+   `lavis_ib` package are resolved there).
+
+Then `init_from` sources (training initialisation) are applied in order.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from lavis_ib.common.errors import ConfigError, LavisIbError
+from lavis_ib.models.base_model import package_path
+from lavis_ib.models.qformer import QFormerSpec
+from lavis_ib.models.vision import VisionSpec
+
+logger = logging.getLogger(__name__)
+
+#: Settings of the model itself (not the architecture), shared by every route.
+MODEL_SETTINGS = ("qformer_text_input", "max_txt_len", "max_output_txt_len", "prompt",
+                  "freeze_vit", "vit_precision", "llm_precision")
+KNOWN_KEYS = {"arch", "model_type", "pretrained", "checkpoint", "vit_weights", "llm_model",
+              "llm_tokenizer", "qformer_tokenizer", "init_from", "allow_random_init",
+              "num_query_token", "vision", "qformer", "llm_config", "ln_vision_eps",
+              "vit_grad_ckpt", "qformer_grad_ckpt", "load_finetuned", "load_pretrained",
+              *MODEL_SETTINGS}
+
+
+def _plain(cfg: Any) -> dict:
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return dict(cfg or {})
+
+
+def settings_of(cfg: dict) -> dict:
+    """The model settings present in `cfg`, checked."""
+    out = {k: cfg[k] for k in MODEL_SETTINGS if cfg.get(k) is not None}
+    for key in ("vit_precision", "llm_precision"):
+        if key in out and out[key] not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"model.{key} must be fp32, bf16 or fp16; got '{out[key]}'.")
+    return out
+
+
+def resolve_path(path: str) -> str:
+    """`path` as given if it exists, else relative to the lavis_ib package (assets)."""
+    if os.path.exists(path):
+        return path
+    packaged = package_path(path)
+    return packaged if os.path.exists(packaged) else path
+
+
+def load_tokenizer(path: str, what: str):
+    """AutoTokenizer from a local directory or a hub id available offline."""
+    from lavis_ib.models.checkpoints.hub import resolve_dir
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_dir(resolve_path(path), what))
+
+
+def qformer_tokenizer_from(path: str):
+    """The Q-Former's BERT tokenizer, with `[DEC]` as bos and left truncation."""
+    tok = load_tokenizer(path, "qformer_tokenizer")
+    if tok.bos_token is None:
+        tok.add_special_tokens({"bos_token": "[DEC]"})
+    tok.truncation_side = "left"
+    return tok
+
+
+def build_random_llm(llm_config: dict, dtype=None):
+    """A randomly initialised transformers LLM from a config dict with `model_type`."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    node = dict(llm_config)
+    if "model_type" not in node:
+        raise ConfigError("model.llm_config needs a 'model_type' (e.g. llama, t5).")
+    config = AutoConfig.for_model(node.pop("model_type"), **node)
+    factory = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    return factory.from_config(config)
+
+
+def build_from_config(cls, cfg: Any):
+    """See the module docstring."""
+    cfg = _plain(cfg)
+    unknown = sorted(set(cfg) - KNOWN_KEYS)
+    if unknown:
+        from lavis_ib.common.errors import did_you_mean
+
+        raise ConfigError(f"model config: unknown keys {unknown}."
+                          f"{did_you_mean(unknown[0], KNOWN_KEYS)} Known: {sorted(KNOWN_KEYS)}.")
+    settings = settings_of(cfg)
+    lavis_keys = [k for k in ("checkpoint", "vit_weights", "llm_model") if cfg.get(k)]
+    if lavis_keys:
+        from lavis_ib.models.checkpoints.lavis import build_lavis
+
+        if cfg.get("pretrained"):
+            logger.info("LAVIS route (%s) chosen; pretrained=%s is not used.",
+                        ", ".join(lavis_keys), cfg["pretrained"])
+        model = build_lavis(cls, cfg, settings)
+    elif cfg.get("pretrained"):
+        from lavis_ib.models.checkpoints.hf import load_pretrained
+
+        model = load_pretrained(cls, cfg["pretrained"], settings)
+    else:
+        model = build_random(cls, cfg, settings)
+    model.set_gradient_checkpointing(vit=bool(cfg.get("vit_grad_ckpt")),
+                                      qformer=bool(cfg.get("qformer_grad_ckpt")))
+    if cfg.get("init_from"):
+        model.init_from(list(cfg["init_from"]), allow_random_init=bool(cfg.get("allow_random_init")))
+    return model
+
+
+def build_random(cls, cfg: dict, settings: dict):
+    """Route 3: random weights from the architecture keys (tiny model types)."""
+    if not cfg.get("llm_config"):
+        raise ConfigError(
+            f"model type '{cfg.get('model_type')}' has no weights to load: set "
+            f"pretrained=<HF InstructBLIP dir or hub id>, or the LAVIS route "
+            f"(checkpoint=, vit_weights=, llm_model=), or llm_config for a random LLM.")
+    for key in ("llm_tokenizer", "qformer_tokenizer", "num_query_token", "vision", "qformer"):
+        if not cfg.get(key):
+            raise ConfigError(f"model.{key} is required to build a random model.")
+    llm = build_random_llm(cfg["llm_config"])
+    return cls(VisionSpec.from_mapping(cfg["vision"]), QFormerSpec.from_mapping(cfg["qformer"]),
+               llm, load_tokenizer(cfg["llm_tokenizer"], "llm_tokenizer"),
+               qformer_tokenizer_from(cfg["qformer_tokenizer"]),
+               num_query_token=int(cfg["num_query_token"]),
+               ln_vision_eps=float(cfg.get("ln_vision_eps") or 1e-6), **settings)
+
+
+def check_vocab(model) -> None:
+    """The tokenizers must fit the embedding tables they index."""
+    n_llm = model.llm.get_input_embeddings().weight.shape[0]
+    if len(model.llm_tokenizer) > n_llm:
+        raise LavisIbError(f"the LLM tokenizer has {len(model.llm_tokenizer)} tokens but the "
+                           f"LLM embeds {n_llm}; use the tokenizer saved with the checkpoint.")
+    n_q = model.qformer.word_embeddings.weight.shape[0]
+    if len(model.qformer_tokenizer) > n_q:
+        raise LavisIbError(f"the Q-Former tokenizer has {len(model.qformer_tokenizer)} tokens but "
+                           f"the Q-Former embeds {n_q}; use the checkpoint's qformer_tokenizer.")

@@ -1,0 +1,208 @@
+"""Hugging Face format: load `InstructBlipForConditionalGeneration` directories and write them.
+
+A directory written by `InstructBlipForConditionalGeneration.save_pretrained` and
+`InstructBlipProcessor.save_pretrained` holds everything: `config.json` (architecture),
+weights (safetensors or .bin, possibly sharded), the LLM tokenizer, `qformer_tokenizer/`
+and the image processor settings. `save_pretrained` writes that same layout from a
+lavis_ib model, so transformers (and `pretrained=`) can load it back.
+"""
+from __future__ import annotations
+
+import copy
+import glob
+import json
+import logging
+import os
+from typing import Any
+
+import torch
+
+from lavis_ib.common.errors import LavisIbError
+from lavis_ib.models.checkpoints.hub import resolve_dir
+from lavis_ib.models.checkpoints.names import hf_state_to_ours, ours_to_hf_state, to_hf
+from lavis_ib.models.checkpoints.report import load_into, tied_aliases
+from lavis_ib.models.qformer import QFormerSpec
+from lavis_ib.models.vision import VisionSpec
+
+logger = logging.getLogger(__name__)
+IMAGE_TOKEN = "<image>"
+
+
+def _spec(cls, hf_config) -> Any:
+    values = hf_config.to_dict()
+    return cls(**{k: values[k] for k in cls.__dataclass_fields__ if k in values})
+
+
+def read_state_dict(directory: str) -> dict[str, torch.Tensor]:
+    """All tensors of an HF checkpoint directory (safetensors or `weights_only` .bin)."""
+    files = sorted(glob.glob(os.path.join(directory, "*.safetensors")))
+    if files:
+        from safetensors.torch import load_file
+
+        state = {}
+        for f in files:
+            state.update(load_file(f))
+        return state
+    files = sorted(glob.glob(os.path.join(directory, "pytorch_model*.bin")))
+    if not files:
+        raise LavisIbError(f"pretrained='{directory}' has no *.safetensors or pytorch_model*.bin "
+                           f"weights.")
+    state = {}
+    for f in files:
+        state.update(torch.load(f, map_location="cpu", weights_only=True))
+    return state
+
+
+def build_llm(text_config, dtype: torch.dtype):
+    """An LLM of `text_config` with uninitialised weights (they are loaded next)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    factory = AutoModelForSeq2SeqLM if text_config.is_encoder_decoder else AutoModelForCausalLM
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # older transformers: random init (slower, same result after loading)
+        return factory.from_config(text_config, dtype=dtype)
+    with no_init_weights():
+        return factory.from_config(text_config, dtype=dtype)
+
+
+def read_image_settings(directory: str) -> dict[str, Any] | None:
+    """{image_size, mean, std} from the saved image processor, or None."""
+    for name in ("preprocessor_config.json", "processor_config.json"):
+        path = os.path.join(directory, name)
+        if not os.path.isfile(path):
+            continue
+        with open(path) as f:
+            node = json.load(f)
+        node = node.get("image_processor", node)
+        size = node.get("size") or {}
+        height = size.get("height", size.get("shortest_edge")) if isinstance(size, dict) else size
+        if height is None:
+            continue
+        return {"image_size": int(height), "mean": list(node.get("image_mean")),
+                "std": list(node.get("image_std"))}
+    return None
+
+
+def load_pretrained(cls, path: str, settings: dict):
+    """An InstructBLIP model from an HF directory or hub id (route 1 of `build`).
+
+    Raises:
+        LavisIbError: missing directory/hub id, or weights the directory lacks.
+    """
+    from transformers import AutoTokenizer, InstructBlipConfig
+
+    from lavis_ib.models.build import check_vocab, qformer_tokenizer_from
+    from lavis_ib.models.instructblip import DTYPES
+
+    directory = resolve_dir(path, "pretrained")
+    if not os.path.isfile(os.path.join(directory, "config.json")):
+        raise LavisIbError(f"pretrained='{path}' has no config.json; it must be a directory "
+                           f"written by InstructBlipForConditionalGeneration.save_pretrained.")
+    config = InstructBlipConfig.from_pretrained(directory)
+    qdir = os.path.join(directory, "qformer_tokenizer")
+    if not os.path.isdir(qdir):
+        raise LavisIbError(f"pretrained='{path}' has no qformer_tokenizer/ folder (written by "
+                           f"InstructBlipProcessor.save_pretrained).")
+    llm = build_llm(config.text_config, DTYPES[settings.get("llm_precision", "fp32")])
+    model = cls(_spec(VisionSpec, config.vision_config), _spec(QFormerSpec, config.qformer_config),
+                llm, AutoTokenizer.from_pretrained(directory), qformer_tokenizer_from(qdir),
+                num_query_token=config.num_query_tokens,
+                ln_vision_eps=config.vision_config.layer_norm_eps, **settings)
+    check_vocab(model)
+    hf_state = read_state_dict(directory)
+    ours, unexpected = hf_state_to_ours(hf_state, list(model.state_dict()))
+    report = load_into(model, ours, f"pretrained={path}")
+    report.unexpected += unexpected
+    if report.missing:
+        raise LavisIbError(f"pretrained='{path}' lacks {len(report.missing)} weights, e.g. "
+                           f"{', '.join(to_hf(k) for k in report.missing[:5])}.")
+    if report.unexpected:
+        logger.warning("pretrained=%s: %d unused tensors, e.g. %s", path,
+                       len(report.unexpected), report.unexpected[:5])
+    model.load_report = {"pretrained": report}
+    model.preprocess_overrides = read_image_settings(directory)
+    model.configure_trainable()  # loading replaced tensors: re-apply the freezing decision
+    return model
+
+
+def merge_preprocess(default: Any, overrides: dict[str, Any] | None) -> Any:
+    """`default` preprocess node with the checkpoint's image size / mean / std applied to
+    both image processors."""
+    if not overrides or default is None:
+        return default
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.create(OmegaConf.to_container(default, resolve=True)
+                            if OmegaConf.is_config(default) else copy.deepcopy(default))
+    for split in ("train", "eval"):
+        proc = (node.get("vis_processor") or {}).get(split)
+        if proc is not None:
+            for key, value in overrides.items():
+                proc[key] = value
+    return node
+
+
+def _image_processor(settings: dict[str, Any]):
+    # The PIL backend resizes exactly like `blip_image_eval` (and transformers 4).
+    import transformers
+
+    cls = getattr(transformers, "BlipImageProcessorPil", None) or transformers.BlipImageProcessor
+    return cls(size={"height": settings["image_size"], "width": settings["image_size"]},
+               image_mean=settings["mean"], image_std=settings["std"], do_convert_rgb=True)
+
+
+def _grow_rows(state: dict, key: str, rows: int) -> None:
+    weight = state[key]
+    extra = weight.mean(0, keepdim=True).expand(rows - weight.shape[0], -1)
+    state[key] = torch.cat([weight, extra.to(weight.dtype)], dim=0)
+
+
+def save_pretrained(model, directory: str) -> str:
+    """Write `model` in the HF InstructBLIP layout (config, safetensors, processor with both
+    tokenizers). An LLM tokenizer without the `<image>` placeholder gets it, and the LLM's
+    embedding tables grow by one row (the mean row) when it needs a new id."""
+    from safetensors.torch import save_file
+    from transformers import InstructBlipConfig, InstructBlipProcessor
+
+    from lavis_ib.processors.image import CLIP_MEAN, CLIP_STD
+
+    os.makedirs(directory, exist_ok=True)
+    tokenizer = copy.deepcopy(model.llm_tokenizer)
+    if IMAGE_TOKEN not in tokenizer.get_vocab():
+        from transformers import AddedToken
+
+        tokenizer.add_tokens([AddedToken(IMAGE_TOKEN, normalized=False, special=True)],
+                             special_tokens=True)
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    text_config = copy.deepcopy(model.llm.config)
+    state = {k: v.detach().cpu().contiguous()
+             for k, v in model.state_dict().items() if k not in tied_aliases(model)}
+    rows = text_config.vocab_size
+    if image_id >= rows:
+        in_key = next(n for n, p in model.named_parameters()
+                      if p is model.llm.get_input_embeddings().weight)
+        grow = [in_key]
+        out_emb = model.llm.get_output_embeddings()
+        if out_emb is not None and out_emb.weight is not model.llm.get_input_embeddings().weight:
+            grow.append(next(n for n, p in model.named_parameters() if p is out_emb.weight))
+        for key in grow:
+            _grow_rows(state, key, image_id + 1)
+        text_config.vocab_size = image_id + 1
+    config = InstructBlipConfig(
+        vision_config=model.vision_spec.to_dict(), qformer_config=model.qformer_spec.to_dict(),
+        text_config=text_config.to_dict(), num_query_tokens=model.query_tokens.shape[1],
+        image_token_index=image_id)
+    config.use_decoder_only_language_model = not model.llm.config.is_encoder_decoder
+    config.architectures = ["InstructBlipForConditionalGeneration"]
+    config.save_pretrained(directory)
+    save_file(ours_to_hf_state(state), os.path.join(directory, "model.safetensors"),
+              metadata={"format": "pt"})
+    settings = model.preprocess_overrides or {
+        "image_size": model.vision_spec.image_size, "mean": list(CLIP_MEAN), "std": list(CLIP_STD)}
+    processor = InstructBlipProcessor(image_processor=_image_processor(settings),
+                                      tokenizer=tokenizer,
+                                      qformer_tokenizer=model.qformer_tokenizer,
+                                      num_query_tokens=model.query_tokens.shape[1])
+    processor.save_pretrained(directory)
+    return directory

@@ -1,0 +1,67 @@
+"""Loading a state dict into a model with every missing / unexpected key reported."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadReport:
+    """What one source filled."""
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        text = f"{self.source}: loaded {len(self.loaded)} tensors"
+        if self.missing:
+            text += f"; missing {len(self.missing)} (e.g. {', '.join(self.missing[:5])})"
+        if self.unexpected:
+            text += f"; unexpected {len(self.unexpected)} (e.g. {', '.join(self.unexpected[:5])})"
+        return text
+
+
+def tied_aliases(module: nn.Module) -> dict[str, str]:
+    """{alias name: first name} for parameters shared under several names (tied weights)."""
+    first: dict[int, str] = {}
+    aliases = {}
+    for name, p in module.named_parameters(remove_duplicate=False):
+        if id(p) in first:
+            aliases[name] = first[id(p)]
+        else:
+            first[id(p)] = name
+    return aliases
+
+
+def load_into(module: nn.Module, state: dict[str, torch.Tensor], source: str,
+              expected: list[str] | None = None) -> LoadReport:
+    """Copy `state` into `module` (non-strict), reporting keys it lacked and keys it had
+    that `module` does not know. `expected`: the names the source should have filled
+    (default: every parameter and persistent buffer of `module`)."""
+    own = module.state_dict()
+    aliases = tied_aliases(module)
+    report = LoadReport(source)
+    usable = {}
+    for key, value in state.items():
+        if key not in own:
+            report.unexpected.append(key)
+        elif own[key].shape != value.shape:
+            raise ValueError(f"{source}: '{key}' has shape {tuple(value.shape)}, the model "
+                             f"expects {tuple(own[key].shape)}.")
+        else:
+            usable[key] = value
+    module.load_state_dict(usable, strict=False)
+    report.loaded = sorted(usable)
+    filled = set(usable) | {a for a, first in aliases.items() if first in usable}
+    filled |= {first for a, first in aliases.items() if a in usable}
+    wanted = expected if expected is not None else list(own)
+    report.missing = [k for k in wanted if k not in filled]
+    logger.info(report.summary())
+    return report

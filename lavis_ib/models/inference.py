@@ -1,0 +1,168 @@
+"""Generation and candidate ranking of InstructBLIP (mixed into the model class).
+
+`generate` and `score_candidates` both start from `model.encode` (image -> soft prompts)
+and hand the rest to the LLM adapter. Prompts may hold LAVIS's `{}` placeholders, filled
+from the batch's `ocr_tokens` (first 30, comma-joined) and `text_input`.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from lavis_ib.common.errors import LavisIbError
+
+
+def _as_list(value: Any, n: int, what: str) -> list:
+    if isinstance(value, str):
+        return [value] * n
+    value = list(value)
+    if len(value) != n:
+        raise LavisIbError(f"{what}: {len(value)} entries for a batch of {n}.")
+    return value
+
+
+def fill_prompt(prompt: str, text_input: str | None, ocr_tokens: Sequence[str] | None) -> str:
+    """Fill LAVIS-style `{}` slots: with two slots, OCR tokens then the question; with one,
+    the question (or the OCR tokens when there is no question)."""
+    slots = prompt.count("{}")
+    if slots == 0:
+        return prompt
+    ocr = ", ".join(list(ocr_tokens or [])[:30])
+    if slots >= 2:
+        values = [ocr, text_input or ""] + [""] * (slots - 2)
+    else:
+        values = [text_input if text_input is not None else ocr]
+    return prompt.format(*values)
+
+
+class InferenceMixin:
+    """`generate`, `predict_answers`, `score_candidates`, `predict_class`."""
+
+    def _prompts(self, samples: dict[str, Any], prompt: str | None = None) -> list[str]:
+        if "image" not in samples:
+            raise LavisIbError(f"samples need an 'image' tensor (have {sorted(samples)}).")
+        n = samples["image"].shape[0]
+        raw = prompt if prompt else samples.get("prompt")
+        if raw is None:
+            raw = samples.get("text_input", self.prompt)
+        prompts = _as_list(raw, n, "prompt")
+        texts = samples.get("text_input")
+        texts = _as_list(texts, n, "text_input") if texts is not None else [None] * n
+        ocr = samples.get("ocr_tokens") or [None] * n
+        return [fill_prompt(str(p), t, o) for p, t, o in zip(prompts, texts, ocr)]
+
+    @torch.no_grad()
+    def generate(self, samples: dict[str, Any], use_nucleus_sampling: bool = False,
+                 num_beams: int = 5, max_length: int = 256, min_length: int = 1,
+                 top_p: float = 0.9, repetition_penalty: float = 1.5,
+                 length_penalty: float = 1.0, num_captions: int = 1,
+                 temperature: float = 1.0) -> list[str]:
+        """Text for each image (num_captions per image, in order).
+
+        `max_length`/`min_length` count generated tokens only; the repetition penalty sees
+        generated tokens only; a padded batch returns what one-at-a-time calls return.
+
+        Args:
+            samples: `image` (B,C,H,W) or (B,C,T,H,W) and `prompt` (str or one per sample;
+                without it `text_input`, then the model's default prompt).
+        """
+        if num_beams < 1 or max_length < 1 or min_length < 0 or min_length > max_length:
+            raise LavisIbError(f"generate: need num_beams >= 1 and 0 <= min_length <= "
+                               f"max_length >= 1 (got {num_beams}, {min_length}, {max_length}).")
+        prompts = self._prompts(samples)
+        prefix = self.encode(samples["image"], prompts)
+        ids = self.adapter.generate(
+            prefix, self.adapter.tokenize_prompts(prompts),
+            use_nucleus_sampling=use_nucleus_sampling, num_beams=num_beams,
+            max_length=max_length, min_length=min_length, top_p=top_p,
+            repetition_penalty=repetition_penalty, length_penalty=length_penalty,
+            num_captions=num_captions, temperature=temperature)
+        return self.adapter.decode(ids)
+
+    def predict_answers(self, samples: dict[str, Any], num_beams: int = 5,
+                        inference_method: str = "generate", max_len: int = 10,
+                        min_len: int = 1, num_ans_candidates: int = 128,
+                        answer_list: Sequence[str] | None = None, prompt: str = "",
+                        length_penalty: float = 0, **kwargs: Any) -> list[str]:
+        """Short answers (LAVIS signature): generation with the answer settings, or
+        `inference_method="rank"` over `answer_list`."""
+        if isinstance(samples.get("text_input"), str):
+            samples = {**samples, "text_input": [samples["text_input"]]}
+        if inference_method == "rank":
+            if not answer_list:
+                raise LavisIbError("predict_answers(inference_method='rank') needs answer_list.")
+            prompts = self._prompts(samples, prompt or None)
+            best = self.predict_class({**samples, "prompt": prompts}, list(answer_list),
+                                      append_eos=kwargs.get("append_eos", True))[:, 0]
+            return [answer_list[int(i)] for i in best]
+        if inference_method != "generate":
+            raise LavisIbError(f"predict_answers: inference_method must be 'generate' or "
+                               f"'rank', got '{inference_method}'.")
+        prompts = self._prompts(samples, prompt or None)
+        return self.generate({**samples, "prompt": prompts}, num_beams=num_beams,
+                             max_length=max_len, min_length=min_len,
+                             length_penalty=length_penalty,
+                             repetition_penalty=kwargs.get("repetition_penalty", 1.0))
+
+    @torch.no_grad()
+    def score_candidates(self, samples: dict[str, Any], candidates: Sequence,
+                         append_eos: bool = True, chunk_size: int = 128):
+        """Summed log-probability of each candidate given image and prompt.
+
+        Image, Q-Former and the prompt's key/value cache (decoder-only) or encoder output
+        (encoder-decoder) are computed once per sample and shared by its candidates, which
+        run in chunks of `chunk_size`.
+
+        Args:
+            samples: `image` and `prompt` (or `text_input`).
+            candidates: one list for the whole batch, or one list per sample (ragged ok).
+            append_eos: score the EOS token after each candidate too.
+
+        Returns:
+            (scores (B, Cmax) float32 with -inf where padded, mask (B, Cmax) bool).
+        """
+        n = samples["image"].shape[0]
+        per_sample = self._candidate_lists(candidates, n)
+        prompts = self._prompts(samples)
+        prefix = self.encode(samples["image"], prompts)
+        rows = []
+        for i, cands in enumerate(per_sample):
+            for ids in self.adapter.tokenize_targets(cands, append_eos=append_eos,
+                                                     limit=self.max_output_txt_len):
+                if not ids:
+                    raise LavisIbError(f"score_candidates: sample {i} has a candidate with no "
+                                       f"tokens; use append_eos=True or drop empty strings.")
+                rows.append((i, ids))
+        flat = self.adapter.score(prefix, self.adapter.tokenize_prompts(prompts), rows,
+                                  max(1, int(chunk_size)))
+        width = max(len(c) for c in per_sample)
+        scores = torch.full((n, width), float("-inf"), device=flat.device)
+        mask = torch.zeros((n, width), dtype=torch.bool, device=flat.device)
+        k = 0
+        for i, cands in enumerate(per_sample):
+            scores[i, :len(cands)] = flat[k:k + len(cands)]
+            mask[i, :len(cands)] = True
+            k += len(cands)
+        return scores, mask
+
+    @staticmethod
+    def _candidate_lists(candidates: Sequence, n: int) -> list[list[str]]:
+        if not candidates:
+            raise LavisIbError("candidates must not be empty.")
+        if all(isinstance(c, str) for c in candidates):
+            return [list(candidates)] * n
+        lists = [list(c) for c in candidates]
+        if len(lists) != n:
+            raise LavisIbError(f"candidates: {len(lists)} lists for a batch of {n}; give one "
+                               f"list for all samples or one per sample.")
+        for i, c in enumerate(lists):
+            if not c or not all(isinstance(x, str) for x in c):
+                raise LavisIbError(f"candidates[{i}] must be a non-empty list of strings.")
+        return lists
+
+    def predict_class(self, samples: dict[str, Any], candidates: Sequence,
+                      append_eos: bool = True, chunk_size: int = 128) -> torch.Tensor:
+        """(B, Cmax) candidate indices best-first (padded slots last)."""
+        scores, _ = self.score_candidates(samples, candidates, append_eos, chunk_size)
+        return torch.argsort(scores, dim=-1, descending=True, stable=True)

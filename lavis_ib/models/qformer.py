@@ -1,0 +1,190 @@
+"""The instruction-aware Q-Former: learned queries that read the image for the LLM.
+
+A compact post-LayerNorm transformer written for InstructBLIP (not a BERT copy):
+
+* the input is [query tokens ; instruction tokens]; queries have no position embedding,
+  instruction tokens get absolute positions from 0; the concatenation is layer-normed;
+* self-attention over the whole sequence is bidirectional (padding mask only), so the
+  queries see the instruction and vice versa;
+* every `cross_attention_frequency`-th layer (0, 2, 4, ...) lets the queries (only) attend
+  to the image tokens;
+* queries and text have separate feed-forward networks (`ffn_query` / `ffn_text`);
+* only the query outputs leave the module.
+
+With `text_ids=None` it is BLIP-2's Q-Former (the "w/o instruction-aware" ablation).
+Attention uses `torch.nn.functional.scaled_dot_product_attention`; layers can be
+recomputed in the backward pass (`gradient_checkpointing = True`).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from lavis_ib.common.errors import ConfigError
+
+_ACTS = {"gelu": nn.GELU, "gelu_new": lambda: nn.GELU(approximate="tanh"), "relu": nn.ReLU}
+
+
+@dataclass
+class QFormerSpec:
+    """Sizes of the Q-Former (the fields of transformers' `InstructBlipQFormerConfig`)."""
+
+    vocab_size: int = 30523
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    cross_attention_frequency: int = 2
+    encoder_hidden_size: int = 1408
+
+    @classmethod
+    def from_mapping(cls, node) -> "QFormerSpec":
+        node = dict(node or {})
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(node) - known)
+        if unknown:
+            raise ConfigError(f"model.qformer: unknown keys {unknown}; known: {sorted(known)}.")
+        spec = cls(**node)
+        if spec.hidden_size % spec.num_attention_heads:
+            raise ConfigError(f"model.qformer: hidden_size {spec.hidden_size} is not a multiple "
+                              f"of num_attention_heads {spec.num_attention_heads}.")
+        if spec.hidden_act not in _ACTS:
+            raise ConfigError(f"model.qformer.hidden_act '{spec.hidden_act}' unsupported; "
+                              f"use one of {sorted(_ACTS)}.")
+        return spec
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Attention(nn.Module):
+    """Multi-head attention + output projection + residual post-LayerNorm."""
+
+    def __init__(self, dim: int, kv_dim: int, heads: int, dropout: float, attn_dropout: float,
+                 eps: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(kv_dim, dim)
+        self.v = nn.Linear(kv_dim, dim)
+        self.out = nn.Linear(dim, dim)
+        self.norm = nn.LayerNorm(dim, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+        self.attn_dropout = attn_dropout
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        return x.view(b, n, self.heads, d // self.heads).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`mask`: boolean (B, 1, 1, S) where True means the key may be attended to."""
+        context = x if context is None else context
+        q, k, v = self._split(self.q(x)), self._split(self.k(context)), self._split(self.v(context))
+        attn = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0)
+        attn = attn.transpose(1, 2).reshape(x.shape)
+        return self.norm(x + self.dropout(self.out(attn)))
+
+
+class FeedForward(nn.Module):
+    """fc1 -> activation -> fc2 with a residual post-LayerNorm."""
+
+    def __init__(self, dim: int, hidden: int, act: str, dropout: float, eps: float) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = _ACTS[act]()
+        self.fc2 = nn.Linear(hidden, dim)
+        self.norm = nn.LayerNorm(dim, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x + self.dropout(self.fc2(self.act(self.fc1(x)))))
+
+
+class QFormerLayer(nn.Module):
+    def __init__(self, spec: QFormerSpec, cross_attention: bool) -> None:
+        super().__init__()
+        d, h = spec.hidden_size, spec.num_attention_heads
+        args = (spec.hidden_dropout_prob, spec.attention_probs_dropout_prob, spec.layer_norm_eps)
+        self.self_attn = Attention(d, d, h, *args)
+        self.cross_attn = Attention(d, spec.encoder_hidden_size, h, *args) if cross_attention else None
+        ffn = (d, spec.intermediate_size, spec.hidden_act, spec.hidden_dropout_prob,
+               spec.layer_norm_eps)
+        self.ffn_query = FeedForward(*ffn)
+        self.ffn_text = FeedForward(*ffn)
+
+    def forward(self, x: torch.Tensor, image: torch.Tensor, mask: torch.Tensor | None,
+                num_queries: int) -> torch.Tensor:
+        x = self.self_attn(x, mask=mask)
+        queries, text = x[:, :num_queries], x[:, num_queries:]
+        if self.cross_attn is not None:
+            queries = self.cross_attn(queries, context=image)
+        queries = self.ffn_query(queries)
+        if text.shape[1] == 0:
+            return queries
+        return torch.cat([queries, self.ffn_text(text)], dim=1)
+
+
+class QFormer(nn.Module):
+    """See the module docstring.
+
+    Args:
+        spec: the sizes.
+    """
+
+    def __init__(self, spec: QFormerSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        d = spec.hidden_size
+        self.word_embeddings = nn.Embedding(spec.vocab_size, d, padding_idx=spec.pad_token_id)
+        self.position_embeddings = nn.Embedding(spec.max_position_embeddings, d)
+        self.embed_norm = nn.LayerNorm(d, eps=spec.layer_norm_eps)
+        self.embed_dropout = nn.Dropout(spec.hidden_dropout_prob)
+        self.layers = nn.ModuleList(
+            QFormerLayer(spec, i % spec.cross_attention_frequency == 0)
+            for i in range(spec.num_hidden_layers))
+        self.gradient_checkpointing = False
+
+    def forward(self, queries: torch.Tensor, image: torch.Tensor,
+                text_ids: torch.Tensor | None = None,
+                text_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Query outputs (B, Q, D).
+
+        Args:
+            queries: (B, Q, D) query embeddings (the expanded learned tokens).
+            image: (B, N, encoder_hidden_size) image tokens (after `ln_vision`).
+            text_ids: (B, L) instruction token ids, or None (no instruction).
+            text_mask: (B, L) 1 for tokens, 0 for padding.
+        """
+        num_queries = queries.shape[1]
+        x, mask = queries, None
+        if text_ids is not None and text_ids.shape[1] > 0:
+            if text_ids.shape[1] > self.spec.max_position_embeddings:
+                raise ValueError(f"Q-Former instruction of {text_ids.shape[1]} tokens exceeds "
+                                 f"max_position_embeddings {self.spec.max_position_embeddings}")
+            positions = torch.arange(text_ids.shape[1], device=text_ids.device)
+            text = self.word_embeddings(text_ids) + self.position_embeddings(positions)[None]
+            x = torch.cat([queries, text.to(queries.dtype)], dim=1)
+            if text_mask is not None:
+                keep = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+                keep[:, num_queries:] = text_mask.bool()
+                mask = keep[:, None, None, :]
+        x = self.embed_dropout(self.embed_norm(x))
+        image = image.to(x.dtype)
+        for layer in self.layers:
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(layer, x, image, mask, num_queries, use_reentrant=False)
+            else:
+                x = layer(x, image, mask, num_queries)
+        return x[:, :num_queries]
