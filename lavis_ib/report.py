@@ -1,0 +1,188 @@
+"""`lavis-ib report RUN_DIR`: our held-out results beside the paper's Table 1.
+
+Reads `<RUN_DIR>/config.yaml` (the model type picks the paper row) and every
+`<RUN_DIR>/eval/<dataset>_<split>/metrics.json` of the 13 held-out datasets, and writes
+`table1.md`, `table1.csv` and `table1.png` (ours vs. the paper, a bar per dataset) to
+`<RUN_DIR>/report/` (or `--out`). The Markdown table is also printed.
+
+    lavis-ib report output/zeroshot_vicuna7b
+    lavis-ib report RUN_DIR --compare "InstructBLIP FlanT5XL" --out report/
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass
+from typing import Sequence
+
+from lavis_ib.common.errors import ConfigError, DataError, did_you_mean
+from lavis_ib.tasks.paper_results import METRIC, ROW_OF_MODEL_TYPE, TABLE1, TITLES
+from lavis_ib.tasks.zeroshot_defaults import HELD_OUT
+
+SPLIT_PREFERENCE = ("test", "testdev", "test_dev", "val")
+
+
+@dataclass
+class Row:
+    dataset: str
+    metric: str
+    split: str | None
+    ours: float | None
+    paper: float
+
+    @property
+    def diff(self) -> float | None:
+        return None if self.ours is None else self.ours - self.paper
+
+
+def _model_type(run_dir: str) -> str:
+    from omegaconf import OmegaConf
+
+    path = os.path.join(run_dir, "config.yaml")
+    if not os.path.isfile(path):
+        raise ConfigError(f"{run_dir} is not a run folder: {path} is missing (runs written by "
+                          f"python -m lavis_ib.evaluate / train hold it).")
+    cfg = OmegaConf.load(path)
+    model_type = OmegaConf.select(cfg, "model.model_type")
+    if not model_type:
+        raise ConfigError(f"{path} has no model.model_type.")
+    return str(model_type)
+
+
+def _find_split(eval_dir: str, dataset: str) -> tuple[str | None, str | None]:
+    """(split, metrics.json path) of `dataset`, preferring test over val splits."""
+    if not os.path.isdir(eval_dir):
+        return None, None
+    found = {}
+    for entry in os.listdir(eval_dir):
+        path = os.path.join(eval_dir, entry, "metrics.json")
+        if entry.startswith(dataset + "_") and os.path.isfile(path):
+            split = entry[len(dataset) + 1:]
+            if split and not any(entry.startswith(other + "_") and len(other) > len(dataset)
+                                 for other in HELD_OUT):
+                found[split] = path
+    if not found:
+        return None, None
+    ordered = [s for s in SPLIT_PREFERENCE if s in found] + sorted(found)
+    return ordered[0], found[ordered[0]]
+
+
+def collect(run_dir: str, paper_row: str) -> list[Row]:
+    """One row per held-out dataset (ours is None where the run has no result)."""
+    rows = []
+    for dataset in HELD_OUT:
+        split, path = _find_split(os.path.join(run_dir, "eval"), dataset)
+        ours = None
+        if path is not None:
+            try:
+                with open(path) as f:
+                    metrics = json.load(f)
+            except (OSError, ValueError) as exc:
+                raise DataError(f"cannot read {path}: {exc}") from None
+            value = metrics.get(METRIC[dataset])
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                ours = float(value)
+        rows.append(Row(dataset, METRIC[dataset], split, ours, TABLE1[paper_row][dataset]))
+    if all(r.ours is None for r in rows):
+        raise DataError(f"{run_dir}: no held-out results found under "
+                        f"{os.path.join(run_dir, 'eval')}/<dataset>_<split>/metrics.json "
+                        f"(datasets: {', '.join(HELD_OUT)}).")
+    return rows
+
+
+def _fmt(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.1f}" if signed else f"{value:.1f}"
+
+
+def markdown(rows: Sequence[Row], paper_row: str, model_type: str) -> str:
+    lines = [f"Zero-shot held-out results: ours ({model_type}) vs. paper ({paper_row}, Table 1)",
+             "", "| dataset | split | metric | ours | paper | diff |",
+             "|---|---|---|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {TITLES[r.dataset]} | {r.split or '-'} | {r.metric} | "
+                     f"{_fmt(r.ours)} | {_fmt(r.paper)} | {_fmt(r.diff, signed=True)} |")
+    done = [r for r in rows if r.ours is not None]
+    lines += ["", f"{len(done)} of {len(rows)} datasets evaluated; '-' = no result in the run."]
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(rows: Sequence[Row]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["dataset", "title", "split", "metric", "ours", "paper", "diff"])
+    for r in rows:
+        writer.writerow([r.dataset, TITLES[r.dataset], r.split or "", r.metric,
+                         "" if r.ours is None else f"{r.ours:.4f}", f"{r.paper:.1f}",
+                         "" if r.diff is None else f"{r.diff:.4f}"])
+    return out.getvalue()
+
+
+def bar_chart(rows: Sequence[Row], paper_row: str, model_type: str, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: files only
+    import matplotlib.pyplot as plt
+
+    xs = range(len(rows))
+    width = 0.4
+    fig, ax = plt.subplots(figsize=(12, 4.5))
+    ax.bar([x - width / 2 for x in xs], [r.ours or 0.0 for r in rows], width,
+           label=f"ours ({model_type})", color="tab:blue")
+    ax.bar([x + width / 2 for x in xs], [r.paper for r in rows], width,
+           label=f"paper ({paper_row})", color="tab:gray")
+    for x, r in zip(xs, rows):
+        if r.ours is None:
+            ax.text(x - width / 2, 1, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels([f"{TITLES[r.dataset]}\n({r.metric})" for r in rows], fontsize=8)
+    ax.set_ylabel("score (CIDEr x100 / % / MRR x100)")
+    ax.set_title("Zero-shot held-out evaluation vs. InstructBLIP Table 1")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lavis-ib report", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", help="run folder with config.yaml and eval/")
+    parser.add_argument("--out", default=None, help="output folder (default RUN_DIR/report)")
+    parser.add_argument("--compare", default=None,
+                        help=f"paper row to compare with (default: from the model type); "
+                             f"one of: {'; '.join(TABLE1)}")
+    args = parser.parse_args(argv)
+    if not os.path.isdir(args.run_dir):
+        raise ConfigError(f"run folder '{args.run_dir}' does not exist.")
+    model_type = _model_type(args.run_dir)
+    paper_row = args.compare or ROW_OF_MODEL_TYPE.get(model_type)
+    if paper_row is None:
+        raise ConfigError(f"model type '{model_type}' has no row in Table 1; pass --compare "
+                          f"with one of: {'; '.join(TABLE1)}.")
+    if paper_row not in TABLE1:
+        raise ConfigError(f"--compare '{paper_row}' is not a Table 1 row."
+                          f"{did_you_mean(paper_row, TABLE1)} Rows: {'; '.join(TABLE1)}.")
+    rows = collect(args.run_dir, paper_row)
+    out_dir = args.out or os.path.join(args.run_dir, "report")
+    os.makedirs(out_dir, exist_ok=True)
+    text = markdown(rows, paper_row, model_type)
+    with open(os.path.join(out_dir, "table1.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(out_dir, "table1.csv"), "w") as f:
+        f.write(csv_text(rows))
+    bar_chart(rows, paper_row, model_type, os.path.join(out_dir, "table1.png"))
+    print(text)
+    print(f"wrote {out_dir}/table1.md, table1.csv, table1.png")
+    return 0
+
+
+if __name__ == "__main__":
+    from lavis_ib.common.entry import run_entry
+
+    sys.exit(run_entry(main, None, "python -m lavis_ib.report"))
