@@ -1,8 +1,9 @@
 """`lavis-ib export RUN_DIR OUT_DIR [--checkpoint best|latest|PATH]`: a training run's
 weights in the Hugging Face layout (`InstructBlipForConditionalGeneration` + processor).
 
-The model is rebuilt from the run's saved `config.yaml` (frozen weights come from its
-`init_from`/`pretrained` sources as in training), the checkpoint's trainable weights are
+The model is rebuilt from the run's saved `config.yaml` with the run's seed (frozen
+weights come from its `init_from`/`pretrained` sources, or the same random draw, as in
+training), the checkpoint's trainable weights are
 loaded over it, and `model.save_pretrained(OUT_DIR)` writes the directory, which
 `load_model_and_preprocess(..., pretrained=OUT_DIR)` and transformers both read.
 """
@@ -37,6 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ckpt = resolve_checkpoint(args.run_dir)
     else:
         ckpt = resolve_checkpoint(args.checkpoint)
+    from lavis_ib.runners.runner_iter import seed_everything
+
+    seed_everything(int(cfg.run.seed))  # as in training: randomly initialised parts match
     model = registry.get_model_class(cfg.model.arch).from_config(cfg.model)
     if not hasattr(model, "save_pretrained"):
         raise ConfigError(f"model '{cfg.model.arch}' has no save_pretrained(); it cannot be "

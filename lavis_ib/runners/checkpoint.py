@@ -23,19 +23,22 @@ Fault injection for tests (environment variables, off when unset):
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import random
 import re
 import shutil
-from typing import Any
+import warnings
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_state_dict,
                                                      set_state_dict)
 
@@ -90,6 +93,24 @@ def _state_dicts(model: nn.Module, inner: nn.Module, optimizer: Any) -> tuple[di
     return {k: v for k, v in model_sd.items() if k in keep}, optim_sd
 
 
+@contextlib.contextmanager
+def _quiet_single_process() -> Iterator[None]:
+    """DCP warns on every call without a process group; one process is intended here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
+def _dcp_reason(exc: BaseException) -> str:
+    """The first rank's underlying error of a DCP failure, in one line."""
+    failures = getattr(exc, "failures", None)  # CheckpointException: {rank: (exc, traceback)}
+    if failures:
+        first = next(iter(failures.values()))
+        exc = first[0] if isinstance(first, tuple) else first
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 def _write_json(path: str, obj: Any) -> None:
     with open(path, "w") as f:
         json.dump(obj, f, indent=1)
@@ -135,9 +156,10 @@ class CheckpointManager:
         barrier()
         model_sd, optim_sd = _state_dicts(model, inner, optimizer)
         single = not dist.is_initialized()
-        dcp.save(model_sd, checkpoint_id=os.path.join(tmp, "model"), no_dist=single)
-        maybe_fault("LAVIS_IB_FAULT_IN_CHECKPOINT", step)
-        dcp.save(optim_sd, checkpoint_id=os.path.join(tmp, "optim"), no_dist=single)
+        with _quiet_single_process():
+            dcp.save(model_sd, checkpoint_id=os.path.join(tmp, "model"), no_dist=single)
+            maybe_fault("LAVIS_IB_FAULT_IN_CHECKPOINT", step)
+            dcp.save(optim_sd, checkpoint_id=os.path.join(tmp, "optim"), no_dist=single)
         torch.save({"rng": rng_state(), "loader": loader_state},
                    os.path.join(tmp, f"rank_{self.rank}.pt"))
         barrier()
@@ -182,12 +204,12 @@ class CheckpointManager:
         model_sd, optim_sd = _state_dicts(model, inner, optimizer)
         try:
             single = not dist.is_initialized()
-            dcp.load(model_sd, checkpoint_id=os.path.join(path, "model"), no_dist=single)
-            dcp.load(optim_sd, checkpoint_id=os.path.join(path, "optim"), no_dist=single)
-        except Exception as exc:  # DCP names the missing key in a long multi-line message
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            with _quiet_single_process():
+                dcp.load(model_sd, checkpoint_id=os.path.join(path, "model"), no_dist=single)
+                dcp.load(optim_sd, checkpoint_id=os.path.join(path, "optim"), no_dist=single)
+        except (Exception, CheckpointException) as exc:
             raise LavisIbError(f"checkpoint '{path}' does not match the model's trainable "
-                               f"parameters: {first}") from exc
+                               f"parameters: {_dcp_reason(exc)}") from None
         result = set_state_dict(model, optimizer, model_state_dict=model_sd,
                                 optim_state_dict=optim_sd,
                                 options=StateDictOptions(ignore_frozen_params=True, strict=False))
@@ -256,10 +278,11 @@ def load_trainable_weights(model: nn.Module, path: str) -> str:
     path = resolve_checkpoint(path)
     state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     try:
-        dcp.load(state, checkpoint_id=os.path.join(path, "model"), no_dist=True)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LavisIbError(f"checkpoint '{path}' does not match the model: {first}") from exc
+        with _quiet_single_process():
+            dcp.load(state, checkpoint_id=os.path.join(path, "model"), no_dist=True)
+    except (Exception, CheckpointException) as exc:
+        raise LavisIbError(f"checkpoint '{path}' does not match the model: "
+                           f"{_dcp_reason(exc)}") from None
     result = model.load_state_dict(state, strict=False)
     report_load(path, model, result.missing_keys, result.unexpected_keys)
     return path
