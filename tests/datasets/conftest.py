@@ -22,15 +22,19 @@ def small_processors(cfg: Any) -> Any:
     return cfg
 
 
-def dataset_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
+def dataset_config(name: str, overrides: dict[str, Any] | None = None, only_splits: bool = False) -> Any:
+    """The default YAML entry of `name` merged with `overrides`; with `only_splits` the
+    splits are exactly those the overrides list (OmegaConf merges cannot delete keys)."""
     cls = registry.get_builder_class(name)
-    cfg = OmegaConf.load(cls.default_config_path()).datasets[name]
-    return small_processors(OmegaConf.merge(cfg, overrides or {}))
+    cfg = OmegaConf.merge(OmegaConf.load(cls.default_config_path()).datasets[name], overrides or {})
+    if only_splits:
+        cfg.build_info.annotations = overrides["build_info"]["annotations"]
+    return small_processors(cfg)
 
 
-def build(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def build(name: str, overrides: dict[str, Any] | None = None, only_splits: bool = False) -> dict[str, Any]:
     """{split: dataset} of `name` built from its default YAML + `overrides`."""
-    return registry.get_builder_class(name)(dataset_config(name, overrides)).build_datasets()
+    return registry.get_builder_class(name)(dataset_config(name, overrides, only_splits)).build_datasets()
 
 
 @pytest.fixture(scope="session")
