@@ -63,7 +63,9 @@ def build_llm(text_config, dtype: torch.dtype):
     except ImportError:  # older transformers: random init (slower, same result after loading)
         return factory.from_config(text_config, dtype=dtype)
     with no_init_weights():
-        return factory.from_config(text_config, dtype=dtype)
+        llm = factory.from_config(text_config, dtype=dtype)
+    llm.tie_weights()  # not done under no_init_weights; the checkpoint omits tied copies
+    return llm
 
 
 def read_image_settings(directory: str) -> dict[str, Any] | None:
