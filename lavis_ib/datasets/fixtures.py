@@ -273,13 +273,14 @@ def _llava(d: str, rng: np.random.Generator, turns: int) -> dict[str, Any]:
 # -- multiple choice, classification, dialog ----------------------------------------------
 def _scienceqa(d: str, rng: np.random.Generator) -> dict[str, Any]:
     problems = {}
-    for k in range(4):
+    splits = ("val", "test", "test", "test", "train", "train")   # problem 13 has no image
+    for k, split in enumerate(splits):
         pid = str(10 + k)
         has_image = k != 3
         problems[pid] = {"question": "Which is a mammal?", "choices": ["dog", "fish", "frog"][: 2 + k % 2],
                          "answer": k % 2, "hint": "" if k == 0 else "Look at the picture.",
                          "image": "image.png" if has_image else None, "task": "closed choice",
-                         "grade": "grade2", "subject": "natural science", "split": "test" if k else "val",
+                         "grade": "grade2", "subject": "natural science", "split": split,
                          "lecture": "", "solution": ""}
         if has_image:
             write_image(f"{d}/images/{problems[pid]['split']}/{pid}/image.png", rng)

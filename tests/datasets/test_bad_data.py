@@ -78,11 +78,10 @@ def test_missing_image_folder_is_an_error(fresh, tmp_path):
                                                                     "images": {"storage": str(tmp_path / "nope")}}})
 
 
-def test_training_split_of_an_evaluation_only_dataset_is_a_config_error(fresh):
-    overrides, _ = fresh
-    sci = overrides["scienceqa"]["build_info"]
+def test_training_split_of_an_evaluation_only_dataset_is_a_config_error(tmp_path):
+    memes = write_fixtures(str(tmp_path), ["hateful_memes"])["hateful_memes"]["build_info"]
     with pytest.raises(ConfigError, match="evaluation-only"):
-        build("scienceqa", {"build_info": {**sci, "annotations": {"train": sci["annotations"]["test"]}}},
+        build("hateful_memes", {"build_info": {**memes, "annotations": {"train": memes["annotations"]["val"]}}},
               only_splits=True)
 
 

@@ -123,3 +123,32 @@ def test_visdial_rounds_carry_growing_history(fixture_overrides):
     assert first["instance_id"].endswith("_1") and second["instance_id"].endswith("_2")
     assert second["history"].startswith(first["history"] + ". ")
     assert len(first["candidates"]) == 100
+
+
+def test_scienceqa_train_split_for_finetuning(fixture_overrides):
+    info = fixture_overrides["scienceqa"]["build_info"]
+    path = info["annotations"]["test"]["storage"]
+    sets = build("scienceqa", {"build_info": {**info, "annotations": {"train": {"storage": path},
+                                                                      "val": {"storage": path}}}}, only_splits=True)
+    train = sets["train"]
+    assert sorted(r["question_id"] for r in train.annotation) == ["14", "15"]
+    sample = train[1]   # problem 15: choices dog, fish, frog; answer 1
+    assert sample["text_input"] == ("Context: Look at the picture. Question: Which is a mammal? "
+                                    "Options: (a) dog (b) fish (c) frog. Answer:")
+    assert sample["text_output"] == "fish"
+    assert set(sets["val"][0]) == EVAL_KEYS["scienceqa"]
+
+
+def test_demo_project_builds_from_the_fixture_layout(tmp_path, monkeypatch):
+    """demo_tiny.yaml points cache_root at a write_fixtures() folder: keep the layout."""
+    from lavis_ib.common.config import Config
+    from lavis_ib.datasets.fixtures import write_fixtures
+    from lavis_ib.models.base_model import package_path
+
+    path = package_path("configs/projects/instructblip/demo_tiny.yaml")
+    monkeypatch.setenv("LAVIS_IB_DEMO_DATA", str(tmp_path))
+    cfg = Config(path)
+    write_fixtures(str(tmp_path), list(cfg.datasets_cfg.keys()))
+    for name, entry in cfg.datasets_cfg.items():
+        for split, dataset in registry.get_builder_class(name)(entry).build_datasets().items():
+            assert len(dataset) > 0 and not isinstance(dataset[0], BadSample), (name, split)

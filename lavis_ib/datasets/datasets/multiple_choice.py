@@ -1,9 +1,14 @@
-"""Multiple-choice evaluation datasets: ScienceQA (image-context subset) and IconQA
+"""Multiple-choice datasets: ScienceQA (image-context subset) and IconQA
 (multi-text-choice subset), read from their official ``problems.json``.
 
-Samples: ``image``, ``question_id``, ``question``, ``text_input`` (normalised question),
-``choices``, ``correct_choice_idx``, ``answers`` ([the correct choice]) and, for
+Evaluation samples: ``image``, ``question_id``, ``question``, ``text_input`` (normalised
+question), ``choices``, ``correct_choice_idx``, ``answers`` ([the correct choice]) and, for
 ScienceQA, ``context`` (the problem's hint, may be "").
+
+Training samples (finetuning, e.g. the ScienceQA row of the paper's Table 3): ``image``,
+``text_input`` = the zero-shot ranking prompt of PAPER.md with the options shown as
+``(a) x (b) y`` (`TRAIN_PROMPTS`), ``text_output`` = the correct option's text, so that
+training and option ranking see the same instruction.
 
 Formats (`ann_format`):
     scienceqa  ``{pid: {"question", "choices", "answer": index, "hint", "image": file |
@@ -21,6 +26,16 @@ from typing import Any
 from lavis_ib.common.errors import DataError
 from lavis_ib.datasets.datasets.annotations import load_json, need
 from lavis_ib.datasets.datasets.vqa import VQAEvalDataset
+
+TRAIN_PROMPTS = {
+    "scienceqa": "Context: {context} Question: {question} Options: {options}. Answer:",
+    "iconqa": "Question: {question} Options: {options}. Short answer:",
+}
+
+
+def options_text(choices: list[str]) -> str:
+    """``(a) x (b) y ...``: the options as the ranking prompts show them."""
+    return " ".join(f"({chr(ord('a') + i)}) {c}" for i, c in enumerate(choices))
 
 
 def _mc_record(pid: str, item: dict[str, Any], image: str, path: str) -> dict[str, Any]:
@@ -74,3 +89,19 @@ class MultipleChoiceEvalDataset(VQAEvalDataset):
     @classmethod
     def extra_args(cls) -> dict[str, Any]:
         return {"ann_format": "scienceqa", "split": None, "use_ocr": False, "ocr_paths": ()}
+
+
+class MultipleChoiceDataset(MultipleChoiceEvalDataset):
+    """Training on the correct option: ``text_input`` = `TRAIN_PROMPTS[ann_format]`
+    filled with context, question and options; ``text_output`` = the correct option."""
+
+    is_train = True
+
+    def build_sample(self, record: dict[str, Any], visual: Any, index: int, epoch: int) -> dict[str, Any]:
+        fields = {"context": record.get("context", ""), "question": str(record["question"]).strip(),
+                  "options": options_text(record["choices"])}
+        text = TRAIN_PROMPTS[self.options["ann_format"]]
+        for key, value in fields.items():   # replace, not format: braces in the text stay literal
+            text = text.replace("{" + key + "}", value)
+        return {"image": visual, "text_input": text,
+                "text_output": record["choices"][record["correct_choice_idx"]]}
