@@ -372,7 +372,7 @@ def _ivqa(d: str, rng: np.random.Generator) -> dict[str, Any]:
                 writer.writerow([vid, start, end, "what is the man holding?",
                                  *[str(rng.choice(WORDS[:3])) for _ in range(5)]])
         ann[split] = path
-    return _info(ann, f"{d}/videos", key="videos")
+    return _info(ann, f"{d}/videos", key="videos", answer_list={"storage": ann["train"]})
 
 
 WRITERS: dict[str, Callable[[str, np.random.Generator], dict[str, Any]]] = {

@@ -103,7 +103,7 @@ def test_urls_are_downloaded_only_when_asked_and_only_on_rank_0(fresh, tmp_path,
     cfg = {**overrides["coco_vqa"], "build_info": {**overrides["coco_vqa"]["build_info"], "annotations": {
         split: {"url": node["storage"], "storage": [str(target / split / os.path.basename(p)) for p in node["storage"]]}
         for split, node in source.items()}}}
-    with pytest.raises(DataError, match="set download: true"):
+    with pytest.raises(DataError, match="set download: true to fetch it from"):
         build("coco_vqa", cfg)
     monkeypatch.setattr(dist_utils, "is_main_process", lambda: False)
     with pytest.raises(DataError):   # another rank waits for rank 0 and never downloads itself

@@ -114,11 +114,11 @@ class BaseDatasetBuilder:
             return path
         return os.path.join(os.path.expanduser(str(root)), path)
 
-    def require(self, path: str, what: str) -> str:
+    def require(self, path: str, what: str, hint: str = "") -> str:
         """`path` if it exists, else a DataError naming it and the data's source."""
         if not os.path.exists(path):
             source = f" Get it from {self.DATA_SOURCE}." if self.DATA_SOURCE else ""
-            raise DataError(f"{type(self).__name__}: {what} '{path}' does not exist.{source} "
+            raise DataError(f"{type(self).__name__}: {what} '{path}' does not exist.{source}{hint} "
                             f"Set its location under build_info in the dataset config.")
         return path
 
@@ -141,10 +141,10 @@ class BaseDatasetBuilder:
                 for i, path in missing:
                     download_file(urls[i], path)
             dist_utils.barrier()
-        for path in storages:
-            hint = f" (url: {urls[0]}; set download: true to fetch it)" if urls and not \
-                self.config.get("download", False) else ""
-            self.require(path, f"{what}{hint}")
+        for i, path in enumerate(storages):
+            hint = f" Or set download: true to fetch it from {urls[min(i, len(urls) - 1)]}." \
+                if urls and not self.config.get("download", False) else ""
+            self.require(path, what, hint)
         return storages
 
     def vis_root(self, split: str) -> str | None:

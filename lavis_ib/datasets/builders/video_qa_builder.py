@@ -29,7 +29,7 @@ class _VideoQABuilder(BaseDatasetBuilder):
 @registry.register_builder("msvd_qa")
 class MSVDQABuilder(_VideoQABuilder):
     """MSVD-QA, LAVIS format (`lavis`): video (file name), question, answer, question_id;
-    answer vocabulary from LAVIS's train_ans2label.json. Splits: train, val, test."""
+    answer vocabulary from LAVIS's train_ans2label.json. Splits: val, test (add train to finetune)."""
 
     DATASET_CONFIG_DICT = {"default": "configs/datasets/msvd_qa/defaults.yaml"}
     DATA_SOURCE = "LAVIS's msvd qa_*.json (the url entries) and the MSVD YouTubeClips videos"
@@ -39,7 +39,8 @@ class MSVDQABuilder(_VideoQABuilder):
 @registry.register_builder("msrvtt_qa")
 class MSRVTTQABuilder(_VideoQABuilder):
     """MSRVTT-QA, LAVIS format (`lavis`; official video_id/question/answer/id records also
-    read, video ``video<id>.mp4``); vocabulary from train_ans2label.json. Splits: train, val, test."""
+    read, video ``video<id>.mp4``); vocabulary from train_ans2label.json. Splits: val, test
+    (add train to finetune)."""
 
     DATASET_CONFIG_DICT = {"default": "configs/datasets/msrvtt_qa/defaults.yaml"}
     DATA_SOURCE = "LAVIS's msrvtt qa_*.json (the url entries) and the MSR-VTT videos"
@@ -49,7 +50,8 @@ class MSRVTTQABuilder(_VideoQABuilder):
 @registry.register_builder("ivqa")
 class IVQABuilder(_VideoQABuilder):
     """iVQA, official csv (`ivqa`): video_id, start, end, question, answer1..answer5;
-    clips ``<video_id>_<start>_<end>.mp4``; vocabulary from the train csv. Splits: train, val, test."""
+    clips ``<video_id>_<start>_<end>.mp4``; vocabulary from the train csv (build_info.answer_list).
+    Splits: val, test (add train to finetune)."""
 
     DATASET_CONFIG_DICT = {"default": "configs/datasets/ivqa/defaults.yaml"}
     DATA_SOURCE = "https://antoyang.github.io/just-ask.html (iVQA annotations and clips)"

@@ -12,8 +12,8 @@ Formats (`ann_format`):
             ``<video_id>_<start>_<end>.mp4``.
 
 Evaluation datasets expose `answer_list`: the training answer vocabulary, read from
-`answer_list_paths` (a JSON list, or LAVIS's ``{answer: label}`` train_ans2label.json), or
-collected from `train_ann_paths` when no list file is configured.
+`answer_list_paths` (a JSON list, LAVIS's ``{answer: label}`` train_ans2label.json, or the
+iVQA train csv), or collected from `train_ann_paths` when no list file is configured.
 """
 from __future__ import annotations
 
@@ -109,6 +109,9 @@ class VideoQAEvalDataset(_VideoQABase):
             if self.options["answer_list_paths"]:
                 answers: list[str] = []
                 for path in self.options["answer_list_paths"]:
+                    if path.endswith(".csv"):   # iVQA: the train csv itself
+                        answers.extend(a for r in self.read([path]) for a in r["answers"])
+                        continue
                     data = load_json(path)
                     items = sorted(data, key=data.get) if isinstance(data, dict) else data
                     answers.extend(str(a) for a in items)
