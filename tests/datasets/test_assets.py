@@ -59,7 +59,8 @@ CASES = {
                   ["video0.mp4", "video1.mp4"], {"answer_list": None}),  # vocabulary from train
     "msvd_qa": ({"test": ["msvd_qa/qa_test.json"]}, ["-4wsuPCjDBc_5_15.avi", "-7KMZQEsJW4_205_208.avi"],
                 {"answer_list": {"storage": "msvd_qa/train_ans2label.json"}}),
-    "ivqa": ({"test": ["ivqa/test.csv"]}, ["-2c2pqyXkH8_25_35.mp4", "0CAlt3mFzfQ_60_70.mp4"], {}),
+    "ivqa": ({"test": ["ivqa/test.csv"]}, ["-2c2pqyXkH8_25_35.mp4", "0CAlt3mFzfQ_60_70.mp4"],
+             {"answer_list": {"storage": "ivqa/test.csv"}}),  # a csv vocabulary (train.csv in real use)
 }
 # how many samples each split must give (the asset's records, by the format's rules)
 COUNTS = {
@@ -138,6 +139,7 @@ def test_official_values_reach_the_samples(asset_sets):
     assert dial[1]["candidates"][dial[1]["label"]] == "2" and dial[0]["candidates"][dial[0]["label"]] == "yes"
     ivqa = asset_sets["ivqa"]["test"][0]
     assert ivqa["question_id"] == "-2c2pqyXkH8_25_35" and ivqa["answers"] == ["fish", "fish", "trout", "fish", "salmon"]
+    assert asset_sets["ivqa"]["test"].answer_list == ["fish", "trout", "salmon", "guitar", "ukulele"]
     assert asset_sets["msvd_qa"]["test"].answer_list == ["play", "woman", "man", "cut"]
     assert asset_sets["msrvtt_qa"]["test"].answer_list == ["clip", "man", "cartoon"]
     gqa = asset_sets["gqa"]["test"][0]
