@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from lavis_ib.common.errors import LavisIbError
+
 logger = logging.getLogger(__name__)
 
 
@@ -53,8 +55,8 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], source: str,
         if key not in own:
             report.unexpected.append(key)
         elif own[key].shape != value.shape:
-            raise ValueError(f"{source}: '{key}' has shape {tuple(value.shape)}, the model "
-                             f"expects {tuple(own[key].shape)}.")
+            raise LavisIbError(f"{source}: '{key}' has shape {tuple(value.shape)}, the model "
+                             f"expects {tuple(own[key].shape)}; the architecture settings do not match the file.")
         else:
             usable[key] = value
     module.load_state_dict(usable, strict=False)

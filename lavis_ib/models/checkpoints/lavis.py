@@ -1,0 +1,146 @@
+"""LAVIS format: trimmed InstructBLIP .pth files, `eva_vit_g.pth`, and the LLM directory.
+
+* `checkpoint=`: `{"model": state_dict}` with `query_tokens`, `Qformer.bert.*`,
+  `ln_vision.*` and `llm_proj.*` (Vicuna) or `t5_proj.*` (FlanT5); full LAVIS checkpoints
+  may also hold `visual_encoder.*`.
+* `vit_weights=`: `eva_vit_g.pth`: the ViT keys without the `visual_encoder.` prefix and
+  40 blocks; blocks past the model's depth (the 40th) are dropped and reported as such.
+* `llm_model=`: a Vicuna/LLaMA or FlanT5 directory (weights + tokenizer). As LAVIS did, a
+  LLaMA tokenizer without a pad token gets `[PAD]` and `</s>` as bos/eos/unk (the released
+  checkpoints were trained that way), and T5's feed-forward activation is exact `gelu`.
+
+Files are read with `torch.load(weights_only=True)` only; every unused key is reported.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+import torch
+
+from lavis_ib.common.errors import LavisIbError
+from lavis_ib.models.checkpoints.names import to_lavis
+from lavis_ib.models.checkpoints.report import LoadReport, load_into
+from lavis_ib.models.qformer import QFormerSpec
+from lavis_ib.models.vision import VisionSpec
+
+logger = logging.getLogger(__name__)
+
+
+def load_pth(path: str, what: str) -> dict[str, torch.Tensor]:
+    """The state dict in a .pth file (a bare dict or `{"model": ...}`), tensors only."""
+    path = os.path.expanduser(str(path))
+    if not os.path.isfile(path):
+        raise LavisIbError(f"{what}='{path}' does not exist.")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LavisIbError(f"{what}='{path}' cannot be read with torch.load(weights_only=True): "
+                           f"{first}") from None
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict):
+        raise LavisIbError(f"{what}='{path}' holds {type(obj).__name__}, not a state dict.")
+    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def lavis_state_to_ours(state: dict, our_keys: list[str], t5: bool) -> tuple[dict, list[str]]:
+    """(our state dict, unused LAVIS keys)."""
+    inverse = {}
+    for key in our_keys:
+        try:
+            inverse[to_lavis(key, t5)] = key
+        except KeyError:
+            continue
+    out = {inverse[k]: v for k, v in state.items() if k in inverse}
+    return out, [k for k in state if k not in inverse]
+
+
+def load_vit_weights(model, path: str) -> LoadReport:
+    """Load `eva_vit_g.pth` into `model.visual_encoder`, dropping blocks past its depth."""
+    state = load_pth(path, "vit_weights")
+    depth = len(model.visual_encoder.blocks)
+    kept, dropped = {}, []
+    for key, value in state.items():
+        key = key[len("visual_encoder."):] if key.startswith("visual_encoder.") else key
+        m = re.match(r"blocks\.(\d+)\.", key)
+        if m and int(m.group(1)) >= depth:
+            dropped.append(key)
+        else:
+            kept["visual_encoder." + key] = value
+    expected = [k for k in model.state_dict() if k.startswith("visual_encoder.")]
+    report = load_into(model, kept, f"vit_weights={path}", expected=expected)
+    if report.missing:
+        raise LavisIbError(f"vit_weights='{path}' lacks {len(report.missing)} ViT weights, e.g. "
+                           f"{', '.join(report.missing[:5])}; is it eva_vit_g.pth?")
+    report.dropped = dropped  # type: ignore[attr-defined]
+    if dropped:
+        logger.info("vit_weights: dropped %d tensors of blocks >= %d (InstructBLIP uses %d blocks)",
+                    len(dropped), depth, depth)
+    return report
+
+
+def _llm_and_tokenizer(cfg: dict, dtype: torch.dtype):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    from lavis_ib.models.build import load_tokenizer, resolve_path
+    from lavis_ib.models.checkpoints.hub import resolve_dir
+
+    if not cfg.get("llm_model"):
+        raise LavisIbError("the LAVIS route needs llm_model=<Vicuna or FlanT5 directory> next to "
+                           "checkpoint=/vit_weights=.")
+    llm_dir = resolve_dir(resolve_path(cfg["llm_model"]), "llm_model")
+    config = AutoConfig.from_pretrained(llm_dir)
+    if config.is_encoder_decoder:
+        config.dense_act_fn = "gelu"   # LAVIS ran FlanT5 with exact GELU
+        llm = AutoModelForSeq2SeqLM.from_pretrained(llm_dir, config=config, dtype=dtype)
+    else:
+        llm = AutoModelForCausalLM.from_pretrained(llm_dir, config=config, dtype=dtype)
+    tokenizer = load_tokenizer(cfg.get("llm_tokenizer") or llm_dir, "llm_tokenizer")
+    if not config.is_encoder_decoder and tokenizer.pad_token is None:
+        tokenizer.add_special_tokens({"pad_token": "[PAD]", "bos_token": "</s>",
+                                      "eos_token": "</s>", "unk_token": "</s>"})
+        if len(tokenizer) > llm.get_input_embeddings().weight.shape[0]:
+            llm.resize_token_embeddings(len(tokenizer))
+    return llm, tokenizer
+
+
+def build_lavis(cls, cfg: dict, settings: dict):
+    """Route 2 of `build`: a model from LAVIS files (see the module docstring)."""
+    from lavis_ib.models.build import check_vocab, qformer_tokenizer_from
+    from lavis_ib.models.instructblip import DTYPES
+
+    llm, tokenizer = _llm_and_tokenizer(cfg, DTYPES[settings.get("llm_precision", "fp32")])
+    model = cls(VisionSpec.from_mapping(cfg["vision"]), QFormerSpec.from_mapping(cfg["qformer"]),
+                llm, tokenizer, qformer_tokenizer_from(cfg.get("qformer_tokenizer") or "bert-base-uncased"),
+                num_query_token=int(cfg["num_query_token"]),
+                ln_vision_eps=float(cfg.get("ln_vision_eps") or 1e-5), **settings)
+    check_vocab(model)
+    reports = {}
+    if cfg.get("vit_weights"):
+        reports["vit_weights"] = load_vit_weights(model, cfg["vit_weights"])
+    else:
+        logger.warning("LAVIS route without vit_weights: the ViT keeps random weights unless "
+                       "checkpoint holds visual_encoder.*")
+    if cfg.get("checkpoint"):
+        t5 = bool(llm.config.is_encoder_decoder)
+        state = load_pth(cfg["checkpoint"], "checkpoint")
+        ours, unused = lavis_state_to_ours(state, list(model.state_dict()), t5)
+        trainable = [k for k in model.state_dict() if k.split(".")[0] in
+                     ("query_tokens", "qformer", "ln_vision", "llm_proj")]
+        report = load_into(model, ours, f"checkpoint={cfg['checkpoint']}", expected=trainable)
+        report.unexpected += unused
+        if report.missing:
+            raise LavisIbError(
+                f"checkpoint='{cfg['checkpoint']}' lacks {len(report.missing)} InstructBLIP "
+                f"weights, e.g. {', '.join(to_lavis(k, t5) for k in report.missing[:5])}; use "
+                f"init_from for BLIP-2 checkpoints.")
+        if report.unexpected:
+            logger.warning("checkpoint: %d unused keys, e.g. %s", len(report.unexpected),
+                           report.unexpected[:5])
+        reports["checkpoint"] = report
+    model.load_report = reports
+    model.configure_trainable()
+    return model
