@@ -37,19 +37,20 @@ def identity(sample):
     return sample
 
 
-def make(pattern, rank, world):
+def make(pattern, rank, world, **kw):
     return WebCaptionDataset(vis_processor=BlipImageEvalProcessor(image_size=16),
                              text_processor=InstructionTemplateProcessor("caption"),
-                             ann_paths=[pattern], num_samples=30, rank=rank, world_size=world)
+                             ann_paths=[pattern], num_samples=30, rank=rank, world_size=world, **kw)
 
 
 
 
 @pytest.mark.timeout(120)
-def test_two_ranks_two_workers_see_each_sample_exactly_once_per_pass(shards):
+@pytest.mark.parametrize("shuffle", [{}, {"shuffle_shards": True, "shuffle_buffer": 4}], ids=["ordered", "shuffled"])
+def test_two_ranks_two_workers_see_each_sample_exactly_once_per_pass(shards, shuffle):
     seen = []
     for rank in range(2):
-        ds = make(shards, rank, 2)
+        ds = make(shards, rank, 2, **shuffle)
         loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2, collate_fn=identity)
         rank_items = [s["text_output"] for s in loader]
         seen += rank_items
@@ -110,3 +111,14 @@ def test_builder_reports_a_missing_shard(tmp_path):
 
     with pytest.raises(DataError, match=r"shard .*part-000\.tar"):
         build("capfilt14m", {"build_info": {"annotations": {"train": {"storage": str(tmp_path / "part-{000..003}.tar")}}}})
+
+
+def test_seeded_shuffling_is_reproducible_and_changes_with_the_epoch(shards):
+    order = lambda ds: [s["text_output"] for s in ds]
+    a, b = make(shards, 0, 1, shuffle_shards=True, shuffle_buffer=8), make(shards, 0, 1, shuffle_shards=True,
+                                                                          shuffle_buffer=8)
+    first = order(a)
+    assert first == order(b) and sorted(first) == sorted(order(make(shards, 0, 1)))
+    assert first != order(make(shards, 0, 1))   # shuffled differs from stream order
+    a.set_epoch(1)
+    assert order(a) != first and sorted(order(a)) == sorted(first)

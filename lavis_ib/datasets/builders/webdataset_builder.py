@@ -15,7 +15,8 @@ class CapFilt14MBuilder(BaseDatasetBuilder):
     """Web CapFilt, webdataset tar shards: members ``<key>.jpg|png`` + ``<key>.txt`` or
     ``<key>.json`` ({"caption"}). `build_info.annotations.train.storage`: brace pattern(s)
     of local shards; with ``download: true`` and no local shards the `url` pattern is
-    streamed instead. `num_samples`: samples per pass (mixing weight). Split: train."""
+    streamed instead. `num_samples`: samples per pass (mixing weight); `shuffle_shards`,
+    `shuffle_buffer`: seeded shuffling (see `WebCaptionDataset`). Split: train."""
 
     train_dataset_cls = WebCaptionDataset
     DATASET_CONFIG_DICT = {"default": "configs/datasets/capfilt14m/defaults.yaml"}
@@ -40,4 +41,6 @@ class CapFilt14MBuilder(BaseDatasetBuilder):
             raise ConfigError("capfilt14m: build_info.annotations.train.storage names no shard.")
         return {"train": WebCaptionDataset(vis_processor=self.vis_processors.get("train"),
                                            text_processor=self.text_processors.get("train"),
-                                           ann_paths=shards, num_samples=self.config.get("num_samples"))}
+                                           ann_paths=shards, num_samples=self.config.get("num_samples"),
+                                           shuffle_shards=bool(self.config.get("shuffle_shards", False)),
+                                           shuffle_buffer=int(self.config.get("shuffle_buffer", 0)))}

@@ -7,6 +7,11 @@ the `rank`/`world_size` arguments) and then by DataLoader worker, with webdatase
 nodesplitter/workersplitter hooks: each sample is seen once per pass over the shards
 when every worker holds at least one shard.
 
+Shuffling (both seeded, so a pass is reproducible): with `shuffle_shards` the shard list is
+permuted by (seed, epoch) before the rank split -- the same permutation on every rank, so
+the exactly-once property holds; `shuffle_buffer` > 0 shuffles samples within each worker's
+stream through a buffer of that size seeded by (seed, epoch, rank, worker).
+
 Yielded samples are already processed: ``image``, ``text_input`` (a caption template
 drawn from (seed, epoch, crc32 of shard and key)), ``text_output`` (the normalised
 caption). A sample whose image cannot be decoded or whose caption is missing is yielded as
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import zlib
 from typing import Any, Iterator, Sequence
 
@@ -45,19 +51,23 @@ class WebCaptionDataset(IterableDataset):
         ann_paths: shard urls or brace patterns.
         num_samples: samples per pass (reported by `len`, used for mixing weights).
         rank, world_size: the process's place; default: lavis_ib.common.dist_utils.
+        shuffle_shards: permute the shards per pass (the same order on every rank).
+        shuffle_buffer: sample shuffle buffer per worker (0: stream order).
     """
 
     is_train = True
 
     def __init__(self, vis_processor: Any = None, text_processor: Any = None, vis_root: str | None = None,
                  ann_paths: Sequence[str] = (), num_samples: int | None = None, rank: int | None = None,
-                 world_size: int | None = None) -> None:
+                 world_size: int | None = None, shuffle_shards: bool = False,
+                 shuffle_buffer: int = 0) -> None:
         super().__init__()
         self.vis_processor, self.text_processor = vis_processor, text_processor
         self.vis_root = vis_root
         self.shards = expand_shards([ann_paths] if isinstance(ann_paths, str) else ann_paths)
         self.num_samples = int(num_samples) if num_samples is not None else None
         self.rank, self.world_size = rank, world_size
+        self.shuffle_shards, self.shuffle_buffer = bool(shuffle_shards), int(shuffle_buffer)
         self.seed = int(getattr(text_processor, "seed", 0))
         self.epoch = 0
         self.num_bad = 0
@@ -71,20 +81,33 @@ class WebCaptionDataset(IterableDataset):
             raise TypeError("WebCaptionDataset has no num_samples; set it in the dataset config.")
         return self.num_samples
 
-    def split_by_rank(self, urls: Any) -> Iterator[str]:
-        """webdataset nodesplitter: this rank's share of the shard list."""
+    def place(self) -> tuple[int, int]:
+        """(rank, world_size) of this process."""
         rank = dist_utils.get_rank() if self.rank is None else self.rank
         world = dist_utils.get_world_size() if self.world_size is None else self.world_size
+        return rank, world
+
+    def split_by_rank(self, urls: Any) -> Iterator[str]:
+        """webdataset nodesplitter: this rank's share of the shard list."""
+        rank, world = self.place()
         for i, url in enumerate(urls):
             if i % world == rank:
                 yield url
 
     def raw_samples(self) -> Any:
         import webdataset as wds
+        from torch.utils.data import get_worker_info
 
-        return wds.WebDataset(self.shards, nodesplitter=self.split_by_rank,
-                              workersplitter=wds.split_by_worker, shardshuffle=False,
-                              empty_check=False, handler=self._tar_error)
+        urls = list(self.shards)
+        if self.shuffle_shards:  # string seeds are hashed deterministically (sha512)
+            random.Random(f"shards:{self.seed}:{self.epoch}").shuffle(urls)
+        stream = wds.WebDataset(urls, nodesplitter=self.split_by_rank, workersplitter=wds.split_by_worker,
+                                shardshuffle=False, empty_check=False, handler=self._tar_error)
+        if self.shuffle_buffer > 0:
+            worker = get_worker_info()
+            seed = f"samples:{self.seed}:{self.epoch}:{self.place()[0]}:{worker.id if worker else 0}"
+            stream = stream.shuffle(self.shuffle_buffer, rng=random.Random(seed))
+        return stream
 
     def _tar_error(self, exc: Exception) -> bool:
         self.num_bad += 1
