@@ -16,6 +16,13 @@ How to use a fixture: merge the returned mapping into the dataset's entry,
 Each override holds absolute ``build_info`` storage paths (annotations per split, images or
 videos, OCR files, answer lists) and, for capfilt14m, ``num_samples``. Processors are not
 touched: set ``vis_processor.*.image_size`` yourself for a smaller model.
+
+Layout (stable: project files such as demo_tiny.yaml point `cache_root` at a fixture root
+and use relative paths): everything of dataset <name> lies under ``root/<name>/`` with the
+official file names, e.g. ``coco_caption/annotations/coco_karpathy_train.json``,
+``ok_vqa/OpenEnded_mscoco_train2014_questions.json``, ``ok_vqa/images/train2014/...``.
+
+Command line: ``python -m lavis_ib.datasets.fixtures ROOT [NAME ...]``.
 """
 from __future__ import annotations
 
@@ -417,3 +424,26 @@ def write_fixtures(root: str, names: Sequence[str] | None = None, seed: int = 0)
         rng = np.random.default_rng([int(seed), *name.encode("utf-8")])
         out[name] = WRITERS[name](os.path.join(os.path.abspath(root), name), rng)
     return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m lavis_ib.datasets.fixtures ROOT [NAME ...]``: write fixtures, print the
+    overrides as JSON."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m lavis_ib.datasets.fixtures",
+                                     description="Write tiny copies of the datasets in their real formats.")
+    parser.add_argument("root")
+    parser.add_argument("names", nargs="*", help=f"datasets (default: all): {', '.join(WRITERS)}")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(json.dumps(write_fixtures(args.root, args.names or None, args.seed), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    from lavis_ib.common.entry import run_entry
+
+    sys.exit(run_entry(main, None, "python -m lavis_ib.datasets.fixtures"))

@@ -124,3 +124,24 @@ def test_relative_storage_paths_use_cache_root(fresh, tmp_path):
         "annotations": {s: {"storage": [rel(p) for p in n["storage"]]} for s, n in info["annotations"].items()},
         "images": {"storage": rel(info["images"]["storage"])}}}
     assert len(build("coco_vqa", cfg)["val"]) == 6
+
+
+def test_url_without_storage_is_stored_under_cache_root(fresh, tmp_path):
+    overrides, _ = fresh
+    info = overrides["coco_vqa"]["build_info"]
+    cache = tmp_path / "cache"
+    cfg = {"download": True, "cache_root": str(cache), "build_info": {**info, "annotations": {
+        "val": {"url": info["annotations"]["val"]["storage"]}}}}
+    datasets = build("coco_vqa", cfg, only_splits=True)
+    assert len(datasets["val"]) == 6
+    assert sorted(os.listdir(cache)) == sorted(os.path.basename(p) for p in info["annotations"]["val"]["storage"])
+
+
+def test_fixture_command_line(tmp_path, capsys):
+    import json
+
+    from lavis_ib.datasets.fixtures import main
+
+    assert main([str(tmp_path), "gqa"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert os.path.isfile(out["gqa"]["build_info"]["annotations"]["test"]["storage"])

@@ -128,18 +128,21 @@ class BaseDatasetBuilder:
             return []
         if isinstance(node, (str, list, ListConfig)):
             node = {"storage": node}
-        storages = [self.resolve_path(p) for p in _as_list(node.get("storage"))]
         urls = [str(u) for u in _as_list(node.get("url"))]
+        # LAVIS allows `url` alone: the file is then stored under cache_root by its name
+        storage = node.get("storage") or [os.path.basename(u.split("?")[0]) for u in urls]
+        storages = [self.resolve_path(p) for p in _as_list(storage)]
         if not storages:
-            raise ConfigError(f"{type(self).__name__}: {what} has no 'storage' path.")
-        missing = [(i, p) for i, p in enumerate(storages) if not os.path.exists(p)]
-        if missing and self.config.get("download", False) and urls:
+            raise ConfigError(f"{type(self).__name__}: {what} has neither 'storage' nor 'url'.")
+        if self.config.get("download", False) and urls:
             if len(urls) != len(storages):
                 raise ConfigError(f"{type(self).__name__}: {what} lists {len(urls)} url(s) for "
                                   f"{len(storages)} storage path(s); give one url per path.")
+            # every rank reaches the barrier whatever its file system shows; rank 0 fetches
             if dist_utils.is_main_process():
-                for i, path in missing:
-                    download_file(urls[i], path)
+                for url, path in zip(urls, storages):
+                    if not os.path.exists(path):
+                        download_file(url, path)
             dist_utils.barrier()
         for i, path in enumerate(storages):
             hint = f" Or set download: true to fetch it from {urls[min(i, len(urls) - 1)]}." \
