@@ -40,13 +40,16 @@ class Row:
         return None if self.ours is None else self.ours - self.paper
 
 
-def _model_type(run_dir: str) -> str:
+def _model_type(run_dir: str, compare: str | None) -> str:
     from omegaconf import OmegaConf
 
     path = os.path.join(run_dir, "config.yaml")
     if not os.path.isfile(path):
-        raise ConfigError(f"{run_dir} is not a run folder: {path} is missing (runs written by "
-                          f"python -m lavis_ib.evaluate / train hold it).")
+        if compare:  # the row is given: the model type only labels the table
+            return "model type unknown"
+        raise ConfigError(f"{path} is missing, so the model type (and its Table 1 row) is "
+                          f"unknown; pass --compare ROW or point at a run folder holding "
+                          f"the saved config.")
     cfg = OmegaConf.load(path)
     model_type = OmegaConf.select(cfg, "model.model_type")
     if not model_type:
@@ -160,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not os.path.isdir(args.run_dir):
         raise ConfigError(f"run folder '{args.run_dir}' does not exist.")
-    model_type = _model_type(args.run_dir)
+    model_type = _model_type(args.run_dir, args.compare)
     paper_row = args.compare or ROW_OF_MODEL_TYPE.get(model_type)
     if paper_row is None:
         raise ConfigError(f"model type '{model_type}' has no row in Table 1; pass --compare "

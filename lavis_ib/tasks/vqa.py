@@ -13,13 +13,16 @@ ranks the dataset's answer vocabulary), ``prompt``, ``generate``, ``append_eos``
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping
 
-from lavis_ib.common.errors import ConfigError, did_you_mean
+from lavis_ib.common.errors import ConfigError, DataError, did_you_mean
 from lavis_ib.common.registry import registry
 from lavis_ib.tasks.eval_task import EvalTask
 from lavis_ib.tasks.rank_metrics import best_first
 from lavis_ib.tasks.vqa_metrics import ACCURACIES, mean_accuracy
+
+logger = logging.getLogger(__name__)
 
 
 class AnswerTask(EvalTask):
@@ -59,10 +62,26 @@ class AnswerTask(EvalTask):
         if isinstance(self.candidates, list):
             return self.candidates
         if self.answer_list is None:
-            raise ConfigError(f"{self.dataset_name}: ranking over answer_list needs the "
-                              f"dataset's vocabulary: the evaluation loop must call "
-                              f"task.before_evaluation(model, dataset) first.")
+            self.answer_list = self._answer_list_from_builder()
         return self.answer_list
+
+    def _answer_list_from_builder(self) -> list[str]:
+        """The vocabulary read through the dataset's builder, for an evaluation loop that
+        does not call `before_evaluation` (the builder reads annotation files only)."""
+        if not self.cfg or not self.dataset_name or "build_info" not in self.cfg:
+            raise ConfigError(f"{self.dataset_name}: ranking over answer_list needs the "
+                              f"dataset's vocabulary: call task.before_evaluation(model, "
+                              f"dataset) first, or build the task from the dataset's config.")
+        built = registry.get_builder_class(self.dataset_name)(self.cfg).build_datasets()
+        for split in sorted(built, key=lambda s: s == "train"):   # eval splits first
+            answer_list = getattr(built[split], "answer_list", None)
+            if answer_list:
+                logger.info("%s: %d ranking candidates from the dataset's answer_list",
+                            self.dataset_name, len(answer_list))
+                return [str(a) for a in answer_list]
+        raise ConfigError(f"{self.dataset_name}: candidates: answer_list, but none of its "
+                          f"splits ({', '.join(built)}) has an answer_list; set "
+                          f"build_info.answer_list or give the candidates as a list.")
 
     def answers_for(self, model: Any, samples: Mapping[str, Any]) -> list[str]:
         if self.inference == "generate":
@@ -80,8 +99,19 @@ class AnswerTask(EvalTask):
                 for i, q, a, gts in zip(ids, questions, answers, samples["answers"])]
 
     def compute_metrics(self, records: list[dict[str, Any]]) -> dict[str, float]:
-        acc = mean_accuracy(self.settings["metric"], [r["answer"] for r in records],
-                            [r["answers"] for r in records])
+        scored = [r for r in records if r["answers"]]
+        if not scored:
+            # a split without public answers (VizWiz/VQAv2 test): predictions only
+            logger.warning("%s: no ground-truth answers in this split; predictions written "
+                           "for an evaluation server, no accuracy", self.dataset_name)
+            return {"num_samples": len(records), "num_scored": 0}
+        if len(scored) < len(records):
+            missing = next(r["id"] for r in records if not r["answers"])
+            raise DataError(f"{self.dataset_name}: {len(records) - len(scored)} of "
+                            f"{len(records)} samples have no answers (e.g. id {missing!r}); "
+                            f"a split is scored only when every sample has answers.")
+        acc = mean_accuracy(self.settings["metric"], [r["answer"] for r in scored],
+                            [r["answers"] for r in scored])
         return {"acc": acc, "num_samples": len(records)}
 
 

@@ -64,9 +64,13 @@ def test_report_through_the_cli_with_compare_and_out(tmp_path):
 def test_report_errors(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         main([str(tmp_path / "missing")])
-    (tmp_path / "norun").mkdir()
-    with pytest.raises(ConfigError, match="config.yaml"):
-        main([str(tmp_path / "norun")])
+    norun = tmp_path / "norun"
+    (norun / "eval" / "gqa_test").mkdir(parents=True)
+    (norun / "eval" / "gqa_test" / "metrics.json").write_text('{"acc": 40.0}')
+    with pytest.raises(ConfigError, match="config.yaml is missing"):
+        main([str(norun)])
+    assert main([str(norun), "--compare", "InstructBLIP Vicuna-13B"]) == 0   # row given
+    assert "| GQA | test | acc | 40.0 | 49.5 | -9.5 |" in (norun / "report" / "table1.md").read_text()
     run = make_run(tmp_path)
     with pytest.raises(DataError, match="no held-out results"):
         main([str(run)])

@@ -181,3 +181,14 @@ def test_missing_sample_key_names_it(fake_model):
         t.valid_step(fake_model(), batch)
     with pytest.raises(DataError, match="no predictions"):
         t.metrics([], None)
+
+
+def test_split_without_answers_gives_predictions_only(fake_model):
+    t = task("vqa", "vizwiz_vqa")
+    batch = {"image": images(2), "question_id": [1, 2], "question": ["a", "b"],
+             "text_input": ["a", "b"], "answers": [[], []]}
+    records = t.valid_step(fake_model(), batch)
+    assert t.metrics(records, None) == {"num_samples": 2, "num_scored": 0}
+    records[0]["answers"] = ["x"]
+    with pytest.raises(DataError, match="1 of 2 samples have no answers"):
+        t.metrics(records, None)
