@@ -145,3 +145,27 @@ def test_fixture_command_line(tmp_path, capsys):
     assert main([str(tmp_path), "gqa"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert os.path.isfile(out["gqa"]["build_info"]["annotations"]["test"]["storage"])
+
+
+def test_training_split_without_its_processors_is_a_config_error(fresh):
+    from omegaconf import OmegaConf
+
+    from lavis_ib.common.registry import registry
+    from tests.datasets.conftest import dataset_config
+
+    overrides, _ = fresh
+    for group, expected in (("text_processor", "text_processor.train"), ("vis_processor", "vis_processor.train")):
+        cfg = dataset_config("coco_vqa", overrides["coco_vqa"])
+        node = OmegaConf.to_container(cfg[group])
+        node.pop("train")
+        cfg[group] = node
+        with pytest.raises(ConfigError, match=expected):
+            registry.get_builder_class("coco_vqa")(cfg).build_datasets()
+
+
+def test_scienceqa_default_config_can_add_a_train_split(fresh):
+    overrides, _ = fresh
+    info = overrides["scienceqa"]["build_info"]
+    sets = build("scienceqa", {"build_info": {**info, "annotations": {"train": info["annotations"]["test"],
+                                                                      "test": info["annotations"]["test"]}}})
+    assert sets["train"][0]["image"].shape == (3, 32, 32)

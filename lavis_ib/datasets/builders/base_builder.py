@@ -188,6 +188,16 @@ class BaseDatasetBuilder:
             kwargs["ocr_paths"] = self._files(ocr, f"OCR file (build_info.ocr.{split})")
         return kwargs
 
+    def _check_processors(self, cls: type, proc: str, split: str) -> None:
+        """A split without its image processor would yield PIL images, and a templated
+        training set without its template processor would silently skip the templates."""
+        if self.vis_processors.get(proc) is None and getattr(cls, "needs_vis_processor", True):
+            raise ConfigError(f"{type(self).__name__}: split '{split}' needs vis_processor.{proc} "
+                              f"(e.g. {{name: blip_image_{proc}}}) in the dataset config.")
+        if self.text_processors.get(proc) is None and getattr(cls, "uses_template", False):
+            raise ConfigError(f"{type(self).__name__}: split '{split}' needs text_processor.{proc} "
+                              f"(e.g. {{name: instruction_template, family: vqa}}) in the dataset config.")
+
     def build(self) -> dict[str, Any]:
         datasets = {}
         for split in self.splits():
@@ -200,6 +210,7 @@ class BaseDatasetBuilder:
             ann_paths = self._files(self.config.build_info.annotations[split],
                                     f"annotation file (build_info.annotations.{split})")
             proc = "train" if is_train else "eval"
+            self._check_processors(cls, proc, split)
             datasets[split] = cls(vis_processor=self.vis_processors.get(proc),
                                   text_processor=self.text_processors.get(proc),
                                   vis_root=self.vis_root(split), ann_paths=ann_paths,

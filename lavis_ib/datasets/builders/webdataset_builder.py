@@ -39,6 +39,7 @@ class CapFilt14MBuilder(BaseDatasetBuilder):
                 self.require(shard, f"shard (build_info.annotations.train.storage; {len(missing)} missing)")
         if not shards:
             raise ConfigError("capfilt14m: build_info.annotations.train.storage names no shard.")
+        self._check_processors(WebCaptionDataset, "train", "train")
         return {"train": WebCaptionDataset(vis_processor=self.vis_processors.get("train"),
                                            text_processor=self.text_processors.get("train"),
                                            ann_paths=shards, num_samples=self.config.get("num_samples"),

@@ -111,6 +111,8 @@ class BaseDataset(Dataset):
     """
 
     is_train = False
+    #: training sets drawing instruction templates need text_processor.train (builders check)
+    uses_template = False
 
     def __init__(self, vis_processor: Any = None, text_processor: Any = None,
                  vis_root: str | None = None, ann_paths: Sequence[str] = (), **kwargs: Any) -> None:

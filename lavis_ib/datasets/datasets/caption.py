@@ -97,6 +97,7 @@ class CaptionDataset(_CaptionBase):
     ``text_output`` = the normalised caption."""
 
     is_train = True
+    uses_template = True
 
     def load_annotations(self, ann_paths: list[str]) -> list[dict[str, Any]]:
         rows = [r for r in self.read_rows(ann_paths) if r["caption"]]

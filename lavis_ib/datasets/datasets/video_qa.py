@@ -90,6 +90,7 @@ class VideoQADataset(_VideoQABase):
     (an answer drawn by frequency)."""
 
     is_train = True
+    uses_template = True
 
     def build_sample(self, record: dict[str, Any], visual: Any, index: int, epoch: int) -> dict[str, Any]:
         return {"image": visual,

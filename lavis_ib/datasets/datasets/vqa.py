@@ -53,6 +53,7 @@ class VQADataset(_QABase):
     human answer drawn with probability proportional to its count (seeded per sample)."""
 
     is_train = True
+    uses_template = True
 
     def check_records(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         unlabelled = sum(1 for r in records if not r["answers"])

@@ -56,6 +56,7 @@ class WebCaptionDataset(IterableDataset):
     """
 
     is_train = True
+    uses_template = True
 
     def __init__(self, vis_processor: Any = None, text_processor: Any = None, vis_root: str | None = None,
                  ann_paths: Sequence[str] = (), num_samples: int | None = None, rank: int | None = None,
