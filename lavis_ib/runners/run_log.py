@@ -96,6 +96,11 @@ class RunLogger:
                 self.tb.add_scalar("val/select_score", score, step)
         self.bar.write(f"step {step}: validation score {score}")
 
+    def reset_rate(self) -> None:
+        """Restart the samples/s clock (after validation or a checkpoint, which are not
+        training throughput)."""
+        self._last_time, self._samples = time.perf_counter(), 0
+
     def event(self, **fields: Any) -> None:
         self.write({"type": "event", **fields})
 

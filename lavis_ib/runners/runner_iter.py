@@ -209,6 +209,7 @@ class RunnerIter:
                                                      or done == run["max_iters"])
                 if validate or (run["save_every"] > 0 and done % run["save_every"] == 0):
                     self._checkpoint(validate, log)
+                    log.reset_rate()
                 maybe_fault("LAVIS_IB_FAULT_AFTER_STEP", done)
         finally:
             log.close()
