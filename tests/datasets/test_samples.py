@@ -132,3 +132,18 @@ def test_aok_vqa_trains_on_direct_answers(sets):
 def test_video_train_sample_is_four_frames_with_a_templated_question(sets):
     sample = sets["msvd_qa"]["train"][0]
     assert sample["image"].shape[:2] == (3, 4) and "what is shown" in sample["text_input"]
+
+
+def test_lavis_text_processors_still_work_untemplated(fixture_overrides):
+    from lavis_ib.common.registry import registry
+    from tests.datasets.conftest import dataset_config
+
+    def with_text_processor(name, node):
+        cfg = dataset_config(name, fixture_overrides[name])
+        cfg.text_processor = {"train": node}   # replace: a merge would keep the template keys
+        return registry.get_builder_class(name)(cfg).build_datasets()["train"]
+
+    train = with_text_processor("coco_vqa", {"name": "blip_question"})
+    assert train[0]["text_input"] == normalize_question(train.annotation[0]["question"])
+    caps = with_text_processor("coco_caption", {"name": "blip_caption", "prompt": "a picture of "})
+    assert caps[0]["text_input"] == "a picture of "

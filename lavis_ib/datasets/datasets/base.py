@@ -68,13 +68,15 @@ def make_instruction(processor: Any, index: int, epoch: int, question: str | Non
     """The templated instruction from an `instruction_template` processor.
 
     A plain LAVIS text processor (e.g. ``blip_question``) is also accepted: it is applied
-    to the question (or answer), which reproduces LAVIS's untemplated inputs.
+    to the question (or answer; "" for captions, so ``blip_caption`` gives its prompt),
+    which reproduces LAVIS's untemplated inputs.
     """
+    text = question if question is not None else (answer if answer is not None else "")
     if processor is None:
-        return str(question if question is not None else answer or "")
+        return str(text)
     if hasattr(processor, "draw") and hasattr(processor, "format"):
         return processor(index=index, epoch=epoch, question=question, answer=answer)
-    return processor(question if question is not None else answer)
+    return processor(text)
 
 
 def collate(samples: Sequence[Any]) -> dict[str, Any]:
