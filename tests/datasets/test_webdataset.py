@@ -122,3 +122,15 @@ def test_seeded_shuffling_is_reproducible_and_changes_with_the_epoch(shards):
     assert first != order(make(shards, 0, 1))   # shuffled differs from stream order
     a.set_epoch(1)
     assert order(a) != first and sorted(order(a)) == sorted(first)
+
+
+def test_template_draw_does_not_depend_on_where_the_shards_are(shards, tmp_path):
+    import glob
+    import shutil
+
+    for path in glob.glob(shards.replace("{00..05}", "*")):
+        shutil.copy(path, tmp_path)
+    moved = str(tmp_path / os.path.basename(shards))
+    pairs = lambda pattern: [(s["text_output"], s["text_input"]) for s in make(pattern, 0, 1)]
+    assert pairs(shards) == pairs(moved)
+    assert len({t for _, t in pairs(shards)}) > 3   # several templates drawn

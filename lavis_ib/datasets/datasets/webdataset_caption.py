@@ -13,7 +13,7 @@ the exactly-once property holds; `shuffle_buffer` > 0 shuffles samples within ea
 stream through a buffer of that size seeded by (seed, epoch, rank, worker).
 
 Yielded samples are already processed: ``image``, ``text_input`` (a caption template
-drawn from (seed, epoch, crc32 of shard and key)), ``text_output`` (the normalised
+drawn from (seed, epoch, crc32 of shard file name and key)), ``text_output`` (the normalised
 caption). A sample whose image cannot be decoded or whose caption is missing is yielded as
 a `BadSample` (the collater drops it and lists it) and counted in `num_bad` (per process).
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 import zlib
 from typing import Any, Iterator, Sequence
@@ -133,7 +134,8 @@ class WebCaptionDataset(IterableDataset):
                 image = img.convert("RGB")
         except (OSError, ValueError, SyntaxError) as exc:
             return BadSample(where, f"image cannot be decoded: {exc}")
-        index = zlib.crc32(where.encode("utf-8"))
+        # the shard's file name, not its path: the draw must not change when data move
+        index = zlib.crc32(f"{os.path.basename(str(raw.get('__url__')))}#{raw.get('__key__')}".encode("utf-8"))
         return {"image": self.vis_processor(image) if self.vis_processor else image,
                 "text_input": make_instruction(self.text_processor, index, self.epoch),
                 "text_output": normalize_caption(caption)}
