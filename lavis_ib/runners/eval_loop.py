@@ -1,9 +1,10 @@
 """The evaluation loop shared by training validation and `python -m lavis_ib.evaluate`.
 
 For each dataset split: the dataset entry's task (`datasets.<name>.task`) is built with
-`for_dataset`, the split (or its fixed `eval_subset`) is cut into contiguous rank shards
-without overlap or padding (`lavis_ib.datasets.loaders.eval_loader`), each rank runs `task.valid_step` on its
-shard, the records are gathered and de-duplicated by `id`, and rank 0 computes
+`for_dataset`, `task.before_evaluation(model, dataset)` runs when the task has it, the
+split (or its fixed `eval_subset`) is cut into contiguous rank shards without overlap or
+padding (`lavis_ib.datasets.loaders.eval_loader`), each rank runs `task.valid_step` on
+its shard, the records are gathered and de-duplicated by `id`, and rank 0 computes
 `task.metrics` and writes `predictions.jsonl` and `metrics.json`. Without a process
 group it is a plain loop in one process. Every sample is scored exactly once: the count
 of unique ids plus unreadable samples must equal the split size, else it is an error.
@@ -89,6 +90,9 @@ def evaluate_split(model: Any, task: Any, dataset: Any, name: str, split: str, *
     source = dataset if len(indices) == len(dataset) else _Subset(dataset, indices)
     loader = eval_loader(source, batch_size, rank, world, num_workers=num_workers)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    hook = getattr(task, "before_evaluation", None)
+    if callable(hook):  # e.g. a ranking task takes the dataset's answer_list
+        hook(model, dataset)
     records: list[dict[str, Any]] = []
     bad: list[str] = []
     for batch in loader:
@@ -133,10 +137,10 @@ def evaluate_split(model: Any, task: Any, dataset: Any, name: str, split: str, *
 
 def eval_splits(name: str, ds_cfg: Mapping[str, Any], available: Mapping[str, Any],
                 default: list[str]) -> list[str]:
-    """The splits of dataset `name` to evaluate: `eval_splits` from its entry, else the
-    `default` splits it has."""
+    """The splits of dataset `name` to evaluate: `eval_splits` from its entry (`[]`: none),
+    else the `default` splits it has."""
     wanted = ds_cfg.get("eval_splits")
-    if wanted:
+    if wanted is not None:  # [] means: do not evaluate this dataset
         wanted = [wanted] if isinstance(wanted, str) else list(wanted)
         missing = [s for s in wanted if s not in available]
         if missing:

@@ -7,9 +7,10 @@ so a hang fails fast; `Strategy.wrap` prepares a model:
 - `ddp`: DistributedDataParallel over the whole model (frozen parameters carry no grads).
 - `fsdp`: FSDP2 `fully_shard` on every `model.shard_units()` block, then on leftover
   single-dtype submodules, then on the root, with an explicit 1-D device mesh. Every unit
-  holds one dtype (frozen bf16 blocks apart from the fp32 Q-Former). With `amp: bf16` the
-  policy is `MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)`: fp32 master
-  weights, bf16 compute, fp32 gradient reduction. `generate`, `score_candidates`,
+  holds one dtype (frozen bf16/fp16 blocks apart from the fp32 Q-Former). Units with
+  trainable parameters get, with `amp: bf16`, `MixedPrecisionPolicy(param_dtype=bf16,
+  reduce_dtype=fp32)`: fp32 master weights, bf16 compute, fp32 gradient reduction.
+  Frozen units keep their stored dtype (an fp16 ViT is not recast to bf16). `generate`, `score_candidates`,
   `predict_class` and `predict_answers` are registered as FSDP forward methods.
 
 Activation checkpointing (`run.activation_checkpointing`) recomputes the blocks of
@@ -170,23 +171,26 @@ class Strategy:
                                             register_fsdp_forward_method)
 
         self.mesh = init_device_mesh(self.info.device.type, (self.info.world_size,))
-        if self.amp == "bf16":
-            policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-        else:
-            policy = MixedPrecisionPolicy()
-        kwargs = {"mesh": self.mesh, "mp_policy": policy}
+        keep = MixedPrecisionPolicy()  # frozen units compute in their stored dtype
+        train = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+                 if self.amp == "bf16" else keep)
+
+        def shard(unit: nn.Module) -> None:
+            own = _own_params(unit, taken)
+            policy = train if any(p.requires_grad for p in own) else keep
+            fully_shard(unit, mesh=self.mesh, mp_policy=policy)
+            taken.update(id(p) for p in unit.parameters())
+
         units = list(model.shard_units()) if hasattr(model, "shard_units") else []
         taken: set[int] = set()
         for unit in units:
             self._check_uniform(unit, taken)
-            fully_shard(unit, **kwargs)
-            taken.update(id(p) for p in unit.parameters())
+            shard(unit)
         if len({p.dtype for p in _own_params(model, taken)}) > 1:
             for unit in _single_dtype_units(model, taken):
-                fully_shard(unit, **kwargs)
-                taken.update(id(p) for p in unit.parameters())
+                shard(unit)
         self._check_uniform(model, taken)
-        fully_shard(model, **kwargs)
+        fully_shard(model, mesh=self.mesh, mp_policy=train)
         for name in FORWARD_METHODS:
             if callable(getattr(model, name, None)):
                 register_fsdp_forward_method(model, name)
