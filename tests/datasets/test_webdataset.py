@@ -134,3 +134,10 @@ def test_template_draw_does_not_depend_on_where_the_shards_are(shards, tmp_path)
     pairs = lambda pattern: [(s["text_output"], s["text_input"]) for s in make(pattern, 0, 1)]
     assert pairs(shards) == pairs(moved)
     assert len({t for _, t in pairs(shards)}) > 3   # several templates drawn
+
+
+def test_fewer_shards_than_ranks_is_an_error(shards):
+    from lavis_ib.common.errors import DataError
+
+    with pytest.raises(DataError, match="6 shard"):
+        list(make(shards, 7, 8))

@@ -29,6 +29,7 @@ from typing import Any, Iterator, Sequence
 from torch.utils.data import IterableDataset
 
 from lavis_ib.common import dist_utils
+from lavis_ib.common.errors import DataError
 from lavis_ib.datasets.datasets.base import BadSample, collate, make_instruction
 from lavis_ib.processors.text import normalize_caption
 
@@ -141,6 +142,11 @@ class WebCaptionDataset(IterableDataset):
                 "text_output": normalize_caption(caption)}
 
     def __iter__(self) -> Iterator[Any]:
+        rank, world = self.place()
+        if len(self.shards) < world:
+            # a rank without shards would stall every step that draws this dataset
+            raise DataError(f"WebCaptionDataset: {len(self.shards)} shard(s) for {world} ranks; rank {rank} "
+                            f"gets none. Write at least one shard per rank (better: per rank x worker).")
         for raw in self.raw_samples():
             sample = self.decode(raw)
             if isinstance(sample, BadSample):
