@@ -10,7 +10,7 @@ One optimizer step:
     clip; AdamW step; zero grads
 Every `val_every` steps (and at `max_iters`): checkpoint, validate the held-in validation
 splits through the shared evaluation loop, keep `best/` by `run.select_metric`.
-`save_every` adds checkpoints in between. `resume: auto` continues from the newest
+`save_every` adds checkpoints in between; the last step is always checkpointed. `resume: auto` continues from the newest
 complete checkpoint with the exact data order, RNG, optimizer and LR.
 """
 from __future__ import annotations
@@ -207,7 +207,9 @@ class RunnerIter:
                 done = self.step
                 validate = run["val_every"] > 0 and (done % run["val_every"] == 0
                                                      or done == run["max_iters"])
-                if validate or (run["save_every"] > 0 and done % run["save_every"] == 0):
+                save = done == run["max_iters"] or (run["save_every"] > 0
+                                                    and done % run["save_every"] == 0)
+                if validate or save:
                     self._checkpoint(validate, log)
                     log.reset_rate()
                 maybe_fault("LAVIS_IB_FAULT_AFTER_STEP", done)

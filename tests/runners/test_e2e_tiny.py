@@ -20,6 +20,10 @@ DATASETS = ("coco_caption", "textcaps", "ok_vqa", "aok_vqa", "ocr_vqa", "llava_d
 DETERMINISTIC = [f"datasets.{n}.vis_processor.train.name=blip_image_eval" for n in DATASETS] + [
     "+model.qformer.hidden_dropout_prob=0.0", "+model.qformer.attention_probs_dropout_prob=0.0",
     "run.max_iters=4", "run.log_every=1", "run.warmup_steps=2"]
+# validate the VQA sets only: the caption metrics (Java) are the tasks' tests' business and
+# would double this file's time on 2 cores
+VQA_ONLY = [f"+datasets.{n}.eval_splits=[]" for n in ("coco_caption", "textcaps", "ocr_vqa")] + [
+    "run.select_metric=[ok_vqa.acc,aok_vqa.acc]"]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +42,7 @@ def demo_run(demo_data, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("demo_run"))
     os.environ["LAVIS_IB_DEMO_DATA"] = demo_data
     try:
-        cfg = Config(DEMO, [*DETERMINISTIC, "run.val_every=4", f"run.output_dir={out}"])
+        cfg = Config(DEMO, [*DETERMINISTIC, *VQA_ONLY, "run.val_every=4", f"run.output_dir={out}"])
     finally:
         del os.environ["LAVIS_IB_DEMO_DATA"]
     _, model, _, runner = build(cfg, setup_distributed(to_plain(cfg.run_cfg)))
@@ -53,10 +57,10 @@ def test_demo_trains_and_validates_with_the_real_tasks(demo_run):
     assert sorted(losses(out)) == [1, 2, 3, 4]
     vals = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
     val = [r for r in vals if r["type"] == "val"][-1]
-    assert {"coco_caption", "textcaps", "ok_vqa", "aok_vqa"} <= set(val["metrics"])
-    assert "cider" in val["metrics"]["coco_caption"] and "acc" in val["metrics"]["ok_vqa"]
+    assert set(val["metrics"]) == {"ok_vqa", "aok_vqa"}
+    assert val["score"] == (val["metrics"]["ok_vqa"]["acc"] + val["metrics"]["aok_vqa"]["acc"]) / 2
     assert demo_run["result"]["best"]["step"] == 4
-    for name in ("coco_caption_val", "ok_vqa_val"):
+    for name in ("aok_vqa_val", "ok_vqa_val"):
         folder = os.path.join(out, "eval", "step_00000004", name)
         assert os.path.isfile(os.path.join(folder, "metrics.json"))
         ids = [json.loads(line)["id"] for line in open(os.path.join(folder, "predictions.jsonl"))]

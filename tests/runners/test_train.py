@@ -130,3 +130,10 @@ def test_checkpoint_of_another_model_is_a_clear_error(trained, toys):
 
     with pytest.raises(LavisIbError, match="does not match"):
         load_trainable_weights(other, trained["out"])
+
+
+def test_without_validation_the_last_step_is_still_checkpointed(tmp_path):
+    path = write_project(tmp_path, max_iters=2, val_every=0, save_every=0)
+    _, _, result, out = train_inprocess(path)
+    assert result["best"] == {"score": None, "step": None}
+    assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == ["step_00000002"]
