@@ -1,0 +1,199 @@
+"""The guides cannot drift from the code: the example files are included verbatim, and
+every command, config key, class and function they name in inline code exists (keys in
+the model's default YAML and config schema, functions by import or definition)."""
+from __future__ import annotations
+
+import glob
+import importlib
+import importlib.util
+import os
+import re
+
+import pytest
+
+from includes import GUIDES, REPO, find_includes
+
+ALL_GUIDES = (*GUIDES, "docs/index.md")
+SPAN = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
+FENCE = re.compile(r"^```.*?^```\s*$", re.DOTALL | re.MULTILINE)
+# parameter names (checked against the conversion functions by test_checkpoints.py)
+PARAM_PREFIXES = ("query_tokens", "visual_encoder.", "ln_vision.", "qformer.", "llm_proj.",
+                  "llm.", "Qformer.", "vision_model.", "language_", "t5_proj.", "opt_proj",
+                  "bert.")
+
+
+# Spans that are not names of the code: deliberate misspellings shown next to the error
+# they cause, and the mixing formula's notation.
+NOT_NAMES = {"promt", "exact_mach", "sample_ration", "templat", "my_vq", "N_d", "sqrt(N_d)"}
+BUILTINS = {"cls", "len", "dict", "list", "str", "int", "float", "bool", "type"}
+
+
+def read(path: str) -> str:
+    with open(os.path.join(REPO, path)) as f:
+        return f.read()
+
+
+def spans(guide: str) -> list[str]:
+    """Inline code spans of a guide, outside fenced blocks."""
+    return SPAN.findall(FENCE.sub("", read(guide)))
+
+
+_CORPUS: list[str] = []
+
+
+def corpus() -> str:
+    """The package's source, configs and the example files, as one text."""
+    if not _CORPUS:
+        files = glob.glob(os.path.join(REPO, "lavis_ib", "**", "*.py"), recursive=True)
+        files += glob.glob(os.path.join(REPO, "lavis_ib", "configs", "**", "*.yaml"), recursive=True)
+        files += glob.glob(os.path.join(REPO, "docs", "examples", "*"))
+        _CORPUS.append("\n".join(open(f).read() for f in sorted(files) if os.path.isfile(f)))
+    return _CORPUS[0]
+
+
+def in_corpus(word: str) -> bool:
+    return re.search(r"(?<![\w])" + re.escape(word) + r"(?![\w])", corpus()) is not None
+
+
+def resolve_dotted(name: str) -> bool:
+    """`lavis_ib.a.b.attr` (or a module) exists."""
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        module = ".".join(parts[:cut])
+        try:
+            spec = importlib.util.find_spec(module)
+        except ModuleNotFoundError:
+            spec = None
+        if spec is None:
+            continue
+        obj = importlib.import_module(module)
+        for attr in parts[cut:]:
+            if not hasattr(obj, attr):
+                return False
+            obj = getattr(obj, attr)
+        return True
+    return False
+
+
+def model_keys() -> set[str]:
+    from omegaconf import OmegaConf
+
+    from lavis_ib.models.build import KNOWN_KEYS
+
+    keys = set()
+    for path in glob.glob(os.path.join(REPO, "lavis_ib", "configs", "models", "instructblip", "*.yaml")):
+        keys |= set(OmegaConf.load(path).model.keys())
+    return keys & set(KNOWN_KEYS)
+
+
+def dataset_keys() -> set[str]:
+    from omegaconf import OmegaConf
+
+    from lavis_ib.tasks.eval_settings import _BUILDER_KEYS, ALL_EVAL_KEYS
+
+    keys = set(ALL_EVAL_KEYS) | set(_BUILDER_KEYS)
+    for path in glob.glob(os.path.join(REPO, "lavis_ib", "configs", "datasets", "*", "*.yaml")):
+        for entry in OmegaConf.load(path).datasets.values():
+            keys |= set(entry.keys())
+    return keys
+
+
+def problem(span: str, keys_model: set[str], keys_data: set[str]) -> str | None:
+    """Why an inline code span names something that does not exist (None: fine)."""
+    from lavis_ib.cli import COMMANDS
+    from lavis_ib.common.schema import ALIASES, FIELDS
+    from lavis_ib.models.instructblip import InstructBLIP
+
+    s = span.strip()
+    if s in NOT_NAMES:
+        return None
+    if m := re.match(r"^lavis-ib (\w+)", s):
+        return None if m.group(1) in COMMANDS else f"no lavis-ib command '{m.group(1)}'"
+    if m := re.match(r"^python -m ([\w.]+)", s):
+        return None if importlib.util.find_spec(m.group(1)) else f"no module {m.group(1)}"
+    if m := re.match(r"^(lavis_ib(?:\.\w+)+)", s):
+        # a module/attribute, or a string constant such as the entry-point group name
+        ok = resolve_dotted(m.group(1)) or f'"{m.group(1)}"' in corpus()
+        return None if ok else f"{m.group(1)} does not resolve"
+    if m := re.match(r"^(torch(?:\.\w+)+)$", s):
+        return None if resolve_dotted(m.group(1)) else f"{m.group(1)} does not resolve"
+    if m := re.match(r"^run\.(\w+)", s):
+        return None if m.group(1) in FIELDS or m.group(1) in ALIASES else f"no run key {m.group(1)}"
+    if m := re.match(r"^model\.(\w+)(\()?", s):
+        name, call = m.groups()
+        if call:
+            return None if hasattr(InstructBLIP, name) else f"InstructBLIP has no {name}()"
+        if name in keys_model or hasattr(InstructBLIP, name) or in_corpus(f"model.{name}"):
+            return None
+        return f"no model key or attribute {name}"
+    if m := re.match(r"^(\w+)=", s):
+        return None if m.group(1) in keys_model else f"no model config key {m.group(1)}"
+    if m := re.match(r"^datasets\.(<name>|\w+)\.(\w+)", s):
+        return None if m.group(2) in keys_data else f"no dataset setting {m.group(2)}"
+    if m := re.match(r"^(--[\w-]+)", s):
+        return None if in_corpus(m.group(1).lstrip("-")) and m.group(1) in corpus() else \
+            f"no command-line flag {m.group(1)}"
+    if s.startswith(PARAM_PREFIXES) and re.fullmatch(r"[\w.*]+", s):
+        return None
+    if m := re.match(r"^([A-Za-z_]\w*)\(", s):
+        name = m.group(1)
+        if name in BUILTINS or re.search(rf"(def|class) {name}\b", corpus()) \
+                or hasattr(InstructBLIP, name):
+            return None
+        return f"no function or class {name}"
+    if re.fullmatch(r"[A-Za-z_]\w*", s):
+        if in_corpus(s):
+            return None
+        import transformers
+
+        return None if hasattr(transformers, s) else f"'{s}' appears nowhere in the code"
+    if "/" in s and re.fullmatch(r"[\w./-]+", s) and not s.startswith("/"):
+        first = s.split("/")[0]
+        if first in ("lavis_ib", "docs", "tests", "configs"):
+            return None if os.path.exists(os.path.join(REPO, s)) else f"no file {s}"
+    return None
+
+
+@pytest.mark.parametrize("guide", GUIDES)
+def test_included_code_is_the_example_file(guide):
+    includes = find_includes(guide)
+    assert includes, f"{guide} includes no example file"
+    for path, body in includes:
+        assert body == read(path), (f"{guide}: the block included from {path} differs from the "
+                                    f"file; run `python tests/docs/includes.py`")
+
+
+def test_every_example_file_is_shown_in_a_guide():
+    shown = {path for guide in GUIDES for path, _ in find_includes(guide)}
+    examples = {os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "docs", "examples", "*"))
+                if os.path.isfile(p) and not p.endswith(".pyc")}
+    assert examples <= shown, f"example files no guide shows: {sorted(examples - shown)}"
+
+
+@pytest.mark.parametrize("guide", ALL_GUIDES)
+def test_names_in_the_guides_exist(guide):
+    keys_model, keys_data = model_keys(), dataset_keys()
+    found = spans(guide)
+    assert len(found) > 10
+    problems = [f"`{s}`: {p}" for s in found if (p := problem(s, keys_model, keys_data))]
+    assert not problems, f"{guide} names things the code lacks:\n" + "\n".join(problems)
+
+
+def test_the_checker_catches_invented_names():
+    keys_model, keys_data = model_keys(), dataset_keys()
+    for invented in ("lavis-ib convert", "run.max_epochs", "pretrained_dir=", "model.load_lavis()",
+                     "lavis_ib.models.checkpoints.names.to_lavis_name", "datasets.x.templatez",
+                     "python -m lavis_ib.convert", "convert_checkpoint()", "vit_checkpoint",
+                     "--resume-from", "docs/examples/nothing.py"):
+        assert problem(invented, keys_model, keys_data), invented
+    for real in ("lavis-ib export", "run.keep_last", "checkpoint=", "model.save_pretrained(dir)",
+                 "lavis_ib.models.checkpoints.names.to_lavis", "datasets.my_vqa.prompt",
+                 "init_from", "allow_random_init", "--checkpoint", "Blip2ForConditionalGeneration"):
+        assert problem(real, keys_model, keys_data) is None, real
+
+
+def test_index_links_every_guide():
+    index = read("docs/index.md")
+    for target in ("adding_a_dataset.md", "adding_a_task.md", "checkpoints.md", "projects.md"):
+        assert f"]({target})" in index, target
+        assert os.path.isfile(os.path.join(REPO, "docs", target)), target
