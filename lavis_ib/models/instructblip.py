@@ -153,8 +153,9 @@ class InstructBLIP(InferenceMixin, BaseModel):
 
     # -- the image path (one place) ------------------------------------------------
     def _qformer_tokens(self, texts: Sequence[str]):
+        limit = min(self.max_txt_len, self.qformer_spec.max_position_embeddings)
         tok = self.qformer_tokenizer(list(texts), padding="longest", truncation=True,
-                                     max_length=self.max_txt_len, return_tensors="pt")
+                                     max_length=limit, return_tensors="pt")
         return tok.input_ids.to(self.device), tok.attention_mask.to(self.device)
 
     def encode(self, image: torch.Tensor, instructions: Sequence[str]) -> torch.Tensor:

@@ -183,8 +183,10 @@ class DecoderOnlyAdapter(LLMAdapter):
         """Run [prefix ; prompt] once: (per-layer (keys, values), last logits, mask)."""
         embeds, mask, _ = self._sequences(prefix, prompts, None, left=True)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(
+            self.llm.forward).parameters else {}
         out = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                       use_cache=True)
+                       use_cache=True, **extra)
         cache = _output_cache(out)
         layers = [(layer.keys, layer.values) for layer in cache.layers]
         return layers, out.logits[:, -1].float(), mask
