@@ -20,6 +20,8 @@ them (DCP reshards). Loading is non-strict only for frozen parameters, with a re
 Fault injection for tests (environment variables, off when unset):
     LAVIS_IB_FAULT_AFTER_STEP=k       the process exits (code 13) after step k is done
     LAVIS_IB_FAULT_IN_CHECKPOINT=k    the process exits while writing the step-k checkpoint
+    LAVIS_IB_FAULT_BEFORE_VALIDATION=k  exits after the step-k checkpoint, before validating
+                                      it (the resumed run validates it first)
 """
 from __future__ import annotations
 
@@ -192,6 +194,16 @@ class CheckpointManager:
             shutil.rmtree(old, ignore_errors=True)
         barrier()
         return best
+
+    def update_trainer_state(self, path: str, **fields: Any) -> None:
+        """Replace fields of a checkpoint's trainer.pt atomically (rank 0 writes)."""
+        if self.rank == 0:
+            target = os.path.join(path, "trainer.pt")
+            state = torch.load(target, weights_only=False)
+            state.update(fields)
+            torch.save(state, target + ".tmp")
+            os.replace(target + ".tmp", target)
+        barrier()
 
     def _prune(self) -> None:
         for _, path in self.complete()[:-self.keep_last]:

@@ -157,6 +157,7 @@ class RunnerIter:
                                     max_bad_sample_fraction=run["max_bad_sample_fraction"])
         self.ckpt = CheckpointManager(self.output_dir, run["keep_last"], info.rank, info.world_size)
         self.step, self.best = 0, {"score": None, "step": None}
+        self._pending_validation: str | None = None
         seed_everything(run["seed"] + info.rank)  # dropout/augmentation differ per rank
         self._resume()
         if self.is_main:
@@ -181,6 +182,8 @@ class RunnerIter:
             self.scaler.load_state_dict(trainer["scaler"])
         self.best = trainer.get("best", self.best)
         self.loader.load_state_dict(state["loader"])
+        if trainer.get("validated") is False:  # killed between checkpoint and validation
+            self._pending_validation = path
         logger.info("resumed from %s at step %d", path, self.step)
 
     def _save_run_files(self) -> None:
@@ -202,6 +205,8 @@ class RunnerIter:
         log = RunLogger(self.output_dir, run["max_iters"], self.step, enabled=self.is_main)
         self.inner.train()
         try:
+            if self._pending_validation:
+                self._validate(self._pending_validation, log)
             while self.step < run["max_iters"]:
                 self._train_step(log)
                 done = self.step
@@ -274,13 +279,18 @@ class RunnerIter:
     def _checkpoint(self, validate: bool, log: RunLogger) -> None:
         trainer_state = {"step": self.step, "scheduler": self.scheduler.state_dict(),
                          "scaler": self.scaler.state_dict() if self.scaler else None,
-                         "best": self.best}
+                         "best": self.best, "validated": not validate}
         meta = {"distributed": self.run["distributed"], "global_batch_size": self.global_bs}
         path = self.ckpt.save(self.step, self.model, self.inner, self.optimizer, trainer_state,
                               self.loader.state_dict(), meta)
         log.event(event="checkpoint", step=self.step, path=path)
-        if not validate:
-            return
+        if validate:
+            maybe_fault("LAVIS_IB_FAULT_BEFORE_VALIDATION", self.step)
+            self._validate(path, log)
+
+    def _validate(self, path: str, log: RunLogger) -> None:
+        """Validate the model of checkpoint `path` (this step); keep `best/`; mark the
+        checkpoint validated (a run killed before that re-validates it on resume)."""
         out_root = os.path.join(self.output_dir, "eval", f"step_{self.step:08d}")
         rng = rng_state()  # validation must not shift the training RNG (exact resume)
         results = self._evaluate(self._val_sets(), self.run["valid_splits"], out_root)
@@ -291,11 +301,7 @@ class RunnerIter:
             self.best = {"score": score, "step": self.step}
             self.ckpt.save_best(path, score, self.step)
             log.event(event="best", step=self.step, score=score)
-            # the step checkpoint must know about its own best score for an exact resume
-            if self.is_main:
-                state = torch.load(os.path.join(path, "trainer.pt"), weights_only=False)
-                state["best"] = self.best
-                torch.save(state, os.path.join(path, "trainer.pt"))
+        self.ckpt.update_trainer_state(path, best=self.best, validated=True)
         self.inner.train()
 
     # -- evaluation ---------------------------------------------------------------------

@@ -251,5 +251,7 @@ class Strategy:
         finally:
             for m in fsdp_modules:
                 m.reshard()
-                m.set_reshard_after_forward(True, recurse=False)
+                # inner units reshard after forward again; the root keeps its parameters
+                # for the backward pass, as FSDP2 sets it up
+                m.set_reshard_after_forward(m is not inner, recurse=False)
             inner.train(was_training)

@@ -66,15 +66,26 @@ def test_kill_during_checkpoint_write_keeps_previous_checkpoint(tmp_path, refere
     assert ".tmp-step_00000004" in os.listdir(root)  # the half-written checkpoint
     assert list_checkpoints(root)[-1][0] == 3
     load_trainable_weights(toys.ToyIB(), out)  # the previous one loads
+    # killed again between the step-6 checkpoint and its validation: the resumed run
+    # validates step 6 before anything else
+    killed = launch(path, env={"LAVIS_IB_FAULT_BEFORE_VALIDATION": "6"})
+    assert killed.returncode == FAULT_EXIT_CODE, killed.stderr[-3000:]
+    assert 6 not in _val(out)
     _ok(launch(path))
     assert losses(out) == reference["losses"]
+    assert _val(out) == _val(reference["out"])
     assert not any(n.startswith(".tmp") for n in os.listdir(root))
+    best = json.load(open(os.path.join(root, "best", "meta.json")))
+    ref_best = json.load(open(os.path.join(reference["out"], "checkpoints", "best", "meta.json")))
+    assert (best["step"], best["score"]) == (ref_best["step"], ref_best["score"])
 
 
 @pytest.fixture(scope="module")
 def fsdp_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fsdp")
-    path = write_project(folder, distributed="fsdp", activation_checkpointing=True, resume="auto")
+    # 2 micro-batches of 2 per rank: gradient sync is skipped on the first
+    path = write_project(folder, distributed="fsdp", activation_checkpointing=True,
+                         resume="auto", batch_size_train=2)
     proc = launch(path, nproc=2, timeout=150)
     _ok(proc)
     return {"path": path, "out": os.path.join(folder, "run")}
@@ -93,7 +104,7 @@ def test_fsdp_two_processes_match_one_process(fsdp_run, reference, toys):
 
 def test_fsdp_kill_and_resume_is_bit_exact(tmp_path, fsdp_run):
     path = write_project(tmp_path, distributed="fsdp", activation_checkpointing=True,
-                         resume="auto")
+                         resume="auto", batch_size_train=2)
     out = os.path.join(tmp_path, "run")
     killed = launch(path, nproc=2, timeout=150, env={"LAVIS_IB_FAULT_AFTER_STEP": "4"})
     assert killed.returncode != 0 and sorted(losses(out)) == [1, 2, 3, 4]
@@ -102,7 +113,7 @@ def test_fsdp_kill_and_resume_is_bit_exact(tmp_path, fsdp_run):
 
 
 def test_ddp_two_processes_match_one_process(tmp_path, reference, toys):
-    path = write_project(tmp_path, distributed="ddp")
+    path = write_project(tmp_path, distributed="ddp", batch_size_train=2)  # no_sync + sync
     _ok(launch(path, nproc=2, timeout=150))
     out = os.path.join(tmp_path, "run")
     got, want = losses(out), reference["losses"]
