@@ -137,3 +137,28 @@ def test_without_validation_the_last_step_is_still_checkpointed(tmp_path):
     _, _, result, out = train_inprocess(path)
     assert result["best"] == {"score": None, "step": None}
     assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == ["step_00000002"]
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_trains(tmp_path, amp):
+    """bf16 autocast; fp16 autocast with a gradient scaler (its state is checkpointed)."""
+    path = write_project(tmp_path, max_iters=2, val_every=0, amp=amp)
+    model, _, _, out = train_inprocess(path)
+    got = losses(out)
+    assert sorted(got) == [1, 2] and all(map(lambda v: v == v and abs(v) < 1e3, got.values()))
+    assert model.query_tokens.dtype == torch.float32  # fp32 master weights
+    trainer = torch.load(os.path.join(out, "checkpoints", "step_00000002", "trainer.pt"),
+                         weights_only=False)
+    assert (trainer["scaler"] is not None) == (amp == "fp16")
+
+
+def test_entry_point_reports_bad_input_in_one_line(tmp_path, capsys):
+    from lavis_ib.common.entry import run_entry
+    from lavis_ib.train import main
+
+    assert run_entry(main, ["--cfg-path", str(tmp_path / "nope.yaml")], "python -m lavis_ib.train") == 2
+    err = capsys.readouterr().err
+    assert "nope.yaml" in err and "Traceback" not in err
+    path = write_project(tmp_path, distributed="ddp")
+    assert run_entry(main, ["--cfg-path", path], "python -m lavis_ib.train") == 2
+    assert "torchrun" in capsys.readouterr().err
