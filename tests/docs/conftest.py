@@ -47,3 +47,15 @@ def ok_vqa_root(tmp_path_factory) -> str:
     root = str(tmp_path_factory.mktemp("fixtures"))
     write_fixtures(root, ["ok_vqa"])
     return root
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread while these tests run: the tiny models gain nothing from more,
+    and on a busy 2-core machine two threads made a training step ~20x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
