@@ -14,16 +14,18 @@ from lavis_ib.common.errors import DataError
 
 def caption_scores(predictions: Mapping[Hashable, str],
                    references: Mapping[Hashable, Sequence[str]],
-                   spice: bool = False) -> dict[str, float]:
+                   spice: bool = False, meteor: bool = True) -> dict[str, float]:
     """Corpus-level caption scores in percent.
 
     Args:
         predictions: id -> the generated caption.
         references: id -> the ground-truth captions (same ids).
         spice: also compute SPICE (slow; needs Java and its Stanford models).
+        meteor: compute METEOR (a Java process that takes seconds to start; frequent
+            validation during training may leave it out).
 
     Returns:
-        ``{"bleu4", "meteor", "cider"[, "spice"]}``.
+        ``{"bleu4", "cider"[, "meteor"][, "spice"]}``.
 
     Raises:
         DataError: ids differ between predictions and references, or an id has no
@@ -51,9 +53,10 @@ def caption_scores(predictions: Mapping[Hashable, str],
     scores: dict[str, float] = {}
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     scores["bleu4"] = 100.0 * float(bleu[3])
-    meteor = Meteor()  # a Java subprocess, stopped by its __del__ when released below
-    scores["meteor"] = 100.0 * float(meteor.compute_score(gts, res)[0])
-    del meteor
+    if meteor:
+        scorer = Meteor()  # a Java subprocess, stopped by its __del__ when released below
+        scores["meteor"] = 100.0 * float(scorer.compute_score(gts, res)[0])
+        del scorer
     scores["cider"] = 100.0 * float(Cider().compute_score(gts, res)[0])
     if spice:
         from pycocoevalcap.spice.spice import Spice

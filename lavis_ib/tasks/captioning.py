@@ -3,7 +3,9 @@
 Datasets: NoCaps, Flickr30K (held-out), COCO Caption, TextCaps (held-in validation).
 Sample keys: ``image``, ``instance_id`` (or ``image_id``), ``references`` (list[str]);
 TextCaps adds ``ocr_tokens``. Prompt placeholders (documented order): OCR tokens.
-``metric: coco+spice`` adds SPICE (slow).
+``metric``: ``coco`` (BLEU-4, METEOR, CIDEr; default), ``coco+spice`` (adds SPICE, slow),
+``bleu_cider`` (no METEOR: its Java process takes seconds to start, which frequent
+validation during training can skip).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ class CaptioningTask(EvalTask):
     """Caption generation with the COCO caption metrics (x100).
 
     Settings: ``prompt``, ``generate`` (default beam 5, max 80, min 10), ``metric``
-    (``coco`` (default) or ``coco+spice``).
+    (``coco`` (default), ``coco+spice`` or ``bleu_cider``).
 
     Records: ``{"id", "image_id", "caption", "references"}``.
     """
@@ -29,7 +31,7 @@ class CaptioningTask(EvalTask):
     INFERENCE = ("generate",)
     PROMPT_FIELDS = ("ocr_tokens",)
     EVAL_KEYS = EvalTask.EVAL_KEYS | {"metric"}
-    METRICS = ("coco", "coco+spice")
+    METRICS = ("coco", "coco+spice", "bleu_cider")
 
     @classmethod
     def _check_settings(cls, name: str, settings: dict[str, Any],
@@ -52,7 +54,9 @@ class CaptioningTask(EvalTask):
     def compute_metrics(self, records: list[dict[str, Any]]) -> dict[str, float]:
         preds = {str(r["id"]): r["caption"] for r in records}
         refs = {str(r["id"]): r["references"] for r in records}
-        scores = caption_scores(preds, refs, spice=self.settings["metric"] == "coco+spice")
+        metric = self.settings["metric"]
+        scores = caption_scores(preds, refs, spice=metric == "coco+spice",
+                                meteor=metric != "bleu_cider")
         scores["num_samples"] = len(records)
         return scores
 

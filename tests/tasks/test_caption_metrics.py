@@ -37,6 +37,12 @@ def test_equals_pycocoevalcap_direct(ours):
     assert ours["cider"] > 0 and set(ours) == {"bleu4", "meteor", "cider"}
 
 
+def test_without_meteor_the_other_scores_are_unchanged(ours):
+    fast = caption_scores(PREDS, REFS, meteor=False)
+    assert set(fast) == {"bleu4", "cider"}
+    assert fast["cider"] == ours["cider"] and fast["bleu4"] == ours["bleu4"]
+
+
 def test_mismatched_ids_and_empty_references():
     with pytest.raises(DataError, match="different ids"):
         caption_scores({"1": "x"}, {"2": ["y"]})
