@@ -164,3 +164,9 @@ def test_two_training_steps_with_the_real_runner(my_vqa_root, ok_vqa_root, tmp_p
     assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if p.requires_grad)
     saved = Config(os.path.join(out, "config.yaml"))       # the run re-composes with its plugin
     assert saved.config.plugins == ["my_vqa"]
+
+
+def test_template_families_as_documented():
+    from lavis_ib.processors.templates import TEMPLATE_FAMILIES
+
+    assert {k: len(v) for k, v in TEMPLATE_FAMILIES.items()} == {"caption": 13, "vqa": 10, "qg": 6}

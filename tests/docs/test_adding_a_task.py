@@ -128,3 +128,15 @@ def test_the_loop_rejects_records_without_id_or_missing_samples(my_vqa_root, eva
         evaluate_split(None, NoId.for_dataset("my_vqa", entry), val, "my_vqa", "val", **kwargs)
     with pytest.raises(LavisIbError, match="2 unique ids and 0 unreadable samples for 3 samples"):
         evaluate_split(None, DropsOne.for_dataset("my_vqa", entry), val, "my_vqa", "val", **kwargs)
+
+
+def test_setting_keys_as_documented():
+    from lavis_ib.tasks.eval_settings import ALL_EVAL_KEYS
+    from lavis_ib.tasks.eval_task import EvalTask
+
+    guide = open(os.path.join(EXAMPLES, "..", "adding_a_task.md")).read()
+    listing = guide.split("these nine keys", 1)[1].split("\n\n", 1)[0]
+    assert len(ALL_EVAL_KEYS) == 9
+    assert all(f"`{key}`" in listing for key in ALL_EVAL_KEYS)
+    assert EvalTask.EVAL_KEYS == {"inference", "prompt", "prompt_fields", "generate",
+                                  "eval_subset", "eval_splits"}
