@@ -121,3 +121,29 @@ def test_init_from_leaves_nothing_unfilled_silently(hf_dir):
     report = model.init_report
     assert report[bert_dir]["kind"] == "bert" and report[bert_dir]["filled"]
     assert "query_tokens" in report["unfilled"]
+
+
+def test_code_blocks_use_existing_model_settings():
+    """Keyword arguments of load_model* calls and `model:` keys in the guide's YAML blocks
+    are model config keys (a misspelt one would fail when the user runs it)."""
+    import ast
+
+    import yaml
+
+    from lavis_ib.models.build import KNOWN_KEYS
+
+    text = open(GUIDE).read()
+    blocks = re.findall(r"```(\w+)\n(.*?)```", text, re.DOTALL)
+    calls = yamls = 0
+    for lang, body in blocks:
+        if lang == "python":
+            for node in ast.walk(ast.parse(body)):
+                if isinstance(node, ast.Call) and getattr(node.func, "id", "").startswith("load_model"):
+                    calls += 1
+                    keys = {k.arg for k in node.keywords} - {"is_eval", "device"}
+                    assert keys <= KNOWN_KEYS, keys - KNOWN_KEYS
+        elif lang == "yaml" and "model:" in body:
+            yamls += 1
+            node = yaml.safe_load(body)["model"]
+            assert set(node) <= KNOWN_KEYS, set(node) - KNOWN_KEYS
+    assert calls >= 3 and yamls >= 1
