@@ -25,7 +25,7 @@ import difflib
 import re
 from typing import Any, Mapping, Sequence
 
-from lavis_ib.common.errors import ConfigError, did_you_mean
+from lavis_ib.common.errors import ConfigError, DataError, did_you_mean
 
 # Every per-dataset evaluation key; a task that reads a subset rejects the others.
 ALL_EVAL_KEYS = frozenset({
@@ -159,5 +159,5 @@ def format_ocr_tokens(tokens: Any, max_tokens: int = 30) -> str:
 def format_options(choices: Sequence[str]) -> str:
     """Options with letter labels: ``(a) x (b) y``."""
     if len(choices) > 26:
-        raise ValueError(f"{len(choices)} options: at most 26 can carry letter labels")
+        raise DataError(f"{len(choices)} options: at most 26 can carry letter labels (a)-(z).")
     return " ".join(f"({chr(ord('a') + i)}) {c}" for i, c in enumerate(choices))

@@ -76,6 +76,23 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                 "generate": SHORT_ANSWER, "metric": "exact"},
 }
 
+# A dataset evaluated by a task other than its default one (*chosen*, IconQA's format).
+ALTERNATIVES: dict[tuple[str, str], dict[str, Any]] = {
+    ("aok_vqa", "multiple_choice"): {"inference": "rank",
+                                     "prompt": "Question: {} Options: {}. Short answer:",
+                                     "candidates": "choices", "append_eos": APPEND_EOS},
+}
+# Any other dataset starts from its task's generic settings.
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "captioning": {"inference": "generate", "prompt": CAPTION_PROMPT, "generate": CAPTION},
+    "vqa": {"inference": "generate", "prompt": VQA_PROMPT, "generate": SHORT_ANSWER},
+    "gqa": {"inference": "generate", "prompt": VQA_PROMPT, "generate": SHORT_ANSWER},
+    "video_qa": {"inference": "generate", "prompt": VQA_PROMPT, "generate": SHORT_ANSWER},
+    "multiple_choice": ALTERNATIVES[("aok_vqa", "multiple_choice")],
+    "classification": DEFAULTS["vsr"],
+    "dialog": DEFAULTS["visdial"],
+}
+
 # The 13 held-out datasets of Table 1, in the table's column order.
 HELD_OUT = ("nocaps", "flickr30k", "gqa", "vsr", "iconqa", "textvqa", "visdial",
             "hateful_memes", "vizwiz_vqa", "scienceqa", "msvd_qa", "msrvtt_qa", "ivqa")
@@ -84,12 +101,13 @@ HELD_OUT = ("nocaps", "flickr30k", "gqa", "vsr", "iconqa", "textvqa", "visdial",
 def defaults_for(name: str, task: str) -> dict[str, Any]:
     """The default settings of dataset `name` when evaluated by `task` (a deep copy).
 
-    Defaults only apply when the dataset's default task is `task`: a dataset evaluated by
-    another task (e.g. A-OKVQA as multiple choice) starts from that task's own defaults.
+    The dataset's own entry when `task` is its default task, else an entry for that pair
+    (A-OKVQA as multiple choice), else the task's generic settings (empty for a task
+    this module does not know).
     """
     entry = DEFAULTS.get(name)
     if entry is None or entry["task"] != task:
-        return {}
+        entry = ALTERNATIVES.get((name, task), TASK_DEFAULTS.get(task, {}))
     out = copy.deepcopy(entry)
-    out.pop("task")
+    out.pop("task", None)
     return out

@@ -24,9 +24,12 @@ def test_project_entry_overrides_defaults_and_accepts_omegaconf():
                             "eval_subset": 10, "build_info": {"x": 1}, "task": "vqa"})
     t = task("vqa", "ok_vqa", cfg)
     assert t.prompt == "Q: {} A:" and t.generate_kwargs == {"num_beams": 3}
-    # a dataset without defaults starts from the task's
-    t = task("captioning", "coco_vqg")
-    assert t.prompt == "" and t.generate_kwargs == {}
+    # a dataset without defaults starts from the task's generic settings
+    t = task("vqa", "my_vqa")
+    assert t.prompt == "Question: {} Short answer:" and t.generate_kwargs["max_length"] == 10
+    # A-OKVQA evaluated as multiple choice ranks its options
+    t = task("multiple_choice", "aok_vqa")
+    assert t.inference == "rank" and t.prompt == "Question: {} Options: {}. Short answer:"
 
 
 @pytest.mark.parametrize("kind, name, cfg, match", [
