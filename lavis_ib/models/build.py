@@ -35,8 +35,7 @@ MODEL_SETTINGS = ("qformer_text_input", "max_txt_len", "max_output_txt_len", "pr
 KNOWN_KEYS = {"arch", "model_type", "pretrained", "checkpoint", "vit_weights", "llm_model",
               "llm_tokenizer", "qformer_tokenizer", "init_from", "allow_random_init",
               "num_query_token", "vision", "qformer", "llm_config", "ln_vision_eps",
-              "vit_grad_ckpt", "qformer_grad_ckpt", "load_finetuned", "load_pretrained",
-              *MODEL_SETTINGS}
+              "vit_grad_ckpt", "qformer_grad_ckpt", *MODEL_SETTINGS}
 
 
 def _plain(cfg: Any) -> dict:

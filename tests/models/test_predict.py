@@ -62,3 +62,24 @@ def test_offline_hub_id_is_one_clear_line(pngs):
     err = proc.stderr.strip()
     assert err.count("\n") == 0 and "error:" in err, err
     assert "Salesforce/instructblip-vicuna-7b" in err and "pretrained=DIR" in err
+
+
+def test_video_generation(tmp_path, capsys):
+    import av
+
+    path = str(tmp_path / "clip.mp4")
+    rng = np.random.default_rng(1)
+    with av.open(path, mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for _ in range(8):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8),
+                                               format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    assert main(["--model", "instructblip:tiny_vicuna", "--video", path, "--prompt", "what happens?",
+                 "--num-beams", "1", "--max-length", "3"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith(path + "\t")

@@ -177,3 +177,21 @@ def test_units_for_fsdp(tiny_vicuna, tiny_flant5):
                               + len(model.checkpoint_units()))
         for unit in units:
             assert len({p.dtype for p in unit.parameters()}) == 1
+
+
+@pytest.mark.parametrize("fixture", ["tiny_vicuna", "tiny_flant5"])
+def test_lengths_count_generated_tokens_only(fixture, request):
+    """max_length/min_length bound the generated tokens for both families, whatever the
+    prompt length (the prompt reaches the LLM as embeddings only)."""
+    model = request.getfixturevalue(fixture)
+    images = _batch(n=2)["image"]
+    prompts = ["hi", "a much longer prompt " * 5]
+    with torch.no_grad():
+        prefix = model.encode(images, prompts)
+        ids = model.adapter.generate(prefix, model.adapter.tokenize_prompts(prompts),
+                                     use_nucleus_sampling=False, num_beams=1, max_length=4,
+                                     min_length=4, top_p=0.9, repetition_penalty=1.0,
+                                     length_penalty=1.0, num_captions=1, temperature=1.0)
+    start = 1 if model.adapter.is_encoder_decoder else 0   # T5 output begins with its start token
+    assert ids.shape == (2, 4 + start)
+    assert (ids[:, start:] != model.adapter.eos_id).all()  # min_length kept EOS away
