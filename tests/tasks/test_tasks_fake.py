@@ -192,3 +192,18 @@ def test_split_without_answers_gives_predictions_only(fake_model):
     records[0]["answers"] = ["x"]
     with pytest.raises(DataError, match="1 of 2 samples have no answers"):
         t.metrics(records, None)
+
+
+def test_answer_list_read_through_the_builder_without_the_hook(tmp_path, fake_model):
+    """An evaluation loop that never calls before_evaluation still ranks the vocabulary."""
+    from omegaconf import OmegaConf
+
+    from lavis_ib.datasets.fixtures import write_fixtures
+
+    overrides = write_fixtures(str(tmp_path), ["msvd_qa"])["msvd_qa"]
+    builder = registry.get_builder_class("msvd_qa")
+    default = OmegaConf.load(builder.default_config_path("default")).datasets.msvd_qa
+    cfg = OmegaConf.merge(default, overrides)
+    t = registry.get_task_class("video_qa").for_dataset("msvd_qa", cfg)
+    vocab = builder(cfg).build_datasets()["test"].answer_list
+    assert t.rank_candidates() == [str(a) for a in vocab] and len(vocab) >= 2
