@@ -59,3 +59,16 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _forget_example_plugins():
+    """After each test module, drop what the example plugins registered (and the modules),
+    so that tests elsewhere see only the built-in builders and tasks."""
+    yield
+    from lavis_ib import registry
+
+    registry.builders.unregister("my_vqa")
+    registry.tasks.unregister("exact_match")
+    for module in ("my_vqa", "exact_match_task"):
+        sys.modules.pop(module, None)
