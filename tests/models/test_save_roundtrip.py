@@ -67,3 +67,10 @@ def test_trained_model_round_trips_through_transformers(model_type, tmp_path):
     # transformers InstructBLIP does; greedy text is unchanged)
     assert again.generate({"image": pixels, "prompt": prompts}, num_beams=1, max_length=6,
                           min_length=1, repetition_penalty=1.0) == ours
+
+
+def test_settings_transformers_cannot_hold_survive(tmp_path):
+    model = load_model("instructblip", "tiny_vicuna", qformer_text_input=False, ln_vision_eps=1e-5)
+    out_dir = model.save_pretrained(str(tmp_path / "ablation"))
+    again = load_model("instructblip", "tiny_vicuna", pretrained=out_dir)
+    assert again.qformer_text_input is False and again.ln_vision.eps == 1e-5

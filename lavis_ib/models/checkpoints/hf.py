@@ -26,6 +26,8 @@ from lavis_ib.models.vision import VisionSpec
 
 logger = logging.getLogger(__name__)
 IMAGE_TOKEN = "<image>"
+#: lavis_ib settings transformers' config cannot hold, written next to it by save_pretrained
+SETTINGS_FILE = "lavis_ib.json"
 
 
 def _spec(cls, hf_config) -> Any:
@@ -107,10 +109,17 @@ def load_pretrained(cls, path: str, settings: dict):
         raise LavisIbError(f"pretrained='{path}' has no qformer_tokenizer/ folder (written by "
                            f"InstructBlipProcessor.save_pretrained).")
     llm = build_llm(config.text_config, DTYPES[settings.get("llm_precision", "fp32")])
+    ln_eps = config.vision_config.layer_norm_eps
+    saved = _read_settings(directory)
+    if saved:
+        ln_eps = saved.get("ln_vision_eps", ln_eps)
+        if saved.get("qformer_text_input") is False and settings.get("qformer_text_input", True):
+            logger.warning("pretrained=%s was trained without the instruction in the Q-Former "
+                           "(qformer_text_input=false); using that setting.", path)
+            settings = {**settings, "qformer_text_input": False}
     model = cls(_spec(VisionSpec, config.vision_config), _spec(QFormerSpec, config.qformer_config),
                 llm, AutoTokenizer.from_pretrained(directory), qformer_tokenizer_from(qdir),
-                num_query_token=config.num_query_tokens,
-                ln_vision_eps=config.vision_config.layer_norm_eps, **settings)
+                num_query_token=config.num_query_tokens, ln_vision_eps=ln_eps, **settings)
     check_vocab(model)
     hf_state = read_state_dict(directory)
     ours, unexpected = hf_state_to_ours(hf_state, list(model.state_dict()))
@@ -126,6 +135,14 @@ def load_pretrained(cls, path: str, settings: dict):
     model.preprocess_overrides = read_image_settings(directory)
     model.configure_trainable()  # loading replaced tensors: re-apply the freezing decision
     return model
+
+
+def _read_settings(directory: str) -> dict[str, Any]:
+    path = os.path.join(directory, SETTINGS_FILE)
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
 
 
 def merge_preprocess(default: Any, overrides: dict[str, Any] | None) -> Any:
@@ -207,4 +224,12 @@ def save_pretrained(model, directory: str) -> str:
                                       qformer_tokenizer=model.qformer_tokenizer,
                                       num_query_tokens=model.query_tokens.shape[1])
     processor.save_pretrained(directory)
+    # What transformers' config cannot say: LAVIS's ln_vision eps (1e-5; transformers uses
+    # the ViT's eps) and the no-instruction ablation. lavis_ib restores both on loading.
+    extra = {"ln_vision_eps": model.ln_vision.eps, "qformer_text_input": model.qformer_text_input}
+    with open(os.path.join(directory, SETTINGS_FILE), "w") as f:
+        json.dump(extra, f, indent=2)
+    if not model.qformer_text_input:
+        logger.warning("saved a model trained with qformer_text_input=false: transformers "
+                       "always feeds the instruction to the Q-Former; lavis_ib does not.")
     return directory
