@@ -29,7 +29,8 @@ def checkpoint_folder(path: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = project_parser("python -m lavis_ib.evaluate", "Evaluate a project's eval splits.")
     parser.add_argument("--checkpoint", default=None,
-                        help="training run folder or checkpoint folder to load trainable weights from")
+                        help="training run folder or checkpoint folder to load trainable "
+                             "weights from")
     args = parser.parse_args(argv)
     cfg = Config(args.cfg_path, args.options)
     from lavis_ib.runners.checkpoint import load_trainable_weights

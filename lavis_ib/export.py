@@ -23,7 +23,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("run_dir", help="training run folder (holds config.yaml and checkpoints/)")
     parser.add_argument("out_dir", help="folder to write the Hugging Face layout into")
     parser.add_argument("--checkpoint", default="best",
-                        help="'best' (default; the newest when no best exists), 'latest', or a path")
+                        help="'best' (default; the newest when no best exists), 'latest', "
+                             "or a path")
     args = parser.parse_args(argv)
     from lavis_ib.common.config import load_yaml
     from lavis_ib.common.registry import import_plugins, registry

@@ -39,7 +39,8 @@ def build(cfg: Config, info: Any) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = project_parser("python -m lavis_ib.train", "Instruction-tune a model from a project file.")
+    parser = project_parser("python -m lavis_ib.train",
+                            "Instruction-tune a model from a project file.")
     args = parser.parse_args(argv)
     cfg = Config(args.cfg_path, args.options)
     from lavis_ib.runners.strategies import setup_distributed, teardown_distributed
@@ -52,8 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             runner.evaluate()
         else:
             result = runner.train()
-            logging.getLogger(__name__).info("finished at step %d; best %s; last checkpoint %s",
-                                             result["step"], result["best"], result["last_checkpoint"])
+            logging.getLogger(__name__).info(
+                "finished at step %d; best %s; last checkpoint %s",
+                result["step"], result["best"], result["last_checkpoint"])
     finally:
         teardown_distributed(info)
     return 0

@@ -167,7 +167,8 @@ def evaluate_datasets(model: Any, datasets: Mapping[str, Mapping[str, Any]],
         if not chosen:
             continue
         if not ds_cfg.get("task"):
-            logger.warning("datasets.%s has eval splits %s but no 'task': not evaluated", name, chosen)
+            logger.warning("datasets.%s has eval splits %s but no 'task': not evaluated",
+                           name, chosen)
             continue
         task = registry.get_task_class(ds_cfg.task).for_dataset(name, ds_cfg)
         subset = getattr(task, "eval_subset", None) or ds_cfg.get("eval_subset")

@@ -10,8 +10,9 @@ One optimizer step:
     clip; AdamW step; zero grads
 Every `val_every` steps (and at `max_iters`): checkpoint, validate the held-in validation
 splits through the shared evaluation loop, keep `best/` by `run.select_metric`.
-`save_every` adds checkpoints in between; the last step is always checkpointed. `resume: auto` continues from the newest
-complete checkpoint with the exact data order, RNG, optimizer and LR.
+`save_every` adds checkpoints in between; the last step is always checkpointed.
+`resume: auto` continues from the newest complete checkpoint with the exact data order,
+RNG, optimizer and LR.
 """
 from __future__ import annotations
 
@@ -146,13 +147,15 @@ class RunnerIter:
         self.model = self.strategy.wrap(self.inner)
         self.params = [p for _, p in self.inner.named_parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.inner.named_parameters(), run)
-        self.scheduler = registry.get_lr_scheduler_class(run["lr_sched"]).from_config(self.optimizer, run)
+        scheduler_cls = registry.get_lr_scheduler_class(run["lr_sched"])
+        self.scheduler = scheduler_cls.from_config(self.optimizer, run)
         self.scaler = torch.amp.GradScaler(info.device.type) if run["amp"] == "fp16" else None
         from lavis_ib.datasets.loaders import MixtureLoader
 
         sets, ratios = self._train_sets()
         self.loader = MixtureLoader(sets, ratios, self.global_bs, self.micro_bs, info.rank,
-                                    info.world_size, seed=run["seed"], num_workers=run["num_workers"],
+                                    info.world_size, seed=run["seed"],
+                                    num_workers=run["num_workers"],
                                     balanced=run["balanced_sampling"],
                                     max_bad_sample_fraction=run["max_bad_sample_fraction"])
         self.ckpt = CheckpointManager(self.output_dir, run["keep_last"], info.rank, info.world_size)
@@ -295,7 +298,8 @@ class RunnerIter:
         rng = rng_state()  # validation must not shift the training RNG (exact resume)
         results = self._evaluate(self._val_sets(), self.run["valid_splits"], out_root)
         set_rng_state(rng)
-        score = select_score(results, self.run["select_metric"]) if self.run["select_metric"] else None
+        metric = self.run["select_metric"]
+        score = select_score(results, metric) if metric else None
         log.validation(self.step, results, score)
         if score is not None and (self.best["score"] is None or score > self.best["score"]):
             self.best = {"score": score, "step": self.step}

@@ -87,12 +87,14 @@ class LinearWarmupCosineLRScheduler(_WarmupScheduler):
     def _after(self, step: int) -> float:
         span = max(self.max_iters - self.warmup_steps, 1)
         progress = min(step - self.warmup_steps, span) / span
-        return self.min_lr + (self.init_lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.min_lr + (self.init_lr - self.min_lr) * cosine
 
 
 @registry.register_lr_scheduler("linear_warmup_step_lr")
 class LinearWarmupStepLRScheduler(_WarmupScheduler):
-    """Warm-up, then `init_lr` x `lr_decay_rate` every `lr_decay_every` steps, floored at `min_lr`."""
+    """Warm-up, then `init_lr` x `lr_decay_rate` every `lr_decay_every` steps, floored at
+    `min_lr`."""
 
     def __init__(self, optimizer: Any, max_iters: int, init_lr: float, min_lr: float = 0.0,
                  warmup_lr: float = -1.0, warmup_steps: int = 0, lr_decay_rate: float = 0.9,

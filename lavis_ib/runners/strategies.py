@@ -10,8 +10,9 @@ so a hang fails fast; `Strategy.wrap` prepares a model:
   holds one dtype (frozen bf16/fp16 blocks apart from the fp32 Q-Former). Units with
   trainable parameters get, with `amp: bf16`, `MixedPrecisionPolicy(param_dtype=bf16,
   reduce_dtype=fp32)`: fp32 master weights, bf16 compute, fp32 gradient reduction.
-  Frozen units keep their stored dtype (an fp16 ViT is not recast to bf16). `generate`, `score_candidates`,
-  `predict_class` and `predict_answers` are registered as FSDP forward methods.
+  Frozen units keep their stored dtype (an fp16 ViT is not recast to bf16). `generate`,
+  `score_candidates`, `predict_class` and `predict_answers` are registered as FSDP
+  forward methods.
 
 Activation checkpointing (`run.activation_checkpointing`) recomputes the blocks of
 `model.checkpoint_units()` (non-reentrant) in the backward pass.
@@ -54,7 +55,8 @@ def resolve_device(name: str, local_rank: int) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError("run.device is 'cuda' but no CUDA device is visible; use run.device=cpu.")
+            raise ConfigError("run.device is 'cuda' but no CUDA device is visible; "
+                              "use run.device=cpu.")
         return torch.device("cuda", local_rank if name == "cuda" else torch.device(name).index)
     if name != "cpu":
         raise ConfigError(f"run.device: '{name}' is not one of auto, cpu, cuda.")
@@ -78,7 +80,8 @@ def setup_distributed(run: dict[str, Any]) -> DistInfo:
         return DistInfo(device=device)
     if "RANK" not in os.environ:
         raise ConfigError(f"run.distributed={mode} needs torchrun: torchrun --standalone "
-                          f"--nproc_per_node N -m lavis_ib.train ... (or set run.distributed=none).")
+                          f"--nproc_per_node N -m lavis_ib.train ... (or set "
+                          f"run.distributed=none).")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     created = False

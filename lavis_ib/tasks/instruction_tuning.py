@@ -31,9 +31,9 @@ class InstructionTuningTask(BaseTask):
         """
         out = model(samples)
         if not isinstance(out, Mapping) or "loss_sum" not in out or "num_tokens" not in out:
-            raise LavisIbError(
-                f"{type(model).__name__}.forward must return 'loss_sum' and 'num_tokens' for "
-                f"instruction tuning (got {sorted(out) if isinstance(out, Mapping) else type(out)}).")
+            got = sorted(out) if isinstance(out, Mapping) else type(out).__name__
+            raise LavisIbError(f"{type(model).__name__}.forward must return 'loss_sum' and "
+                               f"'num_tokens' for instruction tuning (got {got}).")
         return out
 
     def valid_step(self, model: Any, samples: Mapping[str, Any]) -> list[dict[str, Any]]:

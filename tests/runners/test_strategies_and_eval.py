@@ -1,6 +1,5 @@
 """Clear errors for misused strategies; the evaluation loop's exactness checks."""
 import json
-import os
 
 import pytest
 import torch
