@@ -164,6 +164,16 @@ def test_two_training_steps_with_the_real_runner(my_vqa_root, ok_vqa_root, tmp_p
     assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if p.requires_grad)
     saved = Config(os.path.join(out, "config.yaml"))       # the run re-composes with its plugin
     assert saved.config.plugins == ["my_vqa"]
+    # `lavis-ib export` reads the saved config (plugins included) and writes the HF layout
+    from lavis_ib import load_model
+    from lavis_ib.export import main as export
+
+    assert export([out, str(tmp_path / "hf")]) == 0
+    exported = load_model("instructblip", "tiny_vicuna", pretrained=str(tmp_path / "hf"))
+    trained = dict(model.named_parameters())
+    for name, param in exported.named_parameters():
+        if name.startswith(("qformer.", "query_tokens", "llm_proj.")):
+            assert torch.equal(param, trained[name]), name
 
 
 def test_template_families_as_documented():
