@@ -4,7 +4,7 @@ Sources are applied in order and the first source that has a parameter fills it;
 sources only fill what is still missing (so `[blip2_stage2, bert]` takes the query side
 from BLIP-2 and the Q-Former's text side from BERT, as LAVIS does). Recognised sources:
 
-* a Hugging Face `Blip2ForImageTextRetrieval` directory (stage 1: query tokens, complete
+* a Hugging Face `Blip2ForImageTextRetrieval` directory or hub id (stage 1: query tokens, complete
   Q-Former incl. word/position embeddings, `ln_vision`) or `Blip2ForConditionalGeneration`
   directory (stage 2: query side of the Q-Former, `ln_vision`, projection);
 * a Hugging Face InstructBLIP directory;
@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from lavis_ib.common.errors import LavisIbError
+from lavis_ib.models.checkpoints.hub import HUB_ID, resolve_dir
 from lavis_ib.models.checkpoints.names import qformer_to_bert, to_hf, to_lavis
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,8 @@ def _read_source(path: str) -> tuple[str, dict[str, torch.Tensor]]:
     from lavis_ib.models.checkpoints.lavis import load_pth
 
     path = os.path.expanduser(str(path))
+    if not os.path.exists(path) and HUB_ID.match(path):
+        path = resolve_dir(path, "init_from")   # a hub id: local HF cache, else a clear error
     if os.path.isdir(path):
         cfg_path = os.path.join(path, "config.json")
         if not os.path.isfile(cfg_path):

@@ -87,3 +87,32 @@ def test_lavis_pth_source(hf_dirs, hf_models, tmp_path):
     assert report["unfilled"] == []
     for (name, a), (_, b) in zip(ref.state_dict().items(), model.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_blip2_stage1_retrieval_checkpoint(tmp_path):
+    """Stage 1 (Blip2ForImageTextRetrieval) holds the whole Q-Former incl. its text side;
+    the projection to the LLM is the only part it cannot fill."""
+    from transformers import Blip2Config, Blip2ForImageTextRetrieval
+
+    torch.manual_seed(4)
+    stage1 = Blip2ForImageTextRetrieval(Blip2Config(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, image_size=32, patch_size=8),
+        qformer_config=dict(vocab_size=194, hidden_size=32, num_hidden_layers=2,
+                            num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
+                            encoder_hidden_size=32, use_qformer_text_input=True),
+        num_query_tokens=8))
+    stage1.save_pretrained(str(tmp_path / "itm"))
+    with pytest.raises(LavisIbError, match="llm_proj"):
+        load_model("instructblip", "tiny_vicuna", init_from=[str(tmp_path / "itm")],
+                   allow_random_init=False)
+    model = load_model("instructblip", "tiny_vicuna", init_from=[str(tmp_path / "itm")],
+                       allow_random_init=True)
+    assert model.init_report["unfilled"] == ["llm_proj.weight", "llm_proj.bias"]
+    state = stage1.state_dict()
+    assert torch.equal(model.qformer.word_embeddings.weight, state["embeddings.word_embeddings.weight"])
+    assert torch.equal(model.qformer.layers[1].ffn_text.fc2.weight,
+                       state["qformer.encoder.layer.1.output.dense.weight"])
+    assert torch.equal(model.qformer.embed_norm.weight, state["qformer.layernorm.weight"])
+    with pytest.raises(LavisIbError, match="HF_HUB_OFFLINE|hub"):
+        load_model("instructblip", "tiny_vicuna", init_from=["Salesforce/not-cached-anywhere"])

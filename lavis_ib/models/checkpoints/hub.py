@@ -11,7 +11,7 @@ import re
 
 from lavis_ib.common.errors import LavisIbError
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
 def resolve_dir(path: str, what: str = "pretrained") -> str:
@@ -24,7 +24,7 @@ def resolve_dir(path: str, what: str = "pretrained") -> str:
     path = os.path.expanduser(str(path))
     if os.path.isdir(path):
         return path
-    if not _HUB_ID.match(path) or os.path.exists(path):
+    if not HUB_ID.match(path) or os.path.exists(path):
         raise LavisIbError(f"{what}='{path}' is neither an existing directory nor a Hugging "
                            f"Face hub id.")
     from huggingface_hub import snapshot_download
