@@ -10,7 +10,11 @@ def __getattr__(name: str):
         from lavis_ib.models import loading
 
         return getattr(loading, name)
+    if name == "InstructBLIP":
+        from lavis_ib.models.instructblip import InstructBLIP
+
+        return InstructBLIP
     raise AttributeError(f"module 'lavis_ib.models' has no attribute '{name}'")
 
 
-__all__ = ["BaseModel", "load_model", "load_preprocess", "load_model_and_preprocess", "model_zoo"]
+__all__ = ["BaseModel", "InstructBLIP", "load_model", "load_preprocess", "load_model_and_preprocess", "model_zoo"]
