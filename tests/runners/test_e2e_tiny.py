@@ -101,7 +101,7 @@ def test_export_writes_a_loadable_hugging_face_directory(demo_run, tmp_path):
 
 def test_fsdp_on_two_processes_matches_one_process(demo_run, demo_data, tmp_path):
     out = str(tmp_path / "fsdp")
-    proc = launch(DEMO, [*DETERMINISTIC, "run.val_every=0", "run.distributed=fsdp",
+    proc = launch(DEMO, [*DETERMINISTIC, *VQA_ONLY, "run.val_every=4", "run.distributed=fsdp",
                          f"run.output_dir={out}"], nproc=2, timeout=200,
                   env={"LAVIS_IB_DEMO_DATA": demo_data})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -109,3 +109,11 @@ def test_fsdp_on_two_processes_matches_one_process(demo_run, demo_data, tmp_path
     assert sorted(got) == sorted(want) == [1, 2, 3, 4]
     for step in want:
         assert got[step] == pytest.approx(want[step], abs=1e-5, rel=1e-5)
+    # validation with the real generate on uneven rank shards (3 A-OKVQA samples on 2
+    # ranks): every sample scored once, as in one process
+    for name in ("ok_vqa_val", "aok_vqa_val"):
+        ids = {}
+        for run_dir in (out, demo_run["out"]):
+            with open(os.path.join(run_dir, "eval", "step_00000004", name, "predictions.jsonl")) as f:
+                ids[run_dir] = sorted(json.loads(line)["id"] for line in f)
+        assert ids[out] == ids[demo_run["out"]] and len(set(ids[out])) == len(ids[out])
