@@ -14,7 +14,7 @@ import pytest
 from includes import GUIDES, REPO, find_includes
 
 ALL_GUIDES = (*GUIDES, "docs/index.md")
-SPAN = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
+SPAN = re.compile(r"(?<!`)`([^`]+)`(?!`)")
 FENCE = re.compile(r"^```.*?^```\s*$", re.DOTALL | re.MULTILINE)
 # parameter names (checked against the conversion functions by test_checkpoints.py)
 PARAM_PREFIXES = ("query_tokens", "visual_encoder.", "ln_vision.", "qformer.", "llm_proj.",
@@ -24,7 +24,8 @@ PARAM_PREFIXES = ("query_tokens", "visual_encoder.", "ln_vision.", "qformer.", "
 
 # Spans that are not names of the code: deliberate misspellings shown next to the error
 # they cause, and the mixing formula's notation.
-NOT_NAMES = {"promt", "exact_mach", "sample_ration", "templat", "my_vq", "N_d", "sqrt(N_d)"}
+MISSPELT = ("promt", "exact_mach", "sample_ration", "templat", "my_vq", "beams")
+NOT_NAMES = {"N_d", "sqrt(N_d)"}
 BUILTINS = {"cls", "len", "dict", "list", "str", "int", "float", "bool", "type"}
 
 
@@ -35,7 +36,7 @@ def read(path: str) -> str:
 
 def spans(guide: str) -> list[str]:
     """Inline code spans of a guide, outside fenced blocks."""
-    return SPAN.findall(FENCE.sub("", read(guide)))
+    return [" ".join(s.split()) for s in SPAN.findall(FENCE.sub("", read(guide)))]
 
 
 _CORPUS: list[str] = []
@@ -98,6 +99,23 @@ def dataset_keys() -> set[str]:
     return keys
 
 
+TOP_LEVEL = ("model", "datasets", "run", "plugins")
+
+
+def owner(name: str):
+    """The object a `Name.attr` span refers to."""
+    from lavis_ib import registry
+    from lavis_ib.datasets.builders import BaseDatasetBuilder
+    from lavis_ib.datasets.datasets.base import BaseDataset
+    from lavis_ib.models.instructblip import InstructBLIP
+    from lavis_ib.tasks import BaseTask
+    from lavis_ib.tasks.eval_task import EvalTask
+
+    return {"registry": registry, "BaseTask": BaseTask, "EvalTask": EvalTask,
+            "InstructBLIP": InstructBLIP, "BaseDatasetBuilder": BaseDatasetBuilder,
+            "BaseDataset": BaseDataset}[name]
+
+
 def problem(span: str, keys_model: set[str], keys_data: set[str]) -> str | None:
     """Why an inline code span names something that does not exist (None: fine)."""
     from lavis_ib.cli import COMMANDS
@@ -105,7 +123,7 @@ def problem(span: str, keys_model: set[str], keys_data: set[str]) -> str | None:
     from lavis_ib.models.instructblip import InstructBLIP
 
     s = span.strip()
-    if s in NOT_NAMES:
+    if s in NOT_NAMES or any(re.search(rf"\b{w}\b", s) for w in MISSPELT):
         return None
     if m := re.match(r"^lavis-ib (\w+)", s):
         return None if m.group(1) in COMMANDS else f"no lavis-ib command '{m.group(1)}'"
@@ -133,6 +151,23 @@ def problem(span: str, keys_model: set[str], keys_data: set[str]) -> str | None:
     if m := re.match(r"^(--[\w-]+)", s):
         return None if in_corpus(m.group(1).lstrip("-")) and m.group(1) in corpus() else \
             f"no command-line flag {m.group(1)}"
+    if m := re.match(r"^(\w+Error): ", s):
+        import lavis_ib.common.errors as errors
+
+        return None if hasattr(errors, m.group(1)) or m.group(1) in dir(__builtins__) or \
+            m.group(1) in ("TypeError",) else f"no exception class {m.group(1)}"
+    if m := re.match(r"^@?(registry|BaseTask|EvalTask|InstructBLIP|BaseDatasetBuilder|BaseDataset)"
+                     r"\.(\w+)", s):
+        return None if hasattr(owner(m.group(1)), m.group(2)) else f"{m.group(1)} has no {m.group(2)}"
+    if m := re.match(r"^self\.(\w+)", s):
+        ok = any(hasattr(owner(c), m.group(1)) for c in ("EvalTask", "BaseDataset")) or \
+            re.search(rf"self\.{m.group(1)}(: [^=]+)? = ", corpus()) is not None
+        return None if ok else f"neither EvalTask nor BaseDataset has {m.group(1)}"
+    if m := re.match(r"^(\w+):(?: .*)?$", s):
+        return None if m.group(1) in keys_data or m.group(1) in keys_model or \
+            m.group(1) in TOP_LEVEL or in_corpus(m.group(1)) else f"no config key {m.group(1)}"
+    if m := re.match(r"^build_info\.(\w+)", s):
+        return None if in_corpus(m.group(1)) else f"no build_info entry {m.group(1)}"
     if s.startswith(PARAM_PREFIXES) and re.fullmatch(r"[\w.*]+", s):
         return None
     if m := re.match(r"^([A-Za-z_]\w*)\(", s):
@@ -184,11 +219,16 @@ def test_the_checker_catches_invented_names():
     for invented in ("lavis-ib convert", "run.max_epochs", "pretrained_dir=", "model.load_lavis()",
                      "lavis_ib.models.checkpoints.names.to_lavis_name", "datasets.x.templatez",
                      "python -m lavis_ib.convert", "convert_checkpoint()", "vit_checkpoint",
-                     "--resume-from", "docs/examples/nothing.py"):
+                     "--resume-from", "docs/examples/nothing.py", "registry.register_dataset",
+                     "BaseTask.eval_keys", "self.run_ranking(model)", "sample_weight: 2",
+                     "ShapeError: wrong", "build_info.pictures"):
         assert problem(invented, keys_model, keys_data), invented
     for real in ("lavis-ib export", "run.keep_last", "checkpoint=", "model.save_pretrained(dir)",
                  "lavis_ib.models.checkpoints.names.to_lavis", "datasets.my_vqa.prompt",
-                 "init_from", "allow_random_init", "--checkpoint", "Blip2ForConditionalGeneration"):
+                 "init_from", "allow_random_init", "--checkpoint", "Blip2ForConditionalGeneration",
+                 "registry.register_builder", "@registry.register_task(\"x\")", "EvalTask.EVAL_KEYS",
+                 "self.run_rank(model, samples, candidates)", "sample_ratio: 0",
+                 "DataError: anything", "build_info.annotations.<split>"):
         assert problem(real, keys_model, keys_data) is None, real
 
 
