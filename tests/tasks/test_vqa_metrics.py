@@ -82,3 +82,21 @@ def test_other_accuracies():
 def test_empty_answers_rejected():
     with pytest.raises(ValueError):
         vqa_accuracy("x", [])
+
+
+PUNCT = list(';/[]"{}()=+\\_->' + "<@`,?!")
+
+
+@pytest.mark.parametrize("p", PUNCT)
+def test_every_punctuation_mark(p):
+    assert normalize_answer(f"x{p}y") == "x y"          # inside a word: becomes a space
+    assert process_punctuation(f"x {p}y") == "x y"      # touching a space: deleted
+    assert normalize_answer(f"1,0{p}0") == "100"        # digit,digit in the answer: deleted
+
+
+@pytest.mark.parametrize("word, digit", [("none", "0"), ("zero", "0"), ("one", "1"),
+                                         ("two", "2"), ("three", "3"), ("four", "4"),
+                                         ("five", "5"), ("six", "6"), ("seven", "7"),
+                                         ("eight", "8"), ("nine", "9"), ("ten", "10")])
+def test_every_number_word(word, digit):
+    assert normalize_answer(word.upper()) == digit
