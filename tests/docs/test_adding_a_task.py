@@ -140,3 +140,23 @@ def test_setting_keys_as_documented():
     assert all(f"`{key}`" in listing for key in ALL_EVAL_KEYS)
     assert EvalTask.EVAL_KEYS == {"inference", "prompt", "prompt_fields", "generate",
                                   "eval_subset", "eval_splits"}
+
+
+def test_a_setting_of_its_own_is_read_from_cfg_and_checked_in_check_settings(my_vqa_root):
+    import exact_match_task
+
+    class WithThreshold(exact_match_task.ExactMatchTask):
+        @classmethod
+        def _check_settings(cls, name, settings, given):
+            super()._check_settings(name, settings, given)
+            if not 0.0 <= float(given.get("threshold", 0.5)) <= 1.0:
+                raise ConfigError(f"datasets.{name}.threshold must lie in [0, 1].")
+
+    entry = compose(my_vqa_root, "+datasets.my_vqa.threshold=0.3").config.datasets.my_vqa
+    assert WithThreshold.for_dataset("my_vqa", entry).cfg["threshold"] == 0.3
+    entry = compose(my_vqa_root, "+datasets.my_vqa.threshold=2.0").config.datasets.my_vqa
+    with pytest.raises(ConfigError, match="threshold must lie in"):
+        WithThreshold.for_dataset("my_vqa", entry)
+    entry = compose(my_vqa_root, "+datasets.my_vqa.prompts=x").config.datasets.my_vqa
+    with pytest.raises(ConfigError, match="Did you mean 'prompt'"):
+        WithThreshold.for_dataset("my_vqa", entry)
