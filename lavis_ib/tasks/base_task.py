@@ -68,6 +68,10 @@ class BaseTask:
                     f"'{key}'; it reads {sorted(cls.EVAL_KEYS) or 'no evaluation settings'}."
                     f"{did_you_mean(key, cls.EVAL_KEYS)}")
 
+    def before_evaluation(self, model: Any, dataset: Any) -> None:
+        """Called once per split before its first batch (LAVIS's hook): tasks that need
+        the dataset (e.g. an answer vocabulary to rank) take it here."""
+
     def valid_step(self, model: Any, samples: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Predictions for one batch: one JSON-serialisable record per sample, each with
         an ``id`` (the sample's question_id / instance_id)."""
