@@ -10,7 +10,11 @@ group it is a plain loop in one process. Every sample is scored exactly once: th
 of unique ids plus unreadable samples must equal the split size, else it is an error.
 
 Under FSDP the caller gathers the model's shards first (`Strategy.eval_mode`), so ranks
-may run different numbers of batches and generation steps.
+may run different numbers of batches and generation steps. Records and metrics travel
+through a separate gloo group whose timeout is `EVAL_TIMEOUT_S` (at least the run's
+`dist_timeout_s`): ranks wait there for the slowest shard and for rank 0's metrics (COCO
+caption metrics take minutes on large splits), which must not trip the short timeout
+that makes training hangs fail fast.
 """
 from __future__ import annotations
 
@@ -22,11 +26,40 @@ from typing import Any, Mapping
 import torch
 from torch.utils.data import Subset
 
-from lavis_ib.common.dist_utils import all_gather_objects, get_rank, get_world_size
+from lavis_ib.common.dist_utils import get_rank, get_world_size
 from lavis_ib.common.errors import ConfigError, LavisIbError
 from lavis_ib.common.registry import registry
 
 logger = logging.getLogger(__name__)
+EVAL_TIMEOUT_S = 1800
+_GROUPS: dict[int, Any] = {}
+
+
+def _eval_group(timeout_s: int) -> Any:
+    """The gloo group of evaluation gathers (one per default process group), or None."""
+    import datetime
+
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    key = id(dist.distributed_c10d._get_default_group())
+    if key not in _GROUPS:  # every rank reaches the first evaluation together
+        _GROUPS[key] = dist.new_group(backend="gloo",
+                                      timeout=datetime.timedelta(seconds=timeout_s))
+    return _GROUPS[key]
+
+
+def gather_objects(obj: Any, timeout_s: int = EVAL_TIMEOUT_S) -> list[Any]:
+    """Every rank's `obj` in rank order (`[obj]` without a process group)."""
+    group = _eval_group(max(int(timeout_s), EVAL_TIMEOUT_S))
+    if group is None:
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj, group=group)
+    return out
 
 
 def move_to(batch: Any, device: torch.device) -> Any:
@@ -72,7 +105,8 @@ def _json_default(obj: Any) -> Any:
 def evaluate_split(model: Any, task: Any, dataset: Any, name: str, split: str, *,
                    batch_size: int, num_workers: int, device: torch.device,
                    out_dir: str | None, amp: str = "none",
-                   eval_subset: int | None = None) -> dict[str, float]:
+                   eval_subset: int | None = None,
+                   timeout_s: int = EVAL_TIMEOUT_S) -> dict[str, float]:
     """Evaluate one split; returns its metrics on every rank (rank 0 computes them).
 
     Args:
@@ -82,6 +116,7 @@ def evaluate_split(model: Any, task: Any, dataset: Any, name: str, split: str, *
         out_dir: folder for predictions.jsonl and metrics.json (rank 0 writes), or None.
         amp: autocast dtype name (bf16 | fp16 | none).
         eval_subset: evaluate a fixed subset of this many samples.
+        timeout_s: timeout of the gathers (raised to at least EVAL_TIMEOUT_S).
     """
     from lavis_ib.datasets.loaders import eval_loader
 
@@ -102,7 +137,7 @@ def evaluate_split(model: Any, task: Any, dataset: Any, name: str, split: str, *
         batch = move_to(batch, device)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             records.extend(task.valid_step(model, batch))
-    gathered = all_gather_objects((records, bad))
+    gathered = gather_objects((records, bad), timeout_s)
     unique: dict[Any, dict[str, Any]] = {}
     all_bad: list[str] = []
     for rank_records, rank_bad in gathered:
@@ -132,7 +167,7 @@ def evaluate_split(model: Any, task: Any, dataset: Any, name: str, split: str, *
             with open(os.path.join(out_dir, "metrics.json"), "w") as f:
                 json.dump(metrics, f, indent=1, default=_json_default)
         logger.info("%s/%s: %s", name, split, json.dumps(metrics, default=_json_default))
-    return all_gather_objects(metrics)[0]
+    return gather_objects(metrics, timeout_s)[0]
 
 
 def eval_splits(name: str, ds_cfg: Mapping[str, Any], available: Mapping[str, Any],
@@ -153,7 +188,8 @@ def eval_splits(name: str, ds_cfg: Mapping[str, Any], available: Mapping[str, An
 def evaluate_datasets(model: Any, datasets: Mapping[str, Mapping[str, Any]],
                       datasets_cfg: Mapping[str, Any], default_splits: list[str], *,
                       batch_size: int, num_workers: int, device: torch.device,
-                      out_root: str | None, amp: str = "none") -> dict[str, dict[str, float]]:
+                      out_root: str | None, amp: str = "none",
+                      timeout_s: int = EVAL_TIMEOUT_S) -> dict[str, dict[str, float]]:
     """Evaluate every dataset split that has an evaluation task.
 
     Returns:
@@ -174,9 +210,10 @@ def evaluate_datasets(model: Any, datasets: Mapping[str, Mapping[str, Any]],
         subset = getattr(task, "eval_subset", None) or ds_cfg.get("eval_subset")
         for i, split in enumerate(chosen):
             out_dir = os.path.join(out_root, f"{name}_{split}") if out_root else None
-            metrics = evaluate_split(model, task, splits[split], name, split, batch_size=batch_size,
-                                     num_workers=num_workers, device=device, out_dir=out_dir,
-                                     amp=amp, eval_subset=subset)
+            metrics = evaluate_split(model, task, splits[split], name, split,
+                                     batch_size=batch_size, num_workers=num_workers,
+                                     device=device, out_dir=out_dir, amp=amp,
+                                     eval_subset=subset, timeout_s=timeout_s)
             results[name if i == 0 else f"{name}_{split}"] = metrics
     return results
 

@@ -315,7 +315,8 @@ class RunnerIter:
             return evaluate_datasets(inner, datasets, self.datasets_cfg, splits,
                                      batch_size=self.run["batch_size_eval"],
                                      num_workers=self.run["num_workers"], device=self.info.device,
-                                     out_root=out_root, amp=self.run["amp"])
+                                     out_root=out_root, amp=self.run["amp"],
+                                     timeout_s=self.run["dist_timeout_s"])
 
     def evaluate(self, splits: list[str] | None = None) -> dict[str, dict[str, float]]:
         """Evaluate every dataset's eval splits (`eval_splits`, else `splits`, else the
