@@ -17,9 +17,10 @@ from lavis_ib.runners.strategies import setup_distributed
 DEMO = package_path("configs/projects/instructblip/demo_tiny.yaml")
 DATASETS = ("coco_caption", "textcaps", "ok_vqa", "aok_vqa", "ocr_vqa", "llava_detail")
 # eval transforms and no dropout: runs on 1 and 2 processes see identical inputs
+NO_DROPOUT = ["+model.qformer.hidden_dropout_prob=0.0",
+              "+model.qformer.attention_probs_dropout_prob=0.0"]
 DETERMINISTIC = [f"datasets.{n}.vis_processor.train.name=blip_image_eval" for n in DATASETS] + [
-    "+model.qformer.hidden_dropout_prob=0.0", "+model.qformer.attention_probs_dropout_prob=0.0",
-    "run.max_iters=4", "run.log_every=1", "run.warmup_steps=2"]
+    *NO_DROPOUT, "run.max_iters=4", "run.log_every=1", "run.warmup_steps=2"]
 # validate the VQA sets only: the caption metrics (Java) are the tasks' tests' business and
 # would double this file's time on 2 cores
 VQA_ONLY = [f"+datasets.{n}.eval_splits=[]" for n in ("coco_caption", "textcaps", "ocr_vqa")] + [
@@ -117,3 +118,31 @@ def test_fsdp_on_two_processes_matches_one_process(demo_run, demo_data, tmp_path
             with open(os.path.join(run_dir, "eval", "step_00000004", name, "predictions.jsonl")) as f:
                 ids[run_dir] = sorted(json.loads(line)["id"] for line in f)
         assert ids[out] == ids[demo_run["out"]] and len(set(ids[out])) == len(ids[out])
+
+
+def test_activation_checkpointing_of_llm_blocks_gives_the_same_gradients(demo_data):
+    from lavis_ib.datasets.loaders import MixtureLoader
+    from lavis_ib.runners.strategies import Strategy
+    from lavis_ib.train import build
+
+    os.environ["LAVIS_IB_DEMO_DATA"] = demo_data
+    try:
+        cfg = Config(DEMO, NO_DROPOUT)
+    finally:
+        del os.environ["LAVIS_IB_DEMO_DATA"]
+    info = setup_distributed(to_plain(cfg.run_cfg))
+    _, plain, datasets, _ = build(cfg, info)
+    _, ckpt, _, _ = build(cfg, info)
+    units = Strategy(dict(to_plain(cfg.run_cfg), activation_checkpointing=True), info).wrap(ckpt)
+    assert units is ckpt and len(ckpt.checkpoint_units()) == 2
+    train = {n: s["train"] for n, s in datasets.items() if "train" in s}
+    batch = MixtureLoader(train, None, 4, 4, 0, 1, seed=1).next_step()[0]
+    for model in (plain, ckpt):
+        model.train()
+        model(batch)["loss_sum"].backward()
+    grads = {n: p.grad for n, p in ckpt.named_parameters() if p.grad is not None}
+    assert grads and all(n.split(".")[0] in ("query_tokens", "ln_vision", "qformer", "llm_proj")
+                         for n in grads)
+    for name, param in plain.named_parameters():
+        if param.grad is not None:
+            torch.testing.assert_close(grads[name], param.grad, rtol=1e-6, atol=1e-7, msg=name)
