@@ -23,9 +23,9 @@ PARAM_PREFIXES = ("query_tokens", "visual_encoder.", "ln_vision.", "qformer.", "
 
 
 # Spans that are not names of the code: deliberate misspellings shown next to the error
-# they cause, and the mixing formula's notation.
+# they cause, the mixing formula's notation, and a hypothetical task setting.
 MISSPELT = ("promt", "exact_mach", "sample_ration", "templat", "my_vq", "beams")
-NOT_NAMES = {"N_d", "sqrt(N_d)"}
+NOT_NAMES = {"N_d", "sqrt(N_d)", "threshold"}
 BUILTINS = {"cls", "len", "dict", "list", "str", "int", "float", "bool", "type"}
 
 
