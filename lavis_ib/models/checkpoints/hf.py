@@ -20,7 +20,7 @@ import torch
 from lavis_ib.common.errors import LavisIbError
 from lavis_ib.models.checkpoints.hub import resolve_dir
 from lavis_ib.models.checkpoints.names import hf_state_to_ours, ours_to_hf_state, to_hf
-from lavis_ib.models.checkpoints.report import load_into, tied_aliases
+from lavis_ib.models.checkpoints.report import load_in_pieces, tied_aliases
 from lavis_ib.models.qformer import QFormerSpec
 from lavis_ib.models.vision import VisionSpec
 
@@ -35,23 +35,28 @@ def _spec(cls, hf_config) -> Any:
     return cls(**{k: values[k] for k in cls.__dataclass_fields__ if k in values})
 
 
-def read_state_dict(directory: str) -> dict[str, torch.Tensor]:
-    """All tensors of an HF checkpoint directory (safetensors or `weights_only` .bin)."""
+def iter_shards(directory: str):
+    """The state dicts of an HF checkpoint directory's weight files, one shard at a time
+    (safetensors, else `pytorch_model*.bin` read with `weights_only=True`)."""
     files = sorted(glob.glob(os.path.join(directory, "*.safetensors")))
     if files:
         from safetensors.torch import load_file
 
-        state = {}
         for f in files:
-            state.update(load_file(f))
-        return state
+            yield load_file(f)
+        return
     files = sorted(glob.glob(os.path.join(directory, "pytorch_model*.bin")))
     if not files:
-        raise LavisIbError(f"pretrained='{directory}' has no *.safetensors or pytorch_model*.bin "
-                           f"weights.")
-    state = {}
+        raise LavisIbError(f"'{directory}' has no *.safetensors or pytorch_model*.bin weights.")
     for f in files:
-        state.update(torch.load(f, map_location="cpu", weights_only=True))
+        yield torch.load(f, map_location="cpu", weights_only=True)
+
+
+def read_state_dict(directory: str) -> dict[str, torch.Tensor]:
+    """All tensors of an HF checkpoint directory (small checkpoints; see `iter_shards`)."""
+    state: dict[str, torch.Tensor] = {}
+    for shard in iter_shards(directory):
+        state.update(shard)
     return state
 
 
@@ -121,10 +126,9 @@ def load_pretrained(cls, path: str, settings: dict):
                 llm, AutoTokenizer.from_pretrained(directory), qformer_tokenizer_from(qdir),
                 num_query_token=config.num_query_tokens, ln_vision_eps=ln_eps, **settings)
     check_vocab(model)
-    hf_state = read_state_dict(directory)
-    ours, unexpected = hf_state_to_ours(hf_state, list(model.state_dict()))
-    report = load_into(model, ours, f"pretrained={path}")
-    report.unexpected += unexpected
+    keys = list(model.state_dict())
+    report = load_in_pieces(model, (hf_state_to_ours(shard, keys) for shard in iter_shards(directory)),
+                            f"pretrained={path}")
     if report.missing:
         raise LavisIbError(f"pretrained='{path}' lacks {len(report.missing)} weights, e.g. "
                            f"{', '.join(to_hf(k) for k in report.missing[:5])}.")

@@ -67,3 +67,20 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], source: str,
     report.missing = [k for k in wanted if k not in filled]
     logger.info(report.summary())
     return report
+
+
+def load_in_pieces(module: nn.Module, pieces, source: str) -> LoadReport:
+    """`load_into` over an iterable of (state, unused keys) pieces (checkpoint shards), so
+    only one shard is in memory at a time; missing keys are computed over all pieces."""
+    total = LoadReport(source)
+    for state, unused in pieces:
+        part = load_into(module, state, source, expected=[])
+        total.loaded += part.loaded
+        total.unexpected += part.unexpected + list(unused)
+    aliases = tied_aliases(module)
+    filled = set(total.loaded)
+    filled |= {a for a, first in aliases.items() if first in filled}
+    filled |= {first for a, first in aliases.items() if a in filled}
+    total.missing = [k for k in module.state_dict() if k not in filled]
+    logger.info(total.summary())
+    return total
