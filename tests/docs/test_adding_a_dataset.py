@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from conftest import EXAMPLES, QUESTIONS, ANSWERS
+from docs_helpers import EXAMPLES, QUESTIONS, ANSWERS
 from lavis_ib import registry
 from lavis_ib.common.config import Config, to_plain
 from lavis_ib.common.errors import ConfigError, DataError, RegistryError

@@ -10,7 +10,7 @@ import os
 import pytest
 import torch
 
-from conftest import EXAMPLES, QUESTIONS
+from docs_helpers import EXAMPLES, QUESTIONS
 from lavis_ib import registry
 from lavis_ib.common.config import Config, to_plain
 from lavis_ib.common.errors import ConfigError, DataError, LavisIbError, RegistryError

@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from includes import REPO
+from docs_includes import REPO
 from lavis_ib import load_model
 from lavis_ib.common.errors import ConfigError, LavisIbError
 from lavis_ib.models.checkpoints.names import to_hf, to_lavis

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from includes import GUIDES, REPO, find_includes
+from docs_includes import GUIDES, REPO, find_includes
 
 ALL_GUIDES = (*GUIDES, "docs/index.md")
 SPAN = re.compile(r"(?<!`)`([^`]+)`(?!`)")
@@ -195,7 +195,7 @@ def test_included_code_is_the_example_file(guide):
     assert includes, f"{guide} includes no example file"
     for path, body in includes:
         assert body == read(path), (f"{guide}: the block included from {path} differs from the "
-                                    f"file; run `python tests/docs/includes.py`")
+                                    f"file; run `python tests/docs/docs_includes.py`")
 
 
 def test_every_example_file_is_shown_in_a_guide():

@@ -6,7 +6,7 @@
     ```
 
 `find_includes` lists them (the tests compare each block with its file);
-`python tests/docs/includes.py` rewrites every block from its file after an edit.
+`python tests/docs/docs_includes.py` rewrites every block from its file after an edit.
 """
 from __future__ import annotations
 
