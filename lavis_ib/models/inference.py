@@ -23,17 +23,25 @@ def _as_list(value: Any, n: int, what: str) -> list:
 
 
 def fill_prompt(prompt: str, text_input: str | None, ocr_tokens: Sequence[str] | None) -> str:
-    """Fill LAVIS-style `{}` slots: with two slots, OCR tokens then the question; with one,
-    the question (or the OCR tokens when there is no question)."""
+    """Fill LAVIS-style `{}` slots: one slot takes the question (`text_input`); two slots take
+    the OCR tokens (first 30, comma-joined) and the question, as LAVIS's TextVQA prompt.
+
+    Raises:
+        LavisIbError: slots that cannot be filled unambiguously (format such prompts
+            before calling the model).
+    """
     slots = prompt.count("{}")
     if slots == 0:
         return prompt
-    ocr = ", ".join(list(ocr_tokens or [])[:30])
-    if slots >= 2:
-        values = [ocr, text_input or ""] + [""] * (slots - 2)
-    else:
-        values = [text_input if text_input is not None else ocr]
-    return prompt.format(*values)
+    if slots == 1 and text_input is not None:
+        return prompt.format(text_input)
+    if slots == 2 and text_input is not None and ocr_tokens is not None:
+        return prompt.format(", ".join(list(ocr_tokens)[:30]), text_input)
+    raise LavisIbError(
+        f"prompt {prompt!r} has {slots} '{{}}' slot(s) but the batch gives "
+        f"{'a' if text_input is not None else 'no'} text_input and "
+        f"{'' if ocr_tokens is not None else 'no '}ocr_tokens; one slot takes text_input, two "
+        f"take ocr_tokens and text_input; format other prompts before calling the model.")
 
 
 class InferenceMixin:

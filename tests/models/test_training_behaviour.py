@@ -195,3 +195,16 @@ def test_lengths_count_generated_tokens_only(fixture, request):
     start = 1 if model.adapter.is_encoder_decoder else 0   # T5 output begins with its start token
     assert ids.shape == (2, 4 + start)
     assert (ids[:, start:] != model.adapter.eos_id).all()  # min_length kept EOS away
+
+
+def test_prompt_placeholders():
+    from lavis_ib.models.inference import fill_prompt
+
+    assert fill_prompt("Question: {} Short answer:", "what?", None) == "Question: what? Short answer:"
+    assert fill_prompt("OCR tokens: {}. Question: {} Short answer:", "why?", ["a", "b"]) == \
+        "OCR tokens: a, b. Question: why? Short answer:"
+    assert fill_prompt("plain", None, None) == "plain"
+    with pytest.raises(LavisIbError, match="slot"):
+        fill_prompt("Context: {} Question: {} Options: {}.", "q", None)
+    with pytest.raises(LavisIbError, match="slot"):
+        fill_prompt("Question: {}", None, None)
