@@ -16,7 +16,7 @@ from docs_includes import GUIDES, REPO, find_includes
 ALL_GUIDES = (*GUIDES, "docs/index.md")
 SPAN = re.compile(r"(?<!`)`([^`]+)`(?!`)")
 FENCE = re.compile(r"^```.*?^```\s*$", re.DOTALL | re.MULTILINE)
-# parameter names (checked against the conversion functions by test_checkpoints.py)
+# parameter names (checked against the conversion functions by test_guide_checkpoints.py)
 PARAM_PREFIXES = ("query_tokens", "visual_encoder.", "ln_vision.", "qformer.", "llm_proj.",
                   "llm.", "Qformer.", "vision_model.", "language_", "t5_proj.", "opt_proj",
                   "bert.")
