@@ -34,9 +34,12 @@ def fill_prompt(prompt: str, text_input: str | None, ocr_tokens: Sequence[str] |
     if slots == 0:
         return prompt
     if slots == 1 and text_input is not None:
-        return prompt.format(text_input)
+        return prompt.replace("{}", str(text_input), 1)
     if slots == 2 and text_input is not None and ocr_tokens is not None:
-        return prompt.format(", ".join(list(ocr_tokens)[:30]), text_input)
+        # slot by slot (not str.format): braces inside the filled text stay literal
+        head, rest = prompt.split("{}", 1)
+        before, after = rest.split("{}", 1)
+        return head + ", ".join(list(ocr_tokens)[:30]) + before + str(text_input) + after
     raise LavisIbError(
         f"prompt {prompt!r} has {slots} '{{}}' slot(s) but the batch gives "
         f"{'a' if text_input is not None else 'no'} text_input and "
@@ -54,11 +57,14 @@ class InferenceMixin:
         raw = prompt if prompt else samples.get("prompt")
         if raw is None:
             raw = samples.get("text_input", self.prompt)
-        prompts = _as_list(raw, n, "prompt")
+        if not isinstance(raw, str):
+            # one prompt per sample: already final (tasks format them), taken verbatim
+            return [str(p) for p in _as_list(raw, n, "prompt")]
+        # one template for the batch: LAVIS-style `{}` slots filled per sample
         texts = samples.get("text_input")
         texts = _as_list(texts, n, "text_input") if texts is not None else [None] * n
         ocr = samples.get("ocr_tokens") or [None] * n
-        return [fill_prompt(str(p), t, o) for p, t, o in zip(prompts, texts, ocr)]
+        return [fill_prompt(raw, t, o) for t, o in zip(texts, ocr)]
 
     @torch.no_grad()
     def generate(self, samples: dict[str, Any], use_nucleus_sampling: bool = False,

@@ -208,3 +208,14 @@ def test_prompt_placeholders():
         fill_prompt("Context: {} Question: {} Options: {}.", "q", None)
     with pytest.raises(LavisIbError, match="slot"):
         fill_prompt("Question: {}", None, None)
+
+
+def test_per_sample_prompts_are_verbatim_and_templates_are_filled(tiny_vicuna):
+    images = _batch(n=2)["image"]
+    samples = {"image": images, "text_input": ["what {} is it?", "why"]}
+    verbatim = tiny_vicuna._prompts({**samples, "prompt": ["Q: {} A:", "x {y}"]})
+    assert verbatim == ["Q: {} A:", "x {y}"]
+    filled = tiny_vicuna._prompts({**samples, "prompt": "Question: {} Short answer:"})
+    assert filled == ["Question: what {} is it? Short answer:", "Question: why Short answer:"]
+    ocr = tiny_vicuna._prompts({**samples, "prompt": "OCR: {}. Q: {}", "ocr_tokens": [["a"], ["b", "c"]]})
+    assert ocr == ["OCR: a. Q: what {} is it?", "OCR: b, c. Q: why"]
