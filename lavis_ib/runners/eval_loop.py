@@ -189,8 +189,11 @@ def evaluate_datasets(model: Any, datasets: Mapping[str, Mapping[str, Any]],
                       datasets_cfg: Mapping[str, Any], default_splits: list[str], *,
                       batch_size: int, num_workers: int, device: torch.device,
                       out_root: str | None, amp: str = "none",
-                      timeout_s: int = EVAL_TIMEOUT_S) -> dict[str, dict[str, float]]:
-    """Evaluate every dataset split that has an evaluation task.
+                      timeout_s: int = EVAL_TIMEOUT_S,
+                      only: list[str] | None = None) -> dict[str, dict[str, float]]:
+    """Evaluate every dataset split that has an evaluation task: each entry's
+    `eval_splits`, else `default_splits`; with `only` (training validation), just those
+    of them in `only`.
 
     Returns:
         {"<name>" (first split) or "<name>_<split>": metrics}; a dataset with eval splits
@@ -200,6 +203,8 @@ def evaluate_datasets(model: Any, datasets: Mapping[str, Mapping[str, Any]],
     for name, splits in datasets.items():
         ds_cfg = datasets_cfg[name]
         chosen = eval_splits(name, ds_cfg, splits, default_splits)
+        if only is not None:
+            chosen = [s for s in chosen if s in only]
         if not chosen:
             continue
         if not ds_cfg.get("task"):

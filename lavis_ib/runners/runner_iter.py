@@ -30,7 +30,7 @@ from lavis_ib.common.errors import ConfigError, DataError, LavisIbError
 from lavis_ib.common.registry import registry
 from lavis_ib.runners.checkpoint import (CheckpointManager, maybe_fault, resolve_checkpoint,
                                          rng_state, set_rng_state)
-from lavis_ib.runners.eval_loop import evaluate_datasets, move_to, select_score
+from lavis_ib.runners.eval_loop import evaluate_datasets, eval_splits, move_to, select_score
 from lavis_ib.runners.optim import build_optimizer, clip_grads, rescale_grads
 from lavis_ib.runners.run_log import RunLogger
 from lavis_ib.runners.strategies import DistInfo, Strategy, setup_distributed
@@ -124,20 +124,23 @@ class RunnerIter:
                               f"check datasets.<name>.build_info.annotations.")
         return sets, ratios
 
-    def _val_sets(self) -> dict[str, dict[str, Any]]:
-        return {n: {s: ds for s, ds in splits.items() if s in self.run["valid_splits"]}
-                for n, splits in self.datasets.items()
-                if any(s in self.run["valid_splits"] for s in splits)}
+    def _validated(self) -> list[str]:
+        """Datasets that training validation evaluates: a task and a split in
+        `valid_splits` (and in the entry's `eval_splits` when set)."""
+        valid = self.run["valid_splits"]
+        return [n for n, splits in self.datasets.items()
+                if self.datasets_cfg[n].get("task")
+                and [s for s in eval_splits(n, self.datasets_cfg[n], splits, valid) if s in valid]]
 
     def _check_select_metric(self) -> None:
-        val = self._val_sets()
+        validated = self._validated()
         for item in self.run["select_metric"]:
             name = str(item).partition(".")[0]
-            if name not in val or not self.datasets_cfg[name].get("task"):
+            if name not in validated:
                 raise ConfigError(
-                    f"run.select_metric '{item}': dataset '{name}' has no validation split "
-                    f"{self.run['valid_splits']} with a task in this project; validated: "
-                    f"{sorted(n for n in val if self.datasets_cfg[n].get('task')) or '(none)'}.")
+                    f"run.select_metric '{item}': dataset '{name}' is not validated in this "
+                    f"project (it needs a task and a {self.run['valid_splits']} split not "
+                    f"excluded by eval_splits); validated: {validated or '(none)'}.")
 
     def _setup_training(self) -> None:
         run, info = self.run, self.info
@@ -296,7 +299,8 @@ class RunnerIter:
         checkpoint validated (a run killed before that re-validates it on resume)."""
         out_root = os.path.join(self.output_dir, "eval", f"step_{self.step:08d}")
         rng = rng_state()  # validation must not shift the training RNG (exact resume)
-        results = self._evaluate(self._val_sets(), self.run["valid_splits"], out_root)
+        valid = self.run["valid_splits"]
+        results = self._evaluate(self.datasets, valid, out_root, only=valid)
         set_rng_state(rng)
         metric = self.run["select_metric"]
         score = select_score(results, metric) if metric else None
@@ -309,14 +313,14 @@ class RunnerIter:
         self.inner.train()
 
     # -- evaluation ---------------------------------------------------------------------
-    def _evaluate(self, datasets: Mapping[str, Any], splits: list[str],
-                  out_root: str) -> dict[str, dict[str, float]]:
+    def _evaluate(self, datasets: Mapping[str, Any], splits: list[str], out_root: str,
+                  only: list[str] | None = None) -> dict[str, dict[str, float]]:
         with self.strategy.eval_mode(self.model) as inner:
             return evaluate_datasets(inner, datasets, self.datasets_cfg, splits,
                                      batch_size=self.run["batch_size_eval"],
                                      num_workers=self.run["num_workers"], device=self.info.device,
                                      out_root=out_root, amp=self.run["amp"],
-                                     timeout_s=self.run["dist_timeout_s"])
+                                     timeout_s=self.run["dist_timeout_s"], only=only)
 
     def evaluate(self, splits: list[str] | None = None) -> dict[str, dict[str, float]]:
         """Evaluate every dataset's eval splits (`eval_splits`, else `splits`, else the

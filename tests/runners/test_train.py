@@ -9,7 +9,7 @@ import torch.distributed.checkpoint as dcp
 
 from conftest import losses, write_project
 from lavis_ib.common.config import Config, to_plain
-from lavis_ib.common.errors import LavisIbError
+from lavis_ib.common.errors import ConfigError, LavisIbError
 from lavis_ib.runners.runner_iter import NonFiniteLossError
 from lavis_ib.runners.strategies import setup_distributed
 
@@ -162,3 +162,18 @@ def test_entry_point_reports_bad_input_in_one_line(tmp_path, capsys):
     path = write_project(tmp_path, distributed="ddp")
     assert run_entry(main, ["--cfg-path", path], "python -m lavis_ib.train") == 2
     assert "torchrun" in capsys.readouterr().err
+
+
+def test_select_metric_of_a_dataset_not_validated_is_an_early_error(tmp_path):
+    path = write_project(tmp_path, datasets={"toy_a": {}, "toy_b": {"eval_splits": []}})
+    with pytest.raises(ConfigError, match="toy_b.acc.*validated: \\['toy_a'\\]"):
+        train_inprocess(path)
+    assert not os.path.exists(os.path.join(tmp_path, "run", "checkpoints"))
+
+
+def test_eval_splits_outside_valid_splits_are_not_validated(tmp_path):
+    path = write_project(tmp_path, max_iters=3, select_metric=["toy_a.acc"],
+                         datasets={"toy_a": {}, "toy_b": {"eval_splits": ["train"]}})
+    _, _, result, out = train_inprocess(path)
+    assert result["best"]["step"] == 3
+    assert sorted(os.listdir(os.path.join(out, "eval", "step_00000003"))) == ["toy_a_val"]
