@@ -139,6 +139,15 @@ def test_mixing_weights_as_documented():
     assert flat["my_vqa"] == pytest.approx(0.10)
     with pytest.raises(ConfigError):
         mixing_weights({"my_vqa": 10}, {"my_vqa": -1.0})
+    # the runner's per-step draw follows these probabilities; ratio 0 is never drawn
+    from lavis_ib.datasets.mixing import Mixer
+
+    sizes = {"my_vqa": 10_000, "ok_vqa": 90_000}
+    mixer = Mixer(sizes, {"my_vqa": 2.0}, seed=42)
+    share = sum(mixer.choose(step) == "my_vqa" for step in range(4000)) / 4000
+    assert share == pytest.approx(0.40, abs=0.03)
+    off = Mixer(sizes, {"my_vqa": 0.0}, seed=42)
+    assert {off.choose(step) for step in range(500)} == {"ok_vqa"}
 
 
 def test_two_training_steps_with_the_real_runner(my_vqa_root, ok_vqa_root, tmp_path):
