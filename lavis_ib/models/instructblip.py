@@ -7,6 +7,7 @@ checkpoints is in `lavis_ib.models.build`; ranking and inference helpers in `inf
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any, Sequence
 
@@ -130,7 +131,7 @@ class InstructBLIP(InferenceMixin, BaseModel):
         return self
 
     def trainable_module_names(self) -> list[str]:
-        return [p for p in TRAINABLE_PARTS] + ([] if self.freeze_vit else ["visual_encoder"])
+        return list(TRAINABLE_PARTS) + ([] if self.freeze_vit else ["visual_encoder"])
 
     def _llm_blocks(self) -> list[nn.Module]:
         names = set(getattr(self.llm, "_no_split_modules", None) or [])
@@ -176,7 +177,7 @@ class InstructBLIP(InferenceMixin, BaseModel):
             image = image.permute(0, 2, 1, 3, 4).reshape(b * frames, *image.shape[1:2], *image.shape[3:])
             instructions = [text for text in instructions for _ in range(frames)]
         image = image.to(self.device)
-        with torch.no_grad() if self.freeze_vit else torch.enable_grad():
+        with torch.no_grad() if self.freeze_vit else contextlib.nullcontext():
             vit_out = encode_images(self.visual_encoder, image)
         tokens = self.ln_vision(vit_out.to(self.ln_vision.weight.dtype))
         queries = self.query_tokens.expand(tokens.shape[0], -1, -1)

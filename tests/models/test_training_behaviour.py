@@ -219,3 +219,12 @@ def test_per_sample_prompts_are_verbatim_and_templates_are_filled(tiny_vicuna):
     assert filled == ["Question: what {} is it? Short answer:", "Question: why Short answer:"]
     ocr = tiny_vicuna._prompts({**samples, "prompt": "OCR: {}. Q: {}", "ocr_tokens": [["a"], ["b", "c"]]})
     assert ocr == ["OCR: a. Q: what {} is it?", "OCR: b, c. Q: why"]
+
+
+def test_unfrozen_vit_trains_when_asked():
+    model = load_model("instructblip", "tiny_vicuna", freeze_vit=False)
+    model.train()
+    assert model.visual_encoder.training and not model.llm.training
+    model(_batch(n=1))["loss"].backward()
+    assert model.visual_encoder.blocks[0].attn.qkv.weight.grad is not None
+    assert all(p.grad is None for p in model.llm.parameters())
