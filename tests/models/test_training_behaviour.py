@@ -228,3 +228,17 @@ def test_unfrozen_vit_trains_when_asked():
     model(_batch(n=1))["loss"].backward()
     assert model.visual_encoder.blocks[0].attn.qkv.weight.grad is not None
     assert all(p.grad is None for p in model.llm.parameters())
+
+
+def test_predict_answers_generate_path(tiny_flant5):
+    images = _batch(n=2)["image"]
+    answers = tiny_flant5.predict_answers({"image": images, "text_input": ["what?", "who?"]},
+                                          num_beams=2, max_len=3, min_len=1,
+                                          prompt="Question: {} Short answer:")
+    direct = tiny_flant5.generate({"image": images, "prompt": ["Question: what? Short answer:",
+                                                               "Question: who? Short answer:"]},
+                                  num_beams=2, max_length=3, min_length=1, length_penalty=0,
+                                  repetition_penalty=1.0)
+    assert answers == direct
+    with pytest.raises(LavisIbError, match="inference_method"):
+        tiny_flant5.predict_answers({"image": images, "text_input": ["a", "b"]}, inference_method="x")
