@@ -50,3 +50,24 @@ def test_preprocess_settings_come_from_the_directory(our_models, hf_dirs):
     # without pretrained=, the model type's own settings stay
     _, vis_default, _ = load_model_and_preprocess("instructblip", "tiny_vicuna")
     assert vis_default["eval"].image_size == 32 and list(vis_default["eval"].mean) != MEAN
+
+
+def test_separate_lm_head_is_untied_like_transformers(hf_dirs, tmp_path):
+    """FlanT5 checkpoints hold an lm_head apart from the shared embedding; transformers
+    unties them on loading and so must we."""
+    from safetensors.torch import load_file, save_file
+    from transformers import InstructBlipForConditionalGeneration
+
+    d = str(tmp_path / "untied")
+    shutil.copytree(hf_dirs["t5"], d)
+    state = load_file(os.path.join(d, "model.safetensors"))
+    assert "language_model.lm_head.weight" not in state
+    state["language_model.lm_head.weight"] = torch.randn_like(state["language_model.shared.weight"]) * 0.05
+    save_file(state, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
+    hf = InstructBlipForConditionalGeneration.from_pretrained(d).eval()
+    assert hf.language_model.lm_head.weight is not hf.language_model.shared.weight
+    model = load_model("instructblip", "tiny_flant5", is_eval=True, pretrained=d)
+    assert model.llm.lm_head.weight is not model.llm.shared.weight
+    assert torch.equal(model.llm.lm_head.weight, state["language_model.lm_head.weight"])
+    assert torch.equal(model.llm.shared.weight, state["language_model.shared.weight"])
+    assert "llm.lm_head.weight" not in {n for n, p in model.trainable_parameters()}

@@ -20,7 +20,7 @@ import torch
 from lavis_ib.common.errors import LavisIbError
 from lavis_ib.models.checkpoints.hub import resolve_dir
 from lavis_ib.models.checkpoints.names import hf_state_to_ours, ours_to_hf_state, to_hf
-from lavis_ib.models.checkpoints.report import load_in_pieces, tied_aliases
+from lavis_ib.models.checkpoints.report import load_in_pieces, tied_aliases, untie_present
 from lavis_ib.models.qformer import QFormerSpec
 from lavis_ib.models.vision import VisionSpec
 
@@ -50,6 +50,20 @@ def iter_shards(directory: str):
         raise LavisIbError(f"'{directory}' has no *.safetensors or pytorch_model*.bin weights.")
     for f in files:
         yield torch.load(f, map_location="cpu", weights_only=True)
+
+
+def checkpoint_keys(directory: str) -> set[str]:
+    """Tensor names of an HF checkpoint directory (safetensors headers only)."""
+    files = sorted(glob.glob(os.path.join(directory, "*.safetensors")))
+    if files:
+        from safetensors import safe_open
+
+        keys: set[str] = set()
+        for f in files:
+            with safe_open(f, framework="pt") as handle:
+                keys.update(handle.keys())
+        return keys
+    return {k for shard in iter_shards(directory) for k in shard}
 
 
 def read_state_dict(directory: str) -> dict[str, torch.Tensor]:
@@ -126,6 +140,9 @@ def load_pretrained(cls, path: str, settings: dict):
                 llm, AutoTokenizer.from_pretrained(directory), qformer_tokenizer_from(qdir),
                 num_query_token=config.num_query_tokens, ln_vision_eps=ln_eps, **settings)
     check_vocab(model)
+    present = set(hf_state_to_ours(dict.fromkeys(checkpoint_keys(directory)),
+                                   list(model.state_dict()))[0])
+    untie_present(model, present)
     keys = list(model.state_dict())
     report = load_in_pieces(model, (hf_state_to_ours(shard, keys) for shard in iter_shards(directory)),
                             f"pretrained={path}")

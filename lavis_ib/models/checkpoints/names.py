@@ -114,7 +114,9 @@ def hf_state_to_ours(hf_state: dict, our_keys: list[str]) -> tuple[dict, list[st
     out, used = {}, set()
     for hf_key, value in hf_state.items():
         for ours in inverse.get(hf_key, []):
-            if ours.endswith("attn.q_bias"):
+            if value is None:          # names only (see `checkpoint_keys`)
+                value_ = None
+            elif ours.endswith("attn.q_bias"):
                 value_ = value[: value.shape[0] // 3]
             elif ours.endswith("attn.v_bias"):
                 value_ = value[2 * value.shape[0] // 3:]

@@ -42,6 +42,23 @@ def tied_aliases(module: nn.Module) -> dict[str, str]:
     return aliases
 
 
+def untie_present(module: nn.Module, present: set[str]) -> list[str]:
+    """Give tied parameters their own tensors when a checkpoint holds both names (as
+    transformers does: e.g. FlanT5's separate `lm_head`). Returns the untied names."""
+    untied = []
+    for alias, first in tied_aliases(module).items():
+        if alias in present and first in present:
+            parent_name, _, leaf = alias.rpartition(".")
+            parent = module.get_submodule(parent_name) if parent_name else module
+            old = getattr(parent, leaf)
+            setattr(parent, leaf, nn.Parameter(old.detach().clone(), requires_grad=old.requires_grad))
+            untied.append(alias)
+    if untied:
+        logger.info("untied %s: the checkpoint holds them apart from %s", untied,
+                    [tied_aliases(module).get(a) for a in untied])
+    return untied
+
+
 def load_into(module: nn.Module, state: dict[str, torch.Tensor], source: str,
               expected: list[str] | None = None) -> LoadReport:
     """Copy `state` into `module` (non-strict), reporting keys it lacked and keys it had
