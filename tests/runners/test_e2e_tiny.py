@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 
-from conftest import launch, losses
+from runner_helpers import launch, losses
 from lavis_ib.common.config import Config, to_plain
 from lavis_ib.models.base_model import package_path
 from lavis_ib.runners.strategies import setup_distributed

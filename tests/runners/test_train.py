@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 
-from conftest import losses, write_project
+from runner_helpers import losses, write_project
 from lavis_ib.common.config import Config, to_plain
 from lavis_ib.common.errors import ConfigError, LavisIbError
 from lavis_ib.runners.runner_iter import NonFiniteLossError
