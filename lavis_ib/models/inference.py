@@ -121,12 +121,13 @@ class InferenceMixin:
 
     @torch.no_grad()
     def score_candidates(self, samples: dict[str, Any], candidates: Sequence,
-                         append_eos: bool = True, chunk_size: int = 128):
+                         append_eos: bool = True, chunk_size: int = 64):
         """Summed log-probability of each candidate given image and prompt.
 
         Image, Q-Former and the prompt's key/value cache (decoder-only) or encoder output
         (encoder-decoder) are computed once per sample and shared by its candidates, which
-        run in chunks of `chunk_size`.
+        run in chunks of `chunk_size` (sample, candidate) rows; each row holds a copy of its
+        prompt's key/value cache, so lower it for large LLMs with long prompts.
 
         Args:
             samples: `image` and `prompt` (or `text_input`).
@@ -176,7 +177,7 @@ class InferenceMixin:
         return lists
 
     def predict_class(self, samples: dict[str, Any], candidates: Sequence,
-                      append_eos: bool = True, chunk_size: int = 128) -> torch.Tensor:
+                      append_eos: bool = True, chunk_size: int = 64) -> torch.Tensor:
         """(B, Cmax) candidate indices best-first (padded slots last)."""
         scores, _ = self.score_candidates(samples, candidates, append_eos, chunk_size)
         return torch.argsort(scores, dim=-1, descending=True, stable=True)
