@@ -25,7 +25,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)
-	$(PY) -m lavis_ib.demo --cfg-path configs/projects/instructblip/demo_tiny.yaml
+	$(PY) -m lavis_ib.demo
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -197,9 +197,10 @@ class RunnerIter:
 
         self.cfg.save(self.output_dir)
         versions = {"lavis_ib": __version__, "torch": torch.__version__,
-                    "python": sys.version.split()[0], "world_size": self.info.world_size,
-                    "global_batch_size": self.global_bs, "micro_batch_size": self.micro_bs,
-                    "accum_steps": self.accum}
+                    "python": sys.version.split()[0], "world_size": self.info.world_size}
+        if hasattr(self, "global_bs"):  # training runs: the batching derived for this world
+            versions.update(global_batch_size=self.global_bs, micro_batch_size=self.micro_bs,
+                            accum_steps=self.accum)
         with open(os.path.join(self.output_dir, "run_info.json"), "w") as f:
             json.dump(versions, f, indent=1)
 
@@ -327,8 +328,12 @@ class RunnerIter:
         run's test then validation splits) into `<output_dir>/eval/<name>_<split>/`."""
         if self.model is None:
             self.model = self.strategy.wrap(self.inner)
-        default = splits or [*self.run["test_splits"], *self.run["valid_splits"]]
+        # a split listed in both test_splits and valid_splits is evaluated once
+        default = splits or list(dict.fromkeys([*self.run["test_splits"], *self.run["valid_splits"]]))
         out_root = os.path.join(self.output_dir, "eval")
+        if self.is_main:  # the report reads the model type from the run's config
+            os.makedirs(self.output_dir, exist_ok=True)
+            self._save_run_files()
         results = self._evaluate(self.datasets, default, out_root)
         if self.is_main:
             os.makedirs(out_root, exist_ok=True)
