@@ -17,7 +17,7 @@ weights: ViT and LLM bf16 and frozen, the trainable parts fp32 under bf16 autoca
   over all positions): speed-up and score agreement.
 
 A stage that runs out of GPU memory prints ``OOM``, frees memory and the next stage runs;
-a stage that would start after the time budget (default 220 s) prints ``skipped``.
+a stage that would start too close to the end of the time budget (default 200 s) prints ``skipped``.
 
 FLOPs per sample (multiply-add = 2 FLOPs; attention scores counted over the full square, as
 in PaLM's MFU; activation-checkpointing recomputation not counted)::
@@ -264,10 +264,12 @@ class Bench:
         kwargs = {"fused": True} if self.cuda else {}
         self.optimizer = torch.optim.AdamW(params, lr=1e-5, weight_decay=0.05, **kwargs)
         self.sync()
-        count = lambda mod: sum(p.numel() for p in mod.parameters()) / 1e9  # noqa: E731
-        return (f"ViT {count(self.model.visual_encoder):.2f}B, Q-Former "
-                f"{count(self.model.qformer):.3f}B, LLM {count(self.model.llm):.2f}B params, "
-                f"trainable {sum(p.numel() for p in params) / 1e6:.0f}M, "
+        count = lambda mod: sum(p.numel() for p in mod.parameters()) / 1e6  # noqa: E731
+        memory = (f", {torch.cuda.memory_allocated(self.device) / 2 ** 30:.1f} GiB allocated"
+                  if self.cuda else "")
+        return (f"ViT {count(self.model.visual_encoder):.1f}M, Q-Former "
+                f"{count(self.model.qformer):.1f}M, LLM {count(self.model.llm):.1f}M params, "
+                f"trainable {sum(p.numel() for p in params) / 1e6:.1f}M{memory}, "
                 f"{time.perf_counter() - start:.1f} s")
 
     # training
@@ -408,7 +410,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny config on CPU (seconds)")
     parser.add_argument("--device", default=None, help="default: cuda if available (smoke: cpu)")
-    parser.add_argument("--budget", type=float, default=220.0, help="global time budget, seconds")
+    parser.add_argument("--budget", type=float, default=200.0, help="global time budget, seconds")
     parser.add_argument("--peak-tflops", type=float, default=None, help="GPU peak bf16 TFLOP/s")
     parser.add_argument("--simulate-oom", action="append", metavar="STAGE",
                         help="raise an out-of-memory error in STAGE (tests the recovery)")

@@ -15,7 +15,7 @@ on-disk formats and built by their registered builders with the default processo
 Each round builds a fresh loader, times the first batch (worker start-up), runs warm-up
 steps, then times `--steps` steps; rounds alternate between the sides; medians.
 
-    python bench/loader.py            # about a minute on 2 cores
+    python bench/loader.py            # about 30 s on 2 cores
     python bench/loader.py --smoke    # tiny sizes (the test suite)
 
 Last line: ``summary: samples/s ratio (lavis_ib / lavis-style) X.XXx, ...``.
@@ -117,11 +117,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
     parser.add_argument("--batch", type=int, default=8, help="samples per step")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per round (40)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per round (100)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds per side (3)")
     parser.add_argument("--root", default=None, help="fixture folder (default: a temp dir)")
     args = parser.parse_args(argv)
-    steps = args.steps or (4 if args.smoke else 40)
+    steps = args.steps or (4 if args.smoke else 100)
     rounds = args.rounds or (1 if args.smoke else 3)
     warmup = 1 if args.smoke else 5
     image_size = 32 if args.smoke else 224

@@ -17,8 +17,12 @@ mode, no parameter gradients) in both.
     python bench/train_step.py            # about 2 minutes on 2 cores
     python bench/train_step.py --smoke    # tiny sizes (the test suite)
 
-Last line: ``summary: time ratio (transformers/ours) X.XXx, peak step memory ratio
-(ours/transformers) Y.YY, loss diff Z``.
+Last line: ``summary: time ratio (transformers/ours, >1 = ours faster) wall X.XXx, CPU
+X.XXx; peak step memory ratio (ours/transformers, <1 = ours smaller) Y.YY, process peak
+ratio Y.YY; loss diff Z``. "peak step" is the peak RSS during a step above the RSS between
+steps (weights, AdamW state and the last gradients resident): activations, logits and
+temporaries. "process peak" is the whole process's peak RSS (weights and AdamW state
+included).
 """
 from __future__ import annotations
 
@@ -194,13 +198,14 @@ def main(argv=None) -> int:
              "transformers": make_step(hf_loss, hf, hf_inputs(processor, hf.config, samples),
                                        optimizer(hf))}
     times, cpu = common.interleaved(steps, reps=reps, warmup=1)
-    del ours, hf, steps
+    names = list(steps)
+    del ours, hf, steps  # free this process before the memory subprocesses run
     extra = ["--batch", str(n), "--dir", directory] + (["--smoke"] if args.smoke else [])
     if args.threads:
         extra += ["--threads", str(args.threads)]
     mem = {side: common.run_child(__file__, ["--child", side, *extra]) for side in ("ours", "hf")}
 
-    med = {k: (common.median(times[k]), common.median(cpu[k])) for k in steps}
+    med = {k: (common.median(times[k]), common.median(cpu[k])) for k in names}
     rows = [[name, med[name][0], med[name][1], n / med[name][0], mem[side]["growth_mb"],
              mem[side]["process_peak_mb"]]
             for name, side in (("lavis_ib", "ours"), ("transformers", "hf"))]
@@ -211,9 +216,10 @@ def main(argv=None) -> int:
     wall_ratio = med["transformers"][0] / med["lavis_ib"][0]
     cpu_ratio = med["transformers"][1] / med["lavis_ib"][1]
     mem_ratio = mem["ours"]["growth_mb"] / max(mem["hf"]["growth_mb"], 1e-9)
+    proc_ratio = mem["ours"]["process_peak_mb"] / mem["hf"]["process_peak_mb"]
     print(f"summary: time ratio (transformers/ours, >1 = ours faster) wall {wall_ratio:.2f}x, "
           f"CPU {cpu_ratio:.2f}x; peak step memory ratio (ours/transformers, <1 = ours "
-          f"smaller) {mem_ratio:.2f}; loss diff {loss_diff:.1e}")
+          f"smaller) {mem_ratio:.2f}, process peak ratio {proc_ratio:.2f}; loss diff {loss_diff:.1e}")
     return 0
 
 
