@@ -310,7 +310,8 @@ class Bench:
         model, spec = self.model, self.spec
         n, new = spec["batches"][0], spec["new_tokens"]
         size = model.vision_spec.image_size
-        samples = {"image": torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(1)).to(self.device),
+        g = torch.Generator().manual_seed(1)
+        samples = {"image": torch.randn(n, 3, size, size, generator=g).to(self.device),
                    "prompt": [text_of(spec["prompt_tokens"], i) for i in range(n)]}
         kwargs = dict(num_beams=beams, max_length=new, min_length=new, repetition_penalty=1.0)
         model.eval()
@@ -355,7 +356,8 @@ class Bench:
         n, size = spec["rank_batch"], model.vision_spec.image_size
         letters = "abcdefghijklmnopqrstuvwxyz"
         candidates = [letters[i % 26] * (1 + i % 4) for i in range(spec["rank_candidates"])]
-        samples = {"image": torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(2)).to(self.device),
+        g = torch.Generator().manual_seed(2)
+        samples = {"image": torch.randn(n, 3, size, size, generator=g).to(self.device),
                    "prompt": [text_of(spec["rank_prompt_tokens"], i) for i in range(n)]}
         model.eval()
         times = {"ours": [], "lavis": []}
@@ -417,7 +419,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     budget = Budget(args.budget)
     spec = SPECS["smoke" if args.smoke else "real"]
-    device = torch.device(args.device or ("cpu" if args.smoke or not torch.cuda.is_available() else "cuda"))
+    default = "cpu" if args.smoke or not torch.cuda.is_available() else "cuda"
+    device = torch.device(args.device or default)
     if device.type == "cuda" and not torch.cuda.is_available():
         say("no CUDA device visible: run with --smoke (CPU) or on a GPU machine")
         return 2
@@ -450,7 +453,8 @@ def main(argv=None) -> int:
     bench.run_stage("ranking", lambda: bench.ranking("ranking"), budget, needs=15)
     done = sum(v == "ok" for v in bench.results.values())
     parts = ", ".join(f"{k} {v}" for k, v in bench.summary.items())
-    say(f"summary: {done}/{len(bench.results)} stages ok in {args.budget - budget.left():.0f} s; {parts}")
+    elapsed = args.budget - budget.left()
+    say(f"summary: {done}/{len(bench.results)} stages ok in {elapsed:.0f} s; {parts}")
     return 1 if "error" in bench.results.values() else 0
 
 

@@ -94,7 +94,8 @@ def make(kind: str, sets: dict, batch: int, seed: int):
                          num_workers=workers)
 
 
-def run_round(kind: str, sets: dict, batch: int, warmup: int, steps: int, seed: int) -> tuple[float, float]:
+def run_round(kind: str, sets: dict, batch: int, warmup: int, steps: int,
+              seed: int) -> tuple[float, float]:
     """(seconds to the first batch, samples/s over `steps` steps after warm-up)."""
     from lavis_ib.datasets.loaders import num_samples
 
