@@ -4,9 +4,9 @@ The InstructBLIP model hands an adapter the projected query outputs ("prefix", B
 and token ids; the adapter owns the family's token layout:
 
 * decoder-only (LLaMA/Vicuna): one sequence [prefix ; instruction (with BOS) ; target + EOS],
-  loss on the target only. Training batches are right-padded after each sample's own
-  tokens; generation and ranking prefixes are left-padded, with position ids counted from
-  the first real token, so a padded batch computes what one-at-a-time calls compute.
+  loss on the target only. Sequences are left-padded, with position ids counted from the
+  first real token, so a padded batch computes what one-at-a-time calls compute; training
+  computes logits only for the target positions at the end.
 * encoder-decoder (FlanT5): encoder [prefix ; instruction], decoder = target + EOS.
 
 `generate` counts `max_length`/`min_length` in generated tokens for both families and
@@ -166,10 +166,24 @@ class DecoderOnlyAdapter(LLMAdapter):
         return embeds, mask, labels
 
     def loss(self, prefix: torch.Tensor, prompts: list[list[int]], targets: list[list[int]]):
-        """(summed token NLL, number of target tokens)."""
-        embeds, mask, labels = self._sequences(prefix, prompts, targets, left=False)
-        logits = self.llm(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits
-        shift_logits, shift_labels = logits[:, :-1], labels[:, 1:]
+        """(summed token NLL, number of target tokens).
+
+        Sequences are left-padded (position ids count from each row's first real token),
+        so every row's target ends at the last position and only the last
+        max(target length) + 1 positions need logits: the LM head and its fp32 softmax
+        never run over the soft prompts and the instruction, which are most of the
+        sequence (a 32,000-word vocabulary makes those logits the largest activation).
+        """
+        embeds, mask, labels = self._sequences(prefix, prompts, targets, left=True)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        keep = max(len(t) for t in targets) + 1
+        if "logits_to_keep" in inspect.signature(self.llm.forward).parameters:
+            logits = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                              use_cache=False, logits_to_keep=keep).logits
+        else:  # a causal LM without the option: full logits, the same result
+            logits = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                              use_cache=False).logits[:, -keep:]
+        shift_logits, shift_labels = logits[:, :-1], labels[:, -keep + 1:]
         nll = F.cross_entropy(shift_logits.float().reshape(-1, shift_logits.shape[-1]),
                               shift_labels.reshape(-1), ignore_index=-100, reduction="sum")
         return nll, (shift_labels != -100).sum()
