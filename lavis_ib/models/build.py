@@ -39,6 +39,8 @@ KNOWN_KEYS = {"arch", "model_type", "pretrained", "checkpoint", "vit_weights", "
 
 
 def _plain(cfg: Any) -> dict:
+    if cfg is None or isinstance(cfg, dict):  # plain dicts need no omegaconf (bench/gpu.py)
+        return dict(cfg or {})
     from omegaconf import DictConfig, OmegaConf
 
     if isinstance(cfg, DictConfig):
