@@ -26,6 +26,8 @@ in PaLM's MFU; activation-checkpointing recomputation not counted)::
     Q-Former + projection (trained)      3 x F_qformer   (forward, input and weight grads)
     LLM    (frozen: activation grads only) 2 x F_llm_linear + 3 x F_llm_attention
     with F_linear = 2 x tokens x in x out per matrix, F_attention = 4 x L_q x L_k x width.
+    The LM head counts the last max(target length) + 1 positions only: lavis_ib computes
+    logits there and nowhere else.
 
 MFU = achieved FLOP/s / peak dense bf16 FLOP/s of the GPU (H100 SXM and H200: 989 TFLOP/s;
 H100 PCIe 756; A100 312; other GPUs: pass --peak-tflops).
@@ -204,7 +206,8 @@ def flops_per_step(model, samples: dict) -> float:
     ff = cfg.intermediate_size
     lin = cfg.num_hidden_layers * _linear(seq, (dl, dl), (dl, kv), (dl, kv), (dl, dl),
                                           (dl, ff), (dl, ff), (ff, dl))
-    lin += _linear(seq, (dl, cfg.vocab_size))
+    # the LM head runs only over the last max(target length) + 1 positions (target-only logits)
+    lin += _linear(max(len(t) for t in targets) + 1, (dl, cfg.vocab_size))
     att = cfg.num_hidden_layers * 4.0 * seq * seq * dl
     return n * (vit + 3.0 * qf + 2.0 * lin + 3.0 * att)
 
