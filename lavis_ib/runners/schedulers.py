@@ -61,7 +61,8 @@ class _WarmupScheduler:
         return self._after(step)
 
     def _after(self, step: int) -> float:
-        raise NotImplementedError
+        """The LR of a step past the warm-up (each schedule defines its decay)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _after(step)")
 
     def step(self, cur_step: int) -> float:
         """Set the LR of step `cur_step` in every parameter group; returns it."""

@@ -223,4 +223,5 @@ class EvalTask(BaseTask):
         return self.compute_metrics(records)
 
     def compute_metrics(self, records: list[dict[str, Any]]) -> dict[str, float]:
-        raise NotImplementedError
+        """Metrics of a non-empty list of de-duplicated records (each task defines them)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement compute_metrics")
