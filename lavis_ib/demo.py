@@ -22,7 +22,7 @@ from typing import Sequence
 
 from lavis_ib.common.config import Config
 from lavis_ib.common.entry import run_entry
-from lavis_ib.models.base_model import package_path
+from lavis_ib.common.paths import package_path
 
 PROJECTS = package_path("configs/projects/instructblip")
 TRAIN_PROJECT = os.path.join(PROJECTS, "demo_tiny.yaml")

@@ -14,7 +14,8 @@ import os
 import sys
 from typing import Sequence
 
-from lavis_ib.common.config import Config, to_plain
+from lavis_ib.common.config import Config
+from lavis_ib.common.containers import to_plain
 from lavis_ib.common.entry import project_parser, run_entry
 
 

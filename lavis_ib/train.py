@@ -14,7 +14,8 @@ import logging
 import sys
 from typing import Any, Sequence
 
-from lavis_ib.common.config import Config, to_plain
+from lavis_ib.common.config import Config
+from lavis_ib.common.containers import to_plain
 from lavis_ib.common.entry import project_parser, run_entry
 from lavis_ib.common.registry import registry
 

@@ -14,7 +14,7 @@ import os
 import re
 from typing import Any, Iterable, Sequence
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lavis_ib.common.errors import ConfigError, did_you_mean
@@ -231,10 +231,3 @@ class Config:
 
     def __repr__(self) -> str:
         return OmegaConf.to_yaml(self.config)
-
-
-def to_plain(node: Any) -> Any:
-    """Plain Python containers from an OmegaConf node (anything else unchanged)."""
-    if isinstance(node, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(node, resolve=True)
-    return node

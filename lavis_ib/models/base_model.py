@@ -6,20 +6,13 @@ user's own model plugs into training, FSDP and evaluation by implementing them.
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Iterable
 
 import torch
 from torch import nn
 
 from lavis_ib.common.errors import ConfigError, did_you_mean
-
-_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def package_path(relative: str) -> str:
-    """Absolute path of a file shipped inside the package (configs, assets)."""
-    return relative if os.path.isabs(relative) else os.path.join(_PACKAGE_ROOT, relative)
+from lavis_ib.common.paths import package_path
 
 
 class BaseModel(nn.Module):

@@ -19,11 +19,11 @@ Then `init_from` sources (training initialisation) are applied in order.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from lavis_ib.common.errors import ConfigError, LavisIbError
-from lavis_ib.models.base_model import package_path
+from lavis_ib.common.containers import to_plain
+from lavis_ib.common.paths import resolve_path
 from lavis_ib.models.qformer import QFormerSpec
 from lavis_ib.models.vision import VisionSpec
 
@@ -38,16 +38,6 @@ KNOWN_KEYS = {"arch", "model_type", "pretrained", "checkpoint", "vit_weights", "
               "vit_grad_ckpt", "qformer_grad_ckpt", *MODEL_SETTINGS}
 
 
-def _plain(cfg: Any) -> dict:
-    if cfg is None or isinstance(cfg, dict):  # plain dicts need no omegaconf (bench/gpu.py)
-        return dict(cfg or {})
-    from omegaconf import DictConfig, OmegaConf
-
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)
-    return dict(cfg or {})
-
-
 def settings_of(cfg: dict) -> dict:
     """The model settings present in `cfg`, checked."""
     out = {k: cfg[k] for k in MODEL_SETTINGS if cfg.get(k) is not None}
@@ -55,14 +45,6 @@ def settings_of(cfg: dict) -> dict:
         if key in out and out[key] not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"model.{key} must be fp32, bf16 or fp16; got '{out[key]}'.")
     return out
-
-
-def resolve_path(path: str) -> str:
-    """`path` as given if it exists, else relative to the lavis_ib package (assets)."""
-    if os.path.exists(path):
-        return path
-    packaged = package_path(path)
-    return packaged if os.path.exists(packaged) else path
 
 
 def load_tokenizer(path: str, what: str):
@@ -96,7 +78,7 @@ def build_random_llm(llm_config: dict, dtype=None):
 
 def build_from_config(cls, cfg: Any):
     """See the module docstring."""
-    cfg = _plain(cfg)
+    cfg = dict(to_plain(cfg) or {})
     unknown = sorted(set(cfg) - KNOWN_KEYS)
     if unknown:
         from lavis_ib.common.errors import did_you_mean

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from lavis_ib.common.errors import LavisIbError
+from lavis_ib.common.precision import DTYPES
 from lavis_ib.common.registry import registry
 from lavis_ib.models.base_model import BaseModel
 from lavis_ib.models.inference import InferenceMixin
@@ -24,7 +25,6 @@ from lavis_ib.models.vision import VisionSpec, build_vision_encoder, encode_imag
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TRAINABLE_PARTS = ("query_tokens", "qformer", "ln_vision", "llm_proj")
 
 

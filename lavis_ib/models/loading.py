@@ -7,6 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from lavis_ib.common.config import load_yaml
+from lavis_ib.common.devices import resolve_device
 from lavis_ib.common.errors import ConfigError, did_you_mean
 from lavis_ib.common.registry import registry
 from lavis_ib.processors.build import build_processors
@@ -26,12 +27,6 @@ def _model_config(name: str, model_type: str, overrides: dict[str, Any]):
     return model_cls, model_cfg, default.get("preprocess")
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def load_model(name: str, model_type: str, is_eval: bool = False,
                device: str | torch.device = "cpu", **overrides: Any):
     """Build a registered model from its model type's default YAML.
@@ -47,7 +42,7 @@ def load_model(name: str, model_type: str, is_eval: bool = False,
     model = model_cls.from_config(model_cfg)
     if is_eval:
         model.eval()
-    return model.to(_resolve_device(device))
+    return model.to(resolve_device(device))
 
 
 def load_preprocess(config: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -70,7 +65,7 @@ def load_model_and_preprocess(name: str, model_type: str, is_eval: bool = False,
     model = model_cls.from_config(model_cfg)
     if is_eval:
         model.eval()
-    model = model.to(_resolve_device(device))
+    model = model.to(resolve_device(device))
     if hasattr(model, "preprocess_config"):
         preprocess = model.preprocess_config(preprocess)
     vis, txt = load_preprocess(preprocess)

@@ -4,16 +4,14 @@ from __future__ import annotations
 import inspect
 from typing import Any, Mapping
 
+from lavis_ib.common.containers import to_plain
 from lavis_ib.common.errors import ConfigError, did_you_mean
 
 
 def _plain(cfg: Any) -> dict[str, Any]:
+    cfg = to_plain(cfg)
     if cfg is None:
         return {}
-    from omegaconf import DictConfig, OmegaConf
-
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     if isinstance(cfg, Mapping):
         return dict(cfg)
     raise ConfigError(f"a processor config must be a mapping, got {cfg!r}")

@@ -28,6 +28,7 @@ from torch.utils.data import Subset
 
 from lavis_ib.common.dist_utils import get_rank, get_world_size
 from lavis_ib.common.errors import ConfigError, LavisIbError
+from lavis_ib.common.precision import autocast_dtype
 from lavis_ib.common.registry import registry
 
 logger = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ def evaluate_split(model: Any, task: Any, dataset: Any, name: str, split: str, *
     indices = eval_indices(dataset, eval_subset)
     source = dataset if len(indices) == len(dataset) else _Subset(dataset, indices)
     loader = eval_loader(source, batch_size, rank, world, num_workers=num_workers)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    dtype = autocast_dtype(amp)
     hook = getattr(task, "before_evaluation", None)
     if callable(hook):  # e.g. a ranking task takes the dataset's answer_list
         hook(model, dataset)

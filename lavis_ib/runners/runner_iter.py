@@ -25,7 +25,8 @@ from typing import Any, Mapping
 
 import torch
 
-from lavis_ib.common.config import to_plain
+from lavis_ib.common.containers import to_plain
+from lavis_ib.common.precision import autocast_dtype
 from lavis_ib.common.errors import ConfigError, DataError, LavisIbError
 from lavis_ib.common.registry import registry
 from lavis_ib.runners.checkpoint import (CheckpointManager, maybe_fault, resolve_checkpoint,
@@ -36,7 +37,6 @@ from lavis_ib.runners.run_log import RunLogger
 from lavis_ib.runners.strategies import DistInfo, Strategy, setup_distributed
 
 logger = logging.getLogger(__name__)
-_AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NonFiniteLossError(LavisIbError):
@@ -237,7 +237,7 @@ class RunnerIter:
         lr = self.scheduler.step(self.step)
         batches = self.loader.next_step()
         stats = torch.zeros(3, dtype=torch.float64, device=info.device)
-        dtype = _AMP.get(self.run["amp"])
+        dtype = autocast_dtype(self.run["amp"])
         for a, batch in enumerate(batches):
             if num_samples(batch) == 0:
                 if info.world_size > 1:

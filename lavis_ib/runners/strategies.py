@@ -34,6 +34,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from lavis_ib.common.devices import resolve_device
 from lavis_ib.common.errors import ConfigError
 
 FORWARD_METHODS = ("generate", "score_candidates", "predict_class", "predict_answers")
@@ -50,19 +51,6 @@ class DistInfo:
     initialized_here: bool = False
 
 
-def resolve_device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError("run.device is 'cuda' but no CUDA device is visible; "
-                              "use run.device=cpu.")
-        return torch.device("cuda", local_rank if name == "cuda" else torch.device(name).index)
-    if name != "cpu":
-        raise ConfigError(f"run.device: '{name}' is not one of auto, cpu, cuda.")
-    return torch.device("cpu")
-
-
 def setup_distributed(run: dict[str, Any]) -> DistInfo:
     """Join the torchrun process group for `ddp`/`fsdp`; nothing for `none`.
 
@@ -72,7 +60,7 @@ def setup_distributed(run: dict[str, Any]) -> DistInfo:
     mode = run["distributed"]
     world = int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    device = resolve_device(run["device"], local_rank)
+    device = resolve_device(run["device"], local_rank, key="run.device")
     if mode == "none":
         if world > 1:
             raise ConfigError(f"run.distributed is 'none' but torchrun started {world} "

@@ -47,7 +47,7 @@ class CaptioningTask(EvalTask):
         ids = self.sample_ids(samples)
         captions = self.run_generate(model, samples)
         image_ids = samples.get("image_id", ids)
-        return [{"id": i, "image_id": _plain(img), "caption": c,
+        return [{"id": i, "image_id": _scalar(img), "caption": c,
                  "references": [str(r) for r in refs]}
                 for i, img, c, refs in zip(ids, image_ids, captions, samples["references"])]
 
@@ -61,5 +61,5 @@ class CaptioningTask(EvalTask):
         return scores
 
 
-def _plain(value: Any) -> Any:
+def _scalar(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value

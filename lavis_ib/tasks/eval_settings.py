@@ -25,6 +25,7 @@ import difflib
 import re
 from typing import Any, Mapping, Sequence
 
+from lavis_ib.common.containers import to_plain as plain
 from lavis_ib.common.errors import ConfigError, DataError, did_you_mean
 
 # Every per-dataset evaluation key; a task that reads a subset rejects the others.
@@ -45,17 +46,6 @@ GENERATE_KEYS = frozenset({"use_nucleus_sampling", "num_beams", "max_length", "m
 INFERENCE_MODES = ("generate", "rank")
 FAMILIES = ("vicuna", "flant5")
 _PLACEHOLDER = re.compile(r"\{\}")
-
-
-def plain(node: Any) -> Any:
-    """Plain containers from OmegaConf nodes (anything else unchanged)."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        return node
-    if isinstance(node, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(node, resolve=True)
-    return node
 
 
 def check_misspelt_keys(name: str, cfg: Mapping[str, Any]) -> None:

@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from lavis_ib.common.config import Config, load_yaml
 from lavis_ib.common.registry import registry
-from lavis_ib.models.base_model import package_path
+from lavis_ib.common.paths import package_path
 from lavis_ib.processors import build_processors
 
 CONFIG_ROOT = package_path("configs")

@@ -143,7 +143,7 @@ def test_demo_project_builds_from_the_fixture_layout(tmp_path, monkeypatch):
     """demo_tiny.yaml points cache_root at a write_fixtures() folder: keep the layout."""
     from lavis_ib.common.config import Config
     from lavis_ib.datasets.fixtures import write_fixtures
-    from lavis_ib.models.base_model import package_path
+    from lavis_ib.common.paths import package_path
 
     path = package_path("configs/projects/instructblip/demo_tiny.yaml")
     monkeypatch.setenv("LAVIS_IB_DEMO_DATA", str(tmp_path))

@@ -11,7 +11,8 @@ import torch
 
 from docs_helpers import EXAMPLES, QUESTIONS, ANSWERS
 from lavis_ib import registry
-from lavis_ib.common.config import Config, to_plain
+from lavis_ib.common.config import Config
+from lavis_ib.common.containers import to_plain
 from lavis_ib.common.errors import ConfigError, DataError, RegistryError
 from lavis_ib.datasets.datasets.base import BadSample
 from lavis_ib.processors.text import normalize_question

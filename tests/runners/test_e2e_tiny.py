@@ -10,8 +10,9 @@ import torch
 import torch.distributed.checkpoint as dcp
 
 from runner_helpers import launch, losses
-from lavis_ib.common.config import Config, to_plain
-from lavis_ib.models.base_model import package_path
+from lavis_ib.common.config import Config
+from lavis_ib.common.containers import to_plain
+from lavis_ib.common.paths import package_path
 from lavis_ib.runners.strategies import setup_distributed
 
 DEMO = package_path("configs/projects/instructblip/demo_tiny.yaml")

@@ -1,8 +1,9 @@
 """The shipped instruction-tuning projects compose and follow the paper's recipe."""
 import pytest
 
-from lavis_ib.common.config import Config, to_plain
-from lavis_ib.models.base_model import package_path
+from lavis_ib.common.config import Config
+from lavis_ib.common.containers import to_plain
+from lavis_ib.common.paths import package_path
 from lavis_ib.runners.runner_iter import derive_batching
 
 HELD_IN = {"coco_caption", "capfilt14m", "textcaps", "coco_vqa", "ok_vqa", "aok_vqa", "ocr_vqa",

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lavis_ib.common import dist_utils
 from lavis_ib.common.errors import ConfigError, DataError, did_you_mean
-from lavis_ib.models.base_model import package_path
+from lavis_ib.common.paths import package_path
 from lavis_ib.processors.build import build_processor
 
 

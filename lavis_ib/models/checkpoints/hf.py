@@ -116,7 +116,7 @@ def load_pretrained(cls, path: str, settings: dict):
     from transformers import AutoTokenizer, InstructBlipConfig
 
     from lavis_ib.models.build import check_vocab, qformer_tokenizer_from
-    from lavis_ib.models.instructblip import DTYPES
+    from lavis_ib.common.precision import DTYPES
 
     directory = resolve_dir(path, "pretrained")
     if not os.path.isfile(os.path.join(directory, "config.json")):

@@ -85,7 +85,8 @@ def load_vit_weights(model, path: str) -> LoadReport:
 def _llm_and_tokenizer(cfg: dict, dtype: torch.dtype):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    from lavis_ib.models.build import load_tokenizer, resolve_path
+    from lavis_ib.common.paths import resolve_path
+    from lavis_ib.models.build import load_tokenizer
     from lavis_ib.models.checkpoints.hub import resolve_dir
 
     if not cfg.get("llm_model"):
@@ -110,7 +111,7 @@ def _llm_and_tokenizer(cfg: dict, dtype: torch.dtype):
 def build_lavis(cls, cfg: dict, settings: dict):
     """Route 2 of `build`: a model from LAVIS files (see the module docstring)."""
     from lavis_ib.models.build import check_vocab, qformer_tokenizer_from
-    from lavis_ib.models.instructblip import DTYPES
+    from lavis_ib.common.precision import DTYPES
 
     llm, tokenizer = _llm_and_tokenizer(cfg, DTYPES[settings.get("llm_precision", "fp32")])
     model = cls(VisionSpec.from_mapping(cfg["vision"]), QFormerSpec.from_mapping(cfg["qformer"]),
