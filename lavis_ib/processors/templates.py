@@ -55,15 +55,6 @@ QG_TEMPLATES = (
 
 TEMPLATE_FAMILIES = {"caption": CAPTION_TEMPLATES, "vqa": VQA_TEMPLATES, "qg": QG_TEMPLATES}
 
-OCR_MAX_TOKENS = 30
-
-
-def ocr_prefix(ocr_tokens: Sequence[str] | None, max_tokens: int = OCR_MAX_TOKENS) -> str:
-    """'OCR tokens: t1, t2, ... (first 30). ' or '' without tokens (PAPER.md format)."""
-    tokens = [str(t) for t in (ocr_tokens or [])][:max_tokens]
-    return f"OCR tokens: {', '.join(tokens)}. " if tokens else ""
-
-
 def template_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     """The generator of one sample's draws: a function of (seed, epoch, index) only."""
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch), int(index)])

@@ -10,8 +10,9 @@ from lavis_ib.common.errors import ConfigError, DataError
 from lavis_ib.common.registry import registry
 from lavis_ib.processors import build_processor, build_processors
 from lavis_ib.processors.image import CLIP_MEAN, CLIP_STD
+from lavis_ib.common.prompts import ocr_prefix
 from lavis_ib.processors.templates import (CAPTION_TEMPLATES, QG_TEMPLATES, VQA_TEMPLATES,
-                                           InstructionTemplateProcessor, ocr_prefix)
+                                           InstructionTemplateProcessor)
 from lavis_ib.processors.video import read_video_frames, uniform_frame_indices
 
 MEAN = torch.tensor(CLIP_MEAN).view(3, 1, 1)

@@ -19,7 +19,7 @@ from typing import Any
 from lavis_ib.common.errors import ConfigError, DataError, did_you_mean
 from lavis_ib.datasets.datasets.annotations import load_json, load_ocr_tokens, need
 from lavis_ib.datasets.datasets.base import BaseDataset, make_instruction
-from lavis_ib.processors.templates import ocr_prefix
+from lavis_ib.common.prompts import ocr_prefix
 from lavis_ib.processors.text import normalize_caption
 
 

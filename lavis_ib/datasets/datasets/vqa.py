@@ -13,7 +13,7 @@ from lavis_ib.common.errors import DataError
 from lavis_ib.datasets.datasets.annotations import load_ocr_tokens
 from lavis_ib.datasets.datasets.base import BaseDataset, draw_by_frequency, make_instruction
 from lavis_ib.datasets.datasets.vqa_formats import READERS
-from lavis_ib.processors.templates import ocr_prefix
+from lavis_ib.common.prompts import ocr_prefix
 from lavis_ib.processors.text import normalize_question
 
 

@@ -1,0 +1,42 @@
+"""Prompt text shared by datasets, tasks and models: `{}` placeholders and OCR tokens.
+
+One place decides how OCR tokens are written (the first 30, comma-joined, as the authors'
+code does) and how a prompt's ``{}`` placeholders are filled, so a training instruction,
+an evaluation prompt and a direct `model.generate` call never format them differently.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+OCR_MAX_TOKENS = 30
+_PLACEHOLDER = re.compile(r"\{\}")
+
+
+def format_ocr_tokens(tokens: Any, max_tokens: int = OCR_MAX_TOKENS) -> str:
+    """The first `max_tokens` OCR tokens, comma-joined ('' for none; a string as given)."""
+    if tokens is None:
+        return ""
+    if isinstance(tokens, str):
+        return tokens
+    return ", ".join(str(t) for t in list(tokens)[:max_tokens])
+
+
+def ocr_prefix(tokens: Sequence[str] | None, max_tokens: int = OCR_MAX_TOKENS) -> str:
+    """'OCR tokens: t1, t2, ... . ' before an instruction, or '' without tokens."""
+    text = format_ocr_tokens(list(tokens or []), max_tokens)
+    return f"OCR tokens: {text}. " if text else ""
+
+
+def count_placeholders(prompt: str) -> int:
+    return len(_PLACEHOLDER.findall(prompt))
+
+
+def fill_placeholders(prompt: str, values: Sequence[Any]) -> str:
+    """Replace each ``{}`` in order by the next value; other braces stay literal, and
+    braces inside a value are never re-read (unlike `str.format`)."""
+    if count_placeholders(prompt) != len(values):
+        raise ValueError(f"prompt {prompt!r} has {count_placeholders(prompt)} '{{}}' "
+                         f"placeholder(s) for {len(values)} value(s).")
+    it = iter(values)
+    return _PLACEHOLDER.sub(lambda _m: str(next(it)), prompt)
