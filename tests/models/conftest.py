@@ -30,7 +30,7 @@ def write_hf_checkpoint(directory: str, family: str, seed: int = 0) -> str:
     from transformers import (BlipImageProcessorPil, InstructBlipConfig,
                               InstructBlipForConditionalGeneration, InstructBlipProcessor)
 
-    from lavis_ib.models.tiny_assets import (tiny_bert_tokenizer, tiny_llama_tokenizer,
+    from lavis_ib.models.components.tiny_assets import (tiny_bert_tokenizer, tiny_llama_tokenizer,
                                              tiny_t5_tokenizer)
 
     tok = tiny_llama_tokenizer() if family == "llama" else tiny_t5_tokenizer()

@@ -18,11 +18,13 @@ from typing import Any
 import torch
 
 from lavis_ib.common.errors import LavisIbError
-from lavis_ib.models.checkpoints.hub import resolve_dir
-from lavis_ib.models.checkpoints.names import hf_state_to_ours, ours_to_hf_state, to_hf
-from lavis_ib.models.checkpoints.report import load_in_pieces, tied_aliases, untie_present
-from lavis_ib.models.qformer import QFormerSpec
-from lavis_ib.models.vision import VisionSpec
+from lavis_ib.common.precision import DTYPES
+from lavis_ib.models.components.hub import resolve_dir
+from lavis_ib.models.components.load_report import load_in_pieces, tied_aliases, untie_present
+from lavis_ib.models.components.qformer import QFormerSpec
+from lavis_ib.models.components.tokenizers import check_vocab, qformer_tokenizer_from
+from lavis_ib.models.components.vision import VisionSpec
+from lavis_ib.models.instructblip.names import hf_state_to_ours, ours_to_hf_state, to_hf
 
 logger = logging.getLogger(__name__)
 IMAGE_TOKEN = "<image>"
@@ -114,9 +116,6 @@ def load_pretrained(cls, path: str, settings: dict):
         LavisIbError: missing directory/hub id, or weights the directory lacks.
     """
     from transformers import AutoTokenizer, InstructBlipConfig
-
-    from lavis_ib.models.build import check_vocab, qformer_tokenizer_from
-    from lavis_ib.common.precision import DTYPES
 
     directory = resolve_dir(path, "pretrained")
     if not os.path.isfile(os.path.join(directory, "config.json")):
