@@ -25,6 +25,7 @@ from lavis_ib.models.components.qformer import QFormerSpec
 from lavis_ib.models.components.tokenizers import check_vocab, qformer_tokenizer_from
 from lavis_ib.models.components.vision import VisionSpec
 from lavis_ib.models.instructblip.names import hf_state_to_ours, ours_to_hf_state, to_hf
+from lavis_ib.processors.image import CLIP_MEAN, CLIP_STD
 
 logger = logging.getLogger(__name__)
 IMAGE_TOKEN = "<image>"
@@ -203,8 +204,6 @@ def save_pretrained(model, directory: str) -> str:
     embedding tables grow by one row (the mean row) when it needs a new id."""
     from safetensors.torch import save_file
     from transformers import InstructBlipConfig, InstructBlipProcessor
-
-    from lavis_ib.processors.image import CLIP_MEAN, CLIP_STD
 
     os.makedirs(directory, exist_ok=True)
     tokenizer = copy.deepcopy(model.llm_tokenizer)
