@@ -26,7 +26,7 @@ from lavis_ib.models.components.vision import VisionSpec, build_vision_encoder, 
 from lavis_ib.models.instructblip.build import build_from_config
 from lavis_ib.models.instructblip.hf_format import merge_preprocess
 from lavis_ib.models.instructblip.hf_format import save_pretrained as save_hf_directory
-from lavis_ib.models.instructblip.init import init_from
+from lavis_ib.models.instructblip.init import init_from as init_trainable_from
 
 logger = logging.getLogger(__name__)
 
@@ -215,8 +215,8 @@ class InstructBLIP(InferenceMixin, BaseModel):
     # -- the LLM family ---------------------------------------------------------------
     @property
     def llm_family(self) -> str:
-        """"vicuna" (LLaMA), "flant5" (T5), else the LLM's transformers `model_type`
-        ("opt", "mistral", ...)."""
+        """The family evaluation settings are keyed by: "vicuna" (LLaMA), "flant5" (T5),
+        else the LLM's transformers `model_type` ("opt", "mistral", ...)."""
         model_type = self.llm.config.model_type
         return FAMILY_OF_MODEL_TYPE.get(model_type, model_type)
 
@@ -244,4 +244,4 @@ class InstructBLIP(InferenceMixin, BaseModel):
 
     def init_from(self, sources: Sequence[Any], allow_random_init: bool = False) -> dict:
         """Initialise the trainable parts from BLIP-2 / BERT checkpoints (see `init`)."""
-        return init_from(self, sources, allow_random_init=allow_random_init)
+        return init_trainable_from(self, sources, allow_random_init=allow_random_init)
