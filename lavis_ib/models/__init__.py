@@ -1,6 +1,8 @@
-"""Models: the InstructBLIP model, its parts, checkpoint conversion and loading.
+"""Models: the model contract (`BaseModel`), shared parts (`components`), one package per
+model (`instructblip`), and the LAVIS-style loaders (`loading`).
 
-`BaseModel` and the loaders are importable without building anything.
+`BaseModel` and the loaders are importable without building anything; the model classes
+are imported on first use, so `import lavis_ib.models` stays light.
 """
 from lavis_ib.models.base_model import BaseModel
 
@@ -11,7 +13,7 @@ def __getattr__(name: str):
 
         return getattr(loading, name)
     if name == "InstructBLIP":
-        from lavis_ib.models.instructblip import InstructBLIP
+        from lavis_ib.models.instructblip.model import InstructBLIP
 
         return InstructBLIP
     raise AttributeError(f"module 'lavis_ib.models' has no attribute '{name}'")

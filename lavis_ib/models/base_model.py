@@ -1,17 +1,20 @@
-"""`BaseModel`: the contract every registered model fulfils.
+"""`BaseModel`: the contract between a registered model and the rest of lavis_ib.
 
-A model class owns its default YAML files, one per model type, and builds itself from a
-model config node. The runner and strategies only rely on the methods below, so a
-user's own model plugs into training, FSDP and evaluation by implementing them.
+Tasks, runners and loaders call only the methods and properties declared here, never
+probe a model for others, so a user's own model plugs into training, FSDP, evaluation
+and export by subclassing `BaseModel` and overriding what it supports. Every member has
+a documented default: either a neutral value (no shard units, family "generic") or an
+error that names the model and what it lacks (a model that cannot generate text).
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+import inspect
+from typing import Any, Iterable, Sequence
 
 import torch
 from torch import nn
 
-from lavis_ib.common.errors import ConfigError, did_you_mean
+from lavis_ib.common.errors import ConfigError, LavisIbError, did_you_mean
 from lavis_ib.common.paths import package_path
 
 
@@ -19,18 +22,13 @@ class BaseModel(nn.Module):
     """Base of registered models.
 
     Subclasses set `PRETRAINED_MODEL_CONFIG_DICT = {model_type: yaml path}` (paths relative
-    to the `lavis_ib` package or absolute) and implement:
-
-    - ``from_config(cfg)``: build from a merged model config node.
-    - ``forward(samples) -> {"loss": tensor}``: the training loss for a batch dict.
-    - ``trainable_module_names()`` (optional): which submodules train; the default is every
-      parameter with ``requires_grad``.
-    - ``shard_units()`` (optional): the transformer blocks FSDP wraps one by one.
-    - ``checkpoint_units()`` (optional): the blocks activation checkpointing may wrap.
+    to the `lavis_ib` package or absolute), implement `from_config` and `forward`, and
+    override the inference and export members they support.
     """
 
     PRETRAINED_MODEL_CONFIG_DICT: dict[str, str] = {}
 
+    # -- building ----------------------------------------------------------------------
     @classmethod
     def default_config_path(cls, model_type: str) -> str:
         """The default YAML of `model_type`.
@@ -47,6 +45,7 @@ class BaseModel(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: Any) -> "BaseModel":
+        """Build from a merged model config node. No default: every model implements it."""
         raise NotImplementedError(f"{cls.__name__} must implement from_config(cfg)")
 
     @classmethod
@@ -57,20 +56,97 @@ class BaseModel(nn.Module):
         cfg = OmegaConf.load(cls.default_config_path(model_type)).model
         return cls.from_config(cfg)
 
+    def preprocess_config(self, default: Any) -> Any:
+        """The `preprocess` node the loaders build processors from. Default: `default` (the
+        model type's YAML); a model loaded from a checkpoint that carries its own image
+        settings returns them instead."""
+        return default
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    # -- training ----------------------------------------------------------------------
+    def forward(self, samples: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The training loss of a batch: {"loss", "loss_sum", "num_tokens"}.
+
+        `loss_sum` is the summed token loss and `num_tokens` the number of target tokens
+        of this batch, `loss = loss_sum / num_tokens`. The runner back-propagates
+        `loss_sum` normalised by the token count of the global batch, so that gradient
+        accumulation and data parallelism weigh every token alike. No default.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement forward(samples) -> "
+                                  f"{{'loss', 'loss_sum', 'num_tokens'}}")
+
+    def trainable_module_names(self) -> list[str]:
+        """Names of the top-level submodules that train (shown in logs and checkpoints).
+        Default: every top-level submodule holding a parameter with `requires_grad`."""
+        return [name for name, module in self.named_children()
+                if any(p.requires_grad for p in module.parameters())]
+
     def trainable_parameters(self) -> Iterable[tuple[str, nn.Parameter]]:
+        """(name, parameter) pairs the optimiser updates and checkpoints store. Default:
+        every parameter with `requires_grad`."""
         return ((n, p) for n, p in self.named_parameters() if p.requires_grad)
 
     def shard_units(self) -> list[nn.Module]:
-        """Submodules FSDP shards individually (transformer blocks); the root takes the rest."""
+        """Submodules FSDP shards one by one (transformer blocks); the root takes the rest.
+        Default: none (the whole model is one unit)."""
         return []
 
     def checkpoint_units(self) -> list[nn.Module]:
-        """Submodules whose activations may be recomputed in the backward pass."""
+        """Submodules whose activations may be recomputed in the backward pass (activation
+        checkpointing). Default: none."""
         return []
 
-    def num_parameters(self, trainable_only: bool = False) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+    # -- inference ---------------------------------------------------------------------
+    def generate(self, samples: dict[str, Any]) -> list[str]:
+        """Text for each sample of a batch. A subclass declares its generation settings
+        as keyword parameters of its own `generate` (see `generation_settings`).
+        Default: the model does not generate text (LavisIbError)."""
+        raise LavisIbError(f"{type(self).__name__} does not generate text (no generate()).")
+
+    @classmethod
+    def generation_settings(cls) -> frozenset[str]:
+        """The settings `generate` accepts: the keyword parameters of the class's own
+        `generate` signature (after `samples`; a `**kwargs` catch-all is not a setting).
+        A classmethod, so a task checks a project's settings before the model is built."""
+        params = list(inspect.signature(cls.generate).parameters.values())
+        params = params[2:] if params and params[0].name == "self" else params[1:]
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        return frozenset(p.name for p in params if p.kind in kinds)
+
+    def score_candidates(self, samples: dict[str, Any], candidates: Sequence,
+                         append_eos: bool | None = None):
+        """Log-probability of each candidate text given each sample.
+
+        Args:
+            candidates: one list for the whole batch, or one list per sample.
+            append_eos: score an end-of-text token after each candidate; None: the model's
+                `default_append_eos`.
+
+        Returns:
+            (scores (B, Cmax) float with -inf where padded, mask (B, Cmax) bool).
+
+        Default: the model does not rank candidates (LavisIbError).
+        """
+        raise LavisIbError(f"{type(self).__name__} does not rank candidates "
+                           f"(no score_candidates()).")
+
+    @property
+    def llm_family(self) -> str:
+        """The name per-family evaluation settings are keyed by (e.g. `length_penalty:
+        {vicuna: 0, flant5: -1}`). Default: "generic"."""
+        return "generic"
+
+    @property
+    def default_append_eos(self) -> bool:
+        """Whether `score_candidates` scores an end-of-text token after each candidate when
+        neither the call nor the dataset's settings say. Default: False."""
+        return False
+
+    # -- export ------------------------------------------------------------------------
+    def save_pretrained(self, directory: str) -> str:
+        """Write the model in its export format to `directory` and return the directory.
+        Default: the model has no export format (LavisIbError)."""
+        raise LavisIbError(f"{type(self).__name__} has no export format (no save_pretrained()).")

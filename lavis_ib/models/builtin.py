@@ -1,2 +1,2 @@
 """Imported on the first registry lookup: registers the built-in entries of this package."""
-from lavis_ib.models import instructblip  # noqa: F401  (registers "instructblip")
+from lavis_ib.models.instructblip import model  # noqa: F401  (registers "instructblip")

@@ -66,8 +66,7 @@ def load_model_and_preprocess(name: str, model_type: str, is_eval: bool = False,
     if is_eval:
         model.eval()
     model = model.to(resolve_device(device))
-    if hasattr(model, "preprocess_config"):
-        preprocess = model.preprocess_config(preprocess)
+    preprocess = model.preprocess_config(preprocess)
     vis, txt = load_preprocess(preprocess)
     return model, vis, txt
 

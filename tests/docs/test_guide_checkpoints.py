@@ -12,7 +12,7 @@ import torch
 from docs_includes import REPO
 from lavis_ib import load_model
 from lavis_ib.common.errors import ConfigError, LavisIbError
-from lavis_ib.models.checkpoints.names import to_hf, to_lavis
+from lavis_ib.models.instructblip.names import to_hf, to_lavis
 
 GUIDE = os.path.join(REPO, "docs", "checkpoints.md")
 
@@ -130,7 +130,7 @@ def test_code_blocks_use_existing_model_settings():
 
     import yaml
 
-    from lavis_ib.models.build import KNOWN_KEYS
+    from lavis_ib.models.instructblip.build import KNOWN_KEYS
 
     text = open(GUIDE).read()
     blocks = re.findall(r"```(\w+)\n(.*?)```", text, re.DOTALL)

@@ -1,5 +1,5 @@
 """Shared fixtures for the model tests: tiny random InstructBLIP checkpoints written by
-transformers itself (LLaMA and T5 text models, tokenizers built in code, processor saved).
+transformers itself (LLaMA, T5 and OPT text models, tokenizers built in code, processor saved).
 Built once per session; every test reads them."""
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import torch
 Q = 4           # query tokens of the tiny HF checkpoints
 IMAGE = 28      # image size (patch 14 -> 4 patches + cls)
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]   # not CLIP's: proves they come from the dir
+#: transformers text model type -> the tiny model type whose settings load its checkpoint
+FAMILY_TYPES = {"llama": "tiny_vicuna", "t5": "tiny_flant5", "opt": "tiny_opt"}
 
 
 def _text_config(family: str, vocab: int) -> dict:
@@ -19,6 +21,11 @@ def _text_config(family: str, vocab: int) -> dict:
                     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                     max_position_embeddings=256, bos_token_id=1, eos_token_id=2,
                     pad_token_id=3, tie_word_embeddings=False)
+    if family == "opt":
+        return dict(model_type="opt", vocab_size=vocab, hidden_size=32, word_embed_proj_dim=32,
+                    ffn_dim=64, num_hidden_layers=2, num_attention_heads=4,
+                    max_position_embeddings=256, bos_token_id=2, eos_token_id=2,
+                    pad_token_id=1, dropout=0.0, tie_word_embeddings=True)
     return dict(model_type="t5", vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=2,
                 num_decoder_layers=2, num_heads=4, feed_forward_proj="gated-gelu",
                 dense_act_fn="gelu", tie_word_embeddings=False, decoder_start_token_id=0,
@@ -30,10 +37,9 @@ def write_hf_checkpoint(directory: str, family: str, seed: int = 0) -> str:
     from transformers import (BlipImageProcessorPil, InstructBlipConfig,
                               InstructBlipForConditionalGeneration, InstructBlipProcessor)
 
-    from lavis_ib.models.tiny_assets import (tiny_bert_tokenizer, tiny_llama_tokenizer,
-                                             tiny_t5_tokenizer)
+    from lavis_ib.models.components.tiny_assets import BUILDERS, tiny_bert_tokenizer
 
-    tok = tiny_llama_tokenizer() if family == "llama" else tiny_t5_tokenizer()
+    tok = BUILDERS[family]()
     qtok = tiny_bert_tokenizer()
     qtok.truncation_side = "left"
     image_proc = BlipImageProcessorPil(size={"height": IMAGE, "width": IMAGE},
@@ -74,7 +80,7 @@ def _one_thread():
 @pytest.fixture(scope="session")
 def hf_dirs(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("hf_instructblip")
-    return {fam: write_hf_checkpoint(os.path.join(root, fam), fam) for fam in ("llama", "t5")}
+    return {fam: write_hf_checkpoint(os.path.join(root, fam), fam) for fam in FAMILY_TYPES}
 
 
 @pytest.fixture(scope="session")
@@ -93,8 +99,7 @@ def our_models(hf_dirs):
 
     out = {}
     for fam, d in hf_dirs.items():
-        model_type = "tiny_vicuna" if fam == "llama" else "tiny_flant5"
-        out[fam] = load_model_and_preprocess("instructblip", model_type, is_eval=True,
+        out[fam] = load_model_and_preprocess("instructblip", FAMILY_TYPES[fam], is_eval=True,
                                              pretrained=d)
     return out
 
@@ -113,3 +118,11 @@ def tiny_flant5():
 
     torch.manual_seed(0)
     return load_model("instructblip", "tiny_flant5", is_eval=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_opt():
+    from lavis_ib import load_model
+
+    torch.manual_seed(0)
+    return load_model("instructblip", "tiny_opt", is_eval=True)

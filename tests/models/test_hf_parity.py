@@ -1,4 +1,6 @@
-"""Parity with transformers' InstructBLIP on tiny random checkpoints written by transformers.
+"""Parity with transformers' InstructBLIP on tiny random checkpoints written by transformers,
+for each LLM family: LLaMA (Vicuna), T5 (FlanT5) and OPT (decoder-only, learned positions,
+byte-level BPE whose `</s>` bos doubles as eos, tied output embedding).
 
 Our model is loaded with `pretrained=<dir>`; the oracle is
 `InstructBlipForConditionalGeneration.from_pretrained(<dir>)` fed the token layout
@@ -15,7 +17,7 @@ from tests.models.conftest import IMAGE, Q
 
 PROMPTS = ["What is in the picture?", "Describe it.", "A long instruction: is there a cat on the mat?"]
 TARGETS = ["a dog", "two birds on a wire", "no"]
-FAMILIES = ["llama", "t5"]
+FAMILIES = ["llama", "t5", "opt"]
 
 
 def _images(n: int, seed: int = 1) -> torch.Tensor:
@@ -43,7 +45,7 @@ def _hf_loss(fam, hf, processor, image, prompt, target):
     qids, qmask = _qformer(processor, [prompt])
     tgt = _target_ids(processor.tokenizer, target)
     with torch.no_grad():
-        if fam == "llama":
+        if fam != "t5":   # decoder-only: the target follows the prompt
             ids = _hf_ids(processor, hf, prompt, tgt)
             labels = torch.full_like(ids, -100)
             labels[0, -len(tgt):] = torch.tensor(tgt)
@@ -85,7 +87,7 @@ def _hf_greedy(fam, hf, processor, image, prompt, new_tokens, frames=1, video_mo
                              qformer_attention_mask=qmask, input_ids=ids,
                              attention_mask=torch.ones_like(ids), do_sample=False, num_beams=1,
                              max_new_tokens=new_tokens, min_new_tokens=1)
-    if fam == "llama":
+    if fam != "t5":
         out = out[:, ids.shape[1]:]
     return processor.tokenizer.batch_decode(out, skip_special_tokens=True)[0].strip()
 
@@ -123,7 +125,7 @@ def test_candidate_scores_match_transformers(fam, hf_models, our_models):
                 tgt = processor.tokenizer(cand, add_special_tokens=False).input_ids
                 tgt = tgt + [processor.tokenizer.eos_token_id] if append_eos else tgt
                 with torch.no_grad():
-                    if fam == "llama":
+                    if fam != "t5":
                         ids = _hf_ids(processor, hf, prompts[i], tgt)
                         logits = hf(pixel_values=images[i:i + 1], qformer_input_ids=qids,
                                     qformer_attention_mask=qmask, input_ids=ids).logits

@@ -1,9 +1,10 @@
 """The LAVIS route (checkpoint= + vit_weights= + llm_model= + qformer_tokenizer=).
 
-The LAVIS key names below are written out by hand from PAPER.md (and transformers'
-InstructBLIP conversion script), not produced by lavis_ib's mapping code. The test turns a
-transformers checkpoint into LAVIS files with this table, loads them through the LAVIS
-route and expects the same outputs as `pretrained=` on the original directory.
+The LAVIS key names below are written out by hand from LAVIS's parameter names (and
+transformers' InstructBLIP conversion script), not produced by lavis_ib's mapping code.
+The test turns a transformers checkpoint into LAVIS files with this table, loads them
+through the LAVIS route and expects the same outputs as `pretrained=` on the original
+directory.
 """
 from __future__ import annotations
 

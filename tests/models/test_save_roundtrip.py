@@ -24,7 +24,7 @@ def _train_a_few_steps(model, steps: int = 3) -> None:
     model.eval()
 
 
-@pytest.mark.parametrize("model_type", ["tiny_vicuna", "tiny_flant5"])
+@pytest.mark.parametrize("model_type", ["tiny_vicuna", "tiny_flant5", "tiny_opt"])
 def test_trained_model_round_trips_through_transformers(model_type, tmp_path):
     from transformers import InstructBlipForConditionalGeneration, InstructBlipProcessor
 

@@ -18,7 +18,7 @@ def _batch(n=3, seed=0, video=False):
             "text_input": BATCH["text_input"][:n], "text_output": BATCH["text_output"][:n]}
 
 
-@pytest.mark.parametrize("fixture", ["tiny_vicuna", "tiny_flant5"])
+@pytest.mark.parametrize("fixture", ["tiny_vicuna", "tiny_flant5", "tiny_opt"])
 def test_only_trainable_parts_get_gradients(fixture, request):
     model = request.getfixturevalue(fixture)
     model.train()
@@ -69,7 +69,7 @@ def test_ablation_switch_removes_the_instruction_path(tiny_vicuna):
     assert ablated.qformer_text_input is False
 
 
-@pytest.mark.parametrize("fixture", ["tiny_vicuna", "tiny_flant5"])
+@pytest.mark.parametrize("fixture", ["tiny_vicuna", "tiny_flant5", "tiny_opt"])
 def test_split_batches_sum_to_the_full_batch(fixture, request):
     """loss_sum / num_tokens let the runner normalise by the global token count."""
     model = request.getfixturevalue(fixture)
@@ -82,7 +82,7 @@ def test_split_batches_sum_to_the_full_batch(fixture, request):
     assert torch.allclose(full["loss"], full["loss_sum"] / full["num_tokens"])
 
 
-@pytest.mark.parametrize("fixture", ["tiny_vicuna", "tiny_flant5"])
+@pytest.mark.parametrize("fixture", ["tiny_vicuna", "tiny_flant5", "tiny_opt"])
 def test_padded_beam_search_equals_one_at_a_time(fixture, request):
     model = request.getfixturevalue(fixture)
     batch = _batch(seed=3)
@@ -110,9 +110,12 @@ def test_video_forward_and_ranking(tiny_vicuna):
 def test_chunking_and_one_list_per_sample_agree(tiny_vicuna):
     images = _batch(n=2, seed=4)["image"]
     cands = ["yes", "no", "a red car", "blue", "maybe not"]
-    s1, _ = tiny_vicuna.score_candidates({"image": images, "prompt": "q?"}, cands, chunk_size=1)
-    s2, _ = tiny_vicuna.score_candidates({"image": images, "prompt": "q?"}, [cands, cands], chunk_size=64)
-    s3, _ = tiny_vicuna.score_candidates({"image": images[1:], "prompt": "q?"}, cands)
+    s1, _ = tiny_vicuna.score_candidates({"image": images, "prompt": "q?"}, cands, append_eos=True,
+                                         chunk_size=1)
+    s2, _ = tiny_vicuna.score_candidates({"image": images, "prompt": "q?"}, [cands, cands],
+                                         append_eos=True, chunk_size=64)
+    s3, _ = tiny_vicuna.score_candidates({"image": images[1:], "prompt": "q?"}, cands,
+                                         append_eos=True)
     assert torch.allclose(s1, s2, atol=1e-4) and torch.allclose(s1[1:], s3, atol=1e-4)
     without, _ = tiny_vicuna.score_candidates({"image": images, "prompt": "q?"}, cands, append_eos=False)
     assert (without > s1).all()   # one log-prob (<0) fewer per candidate
@@ -120,7 +123,8 @@ def test_chunking_and_one_list_per_sample_agree(tiny_vicuna):
                                           inference_method="rank", answer_list=cands,
                                           prompt="Question: {} Short answer:")
     ranked, _ = tiny_vicuna.score_candidates(
-        {"image": images, "prompt": ["Question: a Short answer:", "Question: b Short answer:"]}, cands)
+        {"image": images, "prompt": ["Question: a Short answer:", "Question: b Short answer:"]}, cands,
+        append_eos=True)
     assert answers == [cands[int(i)] for i in ranked.argmax(-1)]
 
 
@@ -179,7 +183,7 @@ def test_units_for_fsdp(tiny_vicuna, tiny_flant5):
             assert len({p.dtype for p in unit.parameters()}) == 1
 
 
-@pytest.mark.parametrize("fixture", ["tiny_vicuna", "tiny_flant5"])
+@pytest.mark.parametrize("fixture", ["tiny_vicuna", "tiny_flant5", "tiny_opt"])
 def test_lengths_count_generated_tokens_only(fixture, request):
     """max_length/min_length bound the generated tokens for both families, whatever the
     prompt length (the prompt reaches the LLM as embeddings only)."""
@@ -198,7 +202,7 @@ def test_lengths_count_generated_tokens_only(fixture, request):
 
 
 def test_prompt_placeholders():
-    from lavis_ib.models.inference import fill_prompt
+    from lavis_ib.models.components.inference import fill_prompt
 
     assert fill_prompt("Question: {} Short answer:", "what?", None) == "Question: what? Short answer:"
     assert fill_prompt("OCR tokens: {}. Question: {} Short answer:", "why?", ["a", "b"]) == \

@@ -20,10 +20,14 @@ import re
 import torch
 
 from lavis_ib.common.errors import LavisIbError
-from lavis_ib.models.checkpoints.names import to_lavis
-from lavis_ib.models.checkpoints.report import LoadReport, load_into
-from lavis_ib.models.qformer import QFormerSpec
-from lavis_ib.models.vision import VisionSpec
+from lavis_ib.common.paths import resolve_path
+from lavis_ib.common.precision import DTYPES
+from lavis_ib.models.components.hub import resolve_dir
+from lavis_ib.models.components.load_report import LoadReport, load_into
+from lavis_ib.models.components.qformer import QFormerSpec
+from lavis_ib.models.components.tokenizers import check_vocab, load_tokenizer, qformer_tokenizer_from
+from lavis_ib.models.components.vision import VisionSpec
+from lavis_ib.models.instructblip.names import to_lavis
 
 logger = logging.getLogger(__name__)
 
@@ -85,10 +89,6 @@ def load_vit_weights(model, path: str) -> LoadReport:
 def _llm_and_tokenizer(cfg: dict, dtype: torch.dtype):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    from lavis_ib.common.paths import resolve_path
-    from lavis_ib.models.build import load_tokenizer
-    from lavis_ib.models.checkpoints.hub import resolve_dir
-
     if not cfg.get("llm_model"):
         raise LavisIbError("the LAVIS route needs llm_model=<Vicuna or FlanT5 directory> next to "
                            "checkpoint=/vit_weights=.")
@@ -110,9 +110,6 @@ def _llm_and_tokenizer(cfg: dict, dtype: torch.dtype):
 
 def build_lavis(cls, cfg: dict, settings: dict):
     """Route 2 of `build`: a model from LAVIS files (see the module docstring)."""
-    from lavis_ib.models.build import check_vocab, qformer_tokenizer_from
-    from lavis_ib.common.precision import DTYPES
-
     llm, tokenizer = _llm_and_tokenizer(cfg, DTYPES[settings.get("llm_precision", "fp32")])
     model = cls(VisionSpec.from_mapping(cfg["vision"]), QFormerSpec.from_mapping(cfg["qformer"]),
                 llm, tokenizer, qformer_tokenizer_from(cfg.get("qformer_tokenizer") or "bert-base-uncased"),

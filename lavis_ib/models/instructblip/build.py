@@ -21,11 +21,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from lavis_ib.common.errors import ConfigError, LavisIbError
 from lavis_ib.common.containers import to_plain
-from lavis_ib.common.paths import resolve_path
-from lavis_ib.models.qformer import QFormerSpec
-from lavis_ib.models.vision import VisionSpec
+from lavis_ib.common.errors import ConfigError, did_you_mean
+from lavis_ib.models.components.qformer import QFormerSpec
+from lavis_ib.models.components.tokenizers import load_tokenizer, qformer_tokenizer_from
+from lavis_ib.models.components.vision import VisionSpec
+from lavis_ib.models.instructblip.hf_format import load_pretrained
+from lavis_ib.models.instructblip.lavis_format import build_lavis
 
 logger = logging.getLogger(__name__)
 
@@ -47,23 +49,6 @@ def settings_of(cfg: dict) -> dict:
     return out
 
 
-def load_tokenizer(path: str, what: str):
-    """AutoTokenizer from a local directory or a hub id available offline."""
-    from lavis_ib.models.checkpoints.hub import resolve_dir
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(resolve_dir(resolve_path(path), what))
-
-
-def qformer_tokenizer_from(path: str):
-    """The Q-Former's BERT tokenizer, with `[DEC]` as bos and left truncation."""
-    tok = load_tokenizer(path, "qformer_tokenizer")
-    if tok.bos_token is None:
-        tok.add_special_tokens({"bos_token": "[DEC]"})
-    tok.truncation_side = "left"
-    return tok
-
-
 def build_random_llm(llm_config: dict, dtype=None):
     """A randomly initialised transformers LLM from a config dict with `model_type`."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
@@ -81,22 +66,16 @@ def build_from_config(cls, cfg: Any):
     cfg = dict(to_plain(cfg) or {})
     unknown = sorted(set(cfg) - KNOWN_KEYS)
     if unknown:
-        from lavis_ib.common.errors import did_you_mean
-
         raise ConfigError(f"model config: unknown keys {unknown}."
                           f"{did_you_mean(unknown[0], KNOWN_KEYS)} Known: {sorted(KNOWN_KEYS)}.")
     settings = settings_of(cfg)
     lavis_keys = [k for k in ("checkpoint", "vit_weights", "llm_model") if cfg.get(k)]
     if lavis_keys:
-        from lavis_ib.models.checkpoints.lavis import build_lavis
-
         if cfg.get("pretrained"):
             logger.info("LAVIS route (%s) chosen; pretrained=%s is not used.",
                         ", ".join(lavis_keys), cfg["pretrained"])
         model = build_lavis(cls, cfg, settings)
     elif cfg.get("pretrained"):
-        from lavis_ib.models.checkpoints.hf import load_pretrained
-
         model = load_pretrained(cls, cfg["pretrained"], settings)
     else:
         model = build_random(cls, cfg, settings)
@@ -123,15 +102,3 @@ def build_random(cls, cfg: dict, settings: dict):
                qformer_tokenizer_from(cfg["qformer_tokenizer"]),
                num_query_token=int(cfg["num_query_token"]),
                ln_vision_eps=float(cfg.get("ln_vision_eps") or 1e-6), **settings)
-
-
-def check_vocab(model) -> None:
-    """The tokenizers must fit the embedding tables they index."""
-    n_llm = model.llm.get_input_embeddings().weight.shape[0]
-    if len(model.llm_tokenizer) > n_llm:
-        raise LavisIbError(f"the LLM tokenizer has {len(model.llm_tokenizer)} tokens but the "
-                           f"LLM embeds {n_llm}; use the tokenizer saved with the checkpoint.")
-    n_q = model.qformer.word_embeddings.weight.shape[0]
-    if len(model.qformer_tokenizer) > n_q:
-        raise LavisIbError(f"the Q-Former tokenizer has {len(model.qformer_tokenizer)} tokens but "
-                           f"the Q-Former embeds {n_q}; use the checkpoint's qformer_tokenizer.")

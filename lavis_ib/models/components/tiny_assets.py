@@ -1,8 +1,9 @@
 """Tiny tokenizers shipped as package data (`lavis_ib/assets/`), built offline in code.
 
-`tiny_vicuna` and `tiny_flant5` must work without any download, so their tokenizers are
-made with transformers' own tokenizer classes from an in-code character vocabulary and
-saved under `lavis_ib/assets/`. Rebuild them with `python -m lavis_ib.models.tiny_assets`
+`tiny_vicuna`, `tiny_flant5` and `tiny_opt` must work without any download, so their
+tokenizers are made with transformers' own tokenizer classes from an in-code vocabulary
+(single characters; all 256 bytes for the byte-level one) and saved under
+`lavis_ib/assets/`. Rebuild them with `python -m lavis_ib.models.components.tiny_assets`
 (the test suite checks the shipped files still match this code).
 """
 from __future__ import annotations
@@ -11,8 +12,11 @@ import os
 import string
 import sys
 
-ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
-NAMES = {"llama": "tiny_llama_tokenizer", "t5": "tiny_t5_tokenizer", "bert": "tiny_bert_tokenizer"}
+from lavis_ib.common.paths import package_path
+
+ASSETS = package_path("assets")
+NAMES = {"llama": "tiny_llama_tokenizer", "t5": "tiny_t5_tokenizer", "bert": "tiny_bert_tokenizer",
+         "opt": "tiny_opt_tokenizer"}
 _CHARS = list(string.ascii_lowercase + string.ascii_uppercase + string.digits + string.punctuation)
 
 
@@ -47,16 +51,36 @@ def tiny_bert_tokenizer():
     return tok
 
 
-BUILDERS = {"llama": tiny_llama_tokenizer, "t5": tiny_t5_tokenizer, "bert": tiny_bert_tokenizer}
+def tiny_opt_tokenizer():
+    """A GPT-2-style byte-level BPE tokenizer laid out like OPT's: ids 0-3 are `<s>`,
+    `<pad>`, `</s>`, `<unk>`; `</s>` is bos, eos and unk, and is prepended to every text
+    as OPT's tokenizer does. The vocabulary is the 256 byte symbols plus a few merges
+    (space + letter, common pairs), so any text encodes and decodes losslessly."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import GPT2Tokenizer
+
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    for symbol in sorted(ByteLevel.alphabet()):
+        vocab[symbol] = len(vocab)
+    space = "\u0120"   # the byte-level symbol of " "
+    pairs = [(space, c) for c in string.ascii_lowercase] + [("t", "h"), ("h", "e"), ("i", "n")]
+    for left, right in pairs:
+        vocab[left + right] = len(vocab)
+    return GPT2Tokenizer(vocab=vocab, merges=pairs, bos_token="</s>", eos_token="</s>",
+                         unk_token="</s>", pad_token="<pad>", add_bos_token=True)
+
+
+BUILDERS = {"llama": tiny_llama_tokenizer, "t5": tiny_t5_tokenizer, "bert": tiny_bert_tokenizer,
+            "opt": tiny_opt_tokenizer}
 
 
 def asset_path(kind: str) -> str:
-    """Directory of the shipped tiny tokenizer `kind` ("llama", "t5", "bert")."""
+    """Directory of the shipped tiny tokenizer `kind` ("llama", "t5", "bert", "opt")."""
     return os.path.join(ASSETS, NAMES[kind])
 
 
 def write_assets(root: str = ASSETS) -> list[str]:
-    """Save the three tiny tokenizers under `root`."""
+    """Save the tiny tokenizers under `root`."""
     written = []
     for kind, build in BUILDERS.items():
         path = os.path.join(root, NAMES[kind])

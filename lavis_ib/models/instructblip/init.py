@@ -28,8 +28,10 @@ from typing import Any, Callable, Sequence
 import torch
 
 from lavis_ib.common.errors import LavisIbError
-from lavis_ib.models.checkpoints.hub import HUB_ID, resolve_dir
-from lavis_ib.models.checkpoints.names import qformer_to_bert, to_hf, to_lavis
+from lavis_ib.models.components.hub import HUB_ID, resolve_dir
+from lavis_ib.models.instructblip.hf_format import read_state_dict
+from lavis_ib.models.instructblip.lavis_format import load_pth
+from lavis_ib.models.instructblip.names import qformer_to_bert, to_hf, to_lavis
 
 logger = logging.getLogger(__name__)
 TRAINABLE = ("query_tokens", "qformer", "ln_vision", "llm_proj")
@@ -62,9 +64,6 @@ def _lavis_names(name: str) -> list[str]:
 
 def _read_source(path: str) -> tuple[str, dict[str, torch.Tensor]]:
     """(kind, state) of a source path."""
-    from lavis_ib.models.checkpoints.hf import read_state_dict
-    from lavis_ib.models.checkpoints.lavis import load_pth
-
     path = os.path.expanduser(str(path))
     if not os.path.exists(path) and HUB_ID.match(path):
         path = resolve_dir(path, "init_from")   # a hub id: local HF cache, else a clear error

@@ -18,11 +18,14 @@ from typing import Any
 import torch
 
 from lavis_ib.common.errors import LavisIbError
-from lavis_ib.models.checkpoints.hub import resolve_dir
-from lavis_ib.models.checkpoints.names import hf_state_to_ours, ours_to_hf_state, to_hf
-from lavis_ib.models.checkpoints.report import load_in_pieces, tied_aliases, untie_present
-from lavis_ib.models.qformer import QFormerSpec
-from lavis_ib.models.vision import VisionSpec
+from lavis_ib.common.precision import DTYPES
+from lavis_ib.models.components.hub import resolve_dir
+from lavis_ib.models.components.load_report import load_in_pieces, tied_aliases, untie_present
+from lavis_ib.models.components.qformer import QFormerSpec
+from lavis_ib.models.components.tokenizers import check_vocab, qformer_tokenizer_from
+from lavis_ib.models.components.vision import VisionSpec
+from lavis_ib.models.instructblip.names import hf_state_to_ours, ours_to_hf_state, to_hf
+from lavis_ib.processors.image import CLIP_MEAN, CLIP_STD
 
 logger = logging.getLogger(__name__)
 IMAGE_TOKEN = "<image>"
@@ -115,9 +118,6 @@ def load_pretrained(cls, path: str, settings: dict):
     """
     from transformers import AutoTokenizer, InstructBlipConfig
 
-    from lavis_ib.models.build import check_vocab, qformer_tokenizer_from
-    from lavis_ib.common.precision import DTYPES
-
     directory = resolve_dir(path, "pretrained")
     if not os.path.isfile(os.path.join(directory, "config.json")):
         raise LavisIbError(f"pretrained='{path}' has no config.json; it must be a directory "
@@ -204,8 +204,6 @@ def save_pretrained(model, directory: str) -> str:
     embedding tables grow by one row (the mean row) when it needs a new id."""
     from safetensors.torch import save_file
     from transformers import InstructBlipConfig, InstructBlipProcessor
-
-    from lavis_ib.processors.image import CLIP_MEAN, CLIP_STD
 
     os.makedirs(directory, exist_ok=True)
     tokenizer = copy.deepcopy(model.llm_tokenizer)

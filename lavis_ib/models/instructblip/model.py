@@ -1,9 +1,10 @@
 """InstructBLIP: frozen ViT -> instruction-aware Q-Former -> projection -> frozen LLM.
 
-One class for both LLM families (the family-specific token layout lives in
-`llm_adapters`); the image path (ViT, `ln_vision`, Q-Former, projection) exists once, in
-`encode`, and serves training, generation and candidate ranking. Building from configs and
-checkpoints is in `lavis_ib.models.build`; ranking and inference helpers in `inference`.
+One class for every LLM family (decoder-only: Vicuna/LLaMA, OPT; encoder-decoder: FlanT5);
+the family-specific token layout lives in the LLM adapters of `models.components`. The
+image path (ViT, `ln_vision`, Q-Former, projection) exists once, in `encode`, and serves
+training, generation and candidate ranking. Building from configs and checkpoints is in
+`build` (next to this module); ranking and inference helpers in `components.inference`.
 """
 from __future__ import annotations
 
@@ -18,19 +19,25 @@ from lavis_ib.common.errors import LavisIbError
 from lavis_ib.common.precision import DTYPES
 from lavis_ib.common.registry import registry
 from lavis_ib.models.base_model import BaseModel
-from lavis_ib.models.inference import InferenceMixin
-from lavis_ib.models.llm_adapters import make_adapter
-from lavis_ib.models.qformer import QFormer, QFormerSpec
-from lavis_ib.models.vision import VisionSpec, build_vision_encoder, encode_images
+from lavis_ib.models.components.inference import InferenceMixin
+from lavis_ib.models.components.llm_adapters import make_adapter
+from lavis_ib.models.components.qformer import QFormer, QFormerSpec
+from lavis_ib.models.components.vision import VisionSpec, build_vision_encoder, encode_images
+from lavis_ib.models.instructblip.build import build_from_config
+from lavis_ib.models.instructblip.hf_format import merge_preprocess
+from lavis_ib.models.instructblip.hf_format import save_pretrained as save_hf_directory
+from lavis_ib.models.instructblip.init import init_from as init_trainable_from
 
 logger = logging.getLogger(__name__)
 
 TRAINABLE_PARTS = ("query_tokens", "qformer", "ln_vision", "llm_proj")
+#: `llm_family` of the LLMs whose family name is not their transformers `model_type`
+FAMILY_OF_MODEL_TYPE = {"llama": "vicuna", "t5": "flant5"}
 
 
 @registry.register_model("instructblip")
 class InstructBLIP(InferenceMixin, BaseModel):
-    """InstructBLIP with a Vicuna/LLaMA (decoder-only) or FlanT5 (encoder-decoder) LLM.
+    """InstructBLIP with a decoder-only (Vicuna/LLaMA, OPT) or encoder-decoder (FlanT5) LLM.
 
     Build it with `InstructBLIP.from_config(cfg)` or
     `lavis_ib.load_model_and_preprocess("instructblip", model_type)`.
@@ -58,6 +65,7 @@ class InstructBLIP(InferenceMixin, BaseModel):
         "flant5xxl": "configs/models/instructblip/flant5xxl.yaml",
         "tiny_vicuna": "configs/models/instructblip/tiny_vicuna.yaml",
         "tiny_flant5": "configs/models/instructblip/tiny_flant5.yaml",
+        "tiny_opt": "configs/models/instructblip/tiny_opt.yaml",
     }
     DEFAULT_MODEL_TYPE = "vicuna7b"
 
@@ -67,6 +75,7 @@ class InstructBLIP(InferenceMixin, BaseModel):
                  max_output_txt_len: int = 256, prompt: str = "", freeze_vit: bool = True,
                  vit_precision: str = "fp32", llm_precision: str = "fp32") -> None:
         super().__init__()
+        self._frozen_modules: list[nn.Module] = []
         if qformer.encoder_hidden_size != vision.hidden_size:
             raise LavisIbError(f"qformer.encoder_hidden_size {qformer.encoder_hidden_size} must "
                                f"equal vision.hidden_size {vision.hidden_size}.")
@@ -76,8 +85,7 @@ class InstructBLIP(InferenceMixin, BaseModel):
         self.query_tokens = nn.Parameter(torch.zeros(1, num_query_token, qformer.hidden_size))
         self.qformer = QFormer(qformer)
         self.llm = llm
-        self.llm_proj = nn.Linear(qformer.hidden_size, llm.config.get_text_config().hidden_size
-                                  if hasattr(llm.config, "get_text_config") else llm.config.hidden_size)
+        self.llm_proj = nn.Linear(qformer.hidden_size, llm.config.get_text_config().hidden_size)
         self.llm_tokenizer = llm_tokenizer
         self.qformer_tokenizer = qformer_tokenizer
         self.qformer_text_input = bool(qformer_text_input)
@@ -126,7 +134,7 @@ class InstructBLIP(InferenceMixin, BaseModel):
     def train(self, mode: bool = True) -> "InstructBLIP":
         """Frozen parts stay in eval mode (no dropout / drop-path) whatever `mode` is."""
         super().train(mode)
-        for module in getattr(self, "_frozen_modules", []):
+        for module in self._frozen_modules:
             module.eval()
         return self
 
@@ -144,9 +152,6 @@ class InstructBLIP(InferenceMixin, BaseModel):
     def checkpoint_units(self) -> list[nn.Module]:
         """LLM blocks, whose activations may be recomputed in the backward pass."""
         return self._llm_blocks()
-
-    def frozen_units(self) -> list[nn.Module]:
-        return [*self.visual_encoder.blocks, *self._llm_blocks()]
 
     def set_gradient_checkpointing(self, vit: bool = False, qformer: bool = False) -> None:
         self.visual_encoder.set_grad_checkpointing(bool(vit))
@@ -207,30 +212,36 @@ class InstructBLIP(InferenceMixin, BaseModel):
         return {"loss": loss_sum / num_tokens.clamp(min=1), "loss_sum": loss_sum,
                 "num_tokens": num_tokens}
 
+    # -- the LLM family ---------------------------------------------------------------
+    @property
+    def llm_family(self) -> str:
+        """The family evaluation settings are keyed by: "vicuna" (LLaMA), "flant5" (T5),
+        else the LLM's transformers `model_type` ("opt", "mistral", ...)."""
+        model_type = self.llm.config.model_type
+        return FAMILY_OF_MODEL_TYPE.get(model_type, model_type)
+
+    @property
+    def default_append_eos(self) -> bool:
+        """Encoder-decoder LLMs score candidates with EOS, decoder-only ones without (the
+        paper's per-family choice for InstructBLIP's ranking evaluations)."""
+        return bool(self.llm.config.is_encoder_decoder)
+
     # -- building --------------------------------------------------------------------
     @classmethod
     def from_config(cls, cfg: Any) -> "InstructBLIP":
-        """Build from a model config node (see `lavis_ib.models.build` for the keys)."""
-        from lavis_ib.models.build import build_from_config
-
+        """Build from a model config node (see `instructblip.build` for the keys)."""
         return build_from_config(cls, cfg)
 
     def save_pretrained(self, directory: str) -> str:
         """Write the Hugging Face `InstructBlipForConditionalGeneration` +
         `InstructBlipProcessor` layout to `directory`."""
-        from lavis_ib.models.checkpoints.hf import save_pretrained
-
-        return save_pretrained(self, directory)
+        return save_hf_directory(self, directory)
 
     def preprocess_config(self, default: Any) -> Any:
         """The `preprocess` node to use: `default` with the checkpoint's eval image
         settings (size, mean, std) when the model came from an HF directory."""
-        from lavis_ib.models.checkpoints.hf import merge_preprocess
-
         return merge_preprocess(default, self.preprocess_overrides)
 
     def init_from(self, sources: Sequence[Any], allow_random_init: bool = False) -> dict:
         """Initialise the trainable parts from BLIP-2 / BERT checkpoints (see `init`)."""
-        from lavis_ib.models.init import init_from
-
-        return init_from(self, sources, allow_random_init=allow_random_init)
+        return init_trainable_from(self, sources, allow_random_init=allow_random_init)

@@ -1,8 +1,9 @@
-"""Generation and candidate ranking of InstructBLIP (mixed into the model class).
+"""Generation and candidate ranking of Q-Former models (mixed into the model class).
 
 `generate` and `score_candidates` both start from `model.encode` (image -> soft prompts)
-and hand the rest to the LLM adapter. Prompts may hold LAVIS's `{}` placeholders, filled
-from the batch's `ocr_tokens` (first 30, comma-joined) and `text_input`.
+and hand the rest to the LLM adapter (`model.adapter`). Prompts may hold LAVIS's `{}`
+placeholders, filled from the batch's `ocr_tokens` and `text_input` with the helpers of
+`lavis_ib.common.prompts` (the one place that formats OCR tokens).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any, Sequence
 import torch
 
 from lavis_ib.common.errors import LavisIbError
+from lavis_ib.common.prompts import count_placeholders, fill_placeholders, format_ocr_tokens
 
 
 def _as_list(value: Any, n: int, what: str) -> list:
@@ -30,16 +32,13 @@ def fill_prompt(prompt: str, text_input: str | None, ocr_tokens: Sequence[str] |
         LavisIbError: slots that cannot be filled unambiguously (format such prompts
             before calling the model).
     """
-    slots = prompt.count("{}")
+    slots = count_placeholders(prompt)
     if slots == 0:
         return prompt
     if slots == 1 and text_input is not None:
-        return prompt.replace("{}", str(text_input), 1)
+        return fill_placeholders(prompt, [text_input])
     if slots == 2 and text_input is not None and ocr_tokens is not None:
-        # slot by slot (not str.format): braces inside the filled text stay literal
-        head, rest = prompt.split("{}", 1)
-        before, after = rest.split("{}", 1)
-        return head + ", ".join(list(ocr_tokens)[:30]) + before + str(text_input) + after
+        return fill_placeholders(prompt, [format_ocr_tokens(ocr_tokens), text_input])
     raise LavisIbError(
         f"prompt {prompt!r} has {slots} '{{}}' slot(s) but the batch gives "
         f"{'a' if text_input is not None else 'no'} text_input and "
@@ -121,7 +120,7 @@ class InferenceMixin:
 
     @torch.no_grad()
     def score_candidates(self, samples: dict[str, Any], candidates: Sequence,
-                         append_eos: bool = True, chunk_size: int = 64):
+                         append_eos: bool | None = None, chunk_size: int = 64):
         """Summed log-probability of each candidate given image and prompt.
 
         Image, Q-Former and the prompt's key/value cache (decoder-only) or encoder output
@@ -132,12 +131,14 @@ class InferenceMixin:
         Args:
             samples: `image` and `prompt` (or `text_input`).
             candidates: one list for the whole batch, or one list per sample (ragged ok).
-            append_eos: score the EOS token after each candidate too.
+            append_eos: score the EOS token after each candidate too; None: the model's
+                `default_append_eos` (its LLM family's choice).
 
         Returns:
             (scores (B, Cmax) float32 with -inf where padded, mask (B, Cmax) bool).
         """
         n = samples["image"].shape[0]
+        append_eos = self.default_append_eos if append_eos is None else bool(append_eos)
         per_sample = self._candidate_lists(candidates, n)
         prompts = self._prompts(samples)
         prefix = self.encode(samples["image"], prompts)

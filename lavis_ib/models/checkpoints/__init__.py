@@ -1,2 +1,0 @@
-"""Checkpoint formats: Hugging Face directories (`hf`), LAVIS .pth files (`lavis`), and the
-name maps between them and lavis_ib's own parameter names (`names`)."""
