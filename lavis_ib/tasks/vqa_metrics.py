@@ -6,16 +6,17 @@ by the EvalAI server and LAVIS):
 1. whitespace: newlines and tabs become spaces, the ends are stripped;
 2. punctuation: each of ``; / [ ] " { } ( ) = + \\ _ - > < @ ` , ? !`` is deleted when it
    touches a space or the answer contains a digit-comma-digit ("1,000"), else replaced by
-   a space; a period not followed by a digit is deleted ("3.5" keeps its point);
+   a space; a period not followed by a digit is deleted ("3.5" keeps its point), at most
+   32 per answer;
 3. digits and articles: lower-case, number words zero..ten (and "none") become digits,
-   the articles a/an/the are dropped, apostrophe-less contractions get their apostrophe
-   back ("dont" -> "don't");
+   the articles a/an/the are dropped, and words in the official contraction table are
+   replaced ("dont" -> "don't"); the tables are in `vqa_tables`, transcribed as published;
 4. accuracy of a prediction against the 10 human answers: for each of the 10 leave-one-out
    subsets of 9 answers, min(1, #matches / 3); the mean of the 10 values.
 
 As in the official script, the prediction always goes through steps 1-3 while the human
-answers (already normalised in the official annotation files) only get steps 1-2 and
-only when they disagree with each other.
+answers (already normalised in the official annotation files) only get step 2, and only
+when they disagree with each other.
 
 Other accuracies reuse the normalisation (applied fully to both sides):
 ``aokvqa``: min(1, #matches / 3) over the direct answers (A-OKVQA's published rule);
@@ -27,40 +28,12 @@ from __future__ import annotations
 import re
 from typing import Callable, Sequence
 
-_PUNCT = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-",
-          ">", "<", "@", "`", ",", "?", "!")
+from lavis_ib.tasks.vqa_tables import (ARTICLES, CONTRACTIONS, NUMBER_WORDS, PERIOD_STRIP_COUNT,
+                                       PUNCTUATION)
+
 _COMMA_BETWEEN_DIGITS = re.compile(r"\d,\d")
 _PERIOD_NOT_DECIMAL = re.compile(r"\.(?!\d)")
-_NUMBER_WORDS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
-                 "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
-_ARTICLES = frozenset({"a", "an", "the"})
-# Contractions with their apostrophes. The official table maps every spelling that lacks
-# exactly one apostrophe to the full form; forms that are ordinary words without their
-# apostrophe (we'll -> "well", it's -> "its", I'm, I'd ...) are not in it.
-_CONTRACTED = (
-    "ain't aren't can't could've couldn't couldn't've didn't doesn't don't hadn't "
-    "hadn't've hasn't haven't he'd he'd've he's how'd how'll how's isn't it'd it'd've "
-    "it'll let's ma'am mightn't mightn't've might've mustn't must've needn't not've "
-    "o'clock oughtn't shan't she'd she'd've she's should've shouldn't shouldn't've "
-    "somebody'd somebody'd've somebody'll somebody's someone'd someone'd've someone'll "
-    "someone's something'd something'd've something'll that's there'd there'd've "
-    "there're there's they'd they'd've they'll they're they've 'twas wasn't we'd've "
-    "we've weren't what'll what're what's what've when's where'd where's where've who'd "
-    "who'd've who'll who's who've why'll why're why's won't would've wouldn't "
-    "wouldn't've y'all y'all'll y'all'd've you'd you'd've you'll you're you've"
-).split()
-
-
-def _contraction_table() -> dict[str, str]:
-    table = {}
-    for full in _CONTRACTED:
-        for i, ch in enumerate(full):
-            if ch == "'":
-                table[full[:i] + full[i + 1:]] = full
-    return table
-
-
-CONTRACTIONS = _contraction_table()
+_ARTICLES = frozenset(ARTICLES)
 
 
 def clean_whitespace(text: str) -> str:
@@ -71,18 +44,18 @@ def process_punctuation(text: str) -> str:
     """Step 2 of the official normalisation (punctuation and periods)."""
     out = text
     has_digit_comma = _COMMA_BETWEEN_DIGITS.search(text) is not None
-    for p in _PUNCT:
+    for p in PUNCTUATION:
         # the test reads the original text, the replacement the running result (official)
         if p + " " in text or " " + p in text or has_digit_comma:
             out = out.replace(p, "")
         else:
             out = out.replace(p, " ")
-    return _PERIOD_NOT_DECIMAL.sub("", out)
+    return _PERIOD_NOT_DECIMAL.sub("", out, count=PERIOD_STRIP_COUNT)
 
 
 def process_digit_article(text: str) -> str:
     """Step 3: lower-case, number words -> digits, drop articles, restore contractions."""
-    words = [_NUMBER_WORDS.get(w, w) for w in text.lower().split()]
+    words = [NUMBER_WORDS.get(w, w) for w in text.lower().split()]
     return " ".join(CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES)
 
 
@@ -96,7 +69,7 @@ def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
     if not answers:
         raise ValueError("vqa_accuracy needs at least one human answer")
     pred = normalize_answer(prediction)
-    gts = [clean_whitespace(a) for a in answers]
+    gts = [str(a) for a in answers]
     if len(set(gts)) > 1:
         gts = [process_punctuation(a) for a in gts]
     accs = []
