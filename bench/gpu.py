@@ -366,7 +366,7 @@ class Bench:
         times = {"ours": [], "lavis": []}
         try:
             with torch.no_grad(), self.autocast():
-                ours = model.score_candidates(samples, candidates)[0]
+                ours = model.score_candidates(samples, candidates, append_eos=True)[0]
                 ref = self.lavis_scores(samples, candidates)
                 self.maybe_fail(stage)
                 for r in range(3):
@@ -374,7 +374,7 @@ class Bench:
                         self.sync()
                         start = time.perf_counter()
                         if side == "ours":
-                            model.score_candidates(samples, candidates)
+                            model.score_candidates(samples, candidates, append_eos=True)
                         else:
                             self.lavis_scores(samples, candidates)
                         self.sync()
