@@ -47,12 +47,11 @@ class _WarmupScheduler:
         self.last_step = -1
 
     @classmethod
-    def from_config(cls, optimizer: Any, run: Mapping[str, Any]) -> "_WarmupScheduler":
-        """Build from a validated `run` mapping (common/schema.py keys)."""
-        return cls(optimizer, max_iters=run["max_iters"], init_lr=run["init_lr"],
-                   min_lr=run["min_lr"], warmup_lr=run["warmup_lr"],
-                   warmup_steps=run["warmup_steps"], lr_decay_rate=run.get("lr_decay_rate", 0.9),
-                   lr_decay_every=run.get("lr_decay_every", 1000))
+    def from_config(cls, optimizer: Any, run: Any) -> "_WarmupScheduler":
+        """Build from the typed `run` config (common/schema.py's RunConfig)."""
+        return cls(optimizer, max_iters=run.max_iters, init_lr=run.init_lr, min_lr=run.min_lr,
+                   warmup_lr=run.warmup_lr, warmup_steps=run.warmup_steps,
+                   lr_decay_rate=run.lr_decay_rate, lr_decay_every=run.lr_decay_every)
 
     def lr_at(self, step: int) -> float:
         """The LR of optimizer step `step` (0-based)."""
