@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, List, Mapping, Optional, Union, get_args, get_origin, get_type_hints
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import OmegaConfBaseException
 
 from lavis_ib.common.errors import ConfigError, did_you_mean
 
@@ -144,6 +144,17 @@ def _type_name(hint: Any) -> str:
     return "list of str" if get_origin(hint) in (list, List) else getattr(hint, "__name__", str(hint))
 
 
+def _raise_type_error(schema: DictConfig, given: Mapping[str, Any]) -> None:
+    """The merge failed: find the key whose value does not fit and name it."""
+    for key, value in given.items():
+        try:
+            OmegaConf.merge(schema, {key: value})
+        except OmegaConfBaseException:
+            raise ConfigError(f"run.{key}: expected {_type_name(_base_type(key))}, got "
+                              f"{type(value).__name__} {value!r}") from None
+    raise ConfigError(f"run: cannot apply {dict(given)}")  # unreachable: one key must fail
+
+
 def validate_run(run: Mapping[str, Any] | None) -> DictConfig:
     """The complete, typed `run` config (a `RunConfig` DictConfig in struct mode).
 
@@ -153,14 +164,10 @@ def validate_run(run: Mapping[str, Any] | None) -> DictConfig:
     """
     given = _prepass(run or {})
     schema = OmegaConf.structured(RunConfig)
-    for key, value in given.items():
-        try:
-            schema[key] = value
-        except ConfigKeyError:  # unreachable after the pre-pass; kept one line all the same
-            raise ConfigError(f"unknown key run.{key}.") from None
-        except OmegaConfBaseException:
-            raise ConfigError(f"run.{key}: expected {_type_name(_base_type(key))}, got "
-                              f"{type(value).__name__} {value!r}") from None
+    try:
+        schema = OmegaConf.merge(schema, given)
+    except OmegaConfBaseException:
+        _raise_type_error(schema, given)
     for key, choices in CHOICES.items():
         if schema[key] not in choices:
             raise ConfigError(f"run.{key}: '{schema[key]}' is not one of {', '.join(choices)}.")
