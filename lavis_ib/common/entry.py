@@ -4,8 +4,8 @@ of a traceback, joining the process group with logging set up, building task, mo
 datasets and runner from a composed config, and finding a run's checkpoint.
 
 The layers above `common` (runners, tasks, models) are imported inside the functions
-that need them, so `import lavis_ib.common.entry` stays light and nothing below the
-entry points imports this module.
+that need them, so `import lavis_ib.common.entry` stays light; only modules with a
+command line import this one, and no command imports another command.
 """
 from __future__ import annotations
 
