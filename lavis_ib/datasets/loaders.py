@@ -22,10 +22,10 @@ best-effort: a resumed run starts a new pass of each (pass + 1 through `set_epoc
 available) instead of skipping the samples already seen, which would mean decoding them.
 
 Bad samples: datasets return `BadSample(path, reason)` for unreadable images and their
-collater (or `datasets.datasets.base.collate`, for datasets without one) drops them,
-listing `batch["_bad_files"]`. The loader counts samples requested and
-bad, and raises `DataError` (a `LavisIbError`) listing the files once the bad fraction
-exceeds `max_bad_sample_fraction`. Micro-batches keep their place in the step even when
+collater (the shared `datasets.datasets.base.collate` for datasets without one) drops
+them, listing `batch["_bad_files"]`. The loader counts samples requested and bad, and
+raises `DataError` (a `LavisIbError`) listing the files once the bad fraction exceeds
+`max_bad_sample_fraction`. Micro-batches keep their place in the step even when
 samples were dropped, so they may hold fewer than `micro_batch_size` samples (or none; see
 `num_samples`).
 """

@@ -12,13 +12,16 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import torch
 from torch import nn
 from torch.distributed.tensor import DTensor
 
 from lavis_ib.common.errors import ConfigError
+
+if TYPE_CHECKING:
+    from lavis_ib.common.schema import RunConfig
 
 
 def param_groups(named_params: Iterable[tuple[str, nn.Parameter]],
@@ -49,7 +52,7 @@ def param_groups(named_params: Iterable[tuple[str, nn.Parameter]],
 
 
 def build_optimizer(named_params: Iterable[tuple[str, nn.Parameter]],
-                    run: Any) -> torch.optim.AdamW:
+                    run: RunConfig) -> torch.optim.AdamW:
     """AdamW(betas=(0.9, run.beta2)) with LAVIS's decay groups; the LR is set by the
     scheduler. `run` is the typed RunConfig."""
     groups = [{k: v for k, v in g.items() if k != "names"}
@@ -83,7 +86,7 @@ def clip_grads(params: list[nn.Parameter], max_norm: float | None) -> float:
     return float(total)
 
 
-def derive_batching(run: Any, world_size: int) -> tuple[int, int, int]:
+def derive_batching(run: RunConfig, world_size: int) -> tuple[int, int, int]:
     """(global batch, per-device micro-batch, accumulation steps) of `run` (the typed
     RunConfig) for this world size.
 

@@ -28,7 +28,7 @@ import datetime
 import functools
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 import torch.distributed as dist
@@ -36,6 +36,9 @@ from torch import nn
 
 from lavis_ib.common.devices import resolve_device
 from lavis_ib.common.errors import ConfigError
+
+if TYPE_CHECKING:
+    from lavis_ib.common.schema import RunConfig
 
 # the model contract's inference methods (docs/architecture.md)
 FORWARD_METHODS = ("generate", "score_candidates")
@@ -52,7 +55,7 @@ class DistInfo:
     initialized_here: bool = False
 
 
-def setup_distributed(run: Any) -> DistInfo:
+def setup_distributed(run: RunConfig) -> DistInfo:
     """Join the torchrun process group for `ddp`/`fsdp`; nothing for `none`. `run` is
     the typed RunConfig (common/schema.py).
 
@@ -127,7 +130,7 @@ def _single_dtype_units(root: nn.Module, taken: set[int]) -> list[nn.Module]:
 class Strategy:
     """Wraps a model for one of `none | ddp | fsdp` and drives gradient synchronisation."""
 
-    def __init__(self, run: Any, info: DistInfo) -> None:
+    def __init__(self, run: RunConfig, info: DistInfo) -> None:
         self.mode = run.distributed
         self.amp = run.amp
         self.activation_checkpointing = run.activation_checkpointing
