@@ -67,9 +67,11 @@ def load_hf(directory: str):
     return model, InstructBlipProcessor.from_pretrained(directory)
 
 
-def set_mode(model, train: bool) -> None:
+def set_mode(model, train: bool, hf: bool = False) -> None:
+    """Train/eval mode; transformers' model (`hf`) keeps its frozen parts in eval mode (ours
+    does so in its own `train`)."""
     model.train(train)
-    if hasattr(model, "vision_model"):  # transformers: keep the frozen parts in eval mode
+    if hf:
         model.vision_model.eval()
         model.language_model.eval()
 
@@ -129,7 +131,7 @@ def make_step(loss_fn, model, inputs, opt):
 def check(ours, hf, processor, samples) -> tuple[float, float]:
     """(|loss diff|, relative query-token gradient diff) with dropout off."""
     set_mode(ours, False)
-    set_mode(hf, False)
+    set_mode(hf, False, hf=True)
     ours.zero_grad(set_to_none=True)
     hf.zero_grad(set_to_none=True)
     lo = ours_loss(ours, samples)
@@ -152,7 +154,7 @@ def child(side: str, directory: str, n: int, image_size: int) -> dict:
     else:
         model, processor = load_hf(directory)
         inputs, loss_fn = hf_inputs(processor, model.config, samples), hf_loss
-    set_mode(model, True)
+    set_mode(model, True, hf=side == "hf")
     step = make_step(loss_fn, model, inputs, optimizer(model))
     step()  # AdamW state now exists; its allocation is not part of a step
     growth, before = common.peak_growth(step, repeats=2)
@@ -193,7 +195,7 @@ def main(argv=None) -> int:
         return 1
 
     set_mode(ours, True)
-    set_mode(hf, True)
+    set_mode(hf, True, hf=True)
     steps = {"lavis_ib": make_step(ours_loss, ours, samples, optimizer(ours)),
              "transformers": make_step(hf_loss, hf, hf_inputs(processor, hf.config, samples),
                                        optimizer(hf))}

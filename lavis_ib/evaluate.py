@@ -10,21 +10,11 @@ Runs in one process, or sharded under torchrun with run.distributed=ddp|fsdp.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Sequence
 
 from lavis_ib.common.config import Config
-from lavis_ib.common.containers import to_plain
-from lavis_ib.common.entry import project_parser, run_entry
-
-
-def checkpoint_folder(path: str) -> str:
-    """A run folder's best checkpoint (else newest), or the given checkpoint folder."""
-    from lavis_ib.runners.checkpoint import resolve_checkpoint
-
-    best = os.path.join(path, "checkpoints", "best")
-    return best if os.path.isfile(os.path.join(best, "meta.json")) else resolve_checkpoint(path)
+from lavis_ib.common.entry import build, checkpoint_folder, joined, project_parser, run_entry
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,20 +25,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = Config(args.cfg_path, args.options)
     from lavis_ib.runners.checkpoint import load_trainable_weights
-    from lavis_ib.runners.strategies import setup_distributed, teardown_distributed
-    from lavis_ib.train import build, setup_logging
 
-    info = setup_distributed(to_plain(cfg.run_cfg))
-    setup_logging(info.rank)
-    try:
+    with joined(cfg) as info:
         _, model, _, runner = build(cfg, info)
         if args.checkpoint:
             load_trainable_weights(model, checkpoint_folder(args.checkpoint))
         results = runner.evaluate()
         if info.rank == 0:
             print(json.dumps(results, indent=1, default=str))
-    finally:
-        teardown_distributed(info)
     return 0
 
 

@@ -14,8 +14,7 @@ import os
 import sys
 from typing import Sequence
 
-from lavis_ib.common.entry import run_entry
-from lavis_ib.common.errors import ConfigError
+from lavis_ib.common.entry import checkpoint_folder, run_entry
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from lavis_ib.common.config import load_yaml
     from lavis_ib.common.registry import import_plugins, registry
-    from lavis_ib.evaluate import checkpoint_folder
+    from lavis_ib.common.seeding import seed_everything
     from lavis_ib.runners.checkpoint import load_trainable_weights, resolve_checkpoint
 
     cfg = load_yaml(os.path.join(args.run_dir, "config.yaml"), "run config")
@@ -39,15 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ckpt = resolve_checkpoint(args.run_dir)
     else:
         ckpt = resolve_checkpoint(args.checkpoint)
-    from lavis_ib.runners.runner_iter import seed_everything
-
     seed_everything(int(cfg.run.seed))  # as in training: randomly initialised parts match
     model = registry.get_model_class(cfg.model.arch).from_config(cfg.model)
-    if not hasattr(model, "save_pretrained"):
-        raise ConfigError(f"model '{cfg.model.arch}' has no save_pretrained(); it cannot be "
-                          f"exported in the Hugging Face layout.")
     load_trainable_weights(model, ckpt)
-    model.save_pretrained(args.out_dir)
+    model.save_pretrained(args.out_dir)  # BaseModel's default raises: no export format
     print(f"exported {ckpt} to {args.out_dir}")
     return 0
 

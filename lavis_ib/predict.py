@@ -43,13 +43,14 @@ def _overrides(options: Sequence[str]) -> dict:
     from omegaconf import OmegaConf
 
     from lavis_ib.common.config import parse_options
+    from lavis_ib.common.containers import to_plain
 
     pairs = parse_options(options)
     try:
         node = OmegaConf.from_dotlist([f"{k}={v}" for k, v in pairs])
     except Exception as exc:  # omegaconf grammar errors
         raise ConfigError(f"--options: {str(exc).splitlines()[0]}") from None
-    return OmegaConf.to_container(node, resolve=True)
+    return to_plain(node)
 
 
 def _load_images(paths: Sequence[str], processor):

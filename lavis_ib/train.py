@@ -12,31 +12,10 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, Sequence
+from typing import Sequence
 
 from lavis_ib.common.config import Config
-from lavis_ib.common.containers import to_plain
-from lavis_ib.common.entry import project_parser, run_entry
-from lavis_ib.common.registry import registry
-
-
-def setup_logging(rank: int) -> None:
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
-                        force=True)
-
-
-def build(cfg: Config, info: Any) -> Any:
-    """(task, model, datasets, runner) from a composed config, in a joined process group."""
-    from lavis_ib.runners.runner_iter import seed_everything
-
-    run = to_plain(cfg.run_cfg)
-    seed_everything(run["seed"])  # identical initialisation on every rank (FSDP needs it)
-    task = registry.get_task_class(run["task"]).setup_task(cfg.config)
-    model = task.build_model(cfg.config)
-    datasets = task.build_datasets(cfg.config)
-    runner = registry.get_runner_class(run["runner"])(cfg, task, model, datasets, dist_info=info)
-    return task, model, datasets, runner
+from lavis_ib.common.entry import build, joined, project_parser, run_entry
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,11 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "Instruction-tune a model from a project file.")
     args = parser.parse_args(argv)
     cfg = Config(args.cfg_path, args.options)
-    from lavis_ib.runners.strategies import setup_distributed, teardown_distributed
-
-    info = setup_distributed(to_plain(cfg.run_cfg))
-    setup_logging(info.rank)
-    try:
+    with joined(cfg) as info:
         _, _, _, runner = build(cfg, info)
         if cfg.run_cfg.evaluate_only:
             runner.evaluate()
@@ -57,8 +32,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger(__name__).info(
                 "finished at step %d; best %s; last checkpoint %s",
                 result["step"], result["best"], result["last_checkpoint"])
-    finally:
-        teardown_distributed(info)
     return 0
 
 

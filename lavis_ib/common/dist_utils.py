@@ -5,9 +5,7 @@ unless a process group is initialised (LAVIS calls `dist.barrier()` unconditiona
 """
 from __future__ import annotations
 
-import functools
-import os
-from typing import Any, Callable
+from typing import Any
 
 import torch.distributed as dist
 
@@ -24,10 +22,6 @@ def get_world_size() -> int:
     return dist.get_world_size() if is_dist_avail_and_initialized() else 1
 
 
-def get_local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", 0))
-
-
 def is_main_process() -> bool:
     return get_rank() == 0
 
@@ -35,19 +29,6 @@ def is_main_process() -> bool:
 def barrier() -> None:
     if is_dist_avail_and_initialized():
         dist.barrier()
-
-
-def main_process_first(fn: Callable) -> Callable:
-    """Run `fn` on rank 0 first (e.g. a download), then on the other ranks."""
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if is_main_process():
-            result = fn(*args, **kwargs)
-            barrier()
-            return result
-        barrier()
-        return fn(*args, **kwargs)
-    return wrapper
 
 
 def all_gather_objects(obj: Any) -> list[Any]:

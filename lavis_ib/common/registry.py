@@ -196,7 +196,6 @@ class _LavisRegistry:
         self.lr_schedulers = Registry(
             "lr_scheduler", None, ("lavis_ib.runners.builtin",),
             "called with an optimizer and run settings; step(cur_step) sets the LR")
-        self.paths: dict[str, str] = {}
 
     # decorators ---------------------------------------------------------------------
     def register_model(self, name: str, force: bool = False) -> Callable:
@@ -217,9 +216,6 @@ class _LavisRegistry:
     def register_lr_scheduler(self, name: str, force: bool = False) -> Callable:
         return self.lr_schedulers.register(name, force=force)
 
-    def register_path(self, name: str, path: str) -> None:
-        self.paths[name] = str(path)
-
     # lookups ------------------------------------------------------------------------
     def get_model_class(self, name: str) -> Any:
         return self.models.get(name)
@@ -238,12 +234,6 @@ class _LavisRegistry:
 
     def get_lr_scheduler_class(self, name: str) -> Any:
         return self.lr_schedulers.get(name)
-
-    def get_path(self, name: str) -> str:
-        try:
-            return self.paths[name]
-        except KeyError:
-            raise RegistryError(f"unknown path '{name}'.{did_you_mean(name, self.paths)}") from None
 
     # listings -----------------------------------------------------------------------
     def list_models(self) -> list[str]:

@@ -1,13 +1,22 @@
 """The typed `run:` schema: every key, its type, default and meaning, in one place.
 
-`validate_run` fills defaults, maps LAVIS's names onto ours, and rejects unknown keys
-(with the closest match) and values of the wrong type (naming the key).
+`RunConfig` is an OmegaConf structured config: `validate_run(mapping)` merges a project's
+`run:` mapping into it and returns a DictConfig in struct mode, so OmegaConf does the
+typing (an `int` key given "abc" fails) and a misspelt key fails on read and on write,
+in the project file and in code alike (`run.max_iter` raises instead of returning None).
+A small pre-pass before the merge maps LAVIS's names and values onto ours (`ALIASES`,
+`_LAVIS_VALUES`), drops the keys torchrun makes meaningless (`IGNORED`) and rejects
+LAVIS's epoch keys (`_UNSUPPORTED`); after it, the string keys with a fixed set of values
+are checked against `CHOICES`. Every error is a one-line `ConfigError` naming the key.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Any, List, Mapping, Optional, Union, get_args, get_origin, get_type_hints
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from lavis_ib.common.errors import ConfigError, did_you_mean
 
@@ -15,6 +24,10 @@ CHOICES = {
     "amp": ("bf16", "fp16", "none"),
     "distributed": ("none", "ddp", "fsdp"),
 }
+
+
+def _list(*items: str) -> Any:
+    return field(default_factory=lambda: list(items))
 
 
 @dataclass
@@ -50,14 +63,14 @@ class RunConfig:
     seed: int = 42                              # base seed (rank added for dropout/augmentation)
     output_dir: str = "output/run"              # run folder: config, logs, checkpoints, predictions
     resume: str = "none"                        # auto | path to a checkpoint | none
-    select_metric: list = field(default_factory=lambda: [
-        "coco_caption.cider", "ok_vqa.acc", "aok_vqa.acc", "textcaps.cider"])
+    select_metric: List[str] = _list(           # mean of these "dataset.metric" picks best/
+        "coco_caption.cider", "ok_vqa.acc", "aok_vqa.acc", "textcaps.cider")
     device: str = "auto"                        # auto (cuda when present) | cpu | cuda
     log_every: int = 10                         # steps between log lines
     evaluate_only: bool = False                 # skip training, evaluate the eval splits
-    train_splits: list = field(default_factory=lambda: ["train"])
-    valid_splits: list = field(default_factory=lambda: ["val"])
-    test_splits: list = field(default_factory=lambda: ["test"])
+    train_splits: List[str] = _list("train")    # a string is read as a one-item list
+    valid_splits: List[str] = _list("val")
+    test_splits: List[str] = _list("test")
     dist_timeout_s: int = 60                    # process-group timeout: a hang fails fast
 
 
@@ -82,48 +95,35 @@ _UNSUPPORTED = {
 }
 
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+_HINTS = get_type_hints(RunConfig)
 
 
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    origin = get_origin(hint)
-    if origin is Union:  # Optional[X]
-        if value is None:
-            return None
+def _base_type(key: str) -> Any:
+    """The field's type without Optional: int, float, bool, str or List[str]."""
+    hint = _HINTS[key]
+    if get_origin(hint) is Union:
         hint = next(a for a in get_args(hint) if a is not type(None))
-    if hint is list or origin is list:
-        if isinstance(value, str):
-            return [value]
-        if isinstance(value, (list, tuple)):
-            return list(value)
-    elif hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif hint is str:
-        if isinstance(value, str):
-            return value
-    raise ConfigError(f"run.{key}: expected {getattr(hint, '__name__', hint)}, "
-                      f"got {type(value).__name__} {value!r}")
+    return hint
 
 
-def validate_run(run: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A complete, typed `run` dict from a project's `run:` mapping.
+def _normalise(key: str, value: Any) -> Any:
+    """LAVIS's habits OmegaConf would reject: `amp: true`, `train_splits: train`, an
+    integer written as a float (`max_iters: 6.0e4`)."""
+    if key in _LAVIS_VALUES and isinstance(value, bool):
+        return _LAVIS_VALUES[key][value]
+    hint = _base_type(key)
+    if get_origin(hint) in (list, List) and isinstance(value, str):
+        return [value]
+    if hint is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
-    Raises:
-        ConfigError: an unknown key (with the closest match), a wrong type or an invalid
-            choice, naming the key.
-    """
-    given = dict(run or {})
-    hints = get_type_hints(RunConfig)
+
+def _prepass(given: Mapping[str, Any]) -> dict[str, Any]:
+    """Our key names and values from a `run:` mapping that may use LAVIS's."""
     out: dict[str, Any] = {}
     for key, value in given.items():
+        key = str(key)
         if key in IGNORED:
             continue
         if key in _UNSUPPORTED:
@@ -136,11 +136,40 @@ def validate_run(run: Mapping[str, Any] | None) -> dict[str, Any]:
         if key not in FIELDS:
             raise ConfigError(f"unknown key run.{key}.{did_you_mean(key, [*FIELDS, *ALIASES])} "
                               f"See docs/projects.md for every run key.")
-        if key in _LAVIS_VALUES and isinstance(value, bool):
-            value = _LAVIS_VALUES[key][value]
-        out[key] = _coerce(key, value, hints[key])
+        out[key] = _normalise(key, value)
+    return out
+
+
+def _type_name(hint: Any) -> str:
+    return "list of str" if get_origin(hint) in (list, List) else getattr(hint, "__name__", str(hint))
+
+
+def _raise_type_error(schema: DictConfig, given: Mapping[str, Any]) -> None:
+    """The merge failed: find the key whose value does not fit and name it."""
+    for key, value in given.items():
+        try:
+            OmegaConf.merge(schema, {key: value})
+        except OmegaConfBaseException:
+            raise ConfigError(f"run.{key}: expected {_type_name(_base_type(key))}, got "
+                              f"{type(value).__name__} {value!r}") from None
+    raise ConfigError(f"run: cannot apply {dict(given)}")  # unreachable: one key must fail
+
+
+def validate_run(run: Mapping[str, Any] | None) -> DictConfig:
+    """The complete, typed `run` config (a `RunConfig` DictConfig in struct mode).
+
+    Raises:
+        ConfigError: an unknown key (with the closest match), a wrong type or an invalid
+            choice, naming the key.
+    """
+    given = _prepass(run or {})
+    schema = OmegaConf.structured(RunConfig)
+    try:
+        schema = OmegaConf.merge(schema, given)
+    except OmegaConfBaseException:
+        _raise_type_error(schema, given)
     for key, choices in CHOICES.items():
-        if key in out and out[key] not in choices:
-            raise ConfigError(f"run.{key}: '{out[key]}' is not one of {', '.join(choices)}.")
-    defaults = dataclasses.asdict(RunConfig())
-    return {**defaults, **out}
+        if schema[key] not in choices:
+            raise ConfigError(f"run.{key}: '{schema[key]}' is not one of {', '.join(choices)}.")
+    OmegaConf.set_struct(schema, True)
+    return schema

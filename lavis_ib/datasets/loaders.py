@@ -22,9 +22,10 @@ best-effort: a resumed run starts a new pass of each (pass + 1 through `set_epoc
 available) instead of skipping the samples already seen, which would mean decoding them.
 
 Bad samples: datasets return `BadSample(path, reason)` for unreadable images and their
-collater drops them, listing `batch["_bad_files"]`. The loader counts samples requested and
-bad, and raises `DataError` (a `LavisIbError`) listing the files once the bad fraction
-exceeds `max_bad_sample_fraction`. Micro-batches keep their place in the step even when
+collater (the shared `datasets.datasets.base.collate` for datasets without one) drops
+them, listing `batch["_bad_files"]`. The loader counts samples requested and bad, and
+raises `DataError` (a `LavisIbError`) listing the files once the bad fraction exceeds
+`max_bad_sample_fraction`. Micro-batches keep their place in the step even when
 samples were dropped, so they may hold fewer than `micro_batch_size` samples (or none; see
 `num_samples`).
 """
@@ -38,38 +39,11 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from lavis_ib.common import dist_utils
 from lavis_ib.common.errors import ConfigError, DataError
+from lavis_ib.datasets.datasets.base import collate
 from lavis_ib.datasets.mixing import IndexStream, Mixer, name_key
 
 _MAX_LISTED = 20        # bad files named in the error message
 _MAX_KEPT = 10_000      # distinct bad files remembered
-
-
-def is_bad_sample(obj: Any) -> bool:
-    """True for `lavis_ib.datasets.datasets.base.BadSample(path, reason)`.
-
-    Duck-typed (an object with `path` and `reason` and no `keys`), so this module does not
-    depend on the dataset classes and any marker of that shape is recognised.
-    """
-    return hasattr(obj, "path") and hasattr(obj, "reason") and not hasattr(obj, "keys")
-
-
-def default_collater(samples: Sequence[Any]) -> dict[str, Any]:
-    """Collate dict samples for datasets without a `collater`: the contract's batch layout.
-
-    Tensors of one shape are stacked, other values kept as lists; bad samples are dropped
-    and listed under `_bad_files`; `_num_requested` is the number of samples given.
-    """
-    good = [s for s in samples if not is_bad_sample(s)]
-    batch: dict[str, Any] = {}
-    for key in (good[0].keys() if good else ()):
-        values = [s.get(key) for s in good]
-        if all(isinstance(v, torch.Tensor) for v in values) and len({v.shape for v in values}) == 1:
-            batch[key] = torch.stack(values)
-        else:
-            batch[key] = values
-    batch["_bad_files"] = [str(s.path) for s in samples if is_bad_sample(s)]
-    batch["_num_requested"] = len(samples)
-    return batch
 
 
 def num_samples(batch: Mapping[str, Any]) -> int:
@@ -81,7 +55,8 @@ def num_samples(batch: Mapping[str, Any]) -> int:
 
 
 def _collater(dataset: Any) -> Callable[[list], dict]:
-    return getattr(dataset, "collater", None) or default_collater
+    """The dataset's own `collater` (LAVIS's name), else the shared `collate`."""
+    return getattr(dataset, "collater", None) or collate
 
 
 def _is_iterable(dataset: Any) -> bool:

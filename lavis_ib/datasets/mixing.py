@@ -3,7 +3,9 @@
 InstructBLIP (Sec. 2.4) mixes the held-in training sets with probability
 p_d = sqrt(S_d) / sum_i sqrt(S_i) (S = number of training samples), then adjusts some
 datasets by hand. Here p_d is proportional to sqrt(S_d) x sample_ratio_d, or to
-S_d x sample_ratio_d when balanced sampling is off (the Table 2 ablation).
+S_d x sample_ratio_d when balanced sampling is off (the Table 2 ablation). The hand
+adjustments are `datasets.<name>.sample_ratio` in the project files (OKVQA up, A-OKVQA
+down; their values and rationale: docs/protocol.md), 1.0 by default.
 
 Everything is a pure function of the seed, so any number of ranks sees the same sequence:
 
@@ -27,29 +29,11 @@ import numpy as np
 
 from lavis_ib.common.errors import ConfigError, did_you_mean
 
-#: Hand adjustments of the sqrt-size weights, used as `sample_ratio` in the project YAMLs
-#: (every dataset's default YAML says 1.0). The paper (Sec. 2.4) lowers A-OKVQA (multiple
-#: choice) and raises OKVQA (open-ended) by hand without publishing the
-#: coefficients. We chose a factor of 2 each way: enough to move their shares visibly (with
-#: the held-in sizes OKVQA's 9K samples get only about 1% of the steps at ratio 1.0), small
-#: enough that neither dominates its category. The question-generation variants (ok_vqg,
-#: aok_vqg) keep 1.0: the paper adjusts the QA datasets only. Override them per dataset with
-#: `datasets.<name>.sample_ratio` in a project file, not here.
-DEFAULT_SAMPLE_RATIOS: dict[str, float] = {
-    "aok_vqa": 0.5,
-    "ok_vqa": 2.0,
-}
-
 # Distinct tags keep the choice generator and the permutation generators independent even
 # when their other seed parts coincide.
 _CHOICE_TAG = 0x6D6978  # "mix"
 _PERM_TAG = 0x7065726D  # "perm"
 _U64 = 2 ** 64
-
-
-def default_sample_ratio(name: str) -> float:
-    """The documented hand adjustment for dataset `name` (1.0 for most)."""
-    return DEFAULT_SAMPLE_RATIOS.get(name, 1.0)
 
 
 def name_key(name: str) -> int:
@@ -100,7 +84,8 @@ class Mixer:
 
     Args:
         sizes: {name: number of training samples}.
-        sample_ratios: {name: hand adjustment} (see `DEFAULT_SAMPLE_RATIOS`).
+        sample_ratios: {name: hand adjustment} (`datasets.<name>.sample_ratio`; the
+            shipped values and their rationale: docs/protocol.md).
         balanced: sqrt-size weighting (True) or size-proportional (False).
         seed: run seed; with the step it is the only input of the draw.
 

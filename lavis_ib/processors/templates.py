@@ -65,7 +65,7 @@ class InstructionTemplateProcessor(BaseProcessor):
     """Formats one instruction from a template family.
 
     Args:
-        family: ``caption``, ``vqa`` or ``qg`` (PAPER.md), unless `templates` is given.
+        family: ``caption``, ``vqa`` or ``qg`` (docs/protocol.md), unless `templates` is given.
         templates: custom templates with ``{question}`` / ``{answer}`` slots.
         seed: base seed of the per-sample draw.
         max_words: words kept of the inserted question / answer.

@@ -7,15 +7,21 @@
   step over all ranks). DDP and FSDP average gradients over ranks, so the result is
   sum(token losses) / tokens whatever the split of the global batch.
 - Clipping that works on plain tensors and on FSDP2's sharded DTensor gradients.
+- The batching of a step: global batch, per-device micro-batch and accumulation steps.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+import math
+from typing import TYPE_CHECKING, Any, Iterable
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from lavis_ib.common.errors import ConfigError
+
+if TYPE_CHECKING:
+    from lavis_ib.common.schema import RunConfig
 
 
 def param_groups(named_params: Iterable[tuple[str, nn.Parameter]],
@@ -46,12 +52,13 @@ def param_groups(named_params: Iterable[tuple[str, nn.Parameter]],
 
 
 def build_optimizer(named_params: Iterable[tuple[str, nn.Parameter]],
-                    run: Mapping[str, Any]) -> torch.optim.AdamW:
-    """AdamW(betas=(0.9, run.beta2)) with LAVIS's decay groups; the LR is set by the scheduler."""
+                    run: RunConfig) -> torch.optim.AdamW:
+    """AdamW(betas=(0.9, run.beta2)) with LAVIS's decay groups; the LR is set by the
+    scheduler. `run` is the typed RunConfig."""
     groups = [{k: v for k, v in g.items() if k != "names"}
-              for g in param_groups(named_params, float(run["weight_decay"]))]
-    return torch.optim.AdamW(groups, lr=float(run["init_lr"]), betas=(0.9, float(run["beta2"])),
-                             weight_decay=float(run["weight_decay"]))
+              for g in param_groups(named_params, run.weight_decay)]
+    return torch.optim.AdamW(groups, lr=run.init_lr, betas=(0.9, run.beta2),
+                             weight_decay=run.weight_decay)
 
 
 def grads(params: Iterable[nn.Parameter]) -> list[torch.Tensor]:
@@ -72,9 +79,39 @@ def clip_grads(params: list[nn.Parameter], max_norm: float | None) -> float:
     if not gs:
         return 0.0
     total = torch.nn.utils.get_total_norm(gs, norm_type=2.0)
-    full = getattr(total, "full_tensor", None)
-    if full is not None:  # FSDP2: the norm of sharded DTensor gradients is a partial sum
-        total = full()
+    if isinstance(total, DTensor):  # FSDP2: the norm of sharded gradients is a partial sum
+        total = total.full_tensor()
     if max_norm is not None and max_norm > 0:
         torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
     return float(total)
+
+
+def derive_batching(run: RunConfig, world_size: int) -> tuple[int, int, int]:
+    """(global batch, per-device micro-batch, accumulation steps) of `run` (the typed
+    RunConfig) for this world size.
+
+    `global_batch_size` fixes the optimizer's batch; `batch_size_train` is the largest
+    micro-batch a device takes; accumulation fills the gap. Without `global_batch_size`
+    the LAVIS rule applies: batch_size_train x world_size x accum_grad_iters.
+
+    Raises:
+        ConfigError: a global batch no split of the world size can produce.
+    """
+    micro, accum, glob = run.batch_size_train, run.accum_grad_iters, run.global_batch_size
+    if glob is None:
+        accum = accum or 1
+        return micro * world_size * accum, micro, accum
+    if glob % world_size:
+        raise ConfigError(f"run.global_batch_size={glob} is not divisible by the {world_size} "
+                          f"processes; choose a multiple of {world_size}.")
+    per_rank = glob // world_size
+    if accum:
+        if per_rank % accum:
+            raise ConfigError(f"run.global_batch_size={glob} over {world_size} processes x "
+                              f"accum_grad_iters={accum} leaves a fractional micro-batch; unset "
+                              f"run.accum_grad_iters to derive it.")
+        return glob, per_rank // accum, accum
+    accum = max(1, math.ceil(per_rank / micro))
+    while per_rank % accum:
+        accum += 1
+    return glob, per_rank // accum, accum

@@ -3,7 +3,8 @@
 One optimizer step:
     lr = scheduler.step(step)                       closed form of the step (schedulers.py)
     for each of this rank's accum micro-batches     (MixtureLoader.next_step)
-        forward under autocast; backward(loss_sum)  gradients reduced on the last only
+        task.train_step under autocast              the model's {"loss", "loss_sum", "num_tokens"}
+        backward(loss_sum)                          gradients reduced on the last only
     all-reduce [loss_sum, tokens, samples]          one collective per step
     stop if the loss is not finite                  nothing stepped, last checkpoint kept
     grads *= world_size / tokens                    global-token-count normalisation
@@ -12,7 +13,8 @@ Every `val_every` steps (and at `max_iters`): checkpoint, validate the held-in v
 splits through the shared evaluation loop, keep `best/` by `run.select_metric`.
 `save_every` adds checkpoints in between; the last step is always checkpointed.
 `resume: auto` continues from the newest complete checkpoint with the exact data order,
-RNG, optimizer and LR.
+RNG, optimizer and LR. Settings come from the typed `run` config (common/schema.py),
+read as attributes.
 """
 from __future__ import annotations
 
@@ -25,14 +27,14 @@ from typing import Any, Mapping
 
 import torch
 
-from lavis_ib.common.containers import to_plain
-from lavis_ib.common.precision import autocast_dtype
 from lavis_ib.common.errors import ConfigError, DataError, LavisIbError
+from lavis_ib.common.precision import autocast_dtype
 from lavis_ib.common.registry import registry
+from lavis_ib.common.seeding import seed_everything
 from lavis_ib.runners.checkpoint import (CheckpointManager, maybe_fault, resolve_checkpoint,
                                          rng_state, set_rng_state)
 from lavis_ib.runners.eval_loop import evaluate_datasets, eval_splits, move_to, select_score
-from lavis_ib.runners.optim import build_optimizer, clip_grads, rescale_grads
+from lavis_ib.runners.optim import build_optimizer, clip_grads, derive_batching, rescale_grads
 from lavis_ib.runners.run_log import RunLogger
 from lavis_ib.runners.strategies import DistInfo, Strategy, setup_distributed
 
@@ -41,48 +43,6 @@ logger = logging.getLogger(__name__)
 
 class NonFiniteLossError(LavisIbError):
     """The training loss became NaN or infinite; the run stopped without stepping."""
-
-
-def derive_batching(run: Mapping[str, Any], world_size: int) -> tuple[int, int, int]:
-    """(global batch, per-device micro-batch, accumulation steps) for this world size.
-
-    `global_batch_size` fixes the optimizer's batch; `batch_size_train` is the largest
-    micro-batch a device takes; accumulation fills the gap. Without `global_batch_size`
-    the LAVIS rule applies: batch_size_train x world_size x accum_grad_iters.
-
-    Raises:
-        ConfigError: a global batch no split of the world size can produce.
-    """
-    micro, accum = int(run["batch_size_train"]), run.get("accum_grad_iters")
-    glob = run.get("global_batch_size")
-    if glob is None:
-        accum = int(accum or 1)
-        return micro * world_size * accum, micro, accum
-    glob = int(glob)
-    if glob % world_size:
-        raise ConfigError(f"run.global_batch_size={glob} is not divisible by the {world_size} "
-                          f"processes; choose a multiple of {world_size}.")
-    per_rank = glob // world_size
-    if accum:
-        if per_rank % int(accum):
-            raise ConfigError(f"run.global_batch_size={glob} over {world_size} processes x "
-                              f"accum_grad_iters={accum} leaves a fractional micro-batch; unset "
-                              f"run.accum_grad_iters to derive it.")
-        return glob, per_rank // int(accum), int(accum)
-    accum = max(1, math.ceil(per_rank / micro))
-    while per_rank % accum:
-        accum += 1
-    return glob, per_rank // accum, accum
-
-
-def seed_everything(seed: int) -> None:
-    import random
-
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
-    torch.manual_seed(seed)
 
 
 @registry.register_runner("runner_iter")
@@ -102,75 +62,75 @@ class RunnerIter:
                  datasets: Mapping[str, Mapping[str, Any]], job_id: Any = None,
                  dist_info: DistInfo | None = None) -> None:
         self.cfg, self.task, self.datasets = cfg, task, datasets
-        self.run = dict(to_plain(cfg.run_cfg))
+        self.run = cfg.run_cfg  # the typed RunConfig (common/schema.py)
         self.datasets_cfg = cfg.datasets_cfg
         self.info = dist_info or setup_distributed(self.run)
         self.strategy = Strategy(self.run, self.info)
         self.inner = model
         self.model: torch.nn.Module | None = None
-        self.output_dir = self.run["output_dir"]
+        self.output_dir = self.run.output_dir
+        self.global_bs = self.micro_bs = self.accum = None  # set for training
         self.is_main = self.info.rank == 0
 
     # -- setup ------------------------------------------------------------------------
     def _train_sets(self) -> tuple[dict[str, Any], dict[str, float]]:
         sets, ratios = {}, {}
         for name, splits in self.datasets.items():
-            split = next((s for s in self.run["train_splits"] if s in splits), None)
+            split = next((s for s in self.run.train_splits if s in splits), None)
             if split is not None:
                 sets[name] = splits[split]
                 ratios[name] = float(self.datasets_cfg[name].get("sample_ratio", 1.0))
         if not sets:
-            raise ConfigError(f"no dataset has a training split {self.run['train_splits']}; "
+            raise ConfigError(f"no dataset has a training split {list(self.run.train_splits)}; "
                               f"check datasets.<name>.build_info.annotations.")
         return sets, ratios
 
     def _validated(self) -> list[str]:
         """Datasets that training validation evaluates: a task and a split in
         `valid_splits` (and in the entry's `eval_splits` when set)."""
-        valid = self.run["valid_splits"]
+        valid = list(self.run.valid_splits)
         return [n for n, splits in self.datasets.items()
                 if self.datasets_cfg[n].get("task")
                 and [s for s in eval_splits(n, self.datasets_cfg[n], splits, valid) if s in valid]]
 
     def _check_select_metric(self) -> None:
         validated = self._validated()
-        for item in self.run["select_metric"]:
+        for item in self.run.select_metric:
             name = str(item).partition(".")[0]
             if name not in validated:
                 raise ConfigError(
                     f"run.select_metric '{item}': dataset '{name}' is not validated in this "
-                    f"project (it needs a task and a {self.run['valid_splits']} split not "
+                    f"project (it needs a task and a {list(self.run.valid_splits)} split not "
                     f"excluded by eval_splits); validated: {validated or '(none)'}.")
 
     def _setup_training(self) -> None:
         run, info = self.run, self.info
         self.global_bs, self.micro_bs, self.accum = derive_batching(run, info.world_size)
-        if run["val_every"] > 0:
+        if run.val_every > 0:
             self._check_select_metric()
         self.model = self.strategy.wrap(self.inner)
         self.params = [p for _, p in self.inner.named_parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.inner.named_parameters(), run)
-        scheduler_cls = registry.get_lr_scheduler_class(run["lr_sched"])
+        scheduler_cls = registry.get_lr_scheduler_class(run.lr_sched)
         self.scheduler = scheduler_cls.from_config(self.optimizer, run)
-        self.scaler = torch.amp.GradScaler(info.device.type) if run["amp"] == "fp16" else None
+        self.scaler = torch.amp.GradScaler(info.device.type) if run.amp == "fp16" else None
         from lavis_ib.datasets.loaders import MixtureLoader
 
         sets, ratios = self._train_sets()
         self.loader = MixtureLoader(sets, ratios, self.global_bs, self.micro_bs, info.rank,
-                                    info.world_size, seed=run["seed"],
-                                    num_workers=run["num_workers"],
-                                    balanced=run["balanced_sampling"],
-                                    max_bad_sample_fraction=run["max_bad_sample_fraction"])
-        self.ckpt = CheckpointManager(self.output_dir, run["keep_last"], info.rank, info.world_size)
+                                    info.world_size, seed=run.seed, num_workers=run.num_workers,
+                                    balanced=run.balanced_sampling,
+                                    max_bad_sample_fraction=run.max_bad_sample_fraction)
+        self.ckpt = CheckpointManager(self.output_dir, run.keep_last, info.rank, info.world_size)
         self.step, self.best = 0, {"score": None, "step": None}
         self._pending_validation: str | None = None
-        seed_everything(run["seed"] + info.rank)  # dropout/augmentation differ per rank
+        seed_everything(run.seed + info.rank)  # dropout/augmentation differ per rank
         self._resume()
         if self.is_main:
             self._save_run_files()
 
     def _resume(self) -> None:
-        choice = self.run["resume"]
+        choice = self.run.resume
         if choice == "none":
             if self.is_main and self.ckpt.latest():
                 logger.warning("%s already holds checkpoints; run.resume=none starts over "
@@ -198,7 +158,7 @@ class RunnerIter:
         self.cfg.save(self.output_dir)
         versions = {"lavis_ib": __version__, "torch": torch.__version__,
                     "python": sys.version.split()[0], "world_size": self.info.world_size}
-        if hasattr(self, "global_bs"):  # training runs: the batching derived for this world
+        if self.global_bs is not None:  # training runs: the batching derived for this world
             versions.update(global_batch_size=self.global_bs, micro_batch_size=self.micro_bs,
                             accum_steps=self.accum)
         with open(os.path.join(self.output_dir, "run_info.json"), "w") as f:
@@ -209,18 +169,18 @@ class RunnerIter:
         """Train to `max_iters`; returns {"step", "best", "last_checkpoint"}."""
         self._setup_training()
         run = self.run
-        log = RunLogger(self.output_dir, run["max_iters"], self.step, enabled=self.is_main)
+        log = RunLogger(self.output_dir, run.max_iters, self.step, enabled=self.is_main)
         self.inner.train()
         try:
             if self._pending_validation:
                 self._validate(self._pending_validation, log)
-            while self.step < run["max_iters"]:
+            while self.step < run.max_iters:
                 self._train_step(log)
                 done = self.step
-                validate = run["val_every"] > 0 and (done % run["val_every"] == 0
-                                                     or done == run["max_iters"])
-                save = done == run["max_iters"] or (run["save_every"] > 0
-                                                    and done % run["save_every"] == 0)
+                validate = run.val_every > 0 and (done % run.val_every == 0
+                                                  or done == run.max_iters)
+                save = done == run.max_iters or (run.save_every > 0
+                                                 and done % run.save_every == 0)
                 if validate or save:
                     self._checkpoint(validate, log)
                     log.reset_rate()
@@ -237,7 +197,7 @@ class RunnerIter:
         lr = self.scheduler.step(self.step)
         batches = self.loader.next_step()
         stats = torch.zeros(3, dtype=torch.float64, device=info.device)
-        dtype = autocast_dtype(self.run["amp"])
+        dtype = autocast_dtype(self.run.amp)
         for a, batch in enumerate(batches):
             if num_samples(batch) == 0:
                 if info.world_size > 1:
@@ -249,7 +209,7 @@ class RunnerIter:
                 with torch.autocast(info.device.type, dtype=dtype or torch.float32,
                                     enabled=dtype is not None):
                     out = self.task.train_step(model, batch)
-                loss_sum, tokens = _loss_terms(out)
+                loss_sum, tokens = out["loss_sum"], out["num_tokens"]
                 (self.scaler.scale(loss_sum) if self.scaler else loss_sum).backward()
             stats += torch.stack([loss_sum.detach().double(), torch.as_tensor(
                 tokens, dtype=torch.float64, device=info.device),
@@ -262,7 +222,7 @@ class RunnerIter:
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         rescale_grads(self.params, info.world_size / max(tokens, 1.0))
-        grad_norm = clip_grads(self.params, self.run["grad_clip"])
+        grad_norm = clip_grads(self.params, self.run.grad_clip)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -270,9 +230,9 @@ class RunnerIter:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        every = max(self.run["log_every"], 1)
+        every = max(self.run.log_every, 1)
         log.step(self.step, loss, lr, grad_norm, int(samples), int(tokens),
-                 log=self.step % every == 0 or self.step == 1 or self.step == self.run["max_iters"])
+                 log=self.step % every == 0 or self.step == 1 or self.step == self.run.max_iters)
 
     def _stop_non_finite(self, loss: float, log: RunLogger) -> None:
         last = self.ckpt.latest()
@@ -287,7 +247,7 @@ class RunnerIter:
         trainer_state = {"step": self.step, "scheduler": self.scheduler.state_dict(),
                          "scaler": self.scaler.state_dict() if self.scaler else None,
                          "best": self.best, "validated": not validate}
-        meta = {"distributed": self.run["distributed"], "global_batch_size": self.global_bs}
+        meta = {"distributed": self.run.distributed, "global_batch_size": self.global_bs}
         path = self.ckpt.save(self.step, self.model, self.inner, self.optimizer, trainer_state,
                               self.loader.state_dict(), meta)
         log.event(event="checkpoint", step=self.step, path=path)
@@ -300,10 +260,10 @@ class RunnerIter:
         checkpoint validated (a run killed before that re-validates it on resume)."""
         out_root = os.path.join(self.output_dir, "eval", f"step_{self.step:08d}")
         rng = rng_state()  # validation must not shift the training RNG (exact resume)
-        valid = self.run["valid_splits"]
+        valid = list(self.run.valid_splits)
         results = self._evaluate(self.datasets, valid, out_root, only=valid)
         set_rng_state(rng)
-        metric = self.run["select_metric"]
+        metric = list(self.run.select_metric)
         score = select_score(results, metric) if metric else None
         log.validation(self.step, results, score)
         if score is not None and (self.best["score"] is None or score > self.best["score"]):
@@ -318,10 +278,10 @@ class RunnerIter:
                   only: list[str] | None = None) -> dict[str, dict[str, float]]:
         with self.strategy.eval_mode(self.model) as inner:
             return evaluate_datasets(inner, datasets, self.datasets_cfg, splits,
-                                     batch_size=self.run["batch_size_eval"],
-                                     num_workers=self.run["num_workers"], device=self.info.device,
-                                     out_root=out_root, amp=self.run["amp"],
-                                     timeout_s=self.run["dist_timeout_s"], only=only)
+                                     batch_size=self.run.batch_size_eval,
+                                     num_workers=self.run.num_workers, device=self.info.device,
+                                     out_root=out_root, amp=self.run.amp,
+                                     timeout_s=self.run.dist_timeout_s, only=only)
 
     def evaluate(self, splits: list[str] | None = None) -> dict[str, dict[str, float]]:
         """Evaluate every dataset's eval splits (`eval_splits`, else `splits`, else the
@@ -329,7 +289,7 @@ class RunnerIter:
         if self.model is None:
             self.model = self.strategy.wrap(self.inner)
         # a split listed in both test_splits and valid_splits is evaluated once
-        default = splits or list(dict.fromkeys([*self.run["test_splits"], *self.run["valid_splits"]]))
+        default = splits or list(dict.fromkeys([*self.run.test_splits, *self.run.valid_splits]))
         out_root = os.path.join(self.output_dir, "eval")
         if self.is_main:  # the report reads the model type from the run's config
             os.makedirs(self.output_dir, exist_ok=True)
@@ -341,13 +301,3 @@ class RunnerIter:
                 json.dump(results, f, indent=1, default=str)
         return results
 
-
-def _loss_terms(out: Any) -> tuple[torch.Tensor, Any]:
-    """(summed token loss, token count) from a train step's output; a plain scalar loss
-    counts as one token (per-micro-batch mean, LAVIS's normalisation)."""
-    if isinstance(out, Mapping) and "loss_sum" in out and "num_tokens" in out:
-        return out["loss_sum"], out["num_tokens"]
-    loss = out["loss"] if isinstance(out, Mapping) else out
-    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
-        raise LavisIbError("train_step must return {'loss_sum', 'num_tokens'} or a scalar loss.")
-    return loss, 1

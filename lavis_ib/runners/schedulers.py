@@ -14,10 +14,13 @@ Closed forms (s = step, W = warmup_steps, T = max_iters):
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from lavis_ib.common.errors import ConfigError
 from lavis_ib.common.registry import registry
+
+if TYPE_CHECKING:
+    from lavis_ib.common.schema import RunConfig
 
 
 class _WarmupScheduler:
@@ -47,12 +50,11 @@ class _WarmupScheduler:
         self.last_step = -1
 
     @classmethod
-    def from_config(cls, optimizer: Any, run: Mapping[str, Any]) -> "_WarmupScheduler":
-        """Build from a validated `run` mapping (common/schema.py keys)."""
-        return cls(optimizer, max_iters=run["max_iters"], init_lr=run["init_lr"],
-                   min_lr=run["min_lr"], warmup_lr=run["warmup_lr"],
-                   warmup_steps=run["warmup_steps"], lr_decay_rate=run.get("lr_decay_rate", 0.9),
-                   lr_decay_every=run.get("lr_decay_every", 1000))
+    def from_config(cls, optimizer: Any, run: RunConfig) -> "_WarmupScheduler":
+        """Build from the typed `run` config (common/schema.py's RunConfig)."""
+        return cls(optimizer, max_iters=run.max_iters, init_lr=run.init_lr, min_lr=run.min_lr,
+                   warmup_lr=run.warmup_lr, warmup_steps=run.warmup_steps,
+                   lr_decay_rate=run.lr_decay_rate, lr_decay_every=run.lr_decay_every)
 
     def lr_at(self, step: int) -> float:
         """The LR of optimizer step `step` (0-based)."""

@@ -10,9 +10,9 @@ so a hang fails fast; `Strategy.wrap` prepares a model:
   holds one dtype (frozen bf16/fp16 blocks apart from the fp32 Q-Former). Units with
   trainable parameters get, with `amp: bf16`, `MixedPrecisionPolicy(param_dtype=bf16,
   reduce_dtype=fp32)`: fp32 master weights, bf16 compute, fp32 gradient reduction.
-  Frozen units keep their stored dtype (an fp16 ViT is not recast to bf16). `generate`,
-  `score_candidates`, `predict_class` and `predict_answers` are registered as FSDP
-  forward methods.
+  Frozen units keep their stored dtype (an fp16 ViT is not recast to bf16). The model
+  contract's inference methods, `generate` and `score_candidates`, are registered as
+  FSDP forward methods.
 
 Activation checkpointing (`run.activation_checkpointing`) recomputes the blocks of
 `model.checkpoint_units()` (non-reentrant) in the backward pass.
@@ -28,7 +28,7 @@ import datetime
 import functools
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 import torch.distributed as dist
@@ -37,7 +37,11 @@ from torch import nn
 from lavis_ib.common.devices import resolve_device
 from lavis_ib.common.errors import ConfigError
 
-FORWARD_METHODS = ("generate", "score_candidates", "predict_class", "predict_answers")
+if TYPE_CHECKING:
+    from lavis_ib.common.schema import RunConfig
+
+# the model contract's inference methods (docs/architecture.md)
+FORWARD_METHODS = ("generate", "score_candidates")
 
 
 @dataclass
@@ -51,16 +55,17 @@ class DistInfo:
     initialized_here: bool = False
 
 
-def setup_distributed(run: dict[str, Any]) -> DistInfo:
-    """Join the torchrun process group for `ddp`/`fsdp`; nothing for `none`.
+def setup_distributed(run: RunConfig) -> DistInfo:
+    """Join the torchrun process group for `ddp`/`fsdp`; nothing for `none`. `run` is
+    the typed RunConfig (common/schema.py).
 
     Raises:
         ConfigError: `ddp`/`fsdp` outside torchrun, or `none` under a multi-process torchrun.
     """
-    mode = run["distributed"]
+    mode = run.distributed
     world = int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    device = resolve_device(run["device"], local_rank, key="run.device")
+    device = resolve_device(run.device, local_rank, key="run.device")
     if mode == "none":
         if world > 1:
             raise ConfigError(f"run.distributed is 'none' but torchrun started {world} "
@@ -76,7 +81,7 @@ def setup_distributed(run: dict[str, Any]) -> DistInfo:
     if not dist.is_initialized():
         dist.init_process_group(
             backend="nccl" if device.type == "cuda" else "gloo",
-            timeout=datetime.timedelta(seconds=int(run["dist_timeout_s"])),
+            timeout=datetime.timedelta(seconds=run.dist_timeout_s),
             device_id=device if device.type == "cuda" else None)
         created = True
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device, created)
@@ -125,10 +130,10 @@ def _single_dtype_units(root: nn.Module, taken: set[int]) -> list[nn.Module]:
 class Strategy:
     """Wraps a model for one of `none | ddp | fsdp` and drives gradient synchronisation."""
 
-    def __init__(self, run: dict[str, Any], info: DistInfo) -> None:
-        self.mode = run["distributed"]
-        self.amp = run["amp"]
-        self.activation_checkpointing = bool(run["activation_checkpointing"])
+    def __init__(self, run: RunConfig, info: DistInfo) -> None:
+        self.mode = run.distributed
+        self.amp = run.amp
+        self.activation_checkpointing = run.activation_checkpointing
         self.info = info
         self.mesh = None
         if self.mode == "fsdp" and self.amp == "fp16":
@@ -139,7 +144,7 @@ class Strategy:
     def wrap(self, model: nn.Module) -> nn.Module:
         """The model ready for training: checkpointed, moved, wrapped or sharded."""
         if self.activation_checkpointing:
-            units = list(model.checkpoint_units()) if hasattr(model, "checkpoint_units") else []
+            units = list(model.checkpoint_units())
             if not units:
                 raise ConfigError("run.activation_checkpointing is true but the model lists no "
                                   "checkpoint_units(); set it to false.")
@@ -172,7 +177,7 @@ class Strategy:
             fully_shard(unit, mesh=self.mesh, mp_policy=policy)
             taken.update(id(p) for p in unit.parameters())
 
-        units = list(model.shard_units()) if hasattr(model, "shard_units") else []
+        units = list(model.shard_units())
         taken: set[int] = set()
         for unit in units:
             self._check_uniform(unit, taken)
@@ -183,8 +188,7 @@ class Strategy:
         self._check_uniform(model, taken)
         fully_shard(model, mesh=self.mesh, mp_policy=train)
         for name in FORWARD_METHODS:
-            if callable(getattr(model, name, None)):
-                register_fsdp_forward_method(model, name)
+            register_fsdp_forward_method(model, name)
         return model
 
     @staticmethod
@@ -200,7 +204,9 @@ class Strategy:
     @staticmethod
     def unwrap(model: nn.Module) -> nn.Module:
         """The user's model (DDP's `.module`; FSDP2 shards in place)."""
-        return model.module if hasattr(model, "no_sync") and hasattr(model, "module") else model
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        return model.module if isinstance(model, DDP) else model
 
     @contextlib.contextmanager
     def sync_gradients(self, model: nn.Module, sync: bool) -> Iterator[None]:

@@ -39,3 +39,24 @@ def test_zoo_command_lists_models():
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "Architectures" in out.stdout
+
+
+def test_entry_points_share_one_module_and_import_no_other_entry_point():
+    """Build and setup code lives in common/entry.py; no command imports another."""
+    import ast
+    import os
+
+    import lavis_ib
+
+    root = os.path.dirname(lavis_ib.__file__)
+    commands = {module for module, _ in cli.COMMANDS.values()} | {"lavis_ib.demo"}
+    for module in sorted(commands):
+        path = os.path.join(root, *module.split(".")[1:]) + ".py"
+        tree = ast.parse(open(path).read())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {f"lavis_ib.{a.name}" for n in ast.walk(tree)
+                     if isinstance(n, ast.ImportFrom) and n.module == "lavis_ib" for a in n.names}
+        others = (commands - {module, "lavis_ib.cli"}) & imported
+        if module != "lavis_ib.demo":  # the demo runs the other commands in turn, by design
+            assert not others, f"{module} imports {sorted(others)}"

@@ -16,7 +16,7 @@ CAPTION = {"image", "image_id", "instance_id", "references"}
 VQA = {"image", "question_id", "question", "text_input", "answers"}
 MC = {"image", "question_id", "question", "text_input", "choices", "correct_choice_idx", "answers"}
 CLS = {"image", "instance_id", "text_input", "label"}
-# eval keys per dataset (CONTRACTS.md); None: the dataset has no eval split
+# eval keys per dataset (dataset contract: docs/architecture.md); None: no eval split
 EVAL_KEYS = {
     "coco_caption": CAPTION, "nocaps": CAPTION, "flickr30k": CAPTION, "textcaps": CAPTION | {"ocr_tokens"},
     "capfilt14m": None, "coco_vqa": VQA, "ok_vqa": VQA, "aok_vqa": VQA | {"choices", "correct_choice_idx"},

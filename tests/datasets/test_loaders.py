@@ -1,26 +1,19 @@
 """MixtureLoader and eval_loader on tiny in-file datasets that follow the dataset contract.
 
 The datasets here stand in for the real ones (index >= len encodes the epoch, `collater`
-drops bad samples and lists `_bad_files`). `BadSample` comes from the dataset module; the
-loader itself only duck-types it (an object with `path` and `reason` and no `keys`).
+drops bad samples and lists `_bad_files`). Datasets without a `collater` get the shared
+`collate` of the dataset module.
 """
 import json
-from dataclasses import dataclass
 
 import pytest
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from lavis_ib.common.errors import ConfigError, DataError, LavisIbError
-from lavis_ib.datasets.loaders import MixtureLoader, default_collater, eval_loader, eval_shard, num_samples
-
-try:
-    from lavis_ib.datasets.datasets.base import BadSample
-except ImportError:  # the dataset classes are written alongside; the loader duck-types anyway
-    @dataclass
-    class BadSample:
-        path: str
-        reason: str
+from lavis_ib.datasets.datasets.base import BadSample
+from lavis_ib.datasets.datasets.base import collate as shared_collate
+from lavis_ib.datasets.loaders import MixtureLoader, eval_loader, eval_shard, num_samples
 
 
 def collate(samples):
@@ -288,8 +281,10 @@ def test_eval_loader_with_workers_and_shards():
         eval_loader(ToySet("val", 3), 0, 0, 1)
 
 
-def test_default_collater_drops_bad_samples():
-    batch = default_collater([{"image": torch.zeros(2), "q": "x"}, BadSample("/x.jpg", "missing"),
-                              {"image": torch.ones(2), "q": "y"}])
+def test_shared_collate_drops_bad_samples():
+    batch = shared_collate([{"image": torch.zeros(2), "q": "x"}, BadSample("/x.jpg", "missing"),
+                            {"image": torch.ones(2), "q": "y"}])
     assert batch["image"].shape == (2, 2) and batch["q"] == ["x", "y"]
     assert batch["_bad_files"] == ["/x.jpg"] and batch["_num_requested"] == 3 and num_samples(batch) == 2
+    with pytest.raises(DataError, match="'image' tensors have different shapes"):
+        shared_collate([{"image": torch.zeros(2)}, {"image": torch.zeros(3)}])

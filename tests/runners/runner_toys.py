@@ -12,7 +12,7 @@ from torch import nn
 
 from lavis_ib.common.registry import registry
 from lavis_ib.datasets.builders.base_builder import BaseDatasetBuilder
-from lavis_ib.datasets.loaders import default_collater
+from lavis_ib.datasets.datasets.base import collate
 from lavis_ib.models.base_model import BaseModel
 from lavis_ib.tasks.base_task import BaseTask
 
@@ -115,7 +115,7 @@ class ToyDataset(torch.utils.data.Dataset):
                 "instance_id": f"{self.split}-{self.salt}-{i}", "label": int(image.sum() > 0)}
 
     def collater(self, samples):
-        return default_collater(samples)
+        return collate(samples)
 
 
 class _ToyBuilder(BaseDatasetBuilder):

@@ -8,10 +8,10 @@ import os
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
+from omegaconf import OmegaConf
 
 from runner_helpers import launch, losses
 from lavis_ib.common.config import Config
-from lavis_ib.common.containers import to_plain
 from lavis_ib.common.paths import package_path
 from lavis_ib.runners.strategies import setup_distributed
 
@@ -39,7 +39,7 @@ def demo_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def demo_run(demo_data, tmp_path_factory):
-    from lavis_ib.train import build
+    from lavis_ib.common.entry import build
 
     out = str(tmp_path_factory.mktemp("demo_run"))
     os.environ["LAVIS_IB_DEMO_DATA"] = demo_data
@@ -47,7 +47,7 @@ def demo_run(demo_data, tmp_path_factory):
         cfg = Config(DEMO, [*DETERMINISTIC, *VQA_ONLY, "run.val_every=4", f"run.output_dir={out}"])
     finally:
         del os.environ["LAVIS_IB_DEMO_DATA"]
-    _, model, _, runner = build(cfg, setup_distributed(to_plain(cfg.run_cfg)))
+    _, model, _, runner = build(cfg, setup_distributed(cfg.run_cfg))
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     result = runner.train()
@@ -124,17 +124,18 @@ def test_fsdp_on_two_processes_matches_one_process(demo_run, demo_data, tmp_path
 def test_activation_checkpointing_of_llm_blocks_gives_the_same_gradients(demo_data):
     from lavis_ib.datasets.loaders import MixtureLoader
     from lavis_ib.runners.strategies import Strategy
-    from lavis_ib.train import build
+    from lavis_ib.common.entry import build
 
     os.environ["LAVIS_IB_DEMO_DATA"] = demo_data
     try:
         cfg = Config(DEMO, NO_DROPOUT)
     finally:
         del os.environ["LAVIS_IB_DEMO_DATA"]
-    info = setup_distributed(to_plain(cfg.run_cfg))
+    info = setup_distributed(cfg.run_cfg)
     _, plain, datasets, _ = build(cfg, info)
     _, ckpt, _, _ = build(cfg, info)
-    units = Strategy(dict(to_plain(cfg.run_cfg), activation_checkpointing=True), info).wrap(ckpt)
+    run = OmegaConf.merge(cfg.run_cfg, {"activation_checkpointing": True})
+    units = Strategy(run, info).wrap(ckpt)
     assert units is ckpt and len(ckpt.checkpoint_units()) == 2
     train = {n: s["train"] for n, s in datasets.items() if "train" in s}
     batch = MixtureLoader(train, None, 4, 4, 0, 1, seed=1).next_step()[0]

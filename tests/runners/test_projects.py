@@ -4,7 +4,7 @@ import pytest
 from lavis_ib.common.config import Config
 from lavis_ib.common.containers import to_plain
 from lavis_ib.common.paths import package_path
-from lavis_ib.runners.runner_iter import derive_batching
+from lavis_ib.runners.optim import derive_batching
 
 HELD_IN = {"coco_caption", "capfilt14m", "textcaps", "coco_vqa", "ok_vqa", "aok_vqa", "ocr_vqa",
            "coco_vqg", "ok_vqg", "aok_vqg", "llava_conversation", "llava_detail",
@@ -19,7 +19,7 @@ def _load(name):
 @pytest.mark.parametrize("model_type", sorted(BATCH))
 def test_recipe(model_type):
     cfg = _load(f"instruction_tuning_{model_type}")
-    run = to_plain(cfg.run_cfg)
+    run = cfg.run_cfg
     assert set(cfg.datasets_cfg) == HELD_IN
     assert (run["max_iters"], run["val_every"], run["init_lr"], run["warmup_lr"],
             run["warmup_steps"], run["min_lr"], run["weight_decay"], run["beta2"]) == (

@@ -14,7 +14,6 @@ import torch
 
 from runner_helpers import launch, losses, write_project
 from lavis_ib.common.config import Config
-from lavis_ib.common.containers import to_plain
 from lavis_ib.runners.checkpoint import FAULT_EXIT_CODE, list_checkpoints, load_trainable_weights
 from lavis_ib.runners.strategies import setup_distributed
 
@@ -22,11 +21,11 @@ from lavis_ib.runners.strategies import setup_distributed
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The uninterrupted single-process run (in this process)."""
-    from lavis_ib.train import build
+    from lavis_ib.common.entry import build
 
     folder = tmp_path_factory.mktemp("reference")
     cfg = Config(write_project(folder), [])
-    _, model, _, runner = build(cfg, setup_distributed(to_plain(cfg.run_cfg)))
+    _, model, _, runner = build(cfg, setup_distributed(cfg.run_cfg))
     runner.train()
     out = cfg.run_cfg.output_dir
     return {"losses": losses(out), "model": model, "out": out}

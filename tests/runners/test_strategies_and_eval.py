@@ -6,6 +6,7 @@ import torch
 
 from lavis_ib.common.errors import ConfigError, LavisIbError
 from lavis_ib.common.schema import validate_run
+from lavis_ib.models.base_model import BaseModel
 from lavis_ib.runners.eval_loop import eval_indices, eval_splits, evaluate_split, select_score
 from lavis_ib.runners.strategies import DistInfo, Strategy, setup_distributed
 
@@ -22,12 +23,18 @@ def test_none_under_a_multi_process_launch_is_an_error(monkeypatch):
         setup_distributed(validate_run({"distributed": "none", "device": "cpu"}))
 
 
+class _NoUnits(BaseModel):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(2, 2)
+
+
 def test_fp16_with_fsdp_and_checkpointing_without_units_are_errors(toys):
     with pytest.raises(ConfigError, match="bf16"):
         Strategy(validate_run({"distributed": "fsdp", "amp": "fp16"}), DistInfo())
     strategy = Strategy(validate_run({"activation_checkpointing": True}), DistInfo())
     with pytest.raises(ConfigError, match="checkpoint_units"):
-        strategy.wrap(torch.nn.Linear(2, 2))
+        strategy.wrap(_NoUnits())  # BaseModel's default: no checkpoint units
     with pytest.raises(ConfigError, match="run.device"):
         setup_distributed(validate_run({"device": "tpu"}))
 

@@ -9,17 +9,16 @@ import torch.distributed.checkpoint as dcp
 
 from runner_helpers import losses, write_project
 from lavis_ib.common.config import Config
-from lavis_ib.common.containers import to_plain
 from lavis_ib.common.errors import ConfigError, LavisIbError
 from lavis_ib.runners.runner_iter import NonFiniteLossError
 from lavis_ib.runners.strategies import setup_distributed
 
 
 def train_inprocess(cfg_path, options=()):
-    from lavis_ib.train import build
+    from lavis_ib.common.entry import build
 
     cfg = Config(cfg_path, list(options))
-    _, model, _, runner = build(cfg, setup_distributed(to_plain(cfg.run_cfg)))
+    _, model, _, runner = build(cfg, setup_distributed(cfg.run_cfg))
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     result = runner.train()
     return model, frozen, result, cfg.run_cfg.output_dir

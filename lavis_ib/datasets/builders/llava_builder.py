@@ -1,4 +1,4 @@
-"""Builders of the three LLaVA-Instruct-150K parts, mixed as three datasets (PAPER.md)."""
+"""Builders of the three LLaVA-Instruct-150K parts, mixed as three datasets (docs/protocol.md)."""
 from __future__ import annotations
 
 from lavis_ib.common.registry import registry

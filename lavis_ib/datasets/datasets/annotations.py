@@ -44,15 +44,6 @@ def load_csv(path: str) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def load_table(path: str) -> Any:
-    """JSON, JSON lines (`.jsonl`) or CSV (`.csv`), chosen by extension."""
-    if path.endswith(".jsonl"):
-        return load_jsonl(path)
-    if path.endswith(".csv"):
-        return load_csv(path)
-    return load_json(path)
-
-
 def need(record: dict[str, Any], key: str, path: str) -> Any:
     """`record[key]`, or a DataError naming the file and the missing field."""
     try:

@@ -1,7 +1,7 @@
 """Shared pieces of every dataset class: `BadSample`, image loading, the epoch-encoded
 index of training sets, seeded per-sample draws and the collater.
 
-Contract (CONTRACTS.md): a dataset is built with the LAVIS signature
+Contract (docs/architecture.md): a dataset is built with the LAVIS signature
 ``(vis_processor=, text_processor=, vis_root=, ann_paths=)``; ``__getitem__(i)`` returns a
 sample dict, or `BadSample(path, reason)` when its image/video cannot be read;
 ``collater(samples)`` stacks tensors, keeps every other key as a list, drops BadSamples
@@ -80,7 +80,12 @@ def make_instruction(processor: Any, index: int, epoch: int, question: str | Non
 
 
 def collate(samples: Sequence[Any]) -> dict[str, Any]:
-    """Stack tensors, keep other values as lists; drop BadSamples (listed in `_bad_files`)."""
+    """The one collater: stack tensors, keep other values as lists; drop BadSamples
+    (listed in `_bad_files`, with `_num_requested` = samples given).
+
+    Also used by the loaders for datasets without a `collater`. Tensors of one key must
+    share a shape: a silent fallback to a list would only fail later, inside the model.
+    """
     good = [s for s in samples if not isinstance(s, BadSample)]
     batch: dict[str, Any] = {}
     keys: list[str] = []

@@ -3,7 +3,7 @@
 Official format (conversation_58k.json, detail_23k.json, complex_reasoning_77k.json):
 ``[{"id", "image": "<COCO train2017 file name>", "conversations": [{"from": "human"|"gpt",
 "value"}, ...]}]``. The ``<image>`` marker is removed. For turn k the instruction is the
-conversation so far (PAPER.md): earlier turns as ``USER: <q> ASSISTANT: <a>`` lines,
+conversation so far (docs/protocol.md): earlier turns as ``USER: <q> ASSISTANT: <a>`` lines,
 then turn k's question on the last line; whole earlier turns are dropped from the left
 while the instruction is longer than `max_history_chars` (the model truncates its
 instruction tokens from the left too). The target is turn k's answer. No templates, no

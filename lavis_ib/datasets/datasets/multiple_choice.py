@@ -6,7 +6,7 @@ question), ``choices``, ``correct_choice_idx``, ``answers`` ([the correct choice
 ScienceQA, ``context`` (the problem's hint, may be "").
 
 Training samples (finetuning, e.g. the ScienceQA row of the paper's Table 3): ``image``,
-``text_input`` = the zero-shot ranking prompt of PAPER.md with the options shown as
+``text_input`` = the zero-shot ranking prompt (docs/protocol.md) with the options shown as
 ``(a) x (b) y`` (`TRAIN_PROMPTS`), ``text_output`` = the correct option's text, so that
 training and option ranking see the same instruction.
 

@@ -2,7 +2,7 @@
 frequency), question generation (templated answer -> question) and evaluation.
 
 Records come from `vqa_formats` (`ann_format` picks the reader). With ``use_ocr=True`` the
-instruction starts with ``OCR tokens: t1, t2, ... (first 30). `` (PAPER.md); tokens come
+instruction starts with ``OCR tokens: t1, t2, ... (first 30). `` (docs/protocol.md); tokens come
 from the record itself or from the OCR files in `ocr_paths`, keyed by image id.
 """
 from __future__ import annotations

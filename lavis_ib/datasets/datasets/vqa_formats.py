@@ -152,13 +152,3 @@ READERS: dict[str, Callable[..., list[dict[str, Any]]]] = {
     "vqav2": read_vqav2, "lavis": read_lavis, "aokvqa": read_aokvqa, "ocrvqa": read_ocrvqa,
     "gqa": read_gqa, "textvqa": read_textvqa, "vizwiz": read_vizwiz,
 }
-
-
-def read_records(ann_format: str, paths: list[str], split: str | None = None) -> list[dict[str, Any]]:
-    """Records of `paths` in format `ann_format` (see the module docstring)."""
-    from lavis_ib.common.errors import ConfigError, did_you_mean
-
-    if ann_format not in READERS:
-        raise ConfigError(f"unknown QA annotation format '{ann_format}'."
-                          f"{did_you_mean(ann_format, READERS)} Known: {', '.join(READERS)}.")
-    return READERS[ann_format](paths, split)
