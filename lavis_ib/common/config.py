@@ -16,7 +16,9 @@ defaults.yaml`, the one home of a dataset's evaluation settings). `builder: <reg
 name>` lets an entry of any name reuse a builder's files and defaults (A-OKVQA evaluated
 as multiple choice next to its direct-answer entry). An entry naming a `task` other than
 its defaults' drops the defaults' task settings; one switching `inference` drops the
-defaults' generate/candidates/append_eos: settings of another protocol never leak in.
+defaults' generate/candidates/append_eos: settings of another protocol never leak in. An
+entry's `generate` or `candidates` replaces the defaults' as a whole (a partial `generate`
+means exactly those arguments, the model's defaults for the rest).
 """
 from __future__ import annotations
 
@@ -37,6 +39,8 @@ TASK_SETTING_KEYS = ("inference", "prompt", "prompt_fields", "generate", "append
                      "candidates", "metric")
 # Settings that belong to one inference mode: dropped when an entry switches mode.
 INFERENCE_SETTING_KEYS = ("generate", "candidates", "append_eos")
+# Mapping-valued settings a project entry replaces as a whole (never merged key by key).
+WHOLE_SETTING_KEYS = ("generate", "candidates")
 _KEY = re.compile(r"^\+?[A-Za-z_][\w\-]*(\.[\w\-]+)*$")
 
 
@@ -100,7 +104,8 @@ def compose_dataset(name: str, entry: Any = None, option: Any = None,
     default = load_yaml(registry.get_builder_class(builder).default_config_path(
         given.get("type") or "default"), f"dataset default config of '{name}'")
     datasets = default.get("datasets") or {}
-    base = _merge(_drop_other_protocol(datasets.get(builder, datasets), given), entry)
+    default = _drop_other_protocol(datasets.get(builder, datasets), given)
+    base = _merge(_without(default, [k for k in WHOLE_SETTING_KEYS if k in entry]), entry)
     if option is not None:
         _check_override_keys(base, option, set(added), f"datasets.{name}")
     return _merge(base, option)
@@ -108,14 +113,18 @@ def compose_dataset(name: str, entry: Any = None, option: Any = None,
 
 def _drop_other_protocol(default: DictConfig, given: DictConfig) -> DictConfig:
     """`default` without the task settings that `given` switches away from."""
-    drop: tuple[str, ...] = ()
     if "task" in given and given.get("task") != default.get("task"):
-        drop = TASK_SETTING_KEYS
-    elif "inference" in given and given.get("inference") != default.get("inference"):
-        drop = INFERENCE_SETTING_KEYS
-    if not drop:
-        return default
-    return OmegaConf.create({k: default._get_node(k) for k in default.keys() if k not in drop})
+        return _without(default, TASK_SETTING_KEYS)
+    if "inference" in given and given.get("inference") != default.get("inference"):
+        return _without(default, INFERENCE_SETTING_KEYS)
+    return default
+
+
+def _without(node: DictConfig, keys: Iterable[str]) -> DictConfig:
+    keys = set(keys)
+    if not keys & set(node.keys()):
+        return node
+    return OmegaConf.create({k: node._get_node(k) for k in node.keys() if k not in keys})
 
 
 def parse_options(options: Sequence[str] | None) -> list[tuple[str, str]]:
