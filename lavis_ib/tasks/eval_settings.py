@@ -144,7 +144,7 @@ class EvalSettings:
     def as_dict(self) -> dict[str, Any]:
         """The settings that are set, as a plain mapping (what `task.settings` shows)."""
         out = {k: getattr(self, k) for k in self._FIELDS}
-        out = {k: v for k, v in out.items() if v is not None and v != ()}
+        out = {k: v for k, v in out.items() if v is not None and v != () and v != ""}
         if self.inference != "generate":
             out.pop("generate", None)
         return {**out, **self.extra}
