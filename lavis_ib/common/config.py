@@ -29,6 +29,7 @@ from typing import Any, Iterable, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from lavis_ib.common.containers import to_plain
 from lavis_ib.common.errors import ConfigError, did_you_mean
 from lavis_ib.common.registry import import_plugins, registry
 from lavis_ib.common.schema import validate_run
@@ -78,15 +79,13 @@ def load_project(path: str, _stack: tuple[str, ...] = ()) -> DictConfig:
         if not os.path.isfile(target):
             raise ConfigError(f"{path}: included file '{item}' does not exist ({target}).")
         bases.append(load_project(target, (*_stack, real)))
-    if "includes" in project:
-        project.pop("includes")
+    project.pop("includes", None)
     return _merge(*bases, project) if bases else project
 
 
 def builder_name(name: str, entry: Any) -> str:
     """The registered builder of dataset entry `name`: its `builder:` key, else its name."""
-    builder = entry.get("builder") if hasattr(entry, "get") else None
-    return str(builder or name)
+    return str((entry.get("builder") if entry is not None else None) or name)
 
 
 def compose_dataset(name: str, entry: Any = None, option: Any = None,
@@ -96,7 +95,7 @@ def compose_dataset(name: str, entry: Any = None, option: Any = None,
     The defaults' task settings are dropped when the entry names another `task`, and
     their inference-mode settings when it switches `inference` (module docstring).
     """
-    if not isinstance(entry if entry is not None else {}, (dict, DictConfig)):
+    if not isinstance(entry or {}, (dict, DictConfig)):
         raise ConfigError(f"datasets.{name} must be a mapping; got {entry!r}.")
     entry, option = OmegaConf.create(entry or {}), option and OmegaConf.create(option)
     given = _merge(entry, option)
@@ -233,7 +232,7 @@ class Config:
         model = self._compose_model(project, overrides, added)
         datasets = self._compose_datasets(project, overrides, added)
         run_node = _merge(project.get("run"), overrides.get("run"))
-        run = validate_run(OmegaConf.to_container(run_node, resolve=True))
+        run = validate_run(to_plain(run_node))
         self.config = OmegaConf.create(
             {"model": model, "datasets": datasets, "run": run, "plugins": plugins})
         try:
