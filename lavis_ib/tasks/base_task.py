@@ -106,6 +106,8 @@ class TrainTask(BaseTask):
                                f"{{{', '.join(LOSS_KEYS)}}} (the model contract); got {got}.")
         return out
 
-    def valid_step(self, model: Any, samples: Mapping[str, Any]) -> list[dict[str, Any]]:
-        raise LavisIbError(f"'{type(self).__name__}' trains and does not evaluate; set "
-                           f"datasets.<name>.task to an evaluation task (captioning, vqa, ...).")
+    @classmethod
+    def for_dataset(cls, name: str, dataset_cfg: Any = None,
+                    model_cls: type | None = None) -> "BaseTask":
+        raise ConfigError(f"datasets.{name}.task: '{cls.__name__}' trains and does not "
+                          f"evaluate; name an evaluation task (captioning, vqa, ...).")

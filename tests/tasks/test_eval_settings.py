@@ -139,3 +139,22 @@ def test_helpers():
     assert settings.append_eos_for("a", False) is True and settings.extra == {"threshold": 0.3}
     assert settings.as_dict() == {"inference": "rank", "append_eos": {"a": True},
                                   "threshold": 0.3}
+
+
+def test_training_and_evaluation_tasks_stay_in_their_roles():
+    from lavis_ib.common.errors import LavisIbError
+    from lavis_ib.tasks import BaseTask, EvalTask, TrainTask
+
+    train_cls = registry.get_task_class("instruction_tuning")
+    assert issubclass(train_cls, TrainTask) and issubclass(EvalTask, BaseTask)
+    with pytest.raises(ConfigError, match=r"datasets\.x\.task: .* trains and does not evaluate"):
+        train_cls.for_dataset("x", {})
+    with pytest.raises(ConfigError, match="run.task: 'VQATask' is not a training task"):
+        registry.get_task_class("vqa").setup_task({})
+    task = train_cls.setup_task({"run": {}})
+    assert task.config == {"run": {}}
+    out = {"loss": 1.0, "loss_sum": 2.0, "num_tokens": 2}
+    assert task.train_step(lambda samples: out, {}) is out   # the model's output as is
+    with pytest.raises(LavisIbError, match=r"must return \{loss, loss_sum, num_tokens\}.*"
+                                           r"got \['loss'\]"):
+        task.train_step(lambda samples: {"loss": 1.0}, {})
