@@ -145,18 +145,6 @@ class InstructBLIP(InferenceMixin, BaseModel):
         """LLM blocks, whose activations may be recomputed in the backward pass."""
         return self._llm_blocks()
 
-    # TEMP stand-in (tasks worktree only; the models helper's BaseModel contract replaces it)
-    @property
-    def llm_family(self) -> str:
-        if self.adapter.is_encoder_decoder:
-            return "flant5"
-        kind = str(getattr(self.adapter.llm.config, "model_type", ""))
-        return "vicuna" if kind == "llama" else kind
-
-    @property
-    def default_append_eos(self) -> bool:
-        return bool(self.adapter.is_encoder_decoder)
-
     def frozen_units(self) -> list[nn.Module]:
         return [*self.visual_encoder.blocks, *self._llm_blocks()]
 
