@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from lavis_ib.common.errors import ConfigError, DataError, did_you_mean
-from lavis_ib.tasks.paper_results import METRIC, ROW_OF_MODEL_TYPE, TABLE1, TITLES
-from lavis_ib.tasks.zeroshot_defaults import HELD_OUT
+from lavis_ib.paper_results import HELD_OUT, METRIC, ROW_OF_MODEL_TYPE, TABLE1, TITLES
 
 SPLIT_PREFERENCE = ("test", "testdev", "test_dev", "val")
 

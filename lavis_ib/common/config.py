@@ -7,6 +7,18 @@ Precedence, lowest first:
 `--options model.model_type=X` picks X's default YAML (LAVIS keeps the project's type).
 `plugins:` modules are imported before any class is looked up. Overrides must name keys
 that exist (prefix a new key with `+`); `run` keys are typed and checked.
+
+`includes: [base.yaml, ...]` (paths relative to the including file) merges other project
+files, in order, beneath the including one, so an ablation states only its difference.
+
+A dataset entry is composed from its builder's default YAML (`configs/datasets/<name>/
+defaults.yaml`, the one home of a dataset's evaluation settings). `builder: <registered
+name>` lets an entry of any name reuse a builder's files and defaults (A-OKVQA evaluated
+as multiple choice next to its direct-answer entry). An entry naming a `task` other than
+its defaults' drops the defaults' task settings; one switching `inference` drops the
+defaults' generate/candidates/append_eos: settings of another protocol never leak in. An
+entry's `generate` or `candidates` replaces the defaults' as a whole (a partial `generate`
+means exactly those arguments, the model's defaults for the rest).
 """
 from __future__ import annotations
 
@@ -17,11 +29,19 @@ from typing import Any, Iterable, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from lavis_ib.common.containers import to_plain
 from lavis_ib.common.errors import ConfigError, did_you_mean
 from lavis_ib.common.registry import import_plugins, registry
 from lavis_ib.common.schema import validate_run
 
-TOP_LEVEL_KEYS = ("model", "datasets", "run", "plugins")
+TOP_LEVEL_KEYS = ("model", "datasets", "run", "plugins", "includes")
+# Per-dataset settings read by evaluation tasks (tasks/eval_settings.py checks them).
+TASK_SETTING_KEYS = ("inference", "prompt", "prompt_fields", "generate", "append_eos",
+                     "candidates", "metric")
+# Settings that belong to one inference mode: dropped when an entry switches mode.
+INFERENCE_SETTING_KEYS = ("generate", "candidates", "append_eos")
+# Mapping-valued settings a project entry replaces as a whole (never merged key by key).
+WHOLE_SETTING_KEYS = ("generate", "candidates")
 _KEY = re.compile(r"^\+?[A-Za-z_][\w\-]*(\.[\w\-]+)*$")
 
 
@@ -37,6 +57,73 @@ def load_yaml(path: str, what: str = "config file") -> DictConfig:
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"{what} '{path}' must hold a mapping at the top level.")
     return cfg
+
+
+def load_project(path: str, _stack: tuple[str, ...] = ()) -> DictConfig:
+    """A project file with its `includes:` merged beneath it (recursively, in order).
+
+    Raises:
+        ConfigError: a missing or malformed file, or an include cycle (one line each).
+    """
+    real = os.path.realpath(path)
+    if real in _stack:
+        chain = " -> ".join(os.path.basename(p) for p in (*_stack, real))
+        raise ConfigError(f"{path}: includes form a cycle ({chain}).")
+    project = load_yaml(path, "project file" if not _stack else "included project file")
+    includes = project.get("includes") or []
+    if isinstance(includes, str) or not all(isinstance(i, str) for i in includes):
+        raise ConfigError(f"{path}: includes must be a list of YAML paths; got {includes!r}.")
+    bases = []
+    for item in includes:
+        target = os.path.join(os.path.dirname(os.path.abspath(path)), os.path.expanduser(item))
+        if not os.path.isfile(target):
+            raise ConfigError(f"{path}: included file '{item}' does not exist ({target}).")
+        bases.append(load_project(target, (*_stack, real)))
+    project.pop("includes", None)
+    return _merge(*bases, project) if bases else project
+
+
+def builder_name(name: str, entry: Any) -> str:
+    """The registered builder of dataset entry `name`: its `builder:` key, else its name."""
+    return str((entry.get("builder") if entry is not None else None) or name)
+
+
+def compose_dataset(name: str, entry: Any = None, option: Any = None,
+                    added: Iterable[str] = ()) -> DictConfig:
+    """Dataset entry `name`: builder defaults < `entry` < `option` (--options).
+
+    The defaults' task settings are dropped when the entry names another `task`, and
+    their inference-mode settings when it switches `inference` (module docstring).
+    """
+    if not isinstance(entry or {}, (dict, DictConfig)):
+        raise ConfigError(f"datasets.{name} must be a mapping; got {entry!r}.")
+    entry, option = OmegaConf.create(entry or {}), option and OmegaConf.create(option)
+    given = _merge(entry, option)
+    builder = builder_name(name, given)
+    default = load_yaml(registry.get_builder_class(builder).default_config_path(
+        given.get("type") or "default"), f"dataset default config of '{name}'")
+    datasets = default.get("datasets") or {}
+    default = _drop_other_protocol(datasets.get(builder, datasets), given)
+    base = _merge(_without(default, [k for k in WHOLE_SETTING_KEYS if k in entry]), entry)
+    if option is not None:
+        _check_override_keys(base, option, set(added), f"datasets.{name}")
+    return _merge(base, option)
+
+
+def _drop_other_protocol(default: DictConfig, given: DictConfig) -> DictConfig:
+    """`default` without the task settings that `given` switches away from."""
+    if "task" in given and given.get("task") != default.get("task"):
+        return _without(default, TASK_SETTING_KEYS)
+    if "inference" in given and given.get("inference") != default.get("inference"):
+        return _without(default, INFERENCE_SETTING_KEYS)
+    return default
+
+
+def _without(node: DictConfig, keys: Iterable[str]) -> DictConfig:
+    keys = set(keys)
+    if not keys & set(node.keys()):
+        return node
+    return OmegaConf.create({k: node._get_node(k) for k in node.keys() if k not in keys})
 
 
 def parse_options(options: Sequence[str] | None) -> list[tuple[str, str]]:
@@ -127,7 +214,7 @@ class Config:
 
     def __init__(self, cfg_path: str, options: Sequence[str] | None = None) -> None:
         self.cfg_path = cfg_path
-        project = load_yaml(cfg_path, "project file")
+        project = load_project(cfg_path)
         for key in project.keys():
             if key not in TOP_LEVEL_KEYS:
                 raise ConfigError(f"{cfg_path}: unknown top-level key '{key}'."
@@ -135,7 +222,7 @@ class Config:
                                   f"Allowed: {', '.join(TOP_LEVEL_KEYS)}.")
         overrides, added = _options_config(parse_options(options))
         for key in overrides.keys():
-            if key not in TOP_LEVEL_KEYS:
+            if key not in TOP_LEVEL_KEYS or key == "includes":
                 raise ConfigError(f"--options: unknown top-level key '{key}'."
                                   f"{did_you_mean(str(key), TOP_LEVEL_KEYS)}")
 
@@ -145,7 +232,7 @@ class Config:
         model = self._compose_model(project, overrides, added)
         datasets = self._compose_datasets(project, overrides, added)
         run_node = _merge(project.get("run"), overrides.get("run"))
-        run = validate_run(OmegaConf.to_container(run_node, resolve=True))
+        run = validate_run(to_plain(run_node))
         self.config = OmegaConf.create(
             {"model": model, "datasets": datasets, "run": run, "plugins": plugins})
         try:
@@ -194,16 +281,7 @@ class Config:
             entry = proj_datasets.get(name) or OmegaConf.create({})
             if not isinstance(entry, DictConfig):
                 raise ConfigError(f"{self.cfg_path}: datasets.{name} must be a mapping.")
-            builder_cls = registry.get_builder_class(str(name))
-            option = opt_datasets.get(name)
-            dtype = (option or {}).get("type") or entry.get("type") or "default"
-            default = load_yaml(builder_cls.default_config_path(dtype),
-                                f"dataset default config of '{name}'")
-            default_entry = (default.get("datasets") or {}).get(name, default.get("datasets", {}))
-            base = _merge(default_entry, entry)
-            if option is not None:
-                _check_override_keys(base, option, added, f"datasets.{name}")
-            out[str(name)] = _merge(base, option)
+            out[str(name)] = compose_dataset(str(name), entry, opt_datasets.get(name), added)
         return OmegaConf.create(out)
 
     # -- access ---------------------------------------------------------------------

@@ -1,20 +1,19 @@
 """The evaluation loop shared by training validation and `python -m lavis_ib.evaluate`.
 
 For each dataset split: the dataset entry's task (`datasets.<name>.task`) is built with
-`for_dataset`, `task.before_evaluation(model, dataset)` runs when the task has it, the
-split (or its fixed `eval_subset`) is cut into contiguous rank shards without overlap or
-padding (`lavis_ib.datasets.loaders.eval_loader`), each rank runs `task.valid_step` on
-its shard, the records are gathered and de-duplicated by `id`, and rank 0 computes
-`task.metrics` and writes `predictions.jsonl` and `metrics.json`. Without a process
-group it is a plain loop in one process. Every sample is scored exactly once: the count
-of unique ids plus unreadable samples must equal the split size, else it is an error.
+`for_dataset` (checked against the model's class), and `evaluate_split` runs three steps:
+`run_shard` (`task.before_evaluation(model, dataset)`, then `task.valid_step` on this
+rank's contiguous shard of the split or of its fixed `eval_subset`, cut without overlap
+or padding by `lavis_ib.datasets.loaders.eval_loader`), `gather_records` (all ranks'
+records, de-duplicated by `id` and checked: the count of unique ids plus unreadable
+samples must equal the split size, so every sample is scored exactly once) and
+`report_split` (rank 0: `task.metrics`, `predictions.jsonl`, `metrics.json`). Without a
+process group it is a plain loop in one process.
 
 Under FSDP the caller gathers the model's shards first (`Strategy.eval_mode`), so ranks
 may run different numbers of batches and generation steps. Records and metrics travel
-through a separate gloo group whose timeout is `EVAL_TIMEOUT_S` (at least the run's
-`dist_timeout_s`): ranks wait there for the slowest shard and for rank 0's metrics (COCO
-caption metrics take minutes on large splits), which must not trip the short timeout
-that makes training hangs fail fast.
+through `dist_utils.all_gather_objects`, whose timeout is at least `EVAL_TIMEOUT_S` (COCO
+caption metrics take minutes on large splits on rank 0 while the others wait).
 """
 from __future__ import annotations
 
@@ -26,41 +25,14 @@ from typing import Any, Mapping
 import torch
 from torch.utils.data import Subset
 
-from lavis_ib.common.dist_utils import get_rank, get_world_size
+from lavis_ib.common.dist_utils import (GATHER_TIMEOUT_S, all_gather_objects, get_rank,
+                                        get_world_size)
 from lavis_ib.common.errors import ConfigError, LavisIbError
 from lavis_ib.common.precision import autocast_dtype
 from lavis_ib.common.registry import registry
 
 logger = logging.getLogger(__name__)
-EVAL_TIMEOUT_S = 1800
-_GROUPS: dict[int, Any] = {}
-
-
-def _eval_group(timeout_s: int) -> Any:
-    """The gloo group of evaluation gathers (one per default process group), or None."""
-    import datetime
-
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return None
-    key = id(dist.distributed_c10d._get_default_group())
-    if key not in _GROUPS:  # every rank reaches the first evaluation together
-        _GROUPS[key] = dist.new_group(backend="gloo",
-                                      timeout=datetime.timedelta(seconds=timeout_s))
-    return _GROUPS[key]
-
-
-def gather_objects(obj: Any, timeout_s: int = EVAL_TIMEOUT_S) -> list[Any]:
-    """Every rank's `obj` in rank order (`[obj]` without a process group)."""
-    group = _eval_group(max(int(timeout_s), EVAL_TIMEOUT_S))
-    if group is None:
-        return [obj]
-    import torch.distributed as dist
-
-    out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj, group=group)
-    return out
+EVAL_TIMEOUT_S = GATHER_TIMEOUT_S
 
 
 def move_to(batch: Any, device: torch.device) -> Any:
@@ -119,16 +91,28 @@ def evaluate_split(model: Any, task: Any, dataset: Any, name: str, split: str, *
         eval_subset: evaluate a fixed subset of this many samples.
         timeout_s: timeout of the gathers (raised to at least EVAL_TIMEOUT_S).
     """
+    indices = eval_indices(dataset, eval_subset)
+    records, bad = run_shard(model, task, dataset, indices, batch_size=batch_size,
+                             num_workers=num_workers, device=device, amp=amp)
+    ordered, all_bad = gather_records(task, records, bad, len(indices), f"{name}/{split}",
+                                      timeout_s)
+    metrics: dict[str, float] = {}
+    if get_rank() == 0:
+        metrics = report_split(task, ordered, all_bad, dataset, out_dir, f"{name}/{split}")
+    return all_gather_objects(metrics, timeout_s)[0]
+
+
+def run_shard(model: Any, task: Any, dataset: Any, indices: list[int], *, batch_size: int,
+              num_workers: int, device: torch.device, amp: str = "none"
+              ) -> tuple[list[dict[str, Any]], list[str]]:
+    """(records, unreadable files) of this rank's shard of `dataset[indices]`."""
     from lavis_ib.datasets.loaders import eval_loader
 
-    rank, world = get_rank(), get_world_size()
-    indices = eval_indices(dataset, eval_subset)
     source = dataset if len(indices) == len(dataset) else _Subset(dataset, indices)
-    loader = eval_loader(source, batch_size, rank, world, num_workers=num_workers)
+    loader = eval_loader(source, batch_size, get_rank(), get_world_size(),
+                         num_workers=num_workers)
     dtype = autocast_dtype(amp)
-    hook = getattr(task, "before_evaluation", None)
-    if callable(hook):  # e.g. a ranking task takes the dataset's answer_list
-        hook(model, dataset)
+    task.before_evaluation(model, dataset)  # e.g. a ranking task takes the answer_list
     records: list[dict[str, Any]] = []
     bad: list[str] = []
     for batch in loader:
@@ -138,37 +122,50 @@ def evaluate_split(model: Any, task: Any, dataset: Any, name: str, split: str, *
         batch = move_to(batch, device)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             records.extend(task.valid_step(model, batch))
-    gathered = gather_objects((records, bad), timeout_s)
+    return records, bad
+
+
+def gather_records(task: Any, records: list[dict[str, Any]], bad: list[str], expected: int,
+                   where: str, timeout_s: int = EVAL_TIMEOUT_S
+                   ) -> tuple[list[dict[str, Any]], list[str]]:
+    """All ranks' records, de-duplicated by `id` and sorted, and all unreadable files.
+
+    Raises:
+        LavisIbError: a record without `id`, or unique ids + unreadable != `expected`.
+    """
     unique: dict[Any, dict[str, Any]] = {}
     all_bad: list[str] = []
-    for rank_records, rank_bad in gathered:
+    for rank_records, rank_bad in all_gather_objects((records, bad), timeout_s):
         all_bad.extend(rank_bad)
         for record in rank_records:
             if "id" not in record:
                 raise LavisIbError(f"{type(task).__name__}.valid_step returned a record without "
-                                   f"'id' for {name}/{split}.")
+                                   f"'id' for {where}.")
             unique.setdefault(record["id"], record)
-    if len(unique) + len(all_bad) != len(indices):
+    if len(unique) + len(all_bad) != expected:
         raise LavisIbError(
-            f"{name}/{split}: {len(unique)} unique ids and {len(all_bad)} unreadable samples "
-            f"for {len(indices)} samples; sample ids (question_id/instance_id) must be unique "
+            f"{where}: {len(unique)} unique ids and {len(all_bad)} unreadable samples "
+            f"for {expected} samples; sample ids (question_id/instance_id) must be unique "
             f"and valid_step must return one record per sample.")
-    ordered = sorted(unique.values(), key=lambda r: _id_key(r["id"]))
-    metrics: dict[str, float] = {}
-    if rank == 0:
-        metrics = dict(task.metrics(ordered, dataset))
-        metrics["num_samples"] = len(ordered)
-        if all_bad:
-            metrics["num_unreadable"] = len(all_bad)
-        if out_dir:
-            os.makedirs(out_dir, exist_ok=True)
-            with open(os.path.join(out_dir, "predictions.jsonl"), "w") as f:
-                for record in ordered:
-                    f.write(json.dumps(record, default=_json_default) + "\n")
-            with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-                json.dump(metrics, f, indent=1, default=_json_default)
-        logger.info("%s/%s: %s", name, split, json.dumps(metrics, default=_json_default))
-    return gather_objects(metrics, timeout_s)[0]
+    return sorted(unique.values(), key=lambda r: _id_key(r["id"])), all_bad
+
+
+def report_split(task: Any, records: list[dict[str, Any]], bad: list[str], dataset: Any,
+                 out_dir: str | None, where: str) -> dict[str, float]:
+    """The split's metrics (rank 0), written with the predictions to `out_dir`."""
+    metrics = dict(task.metrics(records, dataset))
+    metrics["num_samples"] = len(records)
+    if bad:
+        metrics["num_unreadable"] = len(bad)
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "predictions.jsonl"), "w") as f:
+            for record in records:
+                f.write(json.dumps(record, default=_json_default) + "\n")
+        with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=1, default=_json_default)
+    logger.info("%s: %s", where, json.dumps(metrics, default=_json_default))
+    return metrics
 
 
 def eval_splits(name: str, ds_cfg: Mapping[str, Any], available: Mapping[str, Any],
@@ -212,8 +209,8 @@ def evaluate_datasets(model: Any, datasets: Mapping[str, Mapping[str, Any]],
             logger.warning("datasets.%s has eval splits %s but no 'task': not evaluated",
                            name, chosen)
             continue
-        task = registry.get_task_class(ds_cfg.task).for_dataset(name, ds_cfg)
-        subset = getattr(task, "eval_subset", None) or ds_cfg.get("eval_subset")
+        task = registry.get_task_class(ds_cfg.task).for_dataset(name, ds_cfg, model_cls=type(model))
+        subset = ds_cfg.get("eval_subset")
         for i, split in enumerate(chosen):
             out_dir = os.path.join(out_root, f"{name}_{split}") if out_root else None
             metrics = evaluate_split(model, task, splits[split], name, split,

@@ -1,4 +1,5 @@
-"""Tasks: instruction tuning and the evaluation tasks (generation vs. ranking)."""
-from lavis_ib.tasks.base_task import BaseTask
+"""Tasks: the training task and the per-dataset evaluation tasks (generation vs. ranking)."""
+from lavis_ib.tasks.base_task import BaseTask, TrainTask
+from lavis_ib.tasks.eval_task import EvalTask
 
-__all__ = ["BaseTask"]
+__all__ = ["BaseTask", "TrainTask", "EvalTask"]

@@ -1,72 +1,49 @@
-"""`BaseTask`: what a task owns.
+"""Task bases: `BaseTask` (the root every registered task derives from), `TrainTask`.
 
-Training: the task builds the model and datasets from the composed config and computes
-the loss of a batch. Evaluation is per dataset: each dataset entry names its own task,
-and `for_dataset` reads that entry's evaluation settings (`inference`, `prompt`,
-`generate`, ...). The evaluation loop calls `valid_step` on each rank's shard, gathers the
-records, de-duplicates them by `id`, and calls `metrics` once on rank 0.
+A run has one training task (`run.task`, a `TrainTask`): it builds the model and the
+datasets from the composed config and returns the model's loss terms for a batch. Each
+evaluated dataset has its own evaluation task (`datasets.<name>.task`, an `EvalTask`,
+lavis_ib.tasks.eval_task), built per dataset from that entry's settings.
 """
 from __future__ import annotations
 
 from typing import Any, Mapping
 
-from lavis_ib.common.errors import ConfigError, did_you_mean
+from lavis_ib.common.config import builder_name
+from lavis_ib.common.errors import ConfigError, LavisIbError
+
+LOSS_KEYS = ("loss", "loss_sum", "num_tokens")
 
 
 class BaseTask:
-    """Base of registered tasks.
+    """Root of registered tasks (the registry checks subclasses of it; LAVIS code imports
+    it as `lavis_ib.tasks.BaseTask`). Derive from `TrainTask` or `EvalTask`.
 
-    Class attributes:
-        EVAL_KEYS: per-dataset settings this task reads; any other evaluation setting
-            under the dataset is an error (LAVIS silently ignores misplaced prompts).
+    Used directly as a base, a class that defines `valid_step` and `metrics` is a
+    per-dataset evaluation task without settings of its own.
+
+    Attributes:
+        cfg: the dataset's entry (`datasets.<name>`) the task evaluates.
+        dataset_name: that entry's name.
     """
-
-    EVAL_KEYS: frozenset[str] = frozenset()
 
     def __init__(self, cfg: Any = None, dataset_name: str | None = None) -> None:
         self.cfg = cfg
         self.dataset_name = dataset_name
 
-    # -- training -------------------------------------------------------------------
     @classmethod
     def setup_task(cls, cfg: Any) -> "BaseTask":
-        """The task for a whole composed config (`cfg.run.task`)."""
-        return cls(cfg)
+        """The task of `run.task`; only training tasks can be one."""
+        raise ConfigError(f"run.task: '{cls.__name__}' is not a training task; name one "
+                          f"(e.g. instruction_tuning) and give evaluation tasks per dataset "
+                          f"(datasets.<name>.task).")
 
-    def build_model(self, cfg: Any) -> Any:
-        from lavis_ib.common.registry import registry
-
-        model_cfg = cfg.model
-        return registry.get_model_class(model_cfg.arch).from_config(model_cfg)
-
-    def build_datasets(self, cfg: Any) -> dict[str, dict[str, Any]]:
-        """{dataset name: {split: dataset}} for every entry under `cfg.datasets`."""
-        from lavis_ib.common.registry import registry
-
-        datasets = {}
-        for name, dataset_cfg in cfg.datasets.items():
-            builder = registry.get_builder_class(name)(dataset_cfg)
-            datasets[name] = builder.build_datasets()
-        return datasets
-
-    def train_step(self, model: Any, samples: Mapping[str, Any]) -> Any:
-        return model(samples)["loss"]
-
-    # -- evaluation -----------------------------------------------------------------
     @classmethod
-    def for_dataset(cls, name: str, dataset_cfg: Mapping[str, Any]) -> "BaseTask":
-        """The task that evaluates dataset `name` with the settings in its entry."""
+    def for_dataset(cls, name: str, dataset_cfg: Any = None,
+                    model_cls: type | None = None) -> "BaseTask":
+        """The task evaluating dataset `name` (`model_cls`: the evaluated model's class,
+        when known, so settings are checked against it before the first batch)."""
         return cls(dataset_cfg, dataset_name=name)
-
-    @classmethod
-    def check_eval_keys(cls, name: str, given: Mapping[str, Any], all_eval_keys: set[str]) -> None:
-        """Raise for an evaluation setting this task would ignore."""
-        for key in given:
-            if key in all_eval_keys and key not in cls.EVAL_KEYS:
-                raise ConfigError(
-                    f"datasets.{name}.{key}: the '{cls.__name__}' task does not read "
-                    f"'{key}'; it reads {sorted(cls.EVAL_KEYS) or 'no evaluation settings'}."
-                    f"{did_you_mean(key, cls.EVAL_KEYS)}")
 
     def before_evaluation(self, model: Any, dataset: Any) -> None:
         """Called once per split before its first batch (LAVIS's hook): tasks that need
@@ -80,3 +57,57 @@ class BaseTask:
     def metrics(self, records: list[dict[str, Any]], dataset: Any) -> dict[str, float]:
         """Metrics over all de-duplicated records of a dataset split (rank 0 only)."""
         raise NotImplementedError(f"{type(self).__name__} must implement metrics")
+
+
+class TrainTask(BaseTask):
+    """A training task over a whole composed config.
+
+    Attributes:
+        config: the composed run config (`model`, `datasets`, `run`), as given to
+            `setup_task`.
+    """
+
+    def __init__(self, config: Any = None) -> None:
+        self.config = config
+        self.dataset_name = None
+
+    @classmethod
+    def setup_task(cls, cfg: Any) -> "TrainTask":
+        return cls(cfg)
+
+    def build_model(self, cfg: Any) -> Any:
+        from lavis_ib.common.registry import registry
+
+        model_cfg = cfg.model
+        return registry.get_model_class(model_cfg.arch).from_config(model_cfg)
+
+    def build_datasets(self, cfg: Any) -> dict[str, dict[str, Any]]:
+        """{entry name: {split: dataset}} for every entry under `cfg.datasets`, each built
+        by its builder (`builder:`, else the entry's name) from the entry's config."""
+        from lavis_ib.common.registry import registry
+
+        return {name: registry.get_builder_class(builder_name(name, entry))(entry)
+                .build_datasets() for name, entry in cfg.datasets.items()}
+
+    def train_step(self, model: Any, samples: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The model's output for a training batch (the model contract).
+
+        Returns:
+            {"loss", "loss_sum", "num_tokens"}: the runner back-propagates `loss_sum` and
+            divides gradients by the step's token count over all ranks.
+
+        Raises:
+            LavisIbError: the model's forward does not return these keys.
+        """
+        out = model(samples)
+        if not isinstance(out, Mapping) or any(k not in out for k in LOSS_KEYS):
+            got = sorted(out) if isinstance(out, Mapping) else type(out).__name__
+            raise LavisIbError(f"{type(model).__name__}.forward must return "
+                               f"{{{', '.join(LOSS_KEYS)}}} (the model contract); got {got}.")
+        return out
+
+    @classmethod
+    def for_dataset(cls, name: str, dataset_cfg: Any = None,
+                    model_cls: type | None = None) -> "BaseTask":
+        raise ConfigError(f"datasets.{name}.task: '{cls.__name__}' trains and does not "
+                          f"evaluate; name an evaluation task (captioning, vqa, ...).")

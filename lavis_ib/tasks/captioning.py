@@ -32,6 +32,7 @@ class CaptioningTask(EvalTask):
     PROMPT_FIELDS = ("ocr_tokens",)
     EVAL_KEYS = EvalTask.EVAL_KEYS | {"metric"}
     METRICS = ("coco", "coco+spice", "bleu_cider")
+    DEFAULTS_FROM = "coco_caption"
 
     @classmethod
     def _check_settings(cls, name: str, settings: dict[str, Any],

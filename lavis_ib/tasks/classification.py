@@ -35,6 +35,7 @@ class ClassificationTask(EvalTask):
     INFERENCE = ("rank",)
     PROMPT_FIELDS = ("text",)
     EVAL_KEYS = (EvalTask.EVAL_KEYS - {"generate"}) | {"append_eos", "candidates"}
+    DEFAULTS_FROM = "vsr"
 
     @classmethod
     def check_candidates(cls, name: str, candidates: Any) -> Any:

@@ -31,6 +31,7 @@ class DialogTask(EvalTask):
     INFERENCE = ("rank",)
     PROMPT_FIELDS = ("history", "raw_question")
     EVAL_KEYS = (EvalTask.EVAL_KEYS - {"generate"}) | {"append_eos", "candidates"}
+    DEFAULTS_FROM = "visdial"
 
     @classmethod
     def check_candidates(cls, name: str, candidates: Any) -> Any:

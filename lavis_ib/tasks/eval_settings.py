@@ -1,51 +1,57 @@
-"""Per-dataset evaluation settings: parsing, checking and prompt filling.
+"""Per-dataset evaluation settings: the keys, their checks, and the typed `EvalSettings`.
 
-A project's ``datasets.<name>`` entry carries the settings of that dataset's evaluation
-(DESIGN.md "Projects, tasks and evaluation"). This module is the one place that knows
-every such key, which generation keyword arguments the model accepts, how a prompt's
-``{}`` placeholders are filled, and how a family-dependent value (``append_eos``,
-``length_penalty``) is resolved once the model is known.
+A dataset entry (``datasets.<name>``, composed over ``configs/datasets/<name>/
+defaults.yaml``) carries the settings of that dataset's evaluation. This module knows
+every such key, checks the values that do not depend on the task, and turns the checked
+mapping into one frozen `EvalSettings`, which resolves per-family values once the model
+is known.
 
-Keys (all optional; the dataset's defaults in `zeroshot_defaults` apply first):
+Keys (all optional):
 
 ``inference``      ``generate`` or ``rank``.
-``prompt``         the instruction; each ``{}`` is filled from the sample (see `fill_prompt`).
+``prompt``         the instruction; each ``{}`` is filled from the sample (task field order).
 ``prompt_fields``  which sample fields fill the placeholders, in order (default: the last
                    n of the task's documented `PROMPT_FIELDS`, n = number of ``{}``).
-``generate``       keyword arguments of ``model.generate`` (`GENERATE_KEYS`).
-``append_eos``     rank: score each candidate with EOS appended (``auto``: per LLM family,
-                   Vicuna False, FlanT5 True, PAPER.md).
+``generate``       keyword arguments of the model's ``generate`` (its own signature says
+                   which: `generation_settings`).
+``append_eos``     rank: score each candidate with EOS appended (absent: the model's
+                   ``default_append_eos``).
 ``candidates``     rank: where candidates come from (task-specific, see each task).
-``metric``         which accuracy (vqa-style tasks): see `lavis_ib.tasks.vqa_metrics`.
-``eval_subset``, ``eval_splits``   read by the evaluation loop (runner), accepted here.
+``metric``         which metric set (task-specific).
+``eval_subset``, ``eval_splits``   read by the evaluation loop, accepted here.
+
+A per-family value is a mapping keyed by ``model.llm_family`` (the family names are the
+model's, e.g. ``length_penalty: {<family>: 0, <other family>: -1}``); evaluating a model
+whose family the mapping lacks is a `ConfigError` naming dataset, key and family.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
-import re
-from typing import Any, Mapping, Sequence
+import inspect
+from typing import Any, Mapping
 
-from lavis_ib.common.containers import to_plain as plain
+from lavis_ib.common.config import TASK_SETTING_KEYS
+from lavis_ib.common.containers import to_plain
 from lavis_ib.common.errors import ConfigError, DataError, did_you_mean
 
-# Every per-dataset evaluation key; a task that reads a subset rejects the others.
-ALL_EVAL_KEYS = frozenset({
-    "inference", "prompt", "prompt_fields", "generate", "append_eos", "candidates",
-    "metric", "eval_subset", "eval_splits",
-})
 RUNNER_KEYS = frozenset({"eval_subset", "eval_splits"})
+# Every per-dataset evaluation key; a task that reads a subset rejects the others.
+ALL_EVAL_KEYS = frozenset(TASK_SETTING_KEYS) | RUNNER_KEYS
 # Keys of builder defaults that look like evaluation keys but are not (never flagged).
 _BUILDER_KEYS = frozenset({"task", "type", "data_type", "build_info", "vis_processor",
                            "text_processor", "sample_ratio", "cache_root", "template_family",
                            "templates", "num_frames", "answer_list", "download",
-                           "max_history_chars", "num_samples"})
-# model.generate's keyword arguments (CONTRACTS.md, Model API).
-GENERATE_KEYS = frozenset({"use_nucleus_sampling", "num_beams", "max_length", "min_length",
-                           "top_p", "repetition_penalty", "length_penalty", "num_captions",
-                           "temperature"})
+                           "max_history_chars", "num_samples", "builder"})
 INFERENCE_MODES = ("generate", "rank")
-FAMILIES = ("vicuna", "flant5")
-_PLACEHOLDER = re.compile(r"\{\}")
+
+
+def generation_settings(model_cls: type) -> frozenset[str]:
+    """The keyword arguments of `model_cls.generate` (its own signature), i.e. the
+    settings a dataset's `generate` mapping may name."""
+    params = list(inspect.signature(model_cls.generate).parameters.values())[2:]  # self, samples
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return frozenset(p.name for p in params if p.kind in kinds)
 
 
 def check_misspelt_keys(name: str, cfg: Mapping[str, Any]) -> None:
@@ -57,97 +63,101 @@ def check_misspelt_keys(name: str, cfg: Mapping[str, Any]) -> None:
         # a strict cutoff: builders may add keys of their own that merely resemble ours
         matches = difflib.get_close_matches(key, sorted(ALL_EVAL_KEYS), n=1, cutoff=0.75)
         if matches:
-            match = matches[0]
             raise ConfigError(f"datasets.{name}.{key}: not an evaluation setting. "
-                              f"Did you mean '{match}'? Evaluation settings: "
+                              f"Did you mean '{matches[0]}'? Evaluation settings: "
                               f"{', '.join(sorted(ALL_EVAL_KEYS))}.")
 
 
-def check_generate(name: str, generate: Any) -> dict[str, Any]:
-    """The `generate` mapping, checked against model.generate's keyword arguments."""
-    generate = plain(generate)
+def check_generate(name: str, generate: Any, allowed: frozenset[str] | None = None
+                   ) -> dict[str, Any]:
+    """The `generate` mapping; with `allowed` (the model's `generation_settings`), every
+    key must be one of them."""
+    generate = to_plain(generate)
     if generate is None:
         return {}
     if not isinstance(generate, Mapping):
         raise ConfigError(f"datasets.{name}.generate must be a mapping of generate() "
                           f"arguments, e.g. {{num_beams: 5, max_length: 10}}; got {generate!r}.")
     for key, value in generate.items():
-        if key not in GENERATE_KEYS:
+        if allowed is not None and key not in allowed:
             raise ConfigError(f"datasets.{name}.generate.{key}: model.generate has no such "
-                              f"argument.{did_you_mean(key, GENERATE_KEYS)} Arguments: "
-                              f"{', '.join(sorted(GENERATE_KEYS))}.")
+                              f"argument.{did_you_mean(key, allowed)} Arguments: "
+                              f"{', '.join(sorted(allowed))}.")
         check_family_value(f"datasets.{name}.generate.{key}", value)
     return dict(generate)
 
 
 def check_family_value(where: str, value: Any) -> None:
-    """A value may be given per LLM family: ``{vicuna: 0, flant5: -1}``."""
-    if isinstance(value, Mapping):
-        missing = [f for f in FAMILIES if f not in value]
-        extra = [k for k in value if k not in FAMILIES]
-        if missing or extra:
-            raise ConfigError(f"{where}: a per-family value needs exactly the keys "
-                              f"{', '.join(FAMILIES)}; got {', '.join(map(str, value))}.")
+    """A per-family value is a non-empty mapping from family names to values."""
+    if isinstance(value, Mapping) and (not value or not all(isinstance(k, str) for k in value)):
+        raise ConfigError(f"{where}: a per-family value maps LLM family names to values, "
+                          f"e.g. {{<llm_family>: value, ...}}; got {value!r}.")
 
 
-def model_family(model: Any) -> str:
-    """'vicuna' (decoder-only LLM) or 'flant5' (encoder-decoder LLM) of a model.
-
-    Looks, in order, at ``model.llm_family``, the LLM config's ``is_encoder_decoder`` and
-    the model type's name.
-
-    Raises:
-        ConfigError: when none of these tells the family.
-    """
-    family = getattr(model, "llm_family", None)
-    if isinstance(family, str):
-        family = family.lower()
-        if "t5" in family:
-            return "flant5"
-        if family in ("vicuna", "llama", "decoder", "causal"):
-            return "vicuna"
-    for attr in ("llm_model", "llm", "language_model", "t5_model"):
-        llm = getattr(model, attr, None)
-        is_ed = getattr(getattr(llm, "config", None), "is_encoder_decoder", None)
-        if isinstance(is_ed, bool):
-            return "flant5" if is_ed else "vicuna"
-    model_type = str(getattr(model, "model_type", "") or "")
-    if "t5" in model_type:
-        return "flant5"
-    if "vicuna" in model_type or "llama" in model_type:
-        return "vicuna"
-    raise ConfigError(f"cannot tell the LLM family of {type(model).__name__}: set "
-                      f"append_eos / per-family values explicitly in the project.")
+def family_value(where: str, value: Any, family: str) -> Any:
+    """`value`, or its entry for `family` when it is a per-family mapping."""
+    if not isinstance(value, Mapping):
+        return value
+    if family not in value:
+        raise ConfigError(f"{where}: no value for LLM family '{family}' (the model's "
+                          f"llm_family); the mapping gives {', '.join(map(str, value))}.")
+    return value[family]
 
 
-def resolve_family_value(value: Any, model: Any) -> Any:
-    """`value`, or its entry for the model's family when it is a per-family mapping."""
-    if isinstance(value, Mapping):
-        return value[model_family(model)]
-    return value
-
-
-def count_placeholders(prompt: str) -> int:
-    return len(_PLACEHOLDER.findall(prompt))
-
-
-def fill_prompt(prompt: str, values: Sequence[str]) -> str:
-    """Replace each ``{}`` in order by the next value (other braces stay literal)."""
-    it = iter(values)
-    return _PLACEHOLDER.sub(lambda _m: str(next(it)), prompt)
-
-
-def format_ocr_tokens(tokens: Any, max_tokens: int = 30) -> str:
-    """OCR tokens as in PAPER.md: the first 30, comma-joined."""
-    if tokens is None:
-        return ""
-    if isinstance(tokens, str):
-        return tokens
-    return ", ".join(str(t) for t in list(tokens)[:max_tokens])
-
-
-def format_options(choices: Sequence[str]) -> str:
+def format_options(choices: list[str]) -> str:
     """Options with letter labels: ``(a) x (b) y``."""
     if len(choices) > 26:
         raise DataError(f"{len(choices)} options: at most 26 can carry letter labels (a)-(z).")
     return " ".join(f"({chr(ord('a') + i)}) {c}" for i, c in enumerate(choices))
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+    """The checked settings of one dataset's evaluation (parsed once, by `for_dataset`).
+
+    `extra` holds settings a task of its own adds in `_check_settings`.
+    """
+
+    dataset: str
+    inference: str = "generate"
+    prompt: str = ""
+    prompt_fields: tuple[str, ...] = ()
+    generate: Mapping[str, Any] | None = None
+    append_eos: Any = None
+    candidates: Any = None
+    metric: str | None = None
+    eval_splits: Any = None
+    eval_subset: int | None = None
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    _FIELDS = ("inference", "prompt", "prompt_fields", "generate", "append_eos",
+               "candidates", "metric", "eval_splits", "eval_subset")
+
+    @classmethod
+    def from_mapping(cls, dataset: str, settings: Mapping[str, Any]) -> "EvalSettings":
+        known = {k: to_plain(v) for k, v in settings.items() if k in cls._FIELDS}
+        if "prompt_fields" in known:
+            known["prompt_fields"] = tuple(known["prompt_fields"] or ())
+        extra = {k: v for k, v in settings.items() if k not in cls._FIELDS}
+        return cls(dataset=dataset, extra=extra, **known)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings that are set, as a plain mapping (what `task.settings` shows)."""
+        out = {k: getattr(self, k) for k in self._FIELDS}
+        out = {k: v for k, v in out.items() if v is not None and v != () and v != ""}
+        if self.inference != "generate":
+            out.pop("generate", None)
+        return {**out, **self.extra}
+
+    def generate_kwargs(self, family: str) -> dict[str, Any]:
+        """`generate` with each per-family value resolved for `family`."""
+        where = f"datasets.{self.dataset}.generate"
+        return {k: family_value(f"{where}.{k}", v, family)
+                for k, v in (self.generate or {}).items()}
+
+    def append_eos_for(self, family: str, default: bool) -> bool:
+        """`append_eos` for `family`; `default` (the model's) when the dataset sets none."""
+        if self.append_eos is None:
+            return bool(default)
+        return bool(family_value(f"datasets.{self.dataset}.append_eos", self.append_eos,
+                                 family))

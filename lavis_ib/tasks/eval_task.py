@@ -1,26 +1,30 @@
 """`EvalTask`: what the evaluation tasks share.
 
-`for_dataset(name, cfg)` starts from the dataset's defaults (`zeroshot_defaults`), applies
-the project entry's evaluation keys, and rejects any key the task would ignore: a key of
-another task, a generation setting under ranking, a candidate setting under generation,
-a prompt with more ``{}`` than the task has fields. A task then builds one prompt per
-sample, and calls the model's `generate` or `score_candidates` (CONTRACTS.md, Model API)
-with the settings resolved for the model's LLM family.
+`for_dataset(name, entry)` reads the dataset's composed entry (its `configs/datasets/<name>/
+defaults.yaml` beneath the project's keys, common/config.py), over the task's generic
+settings for a dataset that gives none (`DEFAULTS_FROM`), and rejects any key the task
+would ignore: a key of another task, a generation setting under ranking, a candidate
+setting under generation, a prompt with more ``{}`` than the task has fields. The checked
+settings become one `EvalSettings`. A task then builds one prompt per sample and calls the
+model's `generate` or `score_candidates` (the model contract, docs/architecture.md) with
+the settings resolved for the model's `llm_family`.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from lavis_ib.common.config import INFERENCE_SETTING_KEYS, TASK_SETTING_KEYS, compose_dataset
+from lavis_ib.common.containers import to_plain
 from lavis_ib.common.errors import ConfigError, DataError, did_you_mean
+from lavis_ib.common.prompts import count_placeholders, fill_placeholders, format_ocr_tokens
 from lavis_ib.tasks.base_task import BaseTask
 from lavis_ib.tasks.eval_settings import (ALL_EVAL_KEYS, INFERENCE_MODES, RUNNER_KEYS,
-                                          check_family_value, check_generate,
-                                          check_misspelt_keys, count_placeholders,
-                                          fill_prompt, format_ocr_tokens, format_options,
-                                          plain, resolve_family_value)
-from lavis_ib.tasks.zeroshot_defaults import APPEND_EOS, defaults_for
+                                          EvalSettings, check_family_value, check_generate,
+                                          check_misspelt_keys, format_options,
+                                          generation_settings)
 
 
 def _field(key: str) -> Callable[[Mapping[str, Any], int], str]:
@@ -50,6 +54,13 @@ FIELD_KEYS = {"question": "question", "raw_question": "question", "text_input": 
               "history": "history", "text": "text_input"}
 
 
+@functools.lru_cache(maxsize=None)
+def _generic_settings(dataset: str) -> tuple[tuple[str, Any], ...]:
+    """The task settings of shipped dataset `dataset`'s defaults, its metric excepted."""
+    entry = to_plain(compose_dataset(dataset))
+    return tuple((k, entry[k]) for k in TASK_SETTING_KEYS if k in entry and k != "metric")
+
+
 class EvalTask(BaseTask):
     """Base of the evaluation tasks.
 
@@ -60,47 +71,76 @@ class EvalTask(BaseTask):
             last n fields (``Question: {}`` -> question; ``OCR tokens: {}. Question: {}``
             -> OCR tokens, question).
         EVAL_KEYS: the settings it reads (the runner's `eval_subset`/`eval_splits` included).
+        DEFAULTS_FROM: a shipped dataset whose defaults (metric excepted) are the task's
+            generic settings, beneath the entry's, for a dataset that gives none.
+
+    Attributes:
+        eval_settings: the checked `EvalSettings` of the dataset.
     """
 
     NAME = ""
     INFERENCE: tuple[str, ...] = ("generate",)
     PROMPT_FIELDS: tuple[str, ...] = ()
     EVAL_KEYS = frozenset({"inference", "prompt", "prompt_fields", "generate"}) | RUNNER_KEYS
+    DEFAULTS_FROM: str | None = None
 
     def __init__(self, cfg: Any = None, dataset_name: str | None = None,
-                 settings: Mapping[str, Any] | None = None) -> None:
+                 settings: EvalSettings | Mapping[str, Any] | None = None) -> None:
         super().__init__(cfg, dataset_name)
-        self.settings = dict(settings or {})
-        self.inference: str = self.settings.get("inference", self.INFERENCE[0])
-        self.prompt: str = self.settings.get("prompt", "")
-        self.generate_kwargs: dict[str, Any] = dict(self.settings.get("generate") or {})
-        self.append_eos: Any = self.settings.get("append_eos", APPEND_EOS)
-        self.candidates: Any = self.settings.get("candidates")
-        self.prompt_fields: tuple[str, ...] = tuple(self.settings.get("prompt_fields") or ())
+        if not isinstance(settings, EvalSettings):
+            settings = EvalSettings.from_mapping(dataset_name or "", settings or {})
+        self.eval_settings = settings
         self.answer_list: list[str] | None = None
+        self._generate_checked: set[type] = set()
+
+    # -- the settings, as valid_step reads them ---------------------------------------
+    settings = property(lambda self: self.eval_settings.as_dict(), doc="set keys, as a dict")
+    inference = property(lambda self: self.eval_settings.inference)
+    prompt = property(lambda self: self.eval_settings.prompt)
+    prompt_fields = property(lambda self: self.eval_settings.prompt_fields)
+    generate_kwargs = property(lambda self: dict(self.eval_settings.generate or {}))
+    append_eos = property(lambda self: self.eval_settings.append_eos)
+    candidates = property(lambda self: self.eval_settings.candidates)
 
     # -- construction -----------------------------------------------------------------
     @classmethod
-    def for_dataset(cls, name: str, dataset_cfg: Mapping[str, Any] | None = None) -> "EvalTask":
-        """The task evaluating dataset `name` with its entry's settings over the defaults.
+    def for_dataset(cls, name: str, dataset_cfg: Any = None,
+                    model_cls: type | None = None) -> "EvalTask":
+        """The task evaluating dataset `name` with its (composed) entry's settings.
+
+        Args:
+            model_cls: the evaluated model's class: `generate` keys are checked against
+                its signature now (else at the first batch).
 
         Raises:
             ConfigError: a setting this task does not read, a misspelt key, a wrong value.
         """
-        given = plain(dataset_cfg) or {}
+        given = to_plain(dataset_cfg) or {}
         if not isinstance(given, Mapping):
             raise ConfigError(f"datasets.{name} must be a mapping; got {given!r}.")
         check_misspelt_keys(name, given)
-        cls.check_eval_keys(name, given, set(ALL_EVAL_KEYS))
-        settings = defaults_for(name, cls.NAME)
-        # A project switching to another inference mode drops the defaults of the old one.
+        cls.check_eval_keys(name, given)
+        settings = dict(_generic_settings(cls.DEFAULTS_FROM)) if cls.DEFAULTS_FROM else {}
         if "inference" in given and given["inference"] != settings.get("inference"):
-            for key in ("generate", "candidates", "append_eos"):
+            for key in INFERENCE_SETTING_KEYS:
                 settings.pop(key, None)
         settings.update({k: v for k, v in given.items() if k in ALL_EVAL_KEYS})
         settings = {k: v for k, v in settings.items() if k in cls.EVAL_KEYS}
         cls._check_settings(name, settings, given)
-        return cls(dataset_cfg, dataset_name=name, settings=settings)
+        if model_cls is not None and settings.get("inference") == "generate":
+            check_generate(name, settings.get("generate"), generation_settings(model_cls))
+        return cls(dataset_cfg, dataset_name=name,
+                   settings=EvalSettings.from_mapping(name, settings))
+
+    @classmethod
+    def check_eval_keys(cls, name: str, given: Mapping[str, Any]) -> None:
+        """Raise for an evaluation setting this task would ignore."""
+        for key in given:
+            if key in ALL_EVAL_KEYS and key not in cls.EVAL_KEYS:
+                raise ConfigError(
+                    f"datasets.{name}.{key}: the '{cls.__name__}' task does not read "
+                    f"'{key}'; it reads {sorted(cls.EVAL_KEYS) or 'no evaluation settings'}."
+                    f"{did_you_mean(key, cls.EVAL_KEYS)}")
 
     @classmethod
     def _check_settings(cls, name: str, settings: dict[str, Any],
@@ -124,19 +164,30 @@ class EvalTask(BaseTask):
                 raise ConfigError(f"{where}.generate is only read with inference: generate "
                                   f"(this dataset ranks candidates); remove it.")
             settings.pop("generate", None)
-            eos = plain(settings.get("append_eos", APPEND_EOS))
-            check_family_value(f"{where}.append_eos", eos)
-            values = eos.values() if isinstance(eos, Mapping) else [eos]
-            if not all(isinstance(v, bool) for v in values):
-                raise ConfigError(f"{where}.append_eos must be true, false or "
-                                  f"{{vicuna: false, flant5: true}}; got {eos!r}.")
-            settings["append_eos"] = eos
-            settings["candidates"] = cls.check_candidates(name, plain(settings.get("candidates")))
+            cls._check_append_eos(where, settings)
+            settings["candidates"] = cls.check_candidates(name, to_plain(settings.get("candidates")))
+        cls._check_prompt(where, settings)
+
+    @classmethod
+    def _check_append_eos(cls, where: str, settings: dict[str, Any]) -> None:
+        if settings.get("append_eos") is None:
+            settings.pop("append_eos", None)     # the model's default_append_eos
+            return
+        eos = to_plain(settings["append_eos"])
+        check_family_value(f"{where}.append_eos", eos)
+        values = eos.values() if isinstance(eos, Mapping) else [eos]
+        if not all(isinstance(v, bool) for v in values):
+            raise ConfigError(f"{where}.append_eos must be true, false or a mapping from "
+                              f"LLM family to true/false; got {eos!r}.")
+        settings["append_eos"] = eos
+
+    @classmethod
+    def _check_prompt(cls, where: str, settings: dict[str, Any]) -> None:
         prompt = settings.get("prompt", "")
         if not isinstance(prompt, str):
             raise ConfigError(f"{where}.prompt must be a string; got {prompt!r}.")
         n = count_placeholders(prompt)
-        fields = tuple(plain(settings.get("prompt_fields")) or ())
+        fields = tuple(to_plain(settings.get("prompt_fields")) or ())
         if fields:
             for f in fields:
                 if f not in FIELD_GETTERS:
@@ -190,7 +241,7 @@ class EvalTask(BaseTask):
         self.require(samples, *{FIELD_KEYS[f] for f in fields
                                 if not (f == "question" and "text_input" in samples)})
         batch = len(self.sample_ids(samples))
-        return [fill_prompt(self.prompt, [FIELD_GETTERS[f](samples, i) for f in fields])
+        return [fill_placeholders(self.prompt, [FIELD_GETTERS[f](samples, i) for f in fields])
                 for i in range(batch)]
 
     def model_samples(self, samples: Mapping[str, Any]) -> dict[str, Any]:
@@ -200,7 +251,11 @@ class EvalTask(BaseTask):
         return out
 
     def run_generate(self, model: Any, samples: Mapping[str, Any]) -> list[str]:
-        kwargs = {k: resolve_family_value(v, model) for k, v in self.generate_kwargs.items()}
+        if type(model) not in self._generate_checked:   # once per model class
+            check_generate(self.dataset_name, self.eval_settings.generate,
+                           generation_settings(type(model)))
+            self._generate_checked.add(type(model))
+        kwargs = self.eval_settings.generate_kwargs(model.llm_family)
         with torch.no_grad():
             outputs = model.generate(self.model_samples(samples), **kwargs)
         return [str(o).strip() for o in outputs]
@@ -209,7 +264,8 @@ class EvalTask(BaseTask):
                  candidates: Sequence[str] | Sequence[Sequence[str]]
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         """(scores, mask), each (B, Cmax): summed log-probabilities, -inf where padded."""
-        append_eos = bool(resolve_family_value(self.append_eos, model))
+        append_eos = self.eval_settings.append_eos_for(model.llm_family,
+                                                       model.default_append_eos)
         with torch.no_grad():
             scores, mask = model.score_candidates(self.model_samples(samples), candidates,
                                                   append_eos=append_eos)

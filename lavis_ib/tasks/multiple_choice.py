@@ -31,6 +31,7 @@ class MultipleChoiceTask(EvalTask):
     INFERENCE = ("rank",)
     PROMPT_FIELDS = ("context", "raw_question", "options")
     EVAL_KEYS = (EvalTask.EVAL_KEYS - {"generate"}) | {"append_eos", "candidates"}
+    DEFAULTS_FROM = "iconqa"
 
     @classmethod
     def check_candidates(cls, name: str, candidates: Any) -> Any:

@@ -25,6 +25,7 @@ class VideoQATask(AnswerTask):
     NAME = "video_qa"
     PROMPT_FIELDS = ("question",)
     DEFAULT_METRIC = "exact"
+    DEFAULTS_FROM = "ivqa"
 
     def valid_step(self, model: Any, samples: Mapping[str, Any]) -> list[dict[str, Any]]:
         image = samples.get("image")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
+from lavis_ib.common.config import builder_name
 from lavis_ib.common.errors import ConfigError, DataError, did_you_mean
 from lavis_ib.common.registry import registry
 from lavis_ib.tasks.eval_task import EvalTask
@@ -72,7 +73,8 @@ class AnswerTask(EvalTask):
             raise ConfigError(f"{self.dataset_name}: ranking over answer_list needs the "
                               f"dataset's vocabulary: call task.before_evaluation(model, "
                               f"dataset) first, or build the task from the dataset's config.")
-        built = registry.get_builder_class(self.dataset_name)(self.cfg).build_datasets()
+        builder = registry.get_builder_class(builder_name(self.dataset_name, self.cfg))
+        built = builder(self.cfg).build_datasets()
         for split in sorted(built, key=lambda s: s == "train"):   # eval splits first
             answer_list = getattr(built[split], "answer_list", None)
             if answer_list:
@@ -120,6 +122,7 @@ class VQATask(AnswerTask):
     """Open-ended VQA (VQAv2 accuracy by default)."""
 
     NAME = "vqa"
+    DEFAULTS_FROM = "coco_vqa"
 
 
 @registry.register_task("gqa")
@@ -128,3 +131,4 @@ class GQATask(AnswerTask):
 
     NAME = "gqa"
     DEFAULT_METRIC = "exact"
+    DEFAULTS_FROM = "gqa"

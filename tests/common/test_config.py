@@ -184,6 +184,73 @@ def test_config_saved_in_run_folder(project, tmp_path):
     assert saved.run.max_iters == 3 and saved.model.num_layers == 3
 
 
+def test_includes_merge_in_order_beneath_the_including_file(project, tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text(f"includes: [{project}]\nrun: {{max_iters: 50, init_lr: 2.0e-4}}\n")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "other.yaml").write_text("run: {max_iters: 60, warmup_steps: 7}\n")
+    (sub / "ablation.yaml").write_text(
+        "includes: [../base.yaml, other.yaml]\nmodel: {dropout: 0.3}\nrun: {max_iters: 70}\n")
+    cfg = Config(str(sub / "ablation.yaml"), ["run.init_lr=3.0e-4"])
+    assert cfg.run_cfg.max_iters == 70              # the including file wins
+    assert cfg.run_cfg.warmup_steps == 7            # the later include over the earlier
+    assert cfg.run_cfg.init_lr == 3e-4              # --options over all files
+    assert cfg.model_cfg.num_layers == 3 and cfg.model_cfg.dropout == 0.3
+    assert "includes" not in cfg.config and cfg.datasets_cfg.cfgtest_ds.size == 5
+
+
+def test_include_errors_are_one_line(plugin_dir, tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("includes: [b.yaml]\n")
+    b.write_text("includes: [a.yaml]\n")
+    with pytest.raises(ConfigError, match=r"includes form a cycle \(a.yaml -> b.yaml -> a.yaml\)"):
+        Config(str(a))
+    a.write_text("includes: [missing.yaml]\n")
+    with pytest.raises(ConfigError, match="included file 'missing.yaml' does not exist"):
+        Config(str(a))
+    a.write_text("includes: b.yaml\n")
+    with pytest.raises(ConfigError, match="includes must be a list"):
+        Config(str(a))
+    b.write_text("run: {max_iters: 5}\n")
+    with pytest.raises(ConfigError, match="unknown top-level key 'includes'"):
+        Config(str(b), ["includes=[x]"])
+
+
+def test_builder_key_reuses_a_registered_builder_under_another_name(project, tmp_path):
+    path = tmp_path / "two_ways.yaml"
+    path.write_text(textwrap.dedent(f"""
+        includes: [{project}]
+        datasets:
+          small_copy: {{builder: cfgtest_ds, size: 2}}
+    """))
+    cfg = Config(str(path), ["datasets.small_copy.size=4"])
+    entry = cfg.datasets_cfg.small_copy
+    assert entry.sample_ratio == 1.0 and entry.size == 4     # the builder's defaults beneath
+    from lavis_ib.tasks.base_task import TrainTask
+
+    built = TrainTask(cfg.config).build_datasets(cfg.config)
+    assert len(built["small_copy"]["train"]) == 4 and len(built["cfgtest_ds"]["train"]) == 5
+    with pytest.raises(Exception, match="Did you mean 'cfgtest_ds'"):
+        Config(str(path), ["datasets.small_copy.builder=cfgtest_dz"])
+
+
+def test_switching_task_or_inference_drops_the_defaults_protocol():
+    from lavis_ib.common.config import compose_dataset
+
+    entry = compose_dataset("gqa")
+    assert entry.task == "gqa" and entry.metric == "exact" and entry.generate.num_beams == 5
+    switched = compose_dataset("gqa", {"task": "vqa"})
+    assert not {"prompt", "generate", "metric", "inference"} & set(switched)
+    assert switched.build_info == entry.build_info
+    ranked = compose_dataset("gqa", {"inference": "rank"})
+    assert "generate" not in ranked and ranked.prompt == entry.prompt
+    replaced = compose_dataset("gqa", {"generate": {"num_beams": 1}})
+    assert dict(replaced.generate) == {"num_beams": 1}       # replaced as a whole
+    merged = compose_dataset("gqa", None, {"generate": {"num_beams": 1}})
+    assert merged.generate.num_beams == 1 and merged.generate.max_length == 10  # --options
+
+
 def test_run_schema_aliases():
     run = validate_run({"iters_per_inner_epoch": 50, "amp": True, "distributed": False,
                         "resume_ckpt_path": None, "world_size": 8, "dist_url": "env://"})

@@ -5,7 +5,7 @@ import os
 import pytest
 from omegaconf import OmegaConf
 
-from lavis_ib.common.config import Config, load_yaml
+from lavis_ib.common.config import Config, compose_dataset, load_yaml
 from lavis_ib.common.registry import registry
 from lavis_ib.common.paths import package_path
 from lavis_ib.processors import build_processors
@@ -51,8 +51,8 @@ def test_dataset_default_yaml(path):
     for group in ("vis_processor", "text_processor"):
         if entry.get(group):
             build_processors(entry[group])
-    if entry.get("task"):
-        registry.get_task_class(entry.task)
+    if entry.get("task"):   # its evaluation settings are ones the task reads
+        registry.get_task_class(entry.task).for_dataset(name, compose_dataset(name))
 
 
 @pytest.mark.parametrize("path", _yamls("projects"), ids=_id)
@@ -62,7 +62,8 @@ def test_project_yaml_composes(path):
     registry.get_task_class(cfg.run_cfg.task)
     registry.get_runner_class(cfg.run_cfg.runner)
     registry.get_lr_scheduler_class(cfg.run_cfg.lr_sched)
+    model_cls = registry.get_model_class(cfg.model_cfg.arch)
     for name, entry in cfg.datasets_cfg.items():
         if entry.get("task"):
             task_cls = registry.get_task_class(entry.task)
-            task_cls.for_dataset(name, entry)
+            task_cls.for_dataset(name, entry, model_cls=model_cls)

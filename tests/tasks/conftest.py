@@ -8,21 +8,25 @@ import torch
 
 
 class FakeModel:
-    """Implements generate / score_candidates deterministically (CONTRACTS.md Model API).
+    """Implements generate / score_candidates deterministically (the model contract).
 
     generate: the answer is `answers[prompt]` when the prompt is known, else `default`.
     score_candidates: a candidate's score is `scores[candidate]` when given, else
     -(1 + 0.1 * len(candidate)); with append_eos the score drops by `eos_penalty`.
+    `llm_family` keys per-family settings; `default_append_eos` is True for "flant5"
+    (InstructBLIP's: encoder-decoder LLMs score with EOS).
     Every call is recorded in `calls` for assertions on prompts and settings.
     """
 
     def __init__(self, answers=None, default="no idea", scores=None, eos_penalty=0.5,
-                 llm_family="vicuna"):
+                 llm_family="vicuna", default_append_eos=None):
         self.answers = dict(answers or {})
         self.default = default
         self.scores = dict(scores or {})
         self.eos_penalty = eos_penalty
         self.llm_family = llm_family
+        self.default_append_eos = (llm_family == "flant5" if default_append_eos is None
+                                   else default_append_eos)
         self.calls = []
 
     def generate(self, samples, use_nucleus_sampling=False, num_beams=5, max_length=256,
@@ -39,7 +43,8 @@ class FakeModel:
         s = self.scores.get(cand, -(1.0 + 0.1 * len(cand)))
         return s - (self.eos_penalty if append_eos else 0.0)
 
-    def score_candidates(self, samples, candidates, append_eos=True, chunk_size=None):
+    def score_candidates(self, samples, candidates, append_eos=None, chunk_size=None):
+        append_eos = self.default_append_eos if append_eos is None else append_eos
         batch = len(samples["prompt"])
         per_sample = (candidates if candidates and isinstance(candidates[0], (list, tuple))
                       else [list(candidates)] * batch)

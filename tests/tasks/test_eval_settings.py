@@ -1,35 +1,41 @@
-"""Per-dataset settings: defaults, overrides, and one clear error for every ignored key."""
+"""Per-dataset settings: defaults, overrides, per-family values keyed by the model's
+`llm_family`, the model's own generate signature, and one clear error for every ignored key."""
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from lavis_ib import registry
+from lavis_ib.common.config import compose_dataset
 from lavis_ib.common.errors import ConfigError
-from lavis_ib.tasks.eval_settings import fill_prompt, format_options, model_family
-from lavis_ib.tasks.zeroshot_defaults import DEFAULTS, HELD_OUT
+from lavis_ib.tasks.eval_settings import EvalSettings, format_options, generation_settings
 
 
-def task(kind, name, cfg=None):
-    return registry.get_task_class(kind).for_dataset(name, cfg or {})
-
-
-def test_every_default_builds_its_task():
-    assert len(HELD_OUT) == 13 and set(HELD_OUT) <= set(DEFAULTS)
-    for name, entry in DEFAULTS.items():
-        t = task(entry["task"], name)
-        assert t.inference == entry["inference"] and t.prompt == entry["prompt"]
+def task(kind, name, cfg=None, model_cls=None):
+    entry = compose_dataset(name, {"task": kind, **(cfg or {})})
+    return registry.get_task_class(kind).for_dataset(name, entry, model_cls=model_cls)
 
 
 def test_project_entry_overrides_defaults_and_accepts_omegaconf():
     cfg = OmegaConf.create({"prompt": "Q: {} A:", "generate": {"num_beams": 3},
                             "eval_subset": 10, "build_info": {"x": 1}, "task": "vqa"})
     t = task("vqa", "ok_vqa", cfg)
+    # a project's `generate` replaces the defaults' as a whole
     assert t.prompt == "Q: {} A:" and t.generate_kwargs == {"num_beams": 3}
+    assert isinstance(t.eval_settings, EvalSettings) and t.eval_settings.eval_subset == 10
     # a dataset without defaults starts from the task's generic settings
-    t = task("vqa", "my_vqa")
+    t = registry.get_task_class("vqa").for_dataset("my_vqa", {})
     assert t.prompt == "Question: {} Short answer:" and t.generate_kwargs["max_length"] == 10
-    # A-OKVQA evaluated as multiple choice ranks its options
-    t = task("multiple_choice", "aok_vqa")
+    assert "metric" not in t.generate_kwargs and t.settings["metric"] == "vqa"
+
+
+def test_a_builder_entry_evaluates_one_dataset_another_way():
+    """A-OKVQA as multiple choice: the aok_vqa builder's files, its own task's settings."""
+    entry = compose_dataset("aok_vqa_mc", {"builder": "aok_vqa", "task": "multiple_choice"})
+    assert entry.build_info.annotations.val.storage.endswith("aokvqa_v1p0_val.json")
+    assert "metric" not in entry and "generate" not in entry   # the vqa defaults dropped
+    t = registry.get_task_class(entry.task).for_dataset("aok_vqa_mc", entry)
     assert t.inference == "rank" and t.prompt == "Question: {} Options: {}. Short answer:"
+    assert t.candidates == "choices" and t.append_eos is None   # the model's default
 
 
 @pytest.mark.parametrize("kind, name, cfg, match", [
@@ -40,7 +46,6 @@ def test_project_entry_overrides_defaults_and_accepts_omegaconf():
      "only read with inference: generate"),
     ("vqa", "gqa", {"append_eos": False}, "only read with inference: rank"),
     ("vqa", "gqa", {"promt": "x"}, "Did you mean 'prompt'"),
-    ("vqa", "gqa", {"generate": {"beams": 2}}, "generate has no such argument"),
     ("vqa", "gqa", {"inference": "ranking"}, "not supported"),
     ("multiple_choice", "iconqa", {"inference": "generate"}, "not supported"),
     ("vqa", "gqa", {"metric": "vqa2"}, "Did you mean 'vqa'"),
@@ -51,13 +56,63 @@ def test_project_entry_overrides_defaults_and_accepts_omegaconf():
     ("classification", "vsr", {"candidates": {"positive": ["yes"], "negative": ["yes"]}},
      "both sets"),
     ("classification", "vsr", {"append_eos": "yes"}, "true, false"),
-    ("classification", "vsr", {"append_eos": {"vicuna": True}}, "exactly the keys"),
+    ("classification", "vsr", {"append_eos": {}}, "per-family value"),
     ("dialog", "visdial", {"candidates": "answer_list"}, "sample's own"),
     ("captioning", "nocaps", {"metric": "bleu"}, "coco"),
 ])
 def test_bad_settings_raise_one_clear_error(kind, name, cfg, match):
     with pytest.raises(ConfigError, match=match):
         task(kind, name, cfg)
+
+
+def test_generate_keys_come_from_the_models_own_signature(fake_model):
+    assert generation_settings(fake_model) >= {"num_beams", "max_length", "length_penalty"}
+    assert "samples" not in generation_settings(fake_model)
+    with pytest.raises(ConfigError, match="generate.beams: model.generate has no such argument"
+                                          ".*Did you mean 'num_beams'"):
+        task("vqa", "gqa", {"generate": {"beams": 2}}, model_cls=fake_model)
+
+    class Sampler(fake_model):
+        def generate(self, samples, temperature=1.0, top_k=5):
+            return ["x"] * len(samples["image"])
+
+    task("vqa", "gqa", {"generate": {"top_k": 3}}, model_cls=Sampler)   # its own argument
+    # without the class at construction, the first batch checks it
+    t = task("vqa", "gqa", {"generate": {"top_k": 3}})
+    with pytest.raises(ConfigError, match="generate.top_k: model.generate has no such"):
+        t.valid_step(fake_model(), {"image": torch.zeros(1, 3, 2, 2), "question_id": [1],
+                                    "question": ["q"], "answers": [["a"]]})
+
+
+def test_a_family_missing_from_a_per_family_value_names_dataset_key_and_family(fake_model):
+    batch = {"image": torch.zeros(1, 3, 2, 2), "question_id": [1], "question": ["q"],
+             "text_input": ["q"], "answers": [["a"]]}
+    t = task("vqa", "gqa")                              # length_penalty per family
+    for family, expected in (("vicuna", 0), ("flant5", -1), ("opt", 0)):
+        model = fake_model(llm_family=family)
+        t.valid_step(model, batch)
+        assert model.calls[0][2]["length_penalty"] == expected
+    with pytest.raises(ConfigError, match=r"datasets\.gqa\.generate\.length_penalty: no value "
+                                          r"for LLM family 'mistral'"):
+        t.valid_step(fake_model(llm_family="mistral"), batch)
+    t = task("classification", "vsr", {"append_eos": {"vicuna": True}})
+    with pytest.raises(ConfigError, match=r"datasets\.vsr\.append_eos: no value for LLM "
+                                          r"family 'flant5'"):
+        t.valid_step(fake_model(llm_family="flant5"), {**batch, "text_input": ["s"],
+                                                        "label": [1], "instance_id": [1]})
+
+
+def test_append_eos_absent_is_the_models_default(fake_model):
+    batch = {"image": torch.zeros(1, 3, 2, 2), "instance_id": [1], "text_input": ["s"],
+             "label": [1]}
+    t = task("classification", "vsr")
+    for default in (True, False):
+        model = fake_model(llm_family="any", default_append_eos=default)
+        t.valid_step(model, batch)
+        assert model.calls[0][2]["append_eos"] is default
+    model = fake_model(llm_family="any", default_append_eos=True)
+    task("classification", "vsr", {"append_eos": False}).valid_step(model, batch)
+    assert model.calls[0][2]["append_eos"] is False
 
 
 def test_switching_inference_drops_the_other_modes_defaults():
@@ -71,7 +126,6 @@ def test_prompt_fields_override_the_documented_order(fake_model):
     t = task("vqa", "textvqa", {"prompt": "Q: {} OCR: {}",
                                 "prompt_fields": ["question", "ocr_tokens"]})
     model = fake_model()
-    import torch
     t.valid_step(model, {"image": torch.zeros(1, 3, 2, 2), "question_id": [1],
                          "question": ["Q?"], "text_input": ["q"], "ocr_tokens": [["a", "b"]],
                          "answers": [["x"]]})
@@ -79,9 +133,28 @@ def test_prompt_fields_override_the_documented_order(fake_model):
 
 
 def test_helpers():
-    assert fill_prompt("a {} b {x} {}", ["1", "2"]) == "a 1 b {x} 2"   # other braces literal
     assert format_options(["x", "y"]) == "(a) x (b) y"
-    assert model_family(type("M", (), {"llm_family": "flant5"})()) == "flant5"
-    assert model_family(type("M", (), {"model_type": "vicuna7b"})()) == "vicuna"
-    with pytest.raises(ConfigError, match="LLM family"):
-        model_family(object())
+    settings = EvalSettings.from_mapping("d", {"inference": "rank", "append_eos": {"a": True},
+                                               "threshold": 0.3})
+    assert settings.append_eos_for("a", False) is True and settings.extra == {"threshold": 0.3}
+    assert settings.as_dict() == {"inference": "rank", "append_eos": {"a": True},
+                                  "threshold": 0.3}
+
+
+def test_training_and_evaluation_tasks_stay_in_their_roles():
+    from lavis_ib.common.errors import LavisIbError
+    from lavis_ib.tasks import BaseTask, EvalTask, TrainTask
+
+    train_cls = registry.get_task_class("instruction_tuning")
+    assert issubclass(train_cls, TrainTask) and issubclass(EvalTask, BaseTask)
+    with pytest.raises(ConfigError, match=r"datasets\.x\.task: .* trains and does not evaluate"):
+        train_cls.for_dataset("x", {})
+    with pytest.raises(ConfigError, match="run.task: 'VQATask' is not a training task"):
+        registry.get_task_class("vqa").setup_task({})
+    task = train_cls.setup_task({"run": {}})
+    assert task.config == {"run": {}}
+    out = {"loss": 1.0, "loss_sum": 2.0, "num_tokens": 2}
+    assert task.train_step(lambda samples: out, {}) is out   # the model's output as is
+    with pytest.raises(LavisIbError, match=r"must return \{loss, loss_sum, num_tokens\}.*"
+                                           r"got \['loss'\]"):
+        task.train_step(lambda samples: {"loss": 1.0}, {})

@@ -8,8 +8,7 @@ import pytest
 from lavis_ib import cli
 from lavis_ib.common.errors import ConfigError, DataError
 from lavis_ib.report import main
-from lavis_ib.tasks.paper_results import METRIC, TABLE1
-from lavis_ib.tasks.zeroshot_defaults import HELD_OUT
+from lavis_ib.paper_results import HELD_OUT, METRIC, TABLE1
 
 
 def make_run(tmp_path, model_type="vicuna7b", results=None):

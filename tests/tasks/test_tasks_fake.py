@@ -3,13 +3,16 @@ import pytest
 import torch
 
 from lavis_ib import registry
+from lavis_ib.common.config import compose_dataset
 from lavis_ib.common.errors import ConfigError, DataError
 from lavis_ib.tasks.rank_metrics import retrieval_metrics
 from lavis_ib.tasks.vqa_metrics import vqa_accuracy
 
 
 def task(kind, name, **cfg):
-    return registry.get_task_class(kind).for_dataset(name, cfg)
+    """The task of dataset `name` from its composed entry (defaults < `cfg`)."""
+    return registry.get_task_class(kind).for_dataset(
+        name, compose_dataset(name, {"task": kind, **cfg}))
 
 
 def images(n, video=False):
@@ -57,7 +60,9 @@ def test_textvqa_prompt_fills_ocr_tokens_then_question_and_family_settings(fake_
 
 def test_vqa_rank_over_answer_list(fake_model):
     model = fake_model(scores={"blue": 0.0})
-    t = task("vqa", "ok_vqa", inference="rank", candidates="answer_list")
+    # an entry without build_info: the vocabulary can only come from before_evaluation
+    t = registry.get_task_class("vqa").for_dataset(
+        "ok_vqa", {"inference": "rank", "candidates": "answer_list"})
     batch = {"image": images(1), "question_id": ["q1"], "question": ["Sky colour?"],
              "text_input": ["sky colour"], "answers": [["blue"] * 10]}
     with pytest.raises(ConfigError, match="before_evaluation"):

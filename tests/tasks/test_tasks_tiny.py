@@ -1,7 +1,7 @@
 """Every task's valid_step on the real tiny models (tiny_vicuna, tiny_flant5).
 
 The tasks must hand the model the prompts, generation settings, candidates and the
-per-family append_eos documented in PAPER.md: each result is checked against a direct
+per-family append_eos of the protocol (docs/protocol.md): each result is checked against a direct
 call of the model's own API with those inputs.
 """
 import pytest
@@ -9,6 +9,7 @@ import torch
 
 import lavis_ib
 from lavis_ib import registry
+from lavis_ib.common.config import compose_dataset
 from lavis_ib.tasks.rank_metrics import binary_probability, ranks_of_targets
 
 FAMILY = {"tiny_vicuna": "vicuna", "tiny_flant5": "flant5"}
@@ -25,7 +26,9 @@ def model(request):
 
 
 def task(kind, name, **cfg):
-    return registry.get_task_class(kind).for_dataset(name, cfg)
+    """The task of dataset `name` from its composed entry (defaults < `cfg`)."""
+    return registry.get_task_class(kind).for_dataset(
+        name, compose_dataset(name, {"task": kind, **cfg}))
 
 
 def images(n, video=False):

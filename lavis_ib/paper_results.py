@@ -1,14 +1,16 @@
-"""InstructBLIP's published zero-shot results (PAPER.md Table 1), as data.
+"""InstructBLIP's published zero-shot results (the paper's Table 1), as data for the report.
 
+`HELD_OUT` lists the 13 held-out datasets in the table's column order.
 `TABLE1[row][dataset]` is the paper's number for one held-out dataset; `METRIC[dataset]`
 names the key of our `metrics.json` that corresponds to it (all in the paper's scale:
 CIDEr x100, accuracies, AUC and MRR in percent). `ROW_OF_MODEL_TYPE` maps our model
-types to the row a run is compared with.
+types to the row a run is compared with. Sources: docs/protocol.md.
 """
 from __future__ import annotations
 
-from lavis_ib.tasks.zeroshot_defaults import HELD_OUT
-
+# The 13 held-out datasets of Table 1, in the table's column order.
+HELD_OUT = ("nocaps", "flickr30k", "gqa", "vsr", "iconqa", "textvqa", "visdial",
+            "hateful_memes", "vizwiz_vqa", "scienceqa", "msvd_qa", "msrvtt_qa", "ivqa")
 # Column titles of Table 1, in its order.
 TITLES = {"nocaps": "NoCaps", "flickr30k": "Flickr30K", "gqa": "GQA", "vsr": "VSR",
           "iconqa": "IconQA", "textvqa": "TextVQA", "visdial": "Visdial",
