@@ -167,3 +167,24 @@ def test_a_mapping_without_the_model_family_is_an_error(data_root, tmp_path):
         evaluate(["--cfg-path", str(project), "--options",
                   *options(data_root, f"run.output_dir={tmp_path / 'out'}")])
     assert all(word in str(error.value) for word in ("ok_vqa", "length_penalty", "charlm"))
+
+
+def test_documented_errors(data_root, tmp_path):
+    import char_lm
+    from lavis_ib.common.errors import ConfigError, RegistryError
+    from lavis_ib.evaluate import main as evaluate
+
+    with pytest.raises(RegistryError, match="unknown model 'char_ln'. Did you mean 'char_lm'"):
+        Config(PROJECT, options(data_root, "model.arch=char_ln"))
+    with pytest.raises(ConfigError, match="unknown model_type 'small' for CharLM.*Known types: tiny"):
+        Config(PROJECT, options(data_root, "model.model_type=small"))
+    with pytest.raises(RegistryError, match="must be a subclass of lavis_ib.models.base_model.BaseModel"):
+        registry.register_model("not_a_model")(torch.nn.Linear)
+    with pytest.raises(RegistryError, match="model 'char_lm' is already registered"):
+        registry.register_model("char_lm")(type("Again", (char_lm.CharLM,), {}))
+    project = tmp_path / "beams.yaml"
+    project.write_text(open(PROJECT).read().replace("num_beams: 2", "beams: 2"))
+    with pytest.raises(ConfigError) as error:
+        evaluate(["--cfg-path", str(project), "--options",
+                  *options(data_root, f"run.output_dir={tmp_path / 'out'}")])
+    assert "generate.beams" in str(error.value) and "num_beams" in str(error.value)
