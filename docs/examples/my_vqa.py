@@ -67,7 +67,7 @@ class MyVQADataset(BaseDataset):
 
 
 class MyVQAEvalDataset(BaseDataset):
-    """Val/test splits: the keys the ``vqa`` task reads (CONTRACTS.md, vqa eval)."""
+    """Val/test splits: the keys the ``vqa`` task reads (docs/architecture.md, sample keys)."""
 
     def load_annotations(self, ann_paths: list[str]) -> list[dict[str, Any]]:
         return [r for path in ann_paths for r in read_jsonl(path)]

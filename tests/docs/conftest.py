@@ -45,11 +45,12 @@ def _one_thread():
 @pytest.fixture(scope="module", autouse=True)
 def _forget_example_plugins():
     """After each test module, drop what the example plugins registered (and the modules),
-    so that tests elsewhere see only the built-in builders and tasks."""
+    so that tests elsewhere see only the built-in models, builders and tasks."""
     yield
     from lavis_ib import registry
 
     registry.builders.unregister("my_vqa")
     registry.tasks.unregister("exact_match")
-    for module in ("my_vqa", "exact_match_task"):
+    registry.models.unregister("char_lm")
+    for module in ("my_vqa", "exact_match_task", "char_lm"):
         sys.modules.pop(module, None)

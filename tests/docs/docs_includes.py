@@ -15,7 +15,8 @@ import re
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-GUIDES = ("docs/adding_a_dataset.md", "docs/adding_a_task.md", "docs/checkpoints.md")
+GUIDES = ("docs/adding_a_dataset.md", "docs/adding_a_task.md", "docs/adding_a_model.md",
+          "docs/checkpoints.md")
 INCLUDE = re.compile(r"<!-- include: (?P<path>\S+) -->\n```(?P<lang>\w*)\n(?P<body>.*?)```\n",
                      re.DOTALL)
 
