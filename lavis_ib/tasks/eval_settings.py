@@ -13,7 +13,7 @@ Keys (all optional):
 ``prompt_fields``  which sample fields fill the placeholders, in order (default: the last
                    n of the task's documented `PROMPT_FIELDS`, n = number of ``{}``).
 ``generate``       keyword arguments of the model's ``generate`` (its own signature says
-                   which: `generation_settings`).
+                   which: `BaseModel.generation_settings`).
 ``append_eos``     rank: score each candidate with EOS appended (absent: the model's
                    ``default_append_eos``).
 ``candidates``     rank: where candidates come from (task-specific, see each task).
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import inspect
 from typing import Any, Mapping
 
 from lavis_ib.common.config import TASK_SETTING_KEYS
@@ -44,14 +43,6 @@ _BUILDER_KEYS = frozenset({"task", "type", "data_type", "build_info", "vis_proce
                            "templates", "num_frames", "answer_list", "download",
                            "max_history_chars", "num_samples", "builder"})
 INFERENCE_MODES = ("generate", "rank")
-
-
-def generation_settings(model_cls: type) -> frozenset[str]:
-    """The keyword arguments of `model_cls.generate` (its own signature), i.e. the
-    settings a dataset's `generate` mapping may name."""
-    params = list(inspect.signature(model_cls.generate).parameters.values())[2:]  # self, samples
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return frozenset(p.name for p in params if p.kind in kinds)
 
 
 def check_misspelt_keys(name: str, cfg: Mapping[str, Any]) -> None:

@@ -23,8 +23,7 @@ from lavis_ib.common.prompts import count_placeholders, fill_placeholders, forma
 from lavis_ib.tasks.base_task import BaseTask
 from lavis_ib.tasks.eval_settings import (ALL_EVAL_KEYS, INFERENCE_MODES, RUNNER_KEYS,
                                           EvalSettings, check_family_value, check_generate,
-                                          check_misspelt_keys, format_options,
-                                          generation_settings)
+                                          check_misspelt_keys, format_options)
 
 
 def _field(key: str) -> Callable[[Mapping[str, Any], int], str]:
@@ -128,7 +127,7 @@ class EvalTask(BaseTask):
         settings = {k: v for k, v in settings.items() if k in cls.EVAL_KEYS}
         cls._check_settings(name, settings, given)
         if model_cls is not None and settings.get("inference") == "generate":
-            check_generate(name, settings.get("generate"), generation_settings(model_cls))
+            check_generate(name, settings.get("generate"), model_cls.generation_settings())
         return cls(dataset_cfg, dataset_name=name,
                    settings=EvalSettings.from_mapping(name, settings))
 
@@ -253,7 +252,7 @@ class EvalTask(BaseTask):
     def run_generate(self, model: Any, samples: Mapping[str, Any]) -> list[str]:
         if type(model) not in self._generate_checked:   # once per model class
             check_generate(self.dataset_name, self.eval_settings.generate,
-                           generation_settings(type(model)))
+                           type(model).generation_settings())
             self._generate_checked.add(type(model))
         kwargs = self.eval_settings.generate_kwargs(model.llm_family)
         with torch.no_grad():

@@ -6,6 +6,8 @@ import math
 import pytest
 import torch
 
+from lavis_ib.models import BaseModel
+
 
 class FakeModel:
     """Implements generate / score_candidates deterministically (the model contract).
@@ -28,6 +30,9 @@ class FakeModel:
         self.default_append_eos = (llm_family == "flant5" if default_append_eos is None
                                    else default_append_eos)
         self.calls = []
+
+    # the one piece of BaseModel the tasks read from a class: its generate keywords
+    generation_settings = classmethod(BaseModel.generation_settings.__func__)
 
     def generate(self, samples, use_nucleus_sampling=False, num_beams=5, max_length=256,
                  min_length=1, top_p=0.9, repetition_penalty=1.5, length_penalty=1,

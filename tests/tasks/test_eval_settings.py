@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 from lavis_ib import registry
 from lavis_ib.common.config import compose_dataset
 from lavis_ib.common.errors import ConfigError
-from lavis_ib.tasks.eval_settings import EvalSettings, format_options, generation_settings
+from lavis_ib.tasks.eval_settings import EvalSettings, format_options
 
 
 def task(kind, name, cfg=None, model_cls=None):
@@ -66,8 +66,8 @@ def test_bad_settings_raise_one_clear_error(kind, name, cfg, match):
 
 
 def test_generate_keys_come_from_the_models_own_signature(fake_model):
-    assert generation_settings(fake_model) >= {"num_beams", "max_length", "length_penalty"}
-    assert "samples" not in generation_settings(fake_model)
+    assert fake_model.generation_settings() >= {"num_beams", "max_length", "length_penalty"}
+    assert "samples" not in fake_model.generation_settings()
     with pytest.raises(ConfigError, match="generate.beams: model.generate has no such argument"
                                           ".*Did you mean 'num_beams'"):
         task("vqa", "gqa", {"generate": {"beams": 2}}, model_cls=fake_model)
