@@ -157,7 +157,7 @@ def test_two_training_steps_with_the_real_runner(my_vqa_root, ok_vqa_root, tmp_p
 
     out = str(tmp_path / "run")
     cfg = compose(my_vqa_root, ok_vqa_root, f"run.output_dir={out}", "run.log_every=1")
-    task, model, datasets, runner = build(cfg, setup_distributed(to_plain(cfg.run_cfg)))
+    task, model, datasets, runner = build(cfg, setup_distributed(cfg.run_cfg))
     assert set(datasets) == {"my_vqa", "ok_vqa"}
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     result = runner.train()

@@ -43,7 +43,7 @@ def trained(data_root, tmp_path_factory):
 
     out = str(tmp_path_factory.mktemp("char_lm_run"))
     cfg = Config(PROJECT, options(data_root, f"run.output_dir={out}", "run.log_every=1"))
-    _, model, datasets, runner = build(cfg, setup_distributed(to_plain(cfg.run_cfg)))
+    _, model, datasets, runner = build(cfg, setup_distributed(cfg.run_cfg))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     result = runner.train()
     return {"cfg": cfg, "model": model, "datasets": datasets, "out": out, "before": before,

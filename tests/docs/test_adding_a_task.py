@@ -13,7 +13,6 @@ import torch
 from docs_helpers import EXAMPLES, QUESTIONS
 from lavis_ib import registry
 from lavis_ib.common.config import Config
-from lavis_ib.common.containers import to_plain
 from lavis_ib.common.errors import ConfigError, DataError, LavisIbError, RegistryError
 from lavis_ib.processors.text import normalize_question
 
@@ -25,8 +24,10 @@ def compose(root, *options):
 
 
 def task_for(root, *options):
-    entry = compose(root, *options).config.datasets.my_vqa
-    return registry.get_task_class(entry.task).for_dataset("my_vqa", entry)
+    cfg = compose(root, *options).config
+    entry = cfg.datasets.my_vqa
+    return registry.get_task_class(entry.task).for_dataset(
+        "my_vqa", entry, model_cls=registry.get_model_class(cfg.model.arch))
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def evaluated(my_vqa_root, tmp_path_factory):
 
     out = str(tmp_path_factory.mktemp("exact_match_run"))
     cfg = compose(my_vqa_root, f"run.output_dir={out}")
-    _, model, datasets, runner = build(cfg, setup_distributed(to_plain(cfg.run_cfg)))
+    _, model, datasets, runner = build(cfg, setup_distributed(cfg.run_cfg))
     results = runner.evaluate()
     return {"model": model, "datasets": datasets, "results": results, "out": out}
 
