@@ -21,7 +21,7 @@ DATASETS = {"flickr30k": "test", "gqa": "test", "vsr": "test", "hateful_memes": 
 VIDEO = {"msvd_qa", "ivqa"}
 SHORT = {"num_beams": 2, "max_length": 4, "min_length": 1}
 # METEOR's Java start-up costs seconds per run: one model type runs it, the other not
-CAPTION_METRIC = {"tiny_vicuna": "coco", "tiny_flant5": "bleu_cider"}
+CAPTION_METRIC = {"tiny_vicuna": "coco", "tiny_flant5": "bleu_cider", "tiny_opt": "bleu_cider"}
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def project(tmp_path_factory):
     return root, str(path)
 
 
-def evaluate(cfg_path, out_dir, model_type, nproc):
+def evaluate(cfg_path, out_dir, model_type, nproc, options=()):
     if nproc > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc_per_node", str(nproc), "-m", "lavis_ib.evaluate"]
@@ -59,7 +59,7 @@ def evaluate(cfg_path, out_dir, model_type, nproc):
         cmd = [sys.executable, "-m", "lavis_ib.evaluate"]
     cmd += ["--cfg-path", cfg_path, "--options", f"model.model_type={model_type}",
             f"run.output_dir={out_dir}", f"run.distributed={'ddp' if nproc > 1 else 'none'}",
-            f"datasets.flickr30k.metric={CAPTION_METRIC[model_type]}"]
+            f"datasets.flickr30k.metric={CAPTION_METRIC[model_type]}", *options]
     env = {**os.environ, "PYTHONPATH": REPO, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "LAVIS_IB_NO_PROGRESS": "1"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
@@ -116,3 +116,26 @@ def test_evaluate_one_and_two_processes_agree(project, model_type, tmp_path):
     assert report([str(tmp_path / "one"), "--compare", "InstructBLIP Vicuna-7B"]) == 0
     table = (tmp_path / "one" / "report" / "table1.md").read_text()
     assert "| Visdial | val | mrr |" in table and "9 of 13 datasets evaluated" in table
+
+
+@pytest.mark.slow
+def test_a_new_llm_family_evaluates_every_task(project, tmp_path):
+    """InstructBLIP with an OPT LLM (family "opt") runs every task with no code naming it:
+    per-family values resolve by the model's declared family, and a mapping without that
+    family is one clear error before any sample is scored."""
+    root, cfg_path = project
+    per_family = "+datasets.gqa.generate.length_penalty={vicuna: 0, flant5: -1, opt: 0}"
+    results = evaluate(cfg_path, str(tmp_path / "opt"), "tiny_opt", nproc=1,
+                       options=[per_family])
+    for name, split in DATASETS.items():
+        metrics, records = results[name]
+        assert metrics["num_samples"] == len(records) == len(dataset_ids(root, name, split))
+    from lavis_ib import registry
+    from lavis_ib.common.config import Config
+    from lavis_ib.common.errors import ConfigError
+
+    cfg = Config(cfg_path, ["model.model_type=tiny_opt",
+                            "+datasets.gqa.generate.length_penalty={vicuna: 0, flant5: -1}"])
+    task = registry.get_task_class("gqa").for_dataset("gqa", cfg.datasets_cfg.gqa)
+    with pytest.raises(ConfigError, match="gqa.generate.length_penalty.*'opt'"):
+        task.eval_settings.generate_kwargs("opt")
