@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from lavis_ib.common.containers import to_plain
 from lavis_ib.common.errors import LavisIbError
 from lavis_ib.common.precision import DTYPES
 from lavis_ib.models.components.hub import resolve_dir
@@ -173,8 +174,7 @@ def merge_preprocess(default: Any, overrides: dict[str, Any] | None) -> Any:
         return default
     from omegaconf import OmegaConf
 
-    node = OmegaConf.create(OmegaConf.to_container(default, resolve=True)
-                            if OmegaConf.is_config(default) else copy.deepcopy(default))
+    node = OmegaConf.create(copy.deepcopy(to_plain(default)))
     for split in ("train", "eval"):
         proc = (node.get("vis_processor") or {}).get(split)
         if proc is not None:
