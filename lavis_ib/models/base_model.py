@@ -145,6 +145,12 @@ class BaseModel(nn.Module):
         neither the call nor the dataset's settings say. Default: False."""
         return False
 
+    def inference_counts(self) -> dict[str, int]:
+        """Running counts of inference events a user must see in the results, e.g.
+        `num_truncated` (prompts cut to fit the LLM's context). The evaluation loop adds
+        each count's increase over a split to that split's metrics. Default: none."""
+        return {}
+
     # -- export ------------------------------------------------------------------------
     def save_pretrained(self, directory: str) -> str:
         """Write the model in its export format to `directory` and return the directory.

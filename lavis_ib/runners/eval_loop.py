@@ -92,13 +92,17 @@ def evaluate_split(model: Any, task: Any, dataset: Any, name: str, split: str, *
         timeout_s: timeout of the gathers (raised to at least EVAL_TIMEOUT_S).
     """
     indices = eval_indices(dataset, eval_subset)
+    before = model.inference_counts()
     records, bad = run_shard(model, task, dataset, indices, batch_size=batch_size,
                              num_workers=num_workers, device=device, amp=amp)
+    counts = {k: v - before.get(k, 0) for k, v in model.inference_counts().items()}
     ordered, all_bad = gather_records(task, records, bad, len(indices), f"{name}/{split}",
                                       timeout_s)
+    counts = {k: sum(rank[k] for rank in all_gather_objects(counts, timeout_s)) for k in counts}
     metrics: dict[str, float] = {}
     if get_rank() == 0:
-        metrics = report_split(task, ordered, all_bad, dataset, out_dir, f"{name}/{split}")
+        metrics = report_split(task, ordered, all_bad, dataset, out_dir, f"{name}/{split}",
+                               counts)
     return all_gather_objects(metrics, timeout_s)[0]
 
 
@@ -151,12 +155,18 @@ def gather_records(task: Any, records: list[dict[str, Any]], bad: list[str], exp
 
 
 def report_split(task: Any, records: list[dict[str, Any]], bad: list[str], dataset: Any,
-                 out_dir: str | None, where: str) -> dict[str, float]:
-    """The split's metrics (rank 0), written with the predictions to `out_dir`."""
+                 out_dir: str | None, where: str,
+                 counts: Mapping[str, int] | None = None) -> dict[str, float]:
+    """The split's metrics (rank 0), written with the predictions to `out_dir`; `counts`
+    are the model's inference counts over the split (e.g. `num_truncated`)."""
     metrics = dict(task.metrics(records, dataset))
     metrics["num_samples"] = len(records)
     if bad:
         metrics["num_unreadable"] = len(bad)
+    metrics.update(counts or {})
+    if (counts or {}).get("num_truncated"):
+        logger.warning("%s: %d prompts were cut from the left to fit the LLM's context "
+                       "(num_truncated in metrics.json)", where, counts["num_truncated"])
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, "predictions.jsonl"), "w") as f:

@@ -127,9 +127,9 @@ def test_the_loop_rejects_records_without_id_or_missing_samples(my_vqa_root, eva
             return [{"id": i, "prediction": "x", "answers": []} for i in samples["question_id"][1:]]
 
     with pytest.raises(LavisIbError, match="returned a record without 'id' for my_vqa/val"):
-        evaluate_split(None, NoId.for_dataset("my_vqa", entry), val, "my_vqa", "val", **kwargs)
+        evaluate_split(evaluated["model"], NoId.for_dataset("my_vqa", entry), val, "my_vqa", "val", **kwargs)
     with pytest.raises(LavisIbError, match="2 unique ids and 0 unreadable samples for 3 samples"):
-        evaluate_split(None, DropsOne.for_dataset("my_vqa", entry), val, "my_vqa", "val", **kwargs)
+        evaluate_split(evaluated["model"], DropsOne.for_dataset("my_vqa", entry), val, "my_vqa", "val", **kwargs)
 
 
 def test_setting_keys_as_documented():

@@ -72,7 +72,7 @@ class _Task:
 def test_eval_split_writes_every_sample_once(toys, tmp_path):
     ds = toys.ToyDataset(7, 1, "val")
     task = _Task()
-    metrics = evaluate_split(None, task, ds, "toy", "val", batch_size=3, num_workers=0,
+    metrics = evaluate_split(BaseModel(), task, ds, "toy", "val", batch_size=3, num_workers=0,
                              device=torch.device("cpu"), out_dir=str(tmp_path))
     assert metrics == {"n": 7, "num_samples": 7} and task.seen == 1
     rows = [json.loads(line) for line in open(tmp_path / "predictions.jsonl")]
@@ -83,7 +83,7 @@ def test_eval_split_writes_every_sample_once(toys, tmp_path):
 def test_duplicate_ids_are_an_error(toys):
     ds = toys.ToyDataset(4, 1, "val")
     with pytest.raises(LavisIbError, match="unique"):
-        evaluate_split(None, _Task(dup=True), ds, "toy", "val", batch_size=2, num_workers=0,
+        evaluate_split(BaseModel(), _Task(dup=True), ds, "toy", "val", batch_size=2, num_workers=0,
                        device=torch.device("cpu"), out_dir=None)
 
 
@@ -92,7 +92,7 @@ def test_eval_subset_is_fixed_and_sorted(toys):
     a, b = eval_indices(ds, 10), eval_indices(ds, 10)
     assert a == b == sorted(a) and len(set(a)) == 10 and max(a) < 50
     assert eval_indices(ds, None) == list(range(50)) == eval_indices(ds, 99)
-    metrics = evaluate_split(None, _Task(), ds, "toy", "val", batch_size=4, num_workers=0,
+    metrics = evaluate_split(BaseModel(), _Task(), ds, "toy", "val", batch_size=4, num_workers=0,
                              device=torch.device("cpu"), out_dir=None, eval_subset=10)
     assert metrics["num_samples"] == 10
 

@@ -31,8 +31,9 @@ class FakeModel:
                                    else default_append_eos)
         self.calls = []
 
-    # the one piece of BaseModel the tasks read from a class: its generate keywords
+    # the pieces of BaseModel's contract tasks and the loop read besides the two above
     generation_settings = classmethod(BaseModel.generation_settings.__func__)
+    inference_counts = BaseModel.inference_counts
 
     def generate(self, samples, use_nucleus_sampling=False, num_beams=5, max_length=256,
                  min_length=1, top_p=0.9, repetition_penalty=1.5, length_penalty=1,

@@ -86,7 +86,7 @@ class InferenceMixin:
         prompts = self._prompts(samples)
         prefix = self.encode(samples["image"], prompts)
         ids = self.adapter.generate(
-            prefix, self.adapter.tokenize_prompts(prompts),
+            prefix, self.adapter.inference_prompts(prompts, prefix.shape[1], max_length),
             use_nucleus_sampling=use_nucleus_sampling, num_beams=num_beams,
             max_length=max_length, min_length=min_length, top_p=top_p,
             repetition_penalty=repetition_penalty, length_penalty=length_penalty,
@@ -150,8 +150,9 @@ class InferenceMixin:
                     raise LavisIbError(f"score_candidates: sample {i} has a candidate with no "
                                        f"tokens; use append_eos=True or drop empty strings.")
                 rows.append((i, ids))
-        flat = self.adapter.score(prefix, self.adapter.tokenize_prompts(prompts), rows,
-                                  max(1, int(chunk_size)))
+        longest = max(len(ids) for _, ids in rows)
+        flat = self.adapter.score(prefix, self.adapter.inference_prompts(
+            prompts, prefix.shape[1], longest), rows, max(1, int(chunk_size)))
         width = max(len(c) for c in per_sample)
         scores = torch.full((n, width), float("-inf"), device=flat.device)
         mask = torch.zeros((n, width), dtype=torch.bool, device=flat.device)
@@ -176,6 +177,10 @@ class InferenceMixin:
             if not c or not all(isinstance(x, str) for x in c):
                 raise LavisIbError(f"candidates[{i}] must be a non-empty list of strings.")
         return lists
+
+    def inference_counts(self) -> dict[str, int]:
+        """`num_truncated`: inference prompts cut (from the left) to fit the LLM's context."""
+        return {"num_truncated": self.adapter.num_truncated}
 
     def predict_class(self, samples: dict[str, Any], candidates: Sequence,
                       append_eos: bool = True, chunk_size: int = 64) -> torch.Tensor:

@@ -13,6 +13,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+logger = logging.getLogger(__name__)
+
 
 def cache_kwarg(model: nn.Module) -> str:
     """transformers renamed `past_key_values` to `cache` (5.2x); accept both."""
@@ -86,6 +88,7 @@ class LLMAdapter:
         self.eos_id = tokenizer.eos_token_id
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.eos_id
+        self.num_truncated = 0   # inference prompts cut to fit the context window
 
     @property
     def embed(self) -> nn.Module:
@@ -99,16 +102,47 @@ class LLMAdapter:
     def device(self) -> torch.device:
         return self.embed.weight.device
 
-    def tokenize_prompts(self, texts: Sequence[str]) -> list[list[int]]:
-        """Instruction ids with the tokenizer's special tokens, left-truncated."""
+    def tokenize_prompts(self, texts: Sequence[str], limit: int | None = None) -> list[list[int]]:
+        """Instruction ids with the tokenizer's special tokens, left-truncated to `limit`
+        tokens (default `max_txt_len`: the training rule; inference uses
+        `inference_prompts`)."""
+        limit = self.max_txt_len if limit is None else int(limit)
+        return [self._left_truncate(self.tokenizer(text, add_special_tokens=True).input_ids,
+                                    limit) for text in texts]
+
+    def _left_truncate(self, ids: list[int], limit: int) -> list[int]:
+        """The last `limit` ids, keeping a leading special token (BOS) when there is one."""
+        if len(ids) <= limit:
+            return ids
+        head = ids[:1] if ids and ids[0] in self.tokenizer.all_special_ids else []
+        return head + ids[len(ids) - limit + len(head):]
+
+    def context_room(self, prefix_len: int, budget: int) -> int | None:
+        """Prompt tokens that fit beside `prefix_len` soft prompts and `budget` further
+        tokens in the LLM's context window; None when nothing limits the prompt."""
+        return None
+
+    def inference_prompts(self, texts: Sequence[str], prefix_len: int,
+                          budget: int) -> list[list[int]]:
+        """Whole prompts for generation and ranking, as the authors' code feeds the LLM at
+        inference (`max_txt_len` applies to training only). A prompt is left-truncated
+        only when it cannot fit the context window (`context_room`); each such prompt is
+        counted in `num_truncated`, and the first one is logged."""
+        rows = [self.tokenizer(text, add_special_tokens=True).input_ids for text in texts]
+        room = self.context_room(prefix_len, budget)
+        if room is None:
+            return rows
         out = []
-        for text in texts:
-            ids = self.tokenizer(text, add_special_tokens=True).input_ids
-            if len(ids) > self.max_txt_len:
-                # keep the leading special token (BOS) when the tokenizer adds one
-                head = ids[:1] if ids and ids[0] in self.tokenizer.all_special_ids else []
-                ids = head + ids[len(ids) - self.max_txt_len + len(head):]
-            out.append(ids)
+        for row in rows:
+            if len(row) > room:
+                if not self.num_truncated:
+                    logger.warning("a %d-token prompt does not fit the LLM's context beside %d "
+                                   "soft prompts and %d more tokens: its start is cut (%d kept); "
+                                   "further cuts are counted in num_truncated", len(row),
+                                   prefix_len, budget, room)
+                self.num_truncated += 1
+                row = self._left_truncate(row, room)
+            out.append(row)
         return out
 
     def tokenize_targets(self, texts: Sequence[str], append_eos: bool = True,

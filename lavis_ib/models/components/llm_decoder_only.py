@@ -9,11 +9,25 @@ import inspect
 import torch
 import torch.nn.functional as F
 
+from lavis_ib.common.errors import LavisIbError
 from lavis_ib.models.components.llm_base import LLMAdapter, cache_kwarg, run_generate, output_cache, pad_rows
 
 
 class DecoderOnlyAdapter(LLMAdapter):
     """LLaMA/Vicuna, OPT (any `AutoModelForCausalLM`)."""
+
+    def context_room(self, prefix_len: int, budget: int) -> int | None:
+        """Absolute positions end at `max_position_embeddings`: soft prompts, prompt and
+        the generated (or scored) tokens must fit together."""
+        context = getattr(self.llm.config.get_text_config(), "max_position_embeddings", None)
+        if not context:
+            return None
+        room = int(context) - int(prefix_len) - int(budget)
+        if room < 1:
+            raise LavisIbError(f"{prefix_len} soft prompts and {budget} tokens to generate or "
+                               f"score leave no room for a prompt in the LLM's {context}-token "
+                               f"context; lower max_length or shorten the candidates.")
+        return room
 
     def _sequences(self, prefix: torch.Tensor, prompts: list[list[int]],
                    targets: list[list[int]] | None, left: bool):
