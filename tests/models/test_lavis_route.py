@@ -96,15 +96,10 @@ def write_lavis_files(hf_dir: str, hf_model, processor, out: str, t5: bool) -> d
             "qformer_tokenizer": os.path.join(out, "bert")}
 
 
-@pytest.mark.parametrize("fam", ["llama", "t5"])
-def test_lavis_route_matches_pretrained(fam, hf_dirs, hf_models, our_models, tmp_path):
-    from transformers import InstructBlipForConditionalGeneration, InstructBlipProcessor
-
-    hf, processor = hf_models[fam]
-    files = write_lavis_files(hf_dirs[fam], hf, processor, str(tmp_path / "lavis"), fam == "t5")
-    ref = our_models[fam][0]
+def lavis_arch(hf) -> dict:
+    """The architecture settings the LAVIS route needs, read from a transformers config."""
     vc, qc = hf.config.vision_config, hf.config.qformer_config
-    arch = dict(
+    return dict(
         num_query_token=Q, ln_vision_eps=vc.layer_norm_eps,
         vision=dict(image_size=IMAGE, patch_size=vc.patch_size, hidden_size=vc.hidden_size,
                     intermediate_size=vc.intermediate_size, num_hidden_layers=vc.num_hidden_layers,
@@ -115,8 +110,19 @@ def test_lavis_route_matches_pretrained(fam, hf_dirs, hf_models, our_models, tmp
                      max_position_embeddings=qc.max_position_embeddings,
                      cross_attention_frequency=qc.cross_attention_frequency,
                      encoder_hidden_size=qc.encoder_hidden_size, layer_norm_eps=qc.layer_norm_eps))
+
+
+@pytest.mark.parametrize("fam", ["llama", "t5"])
+def test_lavis_route_matches_pretrained(fam, hf_dirs, hf_models, our_models, tmp_path):
+    from transformers import InstructBlipForConditionalGeneration, InstructBlipProcessor
+
+    hf, processor = hf_models[fam]
+    files = write_lavis_files(hf_dirs[fam], hf, processor, str(tmp_path / "lavis"), fam == "t5")
+    ref = our_models[fam][0]
+    vc = hf.config.vision_config
     model_type = "tiny_vicuna" if fam == "llama" else "tiny_flant5"
-    model = load_model("instructblip", model_type, is_eval=True, llm_tokenizer=None, **files, **arch)
+    model = load_model("instructblip", model_type, is_eval=True, llm_tokenizer=None, **files,
+                       **lavis_arch(hf))
 
     report = model.load_report
     assert report["checkpoint"].unexpected == ["Qformer.bert.embeddings.position_ids"]

@@ -101,11 +101,33 @@ def _llm_and_tokenizer(cfg: dict, dtype: torch.dtype):
         llm = AutoModelForCausalLM.from_pretrained(llm_dir, config=config, dtype=dtype)
     tokenizer = load_tokenizer(cfg.get("llm_tokenizer") or llm_dir, "llm_tokenizer")
     if not config.is_encoder_decoder and tokenizer.pad_token is None:
-        tokenizer.add_special_tokens({"pad_token": "[PAD]", "bos_token": "</s>",
-                                      "eos_token": "</s>", "unk_token": "</s>"})
+        vicuna_special_tokens(tokenizer)
         if len(tokenizer) > llm.get_input_embeddings().weight.shape[0]:
             llm.resize_token_embeddings(len(tokenizer))
     return llm, tokenizer
+
+
+def vicuna_special_tokens(tokenizer) -> None:
+    """The authors' Vicuna setup: a `[PAD]` token, and `</s>` as bos, eos and unk, so every
+    prompt of the released checkpoints started with the id of `</s>`.
+
+    Setting `bos_token` alone does not change what a tokenizer with a `tokenizer.json`
+    prepends (its post-processor keeps `<s>`), so the post-processor is rebuilt and the
+    result checked: a tokenizer that still starts prompts otherwise is an error, not a
+    silent difference from the checkpoints' training.
+    """
+    tokenizer.add_special_tokens({"pad_token": "[PAD]", "bos_token": "</s>",
+                                  "eos_token": "</s>", "unk_token": "</s>"})
+    tokenizer.add_bos_token = True
+    rebuild = getattr(tokenizer, "update_post_processor", None)
+    if callable(rebuild):
+        rebuild()
+    first = tokenizer("a", add_special_tokens=True).input_ids[:1]
+    if first != [tokenizer.bos_token_id]:
+        raise LavisIbError(f"the Vicuna tokenizer ({type(tokenizer).__name__}) still starts "
+                           f"prompts with id {first} instead of </s> "
+                           f"({tokenizer.bos_token_id}) after the authors' special-token "
+                           f"setup; pass llm_tokenizer= a tokenizer that can prepend </s>.")
 
 
 def build_lavis(cls, cfg: dict, settings: dict):
