@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any, Sequence
 
+from lavis_ib.common.errors import DataError
+
 OCR_MAX_TOKENS = 30
 _PLACEHOLDER = re.compile(r"\{\}")
 
@@ -26,6 +28,13 @@ def ocr_prefix(tokens: Sequence[str] | None, max_tokens: int = OCR_MAX_TOKENS) -
     """'OCR tokens: t1, t2, ... . ' before an instruction, or '' without tokens."""
     text = format_ocr_tokens(list(tokens or []), max_tokens)
     return f"OCR tokens: {text}. " if text else ""
+
+
+def format_options(choices: Sequence[Any]) -> str:
+    """Options with letter labels, ``(a) x (b) y``, as the authors' multiple-choice prompts."""
+    if len(choices) > 26:
+        raise DataError(f"{len(choices)} options: at most 26 can carry letter labels (a)-(z).")
+    return " ".join(f"({chr(ord('a') + i)}) {c}" for i, c in enumerate(choices))
 
 
 def count_placeholders(prompt: str) -> int:

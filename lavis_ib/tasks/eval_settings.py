@@ -32,7 +32,7 @@ from typing import Any, Mapping
 
 from lavis_ib.common.config import TASK_SETTING_KEYS
 from lavis_ib.common.containers import to_plain
-from lavis_ib.common.errors import ConfigError, DataError, did_you_mean
+from lavis_ib.common.errors import ConfigError, did_you_mean
 
 RUNNER_KEYS = frozenset({"eval_subset", "eval_splits"})
 # Every per-dataset evaluation key; a task that reads a subset rejects the others.
@@ -93,13 +93,6 @@ def family_value(where: str, value: Any, family: str) -> Any:
         raise ConfigError(f"{where}: no value for LLM family '{family}' (the model's "
                           f"llm_family); the mapping gives {', '.join(map(str, value))}.")
     return value[family]
-
-
-def format_options(choices: list[str]) -> str:
-    """Options with letter labels: ``(a) x (b) y``."""
-    if len(choices) > 26:
-        raise DataError(f"{len(choices)} options: at most 26 can carry letter labels (a)-(z).")
-    return " ".join(f"({chr(ord('a') + i)}) {c}" for i, c in enumerate(choices))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,11 +19,12 @@ import torch
 from lavis_ib.common.config import INFERENCE_SETTING_KEYS, TASK_SETTING_KEYS, compose_dataset
 from lavis_ib.common.containers import to_plain
 from lavis_ib.common.errors import ConfigError, DataError, did_you_mean
-from lavis_ib.common.prompts import count_placeholders, fill_placeholders, format_ocr_tokens
+from lavis_ib.common.prompts import (count_placeholders, fill_placeholders, format_ocr_tokens,
+                                     format_options)
 from lavis_ib.tasks.base_task import BaseTask
 from lavis_ib.tasks.eval_settings import (ALL_EVAL_KEYS, INFERENCE_MODES, RUNNER_KEYS,
                                           EvalSettings, check_family_value, check_generate,
-                                          check_misspelt_keys, format_options)
+                                          check_misspelt_keys)
 
 
 def _field(key: str) -> Callable[[Mapping[str, Any], int], str]:

@@ -15,6 +15,13 @@ MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]   # not CLIP's: proves they come f
 FAMILY_TYPES = {"llama": "tiny_vicuna", "t5": "tiny_flant5", "opt": "tiny_opt"}
 
 
+def hf_min_length(encoder_decoder: bool, min_length: int) -> dict:
+    """transformers' `generate` keyword for our `min_length`: generated tokens for
+    decoder-only LLMs; for T5 the count includes the decoder start token, as the authors'
+    code passes it."""
+    return {"min_length": min_length} if encoder_decoder else {"min_new_tokens": min_length}
+
+
 def _text_config(family: str, vocab: int) -> dict:
     if family == "llama":
         return dict(model_type="llama", vocab_size=vocab, hidden_size=32, intermediate_size=64,

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.models.conftest import IMAGE, Q
+from tests.models.conftest import IMAGE, Q, hf_min_length
 
 PROMPTS = ["What is in the picture?", "Describe it.", "A long instruction: is there a cat on the mat?"]
 TARGETS = ["a dog", "two birds on a wire", "no"]
@@ -86,7 +86,7 @@ def _hf_greedy(fam, hf, processor, image, prompt, new_tokens, frames=1, video_mo
         out = model.generate(pixel_values=image[None], qformer_input_ids=qids,
                              qformer_attention_mask=qmask, input_ids=ids,
                              attention_mask=torch.ones_like(ids), do_sample=False, num_beams=1,
-                             max_new_tokens=new_tokens, min_new_tokens=1)
+                             max_new_tokens=new_tokens, **hf_min_length(fam == "t5", 1))
     if fam != "t5":
         out = out[:, ids.shape[1]:]
     return processor.tokenizer.batch_decode(out, skip_special_tokens=True)[0].strip()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.models.conftest import Q
+from tests.models.conftest import Q, hf_min_length
 from tests.models.test_hf_parity import _images
 
 CONTEXT = 256     # max_position_embeddings of the tiny LLaMA / OPT checkpoints
@@ -41,7 +41,7 @@ def _hf_greedy(fam, hf, processor, image, prompt, prompt_ids):
         out = hf.generate(pixel_values=image[None], qformer_input_ids=qids,
                           qformer_attention_mask=qmask, input_ids=ids,
                           attention_mask=torch.ones_like(ids), do_sample=False, num_beams=1,
-                          max_new_tokens=NEW, min_new_tokens=1)
+                          max_new_tokens=NEW, **hf_min_length(fam == "t5", 1))
     out = out if fam == "t5" else out[:, ids.shape[1]:]
     return processor.tokenizer.batch_decode(out, skip_special_tokens=True)[0].strip()
 

@@ -15,7 +15,7 @@ import torch
 
 from lavis_ib import load_model
 from lavis_ib.common.errors import LavisIbError
-from tests.models.conftest import IMAGE, Q
+from tests.models.conftest import IMAGE, Q, hf_min_length
 
 
 def lavis_to_hf_table(num_qformer_layers: int, cross_every: int, t5: bool) -> dict[str, str]:
@@ -152,7 +152,8 @@ def test_lavis_route_matches_pretrained(fam, hf_dirs, hf_models, our_models, tmp
         with torch.no_grad():
             out = hf2.generate(pixel_values=images[i:i + 1], qformer_input_ids=q.input_ids,
                                qformer_attention_mask=q.attention_mask, input_ids=ids,
-                               do_sample=False, num_beams=1, max_new_tokens=6, min_new_tokens=1)
+                               do_sample=False, num_beams=1, max_new_tokens=6,
+                               **hf_min_length(fam == "t5", 1))
         if fam == "llama":
             out = out[:, ids.shape[1]:]
         assert proc2.tokenizer.batch_decode(out, skip_special_tokens=True)[0].strip() == text[i]

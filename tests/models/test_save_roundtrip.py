@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
+from tests.models.conftest import hf_min_length
 from PIL import Image
 
 from lavis_ib import load_model
@@ -50,7 +52,8 @@ def test_trained_model_round_trips_through_transformers(model_type, tmp_path):
                               qformer_input_ids=inputs["qformer_input_ids"],
                               qformer_attention_mask=inputs["qformer_attention_mask"],
                               input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                              do_sample=False, num_beams=1, max_new_tokens=6, min_new_tokens=1)
+                              do_sample=False, num_beams=1, max_new_tokens=6,
+                              **hf_min_length(hf.config.text_config.is_encoder_decoder, 1))
         if not hf.config.text_config.is_encoder_decoder:
             out = out[:, inputs["input_ids"].shape[1]:]
         text = processor.tokenizer.batch_decode(out, skip_special_tokens=True)[0].strip()

@@ -202,7 +202,7 @@ def test_lengths_count_generated_tokens_only(fixture, request):
 
 
 def test_prompt_placeholders():
-    from lavis_ib.models.components.inference import fill_prompt
+    from lavis_ib.models.components.lavis_prompts import fill_prompt
 
     assert fill_prompt("Question: {} Short answer:", "what?", None) == "Question: what? Short answer:"
     assert fill_prompt("OCR tokens: {}. Question: {} Short answer:", "why?", ["a", "b"]) == \

@@ -7,7 +7,8 @@ from omegaconf import OmegaConf
 from lavis_ib import registry
 from lavis_ib.common.config import compose_dataset
 from lavis_ib.common.errors import ConfigError
-from lavis_ib.tasks.eval_settings import EvalSettings, format_options
+from lavis_ib.common.prompts import format_options
+from lavis_ib.tasks.eval_settings import EvalSettings
 
 
 def task(kind, name, cfg=None, model_cls=None):

@@ -2,8 +2,7 @@
 
 `generate` and `score_candidates` both start from `model.encode` (image -> soft prompts)
 and hand the rest to the LLM adapter (`model.adapter`). Prompts may hold LAVIS's `{}`
-placeholders, filled from the batch's `ocr_tokens` and `text_input` with the helpers of
-`lavis_ib.common.prompts` (the one place that formats OCR tokens).
+placeholders, filled from the batch as LAVIS's API does (`lavis_prompts`).
 """
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ from typing import Any, Sequence
 import torch
 
 from lavis_ib.common.errors import LavisIbError
-from lavis_ib.common.prompts import count_placeholders, fill_placeholders, format_ocr_tokens
+from lavis_ib.models.components.lavis_prompts import class_prompt_prefixes, fill_prompt
 
 
 def _as_list(value: Any, n: int, what: str) -> list:
@@ -22,28 +21,6 @@ def _as_list(value: Any, n: int, what: str) -> list:
     if len(value) != n:
         raise LavisIbError(f"{what}: {len(value)} entries for a batch of {n}.")
     return value
-
-
-def fill_prompt(prompt: str, text_input: str | None, ocr_tokens: Sequence[str] | None) -> str:
-    """Fill LAVIS-style `{}` slots: one slot takes the question (`text_input`); two slots take
-    the OCR tokens (first 30, comma-joined) and the question, as LAVIS's TextVQA prompt.
-
-    Raises:
-        LavisIbError: slots that cannot be filled unambiguously (format such prompts
-            before calling the model).
-    """
-    slots = count_placeholders(prompt)
-    if slots == 0:
-        return prompt
-    if slots == 1 and text_input is not None:
-        return fill_placeholders(prompt, [text_input])
-    if slots == 2 and text_input is not None and ocr_tokens is not None:
-        return fill_placeholders(prompt, [format_ocr_tokens(ocr_tokens), text_input])
-    raise LavisIbError(
-        f"prompt {prompt!r} has {slots} '{{}}' slot(s) but the batch gives "
-        f"{'a' if text_input is not None else 'no'} text_input and "
-        f"{'' if ocr_tokens is not None else 'no '}ocr_tokens; one slot takes text_input, two "
-        f"take ocr_tokens and text_input; format other prompts before calling the model.")
 
 
 class InferenceMixin:
@@ -63,7 +40,8 @@ class InferenceMixin:
         texts = samples.get("text_input")
         texts = _as_list(texts, n, "text_input") if texts is not None else [None] * n
         ocr = samples.get("ocr_tokens") or [None] * n
-        return [fill_prompt(raw, t, o) for t, o in zip(texts, ocr)]
+        choices = samples.get("choices") or [None] * n
+        return [fill_prompt(raw, t, o, c) for t, o, c in zip(texts, ocr, choices)]
 
     @torch.no_grad()
     def generate(self, samples: dict[str, Any], use_nucleus_sampling: bool = False,
@@ -97,26 +75,29 @@ class InferenceMixin:
                         inference_method: str = "generate", max_len: int = 10,
                         min_len: int = 1, num_ans_candidates: int = 128,
                         answer_list: Sequence[str] | None = None, prompt: str = "",
-                        length_penalty: float = 0, **kwargs: Any) -> list[str]:
-        """Short answers (LAVIS signature): generation with the answer settings, or
-        `inference_method="rank"` over `answer_list`."""
+                        length_penalty: float | None = None, **kwargs: Any) -> list[str]:
+        """Short answers with LAVIS's signature and defaults: generation with beam 5,
+        at most 10 tokens, the LLM family's length penalty (0 decoder-only, -1
+        encoder-decoder) and `generate`'s other defaults (repetition penalty 1.5), or
+        `inference_method="rank"` over `answer_list` (`num_ans_candidates` is accepted and
+        unused, as in LAVIS's InstructBLIP)."""
         if isinstance(samples.get("text_input"), str):
             samples = {**samples, "text_input": [samples["text_input"]]}
+        prompts = self._prompts(samples, prompt or None)
         if inference_method == "rank":
             if not answer_list:
                 raise LavisIbError("predict_answers(inference_method='rank') needs answer_list.")
-            prompts = self._prompts(samples, prompt or None)
             best = self.predict_class({**samples, "prompt": prompts}, list(answer_list),
-                                      append_eos=kwargs.get("append_eos", True))[:, 0]
+                                      append_eos=kwargs.get("append_eos"))[:, 0]
             return [answer_list[int(i)] for i in best]
         if inference_method != "generate":
             raise LavisIbError(f"predict_answers: inference_method must be 'generate' or "
                                f"'rank', got '{inference_method}'.")
-        prompts = self._prompts(samples, prompt or None)
+        if length_penalty is None:
+            length_penalty = -1.0 if self.adapter.is_encoder_decoder else 0.0
         return self.generate({**samples, "prompt": prompts}, num_beams=num_beams,
                              max_length=max_len, min_length=min_len,
-                             length_penalty=length_penalty,
-                             repetition_penalty=kwargs.get("repetition_penalty", 1.0))
+                             length_penalty=length_penalty)
 
     @torch.no_grad()
     def score_candidates(self, samples: dict[str, Any], candidates: Sequence,
@@ -182,8 +163,19 @@ class InferenceMixin:
         """`num_truncated`: inference prompts cut (from the left) to fit the LLM's context."""
         return {"num_truncated": self.adapter.num_truncated}
 
-    def predict_class(self, samples: dict[str, Any], candidates: Sequence,
-                      append_eos: bool = True, chunk_size: int = 64) -> torch.Tensor:
-        """(B, Cmax) candidate indices best-first (padded slots last)."""
-        scores, _ = self.score_candidates(samples, candidates, append_eos, chunk_size)
+    def predict_class(self, samples: dict[str, Any], candidates: Sequence, n_segments: int = 1,
+                      append_eos: bool | None = None, chunk_size: int = 64) -> torch.Tensor:
+        """(B, Cmax) candidate indices best-first (padded slots last), as LAVIS's
+        `predict_class`: the prompt template is filled from the batch and LAVIS's
+        `context` / `history` / `caption` prefixes are added (`lavis_prompts`);
+        `n_segments` > 1 scores the candidates in that many chunks (memory, not results).
+        `append_eos` None: the model's `default_append_eos`."""
+        if int(n_segments) < 1:
+            raise LavisIbError(f"predict_class: n_segments must be >= 1, got {n_segments}.")
+        prompts = class_prompt_prefixes(samples, self._prompts(samples))
+        if int(n_segments) > 1:
+            rows = sum(len(c) for c in self._candidate_lists(candidates, len(prompts)))
+            chunk_size = max(1, -(-rows // int(n_segments)))
+        scores, _ = self.score_candidates({**samples, "prompt": prompts}, candidates,
+                                          append_eos, chunk_size)
         return torch.argsort(scores, dim=-1, descending=True, stable=True)

@@ -41,7 +41,11 @@ class EncoderDecoderAdapter(LLMAdapter):
         return nll, tmask.sum()
 
     def generate(self, prefix: torch.Tensor, prompts: list[list[int]], **settings) -> torch.Tensor:
+        """As the authors' code calls T5's `generate`: `max_length` counts generated tokens,
+        `min_length` counts the decoder start token too (at least `min_length - 1` new
+        tokens; `min_length=1` lets the answer end at once)."""
         embeds, mask = self._encoder_inputs(prefix, prompts)
+        settings["min_length"] = max(0, int(settings["min_length"]) - 1)
         kwargs = self._generation_kwargs(eos_id=self.eos_id, pad_id=self.pad_id, **settings)
         return run_generate(self.llm, inputs_embeds=embeds, attention_mask=mask, **kwargs)
 
