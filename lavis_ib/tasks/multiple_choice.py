@@ -7,14 +7,15 @@ Prompt placeholders (documented order): context, question, options; the options 
 written with letter labels, ``(a) x (b) y``. A prompt with two ``{}`` takes question and
 options, with one the question.
 
-Settings: ``prompt``, ``append_eos``, ``candidates`` (only ``choices``).
+Settings: ``prompt``, ``append_eos``, ``candidates`` (only ``choices``), ``metric``
+(``accuracy``; ``aokvqa`` adds ``acc_official``, the A-OKVQA authors' scorer).
 Metrics: ``{"acc"}`` in percent.
 """
 from __future__ import annotations
 
 from typing import Any, Mapping
 
-from lavis_ib.common.errors import ConfigError, DataError
+from lavis_ib.common.errors import ConfigError, DataError, did_you_mean
 from lavis_ib.common.registry import registry
 from lavis_ib.tasks.eval_task import EvalTask
 from lavis_ib.tasks.rank_metrics import best_first
@@ -30,8 +31,19 @@ class MultipleChoiceTask(EvalTask):
     NAME = "multiple_choice"
     INFERENCE = ("rank",)
     PROMPT_FIELDS = ("context", "raw_question", "options")
-    EVAL_KEYS = (EvalTask.EVAL_KEYS - {"generate"}) | {"append_eos", "candidates"}
+    EVAL_KEYS = (EvalTask.EVAL_KEYS - {"generate"}) | {"append_eos", "candidates", "metric"}
     DEFAULTS_FROM = "iconqa"
+    METRICS = ("accuracy", "aokvqa")
+
+    @classmethod
+    def _check_settings(cls, name: str, settings: dict[str, Any],
+                        given: Mapping[str, Any]) -> None:
+        super()._check_settings(name, settings, given)
+        metric = settings.setdefault("metric", cls.METRICS[0])
+        if metric not in cls.METRICS:
+            raise ConfigError(f"datasets.{name}.metric: unknown metric '{metric}' for multiple "
+                              f"choice.{did_you_mean(str(metric), cls.METRICS)} Use one of "
+                              f"{', '.join(cls.METRICS)}.")
 
     @classmethod
     def check_candidates(cls, name: str, candidates: Any) -> Any:
@@ -53,9 +65,16 @@ class MultipleChoiceTask(EvalTask):
         for i, cs, o, gt in zip(ids, choices, order, samples["correct_choice_idx"]):
             pred = int(o[0])
             records.append({"id": i, "pred_idx": pred, "answer": cs[pred],
-                            "correct_choice_idx": int(gt), "num_choices": len(cs)})
+                            "correct_choice_idx": int(gt), "correct_answer": cs[int(gt)],
+                            "num_choices": len(cs)})
         return records
 
     def compute_metrics(self, records: list[dict[str, Any]]) -> dict[str, float]:
         correct = sum(1 for r in records if r["pred_idx"] == r["correct_choice_idx"])
-        return {"acc": 100.0 * correct / len(records), "num_samples": len(records)}
+        out = {"acc": 100.0 * correct / len(records)}
+        if self.settings["metric"] == "aokvqa":
+            # the A-OKVQA authors' scorer compares the chosen text with the correct choice's
+            # text (two options with the same text are then both right), every question
+            same = sum(1 for r in records if r["answer"] == r["correct_answer"])
+            out["acc_official"] = 100.0 * same / len(records)
+        return {**out, "num_samples": len(records)}

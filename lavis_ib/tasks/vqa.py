@@ -9,7 +9,8 @@ Prompt placeholders (documented order): OCR tokens, then question (a prompt with
 Settings: ``inference`` (``generate`` default; ``rank`` with ``candidates: answer_list``
 ranks the dataset's answer vocabulary), ``prompt``, ``generate``, ``append_eos`` (rank),
 ``metric``: ``vqa`` (official VQAv2 accuracy, default), ``aokvqa``, ``exact``, ``ivqa``
-(see `lavis_ib.tasks.vqa_metrics`). Metrics: ``{"acc"}`` in percent.
+(see `lavis_ib.tasks.vqa_metrics`). Metrics: ``{"acc"}`` in percent; ``aokvqa`` adds
+``acc_official`` (the A-OKVQA authors' scorer, which leaves out difficult questions).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from lavis_ib.common.errors import ConfigError, DataError, did_you_mean
 from lavis_ib.common.registry import registry
 from lavis_ib.tasks.eval_task import EvalTask
 from lavis_ib.tasks.rank_metrics import best_first
-from lavis_ib.tasks.vqa_metrics import ACCURACIES, mean_accuracy
+from lavis_ib.tasks.vqa_metrics import ACCURACIES, aokvqa_official, mean_accuracy
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +98,12 @@ class AnswerTask(EvalTask):
         ids = self.sample_ids(samples)
         answers = self.answers_for(model, samples)
         questions = samples.get("question", samples.get("text_input", [""] * len(ids)))
-        return [{"id": i, "question": str(q), "answer": a, "answers": [str(x) for x in gts]}
-                for i, q, a, gts in zip(ids, questions, answers, samples["answers"])]
+        records = [{"id": i, "question": str(q), "answer": a, "answers": [str(x) for x in gts]}
+                   for i, q, a, gts in zip(ids, questions, answers, samples["answers"])]
+        if "difficult_direct_answer" in samples:   # A-OKVQA: its scorer leaves these out
+            for record, flag in zip(records, samples["difficult_direct_answer"]):
+                record["difficult"] = bool(flag)
+        return records
 
     def compute_metrics(self, records: list[dict[str, Any]]) -> dict[str, float]:
         scored = [r for r in records if r["answers"]]
@@ -112,9 +117,12 @@ class AnswerTask(EvalTask):
             raise DataError(f"{self.dataset_name}: {len(records) - len(scored)} of "
                             f"{len(records)} samples have no answers (e.g. id {missing!r}); "
                             f"a split is scored only when every sample has answers.")
-        acc = mean_accuracy(self.settings["metric"], [r["answer"] for r in scored],
-                            [r["answers"] for r in scored])
-        return {"acc": acc, "num_samples": len(records)}
+        predictions, answers = [r["answer"] for r in scored], [r["answers"] for r in scored]
+        if self.settings["metric"] == "aokvqa":
+            out = aokvqa_official(predictions, answers, [r.get("difficult") for r in scored])
+        else:
+            out = {"acc": mean_accuracy(self.settings["metric"], predictions, answers)}
+        return {**out, "num_samples": len(records)}
 
 
 @registry.register_task("vqa")

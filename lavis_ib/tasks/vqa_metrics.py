@@ -18,10 +18,12 @@ As in the official script, the prediction always goes through steps 1-3 while th
 answers (already normalised in the official annotation files) only get step 2, and only
 when they disagree with each other.
 
-Other accuracies reuse the normalisation (applied fully to both sides):
-``aokvqa``: min(1, #matches / 3) over the direct answers (A-OKVQA's published rule);
-``ivqa``: min(1, #matches / 2) over iVQA's 5 answers; ``exact``: 1 if the prediction
-equals any answer (GQA, MSVD-QA, MSRVTT-QA, OCR-VQA).
+Other accuracies:
+``aokvqa``: min(1, #matches / 3) over the direct answers with the raw strings compared, as
+both LAVIS and the A-OKVQA authors' scorer do (no normalisation: "a dog" is not "dog");
+``ivqa``: min(1, #matches / 2) over iVQA's 5 answers and ``exact``: 1 if the prediction
+equals any answer (GQA, MSVD-QA, MSRVTT-QA, OCR-VQA), both after the normalisation above
+on each side. `aokvqa_official` gives A-OKVQA's two published numbers.
 """
 from __future__ import annotations
 
@@ -87,8 +89,30 @@ def _capped(divisor: float) -> Callable[[str, Sequence[str]], float]:
     return accuracy
 
 
-aokvqa_accuracy = _capped(3.0)
 ivqa_accuracy = _capped(2.0)
+
+
+def aokvqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
+    """A-OKVQA direct answer: min(1, #(prediction == answer) / 3) on the raw strings."""
+    return min(1.0, sum(1 for a in answers if prediction == a) / 3.0)
+
+
+# allenai/aokvqa evaluation/eval_predictions.py at commit 42e8c44 (2022-08-11, its latest):
+# direct-answer accuracy leaves out the questions marked difficult_direct_answer; earlier
+# versions of the script kept every question, as LAVIS does.
+AOKVQA_SCORER_COMMIT = "42e8c44ff40d13cf272776a3197365f582137772"
+
+
+def aokvqa_official(predictions: Sequence[str], answers: Sequence[Sequence[str]],
+                    difficult: Sequence[bool | None]) -> dict[str, float]:
+    """A-OKVQA direct answer in percent: ``acc`` over every question (LAVIS's rule) and
+    ``acc_official`` over the questions the authors' scorer keeps (not difficult)."""
+    scores = [aokvqa_accuracy(p, a) for p, a in zip(predictions, answers)]
+    kept = [s for s, d in zip(scores, difficult) if not d]
+    out = {"acc": 100.0 * sum(scores) / len(scores)}
+    if kept:
+        out["acc_official"] = 100.0 * sum(kept) / len(kept)
+    return out
 
 
 def exact_match(prediction: str, answers: Sequence[str]) -> float:

@@ -70,7 +70,9 @@ def test_official_answer_processing_only_when_answers_disagree():
 
 
 def test_other_accuracies():
-    assert aokvqa_accuracy("two", ["2", "2", "3"]) == pytest.approx(2 / 3)
+    # A-OKVQA compares raw strings (its authors' scorer and LAVIS): no number-word mapping
+    assert aokvqa_accuracy("2", ["2", "2", "3"]) == pytest.approx(2 / 3)
+    assert aokvqa_accuracy("two", ["2", "2", "3"]) == 0.0
     assert aokvqa_accuracy("2", ["2"] * 5) == 1.0
     assert ivqa_accuracy("a dog", ["dog", "puppy", "puppy", "cat", "cat"]) == 0.5
     assert ivqa_accuracy("dog", ["dog", "dog", "x", "y", "z"]) == 1.0

@@ -82,10 +82,10 @@ class QGDataset(VQADataset):
 
 class VQAEvalDataset(_QABase):
     """Evaluation: ``question_id``, raw ``question``, normalised ``text_input``, every human
-    answer in ``answers``; plus ``ocr_tokens``, ``choices``/``correct_choice_idx`` and
-    ``context`` when the format has them."""
+    answer in ``answers``; plus ``ocr_tokens``, ``choices``/``correct_choice_idx``,
+    ``context`` and A-OKVQA's ``difficult_direct_answer`` when the format has them."""
 
-    OPTIONAL_KEYS = ("choices", "correct_choice_idx", "context")
+    OPTIONAL_KEYS = ("choices", "correct_choice_idx", "context", "difficult_direct_answer")
 
     def build_sample(self, record: dict[str, Any], visual: Any, index: int, epoch: int) -> dict[str, Any]:
         question = str(record["question"])

@@ -90,6 +90,8 @@ def read_aokvqa(paths: list[str], split: str | None = None) -> list[dict[str, An
                    "choices": [str(c) for c in row.get("choices", [])]}
             if row.get("correct_choice_idx") is not None:
                 rec["correct_choice_idx"] = int(row["correct_choice_idx"])
+            if row.get("difficult_direct_answer") is not None:
+                rec["difficult_direct_answer"] = bool(row["difficult_direct_answer"])
             records.append(rec)
     return records
 
