@@ -158,12 +158,16 @@ def _raise_type_error(schema: DictConfig, given: Mapping[str, Any]) -> None:
     raise ConfigError(f"run: cannot apply {dict(given)}")  # unreachable: one key must fail
 
 
-def validate_run(run: Mapping[str, Any] | None) -> DictConfig:
+def validate_run(run: Mapping[str, Any] | None, collect: list[str] | None = None) -> DictConfig:
     """The complete, typed `run` config (a `RunConfig` DictConfig in struct mode).
+
+    Args:
+        collect: when given, values out of range are appended to it (one line each)
+            instead of raised, so the pre-flight check can go on with the typed config.
 
     Raises:
         ConfigError: an unknown key (with the closest match), a wrong type or an invalid
-            choice, naming the key.
+            choice, naming the key; values out of range (all of them, one per line).
     """
     if run is not None and not isinstance(run, Mapping):
         raise ConfigError(f"run must be a mapping of run settings (docs/projects.md lists them); "
@@ -178,7 +182,9 @@ def validate_run(run: Mapping[str, Any] | None) -> DictConfig:
         if schema[key] not in choices:
             raise ConfigError(f"run.{key}: '{schema[key]}' is not one of {', '.join(choices)}.")
     problems = run_problems(schema)
-    if problems:
+    if collect is not None:
+        collect.extend(problems)
+    elif problems:
         raise ConfigError("\n  ".join(problems))
     OmegaConf.set_struct(schema, True)
     return schema
