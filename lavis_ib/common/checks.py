@@ -62,7 +62,8 @@ def config_problems(cfg: Config) -> list[str]:
     if run is not None:
         for key, lookup in (("task", registry.get_task_class), ("runner", registry.get_runner_class),
                             ("lr_sched", registry.get_lr_scheduler_class)):
-            _attempt(out, lookup, str(run[key]))
+            if _attempt(out, lookup, str(run[key])) is None:
+                out[-1] = f"run.{key}: {out[-1]}"
     tasks = {}
     for name, entry in (config.get("datasets") or {}).items():
         out += dataset_problems(str(name), entry)
@@ -123,7 +124,7 @@ def _candidate_problems(name: str, entry: Any, task: Any) -> list[str]:
     if eval_cls is None or not isinstance(getattr(eval_cls, "answer_list", None), property):
         return [f"datasets.{name}: inference 'rank' with candidates: answer_list, but its dataset "
                 f"class has no answer vocabulary; give the candidates as a list of strings."]
-    if info.get("answer_list") is None and "train" not in (info.get("annotations") or {}):
+    if info.get("answer_list") is None and (info.get("annotations") or {}).get("train") is None:
         return [f"datasets.{name}: candidates: answer_list needs build_info.answer_list (or a "
                 f"train split to derive the vocabulary from); neither is set."]
     return []
