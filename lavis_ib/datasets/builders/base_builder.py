@@ -146,7 +146,11 @@ class BaseDatasetBuilder:
     def check_files(self) -> list[str]:
         """Every annotation file, media folder, OCR file and answer list the build would
         need and cannot find (files a `download: true` dataset would fetch excepted),
-        without reading or downloading anything."""
+        without reading or downloading anything. A builder with a `build` of its own
+        (another file layout) is not walked: it overrides this method to list its files."""
+        if type(self).build is not BaseDatasetBuilder.build:
+            return []
+
         def walk() -> None:
             for split in self.splits():
                 cls = self.train_dataset_cls if split == "train" else self.eval_dataset_cls

@@ -131,8 +131,10 @@ class WebCaptionDataset(IterableDataset):
         counts it like an unreadable image)."""
         self.num_bad += 1
         args = [str(a) for a in getattr(exc, "args", ()) if a is not None]
-        where = next((a for a in reversed(args) if a in self.shards or "/" in a), "a shard")
-        reason = f"shard error: {type(exc).__name__}: {args[0] if args else exc}"
+        named = [str(getattr(exc, "filename", None) or "")] + list(reversed(args))
+        where = next((a for a in named if a in self.shards or "/" in a or a.endswith(".tar")), "a shard")
+        message = " ".join(a for a in args[:2] if a != where) or str(exc)
+        reason = f"shard error: {type(exc).__name__}: {message}"
         self._shard_errors.append(BadSample(where, reason[:300]))
         return True
 
