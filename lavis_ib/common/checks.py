@@ -130,8 +130,13 @@ def _candidate_problems(name: str, entry: Any, task: Any) -> list[str]:
     return []
 
 
-def _validated_splits(entry: Any, valid: list[str]) -> list[str]:
-    splits = list((entry.get("build_info") or {}).get("annotations") or {})
+def _validated_splits(entry: Any, valid: list[str]) -> list[str] | None:
+    """The splits of `valid` that training validation would evaluate, from the entry's
+    `build_info.annotations` (None: a builder of its own layout, splits unknown here)."""
+    annotations = (entry.get("build_info") or {}).get("annotations")
+    if annotations is None:
+        return None
+    splits = list(annotations)
     wanted = entry.get("eval_splits")
     if wanted is not None:
         splits = [s for s in ([wanted] if isinstance(wanted, str) else list(wanted)) if s in splits]
@@ -144,7 +149,8 @@ def select_metric_problems(run: Any, datasets: Mapping[str, Any], tasks: Mapping
     its task produces."""
     out = []
     valid = list(run.valid_splits)
-    validated = [n for n, e in datasets.items() if e.get("task") and _validated_splits(e, valid)]
+    validated = [n for n, e in datasets.items()
+                 if e.get("task") and _validated_splits(e, valid) != []]   # None: unknown, kept
     for item in run.select_metric:
         name, _, metric = str(item).partition(".")
         if name not in validated:
