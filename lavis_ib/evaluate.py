@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="training run folder or checkpoint folder to load trainable "
                              "weights from")
     args = parser.parse_args(argv)
-    cfg = checked_config(args.cfg_path, args.options)   # every pre-flight check first
+    cfg = checked_config(args.cfg_path, args.options, training=False)   # pre-flight checks first
     from lavis_ib.runners.checkpoint import load_trainable_weights
 
     with joined(cfg) as info:

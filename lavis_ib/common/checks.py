@@ -29,15 +29,20 @@ from lavis_ib.common.registry import registry
 from lavis_ib.common.schema import model_problems
 
 
-def checked_config(cfg_path: str, options: Sequence[str] | None = None) -> Config:
+def checked_config(cfg_path: str, options: Sequence[str] | None = None,
+                   training: bool = True) -> Config:
     """The composed project, after every pre-flight check passed.
+
+    Args:
+        training: check what training reads too (`run.select_metric`); False for
+            `evaluate`, which never selects a checkpoint by metric.
 
     Raises:
         ConfigError: every problem found, together (a YAML syntax error, a missing
             project file or a plugin that does not import stops earlier, alone).
     """
     cfg = Config(cfg_path, options, strict=False)
-    raise_problems(cfg_path, [*cfg.problems, *config_problems(cfg)])
+    raise_problems(cfg_path, [*cfg.problems, *config_problems(cfg, training)])
     return cfg
 
 
@@ -49,7 +54,7 @@ def _attempt(problems: list[str], check: Any, *args: Any) -> Any:
         return None
 
 
-def config_problems(cfg: Config) -> list[str]:
+def config_problems(cfg: Config, training: bool = True) -> list[str]:
     """The pre-flight problems of a composed config (parts that failed to compose are
     skipped: their problem is already in `cfg.problems`)."""
     config, out = cfg.config, []
@@ -71,7 +76,7 @@ def config_problems(cfg: Config) -> list[str]:
         if task is not None:
             tasks[str(name)] = task
             out += _candidate_problems(str(name), entry, task)
-    if run is not None and run.val_every > 0 and not run.evaluate_only:
+    if training and run is not None and run.val_every > 0 and not run.evaluate_only:
         out += select_metric_problems(run, config.get("datasets") or {}, tasks)
     return out
 

@@ -182,6 +182,10 @@ def test_train_and_evaluate_check_before_building(data, monkeypatch):
     root, fixtures = data
     monkeypatch.setattr("lavis_ib.common.entry.build", lambda *a: pytest.fail("built before checking"))
     bad = project(root, fixtures, run={"select_metric": ["coco_caption.cidr"]})
-    for module in (lavis_ib.train, lavis_ib.evaluate):
-        with pytest.raises(ConfigError, match="coco_caption.cidr"):
-            module.main(["--cfg-path", bad])
+    with pytest.raises(ConfigError, match="coco_caption.cidr"):
+        lavis_ib.train.main(["--cfg-path", bad])
+    with pytest.raises(ConfigError, match="run.max_iters must be an integer >= 1"):
+        lavis_ib.evaluate.main(["--cfg-path", bad, "--options", "run.max_iters=0"])
+    # evaluation never selects by metric: only training checks select_metric
+    assert "select_metric" not in str(pytest.raises(ConfigError, lavis_ib.evaluate.main, [
+        "--cfg-path", bad, "--options", "run.max_iters=0"]).value)
