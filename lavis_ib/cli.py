@@ -3,6 +3,7 @@
     lavis-ib train    --cfg-path PROJECT.yaml [--options k=v ...]
     lavis-ib evaluate --cfg-path PROJECT.yaml [--options k=v ...]
     lavis-ib predict  --model instructblip:tiny_vicuna --image a.jpg --prompt "..."
+    lavis-ib check    PROJECT.yaml [--options k=v ...]   (pre-flight checks only; exit 0 or 2)
     lavis-ib zoo      registered models and model types
     lavis-ib export   RUN_DIR OUT_DIR   (Hugging Face layout)
     lavis-ib report   RUN_DIR           (Table-1 style report)
@@ -20,6 +21,7 @@ COMMANDS = {
     "train": ("lavis_ib.train", "instruction-tune a model from a project file"),
     "evaluate": ("lavis_ib.evaluate", "evaluate a project's eval splits"),
     "predict": ("lavis_ib.predict", "answer a prompt about images or a video"),
+    "check": ("lavis_ib.cli", "check a project file (keys, values, files, metrics) without running it"),
     "zoo": ("lavis_ib.cli", "list registered models and model types"),
     "export": ("lavis_ib.export", "write a run's checkpoint in the Hugging Face layout"),
     "report": ("lavis_ib.report", "render a held-out results table beside the paper's"),
@@ -39,6 +41,25 @@ def zoo(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def check(argv: Sequence[str] | None = None) -> int:
+    """Compose a project and run every pre-flight check (common/checks.py); nothing is
+    built or loaded. Exit 0 when it is fine, 2 (all problems listed) otherwise."""
+    import argparse
+
+    from lavis_ib.common.checks import checked_config
+
+    parser = argparse.ArgumentParser(prog="lavis-ib check", description=check.__doc__.split("\n")[0])
+    parser.add_argument("config", help="project YAML file")
+    parser.add_argument("--options", nargs="+", default=[], help="overrides: key=value")
+    args = parser.parse_args(argv)
+    cfg = checked_config(args.config, args.options)
+    model = cfg.config.get("model")
+    names = ", ".join(map(str, (cfg.config.get("datasets") or {}).keys())) or "no datasets"
+    what = f"{model.arch}:{model.model_type}" if model is not None else "no model"
+    print(f"{args.config}: OK ({what}; {names})")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
@@ -49,8 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lavis-ib: error: unknown command '{command}'.{did_you_mean(command, COMMANDS)}\n"
               f"{_usage()}", file=sys.stderr)
         return 2
-    if command == "zoo":
-        return run_entry(zoo, rest, "lavis-ib zoo")
+    if command in ("zoo", "check"):
+        return run_entry(zoo if command == "zoo" else check, rest, f"lavis-ib {command}")
     module = importlib.import_module(COMMANDS[command][0])
     return run_entry(module.main, rest, f"lavis-ib {command}")
 

@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Sequence
 
-from lavis_ib.common.config import Config
+from lavis_ib.common.checks import checked_config
 from lavis_ib.common.entry import build, checkpoint_folder, joined, project_parser, run_entry
 
 
@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="training run folder or checkpoint folder to load trainable "
                              "weights from")
     args = parser.parse_args(argv)
-    cfg = Config(args.cfg_path, args.options)
+    cfg = checked_config(args.cfg_path, args.options, training=False)   # pre-flight checks first
     from lavis_ib.runners.checkpoint import load_trainable_weights
 
     with joined(cfg) as info:

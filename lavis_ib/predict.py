@@ -54,18 +54,20 @@ def _overrides(options: Sequence[str]) -> dict:
 
 
 def _load_images(paths: Sequence[str], processor):
+    """One processed tensor per image; a missing, unreadable, oversized (decompression
+    bomb) or non-finite image is one `DataError` line naming it."""
     import torch
-    from PIL import Image, UnidentifiedImageError
+
+    from lavis_ib.processors.image import decode_image
 
     tensors = []
     for path in paths:
         if not os.path.isfile(path):
             raise DataError(f"--image '{path}' does not exist.")
         try:
-            with Image.open(path) as img:
-                tensors.append(processor(img.convert("RGB")))
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DataError(f"--image '{path}' is not a readable image ({exc}).") from None
+            tensors.append(processor(decode_image(path)))
+        except DataError as exc:
+            raise DataError(f"--image '{path}' is not a readable image: {exc}.") from None
     return torch.stack(tensors)
 
 

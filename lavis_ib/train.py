@@ -14,7 +14,7 @@ import logging
 import sys
 from typing import Sequence
 
-from lavis_ib.common.config import Config
+from lavis_ib.common.checks import checked_config
 from lavis_ib.common.entry import build, joined, project_parser, run_entry
 
 
@@ -22,7 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = project_parser("python -m lavis_ib.train",
                             "Instruction-tune a model from a project file.")
     args = parser.parse_args(argv)
-    cfg = Config(args.cfg_path, args.options)
+    cfg = checked_config(args.cfg_path, args.options)   # every pre-flight check first
     with joined(cfg) as info:
         _, _, _, runner = build(cfg, info)
         if cfg.run_cfg.evaluate_only:

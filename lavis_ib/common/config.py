@@ -52,11 +52,21 @@ def load_yaml(path: str, what: str = "config file") -> DictConfig:
     try:
         cfg = OmegaConf.load(path)
     except (OmegaConfBaseException, Exception) as exc:  # yaml.YAMLError and friends
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"{what} '{path}' is not valid YAML: {first}") from None
+        raise ConfigError(f"{what} '{path}' is not valid YAML{_yaml_where(exc)}") from None
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"{what} '{path}' must hold a mapping at the top level.")
     return cfg
+
+
+def _yaml_where(exc: Exception) -> str:
+    """' at line L, column C: problem' from a YAML parser error (1-based, as editors count),
+    else ': first line of the message'."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None)
+    if mark is not None:
+        return f" at line {mark.line + 1}, column {mark.column + 1}: {problem or type(exc).__name__}"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f": {first}"
 
 
 def load_project(path: str, _stack: tuple[str, ...] = ()) -> DictConfig:
@@ -201,25 +211,46 @@ def _merge(*nodes: Any) -> DictConfig:
         raise ConfigError(f"cannot merge configs: {str(exc).splitlines()[0]}") from None
 
 
+def raise_problems(where: str, problems: Sequence[str]) -> None:
+    """Nothing for no problem, the problem's own line for one, else one ConfigError
+    listing them all (one per line)."""
+    problems = list(dict.fromkeys(problems))   # a folder shared by splits is named once
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        listed = "\n  - ".join(problems)
+        raise ConfigError(f"{where}: {len(problems)} problems found before building anything:"
+                          f"\n  - {listed}")
+
+
 class Config:
     """A project file composed with defaults and overrides.
 
     Args:
         cfg_path: the project YAML.
         options: overrides, `a.b=c` or LAVIS-style `a.b c`.
+        strict: raise the composition problems (all of them, in one ConfigError); False
+            keeps them in `problems` for the pre-flight check (`common/checks.py`).
 
     Attributes:
         config: the merged DictConfig with `model`, `datasets`, `run`, `plugins`.
     """
 
-    def __init__(self, cfg_path: str, options: Sequence[str] | None = None) -> None:
+    def __init__(self, cfg_path: str, options: Sequence[str] | None = None,
+                 strict: bool = True) -> None:
         self.cfg_path = cfg_path
+        self.problems: list[str] = []
         project = load_project(cfg_path)
         for key in project.keys():
             if key not in TOP_LEVEL_KEYS:
-                raise ConfigError(f"{cfg_path}: unknown top-level key '{key}'."
-                                  f"{did_you_mean(str(key), TOP_LEVEL_KEYS)} "
-                                  f"Allowed: {', '.join(TOP_LEVEL_KEYS)}.")
+                self.problems.append(f"{cfg_path}: unknown top-level key '{key}'."
+                                     f"{did_you_mean(str(key), TOP_LEVEL_KEYS)} "
+                                     f"Allowed: {', '.join(TOP_LEVEL_KEYS)}.")
+        for key in ("model", "datasets", "run"):
+            if project.get(key) is not None and not isinstance(project.get(key), DictConfig):
+                self.problems.append(f"{cfg_path}: '{key}' must be a mapping of settings; got "
+                                     f"{type(project.get(key)).__name__} {to_plain(project.get(key))!r:.60}.")
+                project.pop(key)
         overrides, added = _options_config(parse_options(options))
         for key in overrides.keys():
             if key not in TOP_LEVEL_KEYS or key == "includes":
@@ -229,16 +260,28 @@ class Config:
         plugins = list(overrides.get("plugins") or project.get("plugins") or [])
         import_plugins(plugins, source=f"{cfg_path}: plugins")
 
-        model = self._compose_model(project, overrides, added)
+        model = self._attempt(self._compose_model, project, overrides, added)
         datasets = self._compose_datasets(project, overrides, added)
-        run_node = _merge(project.get("run"), overrides.get("run"))
-        run = validate_run(to_plain(run_node))
+        run_node = self._attempt(_merge, project.get("run"), overrides.get("run"))
+        run = self._attempt(lambda: validate_run(to_plain(run_node), self.problems)) \
+            if run_node is not None else None
+        if strict:
+            raise_problems(cfg_path, self.problems)
         self.config = OmegaConf.create(
             {"model": model, "datasets": datasets, "run": run, "plugins": plugins})
         try:
             OmegaConf.resolve(self.config)
         except OmegaConfBaseException as exc:
             raise ConfigError(f"{cfg_path}: {str(exc).splitlines()[0]}") from None
+
+    def _attempt(self, compose: Any, *args: Any) -> Any:
+        """`compose(*args)`, or None with its ConfigError kept in `problems`, so that one
+        run reports every composition problem (not only the first)."""
+        try:
+            return compose(*args)
+        except ConfigError as exc:
+            self.problems.append(str(exc))
+            return None
 
     # -- parts ----------------------------------------------------------------------
     def _compose_model(self, project: DictConfig, overrides: DictConfig,
@@ -280,8 +323,11 @@ class Config:
                                                   if n not in proj_datasets]:
             entry = proj_datasets.get(name) or OmegaConf.create({})
             if not isinstance(entry, DictConfig):
-                raise ConfigError(f"{self.cfg_path}: datasets.{name} must be a mapping.")
-            out[str(name)] = compose_dataset(str(name), entry, opt_datasets.get(name), added)
+                self.problems.append(f"{self.cfg_path}: datasets.{name} must be a mapping.")
+                continue
+            composed = self._attempt(compose_dataset, str(name), entry, opt_datasets.get(name), added)
+            if composed is not None:
+                out[str(name)] = composed
         return OmegaConf.create(out)
 
     # -- access ---------------------------------------------------------------------

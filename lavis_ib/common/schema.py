@@ -12,6 +12,8 @@ are checked against `CHOICES`. Every error is a one-line `ConfigError` naming th
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, List, Mapping, Optional, Union, get_args, get_origin, get_type_hints
 
@@ -59,6 +61,7 @@ class RunConfig:
     activation_checkpointing: bool = False      # recompute LLM block activations
     balanced_sampling: bool = True              # sqrt(size) x sample_ratio; False: size-proportional
     max_bad_sample_fraction: float = 0.01       # stop when more samples than this are unreadable
+    bad_sample_grace: int = 1000                # the fraction is taken over at least this many samples
     num_workers: int = 2                        # data loader workers per rank
     seed: int = 42                              # base seed (rank added for dropout/augmentation)
     output_dir: str = "output/run"              # run folder: config, logs, checkpoints, predictions
@@ -155,13 +158,20 @@ def _raise_type_error(schema: DictConfig, given: Mapping[str, Any]) -> None:
     raise ConfigError(f"run: cannot apply {dict(given)}")  # unreachable: one key must fail
 
 
-def validate_run(run: Mapping[str, Any] | None) -> DictConfig:
+def validate_run(run: Mapping[str, Any] | None, collect: list[str] | None = None) -> DictConfig:
     """The complete, typed `run` config (a `RunConfig` DictConfig in struct mode).
+
+    Args:
+        collect: when given, values out of range are appended to it (one line each)
+            instead of raised, so the pre-flight check can go on with the typed config.
 
     Raises:
         ConfigError: an unknown key (with the closest match), a wrong type or an invalid
-            choice, naming the key.
+            choice, naming the key; values out of range (all of them, one per line).
     """
+    if run is not None and not isinstance(run, Mapping):
+        raise ConfigError(f"run must be a mapping of run settings (docs/projects.md lists them); "
+                          f"got {type(run).__name__} {run!r:.80}.")
     given = _prepass(run or {})
     schema = OmegaConf.structured(RunConfig)
     try:
@@ -171,5 +181,100 @@ def validate_run(run: Mapping[str, Any] | None) -> DictConfig:
     for key, choices in CHOICES.items():
         if schema[key] not in choices:
             raise ConfigError(f"run.{key}: '{schema[key]}' is not one of {', '.join(choices)}.")
+    problems = run_problems(schema)
+    if collect is not None:
+        collect.extend(problems)
+    elif problems:
+        raise ConfigError("\n  ".join(problems))
     OmegaConf.set_struct(schema, True)
     return schema
+
+
+# -- range checks (issue 12) ---------------------------------------------------------------
+# Each typed run key's admissible values, checked after the merge: a value of the right
+# type but outside its range (batch size 0, a negative LR, an empty output folder) would
+# otherwise fail deep inside a run or, worse, run. One problem per key, each a line.
+_AT_LEAST_1 = ("max_iters", "batch_size_train", "batch_size_eval", "keep_last", "lr_decay_every",
+               "log_every", "dist_timeout_s")
+_AT_LEAST_0 = ("val_every", "save_every", "warmup_steps", "num_workers", "seed", "bad_sample_grace",
+               "min_lr", "warmup_lr", "weight_decay")
+_OPTIONAL_AT_LEAST_1 = ("global_batch_size", "accum_grad_iters")
+_UNIT_INTERVAL = {"max_bad_sample_fraction": "[0, 1]", "beta2": "[0, 1)", "lr_decay_rate": "(0, 1]"}
+_PATH_KEYS = ("output_dir", "resume")
+_SPLIT_KEYS = ("train_splits", "valid_splits", "test_splits")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def expand_path(value: str) -> str:
+    """`~` and `$VAR` / `${VAR}` expanded (an unset variable stays, and is reported)."""
+    return os.path.expandvars(os.path.expanduser(str(value)))
+
+
+def unset_variable(path: str) -> str | None:
+    """The first `$VAR` left in an expanded path (an unset environment variable), or None."""
+    match = re.search(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", path)
+    return match.group(1) if match else None
+
+
+def _in_unit_interval(key: str, value: float) -> bool:
+    bounds = _UNIT_INTERVAL[key]
+    low_ok = value > 0 if bounds[0] == "(" else value >= 0
+    high_ok = value < 1 if bounds[-1] == ")" else value <= 1
+    return low_ok and high_ok
+
+
+def run_problems(run: Any) -> list[str]:
+    """Every run value outside its range, one line per key naming it; expands `~` and
+    environment variables in `output_dir` and `resume` in place."""
+    out = [f"run.{k} must be an integer >= 1; got {run[k]}." for k in _AT_LEAST_1 if run[k] < 1]
+    out += [f"run.{k} must be >= 0; got {run[k]}." for k in _AT_LEAST_0 if run[k] < 0]
+    out += [f"run.{k} must be null or an integer >= 1; got {run[k]}."
+            for k in _OPTIONAL_AT_LEAST_1 if run[k] is not None and run[k] < 1]
+    out += [f"run.{k} must be in {b}; got {run[k]}." for k, b in _UNIT_INTERVAL.items()
+            if not _in_unit_interval(k, float(run[k]))]
+    if not run.init_lr > 0:
+        out.append(f"run.init_lr must be > 0; got {run.init_lr}.")
+    if run.grad_clip is not None and not run.grad_clip > 0:
+        out.append(f"run.grad_clip must be null (no clipping) or > 0; got {run.grad_clip}.")
+    if run.device not in DEVICES and not str(run.device).startswith("cuda:"):
+        out.append(f"run.device: '{run.device}' is not one of {', '.join(DEVICES)} (or cuda:N).")
+    for key in _PATH_KEYS:
+        if not str(run[key]).strip():
+            out.append(f"run.{key} is empty; give a folder path"
+                       + (" (or 'none')." if key == "resume" else "."))
+            continue
+        run[key] = expand_path(run[key])
+        if unset_variable(run[key]):
+            out.append(f"run.{key}: environment variable ${unset_variable(run[key])} is not set "
+                       f"('{run[key]}').")
+    for key in _SPLIT_KEYS:
+        if any(not str(s).strip() for s in run[key]):
+            out.append(f"run.{key} holds an empty split name; got {list(run[key])}.")
+    bad = [str(m) for m in run.select_metric if not re.fullmatch(r"[^.\s]+\.[^.\s]+", str(m))]
+    if bad:
+        out.append(f"run.select_metric: write each item as 'dataset.metric' (e.g. coco_caption.cider); "
+                   f"got {bad}.")
+    return out
+
+
+# Model settings shared by the shipped models, checked wherever a model config has them.
+_MODEL_AT_LEAST_1 = ("max_txt_len", "max_output_txt_len", "num_query_token")
+_MODEL_BOOLS = ("freeze_vit", "qformer_text_input", "vit_grad_ckpt", "qformer_grad_ckpt",
+                "allow_random_init")
+_MODEL_CHOICES = {"vit_precision": ("fp32", "bf16", "fp16"), "llm_precision": ("fp32", "bf16", "fp16")}
+
+
+def model_problems(model: Mapping[str, Any] | None) -> list[str]:
+    """Every out-of-range value among the model settings present, one line per key."""
+    if model is None:
+        return []
+    out = []
+    for key in _MODEL_AT_LEAST_1:
+        value = model.get(key)
+        if key in model and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            out.append(f"model.{key} must be an integer >= 1; got {value!r}.")
+    out += [f"model.{k} must be true or false; got {model.get(k)!r}."
+            for k in _MODEL_BOOLS if k in model and not isinstance(model.get(k), bool)]
+    out += [f"model.{k}: '{model.get(k)}' is not one of {', '.join(c)}."
+            for k, c in _MODEL_CHOICES.items() if k in model and model.get(k) not in c]
+    return out

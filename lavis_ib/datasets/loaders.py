@@ -25,9 +25,13 @@ Bad samples: datasets return `BadSample(path, reason)` for unreadable images and
 collater (the shared `datasets.datasets.base.collate` for datasets without one) drops
 them, listing `batch["_bad_files"]`. The loader counts samples requested and bad, and
 raises `DataError` (a `LavisIbError`) listing the files once the bad fraction exceeds
-`max_bad_sample_fraction`. Micro-batches keep their place in the step even when
-samples were dropped, so they may hold fewer than `micro_batch_size` samples (or none; see
-`num_samples`).
+`max_bad_sample_fraction` of max(samples requested, `bad_sample_grace`) (run settings of
+the same names: before `bad_sample_grace` samples, up to fraction x grace files are
+tolerated). Each distinct bad file is logged once (WARNING, name and reason) and kept as
+an event for the runner's log (`pop_bad_events`). Micro-batches keep their place in the
+step even when samples were dropped, so they may hold fewer than `micro_batch_size`
+samples (or none; see `num_samples`); a step in which every sample on this rank was
+unreadable is a `DataError` (there is no loss to log or gradient to apply).
 """
 from __future__ import annotations
 
@@ -39,11 +43,11 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from lavis_ib.common import dist_utils
 from lavis_ib.common.errors import ConfigError, DataError
+from lavis_ib.datasets.bad_samples import BadSampleLog
 from lavis_ib.datasets.datasets.base import collate
 from lavis_ib.datasets.mixing import IndexStream, Mixer, name_key
 
 _MAX_LISTED = 20        # bad files named in the error message
-_MAX_KEPT = 10_000      # distinct bad files remembered
 
 
 def num_samples(batch: Mapping[str, Any]) -> int:
@@ -233,8 +237,7 @@ class MixtureLoader:
         self._map_iter = None
         self.step = 0
         self.last_dataset: str | None = None
-        self._requested = self._bad = 0
-        self._bad_files: dict[str, None] = {}
+        self._badlog = BadSampleLog("training")
 
     @staticmethod
     def _size(name: str, dataset: Any, sizes: Mapping[str, int]) -> int:
@@ -275,6 +278,7 @@ class MixtureLoader:
         for batch in batches:
             self._count(batch)
         self._check_bad()
+        self._check_empty_step(batches)
         return batches
 
     def _map_loader(self) -> DataLoader:
@@ -287,11 +291,18 @@ class MixtureLoader:
 
     # -- bad samples -------------------------------------------------------------------
     def _count(self, batch: Mapping[str, Any]) -> None:
-        self._requested += int(batch.get("_num_requested", self.micro_batch_size))
-        for path in batch.get("_bad_files", ()):
-            self._bad += 1
-            if len(self._bad_files) < _MAX_KEPT:
-                self._bad_files[str(path)] = None
+        if "_num_requested" not in batch:
+            batch = {**batch, "_num_requested": self.micro_batch_size}
+        self._badlog.add(batch, step=self.step, dataset=self.last_dataset)
+
+    def _check_empty_step(self, batches: Sequence[Mapping[str, Any]]) -> None:
+        """Every sample of this step unreadable: stop with the files rather than step on
+        nothing (which would log a loss of 0.0)."""
+        if batches and all(num_samples(b) == 0 for b in batches):
+            files = [f for b in batches for f in b.get("_bad_files", ())]
+            raise DataError(f"every one of the {len(files)} samples of step {self.step} on rank "
+                            f"{self.rank} ({self.last_dataset}) was unreadable: "
+                            f"{', '.join(map(str, files[:_MAX_LISTED]))}. Fix or remove these files.")
 
     def _check_bad(self) -> None:
         if self._bad <= self.max_bad_sample_fraction * max(self._requested, self.bad_sample_grace):
@@ -302,7 +313,18 @@ class MixtureLoader:
         raise DataError(
             f"{self._bad} of {self._requested} training samples on rank {self.rank} "
             f"({self.bad_fraction():.2%}) could not be read, more than run.max_bad_sample_fraction = "
-            f"{self.max_bad_sample_fraction}. Fix or remove these files, or raise the limit:\n  {listed}{more}")
+            f"{self.max_bad_sample_fraction} (of at least run.bad_sample_grace = {self.bad_sample_grace} "
+            f"samples). Fix or remove these files, or raise the limit:\n  {listed}{more}")
+
+    # the counters live in the BadSampleLog; these names are kept for the state dict
+    _requested = property(lambda self: self._badlog.requested)
+    _bad = property(lambda self: self._badlog.bad)
+    _bad_files = property(lambda self: self._badlog.files)
+
+    def pop_bad_events(self) -> list[dict[str, Any]]:
+        """Bad files first met since the last call, one event dict each (`event`, `path`,
+        `reason`, `step`, `dataset`, `num_bad`): for the runner to write to log.jsonl."""
+        return self._badlog.pop_events()
 
     def bad_fraction(self) -> float:
         """Bad samples / samples requested so far on this rank (0.0 before any)."""
@@ -365,8 +387,8 @@ class MixtureLoader:
             source.restart(int(saved["pass"]) + 1 if saved else 0)
             source.consumed = int(saved["consumed"]) if saved else 0
         bad = state.get("bad", {})
-        self._requested, self._bad = int(bad.get("requested", 0)), int(bad.get("bad", 0))
-        self._bad_files = dict.fromkeys(bad.get("files", ()))
+        self._badlog.requested, self._badlog.bad = int(bad.get("requested", 0)), int(bad.get("bad", 0))
+        self._badlog.files = dict.fromkeys(bad.get("files", ()))
         self.step = step
         self._map_iter = None  # the sampler restarts from the restored step on next use
 

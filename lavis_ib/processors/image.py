@@ -4,22 +4,69 @@ Training: RandomResizedCrop (scale 0.5-1.0, bicubic) + horizontal flip, with Ran
 for `blip_image_train` (FlanT5 recipe) and without for `blip2_image_train` (Vicuna recipe).
 Evaluation: a bicubic resize to a square (aspect ratio not kept, as the checkpoints were
 evaluated). CLIP mean/std by default.
+
+`decode_image` is the one image reader of datasets and `predict`: it scales 16-bit images
+to 8 bits, rejects NaN/inf pixels and decompression bombs with one `DataError` line, and
+every processor checks that its output tensor is finite (a NaN image would give NaN
+scores and empty generations, silently).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
+import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
+from lavis_ib.common.errors import DataError
 from lavis_ib.common.registry import registry
 from lavis_ib.processors.base_processor import BaseProcessor
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 BICUBIC = InterpolationMode.BICUBIC
+
+
+_WIDE_INT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def to_rgb8(image: Image.Image) -> Image.Image:
+    """An 8-bit RGB copy of `image`: 16-bit grey is scaled (65535 -> 255), float images
+    must be finite. Raises `DataError` for NaN/inf pixels."""
+    if image.mode in _WIDE_INT_MODES:
+        values = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8))
+    elif image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise DataError("the image has NaN or infinite pixel values")
+    return image.convert("RGB")   # a copy even for RGB: decodes fully before the file closes
+
+
+def decode_image(path: Any) -> Image.Image:
+    """The fully decoded 8-bit RGB image at `path` (a file path or a binary file object).
+
+    Raises:
+        DataError: not an image, truncated, a decompression bomb (more pixels than
+            PIL.Image.MAX_IMAGE_PIXELS allows), or NaN/inf pixels; one line, no path
+            (the caller names the sample).
+    """
+    try:
+        with Image.open(path) as image:
+            return to_rgb8(image)   # a full decode: truncation shows here
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"too many pixels (a decompression bomb?): {exc}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"cannot be decoded: {exc}") from None
+
+
+def check_finite(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor`, or a `DataError` when any value is NaN or infinite."""
+    if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        raise DataError("the processed image has NaN or infinite values")
+    return tensor
 
 
 def to_float_tensor() -> T.Compose:
@@ -39,11 +86,11 @@ class BlipImageBaseProcessor(BaseProcessor):
     @staticmethod
     def _rgb(image):
         if isinstance(image, Image.Image) and image.mode != "RGB":
-            return image.convert("RGB")
+            return to_rgb8(image)
         return image
 
     def __call__(self, image) -> torch.Tensor:
-        return self.transform(self._rgb(image))
+        return check_finite(self.transform(self._rgb(image)))
 
 
 @registry.register_processor("blip_image_eval")

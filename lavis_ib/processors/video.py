@@ -16,7 +16,7 @@ from torchvision.transforms import v2 as T
 from lavis_ib.common.errors import DataError
 from lavis_ib.common.registry import registry
 from lavis_ib.processors.base_processor import BaseProcessor
-from lavis_ib.processors.image import BICUBIC, CLIP_MEAN, CLIP_STD
+from lavis_ib.processors.image import BICUBIC, CLIP_MEAN, CLIP_STD, check_finite
 
 
 def uniform_frame_indices(num_frames_in_video: int, n: int) -> list[int]:
@@ -39,6 +39,9 @@ def read_video_frames(path: str, n_frames: int = 4) -> torch.Tensor:
 
     try:
         with av.open(path) as container:
+            if not container.streams.video:
+                raise DataError(f"video '{path}' has no video stream (audio only?); "
+                                f"remove it from the dataset or re-encode it with its frames.")
             stream = container.streams.video[0]
             total = stream.frames
             if total <= 0:  # containers without a frame count: decode once to count
@@ -73,7 +76,7 @@ class _VideoProcessor(BaseProcessor):
         """`video`: a path, or a (T, C, H, W) uint8 tensor already decoded."""
         frames = read_video_frames(video, self.n_frms) if isinstance(video, (str, os.PathLike)) \
             else video
-        out = self.transform(frames)          # (T, C, H, W) float
+        out = check_finite(self.transform(frames))   # (T, C, H, W) float
         return out.permute(1, 0, 2, 3).contiguous()   # (C, T, H, W)
 
 

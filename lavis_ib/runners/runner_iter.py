@@ -120,7 +120,8 @@ class RunnerIter:
         self.loader = MixtureLoader(sets, ratios, self.global_bs, self.micro_bs, info.rank,
                                     info.world_size, seed=run.seed, num_workers=run.num_workers,
                                     balanced=run.balanced_sampling,
-                                    max_bad_sample_fraction=run.max_bad_sample_fraction)
+                                    max_bad_sample_fraction=run.max_bad_sample_fraction,
+                                    bad_sample_grace=run.bad_sample_grace)
         self.ckpt = CheckpointManager(self.output_dir, run.keep_last, info.rank, info.world_size)
         self.step, self.best = 0, {"score": None, "step": None}
         self._pending_validation: str | None = None

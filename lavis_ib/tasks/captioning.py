@@ -43,6 +43,11 @@ class CaptioningTask(EvalTask):
             raise ConfigError(f"datasets.{name}.metric: '{metric}' is not a captioning metric "
                               f"set; use {' or '.join(cls.METRICS)}.")
 
+    def metric_names(self) -> frozenset[str]:
+        metric = self.settings.get("metric", "coco")
+        names = {"bleu4", "cider", "num_samples"} | ({"meteor"} if metric != "bleu_cider" else set())
+        return frozenset(names | ({"spice"} if metric == "coco+spice" else set()))
+
     def valid_step(self, model: Any, samples: Mapping[str, Any]) -> list[dict[str, Any]]:
         self.require(samples, "references")
         ids = self.sample_ids(samples)

@@ -32,6 +32,7 @@ class ClassificationTask(EvalTask):
     """
 
     NAME = "classification"
+    METRIC_NAMES = ("acc", "auc", "num_samples")
     INFERENCE = ("rank",)
     PROMPT_FIELDS = ("text",)
     EVAL_KEYS = (EvalTask.EVAL_KEYS - {"generate"}) | {"append_eos", "candidates"}

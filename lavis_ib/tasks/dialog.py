@@ -28,6 +28,7 @@ class DialogTask(EvalTask):
     """
 
     NAME = "dialog"
+    METRIC_NAMES = ("mrr", "r1", "r5", "r10", "mean_rank", "num_samples")
     INFERENCE = ("rank",)
     PROMPT_FIELDS = ("history", "raw_question")
     EVAL_KEYS = (EvalTask.EVAL_KEYS - {"generate"}) | {"append_eos", "candidates"}

@@ -83,6 +83,8 @@ class EvalTask(BaseTask):
     PROMPT_FIELDS: tuple[str, ...] = ()
     EVAL_KEYS = frozenset({"inference", "prompt", "prompt_fields", "generate"}) | RUNNER_KEYS
     DEFAULTS_FROM: str | None = None
+    #: the metric names `metrics` returns (None: not declared, run.select_metric unchecked)
+    METRIC_NAMES: tuple[str, ...] | None = None
 
     def __init__(self, cfg: Any = None, dataset_name: str | None = None,
                  settings: EvalSettings | Mapping[str, Any] | None = None) -> None:
@@ -101,6 +103,11 @@ class EvalTask(BaseTask):
     generate_kwargs = property(lambda self: dict(self.eval_settings.generate or {}))
     append_eos = property(lambda self: self.eval_settings.append_eos)
     candidates = property(lambda self: self.eval_settings.candidates)
+
+    def metric_names(self) -> frozenset[str] | None:
+        """The metric names this dataset's evaluation will produce, known before any
+        model or data is loaded (the pre-flight check of run.select_metric reads them)."""
+        return None if self.METRIC_NAMES is None else frozenset(self.METRIC_NAMES)
 
     # -- construction -----------------------------------------------------------------
     @classmethod

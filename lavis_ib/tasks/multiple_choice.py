@@ -29,6 +29,7 @@ class MultipleChoiceTask(EvalTask):
     """
 
     NAME = "multiple_choice"
+    METRIC_NAMES = ("acc", "num_samples")
     INFERENCE = ("rank",)
     PROMPT_FIELDS = ("context", "raw_question", "options")
     EVAL_KEYS = (EvalTask.EVAL_KEYS - {"generate"}) | {"append_eos", "candidates", "metric"}

@@ -37,6 +37,7 @@ class AnswerTask(EvalTask):
     PROMPT_FIELDS = ("ocr_tokens", "question")
     EVAL_KEYS = EvalTask.EVAL_KEYS | {"append_eos", "candidates", "metric"}
     DEFAULT_METRIC = "vqa"
+    METRIC_NAMES = ("acc", "num_samples")
 
     @classmethod
     def _check_settings(cls, name: str, settings: dict[str, Any],

@@ -16,8 +16,11 @@ Dataset config (``configs/datasets/<name>/defaults.yaml``, under ``datasets.<nam
     vis_processor: {train: {name: ...}, eval: {name: ...}}
     text_processor: {train: {name: instruction_template, family: vqa}, eval: {...}}
 
+    allow_outside_root: false            # true: media paths may leave the images/videos folder
+
 A file that is missing (and not downloaded) raises one `DataError` naming the path, the
-config key and where the data comes from.
+config key and where the data comes from. `check_files()` lists every such problem of the
+dataset without reading or downloading anything (the pre-flight check, common/checks.py).
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from lavis_ib.common import dist_utils
 from lavis_ib.common.errors import ConfigError, DataError, did_you_mean
 from lavis_ib.common.paths import package_path
+from lavis_ib.common.schema import expand_path
 from lavis_ib.processors.build import build_processor
 
 
@@ -88,6 +92,7 @@ class BaseDatasetBuilder:
         self.data_type = cfg.get("data_type", self.data_type)
         self.vis_processors: dict[str, Any] = {"train": None, "eval": None}
         self.text_processors: dict[str, Any] = {"train": None, "eval": None}
+        self._problems: list[str] | None = None   # a list while check_files() runs
 
     @classmethod
     def default_config_path(cls, type: str = "default") -> str:  # noqa: A002 (LAVIS name)
@@ -107,20 +112,54 @@ class BaseDatasetBuilder:
 
     # -- files ----------------------------------------------------------------------
     def resolve_path(self, path: str) -> str:
-        """Relative storage paths are taken from `cache_root` (or the working directory)."""
-        path = os.path.expanduser(str(path))
+        """Relative storage paths are taken from `cache_root` (or the working directory);
+        `~` and environment variables expand in both."""
+        path = expand_path(path)
         root = self.config.get("cache_root")
         if os.path.isabs(path) or not root:
             return path
-        return os.path.join(os.path.expanduser(str(root)), path)
+        return os.path.join(expand_path(root), path)
 
     def require(self, path: str, what: str, hint: str = "") -> str:
         """`path` if it exists, else a DataError naming it and the data's source."""
         if not os.path.exists(path):
             source = f" Get it from {self.DATA_SOURCE}." if self.DATA_SOURCE else ""
-            raise DataError(f"{type(self).__name__}: {what} '{path}' does not exist.{source}{hint} "
-                            f"Set its location under build_info in the dataset config.")
+            message = (f"{type(self).__name__}: {what} '{path}' does not exist.{source}{hint} "
+                       f"Set its location under build_info in the dataset config.")
+            if self._problems is None:
+                raise DataError(message)
+            self._problems.append(message)
         return path
+
+    # -- pre-flight -------------------------------------------------------------------
+    def _collect(self, walk: Any) -> list[str]:
+        """Run `walk()` with `require` collecting instead of raising; the problems found."""
+        self._problems = []
+        try:
+            walk()
+        except (ConfigError, DataError) as exc:
+            self._problems.append(str(exc))
+        finally:
+            problems, self._problems = self._problems, None
+        return problems
+
+    def check_files(self) -> list[str]:
+        """Every annotation file, media folder, OCR file and answer list the build would
+        need and cannot find (files a `download: true` dataset would fetch excepted),
+        without reading or downloading anything. A builder with a `build` of its own
+        (another file layout) is not walked: it overrides this method to list its files."""
+        if type(self).build is not BaseDatasetBuilder.build:
+            return []
+
+        def walk() -> None:
+            for split in self.splits():
+                cls = self.train_dataset_cls if split == "train" else self.eval_dataset_cls
+                self._files(self.config.build_info.annotations[split],
+                            f"annotation file (build_info.annotations.{split})")
+                self.vis_root(split)
+                if cls is not None:
+                    self.split_kwargs(split, cls)
+        return self._collect(walk)
 
     def _files(self, node: Any, what: str) -> list[str]:
         """Storage paths of a `{url, storage}` node, downloading missing ones when asked."""
@@ -134,6 +173,8 @@ class BaseDatasetBuilder:
         storages = [self.resolve_path(p) for p in _as_list(storage)]
         if not storages:
             raise ConfigError(f"{type(self).__name__}: {what} has neither 'storage' nor 'url'.")
+        if self._problems is not None and self.config.get("download", False) and urls:
+            return storages   # pre-flight: missing files will be downloaded
         if self.config.get("download", False) and urls:
             if len(urls) != len(storages):
                 raise ConfigError(f"{type(self).__name__}: {what} lists {len(urls)} url(s) for "
@@ -183,6 +224,8 @@ class BaseDatasetBuilder:
         kwargs.update({k: self.config[k] for k in self.CONFIG_KWARGS if self.config.get(k) is not None})
         if "split" in getattr(cls, "extra_args", dict)():
             kwargs["split"] = split
+        if self.config.get("allow_outside_root", False):
+            kwargs["allow_outside_root"] = True
         ocr = (self.config.build_info.get("ocr") or {}).get(split)
         if ocr is not None:
             kwargs["ocr_paths"] = self._files(ocr, f"OCR file (build_info.ocr.{split})")

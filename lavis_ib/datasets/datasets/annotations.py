@@ -53,6 +53,25 @@ def need(record: dict[str, Any], key: str, path: str) -> Any:
                         f"(record starts {str(record)[:120]}); is this the expected format?") from None
 
 
+def text_field(record: Any, key: str, path: str, index: int, many: bool = False) -> Any:
+    """`record[key]` checked to be a string (with `many`, a string or a list of strings).
+
+    Raises:
+        DataError: null, a number or another type, naming the file, the record (its
+            position in the file) and the field; a caption of the wrong type would
+            otherwise surface later as a TypeError in a worker process.
+    """
+    value = record.get(key) if isinstance(record, dict) else None
+    ok = isinstance(value, str) or (many and isinstance(value, list)
+                                    and all(isinstance(v, str) for v in value))
+    if not ok:
+        shown = "null" if value is None else f"{type(value).__name__} {value!r:.60}"
+        kind = "a string or a list of strings" if many else "a string"
+        raise DataError(f"'{path}' record {index}: field '{key}' must be {kind}; got {shown}. "
+                        f"Fix the record or drop the field for an unlabelled sample.")
+    return value
+
+
 def load_ocr_tokens(paths: Iterable[str]) -> dict[str, list[str]]:
     """{image_id: [OCR tokens]} from OCR files.
 

@@ -36,16 +36,35 @@ class BadSample:
 
 
 def load_image(path: str) -> Any:
-    """The RGB PIL image at `path`, or a `BadSample` saying why it cannot be read."""
-    from PIL import Image, UnidentifiedImageError
+    """The RGB PIL image at `path`, or a `BadSample` saying why it cannot be read.
+
+    16-bit images are scaled to 8 bits (a plain convert would saturate them to white);
+    NaN/inf pixels and decompression bombs are BadSamples (`processors.image.decode_image`).
+    """
+    from lavis_ib.processors.image import decode_image
 
     if not os.path.isfile(path):
         return BadSample(str(path), "missing")
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")  # convert() forces a full decode: truncation shows here
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        return BadSample(str(path), f"cannot be decoded: {exc}")
+        return decode_image(path)
+    except DataError as exc:
+        return BadSample(str(path), str(exc))
+
+
+def confine(root: str, relative: str, allow_outside: bool = False) -> BadSample | None:
+    """None when `root/relative` lies inside `root` (symlinks resolved), else a BadSample.
+
+    The reason is the same whether or not the outside file exists, so that a hostile
+    annotation cannot probe the file system through the skip log.
+    """
+    if allow_outside or not root:
+        return None
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(os.path.join(root, str(relative)))
+    if real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep):
+        return None
+    return BadSample(str(relative), "outside the dataset's media folder (vis_root); set "
+                                    "allow_outside_root: true on the dataset to allow it")
 
 
 def sample_rng(seed: int, epoch: int, index: int, stream: int) -> np.random.Generator:
@@ -81,7 +100,8 @@ def make_instruction(processor: Any, index: int, epoch: int, question: str | Non
 
 def collate(samples: Sequence[Any]) -> dict[str, Any]:
     """The one collater: stack tensors, keep other values as lists; drop BadSamples
-    (listed in `_bad_files`, with `_num_requested` = samples given).
+    (listed in `_bad_files`, their reasons in `_bad_reasons`, with `_num_requested` =
+    samples given).
 
     Also used by the loaders for datasets without a `collater`. Tensors of one key must
     share a shape: a silent fallback to a list would only fail later, inside the model.
@@ -102,6 +122,7 @@ def collate(samples: Sequence[Any]) -> dict[str, Any]:
         else:
             batch[key] = values
     batch["_bad_files"] = [s.path for s in samples if isinstance(s, BadSample)]
+    batch["_bad_reasons"] = [s.reason for s in samples if isinstance(s, BadSample)]
     batch["_num_requested"] = len(samples)
     return batch
 
@@ -115,6 +136,8 @@ class BaseDataset(Dataset):
             caption processor for evaluation sets.
         vis_root: folder the records' image paths are relative to.
         ann_paths: annotation files, read by `load_annotations`.
+        allow_outside_root: read media paths that resolve outside `vis_root` (absolute
+            paths, ``..``, symlinks out); by default such a record is a BadSample.
     """
 
     is_train = False
@@ -122,8 +145,10 @@ class BaseDataset(Dataset):
     uses_template = False
 
     def __init__(self, vis_processor: Any = None, text_processor: Any = None,
-                 vis_root: str | None = None, ann_paths: Sequence[str] = (), **kwargs: Any) -> None:
+                 vis_root: str | None = None, ann_paths: Sequence[str] = (),
+                 allow_outside_root: bool = False, **kwargs: Any) -> None:
         self.vis_processor = vis_processor
+        self.allow_outside_root = bool(allow_outside_root)
         self.text_processor = text_processor
         self.vis_root = str(vis_root) if vis_root is not None else ""
         self.ann_paths = [str(p) for p in ([ann_paths] if isinstance(ann_paths, str) else ann_paths)]
@@ -167,11 +192,17 @@ class BaseDataset(Dataset):
 
     def load_visual(self, record: dict[str, Any]) -> Any:
         """The processed image tensor of a record, or a BadSample."""
+        outside = confine(self.vis_root, record["image"], self.allow_outside_root)
+        if outside is not None:
+            return outside
         path = self.visual_path(record)
         image = load_image(path)
         if isinstance(image, BadSample) or self.vis_processor is None:
             return image
-        return self.vis_processor(image)
+        try:
+            return self.vis_processor(image)
+        except DataError as exc:   # e.g. a processed tensor that is not finite
+            return BadSample(path, str(exc))
 
     def __getitem__(self, i: int) -> Any:
         epoch, index = self.split_index(i)

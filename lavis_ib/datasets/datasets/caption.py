@@ -17,7 +17,7 @@ import os
 from typing import Any
 
 from lavis_ib.common.errors import ConfigError, DataError, did_you_mean
-from lavis_ib.datasets.datasets.annotations import load_json, load_ocr_tokens, need
+from lavis_ib.datasets.datasets.annotations import load_json, load_ocr_tokens, need, text_field
 from lavis_ib.datasets.datasets.base import BaseDataset, make_instruction
 from lavis_ib.common.prompts import ocr_prefix
 from lavis_ib.processors.text import normalize_caption
@@ -31,9 +31,9 @@ def image_id_from_path(path: str) -> int | str:
 def read_lavis(paths: list[str]) -> list[dict[str, Any]]:
     rows = []
     for path in paths:
-        for row in load_json(path):
+        for n, row in enumerate(load_json(path)):
             image = need(row, "image", path)
-            caps = row.get("caption", [])
+            caps = text_field(row, "caption", path, n, many=True) if "caption" in row else []
             for cap in [caps] if isinstance(caps, str) else caps:
                 rows.append({"image": image, "image_id": row.get("image_id", image_id_from_path(image)),
                              "caption": cap})
@@ -49,13 +49,13 @@ def read_coco(paths: list[str]) -> list[dict[str, Any]]:
         data = load_json(path)
         images = {img["id"]: img["file_name"] for img in need(data, "images", path)}
         seen = set()
-        for ann in data.get("annotations", []):
+        for n, ann in enumerate(data.get("annotations", [])):
             image_id = need(ann, "image_id", path)
             if image_id not in images:
                 raise DataError(f"'{path}': caption of image_id {image_id} not in 'images'.")
             seen.add(image_id)
             rows.append({"image": images[image_id], "image_id": image_id,
-                         "caption": need(ann, "caption", path)})
+                         "caption": text_field(ann, "caption", path, n)})
         rows.extend({"image": name, "image_id": i, "caption": None}
                     for i, name in images.items() if i not in seen)
     return rows
@@ -64,10 +64,11 @@ def read_coco(paths: list[str]) -> list[dict[str, Any]]:
 def read_textcaps(paths: list[str]) -> list[dict[str, Any]]:
     rows = []
     for path in paths:
-        for row in need(load_json(path), "data", path):
+        for n, row in enumerate(need(load_json(path), "data", path)):
             image_id = str(need(row, "image_id", path))
+            caption = text_field(row, "caption_str", path, n) if "caption_str" in row else None
             rows.append({"image": f"{image_id}.jpg", "image_id": image_id,
-                         "caption": row.get("caption_str"), "ocr_key": image_id})
+                         "caption": caption, "ocr_key": image_id})
     return rows
 
 

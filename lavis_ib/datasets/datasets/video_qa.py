@@ -22,7 +22,7 @@ from typing import Any
 
 from lavis_ib.common.errors import ConfigError, DataError
 from lavis_ib.datasets.datasets.annotations import load_csv, load_json, need
-from lavis_ib.datasets.datasets.base import BadSample, BaseDataset, draw_by_frequency, make_instruction
+from lavis_ib.datasets.datasets.base import BadSample, BaseDataset, confine, draw_by_frequency, make_instruction
 from lavis_ib.processors.text import normalize_question
 
 
@@ -76,6 +76,9 @@ class _VideoQABase(BaseDataset):
     def load_visual(self, record: dict[str, Any]) -> Any:
         from lavis_ib.processors.video import read_video_frames
 
+        outside = confine(self.vis_root, record["video"], self.allow_outside_root)
+        if outside is not None:
+            return outside
         path = self.visual_path(record)
         if not os.path.isfile(path):
             return BadSample(path, "missing")

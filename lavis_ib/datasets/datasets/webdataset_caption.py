@@ -29,8 +29,9 @@ from typing import Any, Iterator, Sequence
 from torch.utils.data import IterableDataset
 
 from lavis_ib.common import dist_utils
-from lavis_ib.common.errors import DataError
+from lavis_ib.common.errors import ConfigError, DataError
 from lavis_ib.datasets.datasets.base import BadSample, collate, make_instruction
+from lavis_ib.processors.image import decode_image
 from lavis_ib.processors.text import normalize_caption
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
@@ -41,6 +42,14 @@ def expand_shards(patterns: Sequence[str]) -> list[str]:
     import braceexpand
 
     return [url for p in patterns for url in braceexpand.braceexpand(str(p))]
+
+
+def refuse_pipes(shards: Sequence[str], allow_pipe: bool) -> None:
+    """A ConfigError for a ``pipe:`` shard url (it runs a shell command) unless allowed."""
+    pipes = [s for s in shards if str(s).strip().startswith("pipe:")]
+    if pipes and not allow_pipe:
+        raise ConfigError(f"WebCaptionDataset: shard url '{pipes[0]}' runs a shell command; set "
+                          f"allow_pipe: true on the dataset if you trust this config.")
 
 
 class WebCaptionDataset(IterableDataset):
@@ -55,6 +64,8 @@ class WebCaptionDataset(IterableDataset):
         rank, world_size: the process's place; default: lavis_ib.common.dist_utils.
         shuffle_shards: permute the shards per pass (the same order on every rank).
         shuffle_buffer: sample shuffle buffer per worker (0: stream order).
+        allow_pipe: accept ``pipe:`` shard urls, which run a shell command (refused by
+            default: a dataset config should not be able to run programs).
     """
 
     is_train = True
@@ -63,17 +74,19 @@ class WebCaptionDataset(IterableDataset):
     def __init__(self, vis_processor: Any = None, text_processor: Any = None, vis_root: str | None = None,
                  ann_paths: Sequence[str] = (), num_samples: int | None = None, rank: int | None = None,
                  world_size: int | None = None, shuffle_shards: bool = False,
-                 shuffle_buffer: int = 0) -> None:
+                 shuffle_buffer: int = 0, allow_pipe: bool = False) -> None:
         super().__init__()
         self.vis_processor, self.text_processor = vis_processor, text_processor
         self.vis_root = vis_root
         self.shards = expand_shards([ann_paths] if isinstance(ann_paths, str) else ann_paths)
+        refuse_pipes(self.shards, allow_pipe)
         self.num_samples = int(num_samples) if num_samples is not None else None
         self.rank, self.world_size = rank, world_size
         self.shuffle_shards, self.shuffle_buffer = bool(shuffle_shards), int(shuffle_buffer)
         self.seed = int(getattr(text_processor, "seed", 0))
         self.epoch = 0
         self.num_bad = 0
+        self._shard_errors: list[BadSample] = []
 
     def set_epoch(self, epoch: int) -> None:
         """The pass number used in the template draw (call before each pass)."""
@@ -113,12 +126,19 @@ class WebCaptionDataset(IterableDataset):
         return stream
 
     def _tar_error(self, exc: Exception) -> bool:
+        """webdataset's handler: a shard that cannot be opened or a broken tar member is
+        skipped, and becomes a BadSample that `__iter__` yields (so the loader logs and
+        counts it like an unreadable image)."""
         self.num_bad += 1
-        return True  # a broken tar member: skip it and keep streaming
+        args = [str(a) for a in getattr(exc, "args", ()) if a is not None]
+        named = [str(getattr(exc, "filename", None) or "")] + list(reversed(args))
+        where = next((a for a in named if a in self.shards or "/" in a or a.endswith(".tar")), "a shard")
+        message = " ".join(a for a in args[:2] if a != where) or str(exc)
+        reason = f"shard error: {type(exc).__name__}: {message}"
+        self._shard_errors.append(BadSample(where, reason[:300]))
+        return True
 
     def decode(self, raw: dict[str, Any]) -> Any:
-        from PIL import Image
-
         where = f"{raw.get('__url__')}#{raw.get('__key__')}"
         ext = next((e for e in IMAGE_EXTS if e in raw), None)
         if ext is None:
@@ -128,13 +148,14 @@ class WebCaptionDataset(IterableDataset):
                 caption = raw["txt"].decode("utf-8")
             else:
                 caption = json.loads(raw["json"].decode("utf-8"))["caption"]
-        except (KeyError, ValueError, UnicodeDecodeError) as exc:
+        except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
             return BadSample(where, f"no readable caption: {exc!r}")
+        if not isinstance(caption, str):
+            return BadSample(where, f"the caption must be a string, got {type(caption).__name__}")
         try:
-            with Image.open(io.BytesIO(raw[ext])) as img:
-                image = img.convert("RGB")
-        except (OSError, ValueError, SyntaxError) as exc:
-            return BadSample(where, f"image cannot be decoded: {exc}")
+            image = decode_image(io.BytesIO(raw[ext]))
+        except DataError as exc:
+            return BadSample(where, f"image {exc}")
         # the shard's file name, not its path: the draw must not change when data move
         index = zlib.crc32(f"{os.path.basename(str(raw.get('__url__')))}#{raw.get('__key__')}".encode("utf-8"))
         return {"image": self.vis_processor(image) if self.vis_processor else image,
@@ -147,11 +168,18 @@ class WebCaptionDataset(IterableDataset):
             # a rank without shards would stall every step that draws this dataset
             raise DataError(f"WebCaptionDataset: {len(self.shards)} shard(s) for {world} ranks; rank {rank} "
                             f"gets none. Write at least one shard per rank (better: per rank x worker).")
+        self._shard_errors = []
         for raw in self.raw_samples():
+            yield from self._drain_shard_errors()
             sample = self.decode(raw)
             if isinstance(sample, BadSample):
                 self.num_bad += 1
             yield sample
+        yield from self._drain_shard_errors()
+
+    def _drain_shard_errors(self) -> Iterator[BadSample]:
+        errors, self._shard_errors = self._shard_errors, []
+        yield from errors
 
     def collater(self, samples: Sequence[Any]) -> dict[str, Any]:
         return collate(samples)

@@ -53,7 +53,23 @@ def iter_shards(directory: str):
     if not files:
         raise LavisIbError(f"'{directory}' has no *.safetensors or pytorch_model*.bin weights.")
     for f in files:
-        yield torch.load(f, map_location="cpu", weights_only=True)
+        yield _load_bin(f)
+
+
+def _load_bin(path: str) -> dict:
+    """A `.bin` state dict read with `weights_only=True`; a file that holds anything but
+    tensors (a hostile or foreign pickle) or is damaged is one LavisIbError line."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        # torch's own text suggests weights_only=False: never repeat that for a foreign file
+        detail = "it holds objects other than tensors" if isinstance(exc, pickle.UnpicklingError) \
+            else f"{type(exc).__name__}: {str(exc).strip()[:160]}"
+        raise LavisIbError(f"'{path}' is not a plain weights file that torch.load(weights_only=True) "
+                           f"accepts ({detail}); use the checkpoint's safetensors or re-save it "
+                           f"from a trusted source.") from None
 
 
 def checkpoint_keys(directory: str) -> set[str]:

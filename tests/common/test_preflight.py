@@ -1,0 +1,191 @@
+"""Fault matrix of the inputs issue, configuration rows: each bad project (or override)
+and the one line that must name it, found before any model or dataset is built; all
+problems of a project come back together; `lavis-ib check` runs these checks alone."""
+from __future__ import annotations
+
+import os
+import textwrap
+
+import pytest
+import yaml
+
+from lavis_ib.common.checks import checked_config
+from lavis_ib.common.errors import ConfigError
+from lavis_ib.common.schema import validate_run
+from lavis_ib.datasets.fixtures import write_fixtures
+
+DATASETS = ("coco_caption", "ok_vqa", "msvd_qa")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("preflight")
+    return root, write_fixtures(str(root), list(DATASETS))
+
+
+def project(root, fixtures, run=None, datasets=None, model=None, extra=""):
+    """A small valid project over the fixture files, with the given changes merged in."""
+    entries = {name: dict(fixtures[name]) for name in DATASETS}
+    for name, change in (datasets or {}).items():
+        entries[name] = {**entries.get(name, {}), **change}
+    body = {"model": {"arch": "instructblip", "model_type": "tiny_vicuna", **(model or {})},
+            "datasets": entries,
+            "run": {"max_iters": 4, "val_every": 2, "select_metric": ["coco_caption.cider"],
+                    "output_dir": str(root / "out"), **(run or {})}}
+    path = root / f"project_{abs(hash(repr((run, datasets, model, extra))))}.yaml"
+    path.write_text(yaml.safe_dump(body) + extra)
+    return str(path)
+
+
+def test_a_valid_project_passes_every_check(data):
+    root, fixtures = data
+    cfg = checked_config(project(root, fixtures))
+    assert sorted(cfg.config.datasets) == sorted(DATASETS)
+
+
+def _answer_list_gone(fixtures):
+    info = {**fixtures["msvd_qa"]["build_info"], "answer_list": None}
+    info["annotations"] = {**info["annotations"], "train": None}
+    return {"msvd_qa": {"build_info": info}}
+
+
+# (row id, project changes, the line expected)
+CONFIG_ROWS = [
+    ("select_metric misspelt", dict(run={"select_metric": ["coco_caption.cidr"]}),
+     "run.select_metric 'coco_caption.cidr': the captioning task of 'coco_caption' produces "
+     "bleu4, cider, meteor, num_samples. Did you mean 'cider'?"),
+    ("select_metric of a dataset not validated", dict(run={"select_metric": ["textcaps.cider"]}),
+     "run.select_metric 'textcaps.cider': dataset 'textcaps' is not validated"),
+    ("generate key the model lacks", dict(datasets={"coco_caption": {"generate": {"num_beam": 3}}}),
+     "datasets.coco_caption.generate.num_beam: model.generate has no such argument. "
+     "Did you mean 'num_beams'?"),
+    ("generate settings under rank", dict(datasets={"ok_vqa": {"inference": "rank", "generate": {
+        "num_beams": 2}}}), "datasets.ok_vqa.generate is only read with inference: generate"),
+    ("rank over answer_list without a vocabulary", dict(datasets={"ok_vqa": {"inference": "rank"}}),
+     "datasets.ok_vqa: inference 'rank' with candidates: answer_list, but its dataset class has no "
+     "answer vocabulary"),
+    ("answer_list source missing", "answer_list_gone",
+     "datasets.msvd_qa: candidates: answer_list needs build_info.answer_list"),
+    ("annotation file missing", dict(datasets={"coco_caption": {"build_info": {
+        "annotations": {"val": {"storage": "/nonexistent/val.json"}}}}}),
+     "annotation file (build_info.annotations.val) '/nonexistent/val.json' does not exist"),
+    ("unknown processor", dict(datasets={"ok_vqa": {"vis_processor": {"eval": {"name": "blip_imag_eval"}}}}),
+     "datasets.ok_vqa.vis_processor.eval: unknown processor 'blip_imag_eval'. Did you mean "
+     "'blip_image_eval'?"),
+    ("sample_ratio not a number", dict(datasets={"ok_vqa": {"sample_ratio": "abc"}}),
+     "datasets.ok_vqa.sample_ratio must be a number > 0; got 'abc'."),
+    ("model max_txt_len 0", dict(model={"max_txt_len": 0}),
+     "model.max_txt_len must be an integer >= 1; got 0."),
+    ("unknown lr schedule", dict(run={"lr_sched": "cosine"}), "run.lr_sched: unknown lr_scheduler 'cosine'."),
+    ("plugin that does not import", dict(extra="plugins: [no_such_module_xyz]\n"),
+     "plugins: plugin module 'no_such_module_xyz' cannot be imported"),
+]
+
+
+@pytest.mark.parametrize("changes,expected", [r[1:] for r in CONFIG_ROWS], ids=[r[0] for r in CONFIG_ROWS])
+def test_config_fault_matrix(data, changes, expected):
+    root, fixtures = data
+    if changes == "answer_list_gone":
+        changes = dict(datasets=_answer_list_gone(fixtures))
+    with pytest.raises(ConfigError) as err:
+        checked_config(project(root, fixtures, **changes))
+    assert expected in str(err.value)
+
+
+def test_all_problems_are_reported_together(data):
+    root, fixtures = data
+    path = project(root, fixtures, run={"batch_size_train": 0, "select_metric": ["coco_caption.cidr"]},
+                   datasets={"coco_caption": {"build_info": {**fixtures["coco_caption"]["build_info"],
+                                                             "images": {"storage": "/nonexistent/img"}}},
+                             "ok_vqa": {"inference": "rank"}})
+    with pytest.raises(ConfigError) as err:
+        checked_config(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: 4 problems found before building anything:")
+    for part in ("run.batch_size_train must be an integer >= 1", "'/nonexistent/img' does not exist",
+                 "coco_caption.cidr", "no answer vocabulary"):
+        assert part in message
+    assert message.count("/nonexistent/img") == 1   # a folder shared by splits is named once
+
+
+def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("run:\n  max_iters: 10\n  seed: [1, 2\nmodel: {}\n")
+    with pytest.raises(ConfigError) as err:
+        checked_config(str(path))
+    assert str(err.value) == (f"project file '{path}' is not valid YAML at line 4, column 6: "
+                              f"did not find expected ',' or ']'")
+
+
+# (row id, run mapping, the line expected) -- range checks of the typed run schema
+RUN_ROWS = [
+    ("batch_size_train 0", {"batch_size_train": 0}, "run.batch_size_train must be an integer >= 1; got 0."),
+    ("batch_size_train -4", {"batch_size_train": -4}, "run.batch_size_train must be an integer >= 1; got -4."),
+    ("negative init_lr", {"init_lr": -1e-5}, "run.init_lr must be > 0; got -1e-05."),
+    ("empty output_dir", {"output_dir": ""}, "run.output_dir is empty; give a folder path."),
+    ("val_every -1", {"val_every": -1}, "run.val_every must be >= 0; got -1."),
+    ("keep_last 0", {"keep_last": 0}, "run.keep_last must be an integer >= 1; got 0."),
+    ("beta2 1", {"beta2": 1.0}, "run.beta2 must be in [0, 1); got 1.0."),
+    ("fraction 2", {"max_bad_sample_fraction": 2.0}, "run.max_bad_sample_fraction must be in [0, 1]; got 2.0."),
+    ("grad_clip 0", {"grad_clip": 0.0}, "run.grad_clip must be null (no clipping) or > 0; got 0.0."),
+    ("global batch 0", {"global_batch_size": 0}, "run.global_batch_size must be null or an integer >= 1; got 0."),
+    ("device gpu", {"device": "gpu"}, "run.device: 'gpu' is not one of auto, cpu, cuda (or cuda:N)."),
+    ("select_metric without a dot", {"select_metric": ["cider"]},
+     "run.select_metric: write each item as 'dataset.metric' (e.g. coco_caption.cider); got ['cider']."),
+    ("unset variable", {"output_dir": "$LAVIS_IB_UNSET_VAR_X/run"},
+     "run.output_dir: environment variable $LAVIS_IB_UNSET_VAR_X is not set"),
+    ("run as a list", ["max_iters", 3], "run must be a mapping of run settings"),
+]
+
+
+@pytest.mark.parametrize("run,expected", [r[1:] for r in RUN_ROWS], ids=[r[0] for r in RUN_ROWS])
+def test_run_range_fault_matrix(run, expected):
+    with pytest.raises(ConfigError) as err:
+        validate_run(run)
+    assert str(err.value) == expected or (expected.endswith("is not set") and expected in str(err.value)) \
+        or (expected.startswith("run must be") and str(err.value).startswith(expected))
+
+
+def test_home_and_environment_variables_expand_in_paths(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("SCRATCH_X", "/scratch/me")
+    run = validate_run({"output_dir": "~/runs/a", "resume": "$SCRATCH_X/ckpt"})
+    assert run.output_dir == os.path.join(str(tmp_path), "runs/a") and run.resume == "/scratch/me/ckpt"
+
+
+def test_run_as_a_list_in_a_project_is_one_line(data):
+    root, fixtures = data
+    path = root / "runlist.yaml"
+    path.write_text(textwrap.dedent("""
+        model: {arch: instructblip, model_type: tiny_vicuna}
+        run: [max_iters, 3]
+    """))
+    with pytest.raises(ConfigError, match=r"'run' must be a mapping of settings; got ListConfig"):
+        checked_config(str(path))
+
+
+def test_check_command_exit_codes(data, capsys):
+    from lavis_ib.cli import main
+
+    root, fixtures = data
+    good = project(root, fixtures)
+    assert main(["check", good]) == 0
+    assert capsys.readouterr().out.strip().endswith("OK (instructblip:tiny_vicuna; coco_caption, msvd_qa, ok_vqa)")
+    assert main(["check", good, "--options", "run.keep_last=0"]) == 2
+    assert capsys.readouterr().err.strip() == "lavis-ib check: error: run.keep_last must be an integer >= 1; got 0."
+
+
+def test_train_and_evaluate_check_before_building(data, monkeypatch):
+    import lavis_ib.evaluate
+    import lavis_ib.train
+
+    root, fixtures = data
+    monkeypatch.setattr("lavis_ib.common.entry.build", lambda *a: pytest.fail("built before checking"))
+    bad = project(root, fixtures, run={"select_metric": ["coco_caption.cidr"]})
+    with pytest.raises(ConfigError, match="coco_caption.cidr"):
+        lavis_ib.train.main(["--cfg-path", bad])
+    with pytest.raises(ConfigError, match="run.max_iters must be an integer >= 1"):
+        lavis_ib.evaluate.main(["--cfg-path", bad, "--options", "run.max_iters=0"])
+    # evaluation never selects by metric: only training checks select_metric
+    assert "select_metric" not in str(pytest.raises(ConfigError, lavis_ib.evaluate.main, [
+        "--cfg-path", bad, "--options", "run.max_iters=0"]).value)
