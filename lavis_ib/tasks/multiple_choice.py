@@ -53,6 +53,10 @@ class MultipleChoiceTask(EvalTask):
                               f"sample's 'choices' only; got {candidates!r}.")
         return "choices"
 
+    def metric_names(self) -> frozenset[str]:
+        official = {"acc_official"} if self.settings.get("metric") == "aokvqa" else set()
+        return frozenset(self.METRIC_NAMES) | official
+
     def valid_step(self, model: Any, samples: Mapping[str, Any]) -> list[dict[str, Any]]:
         self.require(samples, "choices", "correct_choice_idx")
         ids = self.sample_ids(samples)

@@ -94,6 +94,10 @@ class AnswerTask(EvalTask):
         scores, _ = self.run_rank(model, samples, candidates)
         return [candidates[int(order[0])] for order in best_first(scores)]
 
+    def metric_names(self) -> frozenset[str]:
+        official = {"acc_official"} if self.settings.get("metric") == "aokvqa" else set()
+        return frozenset(self.METRIC_NAMES) | official
+
     def valid_step(self, model: Any, samples: Mapping[str, Any]) -> list[dict[str, Any]]:
         self.require(samples, "answers")
         ids = self.sample_ids(samples)

@@ -189,3 +189,23 @@ def test_train_and_evaluate_check_before_building(data, monkeypatch):
     # evaluation never selects by metric: only training checks select_metric
     assert "select_metric" not in str(pytest.raises(ConfigError, lavis_ib.evaluate.main, [
         "--cfg-path", bad, "--options", "run.max_iters=0"]).value)
+
+
+def test_an_ocr_dataset_without_token_source_stops_before_any_model(tmp_path):
+    """OCR-VQA's annotations carry no OCR tokens: without build_info.ocr.<split> every
+    prompt would read "OCR tokens: . Question: ...", so the pre-flight names the key."""
+    fixtures = write_fixtures(str(tmp_path), ["ocr_vqa"])
+    entry = dict(fixtures["ocr_vqa"])
+    entry["build_info"] = {k: v for k, v in entry["build_info"].items() if k != "ocr"}
+    body = {"model": {"arch": "instructblip", "model_type": "tiny_vicuna"},
+            "datasets": {"ocr_vqa": entry},
+            "run": {"max_iters": 2, "val_every": 0, "select_metric": [],
+                    "output_dir": str(tmp_path / "out")}}
+    path = tmp_path / "ocr.yaml"
+    path.write_text(yaml.safe_dump(body))
+    with pytest.raises(ConfigError, match=r"set build_info\.ocr\.train to an OCR file, either "
+                                          r"the Rosetta layout"):
+        checked_config(str(path))
+    body["datasets"]["ocr_vqa"] = fixtures["ocr_vqa"]
+    path.write_text(yaml.safe_dump(body))
+    checked_config(str(path))

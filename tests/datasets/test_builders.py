@@ -19,7 +19,7 @@ CLS = {"image", "instance_id", "text_input", "label"}
 # eval keys per dataset (dataset contract: docs/architecture.md); None: no eval split
 EVAL_KEYS = {
     "coco_caption": CAPTION, "nocaps": CAPTION, "flickr30k": CAPTION, "textcaps": CAPTION | {"ocr_tokens"},
-    "capfilt14m": None, "coco_vqa": VQA, "ok_vqa": VQA, "aok_vqa": VQA | {"choices", "correct_choice_idx"},
+    "capfilt14m": None, "coco_vqa": VQA, "ok_vqa": VQA, "aok_vqa": VQA | {"choices", "correct_choice_idx", "difficult_direct_answer"},
     "ocr_vqa": VQA | {"ocr_tokens"}, "gqa": VQA, "textvqa": VQA | {"ocr_tokens"}, "vizwiz_vqa": VQA,
     "coco_vqg": None, "ok_vqg": None, "aok_vqg": None,
     "llava_conversation": None, "llava_detail": None, "llava_reasoning": None,

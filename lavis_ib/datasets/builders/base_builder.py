@@ -81,6 +81,8 @@ class BaseDatasetBuilder:
     data_type: str = "images"
     dataset_kwargs: dict[str, Any] = {}
     CONFIG_KWARGS: tuple[str, ...] = ()
+    #: the annotations carry no OCR tokens, so every split needs `build_info.ocr.<split>`
+    OCR_FILES_REQUIRED = False
 
     def __init__(self, cfg: Any = None) -> None:
         if cfg is None:
@@ -229,6 +231,13 @@ class BaseDatasetBuilder:
         ocr = (self.config.build_info.get("ocr") or {}).get(split)
         if ocr is not None:
             kwargs["ocr_paths"] = self._files(ocr, f"OCR file (build_info.ocr.{split})")
+        elif self.OCR_FILES_REQUIRED:
+            # an OCR dataset without tokens would silently read "OCR tokens: . Question: ..."
+            raise ConfigError(
+                f"{type(self).__name__}: split '{split}' uses OCR tokens but its annotations "
+                f"carry none: set build_info.ocr.{split} to an OCR file, either the Rosetta "
+                f"layout ({{data: [{{image_id, ocr_tokens}}]}}) or a JSON mapping "
+                f"{{image id: [tokens]}} (docs/protocol.md, OCR).")
         return kwargs
 
     def _check_processors(self, cls: type, proc: str, split: str) -> None:

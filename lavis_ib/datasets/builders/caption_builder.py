@@ -57,3 +57,4 @@ class TextCapsBuilder(_CaptionBuilder):
     DATASET_CONFIG_DICT = {"default": "configs/datasets/textcaps/defaults.yaml"}
     DATA_SOURCE = "https://textvqa.org/textcaps/dataset (annotations; images and Rosetta OCR from TextVQA)"
     dataset_kwargs = {"ann_format": "textcaps", "use_ocr": True}
+    OCR_FILES_REQUIRED = True

@@ -67,6 +67,7 @@ class OCRVQABuilder(_VQABuilder):
     DATASET_CONFIG_DICT = _cfg("ocr_vqa")
     DATA_SOURCE = "https://ocr-vqa.github.io (dataset.json + loadDataset.py for the images)"
     dataset_kwargs = {"ann_format": "ocrvqa", "use_ocr": True}
+    OCR_FILES_REQUIRED = True
 
 
 @registry.register_builder("gqa")
