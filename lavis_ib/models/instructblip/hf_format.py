@@ -9,7 +9,6 @@ lavis_ib model, so transformers (and `pretrained=`) can load it back.
 from __future__ import annotations
 
 import copy
-import glob
 import json
 import logging
 import os
@@ -20,6 +19,7 @@ import torch
 from lavis_ib.common.containers import to_plain
 from lavis_ib.common.errors import LavisIbError
 from lavis_ib.common.precision import DTYPES
+from lavis_ib.models.components.checkpoint_files import checkpoint_keys, iter_shards, read_state_dict
 from lavis_ib.models.components.hub import resolve_dir
 from lavis_ib.models.components.load_report import load_in_pieces, tied_aliases, untie_present
 from lavis_ib.models.components.qformer import QFormerSpec
@@ -37,45 +37,6 @@ SETTINGS_FILE = "lavis_ib.json"
 def _spec(cls, hf_config) -> Any:
     values = hf_config.to_dict()
     return cls(**{k: values[k] for k in cls.__dataclass_fields__ if k in values})
-
-
-def iter_shards(directory: str):
-    """The state dicts of an HF checkpoint directory's weight files, one shard at a time
-    (safetensors, else `pytorch_model*.bin` read with `weights_only=True`)."""
-    files = sorted(glob.glob(os.path.join(directory, "*.safetensors")))
-    if files:
-        from safetensors.torch import load_file
-
-        for f in files:
-            yield load_file(f)
-        return
-    files = sorted(glob.glob(os.path.join(directory, "pytorch_model*.bin")))
-    if not files:
-        raise LavisIbError(f"'{directory}' has no *.safetensors or pytorch_model*.bin weights.")
-    for f in files:
-        yield torch.load(f, map_location="cpu", weights_only=True)
-
-
-def checkpoint_keys(directory: str) -> set[str]:
-    """Tensor names of an HF checkpoint directory (safetensors headers only)."""
-    files = sorted(glob.glob(os.path.join(directory, "*.safetensors")))
-    if files:
-        from safetensors import safe_open
-
-        keys: set[str] = set()
-        for f in files:
-            with safe_open(f, framework="pt") as handle:
-                keys.update(handle.keys())
-        return keys
-    return {k for shard in iter_shards(directory) for k in shard}
-
-
-def read_state_dict(directory: str) -> dict[str, torch.Tensor]:
-    """All tensors of an HF checkpoint directory (small checkpoints; see `iter_shards`)."""
-    state: dict[str, torch.Tensor] = {}
-    for shard in iter_shards(directory):
-        state.update(shard)
-    return state
 
 
 def build_llm(text_config, dtype: torch.dtype):
