@@ -59,7 +59,10 @@ def lavis_names(name: str) -> list[str]:
 
 
 def _hf_value(name: str, value: torch.Tensor) -> torch.Tensor:
-    """transformers fuses the ViT's q/v biases into `qkv.bias` = [q ; 0 ; v]."""
+    """transformers fuses the ViT's q/v biases into `qkv.bias` = [q ; 0 ; v]. A None
+    value (names only, from safetensors headers) stays None."""
+    if value is None:
+        return None
     if name.endswith("attn.q_bias"):
         return value[: value.shape[0] // 3]
     if name.endswith("attn.v_bias"):
