@@ -248,3 +248,19 @@ def test_a_directory_of_another_model_is_one_clear_error(pairs, tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "instructblip"}')
     with pytest.raises(LavisIbError, match="not BLIP-2|instructblip"):
         load_model("blip2_opt", "tiny_opt", pretrained=str(tmp_path))
+
+
+def test_opt_with_text_output_scores_the_answer_after_the_instruction(pairs):
+    """lavis_ib's instruction samples (text_input + text_output): the text is
+    instruction + " " + answer + "\\n", the instruction's tokens (with `</s>`) unscored."""
+    hf, tok, ours, _ = pairs["opt"]
+    images = _images(2, seed=6)
+    prompts, answers = PROMPTS[:2], ["a dog", "two birds"]
+    ref = [_opt_loss(hf, tok, images[i], f"{prompts[i]} {answers[i]}", prompts[i], 32)
+           for i in range(2)]
+    with torch.no_grad():
+        out = ours({"image": images, "text_input": prompts, "text_output": answers})
+    total, count = sum(l * n for l, n in ref), sum(n for _, n in ref)
+    assert out["num_tokens"].item() == count == sum(
+        len(tok(f" {a}\n", add_special_tokens=False).input_ids) for a in answers)
+    assert abs(out["loss"].item() - total / count) < 1e-4

@@ -7,8 +7,10 @@ prompt) and LAVIS's training layouts:
 
 * `blip2_opt` trains on `text_input` as the caption: [soft prompts ; `</s>` prompt caption
   "\\n"], the loss on everything after the prompt's tokens (with an empty prompt the `</s>`
-  is a target too, as in LAVIS); generation stops at the id of "\\n", which is also the
-  end token `append_eos` scores;
+  is a target too, as in LAVIS); a batch that also has `text_output` (lavis_ib's
+  instruction datasets) is trained on `text_input` + " " + `text_output`, the
+  instruction as the unscored prompt. Generation stops at the id of "\\n", which is also
+  the end token `append_eos` scores;
 * `blip2_t5` trains on `text_input` (encoder, after the soft prompts) and `text_output`
   (decoder, with `</s>`), like InstructBLIP's FlanT5 layout.
 """
@@ -102,30 +104,43 @@ class Blip2OPT(Blip2):
         self.newline_id = int(newline[0])
         self.adapter.eos_id = self.newline_id
 
-    def _caption_ids(self, texts: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
+    def _caption_ids(self, prompts: Sequence[str], texts: Sequence[str]):
         """(prompt ids, target ids) per text as LAVIS builds them: the tokenizer's own
-        special tokens + text + "\\n", cut at `max_txt_len`, the prompt's tokens unscored."""
-        n_prompt = len(self.llm_tokenizer(self.prompt).input_ids) if self.prompt else 0
-        prompts, targets, cut = [], [], 0
-        for text in texts:
+        special tokens + text + "\\n", cut at `max_txt_len`, the prompt's tokens (which
+        begin the text) unscored; with an empty prompt the leading `</s>` is scored."""
+        prompt_ids, targets, cut = [], [], 0
+        for prompt, text in zip(prompts, texts):
+            n_prompt = len(self.llm_tokenizer(prompt).input_ids) if prompt else 0
             ids = self.llm_tokenizer(text + "\n").input_ids
             cut += len(ids) > self.max_txt_len
             ids = ids[: self.max_txt_len]
-            prompts.append(ids[:n_prompt])
+            prompt_ids.append(ids[:n_prompt])
             targets.append(ids[n_prompt:])
         if cut:
             self.truncated += cut
             logger.warning("blip2_opt: %d captions cut at max_txt_len=%d tokens (%d so far)",
                            cut, self.max_txt_len, self.truncated)
-        return prompts, targets
+        return prompt_ids, targets
 
     def forward(self, samples: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """Caption loss of a batch with `image` and `text_input` (the caption, prompt
-        included as LAVIS's caption processor writes it): {"loss", "loss_sum", "num_tokens"}."""
+        """Caption loss: {"loss", "loss_sum", "num_tokens"}.
+
+        LAVIS's samples: `text_input` is the caption, beginning with the model's `prompt`
+        when it has one (LAVIS's caption processor writes it there). lavis_ib's
+        instruction datasets give `text_output` too: then the text is `text_input` +
+        " " + `text_output` and the instruction is the unscored prompt.
+        """
         _check_keys(samples, ("image", "text_input"))
-        prompts, targets = self._caption_ids(list(samples["text_input"]))
+        inputs = list(samples["text_input"])
+        if samples.get("text_output") is not None:
+            outputs = list(samples["text_output"])
+            prompts = inputs
+            texts = [f"{p} {o}" if p else o for p, o in zip(inputs, outputs)]
+        else:
+            prompts, texts = [self.prompt] * len(inputs), inputs
+        prompt_ids, targets = self._caption_ids(prompts, texts)
         prefix = self.encode(samples["image"])
-        return self._loss_dict(*self.adapter.loss(prefix, prompts, targets))
+        return self._loss_dict(*self.adapter.loss(prefix, prompt_ids, targets))
 
 
 @registry.register_model("blip2_t5")
