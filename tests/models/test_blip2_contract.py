@@ -85,6 +85,14 @@ def test_opt_targets_are_lavis_captions(tiny):
     finally:
         model.prompt = ""
     assert got == len(ids) - len(tok("a photo of").input_ids)
+    # an instruction longer than max_txt_len leaves nothing to score: a zero loss, counted
+    model.max_txt_len = 4
+    try:
+        out = model({"image": images, "text_input": ["a long instruction"], "text_output": ["x"]})
+    finally:
+        model.max_txt_len = 96
+    assert out["num_tokens"].item() == 0 and out["loss_sum"].item() == 0.0
+    assert model.truncated >= 1
 
 
 def test_caption_types_train_the_vit():

@@ -140,6 +140,9 @@ class Blip2OPT(Blip2):
             prompts, texts = [self.prompt] * len(inputs), inputs
         prompt_ids, targets = self._caption_ids(prompts, texts)
         prefix = self.encode(samples["image"])
+        if not any(targets):   # every text cut inside its prompt: nothing to score
+            zero = prefix.sum() * 0.0
+            return self._loss_dict(zero, torch.zeros((), dtype=torch.long, device=zero.device))
         return self._loss_dict(*self.adapter.loss(prefix, prompt_ids, targets))
 
 
