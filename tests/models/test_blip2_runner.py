@@ -103,3 +103,15 @@ def test_blip2_opt_trains_and_evaluates_every_task(data, tmp_path):
     _run(data, str(tmp_path / "opt_eval"), opt, evaluate=True)
     for name in ("ok_vqa_val", "hateful_memes_val"):
         assert _records(str(tmp_path / "opt_eval" / "eval" / name))
+
+
+def test_export_of_a_blip2_run_loads_in_transformers(t5_run, tmp_path):
+    from transformers import Blip2ForConditionalGeneration
+
+    from lavis_ib import export
+
+    assert export.main([t5_run["out"], str(tmp_path / "hf")]) == 0
+    theirs = Blip2ForConditionalGeneration.from_pretrained(str(tmp_path / "hf"))
+    trained = t5_run["model"]
+    assert torch.equal(theirs.query_tokens.detach(), trained.query_tokens.detach())
+    assert torch.equal(theirs.language_projection.weight.detach(), trained.llm_proj.weight.detach())
