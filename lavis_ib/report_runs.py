@@ -37,10 +37,22 @@ def run_columns(run_dirs: Sequence[str], model_type_of, collect) -> list[RunColu
             raise ConfigError(f"run folder '{run_dir}' does not exist.")
         model_type = model_type_of(run_dir)
         rows = collect(run_dir, next(iter(TABLE1)))
-        label = f"{os.path.basename(os.path.normpath(run_dir))} ({model_type})"
+        arch = _arch(run_dir)   # tiny types share names across models: say which model
+        name = os.path.basename(os.path.normpath(run_dir))
+        label = f"{name} ({arch} {model_type})" if arch else f"{name} ({model_type})"
         columns.append(RunColumn(label, model_type, {r.dataset: r.ours for r in rows},
                                  {r.dataset: r.split for r in rows}))
     return columns
+
+
+def _arch(run_dir: str) -> str | None:
+    from omegaconf import OmegaConf
+
+    path = os.path.join(run_dir, "config.yaml")
+    if not os.path.isfile(path):
+        return None
+    arch = OmegaConf.select(OmegaConf.load(path), "model.arch")
+    return str(arch) if arch else None
 
 
 def paper_rows(columns: Sequence[RunColumn], extra: Sequence[str] = ()) -> list[str]:

@@ -57,18 +57,18 @@ def test_report_puts_several_runs_and_the_paper_rows_in_one_table(tmp_path, caps
     out = tmp_path / "side_by_side"
     assert main([ib, b2, "--out", str(out)]) == 0
     md = (out / "table1_runs.md").read_text()
-    assert ("| dataset | metric | ib_xl (flant5xl) | b2_xl (pretrain_flant5xl) | "
+    assert ("| dataset | metric | ib_xl (instructblip flant5xl) | b2_xl (blip2_t5 pretrain_flant5xl) | "
             "paper: InstructBLIP FlanT5XL | paper: BLIP-2 FlanT5XL |") in md
     assert "| GQA | acc | 48.0 | 44.5 | 48.4 | 44.0 |" in md
     assert "| NoCaps | cider | - | 100.0 | 119.9 | 104.5 |" in md
     assert "| VSR | acc | 64.0 | - | 64.8 | 60.5 |" in md
-    assert "b2_xl (pretrain_flant5xl): 2 of 13 datasets evaluated" in md
+    assert "b2_xl (blip2_t5 pretrain_flant5xl): 2 of 13 datasets evaluated" in md
     assert md in capsys.readouterr().out
     rows = list(csv.DictReader((out / "table1_runs.csv").open()))
     assert len(rows) == 4 * len(HELD_OUT)
     gqa = {r["source"]: r for r in rows if r["dataset"] == "gqa"}
-    assert float(gqa["b2_xl (pretrain_flant5xl)"]["value"]) == 44.5
-    assert gqa["b2_xl (pretrain_flant5xl)"]["split"] == "test"
+    assert float(gqa["b2_xl (blip2_t5 pretrain_flant5xl)"]["value"]) == 44.5
+    assert gqa["b2_xl (blip2_t5 pretrain_flant5xl)"]["split"] == "test"
     assert float(gqa["BLIP-2 FlanT5XL"]["value"]) == 44.0
     png = (out / "table1_runs.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
@@ -87,3 +87,11 @@ def test_report_of_runs_without_a_row_and_errors(tmp_path):
         main([tiny, tiny2, "--compare", "BLIP-2 FlanT5X"])
     with pytest.raises(ConfigError, match="does not exist"):
         main([tiny, str(tmp_path / "missing")])
+
+
+def test_blip2_demo_heldout_project_is_instructblips_with_blip2():
+    ours = Config(package_path("configs/projects/blip2/demo_tiny_heldout_blip2.yaml"))
+    ref = Config(package_path("configs/projects/instructblip/demo_tiny_heldout.yaml"))
+    assert (ours.model_cfg.arch, ours.model_cfg.model_type) == ("blip2_t5", "tiny_flant5")
+    assert OmegaConf.to_container(ours.datasets_cfg) == OmegaConf.to_container(ref.datasets_cfg)
+    assert ours.run_cfg.output_dir == "output/demo_tiny_heldout_blip2"
