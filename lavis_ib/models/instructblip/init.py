@@ -14,6 +14,9 @@ from BLIP-2 and the Q-Former's text side from BERT, as LAVIS does). Recognised s
   embeddings, self-attention and text FFNs. A BERT vocabulary one token shorter than the
   Q-Former's (no `[DEC]`) fills the rows it has.
 
+BLIP-2 and InstructBLIP checkpoints are read by `components.blip2_weights`, the reader
+BLIP-2 models load with, so both models see the same tensors in a BLIP-2 file.
+
 Tensors whose shape does not fit (e.g. the projection of a BLIP-2 for another LLM) are
 skipped and reported. A trainable parameter left unfilled is an error unless
 `allow_random_init=True`. Returns {source: [filled parameter names]} plus "unfilled".
