@@ -41,4 +41,6 @@ TABLE1: dict[str, dict[str, float]] = {
                                     63.1, 41.2, 24.8, 51.0),
 }
 ROW_OF_MODEL_TYPE = {"flant5xl": "InstructBLIP FlanT5XL", "flant5xxl": "InstructBLIP FlanT5XXL",
-                     "vicuna7b": "InstructBLIP Vicuna-7B", "vicuna13b": "InstructBLIP Vicuna-13B"}
+                     "vicuna7b": "InstructBLIP Vicuna-7B", "vicuna13b": "InstructBLIP Vicuna-13B",
+                     # BLIP-2 (blip2_t5): the baseline row Table 1 gives for FlanT5-XL
+                     "pretrain_flant5xl": "BLIP-2 FlanT5XL"}

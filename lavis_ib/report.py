@@ -7,6 +7,7 @@ Reads `<RUN_DIR>/config.yaml` (the model type picks the paper row) and every
 
     lavis-ib report output/zeroshot_vicuna7b
     lavis-ib report RUN_DIR --compare "InstructBLIP FlanT5XL" --out report/
+    lavis-ib report RUN_A RUN_B ...      # several runs in one table (lavis_ib.report_runs)
 """
 from __future__ import annotations
 
@@ -154,12 +155,17 @@ def bar_chart(rows: Sequence[Row], paper_row: str, model_type: str, path: str) -
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lavis-ib report", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", help="run folder with config.yaml and eval/")
+    parser.add_argument("run_dir", nargs="+",
+                        help="run folder with config.yaml and eval/; several: one table "
+                             "with a column per run (lavis_ib.report_runs)")
     parser.add_argument("--out", default=None, help="output folder (default RUN_DIR/report)")
     parser.add_argument("--compare", default=None,
                         help=f"paper row to compare with (default: from the model type); "
                              f"one of: {'; '.join(TABLE1)}")
     args = parser.parse_args(argv)
+    if len(args.run_dir) > 1:
+        return _main_runs(args)
+    args.run_dir = args.run_dir[0]
     if not os.path.isdir(args.run_dir):
         raise ConfigError(f"run folder '{args.run_dir}' does not exist.")
     model_type = _model_type(args.run_dir, args.compare)
@@ -181,6 +187,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     bar_chart(rows, paper_row, model_type, os.path.join(out_dir, "table1.png"))
     print(text)
     print(f"wrote {out_dir}/table1.md, table1.csv, table1.png")
+    return 0
+
+
+def _main_runs(args) -> int:
+    """Several runs side by side with the paper's rows (`lavis_ib.report_runs`)."""
+    from lavis_ib.report_runs import report_runs
+
+    report_runs(args.run_dir, args.out, [args.compare] if args.compare else [],
+                lambda run_dir: _model_type(run_dir, args.compare), collect)
     return 0
 
 

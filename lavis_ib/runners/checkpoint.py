@@ -85,7 +85,8 @@ def trainable_names(model: nn.Module) -> set[str]:
 
 
 def frozen_names(model: nn.Module) -> set[str]:
-    return {n for n, p in model.named_parameters() if not p.requires_grad}
+    # every name of a tied weight (T5's embed_tokens / shared, OPT's lm_head), as in state_dict
+    return {n for n, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad}
 
 
 def _state_dicts(model: nn.Module, inner: nn.Module, optimizer: Any) -> tuple[dict, dict]:

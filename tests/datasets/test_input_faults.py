@@ -205,7 +205,7 @@ class _Evil:
 
 
 def test_hostile_bin_is_one_line(tmp_path):
-    from lavis_ib.models.instructblip.hf_format import iter_shards
+    from lavis_ib.models.components.checkpoint_files import iter_shards
 
     (tmp_path / "pytorch_model.bin").write_bytes(pickle.dumps({"w": _Evil()}, protocol=2))
     with pytest.raises(LavisIbError) as err:

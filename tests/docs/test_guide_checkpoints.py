@@ -12,7 +12,7 @@ import torch
 from docs_includes import REPO
 from lavis_ib import load_model
 from lavis_ib.common.errors import ConfigError, LavisIbError
-from lavis_ib.models.instructblip.names import to_hf, to_lavis
+from lavis_ib.models.components.names import to_hf, to_lavis
 
 GUIDE = os.path.join(REPO, "docs", "checkpoints.md")
 

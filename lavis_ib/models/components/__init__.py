@@ -1,6 +1,8 @@
-"""Parts shared by every model: ViT, Q-Former, LLM adapters, the inference mixin, tokenizer
-loading, hub resolution and checkpoint load reports.
+"""Parts shared by every model: ViT, Q-Former, the image path of Q-Former models
+(`qformer_model`), LLM adapters, the inference mixin, parameter-name maps, tokenizer
+loading, hub resolution, checkpoint files and load reports.
 
-Nothing here knows a particular model's checkpoint format; model packages (such as
-`lavis_ib.models.instructblip`) compose these parts.
+The one checkpoint format here is BLIP-2's (`blip2_weights`), because two models read it:
+BLIP-2 itself and InstructBLIP's `init_from`. Model packages (`lavis_ib.models.instructblip`,
+`lavis_ib.models.blip2`) compose these parts.
 """

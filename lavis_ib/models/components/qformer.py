@@ -11,7 +11,9 @@ A compact post-LayerNorm transformer written for InstructBLIP (not a BERT copy):
 * queries and text have separate feed-forward networks (`ffn_query` / `ffn_text`);
 * only the query outputs leave the module.
 
-With `text_ids=None` it is BLIP-2's Q-Former (the "w/o instruction-aware" ablation).
+With `text_ids=None` it is BLIP-2's Q-Former (the "w/o instruction-aware" ablation);
+built with `text_input=False` it has no text side at all (no word/position embeddings,
+no `ffn_text`), as BLIP-2's stage-2 models, whose checkpoints hold only the query side.
 Attention uses `torch.nn.functional.scaled_dot_product_attention`; layers can be
 recomputed in the backward pass (`gradient_checkpointing = True`).
 """
@@ -113,7 +115,7 @@ class FeedForward(nn.Module):
 
 
 class QFormerLayer(nn.Module):
-    def __init__(self, spec: QFormerSpec, cross_attention: bool) -> None:
+    def __init__(self, spec: QFormerSpec, cross_attention: bool, text_input: bool = True) -> None:
         super().__init__()
         d, h = spec.hidden_size, spec.num_attention_heads
         args = (spec.hidden_dropout_prob, spec.attention_probs_dropout_prob, spec.layer_norm_eps)
@@ -122,7 +124,7 @@ class QFormerLayer(nn.Module):
         ffn = (d, spec.intermediate_size, spec.hidden_act, spec.hidden_dropout_prob,
                spec.layer_norm_eps)
         self.ffn_query = FeedForward(*ffn)
-        self.ffn_text = FeedForward(*ffn)
+        self.ffn_text = FeedForward(*ffn) if text_input else None
 
     def forward(self, x: torch.Tensor, image: torch.Tensor, mask: torch.Tensor | None,
                 num_queries: int) -> torch.Tensor:
@@ -141,18 +143,21 @@ class QFormer(nn.Module):
 
     Args:
         spec: the sizes.
+        text_input: build the text side (embeddings, `ffn_text`); False: queries only.
     """
 
-    def __init__(self, spec: QFormerSpec) -> None:
+    def __init__(self, spec: QFormerSpec, text_input: bool = True) -> None:
         super().__init__()
         self.spec = spec
+        self.text_input = bool(text_input)
         d = spec.hidden_size
-        self.word_embeddings = nn.Embedding(spec.vocab_size, d, padding_idx=spec.pad_token_id)
-        self.position_embeddings = nn.Embedding(spec.max_position_embeddings, d)
+        if self.text_input:
+            self.word_embeddings = nn.Embedding(spec.vocab_size, d, padding_idx=spec.pad_token_id)
+            self.position_embeddings = nn.Embedding(spec.max_position_embeddings, d)
         self.embed_norm = nn.LayerNorm(d, eps=spec.layer_norm_eps)
         self.embed_dropout = nn.Dropout(spec.hidden_dropout_prob)
         self.layers = nn.ModuleList(
-            QFormerLayer(spec, i % spec.cross_attention_frequency == 0)
+            QFormerLayer(spec, i % spec.cross_attention_frequency == 0, self.text_input)
             for i in range(spec.num_hidden_layers))
         self.gradient_checkpointing = False
 
@@ -170,6 +175,9 @@ class QFormer(nn.Module):
         num_queries = queries.shape[1]
         x, mask = queries, None
         if text_ids is not None and text_ids.shape[1] > 0:
+            if not self.text_input:
+                raise ValueError("this Q-Former has no text side (text_input=False); call it "
+                                 "without text_ids")
             if text_ids.shape[1] > self.spec.max_position_embeddings:
                 raise ValueError(f"Q-Former instruction of {text_ids.shape[1]} tokens exceeds "
                                  f"max_position_embeddings {self.spec.max_position_embeddings}")

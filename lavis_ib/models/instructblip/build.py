@@ -23,6 +23,7 @@ from typing import Any
 
 from lavis_ib.common.containers import to_plain
 from lavis_ib.common.errors import ConfigError, did_you_mean
+from lavis_ib.models.components.hf_directories import build_random_llm
 from lavis_ib.models.components.qformer import QFormerSpec
 from lavis_ib.models.components.tokenizers import load_tokenizer, qformer_tokenizer_from
 from lavis_ib.models.components.vision import VisionSpec
@@ -47,18 +48,6 @@ def settings_of(cfg: dict) -> dict:
         if key in out and out[key] not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"model.{key} must be fp32, bf16 or fp16; got '{out[key]}'.")
     return out
-
-
-def build_random_llm(llm_config: dict, dtype=None):
-    """A randomly initialised transformers LLM from a config dict with `model_type`."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
-
-    node = dict(llm_config)
-    if "model_type" not in node:
-        raise ConfigError("model.llm_config needs a 'model_type' (e.g. llama, t5).")
-    config = AutoConfig.for_model(node.pop("model_type"), **node)
-    factory = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-    return factory.from_config(config)
 
 
 def build_from_config(cls, cfg: Any):

@@ -9,7 +9,6 @@ lavis_ib model, so transformers (and `pretrained=`) can load it back.
 from __future__ import annotations
 
 import copy
-import glob
 import json
 import logging
 import os
@@ -17,15 +16,17 @@ from typing import Any
 
 import torch
 
-from lavis_ib.common.containers import to_plain
 from lavis_ib.common.errors import LavisIbError
 from lavis_ib.common.precision import DTYPES
+from lavis_ib.models.components.checkpoint_files import checkpoint_keys, iter_shards
+from lavis_ib.models.components.hf_directories import (build_llm, image_processor_for,
+                                                       read_image_settings)
 from lavis_ib.models.components.hub import resolve_dir
 from lavis_ib.models.components.load_report import load_in_pieces, tied_aliases, untie_present
+from lavis_ib.models.components.names import hf_state_to_ours, ours_to_hf_state, to_hf
 from lavis_ib.models.components.qformer import QFormerSpec
 from lavis_ib.models.components.tokenizers import check_vocab, qformer_tokenizer_from
 from lavis_ib.models.components.vision import VisionSpec
-from lavis_ib.models.instructblip.names import hf_state_to_ours, ours_to_hf_state, to_hf
 from lavis_ib.processors.image import CLIP_MEAN, CLIP_STD
 
 logger = logging.getLogger(__name__)
@@ -37,94 +38,6 @@ SETTINGS_FILE = "lavis_ib.json"
 def _spec(cls, hf_config) -> Any:
     values = hf_config.to_dict()
     return cls(**{k: values[k] for k in cls.__dataclass_fields__ if k in values})
-
-
-def iter_shards(directory: str):
-    """The state dicts of an HF checkpoint directory's weight files, one shard at a time
-    (safetensors, else `pytorch_model*.bin` read with `weights_only=True`)."""
-    files = sorted(glob.glob(os.path.join(directory, "*.safetensors")))
-    if files:
-        from safetensors.torch import load_file
-
-        for f in files:
-            yield load_file(f)
-        return
-    files = sorted(glob.glob(os.path.join(directory, "pytorch_model*.bin")))
-    if not files:
-        raise LavisIbError(f"'{directory}' has no *.safetensors or pytorch_model*.bin weights.")
-    for f in files:
-        yield _load_bin(f)
-
-
-def _load_bin(path: str) -> dict:
-    """A `.bin` state dict read with `weights_only=True`; a file that holds anything but
-    tensors (a hostile or foreign pickle) or is damaged is one LavisIbError line."""
-    import pickle
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        # torch's own text suggests weights_only=False: never repeat that for a foreign file
-        detail = "it holds objects other than tensors" if isinstance(exc, pickle.UnpicklingError) \
-            else f"{type(exc).__name__}: {str(exc).strip()[:160]}"
-        raise LavisIbError(f"'{path}' is not a plain weights file that torch.load(weights_only=True) "
-                           f"accepts ({detail}); use the checkpoint's safetensors or re-save it "
-                           f"from a trusted source.") from None
-
-
-def checkpoint_keys(directory: str) -> set[str]:
-    """Tensor names of an HF checkpoint directory (safetensors headers only)."""
-    files = sorted(glob.glob(os.path.join(directory, "*.safetensors")))
-    if files:
-        from safetensors import safe_open
-
-        keys: set[str] = set()
-        for f in files:
-            with safe_open(f, framework="pt") as handle:
-                keys.update(handle.keys())
-        return keys
-    return {k for shard in iter_shards(directory) for k in shard}
-
-
-def read_state_dict(directory: str) -> dict[str, torch.Tensor]:
-    """All tensors of an HF checkpoint directory (small checkpoints; see `iter_shards`)."""
-    state: dict[str, torch.Tensor] = {}
-    for shard in iter_shards(directory):
-        state.update(shard)
-    return state
-
-
-def build_llm(text_config, dtype: torch.dtype):
-    """An LLM of `text_config` with uninitialised weights (they are loaded next)."""
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
-
-    factory = AutoModelForSeq2SeqLM if text_config.is_encoder_decoder else AutoModelForCausalLM
-    try:
-        from transformers.initialization import no_init_weights
-    except ImportError:  # older transformers: random init (slower, same result after loading)
-        return factory.from_config(text_config, dtype=dtype)
-    with no_init_weights():
-        llm = factory.from_config(text_config, dtype=dtype)
-    llm.tie_weights()  # not done under no_init_weights; the checkpoint omits tied copies
-    return llm
-
-
-def read_image_settings(directory: str) -> dict[str, Any] | None:
-    """{image_size, mean, std} from the saved image processor, or None."""
-    for name in ("preprocessor_config.json", "processor_config.json"):
-        path = os.path.join(directory, name)
-        if not os.path.isfile(path):
-            continue
-        with open(path) as f:
-            node = json.load(f)
-        node = node.get("image_processor", node)
-        size = node.get("size") or {}
-        height = size.get("height", size.get("shortest_edge")) if isinstance(size, dict) else size
-        if height is None:
-            continue
-        return {"image_size": int(height), "mean": list(node.get("image_mean")),
-                "std": list(node.get("image_std"))}
-    return None
 
 
 def load_pretrained(cls, path: str, settings: dict):
@@ -183,31 +96,6 @@ def _read_settings(directory: str) -> dict[str, Any]:
         return json.load(f)
 
 
-def merge_preprocess(default: Any, overrides: dict[str, Any] | None) -> Any:
-    """`default` preprocess node with the checkpoint's image size / mean / std applied to
-    both image processors."""
-    if not overrides or default is None:
-        return default
-    from omegaconf import OmegaConf
-
-    node = OmegaConf.create(copy.deepcopy(to_plain(default)))
-    for split in ("train", "eval"):
-        proc = (node.get("vis_processor") or {}).get(split)
-        if proc is not None:
-            for key, value in overrides.items():
-                proc[key] = value
-    return node
-
-
-def _image_processor(settings: dict[str, Any]):
-    # The PIL backend resizes exactly like `blip_image_eval` (and transformers 4).
-    import transformers
-
-    cls = getattr(transformers, "BlipImageProcessorPil", None) or transformers.BlipImageProcessor
-    return cls(size={"height": settings["image_size"], "width": settings["image_size"]},
-               image_mean=settings["mean"], image_std=settings["std"], do_convert_rgb=True)
-
-
 def _grow_rows(state: dict, key: str, rows: int) -> None:
     weight = state[key]
     extra = weight.mean(0, keepdim=True).expand(rows - weight.shape[0], -1)
@@ -254,7 +142,7 @@ def save_pretrained(model, directory: str) -> str:
               metadata={"format": "pt"})
     settings = model.preprocess_overrides or {
         "image_size": model.vision_spec.image_size, "mean": list(CLIP_MEAN), "std": list(CLIP_STD)}
-    processor = InstructBlipProcessor(image_processor=_image_processor(settings),
+    processor = InstructBlipProcessor(image_processor=image_processor_for(settings),
                                       tokenizer=tokenizer,
                                       qformer_tokenizer=model.qformer_tokenizer,
                                       num_query_tokens=model.query_tokens.shape[1])

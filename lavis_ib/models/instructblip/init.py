@@ -14,36 +14,26 @@ from BLIP-2 and the Q-Former's text side from BERT, as LAVIS does). Recognised s
   embeddings, self-attention and text FFNs. A BERT vocabulary one token shorter than the
   Q-Former's (no `[DEC]`) fills the rows it has.
 
+BLIP-2 and InstructBLIP checkpoints are read by `components.blip2_weights`, the reader
+BLIP-2 models load with, so both models see the same tensors in a BLIP-2 file.
+
 Tensors whose shape does not fit (e.g. the projection of a BLIP-2 for another LLM) are
 skipped and reported. A trainable parameter left unfilled is an error unless
 `allow_random_init=True`. Returns {source: [filled parameter names]} plus "unfilled".
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
 from lavis_ib.common.errors import LavisIbError
-from lavis_ib.models.components.hub import HUB_ID, resolve_dir
-from lavis_ib.models.instructblip.hf_format import read_state_dict
-from lavis_ib.models.instructblip.lavis_format import load_pth
-from lavis_ib.models.instructblip.names import qformer_to_bert, to_hf, to_lavis
+from lavis_ib.models.components.blip2_weights import read_source, to_ours
+from lavis_ib.models.components.names import qformer_to_bert
 
 logger = logging.getLogger(__name__)
 TRAINABLE = ("query_tokens", "qformer", "ln_vision", "llm_proj")
-
-
-def _hf_blip2_name(name: str) -> str:
-    hf = to_hf(name)
-    if hf.startswith("qformer.embeddings.layernorm."):
-        return hf.replace("qformer.embeddings.layernorm.", "qformer.layernorm.")
-    if hf.startswith("qformer.embeddings."):
-        return hf[len("qformer."):]
-    return hf
 
 
 def _bert_name(name: str) -> str:
@@ -55,48 +45,26 @@ def _bert_name(name: str) -> str:
     return qformer_to_bert(rest, "lavis")
 
 
-def _lavis_names(name: str) -> list[str]:
-    if name.startswith("llm_proj."):
-        leaf = name.split(".", 1)[1]
-        return [f"{p}.{leaf}" for p in ("llm_proj", "t5_proj", "opt_proj")]
-    return [to_lavis(name, t5=False)]
+def _bert_to_ours(state: dict, names: Sequence[str]) -> dict:
+    out = {}
+    for name in names:
+        try:
+            candidates = [_bert_name(name), "bert." + _bert_name(name)]
+        except KeyError:
+            continue
+        key = next((c for c in candidates if c in state), None)
+        if key is not None:
+            out[name] = state[key]
+    return out
 
 
-def _read_source(path: str) -> tuple[str, dict[str, torch.Tensor]]:
-    """(kind, state) of a source path."""
-    path = os.path.expanduser(str(path))
-    if not os.path.exists(path) and HUB_ID.match(path):
-        path = resolve_dir(path, "init_from")   # a hub id: local HF cache, else a clear error
-    if os.path.isdir(path):
-        cfg_path = os.path.join(path, "config.json")
-        if not os.path.isfile(cfg_path):
-            raise LavisIbError(f"init_from: '{path}' has no config.json.")
-        with open(cfg_path) as f:
-            model_type = json.load(f).get("model_type")
-        kinds = {"blip-2": "hf_blip2", "instructblip": "hf_instructblip", "bert": "bert"}
-        if model_type not in kinds:
-            raise LavisIbError(f"init_from: '{path}' is a '{model_type}' checkpoint; expected a "
-                               f"BLIP-2, InstructBLIP or BERT directory.")
-        return kinds[model_type], read_state_dict(path)
-    if not os.path.isfile(path):
-        raise LavisIbError(f"init_from: '{path}' does not exist.")
-    state = load_pth(path, "init_from")
-    if any(k.startswith("Qformer.") for k in state):
-        return "lavis", state
-    if any(k.startswith(("bert.", "embeddings.word_embeddings")) for k in state):
-        return "bert", state
-    raise LavisIbError(f"init_from: '{path}' is neither a LAVIS BLIP-2 checkpoint "
-                       f"(Qformer.bert.*) nor a BERT checkpoint.")
-
-
-def _namer(kind: str) -> Callable[[str], list[str]]:
-    if kind == "hf_blip2":
-        return lambda n: [_hf_blip2_name(n)]
-    if kind == "hf_instructblip":
-        return lambda n: [to_hf(n)]
-    if kind == "lavis":
-        return _lavis_names
-    return lambda n: [_bert_name(n), "bert." + _bert_name(n)]
+def source_state(path: str, names: Sequence[str]) -> tuple[str, dict]:
+    """(kind, {our name: tensor}) of one source: BLIP-2 and InstructBLIP checkpoints go
+    through `components.blip2_weights`, the reader BLIP-2 models load with."""
+    kind, state = read_source(path, "init_from")
+    if kind == "bert":
+        return kind, _bert_to_ours(state, names)
+    return kind, to_ours(kind, state, names)[0]
 
 
 def init_from(model, sources: Sequence[Any], allow_random_init: bool = False) -> dict:
@@ -106,20 +74,10 @@ def init_from(model, sources: Sequence[Any], allow_random_init: bool = False) ->
     report: dict[str, Any] = {}
     for source in sources:
         path = source.get("path") if isinstance(source, dict) else source
-        kind, state = _read_source(path)
-        namer = _namer(kind)
+        kind, state = source_state(path, [n for n in params if n not in filled])
         got, skipped = [], []
-        for name, param in params.items():
-            if name in filled:
-                continue
-            try:
-                candidates = namer(name)
-            except KeyError:
-                continue
-            key = next((c for c in candidates if c in state), None)
-            if key is None:
-                continue
-            value = state[key]
+        for name, value in state.items():
+            param = params[name]
             with torch.no_grad():
                 if value.shape == param.shape:
                     param.copy_(value.to(param.dtype))

@@ -27,7 +27,7 @@ from lavis_ib.models.components.load_report import LoadReport, load_into
 from lavis_ib.models.components.qformer import QFormerSpec
 from lavis_ib.models.components.tokenizers import check_vocab, load_tokenizer, qformer_tokenizer_from
 from lavis_ib.models.components.vision import VisionSpec
-from lavis_ib.models.instructblip.names import to_lavis
+from lavis_ib.models.components.names import to_lavis
 
 logger = logging.getLogger(__name__)
 

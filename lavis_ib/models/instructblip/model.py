@@ -2,13 +2,13 @@
 
 One class for every LLM family (decoder-only: Vicuna/LLaMA, OPT; encoder-decoder: FlanT5);
 the family-specific token layout lives in the LLM adapters of `models.components`. The
-image path (ViT, `ln_vision`, Q-Former, projection) exists once, in `encode`, and serves
-training, generation and candidate ranking. Building from configs and checkpoints is in
+image path (ViT, `ln_vision`, Q-Former, projection) exists once, in
+`components.qformer_model.QFormerLLM` (shared with BLIP-2), and serves training,
+generation and candidate ranking; `encode` adds the instruction the Q-Former reads. Building from configs and checkpoints is in
 `build` (next to this module); ranking and inference helpers in `components.inference`.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Any, Sequence
 
@@ -16,27 +16,21 @@ import torch
 from torch import nn
 
 from lavis_ib.common.errors import LavisIbError
-from lavis_ib.common.precision import DTYPES
 from lavis_ib.common.registry import registry
-from lavis_ib.models.base_model import BaseModel
-from lavis_ib.models.components.inference import InferenceMixin
-from lavis_ib.models.components.llm_adapters import make_adapter
-from lavis_ib.models.components.qformer import QFormer, QFormerSpec
-from lavis_ib.models.components.vision import VisionSpec, build_vision_encoder, encode_images
+from lavis_ib.models.components.qformer import QFormerSpec
+from lavis_ib.models.components.qformer_model import FAMILY_OF_MODEL_TYPE, TRAINABLE_PARTS, QFormerLLM
+from lavis_ib.models.components.vision import VisionSpec
 from lavis_ib.models.instructblip.build import build_from_config
-from lavis_ib.models.instructblip.hf_format import merge_preprocess
+from lavis_ib.models.components.hf_directories import merge_preprocess
 from lavis_ib.models.instructblip.hf_format import save_pretrained as save_hf_directory
 from lavis_ib.models.instructblip.init import init_from as init_trainable_from
 
 logger = logging.getLogger(__name__)
-
-TRAINABLE_PARTS = ("query_tokens", "qformer", "ln_vision", "llm_proj")
-#: `llm_family` of the LLMs whose family name is not their transformers `model_type`
-FAMILY_OF_MODEL_TYPE = {"llama": "vicuna", "t5": "flant5"}
+__all__ = ["InstructBLIP", "TRAINABLE_PARTS", "FAMILY_OF_MODEL_TYPE"]
 
 
 @registry.register_model("instructblip")
-class InstructBLIP(InferenceMixin, BaseModel):
+class InstructBLIP(QFormerLLM):
     """InstructBLIP with a decoder-only (Vicuna/LLaMA, OPT) or encoder-decoder (FlanT5) LLM.
 
     Build it with `InstructBLIP.from_config(cfg)` or
@@ -74,88 +68,13 @@ class InstructBLIP(InferenceMixin, BaseModel):
                  qformer_text_input: bool = True, max_txt_len: int = 128,
                  max_output_txt_len: int = 256, prompt: str = "", freeze_vit: bool = True,
                  vit_precision: str = "fp32", llm_precision: str = "fp32") -> None:
-        super().__init__()
-        self._frozen_modules: list[nn.Module] = []
-        if qformer.encoder_hidden_size != vision.hidden_size:
-            raise LavisIbError(f"qformer.encoder_hidden_size {qformer.encoder_hidden_size} must "
-                               f"equal vision.hidden_size {vision.hidden_size}.")
-        self.vision_spec, self.qformer_spec = vision, qformer
-        self.visual_encoder = build_vision_encoder(vision)
-        self.ln_vision = nn.LayerNorm(vision.hidden_size, eps=ln_vision_eps)
-        self.query_tokens = nn.Parameter(torch.zeros(1, num_query_token, qformer.hidden_size))
-        self.qformer = QFormer(qformer)
-        self.llm = llm
-        self.llm_proj = nn.Linear(qformer.hidden_size, llm.config.get_text_config().hidden_size)
-        self.llm_tokenizer = llm_tokenizer
+        super().__init__(vision, qformer, llm, llm_tokenizer, num_query_token=num_query_token,
+                         ln_vision_eps=ln_vision_eps, qformer_text_side=True,
+                         max_txt_len=max_txt_len, max_output_txt_len=max_output_txt_len,
+                         prompt=prompt, freeze_vit=freeze_vit, vit_precision=vit_precision,
+                         llm_precision=llm_precision)
         self.qformer_tokenizer = qformer_tokenizer
         self.qformer_text_input = bool(qformer_text_input)
-        self.max_txt_len, self.max_output_txt_len = int(max_txt_len), int(max_output_txt_len)
-        self.prompt = prompt
-        self.freeze_vit = bool(freeze_vit)
-        self.adapter = make_adapter(llm, llm_tokenizer, max_txt_len=max_txt_len,
-                                    max_output_txt_len=max_output_txt_len)
-        self.preprocess_overrides: dict[str, Any] | None = None
-        self.load_report: dict[str, Any] = {}
-        self._init_trainable_weights()
-        self.visual_encoder.to(DTYPES[vit_precision])
-        self.llm.to(DTYPES[llm_precision])
-        self.configure_trainable()
-
-    # -- what trains ---------------------------------------------------------------
-    def _init_trainable_weights(self) -> None:
-        """BERT-style init of the new parts (checkpoints overwrite it)."""
-        nn.init.normal_(self.query_tokens, std=0.02)
-        for module in [self.qformer, self.llm_proj]:
-            for m in module.modules():
-                if isinstance(m, (nn.Linear, nn.Embedding)):
-                    nn.init.normal_(m.weight, std=0.02)
-                    if isinstance(m, nn.Linear) and m.bias is not None:
-                        nn.init.zeros_(m.bias)
-                elif isinstance(m, nn.LayerNorm):
-                    nn.init.ones_(m.weight)
-                    nn.init.zeros_(m.bias)
-
-    def configure_trainable(self) -> dict[str, int]:
-        """The one place that decides what trains: query tokens, Q-Former, `ln_vision`,
-        projection (plus the ViT when `freeze_vit` is False). The LLM never trains.
-        Returns trainable parameter counts per part (also logged)."""
-        trainable = set(TRAINABLE_PARTS) | (set() if self.freeze_vit else {"visual_encoder"})
-        counts: dict[str, int] = {}
-        for name, param in self.named_parameters():
-            part = name.split(".", 1)[0]
-            param.requires_grad_(part in trainable)
-            if part in trainable:
-                counts[part] = counts.get(part, 0) + param.numel()
-        logger.info("trainable parameters: %s", counts)
-        self._frozen_modules = [self.llm] + ([self.visual_encoder] if self.freeze_vit else [])
-        self.train(self.training)
-        return counts
-
-    def train(self, mode: bool = True) -> "InstructBLIP":
-        """Frozen parts stay in eval mode (no dropout / drop-path) whatever `mode` is."""
-        super().train(mode)
-        for module in self._frozen_modules:
-            module.eval()
-        return self
-
-    def trainable_module_names(self) -> list[str]:
-        return list(TRAINABLE_PARTS) + ([] if self.freeze_vit else ["visual_encoder"])
-
-    def _llm_blocks(self) -> list[nn.Module]:
-        names = set(getattr(self.llm, "_no_split_modules", None) or [])
-        return [m for m in self.llm.modules() if type(m).__name__ in names]
-
-    def shard_units(self) -> list[nn.Module]:
-        """ViT blocks, Q-Former layers and LLM blocks (each holds one dtype)."""
-        return [*self.visual_encoder.blocks, *self.qformer.layers, *self._llm_blocks()]
-
-    def checkpoint_units(self) -> list[nn.Module]:
-        """LLM blocks, whose activations may be recomputed in the backward pass."""
-        return self._llm_blocks()
-
-    def set_gradient_checkpointing(self, vit: bool = False, qformer: bool = False) -> None:
-        self.visual_encoder.set_grad_checkpointing(bool(vit))
-        self.qformer.gradient_checkpointing = bool(qformer)
 
     # -- the image path (one place) ------------------------------------------------
     def _qformer_tokens(self, texts: Sequence[str]):
@@ -165,34 +84,12 @@ class InstructBLIP(InferenceMixin, BaseModel):
         return tok.input_ids.to(self.device), tok.attention_mask.to(self.device)
 
     def encode(self, image: torch.Tensor, instructions: Sequence[str]) -> torch.Tensor:
-        """LLM soft prompts (B, T*Q, D_llm) of images (B,C,H,W) or videos (B,C,T,H,W).
-
-        Each video frame goes through ViT and Q-Former with the sample's instruction; the
-        frames' query outputs are concatenated in time order (no temporal embedding).
-        """
-        if image.dim() not in (4, 5):
-            raise LavisIbError(f"image must be (B, C, H, W) or (B, C, T, H, W); got shape "
-                               f"{tuple(image.shape)}.")
+        """LLM soft prompts (B, T*Q, D_llm) of images (B,C,H,W) or videos (B,C,T,H,W); the
+        Q-Former reads each sample's instruction unless `qformer_text_input` is False."""
         if len(instructions) != image.shape[0]:
             raise LavisIbError(f"{len(instructions)} instructions for a batch of {image.shape[0]}.")
-        b = image.shape[0]
-        frames = 1
-        if image.dim() == 5:
-            frames = image.shape[2]
-            image = image.permute(0, 2, 1, 3, 4).reshape(b * frames, *image.shape[1:2], *image.shape[3:])
-            instructions = [text for text in instructions for _ in range(frames)]
-        image = image.to(self.device)
-        with torch.no_grad() if self.freeze_vit else contextlib.nullcontext():
-            vit_out = encode_images(self.visual_encoder, image)
-        tokens = self.ln_vision(vit_out.to(self.ln_vision.weight.dtype))
-        queries = self.query_tokens.expand(tokens.shape[0], -1, -1)
-        if self.qformer_text_input:
-            ids, mask = self._qformer_tokens(instructions)
-            out = self.qformer(queries, tokens, ids, mask)
-        else:
-            out = self.qformer(queries, tokens)
-        prefix = self.llm_proj(out)
-        return prefix.reshape(b, frames * prefix.shape[1], prefix.shape[2])
+        tokens = self._qformer_tokens if self.qformer_text_input else None
+        return self.query_outputs(image, list(instructions), tokens)
 
     # -- training ------------------------------------------------------------------
     def forward(self, samples: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -211,20 +108,6 @@ class InstructBLIP(InferenceMixin, BaseModel):
                                                  self.adapter.tokenize_targets(targets))
         return {"loss": loss_sum / num_tokens.clamp(min=1), "loss_sum": loss_sum,
                 "num_tokens": num_tokens}
-
-    # -- the LLM family ---------------------------------------------------------------
-    @property
-    def llm_family(self) -> str:
-        """The family evaluation settings are keyed by: "vicuna" (LLaMA), "flant5" (T5),
-        else the LLM's transformers `model_type` ("opt", "mistral", ...)."""
-        model_type = self.llm.config.model_type
-        return FAMILY_OF_MODEL_TYPE.get(model_type, model_type)
-
-    @property
-    def default_append_eos(self) -> bool:
-        """Encoder-decoder LLMs score candidates with EOS, decoder-only ones without (the
-        paper's per-family choice for InstructBLIP's ranking evaluations)."""
-        return bool(self.llm.config.is_encoder_decoder)
 
     # -- building --------------------------------------------------------------------
     @classmethod

@@ -1,4 +1,5 @@
-"""Parameter-name maps between lavis_ib, Hugging Face and LAVIS checkpoints.
+"""Parameter-name maps between lavis_ib, Hugging Face and LAVIS checkpoints (every
+Q-Former model: InstructBLIP and BLIP-2 share the names).
 
 lavis_ib's names: `visual_encoder.*` (timm Eva = LAVIS's names), `ln_vision.*`,
 `query_tokens`, `qformer.*` (our compact Q-Former), `llm_proj.*`, `llm.*`.

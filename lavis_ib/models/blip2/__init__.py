@@ -1,0 +1,9 @@
+"""BLIP-2: the models (`model`: `blip2_opt`, `blip2_t5`), how they are built (`build`) and
+their Hugging Face format (`hf_format`). LAVIS and Hugging Face BLIP-2 weights are read by
+`lavis_ib.models.components.blip2_weights`, which InstructBLIP's `init_from` shares.
+
+Importing this package registers the models.
+"""
+from lavis_ib.models.blip2.model import Blip2OPT, Blip2T5
+
+__all__ = ["Blip2OPT", "Blip2T5"]

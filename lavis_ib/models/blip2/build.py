@@ -1,0 +1,180 @@
+"""Building a BLIP-2 model from a model config node.
+
+Where the weights come from (the first that applies):
+
+1. LAVIS route, when any of `checkpoint`, `vit_weights`, `llm_model` is set: the LLM and
+   its tokenizer from `llm_model` (an OPT or FlanT5 directory), the ViT from
+   `vit_weights` (`eva_vit_g.pth`) and/or `checkpoint` (a caption checkpoint holds its
+   fine-tuned ViT), the rest from `checkpoint` (`blip2_pretrained_opt2.7b.pth`, ...); the
+   architecture from `vision`/`qformer`/`num_query_token`;
+2. `pretrained`: a `Blip2ForConditionalGeneration` + `Blip2Processor` directory or hub id;
+3. random, from `vision`/`qformer`/`llm_config` and `llm_tokenizer` (the tiny types).
+"""
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from lavis_ib.common.containers import to_plain
+from lavis_ib.common.errors import ConfigError, LavisIbError, did_you_mean
+from lavis_ib.common.paths import resolve_path
+from lavis_ib.common.precision import DTYPES
+from lavis_ib.models.blip2.hf_format import load_pretrained
+from lavis_ib.models.components.blip2_weights import fit_pos_embed, read_source, to_ours
+from lavis_ib.models.components.checkpoint_files import read_pth
+from lavis_ib.models.components.hub import resolve_dir
+from lavis_ib.models.components.load_report import load_into
+from lavis_ib.models.components.qformer import QFormerSpec
+from lavis_ib.models.components.qformer_model import TRAINABLE_PARTS
+from lavis_ib.models.components.tokenizers import load_tokenizer
+from lavis_ib.models.components.vision import VisionSpec
+from lavis_ib.models.components.hf_directories import build_random_llm
+
+logger = logging.getLogger(__name__)
+
+MODEL_SETTINGS = ("max_txt_len", "max_output_txt_len", "prompt", "freeze_vit",
+                  "vit_precision", "llm_precision")
+KNOWN_KEYS = {"arch", "model_type", "pretrained", "checkpoint", "vit_weights", "llm_model",
+              "llm_tokenizer", "num_query_token", "vision", "qformer", "llm_config",
+              "ln_vision_eps", "vit_grad_ckpt", "qformer_grad_ckpt", *MODEL_SETTINGS}
+
+
+def settings_of(cfg: dict) -> dict:
+    out = {k: cfg[k] for k in MODEL_SETTINGS if cfg.get(k) is not None}
+    for key in ("vit_precision", "llm_precision"):
+        if key in out and out[key] not in DTYPES:
+            raise ConfigError(f"model.{key} must be one of {sorted(DTYPES)}; got '{out[key]}'.")
+    return out
+
+
+def build_from_config(cls, cfg: Any):
+    """See the module docstring."""
+    cfg = dict(to_plain(cfg) or {})
+    unknown = sorted(set(cfg) - KNOWN_KEYS)
+    if unknown:
+        raise ConfigError(f"model config: unknown keys {unknown}."
+                          f"{did_you_mean(unknown[0], KNOWN_KEYS)} Known: {sorted(KNOWN_KEYS)}.")
+    settings = settings_of(cfg)
+    lavis_keys = [k for k in ("checkpoint", "vit_weights", "llm_model") if cfg.get(k)]
+    if lavis_keys:
+        if cfg.get("pretrained"):
+            logger.info("LAVIS route (%s) chosen; pretrained=%s is not used.",
+                        ", ".join(lavis_keys), cfg["pretrained"])
+        model = build_lavis(cls, cfg, settings)
+    elif cfg.get("pretrained"):
+        model = load_pretrained(cls, cfg["pretrained"], settings)
+    else:
+        model = build_random(cls, cfg, settings)
+    model.set_gradient_checkpointing(vit=bool(cfg.get("vit_grad_ckpt")),
+                                      qformer=bool(cfg.get("qformer_grad_ckpt")))
+    return model
+
+
+def _spec_args(cfg: dict) -> tuple[VisionSpec, QFormerSpec, int]:
+    for key in ("num_query_token", "vision", "qformer"):
+        if not cfg.get(key):
+            raise ConfigError(f"model.{key} is required to build BLIP-2 without pretrained=.")
+    return (VisionSpec.from_mapping(cfg["vision"]), QFormerSpec.from_mapping(cfg["qformer"]),
+            int(cfg["num_query_token"]))
+
+
+def build_random(cls, cfg: dict, settings: dict):
+    """Route 3: random weights from the architecture keys (tiny model types)."""
+    if not cfg.get("llm_config") or not cfg.get("llm_tokenizer"):
+        raise ConfigError(
+            f"model type '{cfg.get('model_type')}' has no weights to load: set pretrained=<HF "
+            f"Blip2ForConditionalGeneration dir or hub id>, or the LAVIS route (checkpoint=, "
+            f"vit_weights=, llm_model=), or llm_config + llm_tokenizer for a random model.")
+    vision, qformer, queries = _spec_args(cfg)
+    model = cls(vision, qformer, build_random_llm(cfg["llm_config"]),
+                load_tokenizer(cfg["llm_tokenizer"], "llm_tokenizer"), num_query_token=queries,
+                ln_vision_eps=float(cfg.get("ln_vision_eps") or 1e-5), **settings)
+    model.check_llm_vocab()
+    return model
+
+
+def _llm_and_tokenizer(cfg: dict, dtype):
+    """The LLM directory of the LAVIS route. FlanT5 runs with exact GELU, as in LAVIS."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    if not cfg.get("llm_model"):
+        raise LavisIbError("the LAVIS route needs llm_model=<OPT or FlanT5 directory> next to "
+                           "checkpoint=/vit_weights=.")
+    llm_dir = resolve_dir(resolve_path(cfg["llm_model"]), "llm_model")
+    config = AutoConfig.from_pretrained(llm_dir)
+    if config.is_encoder_decoder:
+        config.dense_act_fn = "gelu"
+        llm = AutoModelForSeq2SeqLM.from_pretrained(llm_dir, config=config, dtype=dtype)
+    else:
+        llm = AutoModelForCausalLM.from_pretrained(llm_dir, config=config, dtype=dtype)
+    return llm, load_tokenizer(cfg.get("llm_tokenizer") or llm_dir, "llm_tokenizer")
+
+
+def load_vit_file(model, path: str):
+    """`eva_vit_g.pth` into the ViT: blocks past the model's depth dropped (EVA ViT-g has
+    40, BLIP-2 uses 39), the position embedding resampled to the model's image size."""
+    depth = len(model.visual_encoder.blocks)
+    state, dropped = {}, []
+    for key, value in read_pth(path, "vit_weights").items():
+        key = key[len("visual_encoder."):] if key.startswith("visual_encoder.") else key
+        m = re.match(r"blocks\.(\d+)\.", key)
+        (dropped.append(key) if m and int(m.group(1)) >= depth else
+         state.__setitem__("visual_encoder." + key, value))
+    resampled = fit_pos_embed(state, model.state_dict(), f"vit_weights={path}")
+    expected = [k for k in model.state_dict() if k.startswith("visual_encoder.")]
+    report = load_into(model, state, f"vit_weights={path}", expected=expected)
+    if report.missing:
+        raise LavisIbError(f"vit_weights='{path}' lacks {len(report.missing)} ViT weights, e.g. "
+                           f"{', '.join(report.missing[:5])}; is it eva_vit_g.pth?")
+    report.dropped, report.resampled = dropped, resampled  # type: ignore[attr-defined]
+    return report
+
+
+def load_lavis_checkpoint(model, path: str, vit_loaded: bool):
+    """A LAVIS BLIP-2 `.pth` through the shared BLIP-2 reader: query tokens, Q-Former,
+    `ln_vision`, projection, and the ViT when the file holds one (caption models)."""
+    kind, raw = read_source(path, "checkpoint")
+    if kind != "lavis":
+        raise LavisIbError(f"checkpoint='{path}' is a {kind} checkpoint, not a LAVIS BLIP-2 "
+                           f".pth; pass a Hugging Face directory as pretrained=.")
+    state, unused = to_ours("lavis", raw, list(model.state_dict()))
+    resampled = fit_pos_embed(state, model.state_dict(), f"checkpoint={path}")
+    has_vit = any(k.startswith("visual_encoder.") for k in state)
+    expected = [k for k in model.state_dict() if k.split(".")[0] in TRAINABLE_PARTS
+                or (k.startswith("visual_encoder.") and (has_vit or not vit_loaded))]
+    report = load_into(model, state, f"checkpoint={path}", expected=expected)
+    report.unexpected += unused
+    report.resampled = resampled  # type: ignore[attr-defined]
+    vit_missing = [k for k in report.missing if k.startswith("visual_encoder.")]
+    if len(vit_missing) < len(report.missing):
+        raise LavisIbError(f"checkpoint='{path}' lacks {len(report.missing) - len(vit_missing)} "
+                           f"BLIP-2 weights, e.g. {report.missing[:5]}; is it a BLIP-2 .pth?")
+    if vit_missing:
+        logger.warning("LAVIS route without vit_weights: the ViT keeps random weights "
+                       "(checkpoint=%s holds no visual_encoder.*)", path)
+    if report.unexpected:
+        logger.warning("checkpoint: %d unused keys, e.g. %s", len(report.unexpected),
+                       report.unexpected[:5])
+    return report
+
+
+def build_lavis(cls, cfg: dict, settings: dict):
+    """Route 1: a BLIP-2 model from LAVIS files (see the module docstring)."""
+    llm, tokenizer = _llm_and_tokenizer(cfg, DTYPES[settings.get("llm_precision", "fp32")])
+    vision, qformer, queries = _spec_args(cfg)
+    model = cls(vision, qformer, llm, tokenizer, num_query_token=queries,
+                ln_vision_eps=float(cfg.get("ln_vision_eps") or 1e-5), **settings)
+    model.check_llm_vocab()
+    reports = {}
+    if cfg.get("vit_weights"):
+        reports["vit_weights"] = load_vit_file(model, cfg["vit_weights"])
+    if cfg.get("checkpoint"):
+        reports["checkpoint"] = load_lavis_checkpoint(model, cfg["checkpoint"],
+                                                      vit_loaded=bool(cfg.get("vit_weights")))
+    elif not cfg.get("vit_weights"):
+        logger.warning("LAVIS route with llm_model only: ViT, Q-Former and projection keep "
+                       "random weights.")
+    model.load_report = reports
+    model.configure_trainable()
+    return model

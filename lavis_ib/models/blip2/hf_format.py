@@ -1,0 +1,138 @@
+"""Hugging Face format of BLIP-2: `Blip2ForConditionalGeneration` + `Blip2Processor`.
+
+`load_pretrained` reads a directory (or a hub id in the local cache) written by
+transformers: architecture, weights (through the shared BLIP-2 reader,
+`components.blip2_weights`), the LLM tokenizer and the eval image settings.
+`save_pretrained` writes the same layout, which transformers loads back.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+
+import torch
+
+from lavis_ib.common.errors import LavisIbError
+from lavis_ib.common.precision import DTYPES
+from lavis_ib.models.components.blip2_weights import hf_blip2_name, to_ours
+from lavis_ib.models.components.checkpoint_files import checkpoint_keys, iter_shards
+from lavis_ib.models.components.hub import resolve_dir
+from lavis_ib.models.components.load_report import load_in_pieces, tied_aliases, untie_present
+from lavis_ib.models.components.names import fuse_qkv_bias
+from lavis_ib.models.components.qformer import QFormerSpec
+from lavis_ib.models.components.vision import VisionSpec
+from lavis_ib.models.components.hf_directories import (build_llm, image_processor_for,
+                                                       read_image_settings)
+from lavis_ib.processors.image import CLIP_MEAN, CLIP_STD
+
+logger = logging.getLogger(__name__)
+IMAGE_TOKEN = "<image>"
+SETTINGS_FILE = "lavis_ib.json"   # ln_vision's eps: transformers' config cannot hold it
+
+
+def _spec(cls, hf_config):
+    values = hf_config.to_dict()
+    return cls(**{k: values[k] for k in cls.__dataclass_fields__ if k in values})
+
+
+def load_pretrained(cls, path: str, settings: dict):
+    """A BLIP-2 model from an HF `Blip2ForConditionalGeneration` directory or hub id.
+
+    Raises:
+        LavisIbError: no such directory, another model's directory, or missing weights.
+    """
+    from transformers import AutoTokenizer, Blip2Config
+
+    directory = resolve_dir(path, "pretrained")
+    cfg_path = os.path.join(directory, "config.json")
+    if not os.path.isfile(cfg_path):
+        raise LavisIbError(f"pretrained='{path}' has no config.json; it must be a directory "
+                           f"written by Blip2ForConditionalGeneration.save_pretrained.")
+    config = Blip2Config.from_pretrained(directory)
+    if config.model_type != "blip-2":
+        raise LavisIbError(f"pretrained='{path}' is a '{config.model_type}' checkpoint, not "
+                           f"BLIP-2 (Blip2ForConditionalGeneration).")
+    llm = build_llm(config.text_config, DTYPES[settings.get("llm_precision", "fp32")])
+    ln_eps = config.vision_config.layer_norm_eps
+    extra_path = os.path.join(directory, SETTINGS_FILE)
+    if os.path.isfile(extra_path):
+        with open(extra_path) as f:
+            ln_eps = json.load(f).get("ln_vision_eps", ln_eps)
+    model = cls(_spec(VisionSpec, config.vision_config), _spec(QFormerSpec, config.qformer_config),
+                llm, AutoTokenizer.from_pretrained(directory),
+                num_query_token=config.num_query_tokens, ln_vision_eps=ln_eps, **settings)
+    model.check_llm_vocab()
+    keys = list(model.state_dict())
+    untie_present(model, set(to_ours("hf_blip2", dict.fromkeys(checkpoint_keys(directory)), keys)[0]))
+    keys = list(model.state_dict())
+    report = load_in_pieces(model, (to_ours("hf_blip2", shard, keys) for shard in iter_shards(directory)),
+                            f"pretrained={path}")
+    if report.missing:
+        raise LavisIbError(f"pretrained='{path}' lacks {len(report.missing)} weights, e.g. "
+                           f"{', '.join(hf_blip2_name(k) for k in report.missing[:5])}.")
+    if report.unexpected:
+        logger.warning("pretrained=%s: %d unused tensors, e.g. %s", path,
+                       len(report.unexpected), report.unexpected[:5])
+    model.load_report = {"pretrained": report}
+    model.preprocess_overrides = read_image_settings(directory)
+    model.configure_trainable()  # loading replaced tensors: re-apply the freezing decision
+    return model
+
+
+def _hf_state(model, rows: int | None) -> dict:
+    """Our state dict under transformers' BLIP-2 names (ViT q/v biases fused), the LLM's
+    embedding tables grown to `rows` with their mean row when the image token is new."""
+    state = {k: v.detach().cpu().contiguous()
+             for k, v in model.state_dict().items() if k not in tied_aliases(model)}
+    if rows is not None:
+        tables = {p for p in (model.llm.get_input_embeddings().weight,
+                              getattr(model.llm.get_output_embeddings(), "weight", None))
+                  if p is not None}
+        for name, param in model.named_parameters():
+            if any(param is t for t in tables) and name in state:
+                weight = state[name]
+                extra = weight.mean(0, keepdim=True).expand(rows - weight.shape[0], -1)
+                state[name] = torch.cat([weight, extra.to(weight.dtype)], dim=0)
+    out = {}
+    for key, value in state.items():
+        if key.endswith("attn.v_bias"):
+            continue
+        if key.endswith("attn.q_bias"):
+            value = fuse_qkv_bias(value, state[key[: -len("q_bias")] + "v_bias"])
+        out[hf_blip2_name(key)] = value
+    return out
+
+
+def save_pretrained(model, directory: str) -> str:
+    """Write `model` as `Blip2ForConditionalGeneration` + `Blip2Processor` (config,
+    safetensors, tokenizer with the `<image>` token, image processor)."""
+    from safetensors.torch import save_file
+    from transformers import AddedToken, Blip2Config, Blip2Processor
+
+    os.makedirs(directory, exist_ok=True)
+    tokenizer = copy.deepcopy(model.llm_tokenizer)
+    if IMAGE_TOKEN not in tokenizer.get_vocab():
+        tokenizer.add_tokens([AddedToken(IMAGE_TOKEN, normalized=False, special=True)],
+                             special_tokens=True)
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    text_config = copy.deepcopy(model.llm.config)
+    grow = image_id + 1 if image_id >= text_config.vocab_size else None
+    if grow is not None:
+        text_config.vocab_size = grow
+    qformer = model.qformer_spec.to_dict()
+    config = Blip2Config(vision_config=model.vision_spec.to_dict(), qformer_config=qformer,
+                         text_config=text_config.to_dict(),
+                         num_query_tokens=model.query_tokens.shape[1], image_token_index=image_id)
+    config.architectures = ["Blip2ForConditionalGeneration"]
+    config.save_pretrained(directory)
+    save_file(_hf_state(model, grow), os.path.join(directory, "model.safetensors"),
+              metadata={"format": "pt"})
+    settings = model.preprocess_overrides or {
+        "image_size": model.vision_spec.image_size, "mean": list(CLIP_MEAN), "std": list(CLIP_STD)}
+    Blip2Processor(image_processor=image_processor_for(settings), tokenizer=tokenizer,
+                   num_query_tokens=model.query_tokens.shape[1]).save_pretrained(directory)
+    with open(os.path.join(directory, SETTINGS_FILE), "w") as f:
+        json.dump({"ln_vision_eps": model.ln_vision.eps}, f, indent=2)
+    return directory

@@ -1,0 +1,84 @@
+"""What every model's Hugging Face side shares: building the LLM from a text config (random
+for the tiny types, or without a wasted random init before loading a directory), and the
+eval image settings (size, mean, std) of a saved image processor, in both directions."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from typing import Any
+
+import torch
+
+from lavis_ib.common.containers import to_plain
+from lavis_ib.common.errors import ConfigError
+
+
+def build_llm(text_config, dtype: torch.dtype):
+    """An LLM of `text_config` with uninitialised weights (they are loaded next)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    factory = AutoModelForSeq2SeqLM if text_config.is_encoder_decoder else AutoModelForCausalLM
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # older transformers: random init (slower, same result after loading)
+        return factory.from_config(text_config, dtype=dtype)
+    with no_init_weights():
+        llm = factory.from_config(text_config, dtype=dtype)
+    llm.tie_weights()  # not done under no_init_weights; the checkpoint omits tied copies
+    return llm
+
+
+def read_image_settings(directory: str) -> dict[str, Any] | None:
+    """{image_size, mean, std} from the saved image processor, or None."""
+    for name in ("preprocessor_config.json", "processor_config.json"):
+        path = os.path.join(directory, name)
+        if not os.path.isfile(path):
+            continue
+        with open(path) as f:
+            node = json.load(f)
+        node = node.get("image_processor", node)
+        size = node.get("size") or {}
+        height = size.get("height", size.get("shortest_edge")) if isinstance(size, dict) else size
+        if height is None:
+            continue
+        return {"image_size": int(height), "mean": list(node.get("image_mean")),
+                "std": list(node.get("image_std"))}
+    return None
+
+
+def merge_preprocess(default: Any, overrides: dict[str, Any] | None) -> Any:
+    """`default` preprocess node with the checkpoint's image size / mean / std applied to
+    both image processors."""
+    if not overrides or default is None:
+        return default
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.create(copy.deepcopy(to_plain(default)))
+    for split in ("train", "eval"):
+        proc = (node.get("vis_processor") or {}).get(split)
+        if proc is not None:
+            for key, value in overrides.items():
+                proc[key] = value
+    return node
+
+
+def image_processor_for(settings: dict[str, Any]):
+    # The PIL backend resizes exactly like `blip_image_eval` (and transformers 4).
+    import transformers
+
+    cls = getattr(transformers, "BlipImageProcessorPil", None) or transformers.BlipImageProcessor
+    return cls(size={"height": settings["image_size"], "width": settings["image_size"]},
+               image_mean=settings["mean"], image_std=settings["std"], do_convert_rgb=True)
+
+
+def build_random_llm(llm_config: dict, dtype=None):
+    """A randomly initialised transformers LLM from a config dict with `model_type`."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    node = dict(llm_config)
+    if "model_type" not in node:
+        raise ConfigError("model.llm_config needs a 'model_type' (e.g. llama, t5).")
+    config = AutoConfig.for_model(node.pop("model_type"), **node)
+    factory = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    return factory.from_config(config)
