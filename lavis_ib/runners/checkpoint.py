@@ -29,6 +29,7 @@ Fault injection for tests (environment variables, off when unset):
                                       it (the resumed run validates it first)
     LAVIS_IB_FAULT_DISK_FULL=k        the DCP writer of the step-k checkpoint fails with
                                       ENOSPC after its first file, as a full disk does
+    LAVIS_IB_FAULT_SIGNAL_AFTER_STEP=k[:SIGUSR1]  the process signals itself after step k
 """
 from __future__ import annotations
 
@@ -100,7 +101,9 @@ class CheckpointWriteError(LavisIbError):
 
 
 def dcp_load(state: dict[str, Any], folder: str, single: bool) -> None:
-    """DCP load through the pickle-free reader and planner."""
+    """DCP load through the pickle-free reader and planner. The index is read once
+    first, so a refusal surfaces as itself rather than inside DCP's wrapped errors."""
+    SafeFileSystemReader(folder).read_metadata()
     with _quiet_single_process():
         dcp.load(state, storage_reader=SafeFileSystemReader(folder),
                  planner=SafeLoadPlanner(), no_dist=single)

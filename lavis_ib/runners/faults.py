@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import signal
 from typing import Any
 
 from torch.distributed.checkpoint import FileSystemWriter
@@ -33,3 +34,15 @@ class _FullDiskWriter(FileSystemWriter):
 def disk_full_writer(path: str, step: int) -> FileSystemWriter:
     value = os.environ.get("LAVIS_IB_FAULT_DISK_FULL", "").strip()
     return (_FullDiskWriter if value and int(value) == step else FileSystemWriter)(path)
+
+
+def maybe_signal(step: int) -> None:
+    """LAVIS_IB_FAULT_SIGNAL_AFTER_STEP=k[:NAME]: this process sends itself SIGTERM (or
+    signal NAME, e.g. SIGUSR1) after step k, as a cluster does before preempting a job."""
+    value = os.environ.get("LAVIS_IB_FAULT_SIGNAL_AFTER_STEP", "").strip()
+    if not value:
+        return
+    at, _, name = value.partition(":")
+    if int(at) == step:
+        logger.warning("fault injection: sending %s after step %d", name or "SIGTERM", step)
+        os.kill(os.getpid(), getattr(signal, name or "SIGTERM"))

@@ -35,6 +35,7 @@ from lavis_ib.common.registry import registry
 from lavis_ib.common.seeding import seed_everything
 from lavis_ib.runners.checkpoint import (CheckpointManager, maybe_fault,
                                          rng_state, set_rng_state)
+from lavis_ib.runners.faults import maybe_signal
 from lavis_ib.runners.eval_loop import evaluate_datasets, eval_splits, move_to, select_score
 from lavis_ib.runners.optim import (build_optimizer, clip_to, derive_batching,
                                     rescale_grads)
@@ -163,6 +164,7 @@ class RunnerIter(RunFolderMixin, NonFiniteGuardMixin):
                     self._checkpoint(validate, log)
                     log.reset_rate()
                 maybe_fault("LAVIS_IB_FAULT_AFTER_STEP", done)
+                maybe_signal(done)
             if stopped_by:
                 log.event(event="stopped", step=self.step, signal=stopped_by)
                 logger.warning("%s: checkpointed step %d and stopped; continue with "

@@ -20,6 +20,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 LETTERS = "abcdefghij"
 
 
+class _InfGrad(torch.autograd.Function):
+    """Identity forward; infinite gradient backward (a finite loss, a non-finite norm)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("inf")
+
+
 class Block(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -37,9 +49,12 @@ class ToyIB(BaseModel):
     PRETRAINED_MODEL_CONFIG_DICT = {"default": os.path.join(HERE, "configs", "toy_model.yaml")}
 
     def __init__(self, dim: int = 8, vocab: int = 11, queries: int = 3, layers: int = 2,
-                 nan_after: int = 0) -> None:
+                 nan_after: int = 0, inf_grad_calls: tuple = (0, 0), inf_grad_rank: int = -1
+                 ) -> None:
         super().__init__()
         self.vocab, self.nan_after, self.calls = vocab, nan_after, 0
+        # forward calls first..last (1-based, inclusive) give an infinite gradient
+        self.inf_grad_calls, self.inf_grad_rank = tuple(inf_grad_calls), inf_grad_rank
         self.patch = nn.Linear(12, dim)
         self.encoder = nn.ModuleList(Block(dim) for _ in range(layers))
         self.query_tokens = nn.Parameter(0.1 * torch.randn(1, queries, dim))
@@ -54,7 +69,9 @@ class ToyIB(BaseModel):
     @classmethod
     def from_config(cls, cfg):
         return cls(dim=cfg.dim, vocab=cfg.vocab, queries=cfg.queries, layers=cfg.layers,
-                   nan_after=cfg.get("nan_after", 0))
+                   nan_after=cfg.get("nan_after", 0),
+                   inf_grad_calls=tuple(cfg.get("inf_grad_calls", (0, 0))),
+                   inf_grad_rank=cfg.get("inf_grad_rank", -1))
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -75,6 +92,10 @@ class ToyIB(BaseModel):
         q = self.query_tokens + x[:, None, :]
         for block in self.qformer:
             q = block(q)
+        first, last = self.inf_grad_calls
+        rank_ok = self.inf_grad_rank in (-1, int(os.environ.get("RANK", "0")))
+        if self.training and first <= self.calls <= last and first > 0 and rank_ok:
+            q = _InfGrad.apply(q)
         h = self.proj(self.ln_q(q)).mean(1)
         for block in self.llm:
             h = block(h)
