@@ -21,7 +21,6 @@ Settings come from the typed `run` config (common/schema.py), read as attributes
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -36,6 +35,8 @@ from lavis_ib.common.seeding import seed_everything
 from lavis_ib.runners.checkpoint import (CheckpointManager, maybe_fault,
                                          rng_state, set_rng_state)
 from lavis_ib.runners.faults import maybe_signal
+from lavis_ib.runners.ckpt_files import write_json_atomic
+from lavis_ib.runners.eval_resume import remove_partials
 from lavis_ib.runners.eval_loop import evaluate_datasets, eval_splits, move_to, select_score
 from lavis_ib.runners.optim import (build_optimizer, clip_to, derive_batching,
                                     rescale_grads)
@@ -133,7 +134,7 @@ class RunnerIter(RunFolderMixin, NonFiniteGuardMixin):
             self._resume()
             self.ckpt_step = self.step  # the newest checkpoint's step (a resume's)
             if self.is_main:
-                self._save_run_files()
+                self._save_run_files(self.output_dir, keep=self.run.resume != "none")
         except BaseException:
             self.lock.release()
             raise
@@ -269,29 +270,35 @@ class RunnerIter(RunFolderMixin, NonFiniteGuardMixin):
 
     # -- evaluation ---------------------------------------------------------------------
     def _evaluate(self, datasets: Mapping[str, Any], splits: list[str], out_root: str,
-                  only: list[str] | None = None) -> dict[str, dict[str, float]]:
+                  only: list[str] | None = None, fingerprint: str | None = None
+                  ) -> dict[str, dict[str, float]]:
         with self.strategy.eval_mode(self.model) as inner:
             return evaluate_datasets(inner, datasets, self.datasets_cfg, splits,
                                      batch_size=self.run.batch_size_eval,
                                      num_workers=self.run.num_workers, device=self.info.device,
                                      out_root=out_root, amp=self.run.amp,
-                                     timeout_s=self.run.dist_timeout_s, only=only)
+                                     timeout_s=self.run.dist_timeout_s, only=only,
+                                     fingerprint=fingerprint)
 
-    def evaluate(self, splits: list[str] | None = None) -> dict[str, dict[str, float]]:
+    def evaluate(self, splits: list[str] | None = None, name: str = "evaluation",
+                 checkpoint: str | None = None) -> dict[str, dict[str, float]]:
         """Evaluate every dataset's eval splits (`eval_splits`, else `splits`, else the
-        run's test then validation splits) into `<output_dir>/eval/<name>_<split>/`."""
+        run's test then validation splits) into `FOLDER/eval/<dataset>_<split>/`, FOLDER
+        being `_evaluation_folder(name)` with its own config.yaml and run_info.json. A
+        rerun of the same evaluation (config and `checkpoint`) skips the ids done."""
         if self.model is None:
             self.model = self.strategy.wrap(self.inner)
         # a split listed in both test_splits and valid_splits is evaluated once
         default = splits or list(dict.fromkeys([*self.run.test_splits, *self.run.valid_splits]))
-        out_root = os.path.join(self.output_dir, "eval")
-        if self.is_main:  # the report reads the model type from the run's config
-            os.makedirs(self.output_dir, exist_ok=True)
-            self._save_run_files()
-        results = self._evaluate(self.datasets, default, out_root)
+        folder = self._evaluation_folder(name)
+        out_root = os.path.join(folder, "eval")
+        if self.is_main:  # the report reads the model type from the evaluation's config
+            os.makedirs(folder, exist_ok=True)
+            self._save_run_files(folder, keep=False)
+        results = self._evaluate(self.datasets, default, out_root,
+                                 fingerprint=self._fingerprint(checkpoint))
         if self.is_main:
             os.makedirs(out_root, exist_ok=True)
-            with open(os.path.join(out_root, "metrics.json"), "w") as f:
-                json.dump(results, f, indent=1, default=str)
+            write_json_atomic(os.path.join(out_root, "metrics.json"), results, default=str)
+            remove_partials(out_root)  # every split is complete
         return results
-

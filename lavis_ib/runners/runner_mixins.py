@@ -5,6 +5,7 @@ set in `RunnerIter._setup_training`.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -70,22 +71,39 @@ class RunFolderMixin:
         self._resumed_from = path
         logger.info("resumed from %s at step %d", path, self.step)
 
-    def _save_run_files(self) -> None:
-        """config.yaml and run_info.json, written once per run folder, atomically (a
-        resumed run keeps the records of the run it continues)."""
+    def _save_run_files(self, folder: str, keep: bool) -> None:
+        """config.yaml and run_info.json of `folder`, each written atomically; with `keep`
+        (a resumed run) existing ones are kept: they record the run being continued."""
         from lavis_ib import __version__
 
-        if os.path.exists(os.path.join(self.output_dir, "run_info.json")):
+        if keep and os.path.exists(os.path.join(folder, "run_info.json")):
             return
-        self.cfg.save(self.output_dir)
+        self.cfg.save(folder)
         versions = {"lavis_ib": __version__, "torch": torch.__version__,
                     "python": sys.version.split()[0], "world_size": self.info.world_size}
         if self.global_bs is not None:  # training runs: the batching derived for this world
             versions.update(global_batch_size=self.global_bs, micro_batch_size=self.micro_bs,
                             accum_steps=self.accum)
-        write_json_atomic(os.path.join(self.output_dir, "run_info.json"), versions)
+        write_json_atomic(os.path.join(folder, "run_info.json"), versions)
 
-    # -- training -----------------------------------------------------------------------
+    def _evaluation_folder(self, name: str) -> str:
+        """Where an evaluation writes: `run.output_dir` itself, or `<output_dir>/eval/<name>/`
+        when that is a training run's folder (whose records it must not touch)."""
+        if os.path.isdir(os.path.join(self.output_dir, "checkpoints")):
+            return os.path.join(self.output_dir, "eval", name)
+        return self.output_dir
+
+    def _fingerprint(self, checkpoint: str | None) -> str:
+        """What an evaluation computes: the composed config and the checkpoint's meta."""
+        from omegaconf import OmegaConf
+
+        text = OmegaConf.to_yaml(self.cfg.config)
+        if checkpoint:
+            with open(os.path.join(checkpoint, "meta.json")) as f:
+                text += checkpoint + f.read()
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 class NonFiniteGuardMixin:
     """No NaN/inf gradient is applied and no non-finite weight is saved."""
 

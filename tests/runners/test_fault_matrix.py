@@ -300,6 +300,65 @@ def row_changed_settings(ctx, capsys, monkeypatch):
     assert code == 0 and not lines
 
 
+def _evaluate(ctx, *options):
+    from lavis_ib import evaluate
+
+    argv = ["--cfg-path", ctx["path"], "--checkpoint", ctx["out"], "--name", "heldout",
+            "--options", "run.evaluate_only=true", *options]
+    return run_entry(evaluate.main, argv, "python -m lavis_ib.evaluate")
+
+
+def row_evaluation_into_training_run(ctx, capsys, monkeypatch):
+    """An evaluation whose output_dir is a training run's folder writes only under
+    RUN/eval/heldout/ (own config), leaving the run's records byte for byte."""
+    records = {n: open(os.path.join(ctx["out"], n), "rb").read()
+               for n in ("config.yaml", "run_info.json")}
+    assert _evaluate(ctx, f"run.output_dir={ctx['out']}", "run.seed=7") == 0
+    assert {n: open(os.path.join(ctx["out"], n), "rb").read() for n in records} == records
+    own = os.path.join(ctx["out"], "eval", "heldout")
+    assert "seed: 7" in open(os.path.join(own, "config.yaml")).read()
+    for name in ("toy_a_val", "toy_b_val"):
+        assert os.path.isfile(os.path.join(own, "eval", name, "metrics.json"))
+    from lavis_ib.report import evaluation_folder
+
+    assert evaluation_folder(ctx["out"]) == own
+    intact(ctx, STEPS)
+
+
+def row_evaluation_killed_rerun(ctx, capsys, monkeypatch):
+    """An evaluation that dies in its 6th batch keeps the 5 done batches line by line; the
+    rerun evaluates only the rest and writes the same predictions as a clean run."""
+    import runner_toys
+
+    out = os.path.join(ctx["tmp"], "evalrun")
+    clean = os.path.join(ctx["tmp"], "clean")
+    assert _evaluate(ctx, f"run.output_dir={clean}") == 0
+    original, calls = runner_toys.ToyClsTask.valid_step, []
+
+    def counted(self, model, samples, fail_at=None):
+        calls.append(1)
+        if fail_at and len(calls) == fail_at:
+            raise KeyboardInterrupt  # a kill (exit 130), after 5 whole batches
+        return original(self, model, samples)
+
+    monkeypatch.setattr(runner_toys.ToyClsTask, "valid_step",
+                        lambda self, m, s: counted(self, m, s, fail_at=6))
+    assert _evaluate(ctx, f"run.output_dir={out}") == 130
+    partial = os.path.join(out, "eval", "toy_b_val", "predictions.partial.rank0.jsonl")
+    assert len(open(partial).read().splitlines()) == 1 + 3  # header + toy_b's first batch
+    calls.clear()
+    monkeypatch.setattr(runner_toys.ToyClsTask, "valid_step",
+                        lambda self, m, s: counted(self, m, s))
+    assert _evaluate(ctx, f"run.output_dir={out}") == 0
+    assert len(calls) == 2  # toy_a (10 samples, 4 batches) and toy_b's first (of 3) skipped
+    for name in ("toy_a_val", "toy_b_val"):
+        got, want = (open(os.path.join(d, "eval", name, "predictions.jsonl")).read()
+                     for d in (out, clean))
+        assert got == want
+    assert not [p for p in os.listdir(os.path.join(out, "eval", "toy_b_val"))
+                if "partial" in p]
+
+
 ROWS = {name[4:]: fn for name, fn in dict(globals()).items() if name.startswith("row_")}
 
 
