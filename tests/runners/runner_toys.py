@@ -12,7 +12,7 @@ from torch import nn
 
 from lavis_ib.common.registry import registry
 from lavis_ib.datasets.builders.base_builder import BaseDatasetBuilder
-from lavis_ib.datasets.datasets.base import collate
+from lavis_ib.datasets.datasets.base import BaseDataset, collate
 from lavis_ib.models.base_model import BaseModel
 from lavis_ib.tasks.base_task import BaseTask
 
@@ -139,13 +139,39 @@ class ToyDataset(torch.utils.data.Dataset):
         return collate(samples)
 
 
+def jitter(image: torch.Tensor) -> torch.Tensor:
+    """A training augmentation that, like torchvision's, draws from torch's global RNG."""
+    return image + 0.3 * torch.randn(image.shape)
+
+
+class ToyAugDataset(BaseDataset):
+    """ToyDataset's samples read through BaseDataset, augmented by `jitter`: its batches
+    match across workers, processes and resumes only if the per-sample seeding works."""
+
+    is_train = True
+
+    def __init__(self, size: int, salt: int) -> None:
+        self.plain = ToyDataset(size, salt, "train")
+        super().__init__(vis_processor=jitter, ann_paths=[f"toy_aug_{salt}.json"])
+
+    def load_annotations(self, ann_paths):
+        return [{"index": i} for i in range(len(self.plain))]
+
+    def load_visual(self, record):
+        return self.vis_processor(self.plain[record["index"]]["image"])
+
+    def build_sample(self, record, visual, index, epoch):
+        return {**self.plain[index], "image": visual}
+
+
 class _ToyBuilder(BaseDatasetBuilder):
     salt = 0
 
     def build(self):
         cfg = self.config
-        return {"train": ToyDataset(int(cfg.n_train), self.salt, "train"),
-                "val": ToyDataset(int(cfg.n_val), self.salt, "val")}
+        train = ToyAugDataset(int(cfg.n_train), self.salt) if cfg.get("augment") else \
+            ToyDataset(int(cfg.n_train), self.salt, "train")
+        return {"train": train, "val": ToyDataset(int(cfg.n_val), self.salt, "val")}
 
 
 @registry.register_builder("toy_a")
