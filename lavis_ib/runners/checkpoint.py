@@ -57,7 +57,7 @@ from lavis_ib.runners.ckpt_files import (META, _STEP_DIR, check_verified, fsync_
                                          resolve_checkpoint, write_json_atomic)
 from lavis_ib.runners.faults import FAULT_EXIT_CODE, disk_full_writer, maybe_fault  # noqa: F401
 from lavis_ib.runners.rng import rng_state, set_rng_state  # noqa: F401 (re-exported)
-from lavis_ib.runners.safe_load import SafeFileSystemReader, SafeLoadPlanner, load_pt
+from lavis_ib.runners.safe_load import dcp_load, load_pt, raise_unsafe
 
 logger = logging.getLogger(__name__)
 
@@ -98,15 +98,6 @@ def _dcp_reason(exc: BaseException) -> str:
 
 class CheckpointWriteError(LavisIbError):
     """A checkpoint could not be written (e.g. a full disk); earlier ones are intact."""
-
-
-def dcp_load(state: dict[str, Any], folder: str, single: bool) -> None:
-    """DCP load through the pickle-free reader and planner. The index is read once
-    first, so a refusal surfaces as itself rather than inside DCP's wrapped errors."""
-    SafeFileSystemReader(folder).read_metadata()
-    with _quiet_single_process():
-        dcp.load(state, storage_reader=SafeFileSystemReader(folder),
-                 planner=SafeLoadPlanner(), no_dist=single)
 
 
 class CheckpointManager:
@@ -242,17 +233,23 @@ class CheckpointManager:
             shutil.rmtree(path, ignore_errors=True)
 
     # -- loading ----------------------------------------------------------------------
-    def load(self, path: str, model: nn.Module, inner: nn.Module, optimizer: Any) -> dict[str, Any]:
+    def load(self, path: str, model: nn.Module, inner: nn.Module, optimizer: Any,
+             verified: bool = False) -> dict[str, Any]:
         """Restore weights, optimizer and this rank's RNG; returns trainer + loader state
-        (the trainer state carries meta.json's fields under "meta")."""
-        meta = check_verified(path)
+        (the trainer state carries meta.json's fields under "meta"). `verified`: the
+        caller has checked the files (rank 0 did, for every rank)."""
+        if verified:
+            with open(os.path.join(path, META)) as f:
+                meta = json.load(f)
+        else:
+            meta = check_verified(path)
         model_sd, optim_sd = _state_dicts(model, inner, optimizer)
         single = not dist.is_initialized()
         try:
             dcp_load(model_sd, os.path.join(path, "model"), single)
             dcp_load(optim_sd, os.path.join(path, "optim"), single)
         except (Exception, CheckpointException) as exc:
-            _raise_unsafe(exc)
+            raise_unsafe(exc)
             raise LavisIbError(f"checkpoint '{path}' does not match the model's trainable "
                                f"parameters: {_dcp_reason(exc)}") from None
         result = set_state_dict(model, optimizer, model_state_dict=model_sd,
@@ -279,17 +276,6 @@ class CheckpointManager:
 _check_complete = check_verified  # the former name, quoted by docs/checkpoints.md's tests
 
 
-def _raise_unsafe(exc: BaseException) -> None:
-    """Re-raise a refusal of the safe readers (wrapped by DCP) as itself."""
-    from lavis_ib.runners.safe_load import UnsafeCheckpointError
-
-    failures = getattr(exc, "failures", None) or {}
-    for item in [exc, *failures.values()]:
-        inner = item[0] if isinstance(item, tuple) else item
-        if isinstance(inner, UnsafeCheckpointError):
-            raise UnsafeCheckpointError(str(inner)) from None
-
-
 def report_load(path: str, model: nn.Module, missing: list[str], unexpected: list[str]) -> None:
     """Raise for unexpected keys or missing trainable ones; log what came from where."""
     frozen = frozen_names(model)
@@ -312,7 +298,7 @@ def load_trainable_weights(model: nn.Module, path: str) -> str:
     try:
         dcp_load(state, os.path.join(path, "model"), single=True)
     except (Exception, CheckpointException) as exc:
-        _raise_unsafe(exc)
+        raise_unsafe(exc)
         raise LavisIbError(f"checkpoint '{path}' does not match the model: "
                            f"{_dcp_reason(exc)}") from None
     result = model.load_state_dict(state, strict=False)

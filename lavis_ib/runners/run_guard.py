@@ -34,17 +34,19 @@ logger = logging.getLogger(__name__)
 LOCK_NAME = ".lavis_ib.lock"
 
 
-def rank0_decides(rank: int, action: Callable[[], None]) -> None:
-    """Run `action` on rank 0; a `LavisIbError` there is raised on every rank."""
-    error = None
+def rank0_decides(rank: int, action: Callable[[], Any]) -> Any:
+    """Run `action` on rank 0 and return its value on every rank; a `LavisIbError`
+    there is raised on every rank."""
+    outcome: tuple = (None, None)
     if rank == 0:
         try:
-            action()
+            outcome = (action(), None)
         except LavisIbError as exc:
-            error = (type(exc), str(exc))
-    first = all_gather_objects(error)[0]
-    if first is not None:
-        raise first[0](first[1])
+            outcome = (None, (type(exc), str(exc)))
+    value, error = all_gather_objects(outcome)[0]
+    if error is not None:
+        raise error[0](error[1])
+    return value
 
 
 def _alive(pid: int) -> bool:

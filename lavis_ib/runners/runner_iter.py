@@ -133,6 +133,7 @@ class RunnerIter(RunFolderMixin, NonFiniteGuardMixin):
         try:
             self._resume()
             self.ckpt_step = self.step  # the newest checkpoint's step (a resume's)
+            self.last_checkpoint = self._resumed_from
             if self.is_main:
                 self._save_run_files(self.output_dir, keep=self.run.resume != "none")
         except BaseException:
@@ -175,7 +176,7 @@ class RunnerIter(RunFolderMixin, NonFiniteGuardMixin):
             log.close()
             self.loader.close()
             self.lock.release()
-        return {"step": self.step, "best": self.best, "last_checkpoint": self.ckpt.latest(),
+        return {"step": self.step, "best": self.best, "last_checkpoint": self.last_checkpoint,
                 "stopped_by": stopped_by}
 
     def _train_step(self, log: RunLogger) -> tuple[bool, str | None]:
@@ -245,6 +246,7 @@ class RunnerIter(RunFolderMixin, NonFiniteGuardMixin):
         self.ckpt_step = self.step
         path = self.ckpt.save(self.step, self.model, self.inner, self.optimizer, trainer_state,
                               self.loader.state_dict(), meta)
+        self.last_checkpoint = path
         log.event(event="checkpoint", step=self.step, path=path)
         if validate:
             maybe_fault("LAVIS_IB_FAULT_BEFORE_VALIDATION", self.step)

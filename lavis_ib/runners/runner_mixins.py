@@ -16,10 +16,10 @@ import torch
 from torch.distributed.tensor import DTensor
 
 from lavis_ib.common.errors import LavisIbError
-from lavis_ib.runners.checkpoint import resolve_checkpoint
+from lavis_ib.runners.checkpoint import check_verified, resolve_checkpoint
 from lavis_ib.runners.ckpt_files import write_json_atomic
 from lavis_ib.runners.optim import grad_norm
-from lavis_ib.runners.run_guard import check_config_change, claim_output_dir
+from lavis_ib.runners.run_guard import check_config_change, claim_output_dir, rank0_decides
 from lavis_ib.runners.run_log import RunLogger
 
 logger = logging.getLogger(__name__)
@@ -52,11 +52,17 @@ class RunFolderMixin:
         choice = self.run.resume
         if choice == "none":
             return
-        path = self.ckpt.latest() if choice == "auto" else resolve_checkpoint(choice)
+        def pick() -> str | None:  # rank 0 reads the checksums once for every rank
+            path = self.ckpt.latest() if choice == "auto" else resolve_checkpoint(choice)
+            if path is not None:
+                check_verified(path)
+            return path
+
+        path = rank0_decides(self.info.rank, pick)
         if path is None:
             logger.info("run.resume=auto: no checkpoint in %s, starting at step 0", self.output_dir)
             return
-        state = self.ckpt.load(path, self.model, self.inner, self.optimizer)
+        state = self.ckpt.load(path, self.model, self.inner, self.optimizer, verified=True)
         trainer = state["trainer"]
         check_config_change(path, trainer["meta"], self._resume_settings(),
                             self.run.allow_config_change)

@@ -21,9 +21,11 @@ from __future__ import annotations
 import io
 import pathlib
 import pickle
+import warnings
 from typing import Any
 
 import torch
+import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader
 from torch.distributed.checkpoint import filesystem as _fs
 from torch.distributed.checkpoint import metadata as _md
@@ -121,3 +123,22 @@ def load_pt(path: str) -> Any:
     except pickle.UnpicklingError as exc:
         raise UnsafeCheckpointError(f"refused to read '{path}': {_why(exc)} "
                                     f"(nothing was run).") from None
+
+
+def dcp_load(state: dict[str, Any], folder: str, single: bool) -> None:
+    """DCP load through the pickle-free reader and planner. The index is read once
+    first, so a refusal surfaces as itself rather than inside DCP's wrapped errors."""
+    SafeFileSystemReader(folder).read_metadata()
+    with warnings.catch_warnings():  # DCP warns on every call without a process group
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, storage_reader=SafeFileSystemReader(folder),
+                 planner=SafeLoadPlanner(), no_dist=single)
+
+
+def raise_unsafe(exc: BaseException) -> None:
+    """Re-raise a refusal of the safe readers (wrapped by DCP) as itself."""
+    failures = getattr(exc, "failures", None) or {}
+    for item in [exc, *failures.values()]:
+        inner = item[0] if isinstance(item, tuple) else item
+        if isinstance(inner, UnsafeCheckpointError):
+            raise UnsafeCheckpointError(str(inner)) from None
