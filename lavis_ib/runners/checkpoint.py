@@ -29,7 +29,7 @@ Fault injection for tests (environment variables, off when unset):
                                       it (the resumed run validates it first)
     LAVIS_IB_FAULT_DISK_FULL=k        the DCP writer of the step-k checkpoint fails with
                                       ENOSPC after its first file, as a full disk does
-    LAVIS_IB_FAULT_SIGNAL_AFTER_STEP=k[:SIGUSR1]  the process signals itself after step k
+    LAVIS_IB_FAULT_SIGNAL_AFTER_STEP=k[:SIGUSR1][@r]  the process (of rank r) signals itself
 """
 from __future__ import annotations
 

@@ -37,12 +37,14 @@ def disk_full_writer(path: str, step: int) -> FileSystemWriter:
 
 
 def maybe_signal(step: int) -> None:
-    """LAVIS_IB_FAULT_SIGNAL_AFTER_STEP=k[:NAME]: this process sends itself SIGTERM (or
-    signal NAME, e.g. SIGUSR1) after step k, as a cluster does before preempting a job."""
+    """LAVIS_IB_FAULT_SIGNAL_AFTER_STEP=k[:NAME][@RANK]: this process sends itself SIGTERM
+    (or signal NAME, e.g. SIGUSR1) after step k, as a cluster does before preempting a
+    job; with @RANK only that rank does (the others learn it from the step's all-reduce)."""
     value = os.environ.get("LAVIS_IB_FAULT_SIGNAL_AFTER_STEP", "").strip()
     if not value:
         return
+    value, _, rank = value.partition("@")
     at, _, name = value.partition(":")
-    if int(at) == step:
+    if int(at) == step and (not rank or int(rank) == int(os.environ.get("RANK", "0"))):
         logger.warning("fault injection: sending %s after step %d", name or "SIGTERM", step)
         os.kill(os.getpid(), getattr(signal, name or "SIGTERM"))

@@ -139,7 +139,7 @@ def row_doctored_distcp_bytes(ctx, capsys, monkeypatch):
     key = next(k for k in md.storage_data if k.fqn == fqn)
     info = md.storage_data[key]
     shard = os.path.join(optim, info.relative_path)
-    blob = pickle.dumps(Payload(ctx["marker"]))
+    blob = pickle.dumps(Payload(ctx["marker"]), protocol=2)  # torch.save's protocol
     offset = os.path.getsize(shard)
     with open(shard, "ab") as f:
         f.write(blob)
@@ -287,6 +287,18 @@ def row_sigterm_process(ctx, capsys, monkeypatch):
     assert train(ctx, capsys)[0] == 0
     assert losses(ctx["out"]) == ctx["ref"]
     assert [e["step"] for e in events(ctx, "resume")] == [5]
+
+
+def row_sigterm_one_rank_of_two(ctx, capsys, monkeypatch):
+    """ddp on 2 processes, SIGTERM reaches rank 1 only: both ranks checkpoint step 5
+    (each its own rank file) and exit 0."""
+    shutil.rmtree(ctx["out"])
+    proc = launch(ctx["path"], ["run.distributed=ddp"], nproc=2,
+                  env={"LAVIS_IB_FAULT_SIGNAL_AFTER_STEP": "4:SIGTERM@1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [e["step"] for e in events(ctx, "stopped")] == [5]
+    intact(ctx, [2, 3, 4, 5])
+    assert {"rank_0.pt", "rank_1.pt"} <= set(os.listdir(ckpt(ctx, 5)))
 
 
 def row_changed_settings(ctx, capsys, monkeypatch):
