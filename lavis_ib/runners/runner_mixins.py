@@ -137,10 +137,10 @@ class NonFiniteGuardMixin:
         if self.skipped > self.run.max_skipped_steps:
             self._stop_non_finite(f"the gradient norm was not finite in {self.skipped} steps "
                                   f"in a row (run.max_skipped_steps={self.run.max_skipped_steps})",
-                                  log)
+                                  log, "non_finite_grad")
 
     def _stop_non_finite(self, what: str, log: RunLogger, event: str = "non_finite_loss") -> None:
-        last = self.ckpt.latest()
+        last = self.last_checkpoint  # written or resumed by this run: finite weights
         log.event(event=event, step=self.step + 1, what=what, checkpoint=last)
         raise NonFiniteLossError(
             f"{what} at step {self.step + 1}; stopped before the optimizer step. Last good "

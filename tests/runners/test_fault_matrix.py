@@ -174,6 +174,7 @@ def row_inf_gradient_too_often(ctx, capsys, monkeypatch):
     assert code == 2 and len(lines) == 1
     assert "not finite in 3 steps in a row" in lines[0] and "step_00000002" in lines[0]
     assert [e["in_a_row"] for e in events(ctx, "skipped_step")] == [1, 2, 3]
+    assert [e["checkpoint"] for e in events(ctx, "non_finite_grad")] == [ckpt(ctx, 2)]
     intact(ctx, [2])
 
 
