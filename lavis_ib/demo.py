@@ -71,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     t0 = _stage(f"2/4 instruction tuning ({train_cfg.model_cfg.model_type}, "
                 f"{train_cfg.run_cfg.max_iters} steps)")
-    train.main(["--cfg-path", args.cfg_path])
+    # a rerun of the demo replaces the previous demo run (moved aside, not mixed in)
+    train.main(["--cfg-path", args.cfg_path, "--options", "run.overwrite=true"])
     print(f"trained in {time.perf_counter() - t0:.1f}s")
 
     t0 = _stage("3/4 zero-shot evaluation on held-out fixture datasets")

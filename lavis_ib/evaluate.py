@@ -2,14 +2,19 @@
 
 Evaluates every dataset of the project that has an evaluation split (its `eval_splits`,
 else the run's `test_splits`, else `valid_splits`) with the dataset's own task, and writes
-`<run.output_dir>/eval/<name>_<split>/{predictions.jsonl,metrics.json}` plus a summary
-`<run.output_dir>/eval/metrics.json`. `--checkpoint` loads trainable weights from a
+`FOLDER/eval/<dataset>_<split>/{predictions.jsonl,metrics.json}` plus a summary
+`FOLDER/eval/metrics.json` and FOLDER's own config.yaml and run_info.json. FOLDER is
+`run.output_dir`, or `<run.output_dir>/eval/<name>/` when that is a training run's folder
+(`--name`, default the project file's name), so a training run's records are never
+rewritten. Predictions are appended line by line while a split runs; rerunning the same
+evaluation after a kill skips the samples already done. `--checkpoint` loads trainable weights from a
 training run (its `checkpoints/best`, else its newest checkpoint) or a checkpoint folder.
 Runs in one process, or sharded under torchrun with run.distributed=ddp|fsdp.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Sequence
 
@@ -22,15 +27,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=None,
                         help="training run folder or checkpoint folder to load trainable "
                              "weights from")
+    parser.add_argument("--name", default=None,
+                        help="evaluation name under a training run's eval/ (default: the "
+                             "project file's name)")
     args = parser.parse_args(argv)
     cfg = checked_config(args.cfg_path, args.options, training=False)   # pre-flight checks first
     from lavis_ib.runners.checkpoint import load_trainable_weights
 
     with joined(cfg) as info:
         _, model, _, runner = build(cfg, info)
+        checkpoint = None
         if args.checkpoint:
-            load_trainable_weights(model, checkpoint_folder(args.checkpoint))
-        results = runner.evaluate()
+            checkpoint = load_trainable_weights(model, checkpoint_folder(args.checkpoint))
+        name = args.name or os.path.splitext(os.path.basename(args.cfg_path))[0]
+        results = runner.evaluate(name=name, checkpoint=checkpoint)
         if info.rank == 0:
             print(json.dumps(results, indent=1, default=str))
     return 0

@@ -3,7 +3,9 @@
 Reads `<RUN_DIR>/config.yaml` (the model type picks the paper row) and every
 `<RUN_DIR>/eval/<dataset>_<split>/metrics.json` of the 13 held-out datasets, and writes
 `table1.md`, `table1.csv` and `table1.png` (ours vs. the paper, a bar per dataset) to
-`<RUN_DIR>/report/` (or `--out`). The Markdown table is also printed.
+`<RUN_DIR>/report/` (or `--out`). The Markdown table is also printed. Given a training
+run's folder, the report reads its newest evaluation, `<RUN_DIR>/eval/<name>/`, which has
+the same layout (`evaluation_folder`).
 
     lavis-ib report output/zeroshot_vicuna7b
     lavis-ib report RUN_DIR --compare "InstructBLIP FlanT5XL" --out report/
@@ -153,6 +155,27 @@ def bar_chart(rows: Sequence[Row], paper_row: str, model_type: str, path: str) -
     plt.close(fig)
 
 
+def evaluation_folder(run_dir: str) -> str:
+    """The folder whose eval/ holds the results: `run_dir` itself (an evaluation run), or
+    for a training run the newest evaluation under `run_dir/eval/<name>/` (each has its
+    own config.yaml); the choice is printed when there are several."""
+    eval_dir = os.path.join(run_dir, "eval")
+    if not os.path.isdir(eval_dir) or any(
+            os.path.isfile(os.path.join(eval_dir, e, "metrics.json"))
+            for e in os.listdir(eval_dir)):
+        return run_dir
+    found = [os.path.join(eval_dir, e) for e in os.listdir(eval_dir)
+             if os.path.isfile(os.path.join(eval_dir, e, "config.yaml"))
+             and os.path.isdir(os.path.join(eval_dir, e, "eval"))]
+    if not found:
+        return run_dir
+    found.sort(key=lambda d: os.path.getmtime(os.path.join(d, "eval")))
+    if len(found) > 1:
+        print(f"{run_dir} has {len(found)} evaluations; reporting the newest, {found[-1]} "
+              f"(give one of {', '.join(found)} to choose)")
+    return found[-1]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lavis-ib report", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", nargs="+",
@@ -168,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.run_dir = args.run_dir[0]
     if not os.path.isdir(args.run_dir):
         raise ConfigError(f"run folder '{args.run_dir}' does not exist.")
+    args.run_dir = evaluation_folder(args.run_dir)
     model_type = _model_type(args.run_dir, args.compare)
     paper_row = args.compare or ROW_OF_MODEL_TYPE.get(model_type)
     if paper_row is None:

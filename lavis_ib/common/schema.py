@@ -75,6 +75,10 @@ class RunConfig:
     valid_splits: List[str] = _list("val")
     test_splits: List[str] = _list("test")
     dist_timeout_s: int = 60                    # process-group timeout: a hang fails fast
+    # -- runs and checkpoints (docs/reliability.md) --
+    max_skipped_steps: int = 10                 # non-finite gradient steps skipped in a row before stopping
+    overwrite: bool = False                     # a new run moves an used output_dir aside to <dir>.old-<time>
+    allow_config_change: bool = False           # resume with a changed batch, LR or dataset list
 
 
 # LAVIS name -> (our name, value converter)

@@ -6,14 +6,19 @@ Layout of `<output_dir>/checkpoints/`:
     step_00003000/        one complete checkpoint (only complete ones carry this name)
         model/            DCP: trainable parameters only (no frozen ViT/LLM weights)
         optim/            DCP: AdamW state, keyed by parameter name
-        rank_<r>.pt       that rank's RNG states and data-loader state
-        trainer.pt        step, scheduler, grad scaler, best score, world size
-        meta.json         written last: step, world size, strategy, package version
+        rank_<r>.pt       that rank's RNG states and data-loader state (tensors only)
+        trainer.json      step, scheduler, grad scaler, world size
+        meta.json         written last: step, world size, the run settings a resume must
+                          keep, every other file with size and sha256; later updated
+                          atomically with "validated" and "best"
     best/                 model/ + meta.json of the best validation score
     .tmp-*                an interrupted write; ignored, removed by the next save
 
-A checkpoint is written into a `.tmp-*` folder and renamed when complete, so a process
-killed mid-write leaves the previous checkpoint usable. DCP writes each rank's shards,
+A checkpoint is written into a `.tmp-*` folder, every file and the folder are fsynced,
+and the folder is renamed when complete, so a process killed mid-write leaves the
+previous checkpoint usable; `verify` checks the listed sizes and checksums before any
+load. Reading never executes pickled code (`safe_load`). A failed write (a full disk)
+removes its `.tmp-*` folder and raises one `CheckpointWriteError` line. DCP writes each rank's shards,
 so the same code serves `none`, `ddp` and `fsdp`, and a checkpoint loads under any of
 them (DCP reshards). Loading is non-strict only for frozen parameters, with a report.
 
@@ -22,6 +27,9 @@ Fault injection for tests (environment variables, off when unset):
     LAVIS_IB_FAULT_IN_CHECKPOINT=k    the process exits while writing the step-k checkpoint
     LAVIS_IB_FAULT_BEFORE_VALIDATION=k  exits after the step-k checkpoint, before validating
                                       it (the resumed run validates it first)
+    LAVIS_IB_FAULT_DISK_FULL=k        the DCP writer of the step-k checkpoint fails with
+                                      ENOSPC after its first file, as a full disk does
+    LAVIS_IB_FAULT_SIGNAL_AFTER_STEP=k[:SIGUSR1][@r]  the process (of rank r) signals itself
 """
 from __future__ import annotations
 
@@ -29,54 +37,29 @@ import contextlib
 import json
 import logging
 import os
-import random
-import re
 import shutil
 import warnings
 from typing import Any, Iterator
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
+from torch.distributed.checkpoint import FileSystemWriter
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_state_dict,
                                                      set_state_dict)
 
-from lavis_ib.common.dist_utils import barrier, get_rank
-from lavis_ib.common.errors import ConfigError, LavisIbError
+from lavis_ib.common.dist_utils import all_gather_objects, barrier, get_rank
+from lavis_ib.common.errors import LavisIbError
+from lavis_ib.runners.ckpt_files import (META, _STEP_DIR, check_verified, fsync_path,  # noqa: F401
+                                         list_checkpoints, manifest, newest_verified,
+                                         resolve_checkpoint, write_json_atomic)
+from lavis_ib.runners.faults import FAULT_EXIT_CODE, disk_full_writer, maybe_fault  # noqa: F401
+from lavis_ib.runners.rng import rng_state, set_rng_state  # noqa: F401 (re-exported)
+from lavis_ib.runners.safe_load import dcp_load, load_pt, raise_unsafe
 
 logger = logging.getLogger(__name__)
-_STEP_DIR = re.compile(r"^step_(\d+)$")
-FAULT_EXIT_CODE = 13
-
-
-def maybe_fault(variable: str, step: int) -> None:
-    """Exit the process at once (no cleanup) when the fault variable names this step."""
-    value = os.environ.get(variable)
-    if value is not None and value.strip() and int(value) == step:
-        logger.error("fault injection: %s=%s, exiting", variable, value)
-        os._exit(FAULT_EXIT_CODE)
-
-
-# -- RNG -------------------------------------------------------------------------------
-def rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:])}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy(), *rest))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # -- state dicts -----------------------------------------------------------------------
@@ -114,11 +97,8 @@ def _dcp_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
-def _write_json(path: str, obj: Any) -> None:
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
+class CheckpointWriteError(LavisIbError):
+    """A checkpoint could not be written (e.g. a full disk); earlier ones are intact."""
 
 
 class CheckpointManager:
@@ -141,13 +121,18 @@ class CheckpointManager:
         return list_checkpoints(self.root)
 
     def latest(self) -> str | None:
-        found = self.complete()
-        return found[-1][1] if found else None
+        """The newest step checkpoint that verifies; damaged newer ones are logged."""
+        return newest_verified(self.root)
 
     # -- saving -----------------------------------------------------------------------
     def save(self, step: int, model: nn.Module, inner: nn.Module, optimizer: Any,
              trainer_state: dict[str, Any], loader_state: Any, meta: dict[str, Any]) -> str:
-        """Write the checkpoint of `step` atomically; returns its path (every rank calls)."""
+        """Write the checkpoint of `step` atomically; returns its path (every rank calls).
+
+        Raises:
+            CheckpointWriteError: on every rank when any rank's write failed; the partial
+                folder is removed and the earlier checkpoints are untouched.
+        """
         final = os.path.join(self.root, f"step_{step:08d}")
         tmp = os.path.join(self.root, f".tmp-step_{step:08d}")
         if self.rank == 0:
@@ -157,26 +142,58 @@ class CheckpointManager:
                     shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
             os.makedirs(tmp)
         barrier()
+        error = None
+        try:
+            self._write_shards(tmp, step, model, inner, optimizer, loader_state)
+        except (Exception, CheckpointException) as exc:  # a full disk, a failed rank
+            error = _dcp_reason(exc)
+        errors = [e for e in all_gather_objects(error) if e]
+        if errors:
+            self._abandon(tmp, step, errors[0])
+        if self.rank == 0:
+            write_json_atomic(os.path.join(tmp, "trainer.json"),
+                              {**trainer_state, "world_size": self.world_size})
+            files = manifest(tmp)
+            write_json_atomic(os.path.join(tmp, META), {
+                **meta, "step": step, "world_size": self.world_size, "complete": True,
+                "files": files})
+            self._install(tmp, final)
+            self._prune(keep=final)
+        barrier()
+        return final
+
+    def _write_shards(self, tmp: str, step: int, model: nn.Module, inner: nn.Module,
+                      optimizer: Any, loader_state: Any) -> None:
         model_sd, optim_sd = _state_dicts(model, inner, optimizer)
         single = not dist.is_initialized()
         with _quiet_single_process():
-            dcp.save(model_sd, checkpoint_id=os.path.join(tmp, "model"), no_dist=single)
+            dcp.save(model_sd, storage_writer=disk_full_writer(os.path.join(tmp, "model"), step),
+                     no_dist=single)
             maybe_fault("LAVIS_IB_FAULT_IN_CHECKPOINT", step)
-            dcp.save(optim_sd, checkpoint_id=os.path.join(tmp, "optim"), no_dist=single)
+            dcp.save(optim_sd, storage_writer=FileSystemWriter(os.path.join(tmp, "optim")),
+                     no_dist=single)
         torch.save({"rng": rng_state(), "loader": loader_state},
                    os.path.join(tmp, f"rank_{self.rank}.pt"))
-        barrier()
+
+    def _abandon(self, tmp: str, step: int, reason: str) -> None:
         if self.rank == 0:
-            torch.save({**trainer_state, "world_size": self.world_size},
-                       os.path.join(tmp, "trainer.pt"))
-            _write_json(os.path.join(tmp, "meta.json"),
-                        {**meta, "step": step, "world_size": self.world_size, "complete": True})
-            if os.path.exists(final):
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            self._prune()
+            shutil.rmtree(tmp, ignore_errors=True)
         barrier()
-        return final
+        latest = self.latest()
+        raise CheckpointWriteError(
+            f"could not write the step-{step} checkpoint in {self.root} ({reason}); the partial "
+            f"folder was removed and the earlier checkpoints are intact (newest: "
+            f"{latest or 'none'}). Free space there, then continue with run.resume=auto.")
+
+    def _install(self, tmp: str, final: str) -> None:
+        """Rename `tmp` to `final`; an existing `final` is set aside first and removed
+        only after the new one is in place (a kill never loses both)."""
+        old = os.path.join(self.root, ".tmp-replaced-" + os.path.basename(final))
+        if os.path.exists(final):
+            os.replace(final, old)
+        os.replace(tmp, final)
+        fsync_path(self.root)
+        shutil.rmtree(old, ignore_errors=True)
 
     def save_best(self, step_dir: str, score: float, step: int) -> str:
         """Copy a step checkpoint's weights to `best/` (atomically; rank 0 copies)."""
@@ -185,91 +202,79 @@ class CheckpointManager:
             tmp = os.path.join(self.root, ".tmp-best")
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.copytree(os.path.join(step_dir, "model"), os.path.join(tmp, "model"))
-            with open(os.path.join(step_dir, "meta.json")) as f:
+            with open(os.path.join(step_dir, META)) as f:
                 meta = json.load(f)
-            _write_json(os.path.join(tmp, "meta.json"), {**meta, "score": score, "step": step})
+            meta.update(score=score, step=step, files=manifest(tmp))
+            write_json_atomic(os.path.join(tmp, META), meta)
             old = os.path.join(self.root, ".tmp-best-old")
             if os.path.exists(best):
                 os.replace(best, old)
             os.replace(tmp, best)
+            fsync_path(self.root)
             shutil.rmtree(old, ignore_errors=True)
         barrier()
         return best
 
-    def update_trainer_state(self, path: str, **fields: Any) -> None:
-        """Replace fields of a checkpoint's trainer.pt atomically (rank 0 writes)."""
+    def update_meta(self, path: str, **fields: Any) -> None:
+        """Set fields of a checkpoint's meta.json atomically (rank 0 writes); meta.json
+        is outside its own manifest, so the checkpoint stays verified."""
         if self.rank == 0:
-            target = os.path.join(path, "trainer.pt")
-            state = torch.load(target, weights_only=False)
-            state.update(fields)
-            torch.save(state, target + ".tmp")
-            os.replace(target + ".tmp", target)
+            target = os.path.join(path, META)
+            with open(target) as f:
+                meta = json.load(f)
+            write_json_atomic(target, {**meta, **fields})
         barrier()
 
-    def _prune(self) -> None:
-        for _, path in self.complete()[:-self.keep_last]:
+    def _prune(self, keep: str) -> None:
+        """Delete the oldest step checkpoints beyond `keep_last`, never `keep` (the one
+        just written) nor any newer than it."""
+        kept_step = int(_STEP_DIR.match(os.path.basename(keep)).group(1))
+        older = [p for s, p in self.complete() if s < kept_step]
+        for path in older[:max(len(older) - (self.keep_last - 1), 0)]:
             shutil.rmtree(path, ignore_errors=True)
 
     # -- loading ----------------------------------------------------------------------
-    def load(self, path: str, model: nn.Module, inner: nn.Module, optimizer: Any) -> dict[str, Any]:
-        """Restore weights, optimizer and this rank's RNG; returns trainer + loader state."""
-        _check_complete(path)
+    def load(self, path: str, model: nn.Module, inner: nn.Module, optimizer: Any,
+             verified: bool = False) -> dict[str, Any]:
+        """Restore weights, optimizer and this rank's RNG; returns trainer + loader state
+        (the trainer state carries meta.json's fields under "meta"). `verified`: the
+        caller has checked the files (rank 0 did, for every rank)."""
+        if verified:
+            with open(os.path.join(path, META)) as f:
+                meta = json.load(f)
+        else:
+            meta = check_verified(path)
         model_sd, optim_sd = _state_dicts(model, inner, optimizer)
+        single = not dist.is_initialized()
         try:
-            single = not dist.is_initialized()
-            with _quiet_single_process():
-                dcp.load(model_sd, checkpoint_id=os.path.join(path, "model"), no_dist=single)
-                dcp.load(optim_sd, checkpoint_id=os.path.join(path, "optim"), no_dist=single)
+            dcp_load(model_sd, os.path.join(path, "model"), single)
+            dcp_load(optim_sd, os.path.join(path, "optim"), single)
         except (Exception, CheckpointException) as exc:
+            raise_unsafe(exc)
             raise LavisIbError(f"checkpoint '{path}' does not match the model's trainable "
                                f"parameters: {_dcp_reason(exc)}") from None
         result = set_state_dict(model, optimizer, model_state_dict=model_sd,
                                 optim_state_dict=optim_sd,
                                 options=StateDictOptions(ignore_frozen_params=True, strict=False))
         report_load(path, inner, result.missing_keys, result.unexpected_keys)
-        trainer = torch.load(os.path.join(path, "trainer.pt"), weights_only=False)
+        with open(os.path.join(path, "trainer.json")) as f:
+            trainer = {**json.load(f), "meta": meta}
+        for key in ("best", "validated"):
+            if key in meta:
+                trainer[key] = meta[key]
         rank_file = os.path.join(path, f"rank_{self.rank}.pt")
         if trainer.get("world_size") != self.world_size or not os.path.exists(rank_file):
             logger.warning("checkpoint %s was written by %s processes, this run has %s: RNG "
                            "states are not restored, the data order continues from rank 0's "
                            "state", path, trainer.get("world_size"), self.world_size)
-            rank_file = os.path.join(path, "rank_0.pt")
-            per_rank = torch.load(rank_file, weights_only=False)
+            per_rank = load_pt(os.path.join(path, "rank_0.pt"))
         else:
-            per_rank = torch.load(rank_file, weights_only=False)
+            per_rank = load_pt(rank_file)
             set_rng_state(per_rank["rng"])
         return {"trainer": trainer, "loader": per_rank["loader"]}
 
 
-def list_checkpoints(root: str) -> list[tuple[int, str]]:
-    """(step, path) of the complete step checkpoints under `root`, oldest first."""
-    if not os.path.isdir(root):
-        return []
-    found = []
-    for name in os.listdir(root):
-        match = _STEP_DIR.match(name)
-        path = os.path.join(root, name)
-        if match and os.path.isfile(os.path.join(path, "meta.json")):
-            found.append((int(match.group(1)), path))
-    return sorted(found)
-
-
-def _check_complete(path: str) -> None:
-    if not os.path.isfile(os.path.join(path, "meta.json")):
-        raise ConfigError(f"'{path}' is not a complete lavis_ib checkpoint (no meta.json); "
-                          f"give a checkpoints/step_* or checkpoints/best folder.")
-
-
-def resolve_checkpoint(path: str) -> str:
-    """A checkpoint folder from a checkpoint path or a run folder (its latest checkpoint)."""
-    if os.path.isfile(os.path.join(path, "meta.json")):
-        return path
-    for root in (os.path.join(path, "checkpoints"), path):
-        found = list_checkpoints(root)
-        if found:
-            return found[-1][1]
-    raise ConfigError(f"no complete checkpoint under '{path}'; give a run folder or a "
-                      f"checkpoints/step_* folder.")
+_check_complete = check_verified  # the former name, quoted by docs/checkpoints.md's tests
 
 
 def report_load(path: str, model: nn.Module, missing: list[str], unexpected: list[str]) -> None:
@@ -289,11 +294,12 @@ def load_trainable_weights(model: nn.Module, path: str) -> str:
     """Load a checkpoint's trainable weights into an unwrapped model in one process (no
     process group needed), e.g. for evaluation or export. Returns the checkpoint folder."""
     path = resolve_checkpoint(path)
+    check_verified(path)
     state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     try:
-        with _quiet_single_process():
-            dcp.load(state, checkpoint_id=os.path.join(path, "model"), no_dist=True)
+        dcp_load(state, os.path.join(path, "model"), single=True)
     except (Exception, CheckpointException) as exc:
+        raise_unsafe(exc)
         raise LavisIbError(f"checkpoint '{path}' does not match the model: "
                            f"{_dcp_reason(exc)}") from None
     result = model.load_state_dict(state, strict=False)

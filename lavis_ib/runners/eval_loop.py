@@ -30,6 +30,8 @@ from lavis_ib.common.dist_utils import (GATHER_TIMEOUT_S, all_gather_objects, ge
 from lavis_ib.common.errors import ConfigError, LavisIbError
 from lavis_ib.common.precision import autocast_dtype
 from lavis_ib.common.registry import registry
+from lavis_ib.runners.ckpt_files import write_atomic, write_json_atomic
+from lavis_ib.runners.eval_resume import PartialWriter, batch_ids, read_done
 
 logger = logging.getLogger(__name__)
 EVAL_TIMEOUT_S = GATHER_TIMEOUT_S
@@ -79,7 +81,8 @@ def evaluate_split(model: Any, task: Any, dataset: Any, name: str, split: str, *
                    batch_size: int, num_workers: int, device: torch.device,
                    out_dir: str | None, amp: str = "none",
                    eval_subset: int | None = None,
-                   timeout_s: int = EVAL_TIMEOUT_S) -> dict[str, float]:
+                   timeout_s: int = EVAL_TIMEOUT_S,
+                   fingerprint: str | None = None) -> dict[str, float]:
     """Evaluate one split; returns its metrics on every rank (rank 0 computes them).
 
     Args:
@@ -90,11 +93,19 @@ def evaluate_split(model: Any, task: Any, dataset: Any, name: str, split: str, *
         amp: autocast dtype name (bf16 | fp16 | none).
         eval_subset: evaluate a fixed subset of this many samples.
         timeout_s: timeout of the gathers (raised to at least EVAL_TIMEOUT_S).
+        fingerprint: what is evaluated; with `out_dir`, records are appended to partial
+            files as they come and a rerun with the same fingerprint skips done ids.
     """
     indices = eval_indices(dataset, eval_subset)
-    before = model.inference_counts()
-    records, bad = run_shard(model, task, dataset, indices, batch_size=batch_size,
-                             num_workers=num_workers, device=device, amp=amp)
+    done = read_done(out_dir, fingerprint)
+    writer = PartialWriter(out_dir, fingerprint, get_rank())
+    before = model.inference_counts()   # e.g. prompts cut to fit (batches run here only)
+    try:
+        records, bad = run_shard(model, task, dataset, indices, batch_size=batch_size,
+                                 num_workers=num_workers, device=device, amp=amp,
+                                 done=done, writer=writer)
+    finally:
+        writer.close()
     counts = {k: v - before.get(k, 0) for k, v in model.inference_counts().items()}
     ordered, all_bad = gather_records(task, records, bad, len(indices), f"{name}/{split}",
                                       timeout_s)
@@ -107,9 +118,11 @@ def evaluate_split(model: Any, task: Any, dataset: Any, name: str, split: str, *
 
 
 def run_shard(model: Any, task: Any, dataset: Any, indices: list[int], *, batch_size: int,
-              num_workers: int, device: torch.device, amp: str = "none"
+              num_workers: int, device: torch.device, amp: str = "none",
+              done: dict[Any, dict[str, Any]] | None = None, writer: Any = None
               ) -> tuple[list[dict[str, Any]], list[str]]:
-    """(records, unreadable files) of this rank's shard of `dataset[indices]`."""
+    """(records, unreadable files) of this rank's shard of `dataset[indices]`; a batch
+    whose ids are all in `done` reuses those records; new records go to `writer`."""
     from lavis_ib.datasets.loaders import eval_loader
 
     source = dataset if len(indices) == len(dataset) else _Subset(dataset, indices)
@@ -123,9 +136,16 @@ def run_shard(model: Any, task: Any, dataset: Any, indices: list[int], *, batch_
         bad.extend(batch.get("_bad_files", []))
         if batch.get("_num_requested", 1) == len(batch.get("_bad_files", [])):
             continue
+        ids = batch_ids(batch) if done else None
+        if ids and all(i in done for i in ids):
+            records.extend(done[i] for i in ids)
+            continue
         batch = move_to(batch, device)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            records.extend(task.valid_step(model, batch))
+            new = task.valid_step(model, batch)
+        records.extend(new)
+        if writer is not None:
+            writer.write(new)
     return records, bad
 
 
@@ -169,11 +189,9 @@ def report_split(task: Any, records: list[dict[str, Any]], bad: list[str], datas
                        "(num_truncated in metrics.json)", where, counts["num_truncated"])
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, "predictions.jsonl"), "w") as f:
-            for record in records:
-                f.write(json.dumps(record, default=_json_default) + "\n")
-        with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-            json.dump(metrics, f, indent=1, default=_json_default)
+        write_atomic(os.path.join(out_dir, "predictions.jsonl"), "".join(
+            json.dumps(record, default=_json_default) + "\n" for record in records))
+        write_json_atomic(os.path.join(out_dir, "metrics.json"), metrics, default=_json_default)
     logger.info("%s: %s", where, json.dumps(metrics, default=_json_default))
     return metrics
 
@@ -198,7 +216,8 @@ def evaluate_datasets(model: Any, datasets: Mapping[str, Mapping[str, Any]],
                       batch_size: int, num_workers: int, device: torch.device,
                       out_root: str | None, amp: str = "none",
                       timeout_s: int = EVAL_TIMEOUT_S,
-                      only: list[str] | None = None) -> dict[str, dict[str, float]]:
+                      only: list[str] | None = None,
+                      fingerprint: str | None = None) -> dict[str, dict[str, float]]:
     """Evaluate every dataset split that has an evaluation task: each entry's
     `eval_splits`, else `default_splits`; with `only` (training validation), just those
     of them in `only`.
@@ -226,7 +245,8 @@ def evaluate_datasets(model: Any, datasets: Mapping[str, Mapping[str, Any]],
             metrics = evaluate_split(model, task, splits[split], name, split,
                                      batch_size=batch_size, num_workers=num_workers,
                                      device=device, out_dir=out_dir, amp=amp,
-                                     eval_subset=subset, timeout_s=timeout_s)
+                                     eval_subset=subset, timeout_s=timeout_s,
+                                     fingerprint=fingerprint)
             results[name if i == 0 else f"{name}_{split}"] = metrics
     return results
 

@@ -73,17 +73,29 @@ def rescale_grads(params: Iterable[nn.Parameter], factor: float) -> None:
 
 
 @torch.no_grad()
-def clip_grads(params: list[nn.Parameter], max_norm: float | None) -> float:
-    """The total gradient norm (over all shards); clipped to `max_norm` when given."""
+def grad_norm(params: list[nn.Parameter]) -> float:
+    """The total gradient norm over all shards (not clipped): the runner checks it is
+    finite before anything steps."""
     gs = grads(params)
     if not gs:
         return 0.0
     total = torch.nn.utils.get_total_norm(gs, norm_type=2.0)
     if isinstance(total, DTensor):  # FSDP2: the norm of sharded gradients is a partial sum
         total = total.full_tensor()
-    if max_norm is not None and max_norm > 0:
-        torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
     return float(total)
+
+
+def clip_to(params: list[nn.Parameter], max_norm: float | None, total: float) -> None:
+    """Clip gradients whose total norm is `total` to `max_norm` (None or <= 0: no clip)."""
+    if max_norm is not None and max_norm > 0 and grads(params):
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, torch.tensor(total))
+
+
+def clip_grads(params: list[nn.Parameter], max_norm: float | None) -> float:
+    """The total gradient norm (over all shards); clipped to `max_norm` when given."""
+    total = grad_norm(params)
+    clip_to(params, max_norm, total)
+    return total
 
 
 def derive_batching(run: RunConfig, world_size: int) -> tuple[int, int, int]:

@@ -5,48 +5,52 @@ One optimizer step:
     for each of this rank's accum micro-batches     (MixtureLoader.next_step)
         task.train_step under autocast              the model's {"loss", "loss_sum", "num_tokens"}
         backward(loss_sum)                          gradients reduced on the last only
-    all-reduce [loss_sum, tokens, samples]          one collective per step
+    all-reduce [loss_sum, tokens, samples, stop]    one collective per step
     stop if the loss is not finite                  nothing stepped, last checkpoint kept
     grads *= world_size / tokens                    global-token-count normalisation
+    global grad norm not finite: skip the step      no optimizer/scheduler update, an event;
+                                                    more than max_skipped_steps in a row stop
     clip; AdamW step; zero grads
 Every `val_every` steps (and at `max_iters`): checkpoint, validate the held-in validation
 splits through the shared evaluation loop, keep `best/` by `run.select_metric`.
 `save_every` adds checkpoints in between; the last step is always checkpointed.
-`resume: auto` continues from the newest complete checkpoint with the exact data order,
-RNG, optimizer and LR. Settings come from the typed `run` config (common/schema.py),
-read as attributes.
+`resume: auto` continues from the newest checkpoint that verifies with the exact data
+order, RNG, optimizer and LR. SIGTERM/SIGUSR1 checkpoint at the next step boundary and
+end the run normally. The output folder is locked and claimed first (run_guard.py).
+Settings come from the typed `run` config (common/schema.py), read as attributes.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import sys
 from typing import Any, Mapping
 
 import torch
 
-from lavis_ib.common.errors import ConfigError, DataError, LavisIbError
+from lavis_ib.common.errors import ConfigError, DataError
 from lavis_ib.common.precision import autocast_dtype
 from lavis_ib.common.registry import registry
 from lavis_ib.common.seeding import seed_everything
-from lavis_ib.runners.checkpoint import (CheckpointManager, maybe_fault, resolve_checkpoint,
+from lavis_ib.runners.checkpoint import (CheckpointManager, maybe_fault,
                                          rng_state, set_rng_state)
+from lavis_ib.runners.faults import maybe_signal
+from lavis_ib.runners.ckpt_files import write_json_atomic
+from lavis_ib.runners.eval_resume import remove_partials
 from lavis_ib.runners.eval_loop import evaluate_datasets, eval_splits, move_to, select_score
-from lavis_ib.runners.optim import build_optimizer, clip_grads, derive_batching, rescale_grads
+from lavis_ib.runners.optim import (build_optimizer, clip_to, derive_batching,
+                                    rescale_grads)
+from lavis_ib.runners.run_guard import RunLock, StopSignals, rank0_decides
+from lavis_ib.runners.runner_mixins import (NonFiniteGuardMixin, NonFiniteLossError,  # noqa: F401
+                                            RunFolderMixin)
 from lavis_ib.runners.run_log import RunLogger
 from lavis_ib.runners.strategies import DistInfo, Strategy, setup_distributed
 
 logger = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(LavisIbError):
-    """The training loss became NaN or infinite; the run stopped without stepping."""
-
-
 @registry.register_runner("runner_iter")
-class RunnerIter:
+class RunnerIter(RunFolderMixin, NonFiniteGuardMixin):
     """Iteration runner (LAVIS's `RunnerIter` name and constructor).
 
     Args:
@@ -123,81 +127,69 @@ class RunnerIter:
                                     max_bad_sample_fraction=run.max_bad_sample_fraction,
                                     bad_sample_grace=run.bad_sample_grace)
         self.ckpt = CheckpointManager(self.output_dir, run.keep_last, info.rank, info.world_size)
-        self.step, self.best = 0, {"score": None, "step": None}
-        self._pending_validation: str | None = None
+        self.step, self.best, self.skipped = 0, {"score": None, "step": None}, 0
+        self._pending_validation = self._resumed_from = None
         seed_everything(run.seed + info.rank)  # dropout/augmentation differ per rank
-        self._resume()
-        if self.is_main:
-            self._save_run_files()
+        rank0_decides(info.rank, self._claim)
+        try:
+            self._resume()
+            self.ckpt_step = self.step  # the newest checkpoint's step (a resume's)
+            self.last_checkpoint = self._resumed_from
+            if self.is_main:
+                self._save_run_files(self.output_dir, keep=self.run.resume != "none")
+        except BaseException:
+            self.lock.release()
+            raise
 
-    def _resume(self) -> None:
-        choice = self.run.resume
-        if choice == "none":
-            if self.is_main and self.ckpt.latest():
-                logger.warning("%s already holds checkpoints; run.resume=none starts over "
-                               "(set run.resume=auto to continue)", self.output_dir)
-            return
-        path = self.ckpt.latest() if choice == "auto" else resolve_checkpoint(choice)
-        if path is None:
-            logger.info("run.resume=auto: no checkpoint in %s, starting at step 0", self.output_dir)
-            return
-        state = self.ckpt.load(path, self.model, self.inner, self.optimizer)
-        trainer = state["trainer"]
-        self.step = int(trainer["step"])
-        self.scheduler.load_state_dict(trainer["scheduler"])
-        if self.scaler is not None and trainer.get("scaler"):
-            self.scaler.load_state_dict(trainer["scaler"])
-        self.best = trainer.get("best", self.best)
-        self.loader.load_state_dict(state["loader"])
-        if trainer.get("validated") is False:  # killed between checkpoint and validation
-            self._pending_validation = path
-        logger.info("resumed from %s at step %d", path, self.step)
-
-    def _save_run_files(self) -> None:
-        from lavis_ib import __version__
-
-        self.cfg.save(self.output_dir)
-        versions = {"lavis_ib": __version__, "torch": torch.__version__,
-                    "python": sys.version.split()[0], "world_size": self.info.world_size}
-        if self.global_bs is not None:  # training runs: the batching derived for this world
-            versions.update(global_batch_size=self.global_bs, micro_batch_size=self.micro_bs,
-                            accum_steps=self.accum)
-        with open(os.path.join(self.output_dir, "run_info.json"), "w") as f:
-            json.dump(versions, f, indent=1)
-
-    # -- training -----------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
-        """Train to `max_iters`; returns {"step", "best", "last_checkpoint"}."""
+        """Train to `max_iters` (or to a stop signal); returns {"step", "best",
+        "last_checkpoint", "stopped_by"}."""
+        self.lock = RunLock(self.output_dir)
         self._setup_training()
         run = self.run
         log = RunLogger(self.output_dir, run.max_iters, self.step, enabled=self.is_main)
+        self.signals = StopSignals().install()
         self.inner.train()
+        stopped_by = None
         try:
+            if self._resumed_from:
+                log.event(event="resume", step=self.step, path=self._resumed_from)
             if self._pending_validation:
                 self._validate(self._pending_validation, log)
-            while self.step < run.max_iters:
-                self._train_step(log)
+            while self.step < run.max_iters and stopped_by is None:
+                stepped, stopped_by = self._train_step(log)
                 done = self.step
-                validate = run.val_every > 0 and (done % run.val_every == 0
-                                                  or done == run.max_iters)
-                save = done == run.max_iters or (run.save_every > 0
-                                                 and done % run.save_every == 0)
-                if validate or save:
+                validate = stepped and run.val_every > 0 and (done % run.val_every == 0
+                                                              or done == run.max_iters)
+                save = stepped and (done == run.max_iters or (run.save_every > 0
+                                                              and done % run.save_every == 0))
+                if validate or save or (stopped_by and self.ckpt_step != done):
                     self._checkpoint(validate, log)
                     log.reset_rate()
                 maybe_fault("LAVIS_IB_FAULT_AFTER_STEP", done)
+                maybe_signal(done)
+            if stopped_by:
+                log.event(event="stopped", step=self.step, signal=stopped_by)
+                logger.warning("%s: checkpointed step %d and stopped; continue with "
+                               "run.resume=auto", stopped_by, self.step)
         finally:
+            self.signals.restore()
             log.close()
             self.loader.close()
-        return {"step": self.step, "best": self.best, "last_checkpoint": self.ckpt.latest()}
+            self.lock.release()
+        return {"step": self.step, "best": self.best, "last_checkpoint": self.last_checkpoint,
+                "stopped_by": stopped_by}
 
-    def _train_step(self, log: RunLogger) -> None:
+    def _train_step(self, log: RunLogger) -> tuple[bool, str | None]:
+        """One optimizer step; returns (stepped, the stop signal's name if any rank got
+        one). A non-finite gradient norm skips the update and returns stepped=False."""
         from lavis_ib.datasets.loaders import num_samples
 
         info, model = self.info, self.model
         lr = self.scheduler.step(self.step)
         batches = self.loader.next_step()
-        stats = torch.zeros(3, dtype=torch.float64, device=info.device)
+        stats = torch.zeros(4, dtype=torch.float64, device=info.device)
+        stats[3] = float(self.signals.requested is not None)
         dtype = autocast_dtype(self.run.amp)
         for a, batch in enumerate(batches):
             if num_samples(batch) == 0:
@@ -214,16 +206,23 @@ class RunnerIter:
                 (self.scaler.scale(loss_sum) if self.scaler else loss_sum).backward()
             stats += torch.stack([loss_sum.detach().double(), torch.as_tensor(
                 tokens, dtype=torch.float64, device=info.device),
-                torch.tensor(float(num_samples(batch)), dtype=torch.float64, device=info.device)])
+                torch.tensor(float(num_samples(batch)), dtype=torch.float64, device=info.device),
+                torch.zeros((), dtype=torch.float64, device=info.device)])
         self.strategy.all_reduce_sum(stats)
-        loss_total, tokens, samples = stats.tolist()
+        loss_total, tokens, samples, stop = stats.tolist()
+        stop_name = (self.signals.requested or "SIGTERM") if stop > 0 else None
         loss = loss_total / max(tokens, 1.0)
         if not math.isfinite(loss):
-            self._stop_non_finite(loss, log)
+            self._stop_non_finite(f"the training loss is {loss}", log)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         rescale_grads(self.params, info.world_size / max(tokens, 1.0))
-        grad_norm = clip_grads(self.params, self.run.grad_clip)
+        norm = self._global_grad_norm()
+        if not math.isfinite(norm):
+            self._skip_step(norm, log)
+            return False, stop_name
+        self.skipped = 0
+        clip_to(self.params, self.run.grad_clip, norm)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -232,25 +231,23 @@ class RunnerIter:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         every = max(self.run.log_every, 1)
-        log.step(self.step, loss, lr, grad_norm, int(samples), int(tokens),
+        log.step(self.step, loss, lr, norm, int(samples), int(tokens),
                  log=self.step % every == 0 or self.step == 1 or self.step == self.run.max_iters)
-
-    def _stop_non_finite(self, loss: float, log: RunLogger) -> None:
-        last = self.ckpt.latest()
-        log.event(event="non_finite_loss", step=self.step + 1, loss=str(loss), checkpoint=last)
-        raise NonFiniteLossError(
-            f"the training loss is {loss} at step {self.step + 1}; stopped before the optimizer "
-            f"step. Last good checkpoint: {last or 'none (no checkpoint written yet)'}; continue "
-            f"with run.resume=auto after lowering run.init_lr, setting run.grad_clip or using "
-            f"run.amp=bf16.")
+        return True, stop_name
 
     def _checkpoint(self, validate: bool, log: RunLogger) -> None:
+        if not self._weights_finite():
+            self._stop_non_finite("a trainable weight is not finite (not saved)", log,
+                                  "non_finite_weights")
         trainer_state = {"step": self.step, "scheduler": self.scheduler.state_dict(),
                          "scaler": self.scaler.state_dict() if self.scaler else None,
                          "best": self.best, "validated": not validate}
-        meta = {"distributed": self.run.distributed, "global_batch_size": self.global_bs}
+        meta = {"distributed": self.run.distributed, **self._resume_settings(),
+                "best": self.best, "validated": not validate}
+        self.ckpt_step = self.step
         path = self.ckpt.save(self.step, self.model, self.inner, self.optimizer, trainer_state,
                               self.loader.state_dict(), meta)
+        self.last_checkpoint = path
         log.event(event="checkpoint", step=self.step, path=path)
         if validate:
             maybe_fault("LAVIS_IB_FAULT_BEFORE_VALIDATION", self.step)
@@ -271,34 +268,40 @@ class RunnerIter:
             self.best = {"score": score, "step": self.step}
             self.ckpt.save_best(path, score, self.step)
             log.event(event="best", step=self.step, score=score)
-        self.ckpt.update_trainer_state(path, best=self.best, validated=True)
+        self.ckpt.update_meta(path, best=self.best, validated=True)
         self.inner.train()
 
     # -- evaluation ---------------------------------------------------------------------
     def _evaluate(self, datasets: Mapping[str, Any], splits: list[str], out_root: str,
-                  only: list[str] | None = None) -> dict[str, dict[str, float]]:
+                  only: list[str] | None = None, fingerprint: str | None = None
+                  ) -> dict[str, dict[str, float]]:
         with self.strategy.eval_mode(self.model) as inner:
             return evaluate_datasets(inner, datasets, self.datasets_cfg, splits,
                                      batch_size=self.run.batch_size_eval,
                                      num_workers=self.run.num_workers, device=self.info.device,
                                      out_root=out_root, amp=self.run.amp,
-                                     timeout_s=self.run.dist_timeout_s, only=only)
+                                     timeout_s=self.run.dist_timeout_s, only=only,
+                                     fingerprint=fingerprint)
 
-    def evaluate(self, splits: list[str] | None = None) -> dict[str, dict[str, float]]:
+    def evaluate(self, splits: list[str] | None = None, name: str = "evaluation",
+                 checkpoint: str | None = None) -> dict[str, dict[str, float]]:
         """Evaluate every dataset's eval splits (`eval_splits`, else `splits`, else the
-        run's test then validation splits) into `<output_dir>/eval/<name>_<split>/`."""
+        run's test then validation splits) into `FOLDER/eval/<dataset>_<split>/`, FOLDER
+        being `_evaluation_folder(name)` with its own config.yaml and run_info.json. A
+        rerun of the same evaluation (config and `checkpoint`) skips the ids done."""
         if self.model is None:
             self.model = self.strategy.wrap(self.inner)
         # a split listed in both test_splits and valid_splits is evaluated once
         default = splits or list(dict.fromkeys([*self.run.test_splits, *self.run.valid_splits]))
-        out_root = os.path.join(self.output_dir, "eval")
-        if self.is_main:  # the report reads the model type from the run's config
-            os.makedirs(self.output_dir, exist_ok=True)
-            self._save_run_files()
-        results = self._evaluate(self.datasets, default, out_root)
+        folder = self._evaluation_folder(name)
+        out_root = os.path.join(folder, "eval")
+        if self.is_main:  # the report reads the model type from the evaluation's config
+            os.makedirs(folder, exist_ok=True)
+            self._save_run_files(folder, keep=False)
+        results = self._evaluate(self.datasets, default, out_root,
+                                 fingerprint=self._fingerprint(checkpoint))
         if self.is_main:
             os.makedirs(out_root, exist_ok=True)
-            with open(os.path.join(out_root, "metrics.json"), "w") as f:
-                json.dump(results, f, indent=1, default=str)
+            write_json_atomic(os.path.join(out_root, "metrics.json"), results, default=str)
+            remove_partials(out_root)  # every split is complete
         return results
-

@@ -13,6 +13,7 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
+pytest.register_assert_rewrite("fault_helpers")  # its asserts report values too
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 

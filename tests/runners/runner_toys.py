@@ -12,12 +12,24 @@ from torch import nn
 
 from lavis_ib.common.registry import registry
 from lavis_ib.datasets.builders.base_builder import BaseDatasetBuilder
-from lavis_ib.datasets.datasets.base import collate
+from lavis_ib.datasets.datasets.base import BaseDataset, collate
 from lavis_ib.models.base_model import BaseModel
 from lavis_ib.tasks.base_task import BaseTask
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LETTERS = "abcdefghij"
+
+
+class _InfGrad(torch.autograd.Function):
+    """Identity forward; infinite gradient backward (a finite loss, a non-finite norm)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("inf")
 
 
 class Block(nn.Module):
@@ -37,9 +49,12 @@ class ToyIB(BaseModel):
     PRETRAINED_MODEL_CONFIG_DICT = {"default": os.path.join(HERE, "configs", "toy_model.yaml")}
 
     def __init__(self, dim: int = 8, vocab: int = 11, queries: int = 3, layers: int = 2,
-                 nan_after: int = 0) -> None:
+                 nan_after: int = 0, inf_grad_calls: tuple = (0, 0), inf_grad_rank: int = -1
+                 ) -> None:
         super().__init__()
         self.vocab, self.nan_after, self.calls = vocab, nan_after, 0
+        # forward calls first..last (1-based, inclusive) give an infinite gradient
+        self.inf_grad_calls, self.inf_grad_rank = tuple(inf_grad_calls), inf_grad_rank
         self.patch = nn.Linear(12, dim)
         self.encoder = nn.ModuleList(Block(dim) for _ in range(layers))
         self.query_tokens = nn.Parameter(0.1 * torch.randn(1, queries, dim))
@@ -54,7 +69,9 @@ class ToyIB(BaseModel):
     @classmethod
     def from_config(cls, cfg):
         return cls(dim=cfg.dim, vocab=cfg.vocab, queries=cfg.queries, layers=cfg.layers,
-                   nan_after=cfg.get("nan_after", 0))
+                   nan_after=cfg.get("nan_after", 0),
+                   inf_grad_calls=tuple(cfg.get("inf_grad_calls", (0, 0))),
+                   inf_grad_rank=cfg.get("inf_grad_rank", -1))
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -75,6 +92,10 @@ class ToyIB(BaseModel):
         q = self.query_tokens + x[:, None, :]
         for block in self.qformer:
             q = block(q)
+        first, last = self.inf_grad_calls
+        rank_ok = self.inf_grad_rank in (-1, int(os.environ.get("RANK", "0")))
+        if self.training and first <= self.calls <= last and first > 0 and rank_ok:
+            q = _InfGrad.apply(q)
         h = self.proj(self.ln_q(q)).mean(1)
         for block in self.llm:
             h = block(h)
@@ -118,13 +139,39 @@ class ToyDataset(torch.utils.data.Dataset):
         return collate(samples)
 
 
+def jitter(image: torch.Tensor) -> torch.Tensor:
+    """A training augmentation that, like torchvision's, draws from torch's global RNG."""
+    return image + 0.3 * torch.randn(image.shape)
+
+
+class ToyAugDataset(BaseDataset):
+    """ToyDataset's samples read through BaseDataset, augmented by `jitter`: its batches
+    match across workers, processes and resumes only if the per-sample seeding works."""
+
+    is_train = True
+
+    def __init__(self, size: int, salt: int) -> None:
+        self.plain = ToyDataset(size, salt, "train")
+        super().__init__(vis_processor=jitter, ann_paths=[f"toy_aug_{salt}.json"])
+
+    def load_annotations(self, ann_paths):
+        return [{"index": i} for i in range(len(self.plain))]
+
+    def load_visual(self, record):
+        return self.vis_processor(self.plain[record["index"]]["image"])
+
+    def build_sample(self, record, visual, index, epoch):
+        return {**self.plain[index], "image": visual}
+
+
 class _ToyBuilder(BaseDatasetBuilder):
     salt = 0
 
     def build(self):
         cfg = self.config
-        return {"train": ToyDataset(int(cfg.n_train), self.salt, "train"),
-                "val": ToyDataset(int(cfg.n_val), self.salt, "val")}
+        train = ToyAugDataset(int(cfg.n_train), self.salt) if cfg.get("augment") else \
+            ToyDataset(int(cfg.n_train), self.salt, "train")
+        return {"train": train, "val": ToyDataset(int(cfg.n_val), self.salt, "val")}
 
 
 @registry.register_builder("toy_a")

@@ -8,9 +8,14 @@ sample dict, or `BadSample(path, reason)` when its image/video cannot be read;
 and lists their paths under ``_bad_files`` (with ``_num_requested`` = samples asked for).
 Training sets accept ``i >= len(self)``: ``epoch, index = divmod(i, len(self))``, and
 every random choice of a sample (template, answer) is seeded by (seed, epoch, index).
+The visual processor (random crop, flip, RandAugment: torchvision draws from torch's
+global RNG) runs under a forked torch RNG seeded by (seed, epoch, dataset, index)
+(`augment_seed`), so a sample's augmentation does not depend on the loader worker that
+reads it, on num_workers, on the rank or world size, or on a resume.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -71,6 +76,24 @@ def sample_rng(seed: int, epoch: int, index: int, stream: int) -> np.random.Gene
     """A generator for one sample's draw number `stream` (0 is the template draw of the
     instruction_template processor; others use 1, 2, ...): depends on nothing else."""
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch), int(index), int(stream)])
+
+
+_AUGMENT_STREAM = 0x617567  # keeps the augmentation seed apart from the numpy draws
+
+
+def augment_seed(seed: int, epoch: int, dataset_key: int, index: int) -> int:
+    """The torch seed of one sample's visual augmentation."""
+    seq = np.random.SeedSequence([_AUGMENT_STREAM, int(seed) & 0xFFFFFFFF, int(epoch),
+                                  int(dataset_key) % 2 ** 64, int(index)])
+    return int(seq.generate_state(1, dtype=np.uint64)[0] % 2 ** 63)
+
+
+@contextlib.contextmanager
+def seeded_torch(seed: int):
+    """Run a block with torch's CPU RNG seeded by `seed`; the caller's state comes back."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def draw_by_frequency(answers: Sequence[str], rng: np.random.Generator) -> str:
@@ -207,13 +230,22 @@ class BaseDataset(Dataset):
     def __getitem__(self, i: int) -> Any:
         epoch, index = self.split_index(i)
         record = self.annotation[index]
-        visual = self.load_visual(record)
+        with seeded_torch(augment_seed(self.seed, epoch, self.dataset_key(), index)):
+            visual = self.load_visual(record)
         if isinstance(visual, BadSample):
             return visual
         return self.build_sample(record, visual, index, epoch)
 
     def rng(self, index: int, epoch: int, stream: int = 1) -> np.random.Generator:
         return sample_rng(self.seed, epoch, index, stream)
+
+    def dataset_key(self) -> int:
+        """A stable key of this dataset (its class and annotation file names), so two
+        mixed datasets do not share augmentations at the same index."""
+        from lavis_ib.datasets.mixing import name_key
+
+        names = sorted(os.path.basename(str(p)) for p in (self.ann_paths or []))
+        return name_key(f"{type(self).__name__}:{','.join(names)}")
 
     def collater(self, samples: Sequence[Any]) -> dict[str, Any]:
         return collate(samples)

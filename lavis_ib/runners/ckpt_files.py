@@ -1,0 +1,159 @@
+"""Durable files: atomic JSON/text writes, fsync of files and folders, and the manifest
+that lets a checkpoint prove it is whole.
+
+A checkpoint's `meta.json` lists every other file of the folder with its size and
+sha256 (`manifest`), written after every file and the folder itself are fsynced, and
+before the folder is renamed into place. `verify(folder)` recomputes them: a 0-byte
+`trainer.json`, a truncated shard or an edited file is found before anything is loaded,
+and the reason names the file. The discovery functions below find the newest
+checkpoint that verifies.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from typing import Any
+
+from lavis_ib.common.errors import ConfigError, LavisIbError
+
+logger = logging.getLogger(__name__)
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+META = "meta.json"
+_CHUNK = 1 << 20
+
+
+def fsync_path(path: str) -> None:
+    """Flush a file's or a folder's data and entry to disk (folders: POSIX only)."""
+    flags = os.O_RDONLY | (os.O_DIRECTORY if os.path.isdir(path) else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:  # e.g. folders on platforms that cannot open them
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on folders
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename: readers see the old
+    file or the whole new one, never a part."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_path(os.path.dirname(os.path.abspath(path)))
+
+
+def write_json_atomic(path: str, obj: Any, **kwargs: Any) -> None:
+    write_atomic(path, json.dumps(obj, indent=1, **kwargs))
+
+
+def sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def manifest(folder: str) -> dict[str, dict[str, Any]]:
+    """{relative path: {"size", "sha256"}} of every file under `folder` except meta.json;
+    each file and folder is fsynced on the way."""
+    files = {}
+    for root, dirs, names in os.walk(folder):
+        for name in sorted(names):
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, folder)
+            if rel == META:
+                continue
+            fsync_path(path)
+            files[rel] = {"size": os.path.getsize(path), "sha256": sha256(path)}
+        fsync_path(root)
+    return files
+
+
+def verify(folder: str) -> str | None:
+    """None when `folder` is a whole checkpoint, else why not (naming the file)."""
+    meta_path = os.path.join(folder, META)
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        return f"{meta_path} is missing"
+    except (OSError, ValueError) as exc:
+        return f"{meta_path} is unreadable ({type(exc).__name__})"
+    files = meta.get("files") if isinstance(meta, dict) else None
+    if not isinstance(files, dict) or not files:
+        return f"{meta_path} lists no files (written by an older lavis_ib or damaged)"
+    for rel, want in sorted(files.items()):
+        path = os.path.join(folder, rel)
+        if not os.path.isfile(path):
+            return f"{path} is missing"
+        size = os.path.getsize(path)
+        if size != want.get("size"):
+            return f"{path} has {size} bytes, meta.json lists {want.get('size')}"
+        if sha256(path) != want.get("sha256"):
+            return f"{path} does not match its sha256 in meta.json"
+    return None
+def list_checkpoints(root: str) -> list[tuple[int, str]]:
+    """(step, path) of the complete step checkpoints under `root`, oldest first."""
+    if not os.path.isdir(root):
+        return []
+    found = []
+    for name in os.listdir(root):
+        match = _STEP_DIR.match(name)
+        path = os.path.join(root, name)
+        if match and os.path.isfile(os.path.join(path, META)):
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def newest_verified(root: str) -> str | None:
+    """The newest step checkpoint under `root` whose files verify; each damaged newer one
+    is logged with the reason and skipped."""
+    for step, path in reversed(list_checkpoints(root)):
+        reason = verify(path)
+        if reason is None:
+            return path
+        logger.warning("skipping checkpoint %s: %s", path, reason)
+    return None
+
+
+def check_verified(path: str) -> dict[str, Any]:
+    """meta.json of a checkpoint folder that verifies; else one error naming the file."""
+    if not os.path.isfile(os.path.join(path, META)):
+        raise ConfigError(f"'{path}' is not a complete lavis_ib checkpoint (no meta.json); "
+                          f"give a checkpoints/step_* or checkpoints/best folder.")
+    reason = verify(path)
+    if reason is not None:
+        raise LavisIbError(f"checkpoint '{path}' is damaged: {reason}; give another "
+                           f"checkpoint or use run.resume=auto, which skips damaged ones.")
+    with open(os.path.join(path, META)) as f:
+        return json.load(f)
+
+
+def resolve_checkpoint(path: str) -> str:
+    """A checkpoint folder from a checkpoint path or a run folder (its newest checkpoint
+    that verifies)."""
+    if os.path.isfile(os.path.join(path, META)):
+        return path
+    for root in (os.path.join(path, "checkpoints"), path):
+        if list_checkpoints(root):
+            found = newest_verified(root)
+            if found:
+                return found
+            raise LavisIbError(f"every checkpoint under '{root}' is damaged (see the warnings "
+                               f"above); give a checkpoint folder that verifies.")
+    raise ConfigError(f"no complete checkpoint under '{path}'; give a run folder or a "
+                      f"checkpoints/step_* folder.")
+
+

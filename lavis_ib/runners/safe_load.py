@@ -1,0 +1,144 @@
+"""Reading checkpoint files without executing pickled code.
+
+A checkpoint is data someone may hand you; reading it must never run code. Three readers
+in torch would unpickle arbitrary objects, so each is replaced here:
+
+- `.pt` files (this rank's RNG and data-loader state): `torch.load(weights_only=True)`,
+  which only builds tensors and plain containers (`load_pt`).
+- DCP's `.metadata` (the index of a `model/` or `optim/` folder): torch's
+  `FileSystemReader.read_metadata` calls `pickle.load`; `SafeFileSystemReader` reads it
+  with `MetadataUnpickler`, which accepts only torch's own DCP metadata classes,
+  `torch.Size`, dtypes, the layout helper and `pathlib` paths.
+- DCP byte entries inside a `.distcp` file (the optimizer's `param_groups`): torch's
+  `DefaultLoadPlanner.load_bytes` calls `torch.load(weights_only=False)`;
+  `SafeLoadPlanner.load_bytes` uses `weights_only=True`.
+
+Anything else in those files is refused with `UnsafeCheckpointError`, one line naming the
+file and the object it wanted to build.
+"""
+from __future__ import annotations
+
+import io
+import pathlib
+import pickle
+import warnings
+from typing import Any
+
+import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader
+from torch.distributed.checkpoint import filesystem as _fs
+from torch.distributed.checkpoint import metadata as _md
+from torch.distributed.checkpoint._traverse import set_element
+from torch.distributed.checkpoint.metadata import StorageMeta
+
+from lavis_ib.common.errors import LavisIbError
+
+_METADATA_CLASSES = {
+    ("torch.distributed.checkpoint.metadata", name)
+    for name in ("Metadata", "TensorStorageMetadata", "BytesStorageMetadata",
+                 "ChunkStorageMetadata", "TensorProperties", "StorageMeta", "MetadataIndex",
+                 "_MEM_FORMAT_ENCODING")
+} | {("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+     ("torch", "Size"), ("torch.serialization", "_get_layout"),
+     ("pathlib", "PosixPath"), ("pathlib", "PurePosixPath"),
+     ("pathlib", "WindowsPath"), ("pathlib", "PureWindowsPath")}
+_MODULES = {"torch.distributed.checkpoint.metadata": _md,
+            "torch.distributed.checkpoint.filesystem": _fs, "pathlib": pathlib}
+
+
+class UnsafeCheckpointError(LavisIbError):
+    """A checkpoint file asked to build an object outside the allow-list; nothing ran."""
+
+
+class MetadataUnpickler(pickle.Unpickler):
+    """Unpickles DCP metadata; any global outside the allow-list is refused before use."""
+
+    def __init__(self, file: Any, source: str) -> None:
+        super().__init__(file)
+        self.source = source
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        if (module, name) in _METADATA_CLASSES:
+            if module == "torch":
+                return torch.Size
+            if module == "torch.serialization":
+                return torch.serialization._get_layout
+            return getattr(_MODULES[module], name)
+        raise UnsafeCheckpointError(
+            f"refused to read '{self.source}': it asks to build {module}.{name}, which a "
+            f"checkpoint index never holds (the file is damaged or doctored; nothing was run).")
+
+
+class SafeFileSystemReader(FileSystemReader):
+    """FileSystemReader whose `.metadata` goes through `MetadataUnpickler`."""
+
+    def read_metadata(self, *args: Any, **kwargs: Any) -> Any:
+        path = self._get_metadata_path(kwargs.get("rank"))
+        with self.fs.create_stream(path, "rb") as stream:
+            try:
+                metadata = MetadataUnpickler(stream, str(path)).load()
+            except UnsafeCheckpointError:
+                raise
+            except Exception as exc:  # truncated or garbage bytes
+                raise UnsafeCheckpointError(f"cannot read '{path}': {type(exc).__name__}: "
+                                            f"{exc}") from None
+        if not isinstance(metadata, _md.Metadata):
+            raise UnsafeCheckpointError(f"'{path}' does not hold a DCP Metadata object.")
+        if getattr(metadata, "storage_meta", None) is None:
+            metadata.storage_meta = StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+
+class SafeLoadPlanner(DefaultLoadPlanner):
+    """DefaultLoadPlanner whose byte entries are read with `weights_only=True`."""
+
+    def load_bytes(self, read_item: Any, value: io.BytesIO) -> None:
+        try:
+            obj = torch.load(value, weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise UnsafeCheckpointError(
+                f"refused a byte entry '{read_item.dest_index.fqn}' of a .distcp file: "
+                f"{_why(exc)} (nothing was run).") from None
+        if self.flatten_state_dict:
+            set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], obj)
+        else:
+            self.state_dict[read_item.dest_index.fqn] = obj
+
+
+def _why(exc: Exception) -> str:
+    """The line of torch's weights-only refusal that names the object (not its advice)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    named = [line for line in lines if "Unsupported" in line or "WeightsUnpickler" in line]
+    return (named or lines or [type(exc).__name__])[0]
+
+
+def load_pt(path: str) -> Any:
+    """A `.pt` file of tensors and plain containers; anything else is refused."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UnsafeCheckpointError(f"refused to read '{path}': {_why(exc)} "
+                                    f"(nothing was run).") from None
+
+
+def dcp_load(state: dict[str, Any], folder: str, single: bool) -> None:
+    """DCP load through the pickle-free reader and planner. The index is read once
+    first, so a refusal surfaces as itself rather than inside DCP's wrapped errors."""
+    SafeFileSystemReader(folder).read_metadata()
+    with warnings.catch_warnings():  # DCP warns on every call without a process group
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, storage_reader=SafeFileSystemReader(folder),
+                 planner=SafeLoadPlanner(), no_dist=single)
+
+
+def raise_unsafe(exc: BaseException) -> None:
+    """Re-raise a refusal of the safe readers (wrapped by DCP) as itself."""
+    failures = getattr(exc, "failures", None) or {}
+    for item in [exc, *failures.values()]:
+        inner = item[0] if isinstance(item, tuple) else item
+        if isinstance(inner, UnsafeCheckpointError):
+            raise UnsafeCheckpointError(str(inner)) from None
