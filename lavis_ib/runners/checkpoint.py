@@ -55,7 +55,7 @@ from lavis_ib.common.errors import LavisIbError
 from lavis_ib.runners.ckpt_files import (META, _STEP_DIR, check_verified, fsync_path,  # noqa: F401
                                          list_checkpoints, manifest, newest_verified,
                                          resolve_checkpoint, write_json_atomic)
-from lavis_ib.runners.faults import FAULT_EXIT_CODE, disk_full_writer, maybe_fault  # noqa: F401
+from lavis_ib.runners.faults import disk_full_writer, maybe_fault
 from lavis_ib.runners.rng import rng_state, set_rng_state  # noqa: F401 (re-exported)
 from lavis_ib.runners.safe_load import dcp_load, load_pt, raise_unsafe
 

@@ -183,6 +183,8 @@ def report_split(task: Any, records: list[dict[str, Any]], bad: list[str], datas
     metrics["num_samples"] = len(records)
     if bad:
         metrics["num_unreadable"] = len(bad)
+        for path in sorted(set(map(str, bad))):
+            logger.warning("%s: skipped an unreadable sample: %s", where, path)
     metrics.update(counts or {})
     if (counts or {}).get("num_truncated"):
         logger.warning("%s: %d prompts were cut from the left to fit the LLM's context "

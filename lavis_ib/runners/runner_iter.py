@@ -41,7 +41,7 @@ from lavis_ib.runners.eval_loop import evaluate_datasets, eval_splits, move_to, 
 from lavis_ib.runners.optim import (build_optimizer, clip_to, derive_batching,
                                     rescale_grads)
 from lavis_ib.runners.run_guard import RunLock, StopSignals, rank0_decides
-from lavis_ib.runners.runner_mixins import (NonFiniteGuardMixin, NonFiniteLossError,  # noqa: F401
+from lavis_ib.runners.runner_mixins import (NonFiniteGuardMixin,
                                             RunFolderMixin)
 from lavis_ib.runners.run_log import RunLogger
 from lavis_ib.runners.strategies import DistInfo, Strategy, setup_distributed
@@ -188,6 +188,8 @@ class RunnerIter(RunFolderMixin, NonFiniteGuardMixin):
         info, model = self.info, self.model
         lr = self.scheduler.step(self.step)
         batches = self.loader.next_step()
+        for event in self.loader.pop_bad_events():   # each unreadable file, once, in log.jsonl
+            log.event(**event)
         stats = torch.zeros(4, dtype=torch.float64, device=info.device)
         stats[3] = float(self.signals.requested is not None)
         dtype = autocast_dtype(self.run.amp)

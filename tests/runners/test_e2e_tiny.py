@@ -148,3 +148,31 @@ def test_activation_checkpointing_of_llm_blocks_gives_the_same_gradients(demo_da
     for name, param in plain.named_parameters():
         if param.grad is not None:
             torch.testing.assert_close(grads[name], param.grad, rtol=1e-6, atol=1e-7, msg=name)
+
+
+def test_an_unreadable_training_image_is_logged_once_in_log_jsonl(demo_data, tmp_path):
+    """Each skipped file reaches log.jsonl as one `bad_sample` event (name and reason)."""
+    import glob
+    import shutil
+
+    from lavis_ib.common.entry import build
+
+    data = str(tmp_path / "data")
+    shutil.copytree(demo_data, data)
+    images = sorted(glob.glob(os.path.join(data, "ok_vqa", "images", "**", "*.jpg"),
+                              recursive=True))
+    with open(images[0], "wb") as f:
+        f.write(b"not a jpeg")
+    os.environ["LAVIS_IB_DEMO_DATA"] = data
+    try:
+        cfg = Config(DEMO, [*DETERMINISTIC, *VQA_ONLY, "run.max_iters=8", "run.val_every=0",
+                            "run.max_bad_sample_fraction=1.0",
+                            f"run.output_dir={tmp_path / 'run'}"])
+    finally:
+        del os.environ["LAVIS_IB_DEMO_DATA"]
+    _, _, _, runner = build(cfg, setup_distributed(cfg.run_cfg))
+    runner.train()    # seeded: OK-VQA's damaged image is drawn within these steps
+    events = [json.loads(line) for line in open(tmp_path / "run" / "log.jsonl")]
+    bad = [e for e in events if e.get("event") == "bad_sample"]
+    assert [os.path.basename(e["path"]) for e in bad] == [os.path.basename(images[0])], bad
+    assert bad[0]["reason"]

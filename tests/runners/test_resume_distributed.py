@@ -14,7 +14,8 @@ import torch
 
 from runner_helpers import launch, losses, write_project
 from lavis_ib.common.config import Config
-from lavis_ib.runners.checkpoint import FAULT_EXIT_CODE, list_checkpoints, load_trainable_weights
+from lavis_ib.runners.checkpoint import list_checkpoints, load_trainable_weights
+from lavis_ib.runners.faults import FAULT_EXIT_CODE
 from lavis_ib.runners.strategies import setup_distributed
 
 

@@ -16,7 +16,7 @@ import yaml
 from runner_helpers import launch, losses, write_project
 from lavis_ib.common.entry import run_entry
 from lavis_ib.common.schema import RunConfig
-from lavis_ib.runners.checkpoint import FAULT_EXIT_CODE
+from lavis_ib.runners.faults import FAULT_EXIT_CODE
 
 AUGMENTED = {"toy_a": {"augment": True}, "toy_b": {"sample_ratio": 2.0, "augment": True}}
 
