@@ -42,11 +42,11 @@ def zoo(argv: Sequence[str] | None = None) -> int:
 
 
 def check(argv: Sequence[str] | None = None) -> int:
-    """Compose a project and run every pre-flight check (common/checks.py); nothing is
+    """Compose a project and run every pre-flight check (lavis_ib/preflight.py); nothing is
     built or loaded. Exit 0 when it is fine, 2 (all problems listed) otherwise."""
     import argparse
 
-    from lavis_ib.common.checks import checked_config
+    from lavis_ib.preflight import checked_config
 
     parser = argparse.ArgumentParser(prog="lavis-ib check", description=check.__doc__.split("\n")[0])
     parser.add_argument("config", help="project YAML file")

@@ -18,8 +18,9 @@ import os
 import sys
 from typing import Sequence
 
-from lavis_ib.common.checks import checked_config
-from lavis_ib.common.entry import build, checkpoint_folder, joined, project_parser, run_entry
+from lavis_ib.preflight import checked_config
+from lavis_ib.common.entry import project_parser, run_entry
+from lavis_ib.run_setup import build, checkpoint_folder, joined
 
 
 def main(argv: Sequence[str] | None = None) -> int:

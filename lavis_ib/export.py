@@ -14,7 +14,8 @@ import os
 import sys
 from typing import Sequence
 
-from lavis_ib.common.entry import checkpoint_folder, run_entry
+from lavis_ib.common.entry import run_entry
+from lavis_ib.run_setup import checkpoint_folder
 
 
 def main(argv: Sequence[str] | None = None) -> int:

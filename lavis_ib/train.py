@@ -14,8 +14,9 @@ import logging
 import sys
 from typing import Sequence
 
-from lavis_ib.common.checks import checked_config
-from lavis_ib.common.entry import build, joined, project_parser, run_entry
+from lavis_ib.preflight import checked_config
+from lavis_ib.common.entry import project_parser, run_entry
+from lavis_ib.run_setup import build, joined
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -42,7 +42,7 @@ def test_zoo_command_lists_models():
 
 
 def test_entry_points_share_one_module_and_import_no_other_entry_point():
-    """Build and setup code lives in common/entry.py; no command imports another."""
+    """Build and setup code lives in lavis_ib/run_setup.py; no command imports another."""
     import ast
     import os
 

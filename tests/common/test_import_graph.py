@@ -108,3 +108,25 @@ def test_the_walk_sees_function_local_and_relative_imports(tmp_path):
     assert graph["lavis_ib.sub"] == {"lavis_ib.sub.b"}
     cycle = find_cycle(graph)
     assert cycle[0] == cycle[-1] and len(cycle) >= 3
+
+
+def test_layers_import_only_downwards():
+    """common imports no other layer; components import no model package; model packages
+    import no other model package (what two models share is a component)."""
+    graph = import_graph(package_modules())
+    models = {m.split(".")[2] for m in graph if m.startswith("lavis_ib.models.")
+              and m.count(".") >= 3 and m.split(".")[2] != "components"}
+    assert {"instructblip", "blip2"} <= models
+    wrong = []
+    for module, targets in graph.items():
+        for target in targets:
+            if module.startswith("lavis_ib.common") and not target.startswith("lavis_ib.common"):
+                wrong.append((module, target))
+            if module.startswith("lavis_ib.models.components") and \
+                    any(target.startswith(f"lavis_ib.models.{m}") for m in models):
+                wrong.append((module, target))
+            for m in models:
+                if module.startswith(f"lavis_ib.models.{m}.") and any(
+                        target.startswith(f"lavis_ib.models.{other}") for other in models - {m}):
+                    wrong.append((module, target))
+    assert not wrong, wrong

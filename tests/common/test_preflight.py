@@ -9,7 +9,7 @@ import textwrap
 import pytest
 import yaml
 
-from lavis_ib.common.checks import checked_config
+from lavis_ib.preflight import checked_config
 from lavis_ib.common.errors import ConfigError
 from lavis_ib.common.schema import validate_run
 from lavis_ib.datasets.fixtures import write_fixtures
@@ -180,7 +180,8 @@ def test_train_and_evaluate_check_before_building(data, monkeypatch):
     import lavis_ib.train
 
     root, fixtures = data
-    monkeypatch.setattr("lavis_ib.common.entry.build", lambda *a: pytest.fail("built before checking"))
+    for command in ("lavis_ib.train", "lavis_ib.evaluate"):   # the name each command calls
+        monkeypatch.setattr(f"{command}.build", lambda *a: pytest.fail("built before checking"))
     bad = project(root, fixtures, run={"select_metric": ["coco_caption.cidr"]})
     with pytest.raises(ConfigError, match="coco_caption.cidr"):
         lavis_ib.train.main(["--cfg-path", bad])

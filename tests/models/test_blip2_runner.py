@@ -39,7 +39,7 @@ def _config(data: str, options) -> Config:
 
 
 def _run(data: str, out: str, options=(), evaluate=False):
-    from lavis_ib.common.entry import build
+    from lavis_ib.run_setup import build
     from lavis_ib.runners.strategies import setup_distributed
 
     cfg = _config(data, [*NO_DROPOUT, f"run.output_dir={out}", *options])

@@ -39,7 +39,7 @@ def demo_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def demo_run(demo_data, tmp_path_factory):
-    from lavis_ib.common.entry import build
+    from lavis_ib.run_setup import build
 
     out = str(tmp_path_factory.mktemp("demo_run"))
     os.environ["LAVIS_IB_DEMO_DATA"] = demo_data
@@ -124,7 +124,7 @@ def test_fsdp_on_two_processes_matches_one_process(demo_run, demo_data, tmp_path
 def test_activation_checkpointing_of_llm_blocks_gives_the_same_gradients(demo_data):
     from lavis_ib.datasets.loaders import MixtureLoader
     from lavis_ib.runners.strategies import Strategy
-    from lavis_ib.common.entry import build
+    from lavis_ib.run_setup import build
 
     os.environ["LAVIS_IB_DEMO_DATA"] = demo_data
     try:
@@ -155,7 +155,7 @@ def test_an_unreadable_training_image_is_logged_once_in_log_jsonl(demo_data, tmp
     import glob
     import shutil
 
-    from lavis_ib.common.entry import build
+    from lavis_ib.run_setup import build
 
     data = str(tmp_path / "data")
     shutil.copytree(demo_data, data)

@@ -22,7 +22,7 @@ from lavis_ib.runners.strategies import setup_distributed
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The uninterrupted single-process run (in this process)."""
-    from lavis_ib.common.entry import build
+    from lavis_ib.run_setup import build
 
     folder = tmp_path_factory.mktemp("reference")
     cfg = Config(write_project(folder), [])

@@ -15,7 +15,7 @@ from lavis_ib.runners.strategies import setup_distributed
 
 
 def train_inprocess(cfg_path, options=()):
-    from lavis_ib.common.entry import build
+    from lavis_ib.run_setup import build
 
     cfg = Config(cfg_path, list(options))
     _, model, _, runner = build(cfg, setup_distributed(cfg.run_cfg))

@@ -1,0 +1,50 @@
+"""What train, evaluate and export share above the command line: joining the process
+group with logging set up, building task, model, datasets and runner from a composed
+config, and finding a run's checkpoint. No command imports another command.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, Iterator
+
+from lavis_ib.common.entry import setup_logging
+from lavis_ib.common.registry import registry
+from lavis_ib.common.seeding import seed_everything
+
+
+@contextlib.contextmanager
+def joined(cfg: Any) -> Iterator[Any]:
+    """This process's `DistInfo` for the run of `cfg` (the process group joined under
+    torchrun, logging set up); the group is left on exit."""
+    from lavis_ib.runners.strategies import setup_distributed, teardown_distributed
+
+    info = setup_distributed(cfg.run_cfg)
+    setup_logging(info.rank)
+    try:
+        yield info
+    finally:
+        teardown_distributed(info)
+
+
+def build(cfg: Any, info: Any) -> tuple[Any, Any, Any, Any]:
+    """(task, model, datasets, runner) from a composed config, in a joined process group.
+
+    The seed is set first so that every rank draws identical initial weights (FSDP and
+    DDP need them equal).
+    """
+    run = cfg.run_cfg
+    seed_everything(run.seed)
+    task = registry.get_task_class(run.task).setup_task(cfg.config)
+    model = task.build_model(cfg.config)
+    datasets = task.build_datasets(cfg.config)
+    runner = registry.get_runner_class(run.runner)(cfg, task, model, datasets, dist_info=info)
+    return task, model, datasets, runner
+
+
+def checkpoint_folder(path: str) -> str:
+    """A run folder's best checkpoint (else its newest), or the given checkpoint folder."""
+    from lavis_ib.runners.checkpoint import resolve_checkpoint
+
+    best = os.path.join(path, "checkpoints", "best")
+    return best if os.path.isfile(os.path.join(best, "meta.json")) else resolve_checkpoint(path)
