@@ -5,8 +5,10 @@
    (balanced mixing, warm-up + cosine, validation, best checkpoint);
 3. evaluates the tuned model zero-shot on five held-out fixture datasets
    (`demo_tiny_heldout.yaml`): generation for captions and short answers, candidate
-   ranking for multiple choice, classification and video QA;
-4. prints the metrics beside the paper's, one generated answer, and where outputs are.
+   ranking for multiple choice, classification and video QA; then the tiny BLIP-2
+   (`blip2_t5`) on the same datasets with the same settings, the paper's baseline;
+4. prints the metrics beside the paper's, both models in one table, one generated
+   answer, and where outputs are.
 
 The tiny model is random and small, so its numbers only show that every stage runs; the
 same commands run the real recipe with the real project files.
@@ -27,6 +29,7 @@ from lavis_ib.common.paths import package_path
 PROJECTS = package_path("configs/projects/instructblip")
 TRAIN_PROJECT = os.path.join(PROJECTS, "demo_tiny.yaml")
 HELDOUT_PROJECT = os.path.join(PROJECTS, "demo_tiny_heldout.yaml")
+BLIP2_PROJECT = package_path("configs/projects/blip2/demo_tiny_heldout_blip2.yaml")
 
 
 def _stage(title: str) -> float:
@@ -77,10 +80,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     t0 = _stage("3/4 zero-shot evaluation on held-out fixture datasets")
     evaluate.main(["--cfg-path", args.heldout_cfg_path, "--checkpoint", train_dir])
+    blip2_run = Config(BLIP2_PROJECT).run_cfg.output_dir
+    evaluate.main(["--cfg-path", BLIP2_PROJECT])   # the baseline: BLIP-2, not instruction-tuned
     print(f"evaluated in {time.perf_counter() - t0:.1f}s")
 
     _stage("4/4 results")
     report.main([eval_run, "--compare", "InstructBLIP Vicuna-7B"])
+    report.main([eval_run, blip2_run, "--out", os.path.join(eval_run, "report"),
+                 "--compare", "InstructBLIP Vicuna-7B", "--compare", "BLIP-2 FlanT5XL"])
     eval_dir = os.path.join(eval_run, "eval")
     sample = _first_prediction(eval_dir, "gqa_test")
     if sample is not None:
@@ -89,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\nOutputs:")
     print(f"  training run (config, log.jsonl, tb/, checkpoints/): {os.path.abspath(train_dir)}")
     print(f"  held-out predictions and metrics: {os.path.abspath(eval_dir)}")
-    print(f"  report (table1.md, table1.csv, table1.png): "
+    print(f"  report (table1.md/.csv/.png; both models: table1_runs.md/.csv/.png): "
           f"{os.path.abspath(os.path.join(eval_run, 'report'))}")
     print("The tiny model is random: these numbers only show that every stage ran.")
     return 0

@@ -182,12 +182,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="run folder with config.yaml and eval/; several: one table "
                              "with a column per run (lavis_ib.report_runs)")
     parser.add_argument("--out", default=None, help="output folder (default RUN_DIR/report)")
-    parser.add_argument("--compare", default=None,
-                        help=f"paper row to compare with (default: from the model type); "
+    parser.add_argument("--compare", action="append", default=None,
+                        help=f"paper row to compare with (default: from the model type; "
+                             f"repeat it to add rows when reporting several runs); "
                              f"one of: {'; '.join(TABLE1)}")
     args = parser.parse_args(argv)
     if len(args.run_dir) > 1:
         return _main_runs(args)
+    if args.compare and len(args.compare) > 1:
+        raise ConfigError("--compare names one paper row for one run; give several run "
+                          "folders to compare with several rows.")
+    args.compare = args.compare[0] if args.compare else None
     args.run_dir = args.run_dir[0]
     if not os.path.isdir(args.run_dir):
         raise ConfigError(f"run folder '{args.run_dir}' does not exist.")
@@ -218,8 +223,8 @@ def _main_runs(args) -> int:
     """Several runs side by side with the paper's rows (`lavis_ib.report_runs`)."""
     from lavis_ib.report_runs import report_runs
 
-    report_runs(args.run_dir, args.out, [args.compare] if args.compare else [],
-                lambda run_dir: _model_type(run_dir, args.compare), collect)
+    report_runs(args.run_dir, args.out, args.compare or [],
+                lambda run_dir: _model_type(run_dir, (args.compare or [None])[0]), collect)
     return 0
 
 
