@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="'best' (default; the newest when no best exists), 'latest', "
                              "or a path")
     args = parser.parse_args(argv)
-    from lavis_ib.common.config import load_yaml
+    from lavis_ib.common.project_files import load_yaml
     from lavis_ib.common.registry import import_plugins, registry
     from lavis_ib.common.seeding import seed_everything
     from lavis_ib.runners.checkpoint import load_trainable_weights, resolve_checkpoint

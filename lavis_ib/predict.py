@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _overrides(options: Sequence[str]) -> dict:
     from omegaconf import OmegaConf
 
-    from lavis_ib.common.config import parse_options
+    from lavis_ib.common.project_files import parse_options
     from lavis_ib.common.containers import to_plain
 
     pairs = parse_options(options)

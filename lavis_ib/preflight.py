@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from lavis_ib.common.config import Config, builder_name, raise_problems
+from lavis_ib.common.config import Config, builder_name
+from lavis_ib.common.project_files import raise_problems
 from lavis_ib.common.containers import to_plain
 from lavis_ib.common.errors import LavisIbError
 from lavis_ib.common.registry import registry

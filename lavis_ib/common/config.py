@@ -23,7 +23,6 @@ means exactly those arguments, the model's defaults for the rest).
 from __future__ import annotations
 
 import os
-import re
 from typing import Any, Iterable, Sequence
 
 from omegaconf import DictConfig, OmegaConf
@@ -31,6 +30,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lavis_ib.common.containers import to_plain
 from lavis_ib.common.errors import ConfigError, did_you_mean
+from lavis_ib.common.project_files import (check_override_keys, load_project, load_yaml,
+                                           merge_nodes, options_config, parse_options,
+                                           raise_problems)
 from lavis_ib.common.registry import import_plugins, registry
 from lavis_ib.common.schema import validate_run
 
@@ -42,55 +44,6 @@ TASK_SETTING_KEYS = ("inference", "prompt", "prompt_fields", "generate", "append
 INFERENCE_SETTING_KEYS = ("generate", "candidates", "append_eos")
 # Mapping-valued settings a project entry replaces as a whole (never merged key by key).
 WHOLE_SETTING_KEYS = ("generate", "candidates")
-_KEY = re.compile(r"^\+?[A-Za-z_][\w\-]*(\.[\w\-]+)*$")
-
-
-def load_yaml(path: str, what: str = "config file") -> DictConfig:
-    """Load a YAML mapping, with one-line errors for a missing or malformed file."""
-    if not os.path.isfile(path):
-        raise ConfigError(f"{what} '{path}' does not exist.")
-    try:
-        cfg = OmegaConf.load(path)
-    except (OmegaConfBaseException, Exception) as exc:  # yaml.YAMLError and friends
-        raise ConfigError(f"{what} '{path}' is not valid YAML{_yaml_where(exc)}") from None
-    if not isinstance(cfg, DictConfig):
-        raise ConfigError(f"{what} '{path}' must hold a mapping at the top level.")
-    return cfg
-
-
-def _yaml_where(exc: Exception) -> str:
-    """' at line L, column C: problem' from a YAML parser error (1-based, as editors count),
-    else ': first line of the message'."""
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    problem = getattr(exc, "problem", None) or getattr(exc, "context", None)
-    if mark is not None:
-        return f" at line {mark.line + 1}, column {mark.column + 1}: {problem or type(exc).__name__}"
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f": {first}"
-
-
-def load_project(path: str, _stack: tuple[str, ...] = ()) -> DictConfig:
-    """A project file with its `includes:` merged beneath it (recursively, in order).
-
-    Raises:
-        ConfigError: a missing or malformed file, or an include cycle (one line each).
-    """
-    real = os.path.realpath(path)
-    if real in _stack:
-        chain = " -> ".join(os.path.basename(p) for p in (*_stack, real))
-        raise ConfigError(f"{path}: includes form a cycle ({chain}).")
-    project = load_yaml(path, "project file" if not _stack else "included project file")
-    includes = project.get("includes") or []
-    if isinstance(includes, str) or not all(isinstance(i, str) for i in includes):
-        raise ConfigError(f"{path}: includes must be a list of YAML paths; got {includes!r}.")
-    bases = []
-    for item in includes:
-        target = os.path.join(os.path.dirname(os.path.abspath(path)), os.path.expanduser(item))
-        if not os.path.isfile(target):
-            raise ConfigError(f"{path}: included file '{item}' does not exist ({target}).")
-        bases.append(load_project(target, (*_stack, real)))
-    project.pop("includes", None)
-    return _merge(*bases, project) if bases else project
 
 
 def builder_name(name: str, entry: Any) -> str:
@@ -108,16 +61,16 @@ def compose_dataset(name: str, entry: Any = None, option: Any = None,
     if not isinstance(entry or {}, (dict, DictConfig)):
         raise ConfigError(f"datasets.{name} must be a mapping; got {entry!r}.")
     entry, option = OmegaConf.create(entry or {}), option and OmegaConf.create(option)
-    given = _merge(entry, option)
+    given = merge_nodes(entry, option)
     builder = builder_name(name, given)
     default = load_yaml(registry.get_builder_class(builder).default_config_path(
         given.get("type") or "default"), f"dataset default config of '{name}'")
     datasets = default.get("datasets") or {}
     default = _drop_other_protocol(datasets.get(builder, datasets), given)
-    base = _merge(_without(default, [k for k in WHOLE_SETTING_KEYS if k in entry]), entry)
+    base = merge_nodes(_without(default, [k for k in WHOLE_SETTING_KEYS if k in entry]), entry)
     if option is not None:
-        _check_override_keys(base, option, set(added), f"datasets.{name}")
-    return _merge(base, option)
+        check_override_keys(base, option, set(added), f"datasets.{name}")
+    return merge_nodes(base, option)
 
 
 def _drop_other_protocol(default: DictConfig, given: DictConfig) -> DictConfig:
@@ -134,93 +87,6 @@ def _without(node: DictConfig, keys: Iterable[str]) -> DictConfig:
     if not keys & set(node.keys()):
         return node
     return OmegaConf.create({k: node._get_node(k) for k in node.keys() if k not in keys})
-
-
-def parse_options(options: Sequence[str] | None) -> list[tuple[str, str]]:
-    """(key, raw value) pairs from `a.b=c` items and LAVIS's `a.b c` pairs."""
-    pairs: list[tuple[str, str]] = []
-    items = list(options or [])
-    i = 0
-    while i < len(items):
-        item = str(items[i])
-        key, sep, value = item.partition("=")
-        if sep and _KEY.match(key):
-            pairs.append((key, value))
-            i += 1
-        elif _KEY.match(item) and i + 1 < len(items):
-            pairs.append((item, str(items[i + 1])))
-            i += 2
-        else:
-            raise ConfigError(f"--options: cannot read '{item}'; write key=value "
-                              f"(e.g. run.max_iters=100) or 'key value' pairs.")
-    return pairs
-
-
-def _options_config(pairs: Iterable[tuple[str, str]]) -> tuple[DictConfig, set[str]]:
-    dotlist, added = [], set()
-    for key, value in pairs:
-        if key.startswith("+"):
-            key = key[1:]
-            added.add(key)
-        dotlist.append(f"{key}={value}")
-    try:
-        return OmegaConf.from_dotlist(dotlist), added
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"--options: {str(exc).splitlines()[0]}") from None
-
-
-def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
-    if isinstance(node, DictConfig):
-        keys = []
-        for k in node.keys():
-            child = node._get_node(k)
-            sub = f"{prefix}.{k}" if prefix else str(k)
-            if isinstance(child, DictConfig) and len(child):
-                keys.extend(_leaf_keys(child, sub))
-            else:
-                keys.append(sub)
-        return keys
-    return [prefix]
-
-
-def _check_override_keys(base: DictConfig, overrides: DictConfig, added: set[str],
-                         where: str) -> None:
-    """Every override must name a key that already exists, unless it was `+`-prefixed."""
-    for key in _leaf_keys(overrides):
-        full = f"{where}.{key}"
-        if full in added or any(full.startswith(a + ".") for a in added):
-            continue
-        parts = key.split(".")
-        node: Any = base
-        for depth, part in enumerate(parts):
-            if not isinstance(node, DictConfig):
-                break  # the parent is a leaf or None: replacing it wholesale is allowed
-            if part not in node:
-                siblings = [str(k) for k in node.keys()]
-                raise ConfigError(
-                    f"--options {full}: no key '{part}' under "
-                    f"'{'.'.join([where, *parts[:depth]])}'.{did_you_mean(part, siblings)} "
-                    f"Prefix the key with '+' to add a new one.")
-            node = node._get_node(part)
-
-
-def _merge(*nodes: Any) -> DictConfig:
-    try:
-        return OmegaConf.merge(*[n if n is not None else {} for n in nodes])
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"cannot merge configs: {str(exc).splitlines()[0]}") from None
-
-
-def raise_problems(where: str, problems: Sequence[str]) -> None:
-    """Nothing for no problem, the problem's own line for one, else one ConfigError
-    listing them all (one per line)."""
-    problems = list(dict.fromkeys(problems))   # a folder shared by splits is named once
-    if len(problems) == 1:
-        raise ConfigError(problems[0])
-    if problems:
-        listed = "\n  - ".join(problems)
-        raise ConfigError(f"{where}: {len(problems)} problems found before building anything:"
-                          f"\n  - {listed}")
 
 
 class Config:
@@ -251,7 +117,7 @@ class Config:
                 self.problems.append(f"{cfg_path}: '{key}' must be a mapping of settings; got "
                                      f"{type(project.get(key)).__name__} {to_plain(project.get(key))!r:.60}.")
                 project.pop(key)
-        overrides, added = _options_config(parse_options(options))
+        overrides, added = options_config(parse_options(options))
         for key in overrides.keys():
             if key not in TOP_LEVEL_KEYS or key == "includes":
                 raise ConfigError(f"--options: unknown top-level key '{key}'."
@@ -262,7 +128,7 @@ class Config:
 
         model = self._attempt(self._compose_model, project, overrides, added)
         datasets = self._compose_datasets(project, overrides, added)
-        run_node = self._attempt(_merge, project.get("run"), overrides.get("run"))
+        run_node = self._attempt(merge_nodes, project.get("run"), overrides.get("run"))
         run = self._attempt(lambda: validate_run(to_plain(run_node), self.problems)) \
             if run_node is not None else None
         if strict:
@@ -303,10 +169,10 @@ class Config:
                               f"of '{arch}': {', '.join(sorted(model_cls.PRETRAINED_MODEL_CONFIG_DICT))}.")
         default_path = model_cls.default_config_path(model_type)
         default = load_yaml(default_path, "model default config").get("model", {})
-        base = _merge(default, proj_model)
+        base = merge_nodes(default, proj_model)
         if opt_model is not None:
-            _check_override_keys(base, opt_model, added, "model")
-        merged = _merge(base, opt_model)
+            check_override_keys(base, opt_model, added, "model")
+        merged = merge_nodes(base, opt_model)
         merged.arch, merged.model_type = arch, model_type
         return merged
 

@@ -6,7 +6,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from lavis_ib.common.config import load_yaml
+from lavis_ib.common.project_files import load_yaml
 from lavis_ib.common.devices import resolve_device
 from lavis_ib.common.errors import ConfigError, did_you_mean
 from lavis_ib.common.registry import registry

@@ -4,7 +4,8 @@ import textwrap
 import pytest
 from omegaconf import OmegaConf
 
-from lavis_ib.common.config import Config, parse_options
+from lavis_ib.common.config import Config
+from lavis_ib.common.project_files import parse_options
 from lavis_ib.common.errors import ConfigError
 from lavis_ib.common.registry import registry
 from lavis_ib.common.schema import validate_run

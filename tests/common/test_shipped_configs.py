@@ -5,7 +5,8 @@ import os
 import pytest
 from omegaconf import OmegaConf
 
-from lavis_ib.common.config import Config, compose_dataset, load_yaml
+from lavis_ib.common.config import Config, compose_dataset
+from lavis_ib.common.project_files import load_yaml
 from lavis_ib.common.registry import registry
 from lavis_ib.common.paths import package_path
 from lavis_ib.processors import build_processors
