@@ -1,7 +1,8 @@
 """Image processors for BLIP-family models, built from torchvision transforms.
 
-Training: RandomResizedCrop (scale 0.5-1.0, bicubic) + horizontal flip, with RandAugment
-for `blip_image_train` (FlanT5 recipe) and without for `blip2_image_train` (Vicuna recipe).
+Training: RandomResizedCrop (scale 0.5-1.0, bicubic) + horizontal flip, with LAVIS's
+RandomAugment for `blip_image_train` (FlanT5 recipe; lavis_ib.processors.random_augment)
+and without for `blip2_image_train` (Vicuna recipe).
 Evaluation: a bicubic resize to a square (aspect ratio not kept, as the checkpoints were
 evaluated). CLIP mean/std by default.
 
@@ -20,9 +21,10 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
-from lavis_ib.common.errors import DataError
+from lavis_ib.common.errors import ConfigError, DataError
 from lavis_ib.common.registry import registry
 from lavis_ib.processors.base_processor import BaseProcessor
+from lavis_ib.processors.random_augment import RandomAugment
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -119,16 +121,29 @@ class Blip2ImageTrainProcessor(BlipImageBaseProcessor):
 
 @registry.register_processor("blip_image_train")
 class BlipImageTrainProcessor(BlipImageBaseProcessor):
-    """RandomResizedCrop + horizontal flip + RandAugment (2 ops, magnitude 5)."""
+    """RandomResizedCrop + horizontal flip + an augmentation of 2 ops at magnitude 5,
+    on the PIL crop before the tensor conversion.
+
+    `randaug: lavis` (default) is LAVIS's RandomAugment, with which the FlanT5 checkpoints
+    were trained (lavis_ib.processors.random_augment; magnitude 0-10); `randaug:
+    torchvision` is torchvision's RandAugment (14 ops, magnitude 0-30, always applied),
+    kept for runs that ask for it by name.
+    """
 
     def __init__(self, image_size: int = 224, mean=None, std=None, min_scale: float = 0.5,
-                 max_scale: float = 1.0, randaug_num_ops: int = 2,
+                 max_scale: float = 1.0, randaug: str = "lavis", randaug_num_ops: int = 2,
                  randaug_magnitude: int = 5) -> None:
         super().__init__(image_size, mean, std)
+        if randaug == "lavis":
+            augment = RandomAugment(num_ops=randaug_num_ops, level=randaug_magnitude)
+        elif randaug == "torchvision":
+            augment = T.RandAugment(num_ops=randaug_num_ops, magnitude=randaug_magnitude,
+                                    interpolation=BICUBIC)
+        else:
+            raise ConfigError(f"blip_image_train: randaug '{randaug}' is not known; use "
+                              f"'lavis' (LAVIS's RandomAugment, default) or 'torchvision'.")
+        self.randaug = randaug
         self.transform = T.Compose([
             T.RandomResizedCrop(self.image_size, scale=(min_scale, max_scale),
                                 interpolation=BICUBIC, antialias=True),
-            T.RandomHorizontalFlip(),
-            T.RandAugment(num_ops=randaug_num_ops, magnitude=randaug_magnitude,
-                          interpolation=BICUBIC),
-            to_float_tensor(), self.normalize])
+            T.RandomHorizontalFlip(), augment, to_float_tensor(), self.normalize])

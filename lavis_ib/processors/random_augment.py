@@ -1,0 +1,145 @@
+"""LAVIS's `RandomAugment` (the FlanT5 training recipe) on PIL images, with torchvision's
+functional ops, every random draw from torch's global RNG.
+
+Why not torchvision's `RandAugment`: the released FlanT5 checkpoints were trained with
+LAVIS's own augmentation, which differs in every respect that matters to the image
+statistics: 10 ops instead of 14, each of the two drawn ops applied only with
+probability 0.5, magnitudes on a 0-10 scale (level 5: rotate +-15 degrees, shear +-0.15,
+translate +-5 px, brightness and sharpness factor 1.0, i.e. identity), grey fill 128.
+
+Semantics (read from LAVIS's lavis/processors/randaugment.py; written anew here):
+- `num_ops` op names are drawn uniformly *with replacement* from the op list;
+- for each, one uniform draw decides whether it runs (probability 0.5); only an op that
+  runs draws its sign (rotate, shear, translate: each sign with probability 0.5);
+- geometry follows LAVIS's OpenCV matrices in pixel-index coordinates: ShearX maps
+  (x, y) -> (x + f*y, y) and ShearY (x, y) -> (x, y + f*x) about the top-left pixel;
+  TranslateX/Y by +d moves the content d px left/up; Rotate by +a degrees turns the content
+  counter-clockwise about pixel (W/2, H/2); bilinear sampling, fill (128, 128, 128);
+- AutoContrast (no cutoff) and Equalize are PIL's `ImageOps` (LAVIS's OpenCV versions are
+  written to give PIL's output); Brightness and Sharpness are PIL's enhancers (at level 5
+  the factor is 1.0 and both are exactly the identity, as in LAVIS).
+Known sub-pixel differences from LAVIS: PIL's bilinear sampler (float weights) against
+OpenCV's (1/32-px fixed point), and how each blends the fill into the outermost pixels.
+
+Randomness: torch's global RNG only (`torch.randint`, `torch.rand`), so the dataset's
+per-sample forked generator (lavis_ib.datasets.datasets.base.seeded_torch) makes a
+sample's augmentation a function of (seed, epoch, dataset, index).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as F
+
+from lavis_ib.common.errors import ConfigError
+
+MAX_LEVEL = 10
+TRANSLATE_CONST = 10
+FILL = (128, 128, 128)
+APPLY_PROB = 0.5
+# LAVIS's list for the FlanT5 recipe, in its order (blip_processors.BlipImageTrainProcessor)
+LAVIS_OPS = ("Identity", "AutoContrast", "Brightness", "Sharpness", "Equalize",
+             "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
+_SIGNED = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
+BILINEAR = InterpolationMode.BILINEAR
+
+
+def magnitude(name: str, level: float) -> float | None:
+    """The unsigned argument of op `name` at `level` (0..MAX_LEVEL); None for ops
+    without one. LAVIS's level-to-argument rules."""
+    if name in ("Identity", "AutoContrast", "Equalize"):
+        return None
+    if name in ("Brightness", "Sharpness"):
+        return level / MAX_LEVEL * 1.8 + 0.1
+    if name in ("ShearX", "ShearY"):
+        return level / MAX_LEVEL * 0.3
+    if name in ("TranslateX", "TranslateY"):
+        return level / MAX_LEVEL * float(TRANSLATE_CONST)
+    if name == "Rotate":
+        return level / MAX_LEVEL * 30.0
+    raise ConfigError(f"unknown RandomAugment op '{name}'; known: {', '.join(LAVIS_OPS)}.")
+
+
+def apply_op(image: Image.Image, name: str, arg: float | None) -> Image.Image:
+    """`image` with op `name` applied with argument `arg` (signed; see module docstring)."""
+    if name == "Identity":
+        return image
+    if name == "AutoContrast":
+        return F.autocontrast(image)
+    if name == "Equalize":
+        return F.equalize(image)
+    if name == "Brightness":
+        return F.adjust_brightness(image, arg)
+    if name == "Sharpness":
+        return F.adjust_sharpness(image, arg)
+    if name == "Rotate":
+        width, height = image.size
+        # PIL puts pixel centres at +0.5: OpenCV's pixel (W/2, H/2) is (W/2 + .5, H/2 + .5)
+        return F.rotate(image, arg, interpolation=BILINEAR,
+                        center=[width / 2 + 0.5, height / 2 + 0.5], fill=list(FILL))
+    if name in ("ShearX", "ShearY"):
+        # torchvision's shear angle s maps x -> x - tan(s) y; about the first pixel centre
+        degrees = math.degrees(math.atan(-arg))
+        shear = [degrees, 0.0] if name == "ShearX" else [0.0, degrees]
+        return F.affine(image, angle=0.0, translate=[0, 0], scale=1.0, shear=shear,
+                        interpolation=BILINEAR, fill=list(FILL), center=[0.5, 0.5])
+    if name in ("TranslateX", "TranslateY"):
+        shift = [-arg, 0.0] if name == "TranslateX" else [0.0, -arg]
+        return F.affine(image, angle=0.0, translate=shift, scale=1.0, shear=[0.0, 0.0],
+                        interpolation=BILINEAR, fill=list(FILL))
+    raise ConfigError(f"unknown RandomAugment op '{name}'; known: {', '.join(LAVIS_OPS)}.")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One drawn op: its name, whether it runs, and its signed argument when it runs."""
+    name: str
+    applied: bool
+    arg: float | None = None
+
+
+class RandomAugment:
+    """LAVIS's ``RandomAugment(num_ops, level, isPIL=True, augs=ops)`` on PIL images."""
+
+    def __init__(self, num_ops: int = 2, level: float = 5, ops: Sequence[str] = LAVIS_OPS):
+        if not 0 <= level <= MAX_LEVEL:
+            raise ConfigError(f"RandomAugment level {level} is outside 0..{MAX_LEVEL}; "
+                              f"set randaug_magnitude between 0 and {MAX_LEVEL} (LAVIS: 5).")
+        if int(num_ops) < 0:
+            raise ConfigError(f"randaug_num_ops must be >= 0, got {num_ops}.")
+        for name in ops:
+            magnitude(name, level)   # rejects an unknown name
+        self.num_ops, self.level, self.ops = int(num_ops), level, tuple(ops)
+
+    def draw(self) -> list[Step]:
+        """The random plan of one image, in LAVIS's order of draws: the op names first,
+        then per op whether it runs and, only if it does, its sign."""
+        picks = torch.randint(len(self.ops), (self.num_ops,)).tolist()
+        plan = []
+        for index in picks:
+            name = self.ops[index]
+            if torch.rand(()).item() > APPLY_PROB:
+                plan.append(Step(name, False))
+                continue
+            arg = magnitude(name, self.level)
+            if name in _SIGNED and torch.rand(()).item() < 0.5:
+                arg = -arg
+            plan.append(Step(name, True, arg))
+        return plan
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        if not isinstance(image, Image.Image):
+            raise TypeError(f"RandomAugment works on PIL images (LAVIS's isPIL=True); got "
+                            f"{type(image).__name__}: put it before the tensor conversion.")
+        for step in self.draw():
+            if step.applied:
+                image = apply_op(image, step.name, step.arg)
+        return image
+
+    def __repr__(self) -> str:
+        return f"RandomAugment(num_ops={self.num_ops}, level={self.level}, ops={self.ops})"
