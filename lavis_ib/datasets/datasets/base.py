@@ -8,7 +8,7 @@ sample dict, or `BadSample(path, reason)` when its image/video cannot be read;
 and lists their paths under ``_bad_files`` (with ``_num_requested`` = samples asked for).
 Training sets accept ``i >= len(self)``: ``epoch, index = divmod(i, len(self))``, and
 every random choice of a sample (template, answer) is seeded by (seed, epoch, index).
-The visual processor (random crop, flip, RandAugment: torchvision draws from torch's
+The visual processor (random crop, flip, RandomAugment: every draw from torch's
 global RNG) runs under a forked torch RNG seeded by (seed, epoch, dataset, index)
 (`augment_seed`), so a sample's augmentation does not depend on the loader worker that
 reads it, on num_workers, on the rank or world size, or on a resume.
