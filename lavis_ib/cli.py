@@ -5,7 +5,7 @@
     lavis-ib predict  --model instructblip:tiny_vicuna --image a.jpg --prompt "..."
     lavis-ib check    PROJECT.yaml [--options k=v ...]   (pre-flight checks only; exit 0 or 2)
     lavis-ib data check PROJECT.yaml [--options k=v ...] (data files present / missing, samples)
-    lavis-ib zoo      registered models and model types
+    lavis-ib zoo      [--markdown]  registered models and model types (--markdown: the README tables)
     lavis-ib export   RUN_DIR OUT_DIR   (Hugging Face layout)
     lavis-ib report   RUN_DIR           (Table-1 style report)
 """
@@ -37,6 +37,17 @@ def _usage() -> str:
 
 
 def zoo(argv: Sequence[str] | None = None) -> int:
+    """List registered models and types; `--markdown`: the README's model-zoo tables
+    (parameters per part, bf16 weight memory, Table 1 rows, weights; lavis_ib/zoo_table.py)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="lavis-ib zoo", description=zoo.__doc__.split(";")[0])
+    parser.add_argument("--markdown", action="store_true", help="print the README's model-zoo tables")
+    if parser.parse_args(argv).markdown:
+        from lavis_ib.zoo_table import zoo_markdown
+
+        print(zoo_markdown())
+        return 0
     from lavis_ib.models.loading import model_zoo
 
     print(model_zoo)
