@@ -4,7 +4,8 @@
     lavis-ib evaluate --cfg-path PROJECT.yaml [--options k=v ...]
     lavis-ib predict  --model instructblip:tiny_vicuna --image a.jpg --prompt "..."
     lavis-ib check    PROJECT.yaml [--options k=v ...]   (pre-flight checks only; exit 0 or 2)
-    lavis-ib zoo      registered models and model types
+    lavis-ib data check PROJECT.yaml [--options k=v ...] (data files present / missing, samples)
+    lavis-ib zoo      [--markdown]  registered models and model types (--markdown: the README tables)
     lavis-ib export   RUN_DIR OUT_DIR   (Hugging Face layout)
     lavis-ib report   RUN_DIR           (Table-1 style report)
 """
@@ -22,6 +23,7 @@ COMMANDS = {
     "evaluate": ("lavis_ib.evaluate", "evaluate a project's eval splits"),
     "predict": ("lavis_ib.predict", "answer a prompt about images or a video"),
     "check": ("lavis_ib.cli", "check a project file (keys, values, files, metrics) without running it"),
+    "data": ("lavis_ib.cli", "data check PROJECT: per dataset, files present and missing, samples found"),
     "zoo": ("lavis_ib.cli", "list registered models and model types"),
     "export": ("lavis_ib.export", "write a run's checkpoint in the Hugging Face layout"),
     "report": ("lavis_ib.report", "render a held-out results table beside the paper's"),
@@ -35,6 +37,17 @@ def _usage() -> str:
 
 
 def zoo(argv: Sequence[str] | None = None) -> int:
+    """List registered models and types; `--markdown`: the README's model-zoo tables
+    (parameters per part, bf16 weight memory, Table 1 rows, weights; lavis_ib/zoo_table.py)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="lavis-ib zoo", description=zoo.__doc__.split(";")[0])
+    parser.add_argument("--markdown", action="store_true", help="print the README's model-zoo tables")
+    if parser.parse_args(argv).markdown:
+        from lavis_ib.zoo_table import zoo_markdown
+
+        print(zoo_markdown())
+        return 0
     from lavis_ib.models.loading import model_zoo
 
     print(model_zoo)
@@ -60,6 +73,20 @@ def check(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def data(argv: Sequence[str] | None = None) -> int:
+    """`lavis-ib data check PROJECT`: the data check of lavis_ib/data_check.py (exit 0 when
+    every dataset's files are present, 2 otherwise)."""
+    from lavis_ib.data_check import main as data_check
+
+    args = list(argv or [])
+    if not args or args[0] != "check":
+        asked = args[:1] in (["-h"], ["--help"])
+        print("usage: lavis-ib data check PROJECT.yaml [--options key=value ...]",
+              file=sys.stdout if asked else sys.stderr)
+        return 0 if asked else 2
+    return data_check(args[1:])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
@@ -70,8 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lavis-ib: error: unknown command '{command}'.{did_you_mean(command, COMMANDS)}\n"
               f"{_usage()}", file=sys.stderr)
         return 2
-    if command in ("zoo", "check"):
-        return run_entry(zoo if command == "zoo" else check, rest, f"lavis-ib {command}")
+    local = {"zoo": zoo, "check": check, "data": data}
+    if command in local:
+        return run_entry(local[command], rest, f"lavis-ib {command}")
     module = importlib.import_module(COMMANDS[command][0])
     return run_entry(module.main, rest, f"lavis-ib {command}")
 
