@@ -25,6 +25,7 @@ from lavis_ib.common.errors import ConfigError, did_you_mean
 CHOICES = {
     "amp": ("bf16", "fp16", "none"),
     "distributed": ("none", "ddp", "fsdp"),
+    "mix_unit": ("micro_batch", "sample", "step"),
 }
 
 
@@ -60,6 +61,7 @@ class RunConfig:
     distributed: str = "none"                   # none | ddp | fsdp (under torchrun)
     activation_checkpointing: bool = False      # recompute LLM block activations
     balanced_sampling: bool = True              # sqrt(size) x sample_ratio; False: size-proportional
+    mix_unit: str = "micro_batch"               # one dataset draw per micro_batch (batch_size_train slots) | sample | step
     max_bad_sample_fraction: float = 0.01       # stop when more samples than this are unreadable
     bad_sample_grace: int = 1000                # the fraction is taken over at least this many samples
     num_workers: int = 2                        # data loader workers per rank

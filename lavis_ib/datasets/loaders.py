@@ -1,11 +1,13 @@
 """Data loaders: the training mixture (`MixtureLoader`) and rank shards of eval splits.
 
 `MixtureLoader` turns {name: dataset} into this rank's micro-batches, one optimizer step at a
-time. At step s the dataset comes from `Mixer.choose(s)` (seeded by (seed, s): the same on
-every rank); the step's global batch is the next `global_batch_size` indices of that
-dataset's `IndexStream`, cut into world_size x accum micro-batches of which rank r, micro-step
-a gets slice a * world_size + r. Concatenating the ranks' micro-batches by (accum, rank)
-therefore gives exactly the global batch one process would see.
+time. `MixPlan` (seeded by (seed, step): the same on every rank) names the dataset of each
+slot of step s's global batch by `run.mix_unit` (one draw per group of batch_size_train slots,
+per slot, or per step) and takes each dataset's slots from its `IndexStream` in slot order;
+the global batch is cut into world_size x accum micro-batches of which rank r, micro-step a
+gets slice a * world_size + r. Concatenating the ranks' micro-batches by (accum, rank)
+therefore gives exactly the global batch one process would see. A micro-batch holding
+several datasets is collated per dataset and concatenated (`merge_batches`).
 
 All map-style datasets share ONE torch DataLoader whose batch sampler walks the same choice
 sequence, so its workers prefetch exactly the micro-batches the next steps will ask for (one
@@ -45,17 +47,10 @@ from lavis_ib.common import dist_utils
 from lavis_ib.common.errors import ConfigError, DataError
 from lavis_ib.datasets.bad_samples import BadSampleLog
 from lavis_ib.datasets.datasets.base import collate
-from lavis_ib.datasets.mixing import IndexStream, Mixer, name_key
+from lavis_ib.datasets.mixing import IndexStream, Mixer, MixPlan, merge_batches, name_key
+from lavis_ib.datasets.mixing import num_samples  # noqa: F401  (re-exported: runners, tests)
 
 _MAX_LISTED = 20        # bad files named in the error message
-
-
-def num_samples(batch: Mapping[str, Any]) -> int:
-    """Samples actually present in a collated batch (requested minus dropped bad ones)."""
-    if "_num_requested" in batch:
-        return int(batch["_num_requested"]) - len(batch.get("_bad_files", ()))
-    value = next((v for k, v in batch.items() if not k.startswith("_")), [])
-    return len(value)
 
 
 def _collater(dataset: Any) -> Callable[[list], dict]:
@@ -90,35 +85,32 @@ class _KeyedDatasets(Dataset):
 
 
 class _KeyedCollate:
-    """Collates one micro-batch (all from one dataset) with that dataset's collater."""
+    """Collates the map-style part of a micro-batch: [(slot, batch)], one per dataset, each
+    with that dataset's collater, datasets in order of first appearance."""
 
     def __init__(self, collaters: Sequence[Callable]) -> None:
         self.collaters = list(collaters)
 
-    def __call__(self, items: list[tuple[int, Any]]) -> tuple[int, dict]:
-        slot = items[0][0]
-        return slot, self.collaters[slot]([sample for _, sample in items])
+    def __call__(self, items: list[tuple[int, Any]]) -> list[tuple[int, dict]]:
+        slots = dict.fromkeys(slot for slot, _ in items)
+        return [(k, self.collaters[k]([x for slot, x in items if slot == k])) for k in slots]
 
 
 class _MixtureBatchSampler:
     """Infinite: this rank's micro-batches of map-style datasets, in step order."""
 
     def __init__(self, loader: "MixtureLoader") -> None:
-        self.mixer, self.slots, self.start = loader.mixer, dict(loader._slots), loader.step
+        self.plan, self.slots, self.start, self.cuts = loader.plan, dict(loader._slots), loader.step, loader._cuts
         self.streams = {n: IndexStream(n, p.size, loader.seed, p.pass_, p.pos) for n, p in loader._positions.items()}
-        self.global_bs, self.micro = loader.global_batch_size, loader.micro_batch_size
-        self.rank, self.world, self.accum = loader.rank, loader.world_size, loader.accum_steps
 
     def __iter__(self):
         step = self.start
         while True:
-            name, step = self.mixer.choose(step), step + 1
-            if name not in self.slots:
-                continue  # an iterable dataset's step: served by its own loader
-            block, slot = self.streams[name].take(self.global_bs), self.slots[name]
-            for a in range(self.accum):
-                j = (a * self.world + self.rank) * self.micro
-                yield [(slot, i) for i in block[j:j + self.micro]]
+            block, step = self.plan.take(step, self.streams), step + 1
+            for cut in self.cuts:
+                items = [(self.slots[n], i) for n, i in block[cut] if n in self.slots]
+                if items:  # micro-batches of iterable datasets only come from their own loaders
+                    yield items
 
 
 class _IterableSource:
@@ -141,8 +133,8 @@ class _IterableSource:
                             generator=_torch_seed(self.seed, self.rank, self.pass_, name_key(self.name)))
         self._it, self._yielded = iter(loader), False
 
-    def next_batch(self) -> dict:
-        while len(self._buffer) < self.micro:
+    def next_batch(self, n: int) -> dict:
+        while len(self._buffer) < n:
             if self._it is None:
                 self._open()
             try:
@@ -155,7 +147,7 @@ class _IterableSource:
                                     f"{self.rank}: check its shard pattern and that there are at "
                                     f"least as many shards as ranks x workers.") from None
                 self.pass_ += 1
-        samples, self._buffer = self._buffer[:self.micro], self._buffer[self.micro:]
+        samples, self._buffer = self._buffer[:n], self._buffer[n:]
         self.consumed += len(samples)
         return _collater(self.dataset)(samples)
 
@@ -181,10 +173,13 @@ class MixtureLoader:
             `len(dataset)`, else an int `dataset.size` (for iterable datasets); for
             map-style datasets it changes the weight only, never the stream.
         pin_memory: passed to the DataLoaders.
+        mix_unit: ``micro_batch`` | ``sample`` | ``step`` (`run.mix_unit`, see `MixPlan`).
+        mix_group: slots per draw for ``micro_batch``: run.batch_size_train (default:
+            `micro_batch_size`), so that the plan does not depend on the derived micro-batch.
 
     Raises:
-        ConfigError: batch sizes that do not divide, a bad rank, unknown ratio names, a
-            dataset without samples or without a known size.
+        ConfigError: batch sizes that do not divide, a bad rank, unknown ratio names or
+            mix unit, a dataset without samples or without a known size.
 
     Example:
         >>> loader = MixtureLoader(train_sets, ratios, 128, 8, rank, world, seed=42, num_workers=2)
@@ -197,7 +192,7 @@ class MixtureLoader:
                  world_size: int | None = None, seed: int = 42, num_workers: int = 0,
                  balanced: bool = True, *, max_bad_sample_fraction: float = 0.01,
                  bad_sample_grace: int = 1000, sizes: Mapping[str, int] | None = None,
-                 pin_memory: bool = False) -> None:
+                 pin_memory: bool = False, mix_unit: str = "micro_batch", mix_group: int | None = None) -> None:
         rank = dist_utils.get_rank() if rank is None else int(rank)
         world_size = dist_utils.get_world_size() if world_size is None else int(world_size)
         for key, value in (("global_batch_size", global_batch_size), ("batch_size_train", micro_batch_size),
@@ -228,15 +223,18 @@ class MixtureLoader:
         mix_sizes = {name: self._size(name, ds, sizes or {}) for name, ds in self.datasets.items()}
         self.mixer = Mixer(mix_sizes, sample_ratios, balanced, seed)
         self.probabilities = self.mixer.probabilities
+        self.plan = MixPlan(self.mixer, self.global_batch_size, mix_unit, mix_group or self.micro_batch_size)
+        self._cuts = self.plan.rank_cuts(micro_batch_size, rank, world_size)
         map_names = [n for n in self.mixer.names if not _is_iterable(self.datasets[n])]
-        self._slots = {n: k for k, n in enumerate(map_names)}
+        self._slots, self._map_names = {n: k for k, n in enumerate(map_names)}, map_names
         # Main-process bookkeeping of the map-style streams: positions only, no permutations.
         self._positions = {n: IndexStream(n, len(self.datasets[n]), seed) for n in map_names}
         self._iterables = {n: _IterableSource(n, ds, micro_batch_size, num_workers, seed, rank)
                            for n, ds in self.datasets.items() if _is_iterable(ds)}
         self._map_iter = None
         self.step = 0
-        self.last_dataset: str | None = None
+        self.last_dataset: str | None = None   # the step's one dataset; None when it mixed several
+        self.last_datasets: list[list[str]] = []  # this rank's micro-batches: each sample's dataset
         self._badlog = BadSampleLog("training")
 
     @staticmethod
@@ -260,29 +258,34 @@ class MixtureLoader:
         Raises:
             DataError: the fraction of unreadable samples exceeds `max_bad_sample_fraction`.
         """
-        name = self.mixer.choose(self.step)
-        if name in self._iterables:
-            batches = [self._iterables[name].next_batch() for _ in range(self.accum_steps)]
-        else:
-            if self._map_iter is None:
-                self._map_iter = iter(self._map_loader())
-            batches = []
-            for _ in range(self.accum_steps):
-                slot, batch = next(self._map_iter)
-                if slot != self._slots[name]:  # the sampler walks the same choices: cannot differ
-                    raise RuntimeError(f"MixtureLoader out of sync at step {self.step}: expected {name}.")
-                batches.append(batch)
-            self._positions[name].advance(self.global_batch_size)
+        names = self.plan.slot_names(self.step)
+        batches, self.last_datasets = [], []
+        for counts in (self.plan.counts(names[cut]) for cut in self._cuts):  # {dataset: samples}
+            parts = self._map_parts(list(counts)) if any(n in self._slots for n in counts) else {}
+            for name, n in counts.items():
+                if name in self._iterables:
+                    parts[name] = self._iterables[name].next_batch(n)
+                self._count(parts[name], name, n)
+            batches.append(merge_batches([parts[name] for name in counts], list(counts.values())))
+            self.last_datasets.append([name for name, n in counts.items() for _ in range(n)])
+        self.plan.advance(self.step, self._positions)
         self.step += 1
-        self.last_dataset = name
-        for batch in batches:
-            self._count(batch)
+        self.last_dataset = names[0] if len(set(names)) == 1 else None
         self._check_bad()
-        self._check_empty_step(batches)
+        self._check_empty_step(batches, sorted(set(names)))
         return batches
 
+    def _map_parts(self, order: list[str]) -> dict[str, dict]:
+        """The next micro-batch of the shared map-style DataLoader, {dataset: collated part}."""
+        if self._map_iter is None:
+            self._map_iter = iter(self._map_loader())
+        parts = {self._map_names[slot]: batch for slot, batch in next(self._map_iter)}
+        if list(parts) != [n for n in order if n in self._slots]:  # the sampler walks the same plan
+            raise RuntimeError(f"MixtureLoader out of sync at step {self.step}: expected {order}.")
+        return parts
+
     def _map_loader(self) -> DataLoader:
-        names = sorted(self._slots, key=self._slots.get)
+        names = self._map_names
         return DataLoader(_KeyedDatasets([self.datasets[n] for n in names]),
                           batch_sampler=_MixtureBatchSampler(self),
                           collate_fn=_KeyedCollate([_collater(self.datasets[n]) for n in names]),
@@ -290,18 +293,18 @@ class MixtureLoader:
                           generator=_torch_seed(self.seed, self.rank, self.step))
 
     # -- bad samples -------------------------------------------------------------------
-    def _count(self, batch: Mapping[str, Any]) -> None:
+    def _count(self, batch: Mapping[str, Any], dataset: str, requested: int) -> None:
         if "_num_requested" not in batch:
-            batch = {**batch, "_num_requested": self.micro_batch_size}
-        self._badlog.add(batch, step=self.step, dataset=self.last_dataset)
+            batch = {**batch, "_num_requested": requested}
+        self._badlog.add(batch, step=self.step + 1, dataset=dataset)
 
-    def _check_empty_step(self, batches: Sequence[Mapping[str, Any]]) -> None:
+    def _check_empty_step(self, batches: Sequence[Mapping[str, Any]], names: list[str]) -> None:
         """Every sample of this step unreadable: stop with the files rather than step on
         nothing (which would log a loss of 0.0)."""
         if batches and all(num_samples(b) == 0 for b in batches):
             files = [f for b in batches for f in b.get("_bad_files", ())]
             raise DataError(f"every one of the {len(files)} samples of step {self.step} on rank "
-                            f"{self.rank} ({self.last_dataset}) was unreadable: "
+                            f"{self.rank} ({', '.join(names)}) was unreadable: "
                             f"{', '.join(map(str, files[:_MAX_LISTED]))}. Fix or remove these files.")
 
     def _check_bad(self) -> None:
@@ -350,7 +353,7 @@ class MixtureLoader:
         The step and map-style positions are the same on every rank; the counters and
         iterable passes are this rank's. Saving rank 0's state is enough to resume.
         """
-        return {"version": 1, "step": self.step, "seed": self.seed,
+        return {"version": 2, "step": self.step, "seed": self.seed, **self.plan.state_dict(),
                 "streams": {n: p.state_dict() for n, p in self._positions.items()},
                 "iterables": {n: {"pass": s.pass_, "consumed": s.consumed} for n, s in self._iterables.items()},
                 "bad": {"requested": self._requested, "bad": self._bad, "files": list(self._bad_files)}}
@@ -362,11 +365,12 @@ class MixtureLoader:
         dataset choices of steps 0..step-1 (cheap: no data is read).
 
         Raises:
-            ConfigError: the checkpoint's seed or datasets differ from this loader's.
+            ConfigError: the checkpoint's seed, mix unit or datasets differ from this loader's.
         """
         if int(state.get("seed", self.seed)) != self.seed:
             raise ConfigError(f"The checkpoint's data order was made with run.seed {state['seed']}, this run "
                               f"has {self.seed}: resume with the same seed, or start a new run.")
+        self.plan.check_state(state)
         step = int(state["step"])
         streams = state.get("streams")
         if streams is not None:
@@ -376,12 +380,8 @@ class MixtureLoader:
             for name, pos in self._positions.items():
                 pos.load_state_dict(streams[name])
         else:
-            for name, pos in self._positions.items():
-                pos.pass_, pos.pos = 0, 0
             for t in range(step):
-                name = self.mixer.choose(t)
-                if name in self._positions:
-                    self._positions[name].advance(self.global_batch_size)
+                self.plan.advance(t, self._positions)  # from fresh streams: pass 0, position 0
         for name, source in self._iterables.items():
             saved = state.get("iterables", {}).get(name)
             source.restart(int(saved["pass"]) + 1 if saved else 0)

@@ -1,4 +1,4 @@
-"""Balanced dataset mixing: which dataset each optimizer step draws from, and which samples.
+"""Balanced dataset mixing: which dataset fills each slot of a step's global batch, and which samples.
 
 InstructBLIP (Sec. 2.4) mixes the held-in training sets with probability
 p_d = sqrt(S_d) / sum_i sqrt(S_i) (S = number of training samples), then adjusts some
@@ -9,8 +9,14 @@ down; their values and rationale: docs/protocol.md), 1.0 by default.
 
 Everything is a pure function of the seed, so any number of ranks sees the same sequence:
 
-- `Mixer.choose(step)`: the dataset of optimizer step `step`, drawn from a generator seeded by
-  (seed, step) only. It needs no state, so resuming at step s needs no replay.
+- `Mixer.draws(step, n)`: the first `n` dataset draws of optimizer step `step`, from a
+  generator seeded by (seed, step) only; draw k does not depend on n. `Mixer.choose(step)` is
+  draw 0. They need no state, so resuming at step s needs no replay.
+- `MixPlan`: the dataset of every slot of a step's global batch, by `run.mix_unit`:
+  ``micro_batch`` (draw g fills the g-th group of `group_size` = batch_size_train consecutive
+  slots: LAVIS's one draw per rank per micro-batch, the same on any world size and
+  accumulation), ``sample`` (draw j fills slot j) or ``step`` (draw 0 fills the whole step).
+  Each dataset's slots take the next indices of its stream in slot order.
 - `IndexStream`: a dataset's sample order, a permutation seeded by (seed, dataset name, pass),
   consumed in order; indices are emitted as ``pass * size + i`` (the dataset contract: an
   index >= len encodes the epoch, which drives the per-epoch template draw). Its state is
@@ -22,12 +28,17 @@ Numpy's `SeedSequence` mixes the seed parts; dataset names enter through a fixed
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
+import torch
 
-from lavis_ib.common.errors import ConfigError, did_you_mean
+from lavis_ib.common.errors import ConfigError, DataError, did_you_mean
+
+MIX_UNITS = ("micro_batch", "sample", "step")
+logger = logging.getLogger(__name__)
 
 # Distinct tags keep the choice generator and the permutation generators independent even
 # when their other seed parts coincide.
@@ -106,10 +117,134 @@ class Mixer:
         self._last = max(i for i, n in enumerate(self.names) if self.probabilities[n] > 0)
 
     def choose(self, step: int) -> str:
-        """Name of the dataset that optimizer step `step` draws its global batch from."""
+        """Name of the dataset that optimizer step `step` draws first (its whole global
+        batch when `run.mix_unit` is ``step``)."""
+        return self.draws(step, 1)[0]
+
+    def draws(self, step: int, n: int) -> list[str]:
+        """The first `n` draws of step `step`; draw k is a function of (seed, step, k) alone."""
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([_CHOICE_TAG, self.seed, int(step)])))
-        index = int(np.searchsorted(self._cdf, rng.random(), side="right"))
-        return self.names[min(index, self._last)]
+        index = np.searchsorted(self._cdf, rng.random(int(n)), side="right")
+        return [self.names[min(int(i), self._last)] for i in index]
+
+
+class MixPlan:
+    """The dataset and sample of every slot of each step's global batch (`run.mix_unit`).
+
+    Args:
+        mixer: the seeded dataset draws.
+        global_batch_size: slots per step.
+        unit: ``micro_batch`` | ``sample`` | ``step`` (see the module docstring).
+        group_size: slots per draw for ``micro_batch`` (run.batch_size_train, not the
+            micro-batch a world size derives, so the plan is the same on any layout).
+
+    Raises:
+        ConfigError: an unknown unit or a group size that is not a positive integer.
+    """
+
+    def __init__(self, mixer: Mixer, global_batch_size: int, unit: str = "micro_batch",
+                 group_size: int = 1) -> None:
+        if unit not in MIX_UNITS:
+            raise ConfigError(f"run.mix_unit: '{unit}' is not one of {', '.join(MIX_UNITS)}.")
+        if not isinstance(group_size, (int, np.integer)) or group_size < 1:
+            raise ConfigError(f"run.batch_size_train (the mixing group) must be a positive integer, got {group_size!r}.")
+        self.mixer, self.global_batch_size = mixer, int(global_batch_size)
+        self.unit, self.group_size = unit, int(group_size)
+
+    def slot_names(self, step: int) -> list[str]:
+        """The dataset of each of the `global_batch_size` slots of step `step`."""
+        size = {"step": self.global_batch_size, "sample": 1}.get(self.unit, self.group_size)
+        names = self.mixer.draws(step, -(-self.global_batch_size // size))
+        return [names[j // size] for j in range(self.global_batch_size)]
+
+    @staticmethod
+    def counts(names: list[str]) -> dict[str, int]:
+        """{dataset: slots} of `names`, datasets in order of first slot."""
+        return {n: names.count(n) for n in dict.fromkeys(names)}
+
+    def rank_cuts(self, micro: int, rank: int, world_size: int) -> list[slice]:
+        """The slots of each of this rank's micro-batches: micro-step a, rank r gets the
+        (a * world_size + r)-th run of `micro` slots."""
+        if self.unit == "micro_batch" and self.group_size % micro:
+            logger.info("run.mix_unit=micro_batch: micro-batches of %d straddle mixing groups of %d "
+                        "samples; one holding two datasets is collated per dataset and concatenated.",
+                        micro, self.group_size)
+        accum = self.global_batch_size // (micro * world_size)
+        return [slice((a * world_size + rank) * micro, (a * world_size + rank + 1) * micro) for a in range(accum)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mix_unit": self.unit, "mix_group": self.group_size}
+
+    def check_state(self, state: Mapping[str, Any]) -> None:
+        """A checkpoint's data order continues only under the same unit and group (states
+        saved before `run.mix_unit` existed were made with ``step``).
+
+        Raises:
+            ConfigError: naming the checkpoint's setting and how to keep it.
+        """
+        if "streams" not in state:
+            return  # a bare step is replayed under this run's plan
+        unit = state.get("mix_unit", "step")
+        group = int(state.get("mix_group", self.group_size))
+        if unit != self.unit or (unit == "micro_batch" and group != self.group_size):
+            raise ConfigError(f"The checkpoint's data order was made with run.mix_unit {unit} (groups of "
+                              f"{group}), this run has {self.unit} (groups of {self.group_size}): set "
+                              f"run.mix_unit: {unit} and batch_size_train {group} to resume, or start a new run.")
+
+    def take(self, step: int, streams: Mapping[str, "IndexStream"]) -> list[tuple[str, int | None]]:
+        """(dataset, index) per slot of step `step`, advancing `streams`; a dataset without
+        a stream (an iterable one) gets index None."""
+        names = self.slot_names(step)
+        taken = {n: iter(streams[n].take(c)) for n, c in self.counts(names).items() if n in streams}
+        return [(n, next(taken[n]) if n in taken else None) for n in names]
+
+    def advance(self, step: int, streams: Mapping[str, "IndexStream"]) -> None:
+        """Move `streams` past step `step` without building permutations (bookkeeping, replay)."""
+        for name, count in self.counts(self.slot_names(step)).items():
+            if name in streams:
+                streams[name].advance(count)
+
+
+def merge_batches(parts: list[Mapping[str, Any]], requested: list[int]) -> dict[str, Any]:
+    """One micro-batch from the collated batches of its datasets, concatenated in order.
+
+    Used when a micro-batch holds several datasets (``sample``, or micro-batches that
+    straddle mixing groups): each dataset keeps its own collater. Tensors are concatenated
+    along dim 0, lists joined, counts (`_num_requested`, else `requested[i]` samples asked
+    of part i) summed; a part without samples (all unreadable) adds only its bookkeeping keys.
+
+    Raises:
+        DataError: the datasets' batches have different fields or tensor shapes.
+    """
+    if len(parts) == 1:
+        return dict(parts[0])
+    parts = [{"_num_requested": n, **p} for p, n in zip(parts, requested)]
+    keys = list(dict.fromkeys(k for p in parts for k in p))
+    full = [p for p in parts if num_samples(p) > 0] or parts[:1]
+    merged: dict[str, Any] = {}
+    for key in keys:
+        source = parts if key.startswith("_") else full
+        values = [p[key] for p in source if key in p]
+        if len(values) != len(source) and not key.startswith("_"):
+            raise DataError(f"a micro-batch mixes datasets whose batches differ in field '{key}'; "
+                            f"give them the same fields or set run.mix_unit: step.")
+        if all(isinstance(v, torch.Tensor) for v in values):
+            if len({tuple(v.shape[1:]) for v in values}) != 1:
+                raise DataError(f"a micro-batch mixes datasets whose '{key}' tensors have different shapes "
+                                f"{sorted({tuple(v.shape) for v in values})}; use one processor size or run.mix_unit: step.")
+            merged[key] = torch.cat(values)
+        elif all(isinstance(v, (int, np.integer)) for v in values):
+            merged[key] = sum(values)
+        else:
+            merged[key] = [x for v in values for x in v]
+    return merged
+
+
+def num_samples(batch: Mapping[str, Any]) -> int:
+    """Samples actually present in a collated batch (requested minus dropped bad ones)."""
+    if "_num_requested" in batch:
+        return int(batch["_num_requested"]) - len(batch.get("_bad_files", ()))
+    return len(next((v for k, v in batch.items() if not k.startswith("_")), []))
 
 
 class IndexStream:

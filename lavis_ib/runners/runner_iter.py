@@ -125,7 +125,8 @@ class RunnerIter(RunFolderMixin, NonFiniteGuardMixin):
                                     info.world_size, seed=run.seed, num_workers=run.num_workers,
                                     balanced=run.balanced_sampling,
                                     max_bad_sample_fraction=run.max_bad_sample_fraction,
-                                    bad_sample_grace=run.bad_sample_grace)
+                                    bad_sample_grace=run.bad_sample_grace,
+                                    mix_unit=run.mix_unit, mix_group=run.batch_size_train)
         self.ckpt = CheckpointManager(self.output_dir, run.keep_last, info.rank, info.world_size)
         self.step, self.best, self.skipped = 0, {"score": None, "step": None}, 0
         self._pending_validation = self._resumed_from = None

@@ -99,17 +99,62 @@ def global_batches(world_size, micro, steps, **kw):
     return result
 
 
-def test_ranks_split_the_single_process_global_batch():
-    single = global_batches(1, 3, 25)                # accum 4
-    assert global_batches(2, 3, 25) == single        # accum 2: slices (a, r) in order
-    assert global_batches(2, 2, 25) == single        # accum 3, other micro size
-    assert global_batches(3, 4, 25) == single        # 3 ranks, accum 1
+@pytest.mark.parametrize("unit", ["micro_batch", "step"])
+def test_ranks_split_the_single_process_global_batch(unit):
+    # groups of 3 slots (run.batch_size_train) whatever micro-batch a layout derives
+    kw = dict(mix_unit=unit, mix_group=3)
+    single = global_batches(1, 3, 25, **kw)                # accum 4
+    assert global_batches(2, 3, 25, **kw) == single        # accum 2: slices (a, r) in order
+    assert global_batches(2, 2, 25, **kw) == single        # accum 3, micro-batches straddle groups
+    assert global_batches(3, 4, 25, **kw) == single        # 3 ranks, accum 1
+    assert global_batches(6, 2, 25, **kw) == single        # 6 ranks, accum 1
     assert all(len(uids) == 12 for _, uids in single)
+    mixed = sum(name is None for name, _ in single)        # steps holding several datasets
+    assert (mixed > 10) if unit == "micro_batch" else (mixed == 0)
+
+
+def test_micro_batches_hold_one_dataset_and_groups_draw_independently():
+    ld = loader(2, 1, micro=3, mix_unit="micro_batch")
+    group_names = []
+    for _ in range(40):
+        uids = [b["uid"] for b in ld.next_step()]
+        for micro_batch, names in zip(uids, ld.last_datasets):
+            assert len(set(names)) == 1 and {u.split(":")[0] for u in micro_batch} == set(names)
+        group_names += [names[0] for names in ld.last_datasets]
+    # both micro-batches of one step agree no more often than independent draws would
+    same = sum(a == b for a, b in zip(group_names[::2], group_names[1::2]))
+    assert same < 32 and len(set(group_names)) == 3
+
+
+def test_sample_unit_mixes_inside_micro_batches_on_any_layout():
+    kw = dict(mix_unit="sample", global_bs=12)
+    single = global_batches(1, 6, 20, **kw)
+    assert global_batches(2, 6, 20, **kw) == single           # same micro-batches, other ranks
+    regrouped = global_batches(2, 2, 20, **kw)                # other micro size: datasets are
+    assert [sorted(u) for _, u in regrouped] == [sorted(u) for _, u in single]  # grouped per micro-batch
+    ld, sizes = loader(1, 0, micro=6, mix_unit="sample"), []
+    for _ in range(30):
+        for batch, names in zip(ld.next_step(), ld.last_datasets):
+            assert [u.split(":")[0] for u in batch["uid"]] == names   # each dataset's part in order
+            assert batch["image"][:, 0].tolist() == [float(u.split(":")[1]) for u in batch["uid"]]
+            assert num_samples(batch) == 6 and batch["_num_requested"] == 6
+            sizes.append(len(set(names)))
+    assert max(sizes) >= 2
+
+
+def test_mixed_micro_batches_count_bad_samples_per_dataset():
+    ld = loader(datasets=make_sets(ok_vqa=range(13)), mix_unit="sample", max_bad_sample_fraction=1.0)
+    for _ in range(20):
+        for batch, names in zip(ld.next_step(), ld.last_datasets):
+            assert len(batch["_bad_files"]) == names.count("ok_vqa") == 3 - num_samples(batch)
+            assert len(batch["uid"]) == num_samples(batch) and batch["image"].shape[0] == len(batch["uid"])
+    events = ld.pop_bad_events()
+    assert events and {e["dataset"] for e in events} == {"ok_vqa"}
 
 
 def test_choice_sequence_same_for_one_and_two_ranks():
-    one = [name for name, _ in run(loader(1, 0), 60)]
-    two = [name for name, _ in run(loader(2, 1), 60)]
+    one = [name for name, _ in run(loader(1, 0, mix_unit="step"), 60)]
+    two = [name for name, _ in run(loader(2, 1, mix_unit="step"), 60)]
     assert one == two and len(set(one)) == 3
 
 
@@ -124,14 +169,14 @@ def test_streams_cover_each_dataset_once_per_pass_with_epoch_encoded():
             assert sorted(seen[name][p * n:(p + 1) * n]) == list(range(p * n, (p + 1) * n))
 
 
-@pytest.mark.parametrize("num_workers", [0, 2])
-def test_resume_continues_the_exact_sequence(num_workers):
-    reference = run(loader(2, 1, num_workers=num_workers), 14)
-    first = loader(2, 1, num_workers=num_workers)
+@pytest.mark.parametrize("num_workers, unit", [(0, "micro_batch"), (2, "micro_batch"), (0, "sample"), (2, "step")])
+def test_resume_continues_the_exact_sequence(num_workers, unit):
+    reference = run(loader(2, 1, num_workers=num_workers, mix_unit=unit), 14)
+    first = loader(2, 1, num_workers=num_workers, mix_unit=unit)
     head = run(first, 6)
     state = json.loads(json.dumps(first.state_dict()))  # survives a JSON/torch.save round trip
     first.close()
-    resumed = loader(2, 1, num_workers=num_workers)
+    resumed = loader(2, 1, num_workers=num_workers, mix_unit=unit)
     resumed.load_state_dict(state)
     assert head + run(resumed, 8) == reference
     # rewinding a loader whose workers are mid-run also works
@@ -140,9 +185,10 @@ def test_resume_continues_the_exact_sequence(num_workers):
     resumed.close()
 
 
-def test_resume_from_step_alone_replays_choices():
-    reference = run(loader(), 20)
-    resumed = loader()
+@pytest.mark.parametrize("unit", ["micro_batch", "sample"])
+def test_resume_from_step_alone_replays_choices(unit):
+    reference = run(loader(mix_unit=unit), 20)
+    resumed = loader(mix_unit=unit)
     resumed.load_state_dict({"step": 9})
     assert run(resumed, 11) == reference[9:]
 
@@ -159,6 +205,16 @@ def test_resume_with_other_datasets_or_seed_is_an_error():
         MixtureLoader(fewer, RATIOS, 12, 3, 0, 1, seed=11).load_state_dict(state)
     with pytest.raises(ConfigError, match="run.seed 11"):
         MixtureLoader(make_sets(), RATIOS, 12, 3, 0, 1, seed=12).load_state_dict(state)
+    with pytest.raises(ConfigError, match="mix_unit micro_batch.*this run has sample"):
+        loader(mix_unit="sample").load_state_dict(state)
+    with pytest.raises(ConfigError, match=r"groups of 3\), this run has micro_batch \(groups of 4"):
+        loader(mix_group=4).load_state_dict(state)
+    old = {k: v for k, v in state.items() if k not in ("mix_unit", "mix_group")}  # saved before mix_unit
+    with pytest.raises(ConfigError, match="run.mix_unit: step"):
+        loader().load_state_dict(old)
+    loader(mix_unit="step").load_state_dict(old)
+    with pytest.raises(ConfigError, match="run.mix_unit: 'batch' is not one of micro_batch, sample, step"):
+        loader(mix_unit="batch")
 
 
 def test_bad_samples_counted_and_listed():
@@ -205,7 +261,7 @@ def test_iterable_dataset_is_pulled_from_its_own_stream():
     for rank in range(2):
         sets = make_sets()
         sets["web"] = ToyStream("web", 40, rank, 2)
-        ld = MixtureLoader(sets, RATIOS, 8, 2, rank, 2, seed=11, num_workers=2, sizes={"web": 40})
+        ld = MixtureLoader(sets, RATIOS, 8, 2, rank, 2, seed=11, num_workers=2, sizes={"web": 40}, mix_unit="step")
         steps = run(ld, 24)
         dataset_seq.append([name for name, _ in steps])
         uids = [u for name, micro in steps if name == "web" for m in micro for u in m]
@@ -215,7 +271,8 @@ def test_iterable_dataset_is_pulled_from_its_own_stream():
         assert state["iterables"]["web"]["consumed"] == len(uids)
         ld.close()
         # resume is best-effort for iterables: a new pass starts instead of skipping samples
-        resumed = MixtureLoader(sets, RATIOS, 8, 2, rank, 2, seed=11, num_workers=0, sizes={"web": 40})
+        resumed = MixtureLoader(sets, RATIOS, 8, 2, rank, 2, seed=11, num_workers=0, sizes={"web": 40},
+                                mix_unit="step")
         resumed.load_state_dict(state)
         after = run(resumed, 12)
         web = [u for name, micro in after if name == "web" for m in micro for u in m]
@@ -228,6 +285,23 @@ def test_iterable_dataset_is_pulled_from_its_own_stream():
     first_pass = seen[0][:20] + seen[1][:20]
     assert sorted(first_pass) == sorted(f"web:0:{i}" for i in range(40))
     assert all(u.startswith("web:1:") for u in seen[0][20:40])  # set_epoch reached the workers
+
+
+@pytest.mark.parametrize("unit", ["micro_batch", "sample"])
+def test_iterable_dataset_fills_its_slots_in_mixed_steps(unit):
+    sets = make_sets()
+    sets["web"] = ToyStream("web", 40)
+    ld = MixtureLoader(sets, RATIOS, 8, 2, 0, 1, seed=11, num_workers=2, sizes={"web": 40}, mix_unit=unit)
+    web = []
+    for _ in range(30):
+        for batch, names in zip(ld.next_step(), ld.last_datasets):
+            assert [u.split(":")[0] for u in batch["uid"]] == names and len(names) == 2
+            web += [u for u in batch["uid"] if u.startswith("web")]
+    assert ld.last_dataset is None or unit == "micro_batch"
+    assert len(web) == ld.state_dict()["iterables"]["web"]["consumed"] > 0
+    first = web[:40]                      # the stream's first pass, each sample once
+    assert len(set(first)) == len(first) and all(u.startswith("web:0:") for u in first)
+    ld.close()
 
 
 def test_iterable_without_size_is_a_config_error():

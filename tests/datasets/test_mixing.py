@@ -4,8 +4,10 @@ import math
 import numpy as np
 import pytest
 
-from lavis_ib.common.errors import ConfigError
-from lavis_ib.datasets.mixing import IndexStream, Mixer, mixing_weights
+import torch
+
+from lavis_ib.common.errors import ConfigError, DataError
+from lavis_ib.datasets.mixing import IndexStream, Mixer, MixPlan, merge_batches, mixing_weights
 
 SIZES = {"coco_caption": 40000, "ok_vqa": 900, "aok_vqa": 1700, "textcaps": 10000}
 RATIOS = {"ok_vqa": 2.0, "aok_vqa": 0.5}  # the shipped projects' sample_ratio
@@ -47,6 +49,68 @@ def test_proportions_over_20000_draws(balanced):
     # the two settings really differ (sqrt flattens the sizes)
     assert mixer.probabilities["ok_vqa"] != pytest.approx(
         mixing_weights(SIZES, RATIOS, not balanced)["ok_vqa"])
+
+
+@pytest.mark.parametrize("unit, global_bs, group", [("micro_batch", 192, 12), ("sample", 16, 1)])
+def test_plan_shares_over_20000_draws(unit, global_bs, group):
+    # 20,000 draws: 1,250 steps of 16 groups of 12 slots (the authors' 16 x 12 layout), or
+    # 1,250 steps of 16 single-slot draws; each share within 1 point of its probability
+    plan = MixPlan(Mixer(SIZES, RATIOS, seed=7), global_bs, unit, group)
+    draws = [names[j] for s in range(1250) for names in [plan.slot_names(s)] for j in range(0, global_bs, group)]
+    assert len(draws) == 20000
+    for name, p in plan.mixer.probabilities.items():
+        assert abs(draws.count(name) / len(draws) - p) < 0.01, (name, draws.count(name), p)
+
+
+def test_plan_groups_and_units():
+    mixer = Mixer(SIZES, RATIOS, seed=3)
+    micro, sample = MixPlan(mixer, 12, "micro_batch", 4), MixPlan(mixer, 12, "sample")
+    for s in range(50):
+        names = micro.slot_names(s)
+        assert [names[j] for j in (0, 4, 8)] == mixer.draws(s, 3)         # draw g fills group g
+        assert all(names[j] == names[j - j % 4] for j in range(12))       # one dataset per group
+        assert sample.slot_names(s) == mixer.draws(s, 12)
+        assert MixPlan(mixer, 12, "step").slot_names(s) == [mixer.choose(s)] * 12
+        assert mixer.draws(s, 5) == mixer.draws(s, 40)[:5]                # draw k ignores the count
+    ragged = MixPlan(mixer, 10, "micro_batch", 4).slot_names(9)          # last group partial
+    assert ragged == micro.slot_names(9)[:10]
+    assert sum(len(set(micro.slot_names(s))) > 1 for s in range(50)) > 25  # steps do mix
+
+
+def test_plan_takes_each_dataset_stream_in_slot_order():
+    plan = MixPlan(Mixer({"a": 5, "b": 7}, seed=1), 6, "sample")
+    streams = {"a": IndexStream("a", 5, 1)}               # "b" has no stream (iterable)
+    taken = [plan.take(s, streams) for s in range(20)]
+    a = [i for step in taken for n, i in step if n == "a"]
+    assert a == IndexStream("a", 5, 1).take(len(a))
+    assert all(i is None for step in taken for n, i in step if n == "b")
+    replayed = {"a": IndexStream("a", 5, 1)}
+    for s in range(20):
+        plan.advance(s, replayed)
+    assert replayed["a"].state_dict() == streams["a"].state_dict()
+
+
+def test_bad_plan_settings():
+    mixer = Mixer({"a": 1})
+    with pytest.raises(ConfigError, match="run.mix_unit: 'batch' is not one of micro_batch, sample, step"):
+        MixPlan(mixer, 4, "batch")
+    with pytest.raises(ConfigError, match="batch_size_train"):
+        MixPlan(mixer, 4, "micro_batch", 0)
+
+
+def test_merge_batches_concatenates_parts_in_order():
+    a = {"image": torch.zeros(2, 3), "text_input": ["x", "y"], "_bad_files": ["/a.jpg"], "_num_requested": 3}
+    b = {"image": torch.ones(1, 3), "text_input": ["z"]}                  # a collater without counts
+    empty = {"_bad_files": ["/c.jpg"], "_bad_reasons": ["missing"], "_num_requested": 1}
+    merged = merge_batches([a, b, empty], [3, 1, 1])
+    assert merged["image"].tolist() == [[0.0] * 3] * 2 + [[1.0] * 3]
+    assert merged["text_input"] == ["x", "y", "z"] and merged["_num_requested"] == 5
+    assert merged["_bad_files"] == ["/a.jpg", "/c.jpg"] and merged["_bad_reasons"] == ["missing"]
+    assert merge_batches([a], [3]) == a
+    with pytest.raises(DataError, match="differ in field 'text_input'"):
+        merge_batches([a, {"image": torch.ones(1, 3)}], [3, 1])
+    with pytest.raises(DataError, match="'image' tensors have different shapes"):
+        merge_batches([a, {"image": torch.ones(1, 4), "text_input": ["z"]}], [3, 1])
 
 
 def test_choice_depends_on_seed_and_step_only():

@@ -84,9 +84,10 @@ def test_kill_during_checkpoint_write_keeps_previous_checkpoint(tmp_path, refere
 @pytest.fixture(scope="module")
 def fsdp_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fsdp")
-    # 2 micro-batches of 2 per rank: gradient sync is skipped on the first
+    # 2 micro-batches of 2 per rank (the mixing groups stay batch_size_train = 4, as in the
+    # reference): gradient sync is skipped on the first
     path = write_project(folder, distributed="fsdp", activation_checkpointing=True,
-                         resume="auto", batch_size_train=2)
+                         resume="auto", batch_size_train=4, accum_grad_iters=2)
     proc = launch(path, nproc=2, timeout=150)
     _ok(proc)
     return {"path": path, "out": os.path.join(folder, "run")}
@@ -105,7 +106,7 @@ def test_fsdp_two_processes_match_one_process(fsdp_run, reference, toys):
 
 def test_fsdp_kill_and_resume_is_bit_exact(tmp_path, fsdp_run):
     path = write_project(tmp_path, distributed="fsdp", activation_checkpointing=True,
-                         resume="auto", batch_size_train=2)
+                         resume="auto", batch_size_train=4, accum_grad_iters=2)
     out = os.path.join(tmp_path, "run")
     killed = launch(path, nproc=2, timeout=150, env={"LAVIS_IB_FAULT_AFTER_STEP": "4"})
     assert killed.returncode != 0 and sorted(losses(out)) == [1, 2, 3, 4]
@@ -114,7 +115,8 @@ def test_fsdp_kill_and_resume_is_bit_exact(tmp_path, fsdp_run):
 
 
 def test_ddp_two_processes_match_one_process(tmp_path, reference, toys):
-    path = write_project(tmp_path, distributed="ddp", batch_size_train=2)  # no_sync + sync
+    path = write_project(tmp_path, distributed="ddp", batch_size_train=4,
+                         accum_grad_iters=2)  # no_sync + sync
     _ok(launch(path, nproc=2, timeout=150))
     out = os.path.join(tmp_path, "run")
     got, want = losses(out), reference["losses"]
