@@ -2,11 +2,9 @@
 
 1,000 candidate answers like MSVD-QA / MSRVTT-QA answer lists: common English words
 (bench/answer_words.txt, a fixed list: no word-frequency package is installed) and a fifth
-two-word phrases drawn from them. They are tokenised with a byte-pair encoding trained here
-with the `tokenizers` library on the word list weighted by a Zipf law (frequent words become
-one token, rarer ones split into subwords, as in Vicuna's 32K vocabulary; the trainer is
-asked for 32,000 entries and stops when the list has no pair left to merge). Its ids are the
-bench LLM's ids. The prompt is 100 tokens beside 4 x 32 video soft prompts.
+two-word phrases drawn from them. They are tokenised with a 32,000-entry byte-pair encoding
+trained here with the `tokenizers` library (`train_bpe`); its ids are the bench LLM's ids.
+The prompt is 100 tokens beside 4 x 32 video soft prompts.
 
 Three procedures score the same rows: the LAVIS procedure ([soft prompts ; prompt ;
 candidate] per candidate, in segments: at this scale one forward does not fit), today's
@@ -37,18 +35,30 @@ def answer_list(n: int = 1000, phrase_share: float = 0.2, seed: int = 0) -> list
     return singles + sorted(phrases)
 
 
-def train_bpe(vocab_size: int):
-    """A Metaspace BPE trained on the word list, word at rank r seen ~3000 / r times."""
+def train_bpe(vocab_size: int, smoke: bool = False):
+    """A Metaspace BPE of `vocab_size` entries trained on English text: the Python standard
+    library's sources (docstrings and comments, ~5 MB, the same for one Python version) and
+    the word list weighted by a Zipf law (word at rank r seen 3000 / r times), so that
+    frequent answers are one token and rarer ones split into subwords, as in Vicuna's
+    vocabulary. `smoke`: the word list only (seconds faster; a tiny LLM vocabulary)."""
+    import glob
+    import sysconfig
+
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     with open(os.path.join(HERE, "answer_words.txt"), encoding="utf-8") as f:
         words = [w.strip() for w in f if w.strip() and not w.startswith("#")]
+    text = []
+    if not smoke:
+        for path in sorted(glob.glob(os.path.join(sysconfig.get_paths()["stdlib"], "*.py"))):
+            with open(path, encoding="utf-8", errors="ignore") as f:
+                text.append(f.read())
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=12,
-                                  special_tokens=SPECIALS, show_progress=False)
-    corpus = (" ".join([w] * max(1, 3000 // (r + 1))) for r, w in enumerate(words))
-    tok.train_from_iterator(corpus, trainer)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
+                                  min_frequency=12 if smoke else 2, show_progress=False)
+    zipf = [" ".join([w] * max(1, 3000 // (r + 1))) for r, w in enumerate(words)]
+    tok.train_from_iterator(text + zipf, trainer)
     return tok
 
 
@@ -113,7 +123,7 @@ def run(model, timed_pair, smoke: bool, batch: int, repeats: int, prompt: str):
     from lavis_ib.models.components.candidate_trie import CandidateTrie
 
     n = 200 if smoke else 1000
-    bpe = train_bpe(model.llm.config.vocab_size)
+    bpe = train_bpe(model.llm.config.vocab_size, smoke)
     answers = answer_list(n)
     base = [bpe.encode(a).ids for a in answers]
     g = torch.Generator().manual_seed(1)
@@ -123,7 +133,7 @@ def run(model, timed_pair, smoke: bool, batch: int, repeats: int, prompt: str):
     prompt_ids = model.adapter.tokenize_prompts(prompts)
     plen = prefix.shape[1] + len(prompt_ids[0])
     print(f"vocab: {n} answers ({sum(' ' in a for a in answers)} two-word), BPE of "
-          f"{bpe.get_vocab_size()} entries trained on the word list; prompt "
+          f"{bpe.get_vocab_size()} entries trained in the bench; prompt "
           f"{len(prompt_ids[0])} tokens + {prefix.shape[1]} video soft prompts")
     worst, speedups, slice_n = 0.0, None, n // 10
     for append_eos in (False, True):
