@@ -58,16 +58,16 @@ def _attention(model, impl: str):
         model.llm.set_attn_implementation(before)
 
 
-def _shared_prefix(model, images, candidates, append_eos):
-    """Today's per-candidate procedure (`adapter.score`) on the same prompts."""
-    prompts = model._prompts({"image": images, "prompt": PROMPTS[:len(images)]})
+def _shared_prefix(model, images, prompts, candidates, append_eos):
+    """Today's per-candidate procedure (`adapter.score`) on the same prompts: a flat
+    tensor of every sample's candidates in order."""
+    prompts = model._prompts({"image": images, "prompt": prompts})
     prefix = model.encode(images, prompts)
     rows = [(i, ids) for i, cands in enumerate(candidates)
             for ids in model.adapter.tokenize_targets(cands, append_eos=append_eos)]
     with torch.no_grad():
-        flat = model.adapter.score(prefix, model.adapter.inference_prompts(
+        return model.adapter.score(prefix, model.adapter.inference_prompts(
             prompts, prefix.shape[1], 32), rows, 5)
-    return flat
 
 
 def test_trie_structure():
@@ -102,7 +102,7 @@ def test_trie_scores_exact(fam, impl, hf_models, our_models):
             lists = [candidates] * 2 if isinstance(candidates[0], str) else candidates
             assert mask.tolist() == [[j < len(c) for j in range(scores.shape[1])] for c in lists]
             ours = torch.cat([scores[i, :len(c)] for i, c in enumerate(lists)])
-            today = _shared_prefix(model, images, lists, append_eos)
+            today = _shared_prefix(model, images, PROMPTS, lists, append_eos)
             assert (ours - today).abs().max().item() < 1e-4, (fam, impl, append_eos, chunk)
             ref = torch.tensor([_hf_score(fam, hf, processor, images[i], PROMPTS[i], c, append_eos)
                                 for i, cands in enumerate(lists) for c in cands])
@@ -140,3 +140,29 @@ def test_ten_thousand_candidates(fam, hf_models, our_models):
     model.score_candidates({"image": images[:1], "prompt": PROMPTS[:1]}, vocab,
                            append_eos=True, chunk_size=512)
     assert model.adapter.tries.builds == builds + 1
+
+
+def test_video_qa_split_builds_its_trie_once(tiny_vicuna):
+    """A video QA split ranks its answer_list batch after batch: tokenised and built into a
+    trie once, and each answer is the one today's per-candidate scoring ranks first."""
+    from lavis_ib import registry
+    from lavis_ib.common.config import compose_dataset
+
+    model = tiny_vicuna
+    vocab = ["dog", "dogs", "cat", "a cat", "two", "two dogs", "run", "running", "red"]
+    task = registry.get_task_class("video_qa").for_dataset(
+        "msrvtt_qa", compose_dataset("msrvtt_qa", {"task": "video_qa"}))
+    task.before_evaluation(model, type("Split", (), {"answer_list": list(vocab)})())
+    builds = model.adapter.tries.builds
+    g = torch.Generator().manual_seed(4)
+    for b in range(3):
+        batch = {"image": torch.randn(2, 3, 2, 32, 32, generator=g),
+                 "question_id": [2 * b, 2 * b + 1], "question": ["what is it?", "how many?"],
+                 "text_input": ["what is it", "how many"], "answers": [["dog"], ["two"]]}
+        answers = [r["answer"] for r in task.valid_step(model, batch)]
+        prompts = [f"Question: {q} Short answer:" for q in batch["text_input"]]
+        today = _shared_prefix(model, batch["image"], prompts, [vocab] * 2,
+                               model.default_append_eos).view(2, len(vocab))
+        assert answers == [vocab[int(i)] for i in today.argmax(-1)]
+    assert model.adapter.tries.builds == builds + 1
+
