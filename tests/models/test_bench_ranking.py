@@ -1,4 +1,5 @@
-"""bench/ranking.py --smoke: shared-prefix scores equal the LAVIS procedure's."""
+"""bench/ranking.py --smoke: shared-prefix scores equal the LAVIS procedure's; in the
+vocabulary scenario the trie's scores equal both."""
 from __future__ import annotations
 
 import importlib.util
@@ -17,3 +18,11 @@ def test_ranking_bench_smoke(capsys):
     assert re.fullmatch(r"speedup: \d+\.\dx", lines[-1])
     diffs = [float(m) for line in lines for m in re.findall(r"max \|score diff\| (\S+)", line)]
     assert len(diffs) == 2 and max(diffs) <= 1e-4
+    # the vocabulary scenario: trie scores equal both procedures', its speedups printed
+    vocab = [float(m) for line in lines
+             for m in re.findall(r"max \|score diff to trie\| (\S+)", line)]
+    assert len(vocab) == 2 and max(vocab) <= 1e-4
+    assert any(re.fullmatch(r"vocab speedup vs LAVIS: \d+\.\dx", line) for line in lines)
+    assert any(re.fullmatch(r"vocab speedup vs shared prefix: \d+\.\dx", line) for line in lines)
+    assert any(re.search(r"1 token \d+, 2 tokens \d+, 3\+ tokens \d+; trie \d+ nodes", line)
+               for line in lines)

@@ -106,8 +106,10 @@ class InferenceMixin:
 
         Image, Q-Former and the prompt's key/value cache (decoder-only) or encoder output
         (encoder-decoder) are computed once per sample and shared by its candidates, which
-        run in chunks of `chunk_size` (sample, candidate) rows; each row holds a copy of its
-        prompt's key/value cache, so lower it for large LLMs with long prompts.
+        are scored through their token trie (`candidate_trie`): one LLM position per
+        distinct candidate prefix, exact. `chunk_size` bounds memory: trie nodes per sample
+        per forward (decoder-only, packed over the prompt cache) or (sample, node) rows per
+        forward (encoder-decoder, level by level).
 
         Args:
             samples: `image` and `prompt` (or `text_input`).
@@ -121,28 +123,34 @@ class InferenceMixin:
         n = samples["image"].shape[0]
         append_eos = self.default_append_eos if append_eos is None else bool(append_eos)
         per_sample = self._candidate_lists(candidates, n)
+        tries = self._candidate_tries(per_sample, append_eos)
         prompts = self._prompts(samples)
         prefix = self.encode(samples["image"], prompts)
-        rows = []
-        for i, cands in enumerate(per_sample):
-            for ids in self.adapter.tokenize_targets(cands, append_eos=append_eos,
-                                                     limit=self.max_output_txt_len):
-                if not ids:
-                    raise LavisIbError(f"score_candidates: sample {i} has a candidate with no "
-                                       f"tokens; use append_eos=True or drop empty strings.")
-                rows.append((i, ids))
-        longest = max(len(ids) for _, ids in rows)
-        flat = self.adapter.score(prefix, self.adapter.inference_prompts(
-            prompts, prefix.shape[1], longest), rows, max(1, int(chunk_size)))
+        longest = max(trie.max_depth for trie in tries)
+        flat = self.adapter.score_trie(prefix, self.adapter.inference_prompts(
+            prompts, prefix.shape[1], longest), tries, max(1, int(chunk_size)))
         width = max(len(c) for c in per_sample)
-        scores = torch.full((n, width), float("-inf"), device=flat.device)
-        mask = torch.zeros((n, width), dtype=torch.bool, device=flat.device)
-        k = 0
-        for i, cands in enumerate(per_sample):
-            scores[i, :len(cands)] = flat[k:k + len(cands)]
-            mask[i, :len(cands)] = True
-            k += len(cands)
+        scores = torch.full((n, width), float("-inf"), device=flat[0].device)
+        mask = torch.zeros((n, width), dtype=torch.bool, device=flat[0].device)
+        for i, row in enumerate(flat):
+            scores[i, :len(row)] = row
+            mask[i, :len(row)] = True
         return scores, mask
+
+    def _candidate_tries(self, per_sample: list[list[str]], append_eos: bool) -> list:
+        """One token trie per sample; a list shared by the batch (or repeated across
+        batches, as an evaluation split's `answer_list` is) is tokenised once."""
+        tries, last = [], None
+        for i, cands in enumerate(per_sample):
+            if last is None or cands is not per_sample[i - 1]:
+                try:
+                    last = self.adapter.tries.trie(self.adapter, cands, append_eos,
+                                                   self.max_output_txt_len)
+                except ValueError as exc:
+                    raise LavisIbError(f"score_candidates: sample {i}: {exc}; use "
+                                       f"append_eos=True or drop empty strings.") from None
+            tries.append(last)
+        return tries
 
     @staticmethod
     def _candidate_lists(candidates: Sequence, n: int) -> list[list[str]]:

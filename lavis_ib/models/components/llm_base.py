@@ -13,6 +13,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from lavis_ib.models.components.candidate_trie import TrieCache
+
 logger = logging.getLogger(__name__)
 
 
@@ -89,6 +91,7 @@ class LLMAdapter:
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.eos_id
         self.num_truncated = 0   # inference prompts cut to fit the context window
+        self.tries = TrieCache()  # tokenised candidate tries, reused across batches
 
     @property
     def embed(self) -> nn.Module:

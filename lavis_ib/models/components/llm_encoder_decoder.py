@@ -1,13 +1,16 @@
 """The encoder-decoder adapter (FlanT5, any `AutoModelForSeq2SeqLM`): the encoder reads
 [soft prompts ; instruction], the decoder the target; candidate ranking reuses the
-encoder output.
+encoder output and expands the candidates' token trie level by level (`score_trie`, see
+`trie_encoder_decoder`); `score` is the per-candidate procedure it replaced.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from lavis_ib.models.components.llm_base import LLMAdapter, run_generate, pad_rows
+from lavis_ib.models.components.candidate_trie import CandidateTrie
+from lavis_ib.models.components.llm_base import LLMAdapter, cache_kwarg, run_generate, pad_rows
+from lavis_ib.models.components.trie_encoder_decoder import LevelScorer
 
 
 class EncoderDecoderAdapter(LLMAdapter):
@@ -65,3 +68,14 @@ class EncoderDecoderAdapter(LLMAdapter):
                               decoder_attention_mask=tmask, use_cache=False).logits
             scores.append((self._token_logprobs(logits, ids) * tmask).sum(-1))
         return torch.cat(scores) if scores else torch.zeros(0, device=prefix.device)
+
+    def score_trie(self, prefix: torch.Tensor, prompts: list[list[int]],
+                   tries: list[CandidateTrie], chunk_size: int) -> list[torch.Tensor]:
+        """Per sample, summed log-probs of its trie's candidates: the encoder runs once per
+        sample, the decoder one row per trie node, `chunk_size` rows per forward."""
+        embeds, mask = self._encoder_inputs(prefix, prompts)
+        encoded = self.llm.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        start = self.llm.config.decoder_start_token_id
+        start = self.pad_id if start is None else start
+        return LevelScorer(self.llm, cache_kwarg(self.llm), encoded, mask, tries,
+                           chunk_size).run(int(start))
