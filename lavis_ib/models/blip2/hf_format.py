@@ -17,14 +17,13 @@ import torch
 from lavis_ib.common.errors import LavisIbError
 from lavis_ib.common.precision import DTYPES
 from lavis_ib.models.components.blip2_weights import hf_blip2_name, to_ours
-from lavis_ib.models.components.checkpoint_files import checkpoint_keys, iter_shards
+from lavis_ib.models.components.hf_directories import (build_llm, image_processor_for,
+                                                       load_directory_weights)
 from lavis_ib.models.components.hub import resolve_dir
-from lavis_ib.models.components.load_report import load_in_pieces, tied_aliases, untie_present
+from lavis_ib.models.components.load_report import tied_aliases
 from lavis_ib.models.components.names import fuse_qkv_bias
 from lavis_ib.models.components.qformer import QFormerSpec
 from lavis_ib.models.components.vision import VisionSpec
-from lavis_ib.models.components.hf_directories import (build_llm, image_processor_for,
-                                                       read_image_settings)
 from lavis_ib.processors.image import CLIP_MEAN, CLIP_STD
 
 logger = logging.getLogger(__name__)
@@ -64,21 +63,9 @@ def load_pretrained(cls, path: str, settings: dict):
                 llm, AutoTokenizer.from_pretrained(directory),
                 num_query_token=config.num_query_tokens, ln_vision_eps=ln_eps, **settings)
     model.check_llm_vocab()
-    keys = list(model.state_dict())
-    untie_present(model, set(to_ours("hf_blip2", dict.fromkeys(checkpoint_keys(directory)), keys)[0]))
-    keys = list(model.state_dict())
-    report = load_in_pieces(model, (to_ours("hf_blip2", shard, keys) for shard in iter_shards(directory)),
-                            f"pretrained={path}")
-    if report.missing:
-        raise LavisIbError(f"pretrained='{path}' lacks {len(report.missing)} weights, e.g. "
-                           f"{', '.join(hf_blip2_name(k) for k in report.missing[:5])}.")
-    if report.unexpected:
-        logger.warning("pretrained=%s: %d unused tensors, e.g. %s", path,
-                       len(report.unexpected), report.unexpected[:5])
-    model.load_report = {"pretrained": report}
-    model.preprocess_overrides = read_image_settings(directory)
-    model.configure_trainable()  # loading replaced tensors: re-apply the freezing decision
-    return model
+    return load_directory_weights(model, directory, path,
+                                  lambda state, keys: to_ours("hf_blip2", state, keys),
+                                  hf_blip2_name)
 
 
 def _hf_state(model, rows: int | None) -> dict:

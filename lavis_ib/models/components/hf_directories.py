@@ -4,14 +4,19 @@ eval image settings (size, mean, std) of a saved image processor, in both direct
 from __future__ import annotations
 
 import copy
+import logging
 import json
 import os
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from lavis_ib.common.containers import to_plain
-from lavis_ib.common.errors import ConfigError
+from lavis_ib.common.errors import ConfigError, LavisIbError
+from lavis_ib.models.components.checkpoint_files import checkpoint_keys, iter_shards
+from lavis_ib.models.components.load_report import load_in_pieces, untie_present
+
+logger = logging.getLogger(__name__)
 
 
 def build_llm(text_config, dtype: torch.dtype):
@@ -82,3 +87,28 @@ def build_random_llm(llm_config: dict, dtype=None):
     config = AutoConfig.for_model(node.pop("model_type"), **node)
     factory = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
     return factory.from_config(config)
+
+
+def load_directory_weights(model, directory: str, path: str,
+                           to_ours: Callable[[dict, list[str]], tuple[dict, list[str]]],
+                           hf_name: Callable[[str], str]):
+    """Fill `model` from an HF directory's weight files, one shard at a time (`to_ours` maps
+    transformers' names onto the model's, `hf_name` back, for the error). Weights the
+    directory holds for tied copies are untied first; a missing weight is one error naming
+    transformers' names; unused tensors are a warning. Then the directory's eval image
+    settings are kept and the freezing decision re-applied (loading replaced tensors)."""
+    untie_present(model, set(to_ours(dict.fromkeys(checkpoint_keys(directory)),
+                                     list(model.state_dict()))[0]))
+    keys = list(model.state_dict())
+    report = load_in_pieces(model, (to_ours(shard, keys) for shard in iter_shards(directory)),
+                            f"pretrained={path}")
+    if report.missing:
+        raise LavisIbError(f"pretrained='{path}' lacks {len(report.missing)} weights, e.g. "
+                           f"{', '.join(hf_name(k) for k in report.missing[:5])}.")
+    if report.unexpected:
+        logger.warning("pretrained=%s: %d unused tensors, e.g. %s", path,
+                       len(report.unexpected), report.unexpected[:5])
+    model.load_report = {"pretrained": report}
+    model.preprocess_overrides = read_image_settings(directory)
+    model.configure_trainable()
+    return model

@@ -21,9 +21,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from lavis_ib.common.containers import to_plain
-from lavis_ib.common.errors import ConfigError, did_you_mean
+from lavis_ib.common.errors import ConfigError
 from lavis_ib.models.components.hf_directories import build_random_llm
+from lavis_ib.models.components.model_build import build_by_route, checked_config
 from lavis_ib.models.components.qformer import QFormerSpec
 from lavis_ib.models.components.tokenizers import load_tokenizer, qformer_tokenizer_from
 from lavis_ib.models.components.vision import VisionSpec
@@ -41,35 +41,11 @@ KNOWN_KEYS = {"arch", "model_type", "pretrained", "checkpoint", "vit_weights", "
               "vit_grad_ckpt", "qformer_grad_ckpt", *MODEL_SETTINGS}
 
 
-def settings_of(cfg: dict) -> dict:
-    """The model settings present in `cfg`, checked."""
-    out = {k: cfg[k] for k in MODEL_SETTINGS if cfg.get(k) is not None}
-    for key in ("vit_precision", "llm_precision"):
-        if key in out and out[key] not in ("fp32", "bf16", "fp16"):
-            raise ConfigError(f"model.{key} must be fp32, bf16 or fp16; got '{out[key]}'.")
-    return out
-
-
 def build_from_config(cls, cfg: Any):
     """See the module docstring."""
-    cfg = dict(to_plain(cfg) or {})
-    unknown = sorted(set(cfg) - KNOWN_KEYS)
-    if unknown:
-        raise ConfigError(f"model config: unknown keys {unknown}."
-                          f"{did_you_mean(unknown[0], KNOWN_KEYS)} Known: {sorted(KNOWN_KEYS)}.")
-    settings = settings_of(cfg)
-    lavis_keys = [k for k in ("checkpoint", "vit_weights", "llm_model") if cfg.get(k)]
-    if lavis_keys:
-        if cfg.get("pretrained"):
-            logger.info("LAVIS route (%s) chosen; pretrained=%s is not used.",
-                        ", ".join(lavis_keys), cfg["pretrained"])
-        model = build_lavis(cls, cfg, settings)
-    elif cfg.get("pretrained"):
-        model = load_pretrained(cls, cfg["pretrained"], settings)
-    else:
-        model = build_random(cls, cfg, settings)
-    model.set_gradient_checkpointing(vit=bool(cfg.get("vit_grad_ckpt")),
-                                      qformer=bool(cfg.get("qformer_grad_ckpt")))
+    cfg, settings = checked_config(cfg, KNOWN_KEYS, MODEL_SETTINGS)
+    model = build_by_route(cls, cfg, settings, lavis=build_lavis, pretrained=load_pretrained,
+                           random=build_random)
     if cfg.get("init_from"):
         model.init_from(list(cfg["init_from"]), allow_random_init=bool(cfg.get("allow_random_init")))
     return model

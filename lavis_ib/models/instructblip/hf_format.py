@@ -18,11 +18,10 @@ import torch
 
 from lavis_ib.common.errors import LavisIbError
 from lavis_ib.common.precision import DTYPES
-from lavis_ib.models.components.checkpoint_files import checkpoint_keys, iter_shards
 from lavis_ib.models.components.hf_directories import (build_llm, image_processor_for,
-                                                       read_image_settings)
+                                                       load_directory_weights)
 from lavis_ib.models.components.hub import resolve_dir
-from lavis_ib.models.components.load_report import load_in_pieces, tied_aliases, untie_present
+from lavis_ib.models.components.load_report import tied_aliases
 from lavis_ib.models.components.names import hf_state_to_ours, ours_to_hf_state, to_hf
 from lavis_ib.models.components.qformer import QFormerSpec
 from lavis_ib.models.components.tokenizers import check_vocab, qformer_tokenizer_from
@@ -70,22 +69,7 @@ def load_pretrained(cls, path: str, settings: dict):
                 llm, AutoTokenizer.from_pretrained(directory), qformer_tokenizer_from(qdir),
                 num_query_token=config.num_query_tokens, ln_vision_eps=ln_eps, **settings)
     check_vocab(model)
-    present = set(hf_state_to_ours(dict.fromkeys(checkpoint_keys(directory)),
-                                   list(model.state_dict()))[0])
-    untie_present(model, present)
-    keys = list(model.state_dict())
-    report = load_in_pieces(model, (hf_state_to_ours(shard, keys) for shard in iter_shards(directory)),
-                            f"pretrained={path}")
-    if report.missing:
-        raise LavisIbError(f"pretrained='{path}' lacks {len(report.missing)} weights, e.g. "
-                           f"{', '.join(to_hf(k) for k in report.missing[:5])}.")
-    if report.unexpected:
-        logger.warning("pretrained=%s: %d unused tensors, e.g. %s", path,
-                       len(report.unexpected), report.unexpected[:5])
-    model.load_report = {"pretrained": report}
-    model.preprocess_overrides = read_image_settings(directory)
-    model.configure_trainable()  # loading replaced tensors: re-apply the freezing decision
-    return model
+    return load_directory_weights(model, directory, path, hf_state_to_ours, to_hf)
 
 
 def _read_settings(directory: str) -> dict[str, Any]:

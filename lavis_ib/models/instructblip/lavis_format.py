@@ -14,7 +14,6 @@ Files are read with `torch.load(weights_only=True)` only; every unused key is re
 from __future__ import annotations
 
 import logging
-import os
 import re
 
 import torch
@@ -22,6 +21,7 @@ import torch
 from lavis_ib.common.errors import LavisIbError
 from lavis_ib.common.paths import resolve_path
 from lavis_ib.common.precision import DTYPES
+from lavis_ib.models.components.checkpoint_files import read_pth
 from lavis_ib.models.components.hub import resolve_dir
 from lavis_ib.models.components.load_report import LoadReport, load_into
 from lavis_ib.models.components.qformer import QFormerSpec
@@ -30,24 +30,6 @@ from lavis_ib.models.components.vision import VisionSpec
 from lavis_ib.models.components.names import to_lavis
 
 logger = logging.getLogger(__name__)
-
-
-def load_pth(path: str, what: str) -> dict[str, torch.Tensor]:
-    """The state dict in a .pth file (a bare dict or `{"model": ...}`), tensors only."""
-    path = os.path.expanduser(str(path))
-    if not os.path.isfile(path):
-        raise LavisIbError(f"{what}='{path}' does not exist.")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LavisIbError(f"{what}='{path}' cannot be read with torch.load(weights_only=True): "
-                           f"{first}") from None
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        obj = obj["model"]
-    if not isinstance(obj, dict):
-        raise LavisIbError(f"{what}='{path}' holds {type(obj).__name__}, not a state dict.")
-    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
 
 
 def lavis_state_to_ours(state: dict, our_keys: list[str], t5: bool) -> tuple[dict, list[str]]:
@@ -64,7 +46,7 @@ def lavis_state_to_ours(state: dict, our_keys: list[str], t5: bool) -> tuple[dic
 
 def load_vit_weights(model, path: str) -> LoadReport:
     """Load `eva_vit_g.pth` into `model.visual_encoder`, dropping blocks past its depth."""
-    state = load_pth(path, "vit_weights")
+    state = read_pth(path, "vit_weights")
     depth = len(model.visual_encoder.blocks)
     kept, dropped = {}, []
     for key, value in state.items():
@@ -146,7 +128,7 @@ def build_lavis(cls, cfg: dict, settings: dict):
                        "checkpoint holds visual_encoder.*")
     if cfg.get("checkpoint"):
         t5 = bool(llm.config.is_encoder_decoder)
-        state = load_pth(cfg["checkpoint"], "checkpoint")
+        state = read_pth(cfg["checkpoint"], "checkpoint")
         ours, unused = lavis_state_to_ours(state, list(model.state_dict()), t5)
         trainable = [k for k in model.state_dict() if k.split(".")[0] in
                      ("query_tokens", "qformer", "ln_vision", "llm_proj")]
