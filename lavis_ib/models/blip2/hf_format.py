@@ -18,7 +18,7 @@ from lavis_ib.common.errors import LavisIbError
 from lavis_ib.common.precision import DTYPES
 from lavis_ib.models.components.blip2_weights import hf_blip2_name, to_ours
 from lavis_ib.models.components.hf_directories import (build_llm, image_processor_for,
-                                                       load_directory_weights)
+                                                       load_directory_weights, tokenizer_with_token)
 from lavis_ib.models.components.hub import resolve_dir
 from lavis_ib.models.components.load_report import tied_aliases
 from lavis_ib.models.components.names import fuse_qkv_bias
@@ -96,14 +96,10 @@ def save_pretrained(model, directory: str) -> str:
     """Write `model` as `Blip2ForConditionalGeneration` + `Blip2Processor` (config,
     safetensors, tokenizer with the `<image>` token, image processor)."""
     from safetensors.torch import save_file
-    from transformers import AddedToken, Blip2Config, Blip2Processor
+    from transformers import Blip2Config, Blip2Processor
 
     os.makedirs(directory, exist_ok=True)
-    tokenizer = copy.deepcopy(model.llm_tokenizer)
-    if IMAGE_TOKEN not in tokenizer.get_vocab():
-        tokenizer.add_tokens([AddedToken(IMAGE_TOKEN, normalized=False, special=True)],
-                             special_tokens=True)
-    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    tokenizer, image_id = tokenizer_with_token(model.llm_tokenizer, IMAGE_TOKEN)
     text_config = copy.deepcopy(model.llm.config)
     grow = image_id + 1 if image_id >= text_config.vocab_size else None
     if grow is not None:

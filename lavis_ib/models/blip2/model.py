@@ -60,10 +60,6 @@ class Blip2(QFormerLLM):
         `instructions` (passed by the shared inference code) are not used."""
         return self.query_outputs(image)
 
-    def _loss_dict(self, loss_sum: torch.Tensor, num_tokens: torch.Tensor) -> dict:
-        return {"loss": loss_sum / num_tokens.clamp(min=1), "loss_sum": loss_sum,
-                "num_tokens": num_tokens}
-
     @classmethod
     def from_config(cls, cfg: Any) -> "Blip2":
         """Build from a model config node (see `blip2.build` for the keys and routes)."""
@@ -142,8 +138,8 @@ class Blip2OPT(Blip2):
         prefix = self.encode(samples["image"])
         if not any(targets):   # every text cut inside its prompt: nothing to score
             zero = prefix.sum() * 0.0
-            return self._loss_dict(zero, torch.zeros((), dtype=torch.long, device=zero.device))
-        return self._loss_dict(*self.adapter.loss(prefix, prompt_ids, targets))
+            return self.loss_output(zero, torch.zeros((), dtype=torch.long, device=zero.device))
+        return self.loss_output(*self.adapter.loss(prefix, prompt_ids, targets))
 
 
 @registry.register_model("blip2_t5")
@@ -169,5 +165,5 @@ class Blip2T5(Blip2):
         _check_keys(samples, ("image", "text_input", "text_output"))
         texts, outputs = list(samples["text_input"]), list(samples["text_output"])
         prefix = self.encode(samples["image"])
-        return self._loss_dict(*self.adapter.loss(prefix, self.adapter.tokenize_prompts(texts),
+        return self.loss_output(*self.adapter.loss(prefix, self.adapter.tokenize_prompts(texts),
                                                   self.adapter.tokenize_targets(outputs)))

@@ -112,3 +112,15 @@ def load_directory_weights(model, directory: str, path: str,
     model.preprocess_overrides = read_image_settings(directory)
     model.configure_trainable()
     return model
+
+
+def tokenizer_with_token(tokenizer, token: str):
+    """(a copy of `tokenizer` holding `token` as a special token, its id): transformers'
+    processors mark image positions with a placeholder token the LLM tokenizer may lack."""
+    from transformers import AddedToken
+
+    tokenizer = copy.deepcopy(tokenizer)
+    if token not in tokenizer.get_vocab():
+        tokenizer.add_tokens([AddedToken(token, normalized=False, special=True)],
+                             special_tokens=True)
+    return tokenizer, tokenizer.convert_tokens_to_ids(token)

@@ -165,6 +165,13 @@ class QFormerLLM(InferenceMixin, BaseModel):
         return prefix.reshape(b, frames * prefix.shape[1], prefix.shape[2])
 
     # -- the LLM family ---------------------------------------------------------------
+    @staticmethod
+    def loss_output(loss_sum: torch.Tensor, num_tokens: torch.Tensor) -> dict:
+        """The training contract's output: the batch mean beside the sum and the count
+        the runner normalises by globally."""
+        return {"loss": loss_sum / num_tokens.clamp(min=1), "loss_sum": loss_sum,
+                "num_tokens": num_tokens}
+
     @property
     def llm_family(self) -> str:
         """The family evaluation settings are keyed by: "vicuna" (LLaMA), "flant5" (T5),

@@ -19,7 +19,7 @@ import torch
 from lavis_ib.common.errors import LavisIbError
 from lavis_ib.common.precision import DTYPES
 from lavis_ib.models.components.hf_directories import (build_llm, image_processor_for,
-                                                       load_directory_weights)
+                                                       load_directory_weights, tokenizer_with_token)
 from lavis_ib.models.components.hub import resolve_dir
 from lavis_ib.models.components.load_report import tied_aliases
 from lavis_ib.models.components.names import hf_state_to_ours, ours_to_hf_state, to_hf
@@ -94,13 +94,7 @@ def save_pretrained(model, directory: str) -> str:
     from transformers import InstructBlipConfig, InstructBlipProcessor
 
     os.makedirs(directory, exist_ok=True)
-    tokenizer = copy.deepcopy(model.llm_tokenizer)
-    if IMAGE_TOKEN not in tokenizer.get_vocab():
-        from transformers import AddedToken
-
-        tokenizer.add_tokens([AddedToken(IMAGE_TOKEN, normalized=False, special=True)],
-                             special_tokens=True)
-    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    tokenizer, image_id = tokenizer_with_token(model.llm_tokenizer, IMAGE_TOKEN)
     text_config = copy.deepcopy(model.llm.config)
     state = {k: v.detach().cpu().contiguous()
              for k, v in model.state_dict().items() if k not in tied_aliases(model)}

@@ -104,10 +104,8 @@ class InstructBLIP(QFormerLLM):
                 raise LavisIbError(f"forward(samples): missing key '{key}' (have {sorted(samples)}).")
         texts, targets = list(samples["text_input"]), list(samples["text_output"])
         prefix = self.encode(samples["image"], texts)
-        loss_sum, num_tokens = self.adapter.loss(prefix, self.adapter.tokenize_prompts(texts),
-                                                 self.adapter.tokenize_targets(targets))
-        return {"loss": loss_sum / num_tokens.clamp(min=1), "loss_sum": loss_sum,
-                "num_tokens": num_tokens}
+        return self.loss_output(*self.adapter.loss(prefix, self.adapter.tokenize_prompts(texts),
+                                                   self.adapter.tokenize_targets(targets)))
 
     # -- building --------------------------------------------------------------------
     @classmethod
