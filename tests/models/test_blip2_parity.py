@@ -14,24 +14,12 @@ import os
 import pytest
 import torch
 
-Q, IMAGE = 4, 28
-MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+from tests.models.conftest import IMAGE, MEAN, Q, STD, _text_config
+
 TYPES = {"opt": ("blip2_opt", "tiny_opt"), "t5": ("blip2_t5", "tiny_flant5")}
 PROMPTS = ["Question: what is it? Answer:", "a photo of", "Describe the picture in detail."]
 CAPTIONS = ["a dog on the grass", "two birds", "the cat sits on a mat near the door of an old house"]
 TARGETS = ["a dog", "two birds on a wire", "no"]
-
-
-def _text_config(family: str, vocab: int) -> dict:
-    if family == "opt":
-        return dict(model_type="opt", vocab_size=vocab, hidden_size=32, word_embed_proj_dim=32,
-                    ffn_dim=64, num_hidden_layers=2, num_attention_heads=4,
-                    max_position_embeddings=256, bos_token_id=2, eos_token_id=2,
-                    pad_token_id=1, dropout=0.0, tie_word_embeddings=True)
-    return dict(model_type="t5", vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=2,
-                num_decoder_layers=2, num_heads=4, feed_forward_proj="gated-gelu",
-                dense_act_fn="gelu", tie_word_embeddings=False, decoder_start_token_id=0,
-                pad_token_id=0, eos_token_id=1)
 
 
 def write_blip2_checkpoint(directory: str, family: str, seed: int = 0) -> str:

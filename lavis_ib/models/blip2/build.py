@@ -17,18 +17,16 @@ import re
 from typing import Any
 
 from lavis_ib.common.errors import ConfigError, LavisIbError
-from lavis_ib.common.paths import resolve_path
 from lavis_ib.common.precision import DTYPES
 from lavis_ib.models.blip2.hf_format import load_pretrained
 from lavis_ib.models.components.blip2_weights import fit_pos_embed, read_source, to_ours
 from lavis_ib.models.components.checkpoint_files import read_pth
-from lavis_ib.models.components.hub import resolve_dir
 from lavis_ib.models.components.load_report import load_into
 from lavis_ib.models.components.qformer import QFormerSpec
 from lavis_ib.models.components.qformer_model import TRAINABLE_PARTS
 from lavis_ib.models.components.tokenizers import load_tokenizer
 from lavis_ib.models.components.vision import VisionSpec
-from lavis_ib.models.components.hf_directories import build_random_llm
+from lavis_ib.models.components.hf_directories import build_random_llm, lavis_llm_directory
 from lavis_ib.models.components.model_build import build_by_route, checked_config
 
 logger = logging.getLogger(__name__)
@@ -69,23 +67,6 @@ def build_random(cls, cfg: dict, settings: dict):
                 ln_vision_eps=float(cfg.get("ln_vision_eps") or 1e-5), **settings)
     model.check_llm_vocab()
     return model
-
-
-def _llm_and_tokenizer(cfg: dict, dtype):
-    """The LLM directory of the LAVIS route. FlanT5 runs with exact GELU, as in LAVIS."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
-
-    if not cfg.get("llm_model"):
-        raise LavisIbError("the LAVIS route needs llm_model=<OPT or FlanT5 directory> next to "
-                           "checkpoint=/vit_weights=.")
-    llm_dir = resolve_dir(resolve_path(cfg["llm_model"]), "llm_model")
-    config = AutoConfig.from_pretrained(llm_dir)
-    if config.is_encoder_decoder:
-        config.dense_act_fn = "gelu"
-        llm = AutoModelForSeq2SeqLM.from_pretrained(llm_dir, config=config, dtype=dtype)
-    else:
-        llm = AutoModelForCausalLM.from_pretrained(llm_dir, config=config, dtype=dtype)
-    return llm, load_tokenizer(cfg.get("llm_tokenizer") or llm_dir, "llm_tokenizer")
 
 
 def load_vit_file(model, path: str):
@@ -138,7 +119,8 @@ def load_lavis_checkpoint(model, path: str, vit_loaded: bool):
 
 def build_lavis(cls, cfg: dict, settings: dict):
     """Route 1: a BLIP-2 model from LAVIS files (see the module docstring)."""
-    llm, tokenizer = _llm_and_tokenizer(cfg, DTYPES[settings.get("llm_precision", "fp32")])
+    llm, tokenizer = lavis_llm_directory(cfg, DTYPES[settings.get("llm_precision", "fp32")],
+                                         "OPT or FlanT5")
     vision, qformer, queries = _spec_args(cfg)
     model = cls(vision, qformer, llm, tokenizer, num_query_token=queries,
                 ln_vision_eps=float(cfg.get("ln_vision_eps") or 1e-5), **settings)

@@ -13,8 +13,11 @@ import torch
 
 from lavis_ib.common.containers import to_plain
 from lavis_ib.common.errors import ConfigError, LavisIbError
+from lavis_ib.common.paths import resolve_path
 from lavis_ib.models.components.checkpoint_files import checkpoint_keys, iter_shards
+from lavis_ib.models.components.hub import resolve_dir
 from lavis_ib.models.components.load_report import load_in_pieces, untie_present
+from lavis_ib.models.components.tokenizers import load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -124,3 +127,21 @@ def tokenizer_with_token(tokenizer, token: str):
         tokenizer.add_tokens([AddedToken(token, normalized=False, special=True)],
                              special_tokens=True)
     return tokenizer, tokenizer.convert_tokens_to_ids(token)
+
+
+def lavis_llm_directory(cfg: dict, dtype: torch.dtype, families: str):
+    """(LLM, tokenizer) of the LAVIS route's `llm_model` directory (`families` names what it
+    may hold, for the error). FlanT5 runs with exact GELU, as the authors' code ran it."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    if not cfg.get("llm_model"):
+        raise LavisIbError(f"the LAVIS route needs llm_model=<{families} directory> next to "
+                           f"checkpoint=/vit_weights=.")
+    llm_dir = resolve_dir(resolve_path(cfg["llm_model"]), "llm_model")
+    config = AutoConfig.from_pretrained(llm_dir)
+    if config.is_encoder_decoder:
+        config.dense_act_fn = "gelu"
+        llm = AutoModelForSeq2SeqLM.from_pretrained(llm_dir, config=config, dtype=dtype)
+    else:
+        llm = AutoModelForCausalLM.from_pretrained(llm_dir, config=config, dtype=dtype)
+    return llm, load_tokenizer(cfg.get("llm_tokenizer") or llm_dir, "llm_tokenizer")

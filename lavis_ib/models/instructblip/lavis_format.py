@@ -19,13 +19,12 @@ import re
 import torch
 
 from lavis_ib.common.errors import LavisIbError
-from lavis_ib.common.paths import resolve_path
 from lavis_ib.common.precision import DTYPES
 from lavis_ib.models.components.checkpoint_files import read_pth
-from lavis_ib.models.components.hub import resolve_dir
+from lavis_ib.models.components.hf_directories import lavis_llm_directory
 from lavis_ib.models.components.load_report import LoadReport, load_into
 from lavis_ib.models.components.qformer import QFormerSpec
-from lavis_ib.models.components.tokenizers import check_vocab, load_tokenizer, qformer_tokenizer_from
+from lavis_ib.models.components.tokenizers import check_vocab, qformer_tokenizer_from
 from lavis_ib.models.components.vision import VisionSpec
 from lavis_ib.models.components.names import to_lavis
 
@@ -69,20 +68,10 @@ def load_vit_weights(model, path: str) -> LoadReport:
 
 
 def _llm_and_tokenizer(cfg: dict, dtype: torch.dtype):
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
-
-    if not cfg.get("llm_model"):
-        raise LavisIbError("the LAVIS route needs llm_model=<Vicuna or FlanT5 directory> next to "
-                           "checkpoint=/vit_weights=.")
-    llm_dir = resolve_dir(resolve_path(cfg["llm_model"]), "llm_model")
-    config = AutoConfig.from_pretrained(llm_dir)
-    if config.is_encoder_decoder:
-        config.dense_act_fn = "gelu"   # LAVIS ran FlanT5 with exact GELU
-        llm = AutoModelForSeq2SeqLM.from_pretrained(llm_dir, config=config, dtype=dtype)
-    else:
-        llm = AutoModelForCausalLM.from_pretrained(llm_dir, config=config, dtype=dtype)
-    tokenizer = load_tokenizer(cfg.get("llm_tokenizer") or llm_dir, "llm_tokenizer")
-    if not config.is_encoder_decoder and tokenizer.pad_token is None:
+    """The LAVIS route's LLM directory; a Vicuna tokenizer without pad gets the authors'
+    special tokens (`vicuna_special_tokens`)."""
+    llm, tokenizer = lavis_llm_directory(cfg, dtype, "Vicuna or FlanT5")
+    if not llm.config.is_encoder_decoder and tokenizer.pad_token is None:
         vicuna_special_tokens(tokenizer)
         if len(tokenizer) > llm.get_input_embeddings().weight.shape[0]:
             llm.resize_token_embeddings(len(tokenizer))
