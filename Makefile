@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test demo clean
+.PHONY: install test demo clean browser
 
 install: $(STAMP)
 
@@ -21,7 +21,15 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PY) -m pip install -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
-test: $(STAMP)
+# The web demo's test drives the real app in headless Chromium (Debian's packages).
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		echo "installing chromium and chromium-driver with apt (the web demo's browser test needs them)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver \
+		|| { echo "could not install chromium: run 'apt-get install chromium chromium-driver' as root"; exit 1; }; \
+	fi
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)
