@@ -62,7 +62,10 @@ def config_problems(cfg: Config, training: bool = True) -> list[str]:
     model = config.get("model")
     model_cls = None
     if model is not None:
+        from lavis_ib.models.components.llm_options import llm_option_problems
+
         out += model_problems(to_plain(model))
+        out += llm_option_problems(to_plain(model), to_plain(config.get("run")))
         model_cls = _attempt(out, registry.get_model_class, str(model.arch))
     run = config.get("run")
     if run is not None:

@@ -279,6 +279,9 @@ def model_problems(model: Mapping[str, Any] | None) -> list[str]:
         value = model.get(key)
         if key in model and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             out.append(f"model.{key} must be an integer >= 1; got {value!r}.")
+    seed = model.get("random_init_seed")
+    if "random_init_seed" in model and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        out.append(f"model.random_init_seed must be an integer >= 0; got {seed!r}.")
     out += [f"model.{k} must be true or false; got {model.get(k)!r}."
             for k in _MODEL_BOOLS if k in model and not isinstance(model.get(k), bool)]
     out += [f"model.{k}: '{model.get(k)}' is not one of {', '.join(c)}."

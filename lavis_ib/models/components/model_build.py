@@ -3,18 +3,26 @@
 LAVIS files (`checkpoint` / `vit_weights` / `llm_model`), a Hugging Face directory or hub id
 (`pretrained`), or random initialisation from the architecture keys (the tiny types).
 Each model package supplies its three routes; the choice is the same for all of them.
+The random route is seeded (`random_init_seed`, 0 by default) so that two processes building
+a tiny type get the same weights whatever the global RNG holds. The LLM memory options
+(`llm_quantization`, `llm_lora`) apply last, the same way whatever route built the model.
 """
 from __future__ import annotations
 
 import logging
 from typing import Any, Callable, Iterable
 
+import torch
+
 from lavis_ib.common.containers import to_plain
 from lavis_ib.common.errors import ConfigError, did_you_mean
 from lavis_ib.common.precision import DTYPES
+from lavis_ib.models.components.llm_options import apply_llm_options
 
 logger = logging.getLogger(__name__)
 LAVIS_KEYS = ("checkpoint", "vit_weights", "llm_model")
+#: Keys every model node accepts beside its own (see `llm_options` and the random route).
+COMMON_KEYS = ("llm_quantization", "llm_lora", "random_init_seed")
 
 Route = Callable[[type, dict, dict], Any]
 
@@ -23,7 +31,7 @@ def checked_config(cfg: Any, known_keys: Iterable[str],
                    setting_names: Iterable[str]) -> tuple[dict, dict]:
     """(the node as a dict, the model settings it sets), or one ConfigError naming an
     unknown key (with the closest known one) or a precision that is not a dtype name."""
-    cfg, known = dict(to_plain(cfg) or {}), set(known_keys)
+    cfg, known = dict(to_plain(cfg) or {}), {*known_keys, *COMMON_KEYS}
     unknown = sorted(set(cfg) - known)
     if unknown:
         raise ConfigError(f"model config: unknown keys {unknown}."
@@ -48,7 +56,9 @@ def build_by_route(cls: type, cfg: dict, settings: dict, *, lavis: Route,
     elif cfg.get("pretrained"):
         model = pretrained(cls, cfg["pretrained"], settings)
     else:
-        model = random(cls, cfg, settings)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(cfg.get("random_init_seed") or 0))
+            model = random(cls, cfg, settings)
     model.set_gradient_checkpointing(vit=bool(cfg.get("vit_grad_ckpt")),
                                       qformer=bool(cfg.get("qformer_grad_ckpt")))
-    return model
+    return apply_llm_options(model, cfg)

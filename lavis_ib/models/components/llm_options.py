@@ -1,0 +1,31 @@
+"""Memory options of the frozen LLM, applied after any route built the model: quantised
+weights (`llm_quantization`, models.components.llm_quantization) first, then LoRA adapters
+(`llm_lora`, models.components.llm_lora), so adapters wrap the quantised layers. Both are
+checked before anything is built (`llm_option_problems`, called by the pre-flight checks).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+
+def llm_option_problems(model: Mapping[str, Any], run: Mapping[str, Any] | None) -> list[str]:
+    """Every problem of the model node's LLM options (and their fit with the run's
+    strategy and device), one line each."""
+    from lavis_ib.models.components.llm_lora import lora_problems
+    from lavis_ib.models.components.llm_quantization import quantization_problems
+
+    return [*quantization_problems(model, run), *lora_problems(model, run)]
+
+
+def apply_llm_options(model: Any, cfg: Mapping[str, Any]) -> Any:
+    """`model` with its LLM quantised and/or given LoRA adapters as `cfg` asks."""
+    mode = cfg.get("llm_quantization") or "none"
+    if mode != "none":
+        from lavis_ib.models.components.llm_quantization import quantize_llm
+
+        quantize_llm(model, mode)
+    if cfg.get("llm_lora"):
+        from lavis_ib.models.components.llm_lora import add_lora
+
+        add_lora(model, cfg["llm_lora"])
+    return model
