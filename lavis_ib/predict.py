@@ -39,38 +39,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _overrides(options: Sequence[str]) -> dict:
-    from omegaconf import OmegaConf
-
-    from lavis_ib.common.project_files import parse_options
-    from lavis_ib.common.containers import to_plain
-
-    pairs = parse_options(options)
-    try:
-        node = OmegaConf.from_dotlist([f"{k}={v}" for k, v in pairs])
-    except Exception as exc:  # omegaconf grammar errors
-        raise ConfigError(f"--options: {str(exc).splitlines()[0]}") from None
-    return to_plain(node)
-
-
-def _load_images(paths: Sequence[str], processor):
-    """One processed tensor per image; a missing, unreadable, oversized (decompression
-    bomb) or non-finite image is one `DataError` line naming it."""
-    import torch
-
-    from lavis_ib.processors.image import decode_image
-
-    tensors = []
-    for path in paths:
-        if not os.path.isfile(path):
-            raise DataError(f"--image '{path}' does not exist.")
-        try:
-            tensors.append(processor(decode_image(path)))
-        except DataError as exc:
-            raise DataError(f"--image '{path}' is not a readable image: {exc}.") from None
-    return torch.stack(tensors)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     name, sep, model_type = args.model.partition(":")
@@ -86,20 +54,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not os.path.isfile(path):
             raise DataError(f"--{'video' if args.video else 'image'} '{path}' does not exist.")
 
-    from lavis_ib.common.registry import registry
+    from lavis_ib.common.project_files import model_overrides
+    from lavis_ib.media_inputs import load_images, load_video
     from lavis_ib.models.loading import load_model_and_preprocess
 
     model, vis, _ = load_model_and_preprocess(name, model_type, is_eval=True, device=args.device,
-                                              **_overrides(args.options))
+                                              **model_overrides(args.options))
     eval_proc = vis.get("eval")
     if eval_proc is None:
         raise LavisIbError(f"model type '{model_type}' has no eval image processor in its config.")
     if args.video:
-        video_proc = registry.get_processor_class("video_eval")(
-            image_size=eval_proc.image_size, mean=eval_proc.mean, std=eval_proc.std)
-        image, labels = video_proc(args.video)[None], [args.video]
+        image, labels = load_video(args.video, eval_proc)[None], [args.video]
     else:
-        image, labels = _load_images(args.image, eval_proc), list(args.image)
+        image, labels = load_images(args.image, eval_proc), list(args.image)
     samples = {"image": image.to(model.device), "prompt": args.prompt}
     if candidates:
         scores, _ = model.score_candidates(samples, candidates, append_eos=not args.no_eos)

@@ -150,3 +150,18 @@ def raise_problems(where: str, problems: Sequence[str]) -> None:
         listed = "\n  - ".join(problems)
         raise ConfigError(f"{where}: {len(problems)} problems found before building anything:"
                           f"\n  - {listed}")
+
+
+def model_overrides(options: Sequence[str]) -> dict:
+    """Model config overrides from `key=value` strings (the `--options` of the prediction
+    and serving commands) as a plain nested dict; a grammar error names the option."""
+    from omegaconf import OmegaConf
+
+    from lavis_ib.common.containers import to_plain
+
+    pairs = parse_options(options)
+    try:
+        node = OmegaConf.from_dotlist([f"{k}={v}" for k, v in pairs])
+    except Exception as exc:  # omegaconf grammar errors
+        raise ConfigError(f"--options: {str(exc).splitlines()[0]}") from None
+    return to_plain(node)

@@ -111,8 +111,8 @@ FAULTY_IMAGES = [("nan pixels", _nan_tiff, "the image has NaN or infinite pixel 
 
 
 @pytest.mark.parametrize("write,reason", [r[1:] for r in FAULTY_IMAGES], ids=[r[0] for r in FAULTY_IMAGES])
-def test_faulty_images_are_bad_samples_in_loaders_and_one_line_in_predict(tmp_path, monkeypatch, write, reason):
-    from lavis_ib.predict import _load_images
+def test_faulty_images_are_bad_samples_in_loaders_and_one_line_for_prediction(tmp_path, monkeypatch, write, reason):
+    from lavis_ib.media_inputs import load_images
     from lavis_ib.processors.image import BlipImageEvalProcessor
 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)
@@ -121,8 +121,8 @@ def test_faulty_images_are_bad_samples_in_loaders_and_one_line_in_predict(tmp_pa
     bad = load_image(path)
     assert isinstance(bad, BadSample) and bad.path == path and bad.reason.startswith(reason)
     with pytest.raises(DataError) as err:
-        _load_images([path], BlipImageEvalProcessor(image_size=16))
-    assert str(err.value).startswith(f"--image '{path}' is not a readable image: {reason}")
+        load_images([path], BlipImageEvalProcessor(image_size=16))
+    assert str(err.value).startswith(f"image '{path}' is not a readable image: {reason}")
     assert "\n" not in str(err.value)
 
 
