@@ -1,26 +1,17 @@
-"""`python -m lavis_ib.predict` on tiny_vicuna with PNGs written by the test."""
+"""`lavis-ib predict` as a command: the single-image form, one-line errors, and two
+separate processes writing the same results (the tiny types are seeded on load)."""
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from lavis_ib.common.errors import ConfigError, DataError, LavisIbError
-from lavis_ib.predict import main
-
-
-@pytest.fixture()
-def pngs(tmp_path):
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(2):
-        path = tmp_path / f"img{i}.png"
-        Image.fromarray(rng.integers(0, 255, (20 + 5 * i, 30, 3), dtype=np.uint8)).save(path)
-        paths.append(str(path))
-    return paths
+from lavis_ib.predict import build_parser, main
+from tests.predict.conftest import write_mp4
 
 
 def test_generate_and_rank(pngs, capsys):
@@ -53,11 +44,15 @@ def test_bad_input(pngs, tmp_path):
         main(["--model", "instructblip:tiny_vicunaa", "--image", pngs[0], "--prompt", "x"])
 
 
+def test_usage_names_the_command():
+    assert build_parser().format_usage().startswith("usage: lavis-ib predict ")
+
+
 def test_offline_hub_id_is_one_clear_line(pngs):
     proc = subprocess.run([sys.executable, "-m", "lavis_ib.predict", "--model", "instructblip:vicuna7b",
                            "--image", pngs[0], "--prompt", "x"],
                           capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""},
-                          cwd=__import__("os").getcwd(), timeout=120)
+                          cwd=os.getcwd(), timeout=120)
     assert proc.returncode == 2
     err = proc.stderr.strip()
     assert err.count("\n") == 0 and "error:" in err, err
@@ -65,21 +60,30 @@ def test_offline_hub_id_is_one_clear_line(pngs):
 
 
 def test_video_generation(tmp_path, capsys):
-    import av
-
-    path = str(tmp_path / "clip.mp4")
-    rng = np.random.default_rng(1)
-    with av.open(path, mode="w") as container:
-        stream = container.add_stream("mpeg4", rate=8)
-        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
-        for _ in range(8):
-            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8),
-                                               format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    path = write_mp4(tmp_path / "clip.mp4")
     assert main(["--model", "instructblip:tiny_vicuna", "--video", path, "--prompt", "what happens?",
                  "--num-beams", "1", "--max-length", "3"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and out[0].startswith(path + "\t")
+
+
+def test_two_processes_write_the_same_results(pngs, tmp_path):
+    """Random weights (seeded on load), nucleus sampling (--seed) and ranking, each in its
+    own `lavis-ib predict` process: the two JSONL files are byte for byte equal."""
+    records = tmp_path / "in.jsonl"
+    records.write_text(json.dumps({"image": pngs[0], "prompt": "Describe it."}) + "\n"
+                       + json.dumps({"image": pngs[1], "candidates": ["a cat", "no"]}) + "\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "lavis_ib.cli", "predict", "--model", "instructblip:tiny_vicuna",
+         "--input", str(records), "--prompt", "Cat?",
+         "--use-nucleus-sampling", "--max-length", "8", "--seed", "3", "--no-progress",
+         "--output", str(tmp_path / f"out{i}.jsonl")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err
+    first, second = ((tmp_path / f"out{i}.jsonl").read_text() for i in range(2))
+    assert first == second
+    got = [json.loads(line) for line in first.splitlines()]
+    assert "answer" in got[0] and set(got[1]["scores"]) == {"a cat", "no"}
