@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_argument_group("inputs (any mix; at least one)")
     src.add_argument("paths", nargs="*", metavar="PATH",
                      help="image or video files (by extension), folders, glob patterns")
-    src.add_argument("--image", nargs="+", default=[], help="files, folders or globs read as images")
+    src.add_argument("--image", nargs="+", default=[],
+                     help="files, folders or globs read as images")
     src.add_argument("--video", nargs="+", default=[],
                      help="files, folders or globs read as videos (4 frames sampled uniformly)")
     src.add_argument("--input", help="JSONL: one {image|video, prompt?, candidates?} per line")
@@ -81,7 +82,26 @@ def generate_settings(args: argparse.Namespace, model_name: str) -> dict[str, An
         raise ConfigError(f"--model {args.model}: its generate() takes no "
                           f"{', '.join('--' + k.replace('_', '-') for k in unknown)}; it takes "
                           f"{', '.join(sorted(accepted))}.")
-    return {**{k: v for k, v in GENERATE_DEFAULTS.items() if k in accepted}, **given}
+    settings = {**{k: v for k, v in GENERATE_DEFAULTS.items() if k in accepted}, **given}
+    check_generate_values(settings)
+    return settings
+
+
+def check_generate_values(settings: dict[str, Any]) -> None:
+    """Ranges of the usual settings, refused here rather than at the first batch."""
+    problems = []
+    for key, low in (("num_beams", 1), ("max_length", 1), ("min_length", 0)):
+        if key in settings and settings[key] < low:
+            problems.append(f"--{key.replace('_', '-')} must be at least {low}")
+    if settings.get("min_length", 0) > settings.get("max_length", float("inf")):
+        problems.append("--min-length must not exceed --max-length")
+    if "top_p" in settings and not 0 < settings["top_p"] <= 1:
+        problems.append("--top-p must be in (0, 1]")
+    for key in ("temperature", "repetition_penalty"):
+        if key in settings and not settings[key] > 0:
+            problems.append(f"--{key.replace('_', '-')} must be above 0")
+    if problems:
+        raise ConfigError("; ".join(problems) + f" (got {settings}).")
 
 
 def collect_records(args: argparse.Namespace) -> list:

@@ -35,7 +35,7 @@ def _group(record: PredictRecord) -> tuple[str, bool]:
 
 def identity(record: PredictRecord) -> dict[str, Any]:
     """The fields a result record repeats from its input (checked on resume)."""
-    out: dict[str, Any] = {"input": record.path, "prompt": record.prompt}
+    out: dict[str, Any] = {"input": record.name, "prompt": record.prompt}
     if record.candidates is not None:
         out["candidates"] = list(record.candidates)
     return out

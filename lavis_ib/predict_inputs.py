@@ -28,13 +28,19 @@ _MAX_LISTED = 10
 
 @dataclass(frozen=True)
 class PredictRecord:
-    """One input: `path` as the user named it (the output's `input`), `kind` "image" or
-    "video", its prompt and its candidate list (None: generate an answer)."""
+    """One input: the file at `path`, `kind` "image" or "video", its prompt and its
+    candidate list (None: generate an answer). `label` is the path as a JSONL record wrote
+    it (the output's `input`, so results join back to the records); None: `path`."""
 
     path: str
     kind: str
     prompt: str
     candidates: tuple[str, ...] | None = None
+    label: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.label if self.label is not None else self.path
 
 
 def kind_of(path: str) -> str | None:
@@ -153,14 +159,17 @@ def _record(obj, base: str, prompt: str | None, candidates: Sequence[str] | None
     kind, given = kinds[0], obj[kinds[0]]
     if not isinstance(given, str) or not given:
         raise ConfigError(f"'{kind}' must be a path string")
-    full = given if os.path.isabs(given) else os.path.join(base, given)
+    full = os.path.normpath(os.path.join(base, given))
     if not os.path.isfile(full):
-        raise DataError(f"{kind} '{full}' does not exist")
+        raise DataError(f"{kind} '{given}' does not exist (read as '{full}')")
     text = obj.get("prompt", prompt)
     if not isinstance(text, str) or not text:
         raise ConfigError("no prompt: give 'prompt' in the record or --prompt")
-    cands = obj.get("candidates", candidates)
-    return PredictRecord(full, kind, text, checked_candidates(cands) if cands else None)
+    if "candidates" in obj:
+        cands = checked_candidates(obj["candidates"])
+    else:
+        cands = tuple(candidates) if candidates else None
+    return PredictRecord(full, kind, text, cands, label=given)
 
 
 def checked_candidates(cands) -> tuple[str, ...]:

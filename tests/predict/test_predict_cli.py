@@ -20,7 +20,8 @@ def test_generate_and_rank(pngs, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split("\t")[0] for line in lines] == pngs
     assert main(["--model", "instructblip:tiny_vicuna", "--options", "qformer_text_input=false",
-                 "--image", pngs[0], "--prompt", "Is it a cat?", "--candidates", "yes, no,maybe"]) == 0
+                 "--image", pngs[0], "--prompt", "Is it a cat?",
+                 "--candidates", "yes, no,maybe"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[0] == pngs[0] and len(out) == 4
     scores = [float(line.split()[0]) for line in out[1:]]
@@ -32,7 +33,8 @@ def test_bad_input(pngs, tmp_path):
     with pytest.raises(ConfigError, match="NAME:TYPE"):
         main(["--model", "instructblip", "--image", pngs[0], "--prompt", "x"])
     with pytest.raises(DataError, match="does not exist"):
-        main(["--model", "instructblip:tiny_vicuna", "--image", str(tmp_path / "no.png"), "--prompt", "x"])
+        main(["--model", "instructblip:tiny_vicuna", "--image", str(tmp_path / "no.png"),
+              "--prompt", "x"])
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
     with pytest.raises(DataError, match="not a readable image"):
@@ -49,8 +51,8 @@ def test_usage_names_the_command():
 
 
 def test_offline_hub_id_is_one_clear_line(pngs):
-    proc = subprocess.run([sys.executable, "-m", "lavis_ib.predict", "--model", "instructblip:vicuna7b",
-                           "--image", pngs[0], "--prompt", "x"],
+    proc = subprocess.run([sys.executable, "-m", "lavis_ib.predict",
+                           "--model", "instructblip:vicuna7b", "--image", pngs[0], "--prompt", "x"],
                           capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""},
                           cwd=os.getcwd(), timeout=120)
     assert proc.returncode == 2
@@ -61,8 +63,8 @@ def test_offline_hub_id_is_one_clear_line(pngs):
 
 def test_video_generation(tmp_path, capsys):
     path = write_mp4(tmp_path / "clip.mp4")
-    assert main(["--model", "instructblip:tiny_vicuna", "--video", path, "--prompt", "what happens?",
-                 "--num-beams", "1", "--max-length", "3"]) == 0
+    assert main(["--model", "instructblip:tiny_vicuna", "--video", path,
+                 "--prompt", "what happens?", "--num-beams", "1", "--max-length", "3"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and out[0].startswith(path + "\t")
 

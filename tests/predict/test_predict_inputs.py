@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
@@ -54,9 +53,13 @@ def test_jsonl_records(tree):
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     records = jsonl_records(str(path), "default", ("y", "n"))
     assert records == [
-        PredictRecord(os.path.join(str(tree / "sub"), "d.png"), "image", "one", ("y", "n")),
-        PredictRecord(str(tree / "c.mp4"), "video", "default", ("y", "n")),
-        PredictRecord(os.path.join(str(tree / "sub"), "../b.png"), "image", "default", ("a", "b"))]
+        PredictRecord(str(tree / "sub" / "d.png"), "image", "one", ("y", "n"), "d.png"),
+        PredictRecord(str(tree / "c.mp4"), "video", "default", ("y", "n"), str(tree / "c.mp4")),
+        PredictRecord(str(tree / "b.png"), "image", "default", ("a", "b"), "../b.png")]
+    assert [r.name for r in records] == ["d.png", str(tree / "c.mp4"), "../b.png"]
+    path.write_text(json.dumps({"image": "d.png", "candidates": []}) + "\n")
+    with pytest.raises(DataError, match="line 1: 'candidates' must be a non-empty list"):
+        jsonl_records(str(path), "default", ("y", "n"))
 
 
 def test_jsonl_problems_name_their_lines(tree):
@@ -72,7 +75,7 @@ def test_jsonl_problems_name_their_lines(tree):
         jsonl_records(str(path), None, None)
     msg = str(err.value)
     for expected in ("line 2: unknown key 'promt'. Did you mean 'prompt'?", "line 3: not JSON",
-                     "line 4: image '", "missing.png' does not exist",
+                     "line 4: image 'missing.png' does not exist (read as '",
                      "line 5: give exactly one of 'image' and 'video'", "line 6: no prompt",
                      "line 7: candidates appear twice: 'a'"):
         assert expected in msg, msg

@@ -3,6 +3,7 @@ against the model called directly on that one input (its own prompt and candidat
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from lavis_ib.common.errors import ConfigError, DataError
 from lavis_ib.media_inputs import load_image, load_video
 from lavis_ib.predict import main
 from tests.predict.conftest import write_mp4, write_png
+from tests.predict.test_predict_docs import documented_shapes
 
 MODEL = ["--model", "instructblip:tiny_vicuna", "--no-progress"]
 GEN = ["--num-beams", "2", "--max-length", "4"]
@@ -37,17 +39,19 @@ def test_batched_records_equal_one_at_a_time(tmp_path, tiny_vicuna):
     assert main(MODEL + GEN + ["--input", str(tmp_path / "in.jsonl"), "--prompt", "Default?",
                                "--batch-size", "3", "--output", str(out)]) == 0
     got = read(out)
-    assert [r["input"] for r in got] == [pngs[0], pngs[1], clip, pngs[2], pngs[0], pngs[1]]
+    assert [r["input"] for r in got] == [os.path.basename(p) for p in  # as the records say
+                                         (pngs[0], pngs[1], clip, pngs[2], pngs[0], pngs[1])]
     gen = dict(num_beams=2, max_length=4, min_length=1, repetition_penalty=1.5)
     for record, kind in zip(got[:4], ["image", "image", "video", "image"]):
-        want = model.generate({"image": one(processor, record["input"], kind),
+        want = model.generate({"image": one(processor, str(tmp_path / record["input"]), kind),
                                "prompt": [record["prompt"]]}, **gen)
         assert record["answer"] == want[0]
     assert got[1]["prompt"] == "Default?"
+    assert {tuple(r) for r in got} | {("input", "prompt", "skipped")} == documented_shapes()
     for record in got[4:]:
         labels = record["candidates"]
-        scores, _ = model.score_candidates({"image": one(processor, record["input"]),
-                                            "prompt": [record["prompt"]]}, labels)
+        image = one(processor, str(tmp_path / record["input"]))
+        scores, _ = model.score_candidates({"image": image, "prompt": [record["prompt"]]}, labels)
         assert list(record["scores"]) == labels
         torch.testing.assert_close(torch.tensor(list(record["scores"].values())), scores[0],
                                    rtol=1e-4, atol=1e-4)
@@ -84,6 +88,7 @@ def test_resumed_file_equals_an_uninterrupted_run(tmp_path, caplog):
     assert main(args + ["--output", str(full)]) == 0
     records = read(full)
     assert len(records) == 6 and "not a readable image" in records[-1]["skipped"]
+    assert tuple(records[-1]) in documented_shapes()
     assert "1 of 6 inputs skipped" in caplog.text
     assert main(args + ["--output", str(part)]) == 0
     text = part.read_text()
@@ -111,6 +116,8 @@ def test_single_image_prints_and_bad_input_is_one_error(tmp_path, capsys):
     broken.write_bytes(b"junk")
     with pytest.raises(DataError, match=r"no input could be read \(1 skipped; .*not a readable"):
         main(MODEL + ["--image", str(broken), "--prompt", "x"])
+    with pytest.raises(ConfigError, match="--min-length must not exceed --max-length"):
+        main(MODEL + [png, "--prompt", "x", "--min-length", "5", "--max-length", "4"])
     with pytest.raises(ConfigError, match="no input"):
         main(MODEL + ["--prompt", "x"])
     with pytest.raises(ConfigError, match="--overwrite needs --output"):
