@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from lavis_ib.common.errors import ConfigError, DataError, LavisIbError
 from lavis_ib.predict import build_parser, main
-from tests.predict.conftest import write_mp4
+from tests.predict.conftest import write_mp4, write_png
 
 
 def test_generate_and_rank(pngs, capsys):
@@ -69,23 +71,38 @@ def test_video_generation(tmp_path, capsys):
     assert len(out) == 1 and out[0].startswith(path + "\t")
 
 
-def test_two_processes_write_the_same_results(pngs, tmp_path):
-    """Random weights (seeded on load), nucleus sampling (--seed) and ranking, each in its
-    own `lavis-ib predict` process: the two JSONL files are byte for byte equal."""
+def test_two_processes_write_the_same_results_and_a_killed_run_resumes(tmp_path):
+    """Random weights (seeded on load), nucleus sampling (--seed) and ranking, each run in
+    its own `lavis-ib predict` process: process B is killed (SIGKILL) in the middle of
+    the run; what it wrote equals process A's lines, and B's file resumed equals A's."""
+    rows = []
+    for i in range(48):        # cheap next to the start of a process: room to kill B
+        write_png(tmp_path / f"{i}.png", i)
+        rows.append({"image": f"{i}.png", **({"candidates": ["a cat", "no"]} if i % 3 == 0
+                                              else {"prompt": f"Describe image {i}."})})
     records = tmp_path / "in.jsonl"
-    records.write_text(json.dumps({"image": pngs[0], "prompt": "Describe it."}) + "\n"
-                       + json.dumps({"image": pngs[1], "candidates": ["a cat", "no"]}) + "\n")
+    records.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["--model", "instructblip:tiny_vicuna", "--input", str(records), "--prompt", "Cat?",
+            "--use-nucleus-sampling", "--max-length", "8", "--seed", "3", "--batch-size", "2",
+            "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "lavis_ib.cli", "predict", "--model", "instructblip:tiny_vicuna",
-         "--input", str(records), "--prompt", "Cat?",
-         "--use-nucleus-sampling", "--max-length", "8", "--seed", "3", "--no-progress",
-         "--output", str(tmp_path / f"out{i}.jsonl")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
-    for proc in procs:
-        _, err = proc.communicate(timeout=240)
-        assert proc.returncode == 0, err
-    first, second = ((tmp_path / f"out{i}.jsonl").read_text() for i in range(2))
-    assert first == second
-    got = [json.loads(line) for line in first.splitlines()]
-    assert "answer" in got[0] and set(got[1]["scores"]) == {"a cat", "no"}
+    outs = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    procs = [subprocess.Popen([sys.executable, "-m", "lavis_ib.cli", "predict", *args,
+                               "--output", str(out)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, env=env) for out in outs]
+    deadline = time.monotonic() + 240
+    while not (outs[1].exists() and outs[1].read_text().count("\n") >= 4):
+        assert procs[1].poll() is None and time.monotonic() < deadline, procs[1].stderr.read()
+        time.sleep(0.005)
+    procs[1].send_signal(signal.SIGKILL)
+    procs[1].wait(timeout=60)
+    _, err = procs[0].communicate(timeout=240)
+    assert procs[0].returncode == 0, err
+    full, killed = outs[0].read_text(), outs[1].read_text()
+    complete = killed[:killed.rindex("\n") + 1]
+    assert 4 <= complete.count("\n") < len(rows), "B was not stopped in the middle"
+    assert full.startswith(complete)                   # two processes, the same lines
+    assert main(args + ["--output", str(outs[1])]) == 0
+    assert outs[1].read_text() == full
+    got = [json.loads(line) for line in full.splitlines()]
+    assert "answer" in got[1] and set(got[0]["scores"]) == {"a cat", "no"}
