@@ -118,6 +118,13 @@ def test_single_image_prints_and_bad_input_is_one_error(tmp_path, capsys):
         main(MODEL + ["--image", str(broken), "--prompt", "x"])
     with pytest.raises(ConfigError, match="--min-length must not exceed --max-length"):
         main(MODEL + [png, "--prompt", "x", "--min-length", "5", "--max-length", "4"])
+    out = tmp_path / "kept.jsonl"
+    assert main(MODEL + GEN + [png, "--prompt", "x", "--output", str(out)]) == 0
+    kept = out.read_text()
+    with pytest.raises(ConfigError, match="model.num_query_token must be an integer >= 1"):
+        main(MODEL + [png, "--prompt", "x", "--options", "num_query_token=0",
+                      "--output", str(out), "--overwrite"])
+    assert out.read_text() == kept          # refused before --overwrite removes anything
     with pytest.raises(ConfigError, match="no input"):
         main(MODEL + ["--prompt", "x"])
     with pytest.raises(ConfigError, match="--overwrite needs --output"):
