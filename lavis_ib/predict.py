@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Any, Sequence
 
@@ -118,6 +119,15 @@ def check_model_config(name: str, model_type: str, overrides: dict[str, Any]) ->
         raise ConfigError(f"--model {name}:{model_type} --options: " + " ".join(problems))
 
 
+def check_output_is_no_input(output: str, inputs: Sequence[str]) -> None:
+    """Appending to (or, with --overwrite, deleting) an input file would destroy it."""
+    target = os.path.realpath(output)
+    for path in inputs:
+        if path and os.path.realpath(path) in (target, target + ".meta.json"):
+            raise ConfigError(f"--output '{output}' is the input '{path}'; choose another "
+                              f"--output.")
+
+
 def collect_records(args: argparse.Namespace) -> list:
     """Every input as a record, checked (paths exist, JSONL well formed) before loading."""
     from lavis_ib.predict_inputs import jsonl_records, parse_candidates, path_records
@@ -154,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.overwrite and not args.output:
         raise ConfigError("--overwrite needs --output.")
     records = collect_records(args)     # everything is checked before the (slow) model load
+    if args.output:
+        check_output_is_no_input(args.output, [args.input or ""] + [r.path for r in records])
     generate = generate_settings(args, name)
 
     from lavis_ib.common.project_files import model_overrides

@@ -125,6 +125,8 @@ def test_single_image_prints_and_bad_input_is_one_error(tmp_path, capsys):
         main(MODEL + [png, "--prompt", "x", "--options", "num_query_token=0",
                       "--output", str(out), "--overwrite"])
     assert out.read_text() == kept          # refused before --overwrite removes anything
+    with pytest.raises(ConfigError, match="is the input"):
+        main(MODEL + [png, "--prompt", "x", "--output", png, "--overwrite"])
     with pytest.raises(ConfigError, match="no input"):
         main(MODEL + ["--prompt", "x"])
     with pytest.raises(ConfigError, match="--overwrite needs --output"):
