@@ -81,8 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     overrides = model_overrides(args.options)
     device = resolve_device(args.device, key="--device")
-    require_gradio()          # these checks take a second; loading a model can take minutes
-    port = free_port(args.host, args.port)
+    port = free_port(args.host, args.port)  # seconds to check; a model load can take minutes
+    require_gradio()
     if not is_loopback(args.host):
         log.warning("--host %s: the demo is reachable from other machines, without any "
                     "login; use the default 127.0.0.1 to keep it on this one.", args.host)
