@@ -121,6 +121,8 @@ class DemoModel:
         import torch
 
         settings = check_generation_settings(settings)
+        if seed is None or float(seed) != int(seed):
+            raise ConfigError(f"Seed: type a whole number (got {seed!r}).")
         accepted = type(self.model).generation_settings()
         ignored = sorted(set(settings) - accepted)
         kwargs = {k: v for k, v in settings.items() if k in accepted}

@@ -64,10 +64,12 @@ def _generation_tab(gr, demo: DemoModel, image, video, prompt, status):
             seed = gr.Number(value=0, precision=0, label="Seed (sampling)")
         button = gr.Button("Generate", variant="primary", elem_id="generate-button")
         answer = gr.Textbox(label="Answer", lines=3, interactive=False, elem_id="answer")
+    # generate and rank share one model: one request at a time, the others wait in the queue
     button.click(functools.partial(generate_for_page, demo),
                  inputs=[image, video, prompt, beams, max_length, min_length, nucleus, top_p,
                          temperature, repetition, seed],
-                 outputs=[answer, status], api_name="generate")
+                 outputs=[answer, status], api_name="generate", concurrency_id="model",
+                 concurrency_limit=1)
 
 
 def _ranking_tab(gr, demo: DemoModel, image, video, prompt, status):
@@ -80,7 +82,7 @@ def _ranking_tab(gr, demo: DemoModel, image, video, prompt, status):
         table = gr.Markdown(elem_id="scores")
     button.click(functools.partial(rank_for_page, demo),
                  inputs=[image, video, prompt, candidates], outputs=[chart, table, status],
-                 api_name="rank")
+                 api_name="rank", concurrency_id="model", concurrency_limit=1)
 
 
 def build_app(demo: DemoModel) -> Any:
@@ -100,10 +102,11 @@ def build_app(demo: DemoModel) -> Any:
 
 def launch(app: Any, host: str, port: int, block: bool = True) -> str:
     """Serve `app` on host:port (never shared); returns the local URL. With block=False
-    the server runs in a thread until `app.close()`."""
+    the server runs in a thread until `app.close()`. `show_error`: an upload Gradio itself
+    cannot open (not an image at all) shows Gradio's reason on the page, not just 'Error'."""
     gr = require_gradio()
     app.launch(server_name=host, server_port=port, share=False, inbrowser=False,
-               prevent_thread_lock=not block, show_error=False, quiet=not block,
+               prevent_thread_lock=not block, show_error=True, quiet=not block,
                theme=local_theme(gr), ssr_mode=False, enable_monitoring=False,
                footer_links=[], pwa=False, mcp_server=False)
     return app.local_url or f"http://{host}:{port}/"

@@ -107,3 +107,36 @@ def test_bad_candidates_are_a_message_on_the_page(demo, media, candidates, messa
     frame, table, status = rank_for_page(demo, media["image"], None, PROMPT, candidates)
     assert frame.empty and table == ""
     assert status.startswith("**Error:**") and message in status
+
+
+def test_seed_must_be_a_whole_number(demo, media):
+    answer, status = generate_for_page(demo, media["image"], None, PROMPT, *page_settings(), None)
+    assert answer == "" and "Seed: type a whole number" in status
+
+
+def test_a_setting_the_model_does_not_take_is_reported_not_dropped(tiny_model, media):
+    """A plugin model whose generate() has no `temperature`: the page says it was not
+    applied, and the answer is that model's answer without it."""
+    import copy
+
+    from lavis_ib.web_app import DemoModel
+
+    model, vis = tiny_model
+    base = type(model)
+
+    class NoTemperature(base):
+        def generate(self, samples, use_nucleus_sampling=False, num_beams=5, max_length=30,
+                     min_length=1, top_p=0.9, repetition_penalty=1.5):
+            return base.generate(self, samples, use_nucleus_sampling=use_nucleus_sampling,
+                                 num_beams=num_beams, max_length=max_length,
+                                 min_length=min_length, top_p=top_p,
+                                 repetition_penalty=repetition_penalty)
+
+    plugin = copy.copy(model)
+    plugin.__class__ = NoTemperature
+    answer, status = generate_for_page(DemoModel(plugin, vis, "plugin:tiny"), media["image"],
+                                       None, PROMPT, *page_settings(temperature=1.3), 0)
+    assert "plugin:tiny does not accept 'temperature'; it was not applied." in status
+    settings = {k: v for k, v in GENERATION_DEFAULTS.items() if k != "temperature"}
+    assert answer == model.generate({"image": image_batch(vis, media["image"]), "prompt": PROMPT},
+                                    **settings)[0]
