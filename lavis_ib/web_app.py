@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +86,16 @@ def check_generation_settings(settings: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _read_upload(load, path: str, processor: Any):
+    """`load(path, processor)`, with an error naming the file as the user uploaded it (Gradio
+    keeps uploads under their own name in a temporary folder; the folder means nothing to
+    the user)."""
+    try:
+        return load(path, processor)
+    except DataError as exc:
+        raise DataError(str(exc).replace(path, os.path.basename(path))) from None
+
+
 class DemoModel:
     """A loaded model with its eval image processor, answering one upload at a time."""
 
@@ -101,9 +112,9 @@ class DemoModel:
         if image_path and video_path:
             raise DataError("Both an image and a video are loaded: clear one of them.")
         if video_path:
-            batch = load_video(video_path, self.image_processor)[None]
+            batch = _read_upload(load_video, video_path, self.image_processor)[None]
         elif image_path:
-            batch = load_image(image_path, self.image_processor)[None]
+            batch = _read_upload(load_image, image_path, self.image_processor)[None]
         else:
             raise DataError("Upload an image or a video first.")
         return batch.to(self.model.device)
@@ -155,6 +166,22 @@ class DemoModel:
 
 def _error_text(exc: LavisIbError) -> str:
     return f"**Error:** {exc}"
+
+
+def preview_for_page(image_path: str | None):
+    """(the decoded image or None, status) when a file is uploaded: the page shows what the
+    model will see, or says at once why the file cannot be read. The upload widget passes
+    the file through undecoded, so every unreadable file gets this message, not a Gradio
+    preprocessing error."""
+    from lavis_ib.media_inputs import load_image
+
+    if not image_path:
+        return None, ""
+    try:
+        image = _read_upload(load_image, image_path, lambda decoded: decoded)  # not resized
+    except LavisIbError as exc:
+        return None, _error_text(exc)
+    return image, f"Image loaded ({image.width}x{image.height} pixels)."
 
 
 def generate_for_page(demo: DemoModel, image_path, video_path, prompt, num_beams, max_length,

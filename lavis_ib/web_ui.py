@@ -14,7 +14,8 @@ import os
 from typing import Any
 
 from lavis_ib.common.errors import LavisIbError
-from lavis_ib.web_app import GENERATION_DEFAULTS, DemoModel, generate_for_page, rank_for_page
+from lavis_ib.web_app import (GENERATION_DEFAULTS, DemoModel, generate_for_page, preview_for_page,
+                              rank_for_page)
 
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "Helvetica", "Arial", "sans-serif"]
 SYSTEM_MONO_FONTS = ["ui-monospace", "Consolas", "Menlo", "monospace"]
@@ -37,14 +38,19 @@ def local_theme(gr):
 
 
 def _media_inputs(gr):
+    """An image file (a file widget: gr.Image would decode it itself and fail on a bad file
+    with Gradio's internals in the message) with its preview, or a video, and the prompt."""
     with gr.Row():
-        image = gr.Image(label="Image", type="filepath", format="png", sources=["upload"],
-                         elem_id="image")
+        with gr.Column():
+            image = gr.File(label="Image", file_types=["image"], type="filepath",
+                            elem_id="image")
+            preview = gr.Image(label="Image as read", interactive=False, format="png",
+                               elem_id="preview")
         video = gr.Video(label="Video (4 frames are sampled)", sources=["upload"],
                          elem_id="video")
     prompt = gr.Textbox(label="Prompt", lines=2, elem_id="prompt",
                         placeholder="What is unusual about this image?")
-    return image, video, prompt
+    return image, preview, video, prompt
 
 
 def _generation_tab(gr, demo: DemoModel, image, video, prompt, status):
@@ -92,8 +98,10 @@ def build_app(demo: DemoModel) -> Any:
         gr.Markdown(f"## lavis_ib web demo: `{demo.label}`\n"
                     "Upload an image or a video, type a prompt, then generate an answer or "
                     "rank candidate answers by their summed log-probability.")
-        image, video, prompt = _media_inputs(gr)
+        image, preview, video, prompt = _media_inputs(gr)
         status = gr.Markdown(elem_id="status")
+        image.change(preview_for_page, inputs=[image], outputs=[preview, status],
+                     api_name=False)
         with gr.Tabs():
             _generation_tab(gr, demo, image, video, prompt, status)
             _ranking_tab(gr, demo, image, video, prompt, status)
@@ -102,8 +110,8 @@ def build_app(demo: DemoModel) -> Any:
 
 def launch(app: Any, host: str, port: int, block: bool = True) -> str:
     """Serve `app` on host:port (never shared); returns the local URL. With block=False
-    the server runs in a thread until `app.close()`. `show_error`: an upload Gradio itself
-    cannot open (not an image at all) shows Gradio's reason on the page, not just 'Error'."""
+    the server runs in a thread until `app.close()`. `show_error`: an unexpected failure
+    shows its message on the page, not just 'Error' (bad input never gets that far)."""
     gr = require_gradio()
     app.launch(server_name=host, server_port=port, share=False, inbrowser=False,
                prevent_thread_lock=not block, show_error=True, quiet=not block,

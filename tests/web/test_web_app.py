@@ -84,8 +84,9 @@ def test_video_is_answered_from_its_frames(demo, tiny_model, media):
 @pytest.mark.parametrize("image,video,prompt,extra,message", [
     (None, None, PROMPT, {}, "Upload an image or a video first"),
     ("image", "video", PROMPT, {}, "clear one of them"),
-    ("broken", None, PROMPT, {}, "is not a readable image"),
-    ("missing", None, PROMPT, {}, "does not exist"),
+    ("broken", None, PROMPT, {}, "image 'broken.png' is not a readable image"),
+    ("missing", None, PROMPT, {}, "image 'photo.jpg' does not exist"),
+    (None, "broken", PROMPT, {}, "video 'broken.png' cannot be decoded"),
     ("image", None, "   ", {}, "Type a prompt"),
     ("image", None, PROMPT, {"top_p": 0.0}, "Top-p 0.0 must be in (0, 1]"),
     ("image", None, PROMPT, {"min_length": 9, "max_length": 4}, "Min length 9"),
@@ -140,3 +141,16 @@ def test_a_setting_the_model_does_not_take_is_reported_not_dropped(tiny_model, m
     settings = {k: v for k, v in GENERATION_DEFAULTS.items() if k != "temperature"}
     assert answer == model.generate({"image": image_batch(vis, media["image"]), "prompt": PROMPT},
                                     **settings)[0]
+
+
+def test_upload_preview_is_the_decoded_image_or_the_reason(media):
+    from lavis_ib.web_app import preview_for_page
+
+    image, status = preview_for_page(media["image"])
+    with Image.open(media["image"]) as original:
+        assert image.tobytes() == original.convert("RGB").tobytes()
+    assert status == "Image loaded (48x48 pixels)."
+    image, status = preview_for_page(media["broken"])
+    assert image is None and status.startswith("**Error:**")
+    assert "image 'broken.png' is not a readable image" in status  # the name, not the folder
+    assert preview_for_page(None) == (None, "")

@@ -100,7 +100,8 @@ def test_browser_generates_and_ranks_offline(served_app, browser, tiny_model, me
     browser.get(served_app)
     upload = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#image input[type=file]")))
     upload.send_keys(media["image"])
-    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#image img")))
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#preview img")))
+    assert "Image loaded (48x48 pixels)." in browser.find_element(By.ID, "status").text
     browser.find_element(By.CSS_SELECTOR, "#prompt textarea").send_keys(PROMPT)
 
     browser.find_element(By.ID, "generate-button").click()
