@@ -39,15 +39,16 @@ def local_theme(gr):
 
 def _media_inputs(gr):
     """An image file (a file widget: gr.Image would decode it itself and fail on a bad file
-    with Gradio's internals in the message) with its preview, or a video, and the prompt."""
+    with Gradio's internals in the message) with its preview, or a video, and the prompt.
+    No 'share' buttons: they post to Hugging Face Spaces."""
     with gr.Row():
         with gr.Column():
             image = gr.File(label="Image", file_types=["image"], type="filepath",
                             elem_id="image")
             preview = gr.Image(label="Image as read", interactive=False, format="png",
-                               elem_id="preview")
+                               buttons=["download", "fullscreen"], elem_id="preview")
         video = gr.Video(label="Video (4 frames are sampled)", sources=["upload"],
-                         elem_id="video")
+                         buttons=["download"], elem_id="video")
     prompt = gr.Textbox(label="Prompt", lines=2, elem_id="prompt",
                         placeholder="What is unusual about this image?")
     return image, preview, video, prompt

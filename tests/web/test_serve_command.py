@@ -90,3 +90,21 @@ def test_missing_gradio_names_the_extra(no_model_load, monkeypatch, capsys):
 def test_loopback_hosts():
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4")
+
+
+def test_page_sends_nothing_by_construction(demo, monkeypatch):
+    """Analytics off (environment and Blocks), no 'share' buttons (they post to Hugging Face),
+    a theme of system fonts only (Gradio's own fetches web fonts)."""
+    monkeypatch.delenv("GRADIO_ANALYTICS_ENABLED", raising=False)
+    from lavis_ib.web_ui import build_app, local_theme, require_gradio
+
+    gr = require_gradio()
+    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
+    app = build_app(demo)
+    assert app.analytics_enabled is False
+    with_share = [type(b).__name__ for b in app.blocks.values()
+                  if "share" in (getattr(b, "buttons", None) or [])]
+    assert with_share == []
+    assert local_theme(gr)._stylesheets == []  # Gradio's own would list fonts.googleapis.com
+    css = local_theme(gr)._get_theme_css()
+    assert "@import" not in css and not re.search(r"url\(\s*['\"]?(https?:)?//", css)
