@@ -196,11 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_batches(args, name, model_type, overrides, records, batches, generate, results) -> dict:
     """Load the model, then predict batch after batch (seeded per batch), writing each."""
-    from tqdm import tqdm
-
-    from lavis_ib.common.seeding import seed_everything
     from lavis_ib.models.loading import load_model_and_preprocess
-    from lavis_ib.predict_batches import predict_batch, print_results
+    from lavis_ib.predict_batches import print_results
 
     counts: dict[str, Any] = {"skipped": 0, "done": 0, "first_reason": None}
     if not batches:
@@ -212,12 +209,7 @@ def run_batches(args, name, model_type, overrides, records, batches, generate, r
         raise LavisIbError(f"model type '{model_type}' has no eval image processor in its config.")
     if results is not None:
         results.start()
-    bar = tqdm(total=len(records), initial=batches[0].start, unit="input", file=sys.stderr,
-               disable=True if args.no_progress else None, desc=PROG)
-    for batch in batches:
-        seed_everything(args.seed + batch.start)   # a resumed batch draws as it first did
-        out = predict_batch(model, processor, [records[i] for i in batch], generate,
-                            args.append_eos)
+    for out in predicted_batches(args, model, processor, records, batches, generate):
         if results is not None:
             results.append(out)
         else:
@@ -226,9 +218,32 @@ def run_batches(args, name, model_type, overrides, records, batches, generate, r
         counts["first_reason"] = counts["first_reason"] or (reasons[0] if reasons else None)
         counts["skipped"] += len(reasons)
         counts["done"] += len(out)
-        bar.update(len(out))
-    bar.close()
     return counts
+
+
+def predicted_batches(args, model, processor, records, batches, generate):
+    """The result records of each batch in turn, with a progress bar; the next batch's
+    files are read in a thread while the model works on this one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    from lavis_ib.common.seeding import seed_everything
+    from lavis_ib.predict_batches import load_media, predict_batch
+
+    inputs = [[records[i] for i in batch] for batch in batches]
+    with ThreadPoolExecutor(max_workers=1) as reader, \
+            tqdm(total=len(records), initial=batches[0].start, unit="input", file=sys.stderr,
+                 disable=True if args.no_progress else None, desc=PROG) as bar:
+        pending = reader.submit(load_media, inputs[0], processor)
+        for k, batch in enumerate(batches):
+            media = pending.result()
+            if k + 1 < len(batches):
+                pending = reader.submit(load_media, inputs[k + 1], processor)
+            seed_everything(args.seed + batch.start)   # a resumed batch draws as it first did
+            out = predict_batch(model, inputs[k], media, generate, args.append_eos)
+            yield out
+            bar.update(len(out))
 
 
 def report(args, records, counts: dict, results) -> int:

@@ -42,7 +42,8 @@ def identity(record: PredictRecord) -> dict[str, Any]:
 
 
 def load_media(records: Sequence[PredictRecord], processor: Any):
-    """(tensors of the readable records, {index: reason} of the unreadable ones)."""
+    """(tensors of the readable records, {index: reason} of the unreadable ones). Run in
+    a reader thread one batch ahead, so decoding overlaps the model's work."""
     from lavis_ib.media_inputs import load_image, load_video
 
     tensors, skipped = {}, {}
@@ -56,13 +57,14 @@ def load_media(records: Sequence[PredictRecord], processor: Any):
     return tensors, skipped
 
 
-def predict_batch(model: Any, processor: Any, records: Sequence[PredictRecord],
+def predict_batch(model: Any, records: Sequence[PredictRecord], media: tuple[dict, dict],
                   generate: dict[str, Any], append_eos: bool | None) -> list[dict[str, Any]]:
     """One result record per input record, in order: `answer` (generation), `scores` /
-    `ranking` / `answer` (ranking) or `skipped` with the reason."""
+    `ranking` / `answer` (ranking) or `skipped` with the reason; `media` is what
+    `load_media` read for `records`."""
     import torch
 
-    tensors, skipped = load_media(records, processor)
+    tensors, skipped = media
     results: list[dict[str, Any]] = [{**identity(r), "skipped": skipped[i]} if i in skipped
                                      else identity(r) for i, r in enumerate(records)]
     ready = [i for i in range(len(records)) if i in tensors]
