@@ -111,9 +111,9 @@ def check_model_config(name: str, model_type: str, overrides: dict[str, Any]) ->
     from lavis_ib.common.containers import to_plain
     from lavis_ib.common.schema import model_problems
     from lavis_ib.models.components.llm_options import llm_option_problems
-    from lavis_ib.models.loading import _model_config  # the composition loading does
+    from lavis_ib.models.loading import model_config  # the composition loading does
 
-    node = to_plain(_model_config(name, model_type, overrides)[1])
+    node = to_plain(model_config(name, model_type, overrides)[1])
     problems = model_problems(node) + llm_option_problems(node, None)
     if problems:
         raise ConfigError(f"--model {name}:{model_type} --options: " + " ".join(problems))
