@@ -20,7 +20,7 @@ from lavis_ib.run_setup import build, joined
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = project_parser("python -m lavis_ib.train",
+    parser = project_parser("lavis-ib train",
                             "Instruction-tune a model from a project file.")
     args = parser.parse_args(argv)
     cfg = checked_config(args.cfg_path, args.options)   # every pre-flight check first
@@ -37,4 +37,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_entry(main, None, "python -m lavis_ib.train"))
+    sys.exit(run_entry(main, None, "lavis-ib train"))
