@@ -12,6 +12,11 @@
 
 The tiny model is random and small, so its numbers only show that every stage runs; the
 same commands run the real recipe with the real project files.
+
+It runs any number of times: each run moves the previous demo training run aside
+(`run.overwrite`) and evaluates afresh. Third-party noise is kept off the console
+(`LAVIS_IB_LOG_LEVEL=DEBUG` shows it); metrics print rounded, the files keep every digit.
+The demo is not a `lavis-ib` command, so its usage line names how `make demo` runs it.
 """
 from __future__ import annotations
 
