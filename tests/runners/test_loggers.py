@@ -5,6 +5,7 @@ import glob
 import json
 import os
 import struct
+import time
 
 import pytest
 
@@ -24,10 +25,23 @@ def _wandb_offline(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb_cache"))
 
 
-def wandb_records(run_dir):
-    """The protobuf records of the one offline wandb run under `run_dir`, read from its
-    .wandb file (wandb's LevelDB-style log: 32 KiB blocks of [crc32, length, type] + data)
-    with wandb's own Record message, independently of lavis_ib."""
+def wandb_records(run_dir, timeout_s=30.0):
+    """The protobuf records of the one offline wandb run under `run_dir`, once its exit
+    record is there (wandb's service process may still be writing when `finish()` has
+    returned)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = _read_wandb_file(run_dir)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or \
+                time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
+def _read_wandb_file(run_dir):
+    """The records of the .wandb file (wandb's LevelDB-style log: 32 KiB blocks of
+    [crc32, length, type] + data), parsed with wandb's own Record message, independently
+    of lavis_ib; a record still being written is left out."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     (path,) = glob.glob(os.path.join(run_dir, "wandb", "offline-run-*", "run-*.wandb"))
@@ -38,6 +52,8 @@ def wandb_records(run_dir):
             pos += 32768 - pos % 32768
             continue
         _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if pos + 7 + length > len(data):     # the writer is not done with this one
+            break
         chunk += data[pos + 7:pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):                   # a full record, or the last piece of one
@@ -125,7 +141,8 @@ def test_a_failing_run_finishes_its_wandb_run_as_failed(tmp_path):
         finally:
             log.close()
     records = wandb_records(str(tmp_path))
-    assert wandb_history(records)[0]["train/loss"] == 2.0
+    rows = wandb_history(records)
+    assert rows and rows[0]["train/loss"] == 2.0, [r.WhichOneof("record_type") for r in records]
     (exit_record,) = [r.exit for r in records if r.WhichOneof("record_type") == "exit"]
     assert exit_record.exit_code == 1
 
