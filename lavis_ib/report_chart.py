@@ -34,12 +34,13 @@ def grouped_bars(series: Sequence[Series], groups: Sequence[str], title: str) ->
         measured = [(x, v) for x, v in zip(xs, values) if v is not None]
         bars = ax.bar([x for x, _ in measured], [v for _, v in measured], width,
                       label=label, hatch=hatch)
-        ax.bar_label(bars, labels=[f"{v:.1f}" for _, v in measured], fontsize=6,
+        ax.bar_label(bars, labels=[f"{v:.1f}" for _, v in measured], fontsize=7,
                      rotation=90, padding=2)
         for x, v in zip(xs, values):
             if v is None:
-                ax.text(x, 0.02 * top, MISSING_LABEL, ha="center", va="bottom", fontsize=6,
-                        rotation=90, color="0.45", style="italic")
+                ax.text(x, 0.02 * top, MISSING_LABEL, ha="center", va="bottom", fontsize=7,
+                        rotation=90, color="0.35", style="italic")
+    ax.set_xlim(-0.6, len(groups) - 0.4)   # a group without any bar keeps its place
     ax.set_xticks(list(range(len(groups))))
     ax.set_xticklabels(groups, fontsize=8)
     ax.set_ylim(0, top * 1.18)   # room for the value labels above the tallest bar
