@@ -72,7 +72,7 @@ class RunConfig:
         "coco_caption.cider", "ok_vqa.acc", "aok_vqa.acc", "textcaps.cider")
     device: str = "auto"                        # auto (cuda when present) | cpu | cuda
     log_every: int = 10                         # steps between log lines
-    loggers: List[str] = _list("tensorboard")   # besides log.jsonl: tensorboard | wandb (extra lavis_ib[wandb])
+    loggers: List[str] = _list("tensorboard")   # besides log.jsonl: tensorboard | wandb
     evaluate_only: bool = False                 # skip training, evaluate the eval splits
     train_splits: List[str] = _list("train")    # a string is read as a one-item list
     valid_splits: List[str] = _list("val")
