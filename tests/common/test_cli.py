@@ -71,13 +71,9 @@ def _help_of(command):
 
 
 # predict's usage line is fixed on the batch-prediction branch (issue 16, item 2)
-_USAGE_ELSEWHERE = {"predict"}
 
 
-@pytest.mark.parametrize("command", [
-    pytest.param(c, marks=pytest.mark.xfail(reason="usage line owned by the predict branch",
-                                            strict=False)) if c in _USAGE_ELSEWHERE else c
-    for c in cli.COMMANDS])
+@pytest.mark.parametrize("command", list(cli.COMMANDS))
 def test_every_command_prints_its_help_under_its_lavis_ib_name(command, capsys):
     assert _help_of(command) == 0
     out = capsys.readouterr().out
