@@ -70,9 +70,6 @@ def _help_of(command):
         return exc.code
 
 
-# predict's usage line is fixed on the batch-prediction branch (issue 16, item 2)
-
-
 @pytest.mark.parametrize("command", list(cli.COMMANDS))
 def test_every_command_prints_its_help_under_its_lavis_ib_name(command, capsys):
     assert _help_of(command) == 0
