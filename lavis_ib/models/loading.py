@@ -10,6 +10,7 @@ from lavis_ib.common.project_files import load_yaml
 from lavis_ib.common.devices import resolve_device
 from lavis_ib.common.errors import ConfigError, did_you_mean
 from lavis_ib.common.registry import registry
+from lavis_ib.models.components.model_build import COMMON_KEYS
 from lavis_ib.processors.build import build_processors
 
 
@@ -17,7 +18,7 @@ def _model_config(name: str, model_type: str, overrides: dict[str, Any]):
     model_cls = registry.get_model_class(name)
     default = load_yaml(model_cls.default_config_path(model_type), "model default config")
     model_cfg = default.get("model") or OmegaConf.create({})
-    known = set(model_cfg.keys())
+    known = {*model_cfg.keys(), *COMMON_KEYS}
     for key in overrides:
         if key not in known:
             raise ConfigError(f"load_model('{name}', '{model_type}'): unknown setting '{key}'."
