@@ -178,9 +178,10 @@ def _torchao_int8_weight_only(llm: nn.Module, names: set[str]) -> None:
 
 
 def _swap_to_bitsandbytes(llm: nn.Module, names: list[str], mode: str) -> None:
-    """Replace the layers by bitsandbytes ones holding the same weights, then move the LLM
-    to CUDA, where bitsandbytes quantises them (int8 row-wise with fp16 outliers, or nf4
-    blocks computing in the LLM's dtype)."""
+    """Replace the layers by bitsandbytes ones holding the same weights (on the CPU: its
+    parameters quantise on a move from the CPU to CUDA), then move the LLM to CUDA, where
+    bitsandbytes quantises them (int8 row-wise with fp16 outliers, or nf4 blocks computing
+    in the LLM's dtype). The rest of the model follows when the loader or runner moves it."""
     import bitsandbytes as bnb
 
     compute_dtype = next(llm.parameters()).dtype
@@ -192,12 +193,13 @@ def _swap_to_bitsandbytes(llm: nn.Module, names: list[str], mode: str) -> None:
         if mode == "int8":
             new = bnb.nn.Linear8bitLt(old.in_features, old.out_features, bias=bias,
                                       has_fp16_weights=False, threshold=6.0)
-            new.weight = bnb.nn.Int8Params(old.weight.data, requires_grad=False,
+            new.weight = bnb.nn.Int8Params(old.weight.data.to("cpu"), requires_grad=False,
                                            has_fp16_weights=False)
         else:
             new = bnb.nn.Linear4bit(old.in_features, old.out_features, bias=bias,
                                     compute_dtype=compute_dtype, quant_type="nf4")
-            new.weight = bnb.nn.Params4bit(old.weight.data, requires_grad=False, quant_type="nf4")
+            new.weight = bnb.nn.Params4bit(old.weight.data.to("cpu"), requires_grad=False,
+                                           quant_type="nf4")
         if bias:
             new.bias = nn.Parameter(old.bias.data, requires_grad=False)
         setattr(parent, attr, new)
