@@ -322,3 +322,27 @@ def test_run_checkpoints_hold_trainable_parts_and_rebuilds_quantise_again(tmp_pa
         log.one_quantised_build_then("63 trainable tensors restored")
     finally:
         package_logger.removeHandler(log)
+
+
+def test_ddp_wraps_the_quantised_model_and_gradients_flow(pairs, tmp_path):
+    """DDP copies every parameter it syncs into flat buckets, which torchao's int8 tensors
+    do not support; the frozen quantised weights are listed in
+    `_ddp_params_and_buffers_to_ignore` (one process here: the 2-process run behaves the same)."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    _, quant = _pair(pairs, "instructblip", "tiny_vicuna")
+    ignored = set(quant._ddp_params_and_buffers_to_ignore)
+    assert ignored == {f"llm.{n}.weight" for n in lq.quantized_linear_names(quant.llm)}
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0,
+                            world_size=1)
+    try:
+        wrapped = DistributedDataParallel(quant, find_unused_parameters=True)
+        quant.train()
+        wrapped({"image": _images(), "text_input": ["a", "b"], "text_output": ["c", "d"]})["loss"].backward()
+        assert quant.query_tokens.grad is not None and quant.query_tokens.grad.abs().sum() > 0
+        del wrapped
+    finally:
+        quant.zero_grad(set_to_none=True)
+        quant.eval()
+        dist.destroy_process_group()

@@ -145,19 +145,20 @@ def quantize_llm(model: Any, mode: str) -> dict[str, Any]:
     if problems:
         raise ConfigError(" ".join(problems))
     names = quantized_linear_names(llm)
+    targets = set(names)
     if not names:
         raise ConfigError(f"model.llm_quantization: '{mode}' found no linear layer to quantise "
                           f"in the LLM ({type(llm).__name__}); use llm_quantization=none.")
     before = weight_bytes(llm)
     if mode == "int8_weight_only":
-        _torchao_int8_weight_only(llm, set(names))
+        _torchao_int8_weight_only(llm, targets)
     else:
         _swap_to_bitsandbytes(llm, names, mode)
     # Frozen, identical on every rank: DDP must not broadcast them (it cannot view
     # quantised tensors), so they are listed in the attribute DDP reads.
     model._ddp_params_and_buffers_to_ignore = [
-        f"llm.{n}" for n, _ in llm.named_parameters() if n.rsplit(".", 1)[0] in set(names)]
-    kept = [n for n, m in llm.named_modules() if isinstance(m, nn.Linear) and n not in set(names)]
+        f"llm.{n}" for n, _ in llm.named_parameters() if n.rsplit(".", 1)[0] in targets]
+    kept = [n for n, m in llm.named_modules() if isinstance(m, nn.Linear) and n not in targets]
     report = {"mode": mode, "quantized_linear_layers": len(names), "kept_linear_layers": kept,
               "llm_weight_bytes_before": before, "llm_weight_bytes_after": weight_bytes(llm)}
     model.load_report = {**(getattr(model, "load_report", None) or {}), "llm_quantization": report}
