@@ -33,7 +33,6 @@ from lavis_ib.common.precision import DTYPES
 logger = logging.getLogger(__name__)
 
 MODES = ("none", "int8", "nf4", "int8_weight_only")
-BITSANDBYTES_MODES = ("int8", "nf4")
 TORCHAO_MIN_VERSION = "0.15"
 INSTALL_HINT = "pip install 'lavis_ib[quantization]'"
 
