@@ -162,10 +162,9 @@ def test_log_line_names_the_count(caplog):
     assert "kept unquantised:" in lines[0] and "lm_head" in lines[0] and ".wo" in lines[0]
 
 
-def test_pretrained_directory_loads_quantised(tmp_path):
-    from conftest import write_hf_checkpoint
-
-    directory = write_hf_checkpoint(str(tmp_path / "llama"), "llama")
+def test_pretrained_directory_loads_quantised(hf_dirs):
+    """A directory transformers wrote (the session's, shared with the parity tests)."""
+    directory = hf_dirs["llama"]
     ref = load_model("instructblip", "tiny_vicuna", is_eval=True, pretrained=directory)
     quant = load_model("instructblip", "tiny_vicuna", is_eval=True, pretrained=directory,
                        llm_quantization=MODE)
