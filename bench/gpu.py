@@ -12,6 +12,10 @@ weights: ViT and LLM bf16 and frozen, the trainable parts fp32 under bf16 autoca
   `lavis_ib.runners.strategies.apply_activation_checkpointing`.
 * ``generate_greedy``, ``generate_beam5``: tokens/s (every sequence forced to the same
   number of new tokens).
+* ``quant_int8_weight_only``, ``quant_int8``, ``quant_nf4`` (bench/gpu_quant.py): the LLM
+  quantised by `model.llm_quantization`'s own code, its weight and GPU memory before and
+  after, a greedy generate call's tokens/s and the greedy tokens' agreement with the
+  unquantised LLM; int8 / nf4 are skipped without CUDA or bitsandbytes.
 * ``ranking``: `score_candidates` (image, Q-Former and prompt cache once per sample) against
   LAVIS's procedure (prompt + candidate for every candidate in one batched forward, logits
   over all positions): speed-up and score agreement.
@@ -56,6 +60,22 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+def _bench_module(name: str):
+    """A sibling module of this script (the test suite runs it through runpy, with another
+    sys.path)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        name, os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_quant = _bench_module("gpu_quant")
+MODES, Skip, quantization_stage = _quant.MODES, _quant.Skip, _quant.quantization_stage
 PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("H800", 989.0),
                ("A100", 312.0), ("L40S", 362.0))
 
@@ -400,6 +420,9 @@ class Bench:
             line = fn()
             self.results[name] = "ok"
             say(f"stage {name}: {line} [{time.perf_counter() - start:.1f} s]")
+        except Skip as exc:
+            self.results[name] = "skipped"
+            say(f"stage {name}: skipped ({exc})")
         except OOM as exc:
             self.results[name] = "oom"
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"
@@ -454,6 +477,9 @@ def main(argv=None) -> int:
     bench.run_stage("generate_greedy", lambda: bench.generate(1, "generate_greedy"), budget, needs=15)
     bench.run_stage("generate_beam5", lambda: bench.generate(5, "generate_beam5"), budget, needs=20)
     bench.run_stage("ranking", lambda: bench.ranking("ranking"), budget, needs=15)
+    for mode in MODES:
+        bench.run_stage(f"quant_{mode}", lambda mode=mode: quantization_stage(bench, mode),
+                        budget, needs=60 if not args.smoke else 5)
     done = sum(v == "ok" for v in bench.results.values())
     parts = ", ".join(f"{k} {v}" for k, v in bench.summary.items())
     elapsed = args.budget - budget.left()

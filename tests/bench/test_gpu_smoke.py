@@ -15,7 +15,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GPU = os.path.join(ROOT, "bench", "gpu.py")
 STAGES = ["build", "train_b2_ckpt_off", "train_b4_ckpt_off", "train_b2_ckpt_on",
-          "train_b4_ckpt_on", "generate_greedy", "generate_beam5", "ranking"]
+          "train_b4_ckpt_on", "generate_greedy", "generate_beam5", "ranking",
+          "quant_int8_weight_only", "quant_int8", "quant_nf4"]
 # Run the script as on the GPU machine: these packages cannot be imported there.
 BLOCKED = ("import runpy, sys\n"
            "for m in ('omegaconf', 'iopath', 'webdataset'): sys.modules[m] = None\n"
@@ -58,8 +59,14 @@ def test_every_stage_prints_a_result(smoke_output):
     assert re.search(r"speedup [\d.]+x", ranking), ranking
     diff = float(re.search(r"max \|score diff\| ([\d.e+-]+)", ranking).group(1))
     assert diff < 1e-3 and "top-1 agreement 100%" in ranking  # fp32 on CPU: same scores
+    quant = _line(smoke_output, "quant_int8_weight_only")
+    ratio = float(re.search(r"MiB \(([\d.]+)x\)", quant).group(1))
+    assert "14 linear layers" in quant and ratio < 0.7, quant
+    assert re.search(r"generate: [\d.]+ tokens/s", quant) and "GPU memory of the LLM n/a" in quant
+    for mode in ("int8", "nf4"):   # bitsandbytes modes need CUDA: said, not failed
+        assert _line(smoke_output, f"quant_{mode}") == f"stage quant_{mode}: skipped ({mode} needs CUDA (bitsandbytes))"
     last = smoke_output.strip().splitlines()[-1]
-    assert last.startswith("summary: 7/8 stages ok"), last
+    assert last.startswith("summary: 8/11 stages ok"), last
 
 
 def test_oom_in_one_stage_is_reported_and_the_next_stages_run(smoke_output):
