@@ -17,7 +17,9 @@ def _model_config(name: str, model_type: str, overrides: dict[str, Any]):
     model_cls = registry.get_model_class(name)
     default = load_yaml(model_cls.default_config_path(model_type), "model default config")
     model_cfg = default.get("model") or OmegaConf.create({})
-    known = set(model_cfg.keys())
+    from lavis_ib.models.components.model_build import COMMON_KEYS  # llm_lora, ...
+
+    known = set(model_cfg.keys()) | set(COMMON_KEYS)
     for key in overrides:
         if key not in known:
             raise ConfigError(f"load_model('{name}', '{model_type}'): unknown setting '{key}'."
