@@ -149,9 +149,11 @@ def adapter_layers(llm: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def adapter_units(llm: nn.Module) -> list[nn.Module]:
-    """The `lora_A` / `lora_B` containers of every wrapped layer: FSDP shards them as
-    units of their own, apart from the (possibly bf16) frozen block around them."""
-    return [part for _, layer in adapter_layers(llm) for part in (layer.lora_A, layer.lora_B)]
+    """The `lora_A` / `lora_B` linear layers of every wrapped layer: FSDP shards them as
+    units of their own, apart from the (possibly bf16) frozen block around them (FSDP2
+    shards modules with a forward, not their ModuleDict containers)."""
+    return [part[name] for _, layer in adapter_layers(llm)
+            for part in (layer.lora_A, layer.lora_B) for name in part]
 
 
 def adapter_dropouts(llm: nn.Module) -> list[nn.Module]:

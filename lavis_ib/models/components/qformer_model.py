@@ -147,7 +147,7 @@ class QFormerLLM(InferenceMixin, BaseModel):
         return [m for m in self.llm.modules() if type(m).__name__ in names]
 
     def shard_units(self) -> list[nn.Module]:
-        """ViT blocks, Q-Former layers, the LoRA adapters' `lora_A` / `lora_B` containers
+        """ViT blocks, Q-Former layers, the LoRA adapters' `lora_A` / `lora_B` layers
         (before the LLM blocks holding them, so an fp32 adapter is never in a bf16
         block's unit) and LLM blocks; each unit holds one dtype."""
         adapters = adapter_units(self.llm) if self.llm_lora_settings else []
