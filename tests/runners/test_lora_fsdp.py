@@ -167,3 +167,27 @@ def test_export_merges_the_adapters_and_transformers_computes_the_same(reference
     assert not torch.allclose(plain, want, atol=1e-3)  # the trained adapters change logits
     vocab = want.shape[-1]  # the export adds the <image> row
     torch.testing.assert_close(got[..., :vocab], want, atol=1e-5, rtol=1e-5)
+
+
+def test_fsdp_shards_a_bf16_llm_with_fp32_adapters(tmp_path):
+    """FSDP2 refuses a unit whose parameters mix dtypes; with each adapter layer a unit of
+    its own, a bf16 LLM with fp32 adapters shards, and the sharded adapter gradients equal
+    the unsharded ones."""
+    import json
+    import subprocess
+    import sys
+
+    from runner_helpers import HERE, REPO
+
+    out = str(tmp_path / "result.json")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([HERE, REPO]), "OMP_NUM_THREADS": "1",
+           "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", "2", os.path.join(HERE, "lora_bf16_fsdp_script.py"),
+                           out], cwd=REPO, env=env, capture_output=True, text=True, timeout=150)
+    _ok(proc)
+    with open(out) as f:
+        result = json.load(f)
+    assert result["dtypes"] == {"base": ["torch.bfloat16"], "adapter": ["torch.float32"]}
+    assert result["adapters_with_grads"] == result["expected"] == 8
+    assert result["max_rel_diff"] < 1e-5
