@@ -7,7 +7,9 @@ so a hang fails fast; `Strategy.wrap` prepares a model:
 - `ddp`: DistributedDataParallel over the whole model (frozen parameters carry no grads).
 - `fsdp`: FSDP2 `fully_shard` on every `model.shard_units()` block, then on leftover
   single-dtype submodules, then on the root, with an explicit 1-D device mesh. Every unit
-  holds one dtype (frozen bf16/fp16 blocks apart from the fp32 Q-Former). Units with
+  holds one dtype (frozen bf16/fp16 blocks apart from the fp32 Q-Former; LoRA adapters on
+  the LLM are units of their own nested in their bf16 block, as the model's
+  `shard_units()` lists them first: FSDP2 refuses mixed dtypes in one unit). Units with
   trainable parameters get, with `amp: bf16`, `MixedPrecisionPolicy(param_dtype=bf16,
   reduce_dtype=fp32)`: fp32 master weights, bf16 compute, fp32 gradient reduction.
   Frozen units keep their stored dtype (an fp16 ViT is not recast to bf16). The model

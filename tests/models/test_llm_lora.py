@@ -99,6 +99,15 @@ def test_fresh_adapters_are_the_identity(model_type):
             assert torch.equal(value, plain_state[name.replace(".base_layer", "")]), name
 
 
+def test_saving_unmerged_adapters_is_refused(tmp_path):
+    from lavis_ib.common.errors import LavisIbError
+
+    model = load_model("instructblip", "tiny_opt", llm_lora=LORA)
+    with pytest.raises(LavisIbError, match="call model.merge_adapters"):
+        model.save_pretrained(str(tmp_path / "hf"))
+    assert not (tmp_path / "hf").exists()
+
+
 @pytest.mark.parametrize("model_type", ["tiny_vicuna", "tiny_flant5"])
 def test_gradients_reach_only_the_qformer_side_and_the_adapters(model_type):
     model = load_model("instructblip", model_type, llm_lora=LORA)

@@ -108,6 +108,15 @@ def test_adapters_train_and_checkpoints_hold_them_and_no_other_llm_weight(refere
     assert keys == set(trained)
 
 
+def test_a_model_without_the_adapters_refuses_the_checkpoint(reference):
+    from lavis_ib import load_model
+    from lavis_ib.common.errors import LavisIbError
+
+    with pytest.raises(LavisIbError, match="They are LoRA adapters: build the model with the "
+                                            "run's model.llm_lora"):
+        load_trainable_weights(load_model("instructblip", "tiny_vicuna"), reference["out"])
+
+
 def test_kill_after_step_then_resume_is_bit_exact(data, reference, tmp_path):
     path = _project(tmp_path, data, resume="auto")
     out = os.path.join(tmp_path, "run")

@@ -132,6 +132,14 @@ class QFormerLLM(InferenceMixin, BaseModel):
         return names + sorted({n.rsplit(".lora_", 1)[0] for n, _ in self.named_parameters()
                                if n.startswith("llm.") and is_adapter_parameter(n)})
 
+    def require_merged_adapters(self) -> None:
+        """Export formats hold plain LLM weights: unmerged adapters would be written under
+        names no loader reads."""
+        if self.llm_lora_settings:
+            raise LavisIbError("the LLM has LoRA adapters that are not merged; call "
+                               "model.merge_adapters() before save_pretrained (lavis-ib "
+                               "export does).")
+
     def merge_adapters(self) -> int:
         """Fold the LLM's LoRA adapters into its weights (for export); afterwards the LLM
         has its own module names and nothing of it trains. Returns the merged layers."""
