@@ -12,7 +12,9 @@ Two scales:
 Optimizer state is the sum of the AdamW state tensors' bytes after the step (exact), and
 the growth of the process's resident memory across that first step (measured, includes
 allocator slack; each row runs in a fresh process, so no row reuses memory another freed).
-Usage: `HF_HUB_OFFLINE=1 python bench/lora_memory.py [--r 8]`.
+The script checks that the adapters add exactly r x (in + out) parameters per wrapped
+layer and ends with a `summary:` line. Usage: `HF_HUB_OFFLINE=1 python
+bench/lora_memory.py [--r 8] [--smoke]` (`--smoke`: the tiny rows only, for the tests).
 """
 from __future__ import annotations
 
@@ -99,6 +101,9 @@ def vicuna7b(r: int, with_lora: bool) -> tuple[str, int, int, int]:
 
 
 ROWS = [(tiny, False), (tiny, True), (vicuna7b, False), (vicuna7b, True)]
+#: (in + out) of every wrapped layer: tiny_vicuna (2 layers; q_proj and v_proj 64->64) and
+#: Vicuna-7B (32 layers; q_proj and v_proj 4096->4096)
+WRAPPED = {"tiny_vicuna": [64 + 64] * 2 * 2, "Vicuna-7B": [4096 + 4096] * 2 * 32}
 
 
 def main() -> None:
@@ -107,19 +112,33 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--r", type=int, default=8)
+    parser.add_argument("--smoke", action="store_true", help="the tiny rows only")
     parser.add_argument("--row", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.row is not None:
-        fn, with_lora = ROWS[args.row]
-        label, params, state, grown = fn(args.r, with_lora)
+        label, params, state, grown = ROWS[args.row][0](args.r, ROWS[args.row][1])
         print(f"| {label} | {params:,} | {state / 2**20:,.1f} MiB | {grown / 2**20:,.1f} MiB |")
         return
     print("| model | trainable parameters | AdamW state (exact) | RSS growth of the first step |")
     print("|---|---|---|---|")
-    for row in range(len(ROWS)):
-        out = subprocess.run([sys.executable, __file__, "--r", str(args.r), "--row", str(row)],
-                             capture_output=True, text=True, check=True).stdout
-        print(out.strip().splitlines()[-1])
+    cells = []
+    for row in range(2 if args.smoke else len(ROWS)):
+        if args.smoke:  # in this process: quicker, the RSS column is then only indicative
+            label, params, state, grown = ROWS[row][0](args.r, ROWS[row][1])
+            line = f"| {label} | {params:,} | {state / 2**20:,.1f} MiB | {grown / 2**20:,.1f} MiB |"
+        else:
+            line = subprocess.run([sys.executable, __file__, "--r", str(args.r), "--row", str(row)],
+                                  capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        print(line)
+        cells.append([c.strip() for c in line.strip("|").split("|")])
+    for (base, lora), model in zip([cells[i:i + 2] for i in range(0, len(cells), 2)], WRAPPED):
+        added = int(lora[1].replace(",", "")) - int(base[1].replace(",", ""))
+        expected = args.r * sum(WRAPPED[model])
+        assert added == expected, f"{model}: LoRA added {added} parameters, expected {expected}"
+        state = float(lora[2].split()[0].replace(",", "")) - float(base[2].split()[0].replace(",", ""))
+        print(f"summary: {model}: LoRA r={args.r} adds {added:,} trainable parameters "
+              f"(+{100 * added / int(base[1].replace(',', '')):.1f} %), AdamW state "
+              f"+{state:,.1f} MiB")
 
 
 if __name__ == "__main__":
