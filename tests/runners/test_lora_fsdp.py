@@ -4,7 +4,8 @@
 - run checkpoints hold the Q-Former side and the adapters, nothing else of the LLM;
 - a run killed after step 2 and resumed equals the uninterrupted run bit for bit;
 - FSDP on 2 processes (torchrun, gloo) equals 1 process within 1e-5, losses and final
-  trainable weights, with the adapters sharded as units of their own;
+  trainable weights, with the adapters sharded as units of their own; with a bf16 ViT
+  and LLM and fp32 adapters, up to bf16 rounding;
 - `lavis-ib export` rebuilds the adapters from the run's config, loads them and merges
   them; transformers loads the result and computes what our adapted model does.
 """
@@ -36,14 +37,15 @@ def data(tmp_path_factory):
     return root
 
 
-def _project(folder, data: str, **run) -> str:
+def _project(folder, data: str, model=None, **run) -> str:
     """A 4-step LoRA project on OK-VQA (no dropout anywhere: ranks see equal inputs)."""
     files = {split: {"storage": [f"ok_vqa/OpenEnded_mscoco_{split}2014_questions.json",
                                  f"ok_vqa/mscoco_{split}2014_annotations.json"]}
              for split in ("train", "val")}
     project = {
         "model": {"arch": "instructblip", "model_type": "tiny_vicuna", "llm_lora": LORA,
-                  "qformer": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}},
+                  "qformer": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
+                  **(model or {})},
         "datasets": {"ok_vqa": {
             "cache_root": data, "vis_processor": IMAGES, "eval_splits": [],
             "build_info": {"annotations": files,
@@ -54,6 +56,7 @@ def _project(folder, data: str, **run) -> str:
                 "device": "cpu", "num_workers": 0, "seed": 7, "log_every": 1,
                 "dist_timeout_s": 60, "output_dir": os.path.join(str(folder), "run"), **run},
     }
+    os.makedirs(folder, exist_ok=True)
     path = os.path.join(str(folder), "project.yaml")
     with open(path, "w") as f:
         yaml.safe_dump(project, f)
@@ -81,10 +84,10 @@ def _trained(model) -> dict[str, torch.Tensor]:
     return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _final_weights(out: str) -> dict[str, torch.Tensor]:
+def _final_weights(out: str, **settings) -> dict[str, torch.Tensor]:
     from lavis_ib import load_model
 
-    model = load_model("instructblip", "tiny_vicuna", llm_lora=LORA)
+    model = load_model("instructblip", "tiny_vicuna", llm_lora=LORA, **settings)
     load_trainable_weights(model, out)
     return _trained(model)
 
@@ -178,25 +181,41 @@ def test_export_merges_the_adapters_and_transformers_computes_the_same(reference
     torch.testing.assert_close(got[..., :vocab], want, atol=1e-5, rtol=1e-5)
 
 
-def test_fsdp_shards_a_bf16_llm_with_fp32_adapters(tmp_path):
-    """FSDP2 refuses a unit whose parameters mix dtypes; with each adapter layer a unit of
-    its own, a bf16 LLM with fp32 adapters shards, and the sharded adapter gradients equal
-    the unsharded ones."""
-    import json
-    import subprocess
-    import sys
+BF16 = {"amp": "bf16"}
+BF16_MODEL = {"vit_precision": "bf16", "llm_precision": "bf16"}
 
-    from runner_helpers import HERE, REPO
 
-    out = str(tmp_path / "result.json")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([HERE, REPO]), "OMP_NUM_THREADS": "1",
-           "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node", "2", os.path.join(HERE, "lora_bf16_fsdp_script.py"),
-                           out], cwd=REPO, env=env, capture_output=True, text=True, timeout=150)
-    _ok(proc)
-    with open(out) as f:
-        result = json.load(f)
-    assert result["dtypes"] == {"base": ["torch.bfloat16"], "adapter": ["torch.float32"]}
-    assert result["adapters_with_grads"] == result["expected"] == 8
-    assert result["max_rel_diff"] < 1e-5
+def test_fsdp_with_a_bf16_vit_and_llm_and_fp32_adapters(data, tmp_path):
+    """The released configs' dtypes: frozen bf16 ViT and LLM, fp32 adapters in the bf16
+    blocks (units of their own: FSDP2 refuses mixed dtypes in a unit), bf16 autocast.
+    2 processes follow 1 process up to bf16 rounding (FSDP computes the trainable units
+    in bf16 where the single process autocasts)."""
+    from lavis_ib.run_setup import build
+
+    one = Config(_project(tmp_path / "one", data, model=BF16_MODEL, **BF16), [])
+    _, model, _, runner = build(one, setup_distributed(one.run_cfg))
+    start = {n: p.detach().clone() for n, p in _trained(model).items()}
+    runner.train()
+    assert {p.dtype for n, p in model.llm.named_parameters() if ".lora_" in n} == {torch.float32}
+    path = _project(tmp_path / "two", data, model=BF16_MODEL, distributed="fsdp", **BF16)
+    _ok(launch(path, nproc=2, timeout=240))
+    got, want = losses(str(tmp_path / "two" / "run")), losses(one.run_cfg.output_dir)
+    assert sorted(got) == sorted(want) == [1, 2, 3, 4]
+    assert want[4] < want[1]
+    for step in want:
+        assert got[step] == pytest.approx(want[step], rel=2e-3), step
+    final = _final_weights(str(tmp_path / "two" / "run"), **BF16_MODEL)
+    # the runs differ by bf16 rounding (which Adam's normalised steps amplify), much less
+    # than what training moved (measured: under 10 %; a run that did not train or took
+    # another direction would be at 100 % or more): per adapter
+    # tensor, and over the Q-Former side as a whole (a key bias has no true gradient, so
+    # Adam moves it by rounding noise alone)
+    trained = _trained(model)
+    for name, param in trained.items():
+        assert final[name].dtype == torch.float32
+        if ".lora_" in name:
+            moved = (param - start[name]).norm()
+            assert moved > 0 and (final[name] - param).norm() < 0.25 * moved, name
+    moved = torch.cat([(p - start[n]).flatten() for n, p in trained.items()]).norm()
+    apart = torch.cat([(final[n] - p).flatten() for n, p in trained.items()]).norm()
+    assert apart < 0.25 * moved
