@@ -134,7 +134,7 @@ def test_kill_after_step_then_resume_is_bit_exact(data, reference, tmp_path):
 
 
 def test_fsdp_two_processes_match_one_process(data, reference, tmp_path):
-    path = _project(tmp_path, data, distributed="fsdp")
+    path = _project(tmp_path, data, distributed="fsdp", activation_checkpointing=True)
     _ok(launch(path, nproc=2, timeout=240))
     out = os.path.join(tmp_path, "run")
     got, want = losses(out), losses(reference["out"])
