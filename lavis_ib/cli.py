@@ -8,6 +8,7 @@
     lavis-ib zoo      [--markdown]  registered models and model types (--markdown: the README tables)
     lavis-ib export   RUN_DIR OUT_DIR   (Hugging Face layout)
     lavis-ib report   RUN_DIR           (Table-1 style report)
+    lavis-ib serve    --model instructblip:tiny_vicuna [--port 0]   (web demo on 127.0.0.1)
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ COMMANDS = {
     "zoo": ("lavis_ib.cli", "list registered models and model types"),
     "export": ("lavis_ib.export", "write a run's checkpoint in the Hugging Face layout"),
     "report": ("lavis_ib.report", "render a held-out results table beside the paper's"),
+    "serve": ("lavis_ib.serve", "start the web demo (Gradio; pip install 'lavis_ib[demo]')"),
 }
 
 

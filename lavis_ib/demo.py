@@ -12,6 +12,11 @@
 
 The tiny model is random and small, so its numbers only show that every stage runs; the
 same commands run the real recipe with the real project files.
+
+It runs any number of times: each run moves the previous demo training run aside
+(`run.overwrite`) and evaluates afresh. Third-party noise is kept off the console
+(`LAVIS_IB_LOG_LEVEL=DEBUG` shows it); metrics print rounded, the files keep every digit.
+The demo is not a `lavis-ib` command, so its usage line names how `make demo` runs it.
 """
 from __future__ import annotations
 
@@ -52,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cfg-path", default=TRAIN_PROJECT, help="training project")
     parser.add_argument("--heldout-cfg-path", default=HELDOUT_PROJECT,
                         help="zero-shot evaluation project")
+    parser.add_argument("--baseline-cfg-path", default=BLIP2_PROJECT,
+                        help="the baseline's zero-shot evaluation project (BLIP-2)")
     parser.add_argument("--data-root", default=os.environ.get("LAVIS_IB_DEMO_DATA",
                                                               "output/demo_data"),
                         help="where the fixture datasets are written")
@@ -63,7 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     t0 = _stage("1/4 fixture data")
     names = [*Config(args.cfg_path).datasets_cfg.keys(),
-             *Config(args.heldout_cfg_path).datasets_cfg.keys()]
+             *Config(args.heldout_cfg_path).datasets_cfg.keys(),
+             *Config(args.baseline_cfg_path).datasets_cfg.keys()]
     write_fixtures(os.environ["LAVIS_IB_DEMO_DATA"], list(dict.fromkeys(names)))
     print(f"wrote {len(set(names))} datasets under {os.environ['LAVIS_IB_DEMO_DATA']} "
           f"({time.perf_counter() - t0:.1f}s)")
@@ -80,8 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     t0 = _stage("3/4 zero-shot evaluation on held-out fixture datasets")
     evaluate.main(["--cfg-path", args.heldout_cfg_path, "--checkpoint", train_dir])
-    blip2_run = Config(BLIP2_PROJECT).run_cfg.output_dir
-    evaluate.main(["--cfg-path", BLIP2_PROJECT])   # the baseline: BLIP-2, not instruction-tuned
+    blip2_run = Config(args.baseline_cfg_path).run_cfg.output_dir
+    evaluate.main(["--cfg-path", args.baseline_cfg_path])   # the baseline: BLIP-2, not instruction-tuned
     print(f"evaluated in {time.perf_counter() - t0:.1f}s")
 
     _stage("4/4 results")

@@ -13,18 +13,18 @@ Runs in one process, or sharded under torchrun with run.distributed=ddp|fsdp.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Sequence
 
 from lavis_ib.preflight import checked_config
 from lavis_ib.common.entry import project_parser, run_entry
+from lavis_ib.common.metrics_text import metrics_line
 from lavis_ib.run_setup import build, checkpoint_folder, joined
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = project_parser("python -m lavis_ib.evaluate", "Evaluate a project's eval splits.")
+    parser = project_parser("lavis-ib evaluate", "Evaluate a project's eval splits.")
     parser.add_argument("--checkpoint", default=None,
                         help="training run folder or checkpoint folder to load trainable "
                              "weights from")
@@ -43,9 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = args.name or os.path.splitext(os.path.basename(args.cfg_path))[0]
         results = runner.evaluate(name=name, checkpoint=checkpoint)
         if info.rank == 0:
-            print(json.dumps(results, indent=1, default=str))
+            print("metrics (rounded; full precision in eval/<dataset>_<split>/metrics.json):")
+            for dataset, metrics in results.items():
+                print(f"  {dataset}: {metrics_line(metrics)}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run_entry(main, None, "python -m lavis_ib.evaluate"))
+    sys.exit(run_entry(main, None, "lavis-ib evaluate"))

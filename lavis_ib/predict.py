@@ -1,87 +1,268 @@
-"""`python -m lavis_ib.predict`: answer a prompt about images or a video, or rank candidates.
+"""`lavis-ib predict`: answer prompts about images and videos, or rank candidate answers.
 
-    python -m lavis_ib.predict --model instructblip:vicuna7b --options pretrained=/ckpt/dir \\
+    lavis-ib predict --model instructblip:vicuna7b --options pretrained=/ckpt/dir \\
         --image photo.jpg --prompt "What is unusual about this image?"
-    python -m lavis_ib.predict --model instructblip:tiny_vicuna --image a.png b.png \\
-        --prompt "Is this a cat? Answer:" --candidates yes,no
+    lavis-ib predict --model instructblip:tiny_vicuna photos/ "clips/*.mp4" \\
+        --prompt "Is this a cat? Answer:" --candidates yes,no --output results.jsonl
+    lavis-ib predict --model instructblip:flant5xl --input records.jsonl --output results.jsonl
 
-Generation prints one line per input (`path<TAB>answer`); with `--candidates` every
-candidate is printed with its summed log-probability, best first.
+Without `--output` each answer is printed (`input<TAB>answer`; a ranking prints every
+candidate with its summed log-probability, best first). With `--output` one JSON record
+per input is written in input order, and a rerun continues an interrupted file
+(docs/predict.md).
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from lavis_ib.common.entry import run_entry
 from lavis_ib.common.errors import ConfigError, DataError, LavisIbError
 
+log = logging.getLogger("lavis_ib.predict")
+PROG = "lavis-ib predict"
+# predict's own defaults (the model's `generate` defaults are meant for long captions)
+GENERATE_DEFAULTS = {"num_beams": 5, "max_length": 30, "min_length": 1, "repetition_penalty": 1.5}
+GENERATE_FLAGS = ("num_beams", "max_length", "min_length", "repetition_penalty",
+                  "length_penalty", "use_nucleus_sampling", "top_p", "temperature")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m lavis_ib.predict", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0].split(": ")[1])
     p.add_argument("--model", required=True, help="NAME:TYPE, e.g. instructblip:vicuna7b")
     p.add_argument("--options", nargs="+", default=[],
                    help="model config overrides key=value, e.g. pretrained=/path/to/dir")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--image", nargs="+", help="one or more image files")
-    src.add_argument("--video", help="a video file (4 frames are sampled uniformly)")
-    p.add_argument("--prompt", required=True, help="the instruction")
-    p.add_argument("--candidates", help="comma-separated answers to rank instead of generating")
-    p.add_argument("--no-eos", action="store_true",
-                   help="rank candidates without scoring EOS after them (LAVIS's Vicuna setting)")
-    p.add_argument("--num-beams", type=int, default=5)
-    p.add_argument("--max-length", type=int, default=30)
-    p.add_argument("--min-length", type=int, default=1)
-    p.add_argument("--repetition-penalty", type=float, default=1.5)
+    src = p.add_argument_group("inputs (any mix; at least one)")
+    src.add_argument("paths", nargs="*", metavar="PATH",
+                     help="image or video files (by extension), folders, glob patterns")
+    src.add_argument("--image", nargs="+", default=[],
+                     help="files, folders or globs read as images")
+    src.add_argument("--video", nargs="+", default=[],
+                     help="files, folders or globs read as videos (4 frames sampled uniformly)")
+    src.add_argument("--input", help="JSONL: one {image|video, prompt?, candidates?} per line")
+    src.add_argument("--recursive", action="store_true", help="folders: include sub-folders")
+    p.add_argument("--prompt", help="the instruction of every input without its own")
+    p.add_argument("--candidates",
+                   help="rank these answers instead of generating: a,b,c or @FILE (one a line)")
+    eos = p.add_mutually_exclusive_group()
+    eos.add_argument("--append-eos", dest="append_eos", action="store_const", const=True,
+                     help="score EOS after each candidate (default: the model's choice, "
+                          "as evaluation: with EOS for FlanT5, without for decoder-only LLMs)")
+    eos.add_argument("--no-eos", dest="append_eos", action="store_const", const=False,
+                     help="score candidates without EOS after them")
+    gen = p.add_argument_group("generation (defaults: beam 5, max 30 tokens, repetition 1.5)")
+    for flag, kind in (("num-beams", int), ("max-length", int), ("min-length", int),
+                       ("repetition-penalty", float), ("length-penalty", float),
+                       ("top-p", float), ("temperature", float)):
+        gen.add_argument(f"--{flag}", type=kind)
+    gen.add_argument("--use-nucleus-sampling", action="store_const", const=True,
+                     help="sample (top_p, temperature) instead of beam search")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds python, numpy and torch before every batch (default 0)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--output", help="JSONL results file; a rerun resumes it")
+    p.add_argument("--overwrite", action="store_true", help="start --output again")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     return p
 
 
+def generate_settings(args: argparse.Namespace, model_name: str) -> dict[str, Any]:
+    """The generation settings to pass: predict's defaults and the given flags, checked
+    against what the model class's `generate` accepts before the model is built."""
+    from lavis_ib.common.registry import registry
+    import lavis_ib.models  # noqa: F401  (registers the models)
+
+    accepted = registry.get_model_class(model_name).generation_settings()
+    given = {k: getattr(args, k) for k in GENERATE_FLAGS if getattr(args, k) is not None}
+    unknown = sorted(set(given) - accepted)
+    if unknown:
+        raise ConfigError(f"--model {args.model}: its generate() takes no "
+                          f"{', '.join('--' + k.replace('_', '-') for k in unknown)}; it takes "
+                          f"{', '.join(sorted(accepted))}.")
+    settings = {**{k: v for k, v in GENERATE_DEFAULTS.items() if k in accepted}, **given}
+    check_generate_values(settings)
+    return settings
+
+
+def check_generate_values(settings: dict[str, Any]) -> None:
+    """Ranges of the usual settings, refused here rather than at the first batch."""
+    problems = []
+    for key, low in (("num_beams", 1), ("max_length", 1), ("min_length", 0)):
+        if key in settings and settings[key] < low:
+            problems.append(f"--{key.replace('_', '-')} must be at least {low}")
+    if settings.get("min_length", 0) > settings.get("max_length", float("inf")):
+        problems.append("--min-length must not exceed --max-length")
+    if "top_p" in settings and not 0 < settings["top_p"] <= 1:
+        problems.append("--top-p must be in (0, 1]")
+    for key in ("temperature", "repetition_penalty"):
+        if key in settings and not settings[key] > 0:
+            problems.append(f"--{key.replace('_', '-')} must be above 0")
+    if problems:
+        raise ConfigError("; ".join(problems) + f" (got {settings}).")
+
+
+def check_model_config(name: str, model_type: str, overrides: dict[str, Any]) -> None:
+    """The pre-flight of the model node: registered name and type, known setting names,
+    values in range (the checks a project's `model:` gets), without building anything."""
+    from lavis_ib.common.containers import to_plain
+    from lavis_ib.common.schema import model_problems
+    from lavis_ib.models.components.llm_options import llm_option_problems
+    from lavis_ib.models.loading import model_config  # the composition loading does
+
+    node = to_plain(model_config(name, model_type, overrides)[1])
+    problems = model_problems(node) + llm_option_problems(node, None)
+    if problems:
+        raise ConfigError(f"--model {name}:{model_type} --options: " + " ".join(problems))
+
+
+def check_output_is_no_input(output: str, inputs: Sequence[str]) -> None:
+    """Appending to (or, with --overwrite, deleting) an input file would destroy it."""
+    target = os.path.realpath(output)
+    for path in inputs:
+        if path and os.path.realpath(path) in (target, target + ".meta.json"):
+            raise ConfigError(f"--output '{output}' is the input '{path}'; choose another "
+                              f"--output.")
+
+
+def collect_records(args: argparse.Namespace) -> list:
+    """Every input as a record, checked (paths exist, JSONL well formed) before loading."""
+    from lavis_ib.predict_inputs import jsonl_records, parse_candidates, path_records
+
+    candidates = parse_candidates(args.candidates)
+    records = []
+    if args.input:
+        records += jsonl_records(args.input, args.prompt, candidates)
+    for paths, kind in ((args.image, "image"), (args.video, "video"), (args.paths, None)):
+        if paths:
+            records += path_records(paths, kind, args.prompt, candidates, args.recursive)
+    if not records:
+        raise ConfigError("no input: give image or video paths, --image, --video or --input.")
+    return records
+
+
+def result_settings(args: argparse.Namespace, generate: dict[str, Any], records) -> dict[str, Any]:
+    """What defines the results of a run (stored beside --output; resume checks it). The
+    generation settings count only when some input is answered by generation."""
+    generates = any(r.candidates is None for r in records)
+    return {"model": args.model, "options": list(args.options),
+            "generate": generate if generates else None,
+            "append_eos": args.append_eos, "seed": args.seed, "batch_size": args.batch_size}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     name, sep, model_type = args.model.partition(":")
     if not sep or not name or not model_type:
         raise ConfigError(f"--model '{args.model}': write NAME:TYPE, e.g. instructblip:vicuna7b.")
-    candidates = None
-    if args.candidates is not None:
-        candidates = [c.strip() for c in args.candidates.split(",") if c.strip()]
-        if not candidates:
-            raise ConfigError("--candidates: give at least one comma-separated answer.")
-
-    for path in ([args.video] if args.video else args.image):   # before the (slow) model load
-        if not os.path.isfile(path):
-            raise DataError(f"--{'video' if args.video else 'image'} '{path}' does not exist.")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}.")
+    if args.overwrite and not args.output:
+        raise ConfigError("--overwrite needs --output.")
+    records = collect_records(args)     # everything is checked before the (slow) model load
+    if args.output:
+        check_output_is_no_input(args.output, [args.input or ""] + [r.path for r in records])
+    generate = generate_settings(args, name)
 
     from lavis_ib.common.project_files import model_overrides
-    from lavis_ib.media_inputs import load_images, load_video
-    from lavis_ib.models.loading import load_model_and_preprocess
+    from lavis_ib.predict_batches import identity, make_batches
 
+    overrides = model_overrides(args.options)
+    check_model_config(name, model_type, overrides)   # before --overwrite removes anything
+    batches = make_batches(records, args.batch_size)
+    results = None
+    if args.output:
+        from lavis_ib.predict_output import ResultsFile
+
+        results = ResultsFile(args.output, result_settings(args, generate, records), args.overwrite)
+        results.check_inputs([identity(r) for r in records])
+        first = sum(1 for b in batches if b.stop <= len(results.existing))
+        results.keep(batches[first - 1].stop if first else 0)
+        batches = batches[first:]
+        if results.existing:
+            log.info("%s: resuming after %d of %d inputs", args.output, len(results.existing),
+                     len(records))
+    try:
+        counts = run_batches(args, name, model_type, overrides, records, batches, generate, results)
+    finally:
+        if results is not None:
+            results.close()
+    return report(args, records, counts, results)
+
+
+def run_batches(args, name, model_type, overrides, records, batches, generate, results) -> dict:
+    """Load the model, then predict batch after batch (seeded per batch), writing each."""
+    from lavis_ib.models.loading import load_model_and_preprocess
+    from lavis_ib.predict_batches import print_results
+
+    counts: dict[str, Any] = {"skipped": 0, "done": 0, "first_reason": None}
+    if not batches:
+        return counts
     model, vis, _ = load_model_and_preprocess(name, model_type, is_eval=True, device=args.device,
-                                              **model_overrides(args.options))
-    eval_proc = vis.get("eval")
-    if eval_proc is None:
+                                              **overrides)
+    processor = vis.get("eval")
+    if processor is None:
         raise LavisIbError(f"model type '{model_type}' has no eval image processor in its config.")
-    if args.video:
-        image, labels = load_video(args.video, eval_proc)[None], [args.video]
-    else:
-        image, labels = load_images(args.image, eval_proc), list(args.image)
-    samples = {"image": image.to(model.device), "prompt": args.prompt}
-    if candidates:
-        scores, _ = model.score_candidates(samples, candidates, append_eos=not args.no_eos)
-        for label, row in zip(labels, scores.tolist()):
-            print(label)
-            for score, cand in sorted(zip(row, candidates), key=lambda x: -x[0]):
-                print(f"  {score:10.4f}  {cand}")
-        return 0
-    answers = model.generate(samples, num_beams=args.num_beams, max_length=args.max_length,
-                             min_length=args.min_length,
-                             repetition_penalty=args.repetition_penalty)
-    for label, answer in zip(labels, answers):
-        print(f"{label}\t{answer}")
+    if results is not None:
+        results.start()
+    for out in predicted_batches(args, model, processor, records, batches, generate):
+        if results is not None:
+            results.append(out)
+        else:
+            print_results(out)
+        reasons = [f"{r['input']}: {r['skipped']}" for r in out if "skipped" in r]
+        counts["first_reason"] = counts["first_reason"] or (reasons[0] if reasons else None)
+        counts["skipped"] += len(reasons)
+        counts["done"] += len(out)
+    return counts
+
+
+def predicted_batches(args, model, processor, records, batches, generate):
+    """The result records of each batch in turn, with a progress bar; the next batch's
+    files are read in a thread while the model works on this one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    from lavis_ib.common.seeding import seed_everything
+    from lavis_ib.predict_batches import load_media, predict_batch
+
+    inputs = [[records[i] for i in batch] for batch in batches]
+    with ThreadPoolExecutor(max_workers=1) as reader, \
+            tqdm(total=len(records), initial=batches[0].start, unit="input", file=sys.stderr,
+                 disable=True if args.no_progress else None, desc=PROG) as bar:
+        pending = reader.submit(load_media, inputs[0], processor)
+        for k, batch in enumerate(batches):
+            media = pending.result()
+            if k + 1 < len(batches):
+                pending = reader.submit(load_media, inputs[k + 1], processor)
+            seed_everything(args.seed + batch.start)   # a resumed batch draws as it first did
+            out = predict_batch(model, inputs[k], media, generate, args.append_eos)
+            yield out
+            bar.update(len(out))
+
+
+def report(args, records, counts: dict, results) -> int:
+    """Log the skipped count; a run where no input at all could be read is an error."""
+    earlier = results.existing if results is not None else []
+    skipped = counts["skipped"] + sum("skipped" in r for r in earlier)
+    if skipped:
+        log.warning("%d of %d inputs skipped (unreadable; one line each above%s)", skipped,
+                    len(records), ", and records with 'skipped' in " + args.output
+                    if args.output else "")
+    if args.output:
+        log.info("%s: %d records written now, %d kept from before", args.output, counts["done"],
+                 len(earlier))
+    if skipped == len(records):
+        first = counts["first_reason"] or next(
+            (f"{r['input']}: {r['skipped']}" for r in earlier if "skipped" in r), "")
+        raise DataError(f"no input could be read ({skipped} skipped; {first}).")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run_entry(main, None, "python -m lavis_ib.predict"))
+    sys.exit(run_entry(main, None, PROG))

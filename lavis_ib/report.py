@@ -3,7 +3,8 @@
 Reads `<RUN_DIR>/config.yaml` (the model type picks the paper row) and every
 `<RUN_DIR>/eval/<dataset>_<split>/metrics.json` of the 13 held-out datasets, and writes
 `table1.md`, `table1.csv` and `table1.png` (ours vs. the paper, a bar per dataset) to
-`<RUN_DIR>/report/` (or `--out`). The Markdown table is also printed. Given a training
+`<RUN_DIR>/report/` (or `--out`). The Markdown table is also printed. A model type with
+no Table 1 row (the tiny test models) gets our numbers alone, and a note on `--compare`. Given a training
 run's folder, the report reads its newest evaluation, `<RUN_DIR>/eval/<name>/`, which has
 the same layout (`evaluation_folder`).
 
@@ -35,11 +36,11 @@ class Row:
     metric: str
     split: str | None
     ours: float | None
-    paper: float
+    paper: float | None   # None: no paper row to compare with
 
     @property
     def diff(self) -> float | None:
-        return None if self.ours is None else self.ours - self.paper
+        return None if self.ours is None or self.paper is None else self.ours - self.paper
 
 
 def _model_type(run_dir: str, compare: str | None) -> str:
@@ -77,8 +78,9 @@ def _find_split(eval_dir: str, dataset: str) -> tuple[str | None, str | None]:
     return ordered[0], found[ordered[0]]
 
 
-def collect(run_dir: str, paper_row: str) -> list[Row]:
-    """One row per held-out dataset (ours is None where the run has no result)."""
+def collect(run_dir: str, paper_row: str | None) -> list[Row]:
+    """One row per held-out dataset (ours is None where the run has no result, paper
+    None without a `paper_row`)."""
     rows = []
     for dataset in HELD_OUT:
         split, path = _find_split(os.path.join(run_dir, "eval"), dataset)
@@ -92,7 +94,8 @@ def collect(run_dir: str, paper_row: str) -> list[Row]:
             value = metrics.get(METRIC[dataset])
             if isinstance(value, (int, float)) and math.isfinite(value):
                 ours = float(value)
-        rows.append(Row(dataset, METRIC[dataset], split, ours, TABLE1[paper_row][dataset]))
+        paper = TABLE1[paper_row][dataset] if paper_row else None
+        rows.append(Row(dataset, METRIC[dataset], split, ours, paper))
     if all(r.ours is None for r in rows):
         raise DataError(f"{run_dir}: no held-out results found under "
                         f"{os.path.join(run_dir, 'eval')}/<dataset>_<split>/metrics.json "
@@ -106,7 +109,9 @@ def _fmt(value: float | None, signed: bool = False) -> str:
     return f"{value:+.1f}" if signed else f"{value:.1f}"
 
 
-def markdown(rows: Sequence[Row], paper_row: str, model_type: str) -> str:
+def markdown(rows: Sequence[Row], paper_row: str | None, model_type: str) -> str:
+    if paper_row is None:
+        return _markdown_ours(rows, model_type)
     lines = [f"Zero-shot held-out results: ours ({model_type}) vs. paper ({paper_row}, Table 1)",
              "", "| dataset | split | metric | ours | paper | diff |",
              "|---|---|---|---:|---:|---:|"]
@@ -118,41 +123,41 @@ def markdown(rows: Sequence[Row], paper_row: str, model_type: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _markdown_ours(rows: Sequence[Row], model_type: str) -> str:
+    """Our numbers alone: the model type has no Table 1 row (e.g. a tiny test model)."""
+    lines = [f"Zero-shot held-out results: ours ({model_type})", "",
+             "| dataset | split | metric | ours |", "|---|---|---|---:|"]
+    lines += [f"| {TITLES[r.dataset]} | {r.split or '-'} | {r.metric} | {_fmt(r.ours)} |"
+              for r in rows]
+    done = [r for r in rows if r.ours is not None]
+    lines += ["", f"{len(done)} of {len(rows)} datasets evaluated; '-' = no result in the run.",
+              f"Model type '{model_type}' has no row in the paper's Table 1; add one to compare "
+              f"with: --compare ROW, ROW one of: {'; '.join(TABLE1)}."]
+    return "\n".join(lines) + "\n"
+
+
 def csv_text(rows: Sequence[Row]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["dataset", "title", "split", "metric", "ours", "paper", "diff"])
     for r in rows:
         writer.writerow([r.dataset, TITLES[r.dataset], r.split or "", r.metric,
-                         "" if r.ours is None else f"{r.ours:.4f}", f"{r.paper:.1f}",
+                         "" if r.ours is None else f"{r.ours:.4f}",
+                         "" if r.paper is None else f"{r.paper:.1f}",
                          "" if r.diff is None else f"{r.diff:.4f}"])
     return out.getvalue()
 
 
-def bar_chart(rows: Sequence[Row], paper_row: str, model_type: str, path: str) -> None:
-    import matplotlib
+def bar_chart(rows: Sequence[Row], paper_row: str | None, model_type: str, path: str) -> None:
+    """Ours (and the paper's row) per dataset; a dataset not evaluated reads "n/a"."""
+    from lavis_ib.report_chart import grouped_bars, save
 
-    matplotlib.use("Agg")  # no display: files only
-    import matplotlib.pyplot as plt
-
-    xs = range(len(rows))
-    width = 0.4
-    fig, ax = plt.subplots(figsize=(12, 4.5))
-    ax.bar([x - width / 2 for x in xs], [r.ours or 0.0 for r in rows], width,
-           label=f"ours ({model_type})", color="tab:blue")
-    ax.bar([x + width / 2 for x in xs], [r.paper for r in rows], width,
-           label=f"paper ({paper_row})", color="tab:gray")
-    for x, r in zip(xs, rows):
-        if r.ours is None:
-            ax.text(x - width / 2, 1, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
-    ax.set_xticks(list(xs))
-    ax.set_xticklabels([f"{TITLES[r.dataset]}\n({r.metric})" for r in rows], fontsize=8)
-    ax.set_ylabel("score (CIDEr x100 / % / MRR x100)")
-    ax.set_title("Zero-shot held-out evaluation vs. InstructBLIP Table 1")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    series = [(f"ours ({model_type})", [r.ours for r in rows], None)]
+    if paper_row is not None:
+        series.append((f"paper ({paper_row})", [r.paper for r in rows], "//"))
+    title = ("Zero-shot held-out evaluation vs. InstructBLIP Table 1" if paper_row
+             else "Zero-shot held-out evaluation")
+    save(grouped_bars(series, [f"{TITLES[r.dataset]}\n({r.metric})" for r in rows], title), path)
 
 
 def evaluation_folder(run_dir: str) -> str:
@@ -198,11 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(f"run folder '{args.run_dir}' does not exist.")
     args.run_dir = evaluation_folder(args.run_dir)
     model_type = _model_type(args.run_dir, args.compare)
-    paper_row = args.compare or ROW_OF_MODEL_TYPE.get(model_type)
-    if paper_row is None:
-        raise ConfigError(f"model type '{model_type}' has no row in Table 1; pass --compare "
-                          f"with one of: {'; '.join(TABLE1)}.")
-    if paper_row not in TABLE1:
+    paper_row = args.compare or ROW_OF_MODEL_TYPE.get(model_type)   # None: ours alone
+    if paper_row is not None and paper_row not in TABLE1:
         raise ConfigError(f"--compare '{paper_row}' is not a Table 1 row."
                           f"{did_you_mean(paper_row, TABLE1)} Rows: {'; '.join(TABLE1)}.")
     rows = collect(args.run_dir, paper_row)
@@ -231,4 +233,4 @@ def _main_runs(args) -> int:
 if __name__ == "__main__":
     from lavis_ib.common.entry import run_entry
 
-    sys.exit(run_entry(main, None, "python -m lavis_ib.report"))
+    sys.exit(run_entry(main, None, "lavis-ib report"))

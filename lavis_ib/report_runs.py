@@ -101,29 +101,15 @@ def csv_runs(columns: Sequence[RunColumn], rows: Sequence[str]) -> str:
 
 
 def chart_runs(columns: Sequence[RunColumn], rows: Sequence[str], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display: files only
-    import matplotlib.pyplot as plt
+    """A group of bars per dataset: the runs, then the paper rows (hatched); a dataset a
+    run has no result for reads "n/a" (lavis_ib.report_chart)."""
+    from lavis_ib.report_chart import grouped_bars, save
 
     series = [(c.label, [c.values[d] for d in HELD_OUT], None) for c in columns]
     series += [(f"paper: {r}", [TABLE1[r][d] for d in HELD_OUT], "//") for r in rows]
-    width = 0.8 / max(len(series), 1)
-    fig, ax = plt.subplots(figsize=(max(12, 1.2 * len(series) + 10), 4.8))
-    for i, (label, values, hatch) in enumerate(series):
-        xs = [x - 0.4 + width * (i + 0.5) for x in range(len(HELD_OUT))]
-        ax.bar(xs, [v or 0.0 for v in values], width, label=label, hatch=hatch)
-        for x, v in zip(xs, values):
-            if v is None:
-                ax.text(x, 1, "n/a", ha="center", va="bottom", fontsize=6, rotation=90)
-    ax.set_xticks(list(range(len(HELD_OUT))))
-    ax.set_xticklabels([f"{TITLES[d]}\n({METRIC[d]})" for d in HELD_OUT], fontsize=8)
-    ax.set_ylabel("score (CIDEr x100 / % / MRR x100)")
-    ax.set_title("Zero-shot held-out evaluation: runs vs. Table 1")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    fig = grouped_bars(series, [f"{TITLES[d]}\n({METRIC[d]})" for d in HELD_OUT],
+                       "Zero-shot held-out evaluation: runs vs. Table 1")
+    save(fig, path)
 
 
 def report_runs(run_dirs: Sequence[str], out_dir: str | None, compare: Sequence[str],

@@ -16,11 +16,12 @@ from typing import Sequence
 
 from lavis_ib.preflight import checked_config
 from lavis_ib.common.entry import project_parser, run_entry
+from lavis_ib.common.metrics_text import format_value
 from lavis_ib.run_setup import build, joined
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = project_parser("python -m lavis_ib.train",
+    parser = project_parser("lavis-ib train",
                             "Instruction-tune a model from a project file.")
     args = parser.parse_args(argv)
     cfg = checked_config(args.cfg_path, args.options)   # every pre-flight check first
@@ -30,11 +31,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             runner.evaluate()
         else:
             result = runner.train()
-            logging.getLogger(__name__).info(
-                "finished at step %d; best %s; last checkpoint %s",
-                result["step"], result["best"], result["last_checkpoint"])
+            best = result["best"] or {}
+            best_text = ("no validation" if best.get("score") is None else
+                         f"best validation score {format_value(best['score'])} at step {best['step']}")
+            logging.getLogger(__name__).info("finished at step %d; %s; last checkpoint %s",
+                                             result["step"], best_text, result["last_checkpoint"])
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run_entry(main, None, "python -m lavis_ib.train"))
+    sys.exit(run_entry(main, None, "lavis-ib train"))

@@ -1,7 +1,8 @@
 """The command-line plumbing every entry point shares (train, evaluate, export, predict,
 demo, report, the fixtures writer): the `--cfg-path/--options` parser, error handling that
-prints one line for bad input instead of a traceback, and logging per rank. It imports no
-layer above `common`; what needs runners and tasks is in `lavis_ib.run_setup`.
+prints one line for bad input instead of a traceback, and logging per rank with the
+third-party noise left out (`lavis_ib.common.quiet`; `LAVIS_IB_LOG_LEVEL=DEBUG` keeps it).
+It imports no layer above `common`; what needs runners and tasks is in `lavis_ib.run_setup`.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 from typing import Callable, Sequence
 
 from lavis_ib.common.errors import LavisIbError
+from lavis_ib.common.quiet import log_level, quiet_third_party
 
 
 def project_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -24,6 +26,7 @@ def project_parser(prog: str, description: str) -> argparse.ArgumentParser:
 def run_entry(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None,
               prog: str) -> int:
     """Call `main(argv)`; a `LavisIbError` becomes 'prog: error: message' and exit code 2."""
+    quiet_third_party()
     try:
         return int(main(argv) or 0)
     except LavisIbError as exc:
@@ -35,7 +38,9 @@ def run_entry(main: Callable[[Sequence[str] | None], int | None], argv: Sequence
 
 
 def setup_logging(rank: int) -> None:
-    """INFO on rank 0, warnings only elsewhere (N ranks would print every line N times)."""
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+    """INFO on rank 0 (or $LAVIS_IB_LOG_LEVEL), warnings only elsewhere (N ranks would
+    print every line N times)."""
+    quiet_third_party()
+    logging.basicConfig(level=log_level() if rank == 0 else max(log_level(), logging.WARNING),
                         format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
                         force=True)

@@ -72,6 +72,7 @@ class RunConfig:
         "coco_caption.cider", "ok_vqa.acc", "aok_vqa.acc", "textcaps.cider")
     device: str = "auto"                        # auto (cuda when present) | cpu | cuda
     log_every: int = 10                         # steps between log lines
+    loggers: List[str] = _list("tensorboard")   # besides log.jsonl: tensorboard | wandb
     evaluate_only: bool = False                 # skip training, evaluate the eval splits
     train_splits: List[str] = _list("train")    # a string is read as a one-item list
     valid_splits: List[str] = _list("val")
@@ -256,10 +257,28 @@ def run_problems(run: Any) -> list[str]:
     for key in _SPLIT_KEYS:
         if any(not str(s).strip() for s in run[key]):
             out.append(f"run.{key} holds an empty split name; got {list(run[key])}.")
+    out += logger_problems(run.loggers)
     bad = [str(m) for m in run.select_metric if not re.fullmatch(r"[^.\s]+\.[^.\s]+", str(m))]
     if bad:
         out.append(f"run.select_metric: write each item as 'dataset.metric' (e.g. coco_caption.cider); "
                    f"got {bad}.")
+    return out
+
+
+LOGGERS = ("tensorboard", "wandb")
+
+
+def logger_problems(loggers: Any) -> list[str]:
+    """Unknown names in `run.loggers`, and `wandb` asked for without wandb installed (found
+    without importing it: its import takes seconds)."""
+    import importlib.util
+
+    out = [f"run.loggers: unknown logger '{name}'.{did_you_mean(str(name), LOGGERS)} "
+           f"Choose from {', '.join(LOGGERS)} (log.jsonl is always written)."
+           for name in loggers if name not in LOGGERS]
+    if "wandb" in loggers and importlib.util.find_spec("wandb") is None:
+        out.append("run.loggers has 'wandb' but wandb is not installed: "
+                   "pip install 'lavis_ib[wandb]' (or remove wandb from run.loggers).")
     return out
 
 

@@ -13,13 +13,16 @@ from lavis_ib.common.registry import registry
 from lavis_ib.processors.build import build_processors
 
 
-def _model_config(name: str, model_type: str, overrides: dict[str, Any]):
+def model_config(name: str, model_type: str, overrides: dict[str, Any]):
+    """(model class, its config node with `overrides` merged, the default `preprocess` node).
+    An override must name a setting of the type's default config or one every model node
+    accepts (the LLM memory options, `random_init_seed`); nothing is built."""
+    from lavis_ib.models.components.model_build import COMMON_KEYS
+
     model_cls = registry.get_model_class(name)
     default = load_yaml(model_cls.default_config_path(model_type), "model default config")
     model_cfg = default.get("model") or OmegaConf.create({})
-    from lavis_ib.models.components.model_build import COMMON_KEYS  # llm_lora, ...
-
-    known = set(model_cfg.keys()) | set(COMMON_KEYS)
+    known = {*model_cfg.keys(), *COMMON_KEYS}
     for key in overrides:
         if key not in known:
             raise ConfigError(f"load_model('{name}', '{model_type}'): unknown setting '{key}'."
@@ -40,7 +43,7 @@ def load_model(name: str, model_type: str, is_eval: bool = False,
         device: "cpu", "cuda", "auto".
         **overrides: merged into the model config (e.g. ``pretrained="/path/to/dir"``).
     """
-    model_cls, model_cfg, _ = _model_config(name, model_type, overrides)
+    model_cls, model_cfg, _ = model_config(name, model_type, overrides)
     model = model_cls.from_config(model_cfg)
     if is_eval:
         model.eval()
@@ -63,7 +66,7 @@ def load_model_and_preprocess(name: str, model_type: str, is_eval: bool = False,
     checkpoint directory that carries its own image processor settings (image size,
     mean/std) overrides them through ``model.preprocess_config(default)``.
     """
-    model_cls, model_cfg, preprocess = _model_config(name, model_type, overrides)
+    model_cls, model_cfg, preprocess = model_config(name, model_type, overrides)
     model = model_cls.from_config(model_cfg)
     if is_eval:
         model.eval()

@@ -10,6 +10,10 @@ samples must equal the split size, so every sample is scored exactly once) and
 `report_split` (rank 0: `task.metrics`, `predictions.jsonl`, `metrics.json`). Without a
 process group it is a plain loop in one process.
 
+Rank 0 shows a tqdm bar over its batches on stderr, named after the split
+(`LAVIS_IB_NO_PROGRESS=1` hides it); the metrics line in the log is rounded to two
+decimals (`common.metrics_text`), the JSON files keep full precision.
+
 Under FSDP the caller gathers the model's shards first (`Strategy.eval_mode`), so ranks
 may run different numbers of batches and generation steps. Records and metrics travel
 through `dist_utils.all_gather_objects`, whose timeout is at least `EVAL_TIMEOUT_S` (COCO
@@ -20,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from typing import Any, Mapping
 
 import torch
@@ -28,6 +33,7 @@ from torch.utils.data import Subset
 from lavis_ib.common.dist_utils import (GATHER_TIMEOUT_S, all_gather_objects, get_rank,
                                         get_world_size)
 from lavis_ib.common.errors import ConfigError, LavisIbError
+from lavis_ib.common.metrics_text import metrics_line
 from lavis_ib.common.precision import autocast_dtype
 from lavis_ib.common.registry import registry
 from lavis_ib.runners.ckpt_files import write_atomic, write_json_atomic
@@ -103,7 +109,7 @@ def evaluate_split(model: Any, task: Any, dataset: Any, name: str, split: str, *
     try:
         records, bad = run_shard(model, task, dataset, indices, batch_size=batch_size,
                                  num_workers=num_workers, device=device, amp=amp,
-                                 done=done, writer=writer)
+                                 done=done, writer=writer, desc=f"{name}/{split}")
     finally:
         writer.close()
     counts = {k: v - before.get(k, 0) for k, v in model.inference_counts().items()}
@@ -119,10 +125,11 @@ def evaluate_split(model: Any, task: Any, dataset: Any, name: str, split: str, *
 
 def run_shard(model: Any, task: Any, dataset: Any, indices: list[int], *, batch_size: int,
               num_workers: int, device: torch.device, amp: str = "none",
-              done: dict[Any, dict[str, Any]] | None = None, writer: Any = None
-              ) -> tuple[list[dict[str, Any]], list[str]]:
+              done: dict[Any, dict[str, Any]] | None = None, writer: Any = None,
+              desc: str = "eval") -> tuple[list[dict[str, Any]], list[str]]:
     """(records, unreadable files) of this rank's shard of `dataset[indices]`; a batch
-    whose ids are all in `done` reuses those records; new records go to `writer`."""
+    whose ids are all in `done` reuses those records; new records go to `writer`.
+    `desc` names the progress bar (rank 0's only)."""
     from lavis_ib.datasets.loaders import eval_loader
 
     source = dataset if len(indices) == len(dataset) else _Subset(dataset, indices)
@@ -132,7 +139,7 @@ def run_shard(model: Any, task: Any, dataset: Any, indices: list[int], *, batch_
     task.before_evaluation(model, dataset)  # e.g. a ranking task takes the answer_list
     records: list[dict[str, Any]] = []
     bad: list[str] = []
-    for batch in loader:
+    for batch in progress(loader, desc):
         bad.extend(batch.get("_bad_files", []))
         if batch.get("_num_requested", 1) == len(batch.get("_bad_files", [])):
             continue
@@ -147,6 +154,21 @@ def run_shard(model: Any, task: Any, dataset: Any, indices: list[int], *, batch_
         if writer is not None:
             writer.write(new)
     return records, bad
+
+
+def progress(loader: Any, desc: str) -> Any:
+    """`loader` wrapped in a tqdm bar on rank 0 (stderr, cleared when done, so the log
+    reads on); other ranks and `LAVIS_IB_NO_PROGRESS=1` get the bare loader."""
+    if get_rank() != 0 or os.environ.get("LAVIS_IB_NO_PROGRESS") == "1":
+        return loader
+    from tqdm.auto import tqdm
+
+    try:
+        total = len(loader)
+    except TypeError:  # an iterable loader: the bar counts without a total
+        total = None
+    return tqdm(loader, desc=desc, total=total, unit="batch", file=sys.stderr, leave=False,
+                dynamic_ncols=True)
 
 
 def gather_records(task: Any, records: list[dict[str, Any]], bad: list[str], expected: int,
@@ -194,7 +216,7 @@ def report_split(task: Any, records: list[dict[str, Any]], bad: list[str], datas
         write_atomic(os.path.join(out_dir, "predictions.jsonl"), "".join(
             json.dumps(record, default=_json_default) + "\n" for record in records))
         write_json_atomic(os.path.join(out_dir, "metrics.json"), metrics, default=_json_default)
-    logger.info("%s: %s", where, json.dumps(metrics, default=_json_default))
+    logger.info("%s: %s", where, metrics_line(metrics))
     return metrics
 
 

@@ -1,10 +1,19 @@
 """Progress and logs of a run (rank 0 only): a tqdm bar (loss, lr, samples/s, ETA),
-JSON lines in `<output_dir>/log.jsonl` and TensorBoard events in `<output_dir>/tb/`.
+JSON lines in `<output_dir>/log.jsonl` (always), and the loggers named in `run.loggers`:
+`tensorboard` (events in `<output_dir>/tb/`, the default) and `wandb` (Weights & Biases,
+the optional extra `lavis_ib[wandb]`; its files in `<output_dir>/wandb/`).
 
 Each JSON line is one record: `{"type": "train", "step", "loss", "lr", "grad_norm",
 "tokens", "samples_per_s", "time"}` every `run.log_every` steps, `{"type": "val", "step",
 "score", "metrics": {...}}` after validation, and `{"type": "event", ...}` for
-checkpoints and stops.
+checkpoints, stops and the wandb run started. The loggers get the same scalars
+(`train/<key>`, `val/<dataset>/<metric>`, `val/select_score`) at the same steps.
+
+wandb runs offline (files only, `wandb sync` uploads them later) when there is no API
+key (`WANDB_API_KEY` or a `~/.netrc` login) or when the server does not answer within
+`WANDB_INIT_TIMEOUT_S`; that fallback is a warning and an event in log.jsonl. A
+`WANDB_MODE` set by the user is kept as it is. Each process start (a resume too) is one
+wandb run, grouped under the run folder's name, so that steps never go back in one run.
 """
 from __future__ import annotations
 
@@ -14,9 +23,15 @@ import math
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Mapping, Sequence
+
+from lavis_ib.common.errors import LavisIbError
+from lavis_ib.common.metrics_text import format_value
+from lavis_ib.common.schema import LOGGERS
 
 logger = logging.getLogger(__name__)
+WANDB_INIT_TIMEOUT_S = 20.0
+WANDB_PROJECT = "lavis_ib"   # default project; $WANDB_PROJECT chooses another
 
 
 class RunLogger:
@@ -27,26 +42,41 @@ class RunLogger:
         max_iters: total steps (for the bar's ETA).
         start_step: the first step of this process (after a resume).
         enabled: False on ranks other than 0.
-        tensorboard: also write TensorBoard events.
+        loggers: `run.loggers`, a subset of LOGGERS (log.jsonl is always written).
+        config: the run's composed config, recorded by wandb.
     """
 
     def __init__(self, output_dir: str, max_iters: int, start_step: int = 0,
-                 enabled: bool = True, tensorboard: bool = True) -> None:
+                 enabled: bool = True, loggers: Sequence[str] = ("tensorboard",),
+                 config: Mapping[str, Any] | None = None) -> None:
         self.enabled = enabled
         self.bar = None
         self.tb = None
+        self.wandb = None
         self._file = None
+        unknown = sorted(set(loggers) - set(LOGGERS))
+        if unknown:  # pre-flight checks run.loggers; this guards direct use
+            raise LavisIbError(f"run.loggers: unknown {unknown}; choose from {', '.join(LOGGERS)}.")
         if not enabled:
             return
         os.makedirs(output_dir, exist_ok=True)
         self._file = open(os.path.join(output_dir, "log.jsonl"), "a")
-        if tensorboard:
+        if "tensorboard" in loggers:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.tb = SummaryWriter(os.path.join(output_dir, "tb"))
             except ImportError as exc:  # tensorboard is a dependency; keep training if absent
                 logger.warning("TensorBoard disabled: %s", exc)
+                self.event(event="logger_disabled", logger="tensorboard", reason=str(exc))
+        if "wandb" in loggers:
+            try:
+                self.wandb = start_wandb(output_dir, config or {}, self.event)
+            except BaseException:
+                if self.tb is not None:
+                    self.tb.close()
+                self._file.close()
+                raise
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=max_iters, initial=start_step, desc="train", unit="step",
@@ -77,24 +107,30 @@ class RunLogger:
         self.write({"type": "train", "step": step, "loss": loss, "lr": lr,
                     "grad_norm": grad_norm if math.isfinite(grad_norm) else str(grad_norm),
                     "tokens": tokens, "samples_per_s": round(rate, 3)})
-        if self.tb is not None:
-            for key, value in (("loss", loss), ("lr", lr), ("grad_norm", grad_norm),
-                               ("samples_per_s", rate)):
-                self.tb.add_scalar(f"train/{key}", value, step)
+        self._scalars({"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm,
+                       "train/samples_per_s": rate, "train/tokens": tokens}, step)
 
     def validation(self, step: int, results: dict[str, dict[str, float]],
                    score: float | None) -> None:
         if not self.enabled:
             return
         self.write({"type": "val", "step": step, "score": score, "metrics": results})
+        scalars = {f"val/{name}/{key}": value for name, metrics in results.items()
+                   for key, value in metrics.items()}
+        if score is not None:
+            scalars["val/select_score"] = score
+        self._scalars(scalars, step)
+        self.bar.write(f"step {step}: validation score {format_value(score)}")
+
+    def _scalars(self, values: Mapping[str, Any], step: int) -> None:
+        """The numbers among `values` to every logger of `run.loggers`."""
+        numbers = {k: float(v) for k, v in values.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
         if self.tb is not None:
-            for name, metrics in results.items():
-                for key, value in metrics.items():
-                    if isinstance(value, (int, float)):
-                        self.tb.add_scalar(f"val/{name}/{key}", value, step)
-            if score is not None:
-                self.tb.add_scalar("val/select_score", score, step)
-        self.bar.write(f"step {step}: validation score {score}")
+            for key, value in numbers.items():
+                self.tb.add_scalar(key, value, step)
+        if self.wandb is not None:
+            self.wandb.log(numbers, step=step)
 
     def reset_rate(self) -> None:
         """Restart the samples/s clock (after validation or a checkpoint, which are not
@@ -105,9 +141,63 @@ class RunLogger:
         self.write({"type": "event", **fields})
 
     def close(self) -> None:
+        """Close the bar and every logger; called from the runner's `finally`, so a run
+        that fails still finishes its wandb run (marked failed, exit code 1)."""
         if not self.enabled:
             return
         self.bar.close()
         if self.tb is not None:
             self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish(exit_code=0 if sys.exc_info()[0] is None else 1)
+            self.wandb = None
         self._file.close()
+
+
+def _has_wandb_login() -> bool:
+    """An API key in the environment or a wandb login in ~/.netrc (no network used)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    import netrc
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc().authenticators(host or "") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def start_wandb(output_dir: str, config: Mapping[str, Any], event: Any) -> Any:
+    """A wandb run for this process (rank 0), its files in `<output_dir>/wandb/`.
+
+    Raises:
+        LavisIbError: wandb is not installed, or a user-set online `WANDB_MODE` fails.
+    """
+    try:
+        import wandb
+    except ImportError:
+        raise LavisIbError("run.loggers has 'wandb' but wandb is not installed: "
+                           "pip install 'lavis_ib[wandb]'.") from None
+    from lavis_ib.common.containers import to_plain
+
+    chosen = os.environ.get("WANDB_MODE")
+    mode = chosen or ("online" if _has_wandb_login() else "offline")
+    name = os.path.basename(os.path.abspath(output_dir))
+    kwargs = dict(project=os.environ.get("WANDB_PROJECT", WANDB_PROJECT), dir=output_dir,
+                  config=to_plain(config), name=name, group=name,
+                  settings=wandb.Settings(silent=True, console="off",
+                                          init_timeout=WANDB_INIT_TIMEOUT_S))
+    try:
+        run = wandb.init(mode=mode, **kwargs)
+    except Exception as exc:  # wandb raises its own CommError/UsageError types
+        if chosen or mode != "online":
+            raise LavisIbError(f"wandb.init failed (WANDB_MODE={mode}): {exc}; set "
+                               f"WANDB_MODE=offline to log to files only.") from None
+        logger.warning("wandb: no answer from the server (%s); logging offline in %s "
+                       "(upload later with `wandb sync`)", exc, os.path.join(output_dir, "wandb"))
+        event(event="wandb_offline", reason=str(exc)[:300])
+        mode, run = "offline", wandb.init(mode="offline", **kwargs)
+    event(event="wandb", mode=mode, dir=run.dir, run_id=run.id)
+    logger.info("wandb run %s (%s mode): %s", run.id, mode, run.dir)
+    return run

@@ -148,7 +148,13 @@ class RunnerIter(RunFolderMixin, NonFiniteGuardMixin):
         self.lock = RunLock(self.output_dir)
         self._setup_training()
         run = self.run
-        log = RunLogger(self.output_dir, run.max_iters, self.step, enabled=self.is_main)
+        try:  # wandb may refuse to start (a user-set WANDB_MODE that fails)
+            log = RunLogger(self.output_dir, run.max_iters, self.step, enabled=self.is_main,
+                            loggers=list(run.loggers), config=self.cfg.config)
+        except BaseException:
+            self.loader.close()
+            self.lock.release()
+            raise
         self.signals = StopSignals().install()
         self.inner.train()
         stopped_by = None

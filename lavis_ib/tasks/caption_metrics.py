@@ -43,10 +43,13 @@ def caption_scores(predictions: Mapping[Hashable, str],
     empty = [k for k, refs in references.items() if not refs]
     if empty:
         raise DataError(f"caption metrics: id {empty[0]!r} has no reference caption.")
+    from lavis_ib.common.quiet import PTB_SPEED_LINE, child_stderr_without
+
     tokenizer = PTBTokenizer()
-    gts = tokenizer.tokenize({k: [{"caption": str(r)} for r in references[k]]
-                              for k in references})
-    res = tokenizer.tokenize({k: [{"caption": str(predictions[k])}] for k in references})
+    with child_stderr_without(PTB_SPEED_LINE):   # the Java tokenizer's speed report
+        gts = tokenizer.tokenize({k: [{"caption": str(r)} for r in references[k]]
+                                  for k in references})
+        res = tokenizer.tokenize({k: [{"caption": str(predictions[k])}] for k in references})
     # the tokenizer drops trailing empty lines: an empty prediction comes back missing
     res = {k: res.get(k) or [""] for k in references}
 

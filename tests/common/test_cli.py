@@ -60,3 +60,28 @@ def test_entry_points_share_one_module_and_import_no_other_entry_point():
         others = (commands - {module, "lavis_ib.cli"}) & imported
         if module != "lavis_ib.demo":  # the demo runs the other commands in turn, by design
             assert not others, f"{module} imports {sorted(others)}"
+
+
+def _help_of(command):
+    """(exit code, stdout) of `lavis-ib COMMAND --help`, run in-process."""
+    try:
+        return cli.main([command, "--help"])
+    except SystemExit as exc:   # argparse exits after printing the help
+        return exc.code
+
+
+@pytest.mark.parametrize("command", list(cli.COMMANDS))
+def test_every_command_prints_its_help_under_its_lavis_ib_name(command, capsys):
+    assert _help_of(command) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: lavis-ib {command}"), out[:200]
+    assert "-h" in out or "PROJECT.yaml" in out
+
+
+def test_the_demo_usage_line_says_how_make_demo_runs_it(capsys):
+    from lavis_ib import demo
+
+    with pytest.raises(SystemExit) as exc:
+        demo.main(["--help"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: python -m lavis_ib.demo")

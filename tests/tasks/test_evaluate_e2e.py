@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -64,6 +65,12 @@ def evaluate(cfg_path, out_dir, model_type, nproc, options=()):
            "LAVIS_IB_NO_PROGRESS": "1"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    # third-party noise stays out of the console: torchao's Enum warnings (torch pytree,
+    # on importing transformers' modeling code) and the Java PTB tokenizer's speed lines
+    for noise in ("torch/utils/_pytree.py", "is an Enum subclass", "PTBTokenizer tokenized"):
+        assert noise not in proc.stderr + proc.stdout, noise
+    # the summary prints rounded: "  gqa: acc 0.00 (3 samples, 0 truncated)"
+    assert re.search(r"^  gqa: acc \d+\.\d\d \(\d+ samples", proc.stdout, re.M), proc.stdout
     results = {}
     for name, split in DATASETS.items():
         folder = os.path.join(out_dir, "eval", f"{name}_{split}")
@@ -116,6 +123,11 @@ def test_evaluate_one_and_two_processes_agree(project, model_type, tmp_path):
     assert report([str(tmp_path / "one"), "--compare", "InstructBLIP Vicuna-7B"]) == 0
     table = (tmp_path / "one" / "report" / "table1.md").read_text()
     assert "| Visdial | val | mrr |" in table and "9 of 13 datasets evaluated" in table
+    # a tiny model type has no Table 1 row: the report needs no --compare (our numbers alone)
+    assert report([str(tmp_path / "one"), "--out", str(tmp_path / "ours")]) == 0
+    ours = (tmp_path / "ours" / "table1.md").read_text()
+    gqa = json.load(open(tmp_path / "one" / "eval" / "gqa_test" / "metrics.json"))["acc"]
+    assert f"| GQA | test | acc | {gqa:.1f} |" in ours and "--compare ROW" in ours
 
 
 @pytest.mark.slow

@@ -51,8 +51,12 @@ def test_report_table_csv_and_chart(tmp_path, capsys):
 
 def test_report_through_the_cli_with_compare_and_out(tmp_path):
     run = make_run(tmp_path, model_type="tiny_flant5", results={"ivqa_test": {"acc": 1.0}})
-    with pytest.raises(ConfigError, match="--compare"):
-        main([str(run)])
+    assert main([str(run)]) == 0   # no Table 1 row: our numbers alone, and how to compare
+    md = (run / "report" / "table1.md").read_text()
+    assert "| dataset | split | metric | ours |" in md and "paper" not in md.split("\n\n")[1]
+    assert "| iVQA | test | acc | 1.0 |" in md and "--compare ROW" in md
+    rows = list(csv.DictReader((run / "report" / "table1.csv").open()))
+    assert {r["paper"] for r in rows} == {""} and {r["diff"] for r in rows} == {""}
     out = tmp_path / "elsewhere"
     assert cli.main(["report", str(run), "--compare", "InstructBLIP FlanT5XL",
                      "--out", str(out)]) == 0
@@ -75,3 +79,28 @@ def test_report_errors(tmp_path):
         main([str(run)])
     with pytest.raises(ConfigError, match="Did you mean"):
         main([str(run), "--compare", "InstructBLIP Vicuna-7"])
+
+
+def test_chart_tells_a_measured_zero_from_a_missing_value(tmp_path, monkeypatch):
+    """Read the figure's artists (not pixels): a measured 0 is a bar labelled 0.0, a
+    missing value has no bar and an "n/a" label at its place."""
+    from lavis_ib import report_chart
+
+    figures = []
+    monkeypatch.setattr(report_chart, "save", lambda fig, path: figures.append(fig))
+    run = make_run(tmp_path, model_type="tiny_vicuna",
+                   results={"gqa_test": {"acc": 0.0}, "msvd_qa_test": {"acc": 12.5}})
+    assert main([str(run)]) == 0
+    (ax,) = figures[0].axes
+    ticks = [t.get_text().split("\n")[0] for t in ax.get_xticklabels()]
+    assert len(ticks) == len(HELD_OUT)
+    bars = [p for p in ax.patches if p.get_width() > 0]
+    assert len(bars) == 2   # the two measured values only, the zero among them
+    tick_of = {round(b.get_x() + b.get_width() / 2): (b.get_height()) for b in bars}
+    assert tick_of == {ticks.index("GQA"): 0.0, ticks.index("MSVD QA"): 12.5}
+    labels = [t.get_text() for t in ax.texts]
+    assert labels.count("0.0") == 1 and labels.count("12.5") == 1
+    missing = [t for t in ax.texts if t.get_text() == "n/a"]
+    assert len(missing) == len(HELD_OUT) - 2
+    assert {round(t.get_position()[0]) for t in missing} == \
+        set(range(len(HELD_OUT))) - {ticks.index("GQA"), ticks.index("MSVD QA")}

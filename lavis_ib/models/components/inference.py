@@ -177,7 +177,18 @@ class InferenceMixin:
         `predict_class`: the prompt template is filled from the batch and LAVIS's
         `context` / `history` / `caption` prefixes are added (`lavis_prompts`);
         `n_segments` > 1 scores the candidates in that many chunks (memory, not results).
-        `append_eos` None: the model's `default_append_eos`."""
+        `append_eos` None: the model's `default_append_eos`.
+
+        The indices point into the candidate list of each sample; map them back to labels::
+
+            labels = ["cat", "dog", "horse"]
+            order = model.predict_class({"image": images, "prompt": "What animal is this?"},
+                                        labels)
+            best = [labels[int(row[0])] for row in order]        # one label per image
+            ranked = [[labels[int(i)] for i in row] for row in order]
+
+        With one candidate list per sample (ragged), use that sample's list and stop at its
+        length: the padded slots come last (`score_candidates` returns their mask)."""
         if int(n_segments) < 1:
             raise LavisIbError(f"predict_class: n_segments must be >= 1, got {n_segments}.")
         prompts = class_prompt_prefixes(samples, self._prompts(samples))

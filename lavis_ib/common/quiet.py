@@ -1,0 +1,80 @@
+"""Keeping third-party chatter out of the console, and only that.
+
+Some libraries print lines that say nothing about the run: torch's pytree module warns
+once per Enum that torchao registers, matplotlib announces that it is building its font
+cache, and the Java PTB tokenizer behind the COCO caption metrics reports its speed on
+every call. They would drown our own log lines, so their named loggers are raised to ERROR
+and the tokenizer's speed line is filtered out of its stderr. Nothing else is touched:
+our own warnings and any other third-party warning still print.
+
+`LAVIS_IB_LOG_LEVEL=DEBUG` keeps everything (no logger raised, nothing filtered) and sets
+our loggers to DEBUG; `LAVIS_IB_LOG_LEVEL=WARNING` prints only warnings and errors.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import tempfile
+from typing import Iterator
+
+LOG_LEVEL_ENV = "LAVIS_IB_LOG_LEVEL"
+# third-party loggers whose INFO/WARNING lines are noise in a training console
+NOISY_LOGGERS = (
+    "torch.utils._pytree",        # "<enum ...> is an Enum subclass ...": torchao's import
+    "matplotlib.font_manager",    # "Matplotlib is building the font cache"
+)
+# the Java PTB tokenizer's speed report, printed on every tokenisation
+PTB_SPEED_LINE = re.compile(r"^PTBTokenizer tokenized \d+ tokens at [\d.]+ tokens per second\.\s*$")
+
+
+def log_level(default: int = logging.INFO) -> int:
+    """The level asked for in $LAVIS_IB_LOG_LEVEL (a name such as DEBUG), else `default`."""
+    name = os.environ.get(LOG_LEVEL_ENV, "").strip().upper()
+    level = logging.getLevelName(name) if name else default
+    return level if isinstance(level, int) else default
+
+
+def verbose() -> bool:
+    """True when $LAVIS_IB_LOG_LEVEL asks for DEBUG: every third-party line is kept."""
+    return log_level() <= logging.DEBUG
+
+
+def quiet_third_party() -> None:
+    """Raise the noisy third-party loggers to ERROR (unless `verbose()`)."""
+    if verbose():
+        return
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def child_stderr_without(pattern: re.Pattern[str]) -> Iterator[None]:
+    """Drop the lines matching `pattern` from what child processes started inside the
+    block write to stderr (they write to file descriptor 2 directly, out of reach of
+    Python's logging); every other line is written back to stderr when the block ends."""
+    if verbose():
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable descriptor 2: nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode(errors="replace")
+            kept = [line for line in text.splitlines(keepends=True) if not pattern.match(line)]
+            if kept:
+                os.write(2, "".join(kept).encode())

@@ -1,0 +1,147 @@
+"""The JSONL results file of `lavis-ib predict` and its resume.
+
+One JSON object per input, in input order, appended and flushed batch by batch. Beside
+it, `<output>.meta.json` holds the settings that define the results (model, options,
+generation settings, append_eos, seed, batch size). A rerun with the same `--output`
+keeps the records already written and continues after them; a rerun whose settings or
+inputs differ is refused (`--overwrite` starts again), because one file would otherwise
+mix results of two setups. A torn last line (a crash in the middle of a write) is
+detected, logged and written again.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Sequence
+
+from lavis_ib.common.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+META_VERSION = 1
+
+
+def meta_path(output: str) -> str:
+    return output + ".meta.json"
+
+
+class ResultsFile:
+    """The results file of one run: `existing` records (resume), `keep`, `append`."""
+
+    def __init__(self, output: str, settings: dict[str, Any], overwrite: bool = False) -> None:
+        self.output, self.settings = output, settings
+        self.existing: list[dict] = []
+        self._offsets: list[int] = []      # byte offset after each existing record
+        folder = os.path.dirname(os.path.abspath(output))
+        if not os.path.isdir(folder):
+            raise DataError(f"--output '{output}': folder '{folder}' does not exist.")
+        if os.path.isdir(output):
+            raise DataError(f"--output '{output}' is a folder; give a file name.")
+        if overwrite:
+            for path in (output, meta_path(output)):
+                if os.path.exists(path):
+                    os.remove(path)
+                    log.info("--overwrite: removed %s", path)
+        if os.path.exists(output):
+            self._check_meta()
+            self._read_existing()
+
+    def _check_meta(self) -> None:
+        path = meta_path(self.output)
+        if not os.path.isfile(path):
+            raise ConfigError(f"--output '{self.output}' exists but has no '{path}', so it was "
+                              f"not written by lavis-ib predict; pass --overwrite to replace it "
+                              f"or choose another --output.")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                stored = json.load(fh).get("settings")
+        except (json.JSONDecodeError, AttributeError, OSError) as exc:
+            raise DataError(f"'{path}' is not a settings file ({exc}); pass --overwrite "
+                            f"to start again.") from None
+        if stored != self.settings:
+            keys = sorted(k for k in set(stored or {}) | set(self.settings)
+                          if (stored or {}).get(k) != self.settings.get(k))
+            diffs = "; ".join(f"{k}: {(stored or {}).get(k)!r} then, {self.settings.get(k)!r} now"
+                              for k in keys)
+            raise ConfigError(f"--output '{self.output}' holds results of other settings "
+                              f"({diffs}); rerun with the same settings to resume, pass "
+                              f"--overwrite to start again, or choose another --output.")
+
+    def _read_existing(self) -> None:
+        with open(self.output, "rb") as fh:
+            data = fh.read()
+        offset = 0
+        lines = data.split(b"\n")
+        for number, line in enumerate(lines, start=1):
+            last = number == len(lines)
+            end = offset + len(line) + (0 if last else 1)
+            if not line.strip():
+                if not last:
+                    raise DataError(self._damaged(number, "an empty line"))
+                break
+            try:
+                record = json.loads(line)
+                if last or not isinstance(record, dict) or "input" not in record:
+                    raise ValueError("unterminated" if last else "not a result record")
+            except ValueError:
+                if last:   # written partly when the previous run stopped
+                    log.warning("%s: line %d is torn (the previous run stopped while writing "
+                                "it); it is dropped and written again", self.output, number)
+                    break
+                raise DataError(self._damaged(number, "not a result record")) from None
+            self.existing.append(record)
+            self._offsets.append(end)
+            offset = end
+
+    def _damaged(self, number: int, what: str) -> str:
+        return (f"--output '{self.output}' line {number} is {what}, so the file was edited or "
+                f"damaged; pass --overwrite to start again or choose another --output.")
+
+    def check_inputs(self, expected: Sequence[dict]) -> None:
+        """The existing records must be for the first inputs of this run (same input,
+        prompt and candidates), else the file belongs to another run."""
+        if len(self.existing) > len(expected):
+            raise ConfigError(f"--output '{self.output}' holds {len(self.existing)} records but "
+                              f"this run has {len(expected)} inputs; pass --overwrite or choose "
+                              f"another --output.")
+        for number, (have, want) in enumerate(zip(self.existing, expected), start=1):
+            mismatch = [k for k, v in want.items() if have.get(k) != v]
+            if mismatch:
+                raise ConfigError(
+                    f"--output '{self.output}' line {number} is for {have.get('input')!r} "
+                    f"({', '.join(mismatch)} differ from input {number} of this run, "
+                    f"{want.get('input')!r}); the inputs changed, so pass --overwrite or "
+                    f"choose another --output.")
+
+    def keep(self, count: int) -> None:
+        """Keep the first `count` records (a resume restarts at a batch boundary, so that
+        a seeded batch is drawn exactly as in an uninterrupted run), drop the rest."""
+        size = self._offsets[count - 1] if count else 0
+        if count < len(self.existing):
+            log.info("%s: %d record(s) of an unfinished batch are computed again",
+                     self.output, len(self.existing) - count)
+        self.existing = self.existing[:count]
+        self._offsets = self._offsets[:count]
+        if os.path.exists(self.output) and os.path.getsize(self.output) != size:
+            with open(self.output, "r+b") as fh:
+                fh.truncate(size)
+
+    def start(self) -> None:
+        """Write the settings file (atomically) before the first result."""
+        path = meta_path(self.output)
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump({"version": META_VERSION, "settings": self.settings}, fh, indent=1)
+        os.replace(tmp, path)
+        self._fh = open(self.output, "a", encoding="utf-8")
+
+    def append(self, records: Sequence[dict]) -> None:
+        """One batch of records, flushed and synced, so a kill loses at most this batch."""
+        self._fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        fh = getattr(self, "_fh", None)
+        if fh is not None:
+            fh.close()
