@@ -179,3 +179,18 @@ def test_merging_keeps_the_outputs_and_restores_the_llm_names(model_type, layers
     assert list(model.state_dict()) == list(plain.state_dict())
     assert not any(p.requires_grad for p in model.llm.parameters())
     assert model.merge_adapters() == 0
+
+
+def test_export_builds_a_quantised_run_unquantised(capsys):
+    from omegaconf import OmegaConf
+
+    from lavis_ib.export import unquantised
+
+    node = OmegaConf.create({"arch": "instructblip", "model_type": "vicuna7b",
+                             "llm_quantization": "int8", "llm_precision": "bf16"})
+    plain = unquantised(node)
+    assert plain.llm_quantization == "none" and plain.llm_precision == "bf16"
+    assert node.llm_quantization == "int8"  # the run's own config is left as it was
+    assert "builds the LLM unquantised" in capsys.readouterr().out
+    untouched = OmegaConf.create({"arch": "instructblip", "llm_quantization": "none"})
+    assert unquantised(untouched) is untouched
