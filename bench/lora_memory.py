@@ -127,15 +127,17 @@ def main() -> None:
             label, params, state, grown = ROWS[row][0](args.r, ROWS[row][1])
             line = f"| {label} | {params:,} | {state / 2**20:,.1f} MiB | {grown / 2**20:,.1f} MiB |"
         else:
-            line = subprocess.run([sys.executable, __file__, "--r", str(args.r), "--row", str(row)],
-                                  capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+            cmd = [sys.executable, __file__, "--r", str(args.r), "--row", str(row)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            line = out.strip().splitlines()[-1]
         print(line)
         cells.append([c.strip() for c in line.strip("|").split("|")])
     for (base, lora), model in zip([cells[i:i + 2] for i in range(0, len(cells), 2)], WRAPPED):
         added = int(lora[1].replace(",", "")) - int(base[1].replace(",", ""))
         expected = args.r * sum(WRAPPED[model])
         assert added == expected, f"{model}: LoRA added {added} parameters, expected {expected}"
-        state = float(lora[2].split()[0].replace(",", "")) - float(base[2].split()[0].replace(",", ""))
+        state = (float(lora[2].split()[0].replace(",", ""))
+                 - float(base[2].split()[0].replace(",", "")))
         print(f"summary: {model}: LoRA r={args.r} adds {added:,} trainable parameters "
               f"(+{100 * added / int(base[1].replace(',', '')):.1f} %), AdamW state "
               f"+{state:,.1f} MiB")

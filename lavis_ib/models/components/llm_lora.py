@@ -59,8 +59,7 @@ def lora_problems(model: Mapping[str, Any], run: Mapping[str, Any] | None) -> li
            f"{', '.join(KEYS)}." for k in settings if k not in KEYS]
     out += _number_problems(settings)
     targets = settings.get("target_modules")
-    if targets is not None and (isinstance(targets, (str, bytes)) or not isinstance(targets, (list, tuple))
-                                or not targets or not all(isinstance(t, str) and t for t in targets)):
+    if targets is not None and not _is_name_list(targets):
         out.append(f"model.llm_lora.target_modules must be a non-empty list of module names "
                    f"(e.g. [q_proj, v_proj]); got {targets!r}.")
     if (model.get("llm_quantization") or "none") != "none":
@@ -82,6 +81,11 @@ def _number_problems(settings: Mapping[str, Any]) -> list[str]:
     if dropout is not None and (not _is_number(dropout) or not 0 <= dropout < 1):
         out.append(f"model.llm_lora.dropout must be in [0, 1); got {dropout!r}.")
     return out
+
+
+def _is_name_list(value: Any) -> bool:
+    return (isinstance(value, (list, tuple)) and bool(value)
+            and all(isinstance(t, str) and t for t in value))
 
 
 def _is_number(value: Any) -> bool:
