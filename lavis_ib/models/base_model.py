@@ -152,6 +152,12 @@ class BaseModel(nn.Module):
         return {}
 
     # -- export ------------------------------------------------------------------------
+    def merge_adapters(self) -> int:
+        """Fold trained adapters (LoRA on the LLM) into the weights they adapt, so that
+        `save_pretrained` writes plain weights; returns how many layers were merged.
+        Default: the model has no adapters (0)."""
+        return 0
+
     def save_pretrained(self, directory: str) -> str:
         """Write the model in its export format to `directory` and return the directory.
         Default: the model has no export format (LavisIbError)."""

@@ -57,7 +57,8 @@ from lavis_ib.runners.ckpt_files import (META, _STEP_DIR, check_verified, fsync_
                                          resolve_checkpoint, write_json_atomic)
 from lavis_ib.runners.faults import disk_full_writer, maybe_fault
 from lavis_ib.runners.rng import rng_state, set_rng_state  # noqa: F401 (re-exported)
-from lavis_ib.runners.safe_load import dcp_load, load_pt, raise_unsafe
+from lavis_ib.runners.safe_load import (check_no_extra_weights, dcp_load, load_pt,
+                                        raise_unsafe)
 
 logger = logging.getLogger(__name__)
 
@@ -246,6 +247,7 @@ class CheckpointManager:
             meta = check_verified(path)
         model_sd, optim_sd = _state_dicts(model, inner, optimizer)
         single = not dist.is_initialized()
+        check_no_extra_weights(path, set(model_sd))
         try:
             dcp_load(model_sd, os.path.join(path, "model"), single)
             dcp_load(optim_sd, os.path.join(path, "optim"), single)
@@ -296,6 +298,7 @@ def load_trainable_weights(model: nn.Module, path: str) -> str:
     path = resolve_checkpoint(path)
     check_verified(path)
     state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    check_no_extra_weights(path, set(state))
     try:
         dcp_load(state, os.path.join(path, "model"), single=True)
     except (Exception, CheckpointException) as exc:

@@ -142,3 +142,19 @@ def raise_unsafe(exc: BaseException) -> None:
         inner = item[0] if isinstance(item, tuple) else item
         if isinstance(inner, UnsafeCheckpointError):
             raise UnsafeCheckpointError(str(inner)) from None
+
+
+def check_no_extra_weights(path: str, wanted: set[str]) -> None:
+    """Raise when the checkpoint holds trainable weights the model lacks: DCP would load
+    the model's keys and silently leave the others (e.g. LoRA adapters of a run whose
+    model was rebuilt without `model.llm_lora`)."""
+    folder = str(pathlib.Path(path) / "model")
+    stored = SafeFileSystemReader(folder).read_metadata().state_dict_metadata
+    extra = sorted(set(stored) - wanted)
+    if not extra:
+        return
+    hint = (" They are LoRA adapters: build the model with the run's model.llm_lora (in the "
+            "run's config.yaml)." if any(".lora_A." in k or ".lora_B." in k for k in extra)
+            else " Build the model with the run's model settings (the run's config.yaml).")
+    raise LavisIbError(f"checkpoint '{path}' holds {len(extra)} trainable tensors the model "
+                       f"does not have, e.g. {extra[:3]}.{hint}")

@@ -5,9 +5,12 @@ so a hang fails fast; `Strategy.wrap` prepares a model:
 
 - `none`: the model on its device.
 - `ddp`: DistributedDataParallel over the whole model (frozen parameters carry no grads).
-- `fsdp`: FSDP2 `fully_shard` on every `model.shard_units()` block, then on leftover
-  single-dtype submodules, then on the root, with an explicit 1-D device mesh. Every unit
-  holds one dtype (frozen bf16/fp16 blocks apart from the fp32 Q-Former). Units with
+- `fsdp`: FSDP2 `fully_shard` on every `model.shard_units()` block, then (when the
+  leftover parameters mix dtypes) on every submodule that directly owns leftover
+  parameters, then on the root, with an explicit 1-D device mesh. Every unit
+  holds one dtype (frozen bf16/fp16 blocks apart from the fp32 Q-Former; LoRA adapters on
+  the LLM are units of their own nested in their bf16 block, as the model's
+  `shard_units()` lists them first: FSDP2 refuses mixed dtypes in one unit). Units with
   trainable parameters get, with `amp: bf16`, `MixedPrecisionPolicy(param_dtype=bf16,
   reduce_dtype=fp32)`: fp32 master weights, bf16 compute, fp32 gradient reduction.
   Frozen units keep their stored dtype (an fp16 ViT is not recast to bf16). The model
@@ -42,6 +45,10 @@ if TYPE_CHECKING:
 
 # the model contract's inference methods (docs/architecture.md)
 FORWARD_METHODS = ("generate", "score_candidates")
+# methods other than `forward` by which models enter a submodule that may become a unit:
+# timm's ViT is run by `forward_features`, and its own parameters (class token, position
+# embedding) form a unit when the root mixes dtypes
+UNIT_METHODS = ("forward_features",)
 
 
 @dataclass
@@ -112,18 +119,24 @@ def _own_params(module: nn.Module, taken: set[int]) -> list[nn.Parameter]:
     return [p for p in module.parameters() if id(p) not in taken]
 
 
-def _single_dtype_units(root: nn.Module, taken: set[int]) -> list[nn.Module]:
-    """Children of `root` (recursively) whose unsharded parameters share one dtype, for a
-    root whose leftover parameters mix dtypes (FSDP2 units must be uniform)."""
-    units = []
-    for child in root.children():
-        params = _own_params(child, taken)
-        if not params:
-            continue
-        if len({p.dtype for p in params}) == 1:
-            units.append(child)
-        else:
-            units.extend(_single_dtype_units(child, taken))
+def _param_owner_units(root: nn.Module, taken: set[int]) -> list[nn.Module]:
+    """Every submodule of `root` that directly owns parameters not yet in a unit, children
+    before parents, for a root whose leftover parameters mix dtypes (FSDP2 units must be
+    uniform). Units this small are entered wherever the model calls them: a model may
+    call a leftover submodule directly (the LLM adapter embeds ids with the LLM's
+    `get_input_embeddings()`), which never runs a larger enclosing unit's forward hook."""
+    units: list[nn.Module] = []
+    seen: set[int] = set()
+
+    def visit(module: nn.Module) -> None:
+        for child in module.children():
+            if id(child) in seen:
+                continue
+            seen.add(id(child))
+            visit(child)
+            if any(id(p) not in taken for p in child.parameters(recurse=False)):
+                units.append(child)
+    visit(root)
     return units
 
 
@@ -175,6 +188,9 @@ class Strategy:
             own = _own_params(unit, taken)
             policy = train if any(p.requires_grad for p in own) else keep
             fully_shard(unit, mesh=self.mesh, mp_policy=policy)
+            for name in UNIT_METHODS:
+                if callable(getattr(unit, name, None)):
+                    register_fsdp_forward_method(unit, name)
             taken.update(id(p) for p in unit.parameters())
 
         units = list(model.shard_units())
@@ -183,7 +199,8 @@ class Strategy:
             self._check_uniform(unit, taken)
             shard(unit)
         if len({p.dtype for p in _own_params(model, taken)}) > 1:
-            for unit in _single_dtype_units(model, taken):
+            for unit in _param_owner_units(model, taken):
+                self._check_uniform(unit, taken)
                 shard(unit)
         self._check_uniform(model, taken)
         fully_shard(model, mesh=self.mesh, mp_policy=train)

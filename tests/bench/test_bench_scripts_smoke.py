@@ -54,3 +54,8 @@ def test_loader_smoke(tmp_path):
     for row in rows.values():
         assert float(row.strip().strip("|").split("|")[-1]) > 0, row
     assert re.search(r"samples/s ratio \(lavis_ib / lavis-style\) [\d.]+x with 2 vs 12", out)
+
+
+def test_lora_memory_smoke():
+    out = run("lora_memory.py")
+    assert re.search(r"summary: tiny_vicuna: LoRA r=8 adds 4,096 trainable parameters", out), out

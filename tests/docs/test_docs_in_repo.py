@@ -17,7 +17,7 @@ DOCS = ("docs/architecture.md", "docs/protocol.md", "docs/adding_a_model.md")
 CONTRACT = {"forward", "generate", "generation_settings", "score_candidates", "llm_family",
             "default_append_eos", "trainable_module_names", "trainable_parameters",
             "shard_units", "checkpoint_units", "save_pretrained", "preprocess_config",
-            "from_config", "default_config_path", "inference_counts"}
+            "from_config", "default_config_path", "inference_counts", "merge_adapters"}
 # BaseModel members that are plumbing, not part of the contract other layers call
 NOT_CONTRACT = {"PRETRAINED_MODEL_CONFIG_DICT", "device", "from_pretrained"}
 # Names of documents that lived outside the repository; built from parts so that this

@@ -67,6 +67,7 @@ class Blip2(QFormerLLM):
 
     def save_pretrained(self, directory: str) -> str:
         """Write the Hugging Face `Blip2ForConditionalGeneration` + `Blip2Processor` layout."""
+        self.require_merged_adapters()
         return save_hf_directory(self, directory)
 
     def preprocess_config(self, default: Any) -> Any:

@@ -1,16 +1,180 @@
-"""LoRA adapters on the LLM (`model.llm_lora`)."""
+"""LoRA adapters on the frozen LLM (`model.llm_lora`), through peft.
+
+Off by default: the paper trains only the Q-Former side. When a model node sets
+`llm_lora: {r, alpha, dropout, target_modules}`, peft's `inject_adapter_in_model` wraps
+the named linear layers of the LLM in place (the LLM object, and every module name above
+the wrapped layers, stay as they were), so the adapters' parameter names are the LLM's
+with `.lora_A.default.weight` / `.lora_B.default.weight` added. Those names are what run
+checkpoints store; `merge_adapters` folds the adapters back into the base weights and
+removes the wrappers, which restores the LLM's own names for the Hugging Face export.
+
+Choices, documented in docs/lora.md:
+- adapters are fp32 whatever `llm_precision` is (they train; the base stays frozen);
+- LoRA starts as the identity (B = 0, peft's default initialisation), and A is drawn
+  from a fixed seed so every process of a distributed run draws the same adapters;
+- `target_modules` defaults per LLM family (`DEFAULT_TARGETS`), names are checked
+  against the LLM's linear layers when the model is built;
+- combined with `llm_quantization` it is refused (not tested on quantised layers).
+"""
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping
 
-from lavis_ib.common.errors import ConfigError
+import torch
+from torch import nn
+
+from lavis_ib.common.errors import ConfigError, did_you_mean
+
+logger = logging.getLogger(__name__)
+
+KEYS = ("r", "alpha", "dropout", "target_modules")
+#: target_modules when a node does not name them, by the LLM's transformers `model_type`
+#: (the attention query and value projections, as in the LoRA paper)
+DEFAULT_TARGETS = {"llama": ["q_proj", "v_proj"], "opt": ["q_proj", "v_proj"],
+                   "mistral": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"],
+                   "t5": ["q", "v"]}
+#: the seed of the adapters' random A matrices (identical in every process)
+ADAPTER_SEED = 0
+ADAPTER_NAME = "default"
+
+
+def is_adapter_parameter(name: str) -> bool:
+    """Whether a parameter name belongs to a LoRA adapter (peft's `lora_A` / `lora_B`)."""
+    return any(part in ("lora_A", "lora_B") for part in name.split("."))
 
 
 def lora_problems(model: Mapping[str, Any], run: Mapping[str, Any] | None) -> list[str]:
-    if model.get("llm_lora"):
-        return ["model.llm_lora is not available in this version."]
-    return []
+    """Every problem of `model.llm_lora` that can be seen before anything is built."""
+    settings = model.get("llm_lora")
+    if settings is None or settings is False:
+        return []
+    if not isinstance(settings, Mapping):
+        return [f"model.llm_lora must be a mapping such as {{r: 8, alpha: 16}} (or null "
+                f"for no adapters); got {settings!r}."]
+    if not settings:
+        return ["model.llm_lora is an empty mapping: set at least r (e.g. {r: 8}), or null "
+                "for no adapters."]
+    out = [f"model.llm_lora: unknown key '{k}'.{did_you_mean(str(k), KEYS)} Known: "
+           f"{', '.join(KEYS)}." for k in settings if k not in KEYS]
+    out += _number_problems(settings)
+    targets = settings.get("target_modules")
+    if targets is not None and not _is_name_list(targets):
+        out.append(f"model.llm_lora.target_modules must be a non-empty list of module names "
+                   f"(e.g. [q_proj, v_proj]); got {targets!r}.")
+    if (model.get("llm_quantization") or "none") != "none":
+        out.append(f"model.llm_lora with model.llm_quantization="
+                   f"'{model['llm_quantization']}' is not supported; train adapters on the "
+                   f"unquantised LLM (llm_precision: bf16) or set llm_lora: null.")
+    return out
+
+
+def _number_problems(settings: Mapping[str, Any]) -> list[str]:
+    out = []
+    r = settings.get("r")
+    if not isinstance(r, int) or isinstance(r, bool) or r < 1:
+        out.append(f"model.llm_lora.r must be an integer >= 1 (the adapter rank); got {r!r}.")
+    alpha = settings.get("alpha", None)
+    if alpha is not None and (not _is_number(alpha) or alpha <= 0):
+        out.append(f"model.llm_lora.alpha must be a number > 0; got {alpha!r}.")
+    dropout = settings.get("dropout", None)
+    if dropout is not None and (not _is_number(dropout) or not 0 <= dropout < 1):
+        out.append(f"model.llm_lora.dropout must be in [0, 1); got {dropout!r}.")
+    return out
+
+
+def _is_name_list(value: Any) -> bool:
+    return (isinstance(value, (list, tuple)) and bool(value)
+            and all(isinstance(t, str) and t for t in value))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def resolved_settings(settings: Mapping[str, Any], llm: nn.Module) -> dict[str, Any]:
+    """The node's settings with defaults filled (alpha = 2r, dropout 0, the family's
+    targets) and the targets checked against the LLM's linear layers.
+
+    Raises:
+        ConfigError: a problem `lora_problems` reports, no default targets for the LLM's
+            family, or a target module the LLM does not have.
+    """
+    problems = lora_problems({"llm_lora": dict(settings)}, None)
+    if problems:
+        raise ConfigError(" ".join(problems))
+    model_type = llm.config.model_type
+    targets = settings.get("target_modules") or DEFAULT_TARGETS.get(model_type)
+    available = sorted({name.rsplit(".", 1)[-1] for name, m in llm.named_modules()
+                        if isinstance(m, nn.Linear)})
+    if not targets:
+        raise ConfigError(f"model.llm_lora: no default target_modules for LLM type "
+                          f"'{model_type}'; set model.llm_lora.target_modules to some of its "
+                          f"linear layers: {', '.join(available)}.")
+    for target in targets:
+        if target not in available:
+            raise ConfigError(f"model.llm_lora.target_modules: the {model_type} LLM has no "
+                              f"linear layer '{target}'.{did_you_mean(target, available)} Its "
+                              f"linear layers: {', '.join(available)}.")
+    r = int(settings["r"])
+    return {"r": r, "alpha": float(settings.get("alpha") or 2 * r),
+            "dropout": float(settings.get("dropout") or 0.0), "target_modules": list(targets)}
 
 
 def add_lora(model: Any, settings: Mapping[str, Any]) -> None:
-    raise ConfigError("model.llm_lora is not available in this version.")
+    """Wrap `model.llm`'s target layers with fp32 LoRA adapters in place and let the
+    model decide again what trains (the adapters join the Q-Former's parts)."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    from lavis_ib.common.containers import to_plain
+
+    chosen = resolved_settings(to_plain(settings), model.llm)
+    config = LoraConfig(r=chosen["r"], lora_alpha=chosen["alpha"], lora_dropout=chosen["dropout"],
+                        target_modules=chosen["target_modules"], bias="none")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ADAPTER_SEED)
+        inject_adapter_in_model(config, model.llm, adapter_name=ADAPTER_NAME)
+    for name, param in model.llm.named_parameters():
+        if is_adapter_parameter(name):
+            param.data = param.data.float()
+    layers = len(adapter_layers(model.llm))
+    model.llm_lora_settings = chosen
+    counts = model.configure_trainable()
+    logger.info("LoRA adapters on %d LLM layers (%s): r=%d alpha=%g dropout=%g, %d trainable "
+                "adapter parameters", layers, ", ".join(chosen["target_modules"]), chosen["r"],
+                chosen["alpha"], chosen["dropout"], counts.get("llm_lora", 0))
+
+
+def adapter_layers(llm: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, peft LoRA layer) of every wrapped layer of `llm`, in module order."""
+    from peft.tuners.lora import LoraLayer
+
+    return [(n, m) for n, m in llm.named_modules() if isinstance(m, LoraLayer)]
+
+
+def adapter_units(llm: nn.Module) -> list[nn.Module]:
+    """The `lora_A` / `lora_B` linear layers of every wrapped layer: FSDP shards them as
+    units of their own, apart from the (possibly bf16) frozen block around them (FSDP2
+    shards modules with a forward, not their ModuleDict containers)."""
+    return [part[name] for _, layer in adapter_layers(llm)
+            for part in (layer.lora_A, layer.lora_B) for name in part]
+
+
+def adapter_dropouts(llm: nn.Module) -> list[nn.Module]:
+    """The adapters' dropout modules: they follow train/eval mode while the rest of the
+    frozen LLM stays in eval mode."""
+    return [layer.lora_dropout for _, layer in adapter_layers(llm)]
+
+
+@torch.no_grad()
+def merge_adapters(llm: nn.Module) -> int:
+    """Add every adapter's B @ A * alpha / r into its base weight and put the base layer
+    back in the wrapper's place (the LLM's own module names again). Returns the number
+    of merged layers."""
+    layers = adapter_layers(llm)
+    for name, layer in layers:
+        layer.merge(safe_merge=True)  # raises on NaNs instead of writing them into the LLM
+        parent_name, _, child = name.rpartition(".")
+        parent = llm.get_submodule(parent_name) if parent_name else llm
+        setattr(parent, child, layer.get_base_layer())
+    return len(layers)

@@ -21,6 +21,8 @@ from lavis_ib.common.precision import DTYPES
 from lavis_ib.models.base_model import BaseModel
 from lavis_ib.models.components.inference import InferenceMixin
 from lavis_ib.models.components.llm_adapters import make_adapter
+from lavis_ib.models.components.llm_lora import (adapter_dropouts, adapter_units,
+                                                 is_adapter_parameter, merge_adapters)
 from lavis_ib.models.components.qformer import QFormer, QFormerSpec
 from lavis_ib.models.components.vision import VisionSpec, build_vision_encoder, encode_images
 
@@ -53,6 +55,7 @@ class QFormerLLM(InferenceMixin, BaseModel):
                  vit_precision: str = "fp32", llm_precision: str = "fp32") -> None:
         super().__init__()
         self._frozen_modules: list[nn.Module] = []
+        self._adapter_dropouts: list[nn.Module] = []
         if qformer.encoder_hidden_size != vision.hidden_size:
             raise LavisIbError(f"qformer.encoder_hidden_size {qformer.encoder_hidden_size} must "
                                f"equal vision.hidden_size {vision.hidden_size}.")
@@ -70,6 +73,7 @@ class QFormerLLM(InferenceMixin, BaseModel):
         self.adapter = make_adapter(llm, llm_tokenizer, max_txt_len=max_txt_len,
                                     max_output_txt_len=max_output_txt_len)
         self.preprocess_overrides: dict[str, Any] | None = None
+        self.llm_lora_settings: dict[str, Any] | None = None  # set by llm_lora.add_lora
         self.load_report: dict[str, Any] = {}
         self._init_trainable_weights()
         self.visual_encoder.to(DTYPES[vit_precision])
@@ -92,37 +96,71 @@ class QFormerLLM(InferenceMixin, BaseModel):
 
     def configure_trainable(self) -> dict[str, int]:
         """The one place that decides what trains: query tokens, Q-Former, `ln_vision`,
-        projection (plus the ViT when `freeze_vit` is False). The LLM never trains.
-        Returns trainable parameter counts per part (also logged)."""
+        projection (plus the ViT when `freeze_vit` is False) and, when `model.llm_lora`
+        added them, the LLM's LoRA adapters (counted as "llm_lora"). The LLM's own weights
+        never train. Returns trainable parameter counts per part (also logged)."""
         trainable = set(TRAINABLE_PARTS) | (set() if self.freeze_vit else {"visual_encoder"})
         counts: dict[str, int] = {}
         for name, param in self.named_parameters():
             part = name.split(".", 1)[0]
-            param.requires_grad_(part in trainable)
-            if part in trainable:
+            if part == "llm" and is_adapter_parameter(name):
+                part, trains = "llm_lora", True
+            else:
+                trains = part in trainable
+            param.requires_grad_(trains)
+            if trains:
                 counts[part] = counts.get(part, 0) + param.numel()
         logger.info("trainable parameters: %s", counts)
         self._frozen_modules = [self.llm] + ([self.visual_encoder] if self.freeze_vit else [])
+        self._adapter_dropouts = adapter_dropouts(self.llm) if self.llm_lora_settings else []
         self.train(self.training)
         return counts
 
     def train(self, mode: bool = True) -> "QFormerLLM":
-        """Frozen parts stay in eval mode (no dropout / drop-path) whatever `mode` is."""
+        """Frozen parts stay in eval mode (no dropout / drop-path) whatever `mode` is;
+        the LoRA adapters' dropout follows `mode`."""
         super().train(mode)
         for module in self._frozen_modules:
             module.eval()
+        for module in self._adapter_dropouts:
+            module.train(mode)
         return self
 
     def trainable_module_names(self) -> list[str]:
-        return list(TRAINABLE_PARTS) + ([] if self.freeze_vit else ["visual_encoder"])
+        """The trainable parts, plus each LLM layer that carries LoRA adapters."""
+        names = list(TRAINABLE_PARTS) + ([] if self.freeze_vit else ["visual_encoder"])
+        return names + sorted({n.rsplit(".lora_", 1)[0] for n, _ in self.named_parameters()
+                               if n.startswith("llm.") and is_adapter_parameter(n)})
+
+    def require_merged_adapters(self) -> None:
+        """Export formats hold plain LLM weights: unmerged adapters would be written under
+        names no loader reads."""
+        if self.llm_lora_settings:
+            raise LavisIbError("the LLM has LoRA adapters that are not merged; call "
+                               "model.merge_adapters() before save_pretrained (lavis-ib "
+                               "export does).")
+
+    def merge_adapters(self) -> int:
+        """Fold the LLM's LoRA adapters into its weights (for export); afterwards the LLM
+        has its own module names and nothing of it trains. Returns the merged layers."""
+        if not self.llm_lora_settings:
+            return 0
+        merged = merge_adapters(self.llm)
+        self.llm_lora_settings = None
+        self.configure_trainable()
+        return merged
 
     def _llm_blocks(self) -> list[nn.Module]:
         names = set(getattr(self.llm, "_no_split_modules", None) or [])
         return [m for m in self.llm.modules() if type(m).__name__ in names]
 
     def shard_units(self) -> list[nn.Module]:
-        """ViT blocks, Q-Former layers and LLM blocks (each holds one dtype)."""
-        return [*self.visual_encoder.blocks, *self.qformer.layers, *self._llm_blocks()]
+        """ViT blocks, Q-Former layers, the LoRA adapters' `lora_A` / `lora_B` layers
+        (before the LLM blocks holding them, so an fp32 adapter is never in a bf16
+        block's unit) and LLM blocks; each unit holds one dtype."""
+        adapters = adapter_units(self.llm) if self.llm_lora_settings else []
+        return [*self.visual_encoder.blocks, *self.qformer.layers, *adapters,
+                *self._llm_blocks()]
 
     def checkpoint_units(self) -> list[nn.Module]:
         """LLM blocks, whose activations may be recomputed in the backward pass."""

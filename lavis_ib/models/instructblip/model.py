@@ -116,6 +116,7 @@ class InstructBLIP(QFormerLLM):
     def save_pretrained(self, directory: str) -> str:
         """Write the Hugging Face `InstructBlipForConditionalGeneration` +
         `InstructBlipProcessor` layout to `directory`."""
+        self.require_merged_adapters()
         return save_hf_directory(self, directory)
 
     def preprocess_config(self, default: Any) -> Any:
