@@ -65,7 +65,7 @@ def test_preflight_reports_lora_problems():
     from lavis_ib.preflight import config_problems
 
     cfg = Config(package_path("configs/projects/instructblip/demo_tiny.yaml"),
-                 ["+model.llm_lora={r: 0}"])
+                 ["model.llm_lora={r: 0}"])
     assert any("model.llm_lora.r must be an integer >= 1" in p
                for p in config_problems(cfg, training=True))
 
