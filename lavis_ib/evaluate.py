@@ -13,6 +13,7 @@ Runs in one process, or sharded under torchrun with run.distributed=ddp|fsdp.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import Sequence
@@ -20,7 +21,9 @@ from typing import Sequence
 from lavis_ib.preflight import checked_config
 from lavis_ib.common.entry import project_parser, run_entry
 from lavis_ib.common.metrics_text import metrics_line
-from lavis_ib.run_setup import build, checkpoint_folder, joined
+from lavis_ib.run_setup import adapters_option, build, checkpoint_folder, joined
+
+logger = logging.getLogger("lavis_ib.evaluate")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,9 +36,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "project file's name)")
     args = parser.parse_args(argv)
     cfg = checked_config(args.cfg_path, args.options, training=False)   # pre-flight checks first
+    adopted = adapters_option(args.checkpoint, cfg) if args.checkpoint else None
+    if adopted:   # the run trained LoRA adapters: build them as it did
+        cfg = checked_config(args.cfg_path, [*args.options, adopted], training=False)
     from lavis_ib.runners.checkpoint import load_trainable_weights
 
     with joined(cfg) as info:
+        if adopted:
+            logger.info("--checkpoint %s trained LoRA adapters: evaluating with %s (from its "
+                        "run's config.yaml)", args.checkpoint, adopted)
         _, model, _, runner = build(cfg, info)
         checkpoint = None
         if args.checkpoint:

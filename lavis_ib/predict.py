@@ -105,20 +105,6 @@ def check_generate_values(settings: dict[str, Any]) -> None:
         raise ConfigError("; ".join(problems) + f" (got {settings}).")
 
 
-def check_model_config(name: str, model_type: str, overrides: dict[str, Any]) -> None:
-    """The pre-flight of the model node: registered name and type, known setting names,
-    values in range (the checks a project's `model:` gets), without building anything."""
-    from lavis_ib.common.containers import to_plain
-    from lavis_ib.common.schema import model_problems
-    from lavis_ib.models.components.llm_options import llm_option_problems
-    from lavis_ib.models.loading import model_config  # the composition loading does
-
-    node = to_plain(model_config(name, model_type, overrides)[1])
-    problems = model_problems(node) + llm_option_problems(node, None)
-    if problems:
-        raise ConfigError(f"--model {name}:{model_type} --options: " + " ".join(problems))
-
-
 def check_output_is_no_input(output: str, inputs: Sequence[str]) -> None:
     """Appending to (or, with --overwrite, deleting) an input file would destroy it."""
     target = os.path.realpath(output)
@@ -169,10 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     generate = generate_settings(args, name)
 
     from lavis_ib.common.project_files import model_overrides
+    from lavis_ib.models.loading import check_model_config
     from lavis_ib.predict_batches import identity, make_batches
 
     overrides = model_overrides(args.options)
-    check_model_config(name, model_type, overrides)   # before --overwrite removes anything
+    check_model_config(name, model_type, overrides, args.device)   # before --overwrite removes anything
     batches = make_batches(records, args.batch_size)
     results = None
     if args.output:

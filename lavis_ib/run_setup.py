@@ -48,3 +48,29 @@ def checkpoint_folder(path: str) -> str:
 
     best = os.path.join(path, "checkpoints", "best")
     return best if os.path.isfile(os.path.join(best, "meta.json")) else resolve_checkpoint(path)
+
+
+def adapters_option(checkpoint: str, cfg: Any) -> str | None:
+    """`model.llm_lora=<settings>` when `checkpoint` (a run folder or one of its checkpoint
+    folders) belongs to a run that trained LoRA adapters and the composed `cfg` has none:
+    the adapters are trained weights, so evaluating that checkpoint builds them as the run
+    did (a project that sets its own `llm_lora` keeps it). None otherwise."""
+    import yaml
+
+    from lavis_ib.common.project_files import load_yaml
+
+    model = cfg.config.get("model")
+    if model is None or model.get("llm_lora"):
+        return None
+    for folder in (checkpoint, os.path.dirname(os.path.dirname(os.path.abspath(checkpoint)))):
+        path = os.path.join(folder, "config.yaml")
+        if os.path.isfile(path):
+            run_model = load_yaml(path, "the checkpoint's run config").get("model") or {}
+            settings = run_model.get("llm_lora")
+            if not settings:
+                return None
+            from lavis_ib.common.containers import to_plain
+
+            flow = yaml.safe_dump(to_plain(settings), default_flow_style=True).strip()
+            return f"model.llm_lora={flow}"
+    return None

@@ -81,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     overrides = model_overrides(args.options)
     device = resolve_device(args.device, key="--device")
+    from lavis_ib.models.loading import check_model_config
+
+    check_model_config(name, model_type, overrides, args.device)
     port = free_port(args.host, args.port)  # seconds to check; a model load can take minutes
     require_gradio()
     if not is_loopback(args.host):

@@ -32,6 +32,22 @@ def model_config(name: str, model_type: str, overrides: dict[str, Any]):
     return model_cls, model_cfg, default.get("preprocess")
 
 
+def check_model_config(name: str, model_type: str, overrides: dict[str, Any],
+                       device: str | None = None) -> None:
+    """The pre-flight of a model node given on a command line (`--model`, `--options`,
+    `--device`): registered name and type, known setting names, values in range and the
+    LLM memory options against the device (the checks a project's `model:` gets), without
+    building anything, so a typo costs a second rather than a 7B load."""
+    from lavis_ib.common.containers import to_plain
+    from lavis_ib.common.schema import model_problems
+    from lavis_ib.models.components.llm_options import llm_option_problems
+
+    node = to_plain(model_config(name, model_type, overrides)[1])
+    problems = model_problems(node) + llm_option_problems(node, {"device": device} if device else None)
+    if problems:
+        raise ConfigError(f"--model {name}:{model_type} --options: " + " ".join(problems))
+
+
 def load_model(name: str, model_type: str, is_eval: bool = False,
                device: str | torch.device = "cpu", **overrides: Any):
     """Build a registered model from its model type's default YAML.

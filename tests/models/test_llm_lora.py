@@ -52,9 +52,11 @@ def test_good_settings_and_off_have_no_problems():
     assert lora_problems({"llm_lora": full}, {"distributed": "fsdp"}) == []
 
 
-def test_lora_with_quantisation_is_refused():
-    problems = lora_problems({"llm_lora": LORA, "llm_quantization": "int8"}, None)
-    assert len(problems) == 1 and "llm_quantization='int8' is not supported" in problems[0]
+@pytest.mark.parametrize("mode", ["int8", "nf4"])
+def test_lora_with_bitsandbytes_quantisation_is_refused(mode):
+    problems = lora_problems({"llm_lora": LORA, "llm_quantization": mode}, None)
+    assert len(problems) == 1 and f"llm_quantization='{mode}' (bitsandbytes)" in problems[0]
+    assert lora_problems({"llm_lora": LORA, "llm_quantization": "int8_weight_only"}, None) == []
 
 
 def test_preflight_reports_lora_problems():
@@ -63,7 +65,7 @@ def test_preflight_reports_lora_problems():
     from lavis_ib.preflight import config_problems
 
     cfg = Config(package_path("configs/projects/instructblip/demo_tiny.yaml"),
-                 ["+model.llm_lora={r: 0}"])
+                 ["model.llm_lora={r: 0}"])
     assert any("model.llm_lora.r must be an integer >= 1" in p
                for p in config_problems(cfg, training=True))
 

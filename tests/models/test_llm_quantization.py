@@ -241,11 +241,11 @@ def test_preflight_reports_quantization_with_the_run():
 
     demo = package_path("configs/projects/instructblip/demo_tiny.yaml")
     with pytest.raises(ConfigError) as info:
-        checked_config(demo, ["+model.llm_quantization=int8_weight_only", "run.distributed=fsdp"])
+        checked_config(demo, ["model.llm_quantization=int8_weight_only", "run.distributed=fsdp"])
     assert ("model.llm_quantization: 'int8_weight_only' cannot be used with "
             "run.distributed=fsdp") in str(info.value)
     with pytest.raises(ConfigError) as info:
-        checked_config(demo, ["+model.llm_quantization=nf4", "run.device=cpu"])
+        checked_config(demo, ["model.llm_quantization=nf4", "run.device=cpu"])
     assert "'nf4' needs bitsandbytes on a CUDA GPU but run.device is cpu" in str(info.value)
     for distributed in ("none", "ddp"):
         assert lq.quantization_problems({"llm_quantization": MODE},

@@ -12,7 +12,7 @@ from lavis_ib.models.components import llm_quantization as lq
 MODE = "int8_weight_only"
 
 
-def _ok_vqa_project(folder: str, data: str) -> str:
+def _ok_vqa_project(folder: str, data: str, **model: object) -> str:
     """A one-dataset training project on the tiny Vicuna type with a quantised LLM."""
     import yaml
 
@@ -21,7 +21,8 @@ def _ok_vqa_project(folder: str, data: str) -> str:
                    for split in ("train", "val")}
     images = {"name": "blip_image_eval", "image_size": 32}
     project = {
-        "model": {"arch": "instructblip", "model_type": "tiny_vicuna", "llm_quantization": MODE},
+        "model": {"arch": "instructblip", "model_type": "tiny_vicuna", "llm_quantization": MODE,
+                  **model},
         "datasets": {"ok_vqa": {
             "cache_root": data, "vis_processor": {"train": images, "eval": images},
             "build_info": {"annotations": annotations, "images": {"storage": "ok_vqa/images"}},
@@ -105,3 +106,36 @@ def test_ddp_wraps_the_quantised_model_and_gradients_flow(tmp_path):
         del wrapped
     finally:
         dist.destroy_process_group()
+
+
+def test_a_quantised_lora_run_exports_full_precision_merged_weights(tmp_path, capsys):
+    """Adapters trained on the int8 LLM; `lavis-ib export` builds the LLM unquantised and
+    merges them there: transformers loads the directory, and its q_proj weight is the
+    full-precision tiny_vicuna weight + (alpha / r) B A of the checkpoint's adapters (by
+    hand), not an int8 rounding of it."""
+    import torch.distributed.checkpoint as dcp
+    from transformers import InstructBlipForConditionalGeneration
+
+    from lavis_ib import export, train
+    from lavis_ib.datasets.fixtures import write_fixtures
+
+    write_fixtures(str(tmp_path / "data"), ["ok_vqa"])
+    lora = {"r": 4, "alpha": 8}
+    project = _ok_vqa_project(str(tmp_path), str(tmp_path / "data"), llm_lora=lora)
+    assert train.main(["--cfg-path", project, "--options", "run.val_every=0",
+                       "run.select_metric=[]"]) == 0
+    step = tmp_path / "run" / "checkpoints" / "step_00000002" / "model"
+    prefix = "llm.model.layers.0.self_attn.q_proj"
+    names = [f"{prefix}.lora_A.default.weight", f"{prefix}.lora_B.default.weight"]
+    plain = load_model("instructblip", "tiny_vicuna", llm_lora=lora)
+    state = {n: torch.zeros_like(p) for n, p in plain.named_parameters() if n in names}
+    dcp.load(state, checkpoint_id=str(step), no_dist=True)
+    assert state[names[1]].abs().sum() > 0   # the adapters trained
+    assert export.main([str(tmp_path / "run"), str(tmp_path / "hf")]) == 0
+    out = capsys.readouterr().out
+    assert "builds the LLM unquantised" in out and "LoRA adapters of 4 LLM layers merged" in out
+    hf = InstructBlipForConditionalGeneration.from_pretrained(str(tmp_path / "hf"))
+    hf_q = next(p for n, p in hf.named_parameters() if n.endswith("layers.0.self_attn.q_proj.weight"))
+    base = plain.llm.model.layers[0].self_attn.q_proj.base_layer.weight
+    by_hand = base + lora["alpha"] / lora["r"] * state[names[1]] @ state[names[0]]
+    torch.testing.assert_close(hf_q, by_hand, atol=1e-6, rtol=1e-6)

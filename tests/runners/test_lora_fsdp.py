@@ -219,3 +219,38 @@ def test_fsdp_with_a_bf16_vit_and_llm_and_fp32_adapters(data, tmp_path):
     moved = torch.cat([(p - start[n]).flatten() for n, p in trained.items()]).norm()
     apart = torch.cat([(final[n] - p).flatten() for n, p in trained.items()]).norm()
     assert apart < 0.25 * moved
+
+
+def _eval_project(folder, data: str, llm_lora) -> str:
+    """OK-VQA val evaluation of tiny_vicuna with or without `llm_lora` in the project."""
+    path = _project(folder, data, model={"llm_lora": llm_lora})
+    with open(path) as f:
+        project = yaml.safe_load(f)
+    project["datasets"]["ok_vqa"].update(
+        eval_splits=["val"], generate={"num_beams": 1, "max_length": 4, "min_length": 1})
+    with open(path, "w") as f:
+        yaml.safe_dump(project, f)
+    return path
+
+
+def test_evaluating_a_lora_checkpoint_builds_the_runs_adapters(reference, data, tmp_path):
+    """A held-out project without `llm_lora` evaluates a LoRA run's checkpoint with the
+    run's adapters (read from its config.yaml, logged), exactly as a project that sets
+    them; the checkpoint folder itself works too."""
+    import json
+
+    from lavis_ib import evaluate
+
+    def predictions(folder):
+        with open(os.path.join(folder, "run", "eval", "ok_vqa_val", "predictions.jsonl")) as f:
+            return [json.loads(line)["answer"] for line in f]
+
+    explicit, adopted = tmp_path / "explicit", tmp_path / "adopted"
+    assert evaluate.main(["--cfg-path", _eval_project(explicit, data, LORA),
+                          "--checkpoint", reference["out"]]) == 0
+    best = os.path.join(reference["out"], "checkpoints", "step_00000004")
+    assert evaluate.main(["--cfg-path", _eval_project(adopted, data, None),
+                          "--checkpoint", best]) == 0
+    config = (adopted / "run" / "config.yaml").read_text()
+    assert "llm_lora:" in config and "r: 4" in config
+    assert predictions(adopted) == predictions(explicit) and predictions(explicit)

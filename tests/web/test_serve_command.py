@@ -74,6 +74,12 @@ def test_busy_port_fails_before_the_model_loads(no_model_load, capsys):
     (["--model", "instructblip:tiny_vicuna", "--device", "tpu"], "'tpu' is not one of"),
     (["--model", "instructblip:tiny_vicuna", "--port", "70000"], "--port 70000: use 0"),
     (["--model", "instructblip:tiny_vicuna", "--options", "pretrained"], "--options"),
+    (["--model", "instructblip:tiny_vicuna", "--options", "max_txt_len=0"],
+     "model.max_txt_len must be an integer >= 1"),
+    (["--model", "instructblip:tiny_vicuna", "--options", "llm_quantization=nf4"],
+     "'nf4' needs bitsandbytes on a CUDA GPU"),
+    (["--model", "instructblip:tiny_vicuna", "--options", "llm_lora={r: 0}"],
+     "r must be an integer >= 1"),
 ])
 def test_bad_arguments_are_one_line(no_model_load, capsys, args, message):
     assert cli.main(["serve", *args]) == 2

@@ -14,17 +14,21 @@ Choices, documented in docs/lora.md:
   from a fixed seed so every process of a distributed run draws the same adapters;
 - `target_modules` defaults per LLM family (`DEFAULT_TARGETS`), names are checked
   against the LLM's linear layers when the model is built;
-- combined with `llm_quantization` it is refused (not tested on quantised layers).
+- on a torchao `int8_weight_only` LLM the adapters wrap the int8 layers (peft's torchao
+  LoRA layer) and train as on an unquantised one; merging them into int8 weights would round
+  them, so `merge_adapters` refuses there and export rebuilds the LLM unquantised first;
+  with the bitsandbytes modes (never run here: no GPU) the combination is refused.
 """
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from lavis_ib.common.errors import ConfigError, did_you_mean
+from lavis_ib.common.errors import ConfigError, LavisIbError, did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +41,8 @@ DEFAULT_TARGETS = {"llama": ["q_proj", "v_proj"], "opt": ["q_proj", "v_proj"],
 #: the seed of the adapters' random A matrices (identical in every process)
 ADAPTER_SEED = 0
 ADAPTER_NAME = "default"
+#: llm_quantization modes LoRA is refused with (bitsandbytes: never run in this project)
+UNTESTED_WITH_QUANTIZATION = ("int8", "nf4")
 
 
 def is_adapter_parameter(name: str) -> bool:
@@ -62,10 +68,11 @@ def lora_problems(model: Mapping[str, Any], run: Mapping[str, Any] | None) -> li
     if targets is not None and not _is_name_list(targets):
         out.append(f"model.llm_lora.target_modules must be a non-empty list of module names "
                    f"(e.g. [q_proj, v_proj]); got {targets!r}.")
-    if (model.get("llm_quantization") or "none") != "none":
+    if model.get("llm_quantization") in UNTESTED_WITH_QUANTIZATION:
         out.append(f"model.llm_lora with model.llm_quantization="
-                   f"'{model['llm_quantization']}' is not supported; train adapters on the "
-                   f"unquantised LLM (llm_precision: bf16) or set llm_lora: null.")
+                   f"'{model['llm_quantization']}' (bitsandbytes) has never run here, so it is "
+                   f"refused; use llm_quantization: int8_weight_only, or none with "
+                   f"llm_precision: bf16, or set llm_lora: null.")
     return out
 
 
@@ -131,8 +138,11 @@ def add_lora(model: Any, settings: Mapping[str, Any]) -> None:
     chosen = resolved_settings(to_plain(settings), model.llm)
     config = LoraConfig(r=chosen["r"], lora_alpha=chosen["alpha"], lora_dropout=chosen["dropout"],
                         target_modules=chosen["target_modules"], bias="none")
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         torch.manual_seed(ADAPTER_SEED)
+        # peft warns that adapters on torchao int8 layers cannot merge; merge_adapters
+        # refuses that case itself with the fix, and export merges on an unquantised LLM
+        warnings.filterwarnings("ignore", message="TorchaoLoraLinear was instantiated without")
         inject_adapter_in_model(config, model.llm, adapter_name=ADAPTER_NAME)
     for name, param in model.llm.named_parameters():
         if is_adapter_parameter(name):
@@ -172,9 +182,21 @@ def merge_adapters(llm: nn.Module) -> int:
     back in the wrapper's place (the LLM's own module names again). Returns the number
     of merged layers."""
     layers = adapter_layers(llm)
+    quantised = [name for name, layer in layers if _is_quantised(layer.get_base_layer().weight)]
+    if quantised:
+        raise LavisIbError(
+            f"merge_adapters: the LLM's layers are quantised ({quantised[0]}, ... "
+            f"{len(quantised)} adapted layers): merging into int8 weights would round the "
+            f"adapters away. Build the model with llm_quantization: none, load the checkpoint "
+            f"and merge there (lavis-ib export RUN_DIR OUT_DIR does this).")
     for name, layer in layers:
         layer.merge(safe_merge=True)  # raises on NaNs instead of writing them into the LLM
         parent_name, _, child = name.rpartition(".")
         parent = llm.get_submodule(parent_name) if parent_name else llm
         setattr(parent, child, layer.get_base_layer())
     return len(layers)
+
+
+def _is_quantised(weight: torch.Tensor) -> bool:
+    # torchao's int8 weights are tensor subclasses; bitsandbytes' are Parameter subclasses
+    return type(weight) not in (torch.Tensor, nn.Parameter)

@@ -1,6 +1,8 @@
 """Memory options of the frozen LLM, applied after any route built the model: quantised
 weights (`llm_quantization`, models.components.llm_quantization) first, then LoRA adapters
-(`llm_lora`, models.components.llm_lora), so adapters wrap the quantised layers. Both are
+(`llm_lora`, models.components.llm_lora), so adapters wrap the quantised layers (the
+torchao `int8_weight_only` base trains adapters as in QLoRA; `lavis-ib export` rebuilds the
+LLM unquantised and merges them there). Both are
 checked before anything is built (`llm_option_problems`, called by the pre-flight checks).
 """
 from __future__ import annotations
@@ -28,4 +30,16 @@ def apply_llm_options(model: Any, cfg: Mapping[str, Any]) -> Any:
         from lavis_ib.models.components.llm_lora import add_lora
 
         add_lora(model, cfg["llm_lora"])
+        _follow_renamed_weights(model)
     return model
+
+
+def _follow_renamed_weights(model: Any) -> None:
+    """LoRA wraps a quantised layer, so its weight `<layer>.weight` is now
+    `<layer>.base_layer.weight`: the list of frozen quantised weights DDP must leave alone
+    follows the new names (a stale name would make DDP try to broadcast int8 tensors)."""
+    ignored = set(getattr(model, "_ddp_params_and_buffers_to_ignore", None) or ())
+    if ignored:
+        model._ddp_params_and_buffers_to_ignore = [
+            name for name, _ in model.named_parameters()
+            if name.replace(".base_layer.", ".") in ignored]

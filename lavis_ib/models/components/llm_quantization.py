@@ -121,8 +121,14 @@ def weight_bytes(module: nn.Module) -> int:
     return total
 
 
+def is_quantized(tensor: torch.Tensor) -> bool:
+    """Whether `tensor` is a quantised tensor subclass (torchao's int8 weights: their
+    logical dtype hides the int8 data and scales they hold)."""
+    return type(tensor) not in (torch.Tensor, nn.Parameter) and hasattr(tensor, "__tensor_flatten__")
+
+
 def _storage_bytes(tensor: torch.Tensor) -> int:
-    if type(tensor) not in (torch.Tensor, nn.Parameter) and hasattr(tensor, "__tensor_flatten__"):
+    if is_quantized(tensor):
         names, _ = tensor.__tensor_flatten__()
         return sum(_storage_bytes(getattr(tensor, name)) for name in names)
     return tensor.numel() * tensor.element_size()
