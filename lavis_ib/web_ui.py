@@ -113,7 +113,10 @@ def launch(app: Any, host: str, port: int, block: bool = True) -> str:
     """Serve `app` on host:port (never shared); returns the local URL. With block=False
     the server runs in a thread until `app.close()`. `show_error`: an unexpected failure
     shows its message on the page, not just 'Error' (bad input never gets that far)."""
+    from lavis_ib.common.quiet import quiet_web_demo
+
     gr = require_gradio()
+    quiet_web_demo()
     app.launch(server_name=host, server_port=port, share=False, inbrowser=False,
                prevent_thread_lock=not block, show_error=True, quiet=not block,
                theme=local_theme(gr), ssr_mode=False, enable_monitoring=False,

@@ -42,6 +42,20 @@ def verbose() -> bool:
     return log_level() <= logging.DEBUG
 
 
+#: a pandas 3 deprecation gradio's own queue code triggers on every request of the web demo
+GRADIO_PANDAS_WARNING = r"The copy keyword is deprecated"
+
+
+def quiet_web_demo() -> None:
+    """Drop the deprecation warning gradio's queue raises through pandas on each request
+    (gradio's code, not ours or the user's: nothing to act on); unless `verbose()`."""
+    if verbose():
+        return
+    import warnings
+
+    warnings.filterwarnings("ignore", message=GRADIO_PANDAS_WARNING, module=r"gradio\.")
+
+
 def quiet_third_party() -> None:
     """Raise the noisy third-party loggers to ERROR (unless `verbose()`)."""
     if verbose():

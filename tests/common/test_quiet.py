@@ -66,3 +66,20 @@ def test_debug_level_keeps_every_third_party_line(monkeypatch):
     assert logger.level == logging.NOTSET and quiet.log_level() == logging.DEBUG
     monkeypatch.setenv(quiet.LOG_LEVEL_ENV, "not-a-level")
     assert quiet.log_level() == logging.INFO
+
+
+def test_the_web_demos_pandas_warning_from_gradio_is_dropped_and_others_kept(monkeypatch):
+    import warnings
+
+    from lavis_ib.common.quiet import quiet_web_demo
+
+    monkeypatch.delenv("LAVIS_IB_LOG_LEVEL", raising=False)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        quiet_web_demo()
+        message = "The copy keyword is deprecated and will be removed in a future version."
+        warnings.warn_explicit(message, FutureWarning, "queueing.py", 178, module="gradio.queueing")
+        warnings.warn_explicit(message, FutureWarning, "mine.py", 1, module="my_code")
+        warnings.warn_explicit("other", FutureWarning, "queueing.py", 9, module="gradio.queueing")
+    assert [(str(w.message)[:5], w.filename) for w in seen] == [("The c", "mine.py"),
+                                                                ("other", "queueing.py")]
