@@ -161,7 +161,7 @@ def llama_tokenizer(vocab_size: int):
     pieces '▁w<i>' that decode to distinct words) with `<image>` as the last id."""
     from transformers import AddedToken, LlamaTokenizer
 
-    from lavis_ib.models.components.tiny_assets import tiny_llama_tokenizer
+    from lavis_ib.testing.tiny_assets import tiny_llama_tokenizer
 
     vocab = dict(tiny_llama_tokenizer().get_vocab())
     vocab = {k: v for k, v in vocab.items() if v < 200 and k != "<image>"}
@@ -185,7 +185,7 @@ def write_checkpoint(directory: str, size: str = "bench", seed: int = 0) -> str:
     from transformers import (InstructBlipConfig, InstructBlipForConditionalGeneration,
                               InstructBlipProcessor)
 
-    from lavis_ib.models.components.tiny_assets import tiny_bert_tokenizer
+    from lavis_ib.testing.tiny_assets import tiny_bert_tokenizer
 
     if os.path.isfile(os.path.join(directory, "model.safetensors")):
         return directory

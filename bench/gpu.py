@@ -123,7 +123,7 @@ def build_model(spec: dict, device: torch.device, dtype: torch.dtype):
     random weights (normal(0, 0.02) matrices, unit norms, zero biases)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from lavis_ib.models.components.tokenizers import load_tokenizer, qformer_tokenizer_from
+    from lavis_ib.models.weights.tokenizers import load_tokenizer, qformer_tokenizer_from
     from lavis_ib.models.instructblip import InstructBLIP
     from lavis_ib.models.components.qformer import QFormerSpec
     from lavis_ib.models.components.vision import VisionSpec

@@ -62,7 +62,7 @@ def _size(value: float | None) -> str:
 
 def quantization_stage(bench, mode: str) -> str:
     """Quantise the bench model's LLM with `mode`, measure, generate, restore."""
-    from lavis_ib.models.components import llm_quantization as lq
+    from lavis_ib.models.llm import quantization as lq
 
     if mode in ("int8", "nf4"):
         if not bench.cuda:

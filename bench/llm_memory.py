@@ -77,7 +77,7 @@ def child(size: str, mode: str, precision: str, reps: int, logits_path: str) -> 
     """One side in this fresh process: memory after building, times, logits to a file."""
     import gc
 
-    from lavis_ib.models.components.llm_quantization import weight_bytes
+    from lavis_ib.models.llm.quantization import weight_bytes
 
     import torchao.quantization  # noqa: F401 - imported by both sides before measuring
 

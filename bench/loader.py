@@ -1,7 +1,7 @@
 """Training-loader benchmark: `MixtureLoader` samples/s on the fixture mixture.
 
 The six held-in datasets of the demo (coco_caption, textcaps, ok_vqa, aok_vqa, ocr_vqa,
-llava_detail) are written by `lavis_ib.datasets.fixtures.write_fixtures` in their real
+llava_detail) are written by `lavis_ib.testing.fixtures.write_fixtures` in their real
 on-disk formats and built by their registered builders with the default processors (224 px
 `blip2_image_train`, templates, OCR prefixes). Compared (2 workers per DataLoader):
 
@@ -42,7 +42,7 @@ def build_train_sets(root: str, image_size: int) -> dict:
     from omegaconf import OmegaConf
 
     from lavis_ib.common.registry import registry
-    from lavis_ib.datasets.fixtures import write_fixtures
+    from lavis_ib.testing.fixtures import write_fixtures
 
     overrides = write_fixtures(root, list(DATASETS))
     sets = {}

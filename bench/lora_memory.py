@@ -74,7 +74,7 @@ def vicuna7b_shapes(r: int) -> tuple[dict[str, torch.Size], dict[str, torch.Size
     from peft import LoraConfig, inject_adapter_in_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from lavis_ib.models.components.llm_lora import DEFAULT_TARGETS, is_adapter_parameter
+    from lavis_ib.models.llm.lora import DEFAULT_TARGETS, is_adapter_parameter
     from lavis_ib.models.components.qformer import QFormer, QFormerSpec
 
     with torch.device("meta"):

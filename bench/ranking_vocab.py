@@ -130,7 +130,7 @@ def positions(rows: list[list[int]], trie, prompt_len: int) -> dict[str, int]:
 def run(model, timed_pair, smoke: bool, batch: int, repeats: int, prompt: str):
     """Print the scenario; return (max score difference, vocab speedups vs LAVIS and vs
     shared prefix for append_eos=False)."""
-    from lavis_ib.models.components.candidate_trie import CandidateTrie
+    from lavis_ib.models.llm.trie import CandidateTrie
 
     n = 200 if smoke else 1000
     bpe = train_bpe(model.llm.config.vocab_size, smoke)

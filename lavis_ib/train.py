@@ -1,43 +1,9 @@
-"""`python -m lavis_ib.train --cfg-path PROJECT.yaml [--options k=v ...]`: train a project.
-
-Parse and compose the config, join the process group (under torchrun), build the task,
-model and datasets with the same seed on every rank, and hand them to the runner.
-
-    python -m lavis_ib.train --cfg-path configs/projects/instructblip/demo_tiny.yaml
-    torchrun --standalone --nproc_per_node 8 -m lavis_ib.train \\
-        --cfg-path configs/projects/instructblip/instruction_tuning_vicuna7b.yaml \\
-        --options run.distributed=fsdp
-"""
-from __future__ import annotations
-
-import logging
+"""`python -m lavis_ib.train --cfg-path PROJECT.yaml`: LAVIS's spelling of `lavis-ib train`."""
 import sys
-from typing import Sequence
 
-from lavis_ib.preflight import checked_config
-from lavis_ib.common.entry import project_parser, run_entry
-from lavis_ib.common.metrics_text import format_value
-from lavis_ib.run_setup import build, joined
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = project_parser("lavis-ib train",
-                            "Instruction-tune a model from a project file.")
-    args = parser.parse_args(argv)
-    cfg = checked_config(args.cfg_path, args.options)   # every pre-flight check first
-    with joined(cfg) as info:
-        _, _, _, runner = build(cfg, info)
-        if cfg.run_cfg.evaluate_only:
-            runner.evaluate()
-        else:
-            result = runner.train()
-            best = result["best"] or {}
-            best_text = ("no validation" if best.get("score") is None else
-                         f"best validation score {format_value(best['score'])} at step {best['step']}")
-            logging.getLogger(__name__).info("finished at step %d; %s; last checkpoint %s",
-                                             result["step"], best_text, result["last_checkpoint"])
-    return 0
-
+from lavis_ib.cli.train import main
 
 if __name__ == "__main__":
-    sys.exit(run_entry(main, None, "lavis-ib train"))
+    from lavis_ib.cli.entry import run_entry
+
+    sys.exit(run_entry(main, None, "python -m lavis_ib.train"))

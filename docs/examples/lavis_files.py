@@ -8,7 +8,7 @@
     out_dir/qformer_tokenizer/          the Q-Former's BERT tokenizer
 
 and returns the model settings of lavis_ib's LAVIS route that load them again. The names
-come from `lavis_ib.models.components.names.to_lavis`, the map the loader inverts.
+come from `lavis_ib.models.weights.param_names.to_lavis`, the map the loader inverts.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from lavis_ib.models.components.names import to_lavis
+from lavis_ib.models.weights.param_names import to_lavis
 
 TRAINABLE = ("query_tokens", "qformer", "ln_vision", "llm_proj")
 

@@ -96,7 +96,7 @@ class Config:
         cfg_path: the project YAML.
         options: overrides, `a.b=c` or LAVIS-style `a.b c`.
         strict: raise the composition problems (all of them, in one ConfigError); False
-            keeps them in `problems` for the pre-flight check (`lavis_ib/preflight.py`).
+            keeps them in `problems` for the pre-flight check (`lavis_ib/cli/preflight.py`).
 
     Attributes:
         config: the merged DictConfig with `model`, `datasets`, `run`, `plugins`.

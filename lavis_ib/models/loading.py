@@ -17,7 +17,7 @@ def model_config(name: str, model_type: str, overrides: dict[str, Any]):
     """(model class, its config node with `overrides` merged, the default `preprocess` node).
     An override must name a setting of the type's default config or one every model node
     accepts (the LLM memory options, `random_init_seed`); nothing is built."""
-    from lavis_ib.models.components.model_build import COMMON_KEYS
+    from lavis_ib.models.components.build_routes import COMMON_KEYS
 
     model_cls = registry.get_model_class(name)
     default = load_yaml(model_cls.default_config_path(model_type), "model default config")
@@ -40,7 +40,7 @@ def check_model_config(name: str, model_type: str, overrides: dict[str, Any],
     building anything, so a typo costs a second rather than a 7B load."""
     from lavis_ib.common.containers import to_plain
     from lavis_ib.common.schema import model_problems
-    from lavis_ib.models.components.llm_options import llm_option_problems
+    from lavis_ib.models.llm.options import llm_option_problems
 
     node = to_plain(model_config(name, model_type, overrides)[1])
     problems = model_problems(node) + llm_option_problems(node, {"device": device} if device else None)

@@ -32,15 +32,15 @@ from lavis_ib.common.errors import ConfigError, DataError
 from lavis_ib.common.precision import autocast_dtype
 from lavis_ib.common.registry import registry
 from lavis_ib.common.seeding import seed_everything
-from lavis_ib.runners.checkpoint import (CheckpointManager, maybe_fault,
+from lavis_ib.runners.checkpointing.manager import (CheckpointManager, maybe_fault,
                                          rng_state, set_rng_state)
-from lavis_ib.runners.faults import maybe_signal
-from lavis_ib.runners.ckpt_files import write_json_atomic
+from lavis_ib.runners.checkpointing.faults import maybe_signal
+from lavis_ib.runners.checkpointing.files import write_json_atomic
 from lavis_ib.runners.eval_resume import remove_partials
 from lavis_ib.runners.eval_loop import evaluate_datasets, eval_splits, move_to, select_score
 from lavis_ib.runners.optim import (build_optimizer, clip_to, derive_batching,
                                     rescale_grads)
-from lavis_ib.runners.run_guard import RunLock, StopSignals, rank0_decides
+from lavis_ib.runners.run_folder import RunLock, StopSignals, rank0_decides
 from lavis_ib.runners.runner_mixins import (NonFiniteGuardMixin,
                                             RunFolderMixin)
 from lavis_ib.runners.run_log import RunLogger

@@ -16,10 +16,10 @@ import torch
 from torch.distributed.tensor import DTensor
 
 from lavis_ib.common.errors import LavisIbError
-from lavis_ib.runners.checkpoint import check_verified, resolve_checkpoint
-from lavis_ib.runners.ckpt_files import write_json_atomic
+from lavis_ib.runners.checkpointing.manager import check_verified, resolve_checkpoint
+from lavis_ib.runners.checkpointing.files import write_json_atomic
 from lavis_ib.runners.optim import grad_norm
-from lavis_ib.runners.run_guard import check_config_change, claim_output_dir, rank0_decides
+from lavis_ib.runners.run_folder import check_config_change, claim_output_dir, rank0_decides
 from lavis_ib.runners.run_log import RunLogger
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from lavis_ib.common.errors import ConfigError
 from lavis_ib.common.registry import registry
-from lavis_ib.tasks.caption_metrics import caption_scores
+from lavis_ib.tasks.metrics.caption import caption_scores
 from lavis_ib.tasks.eval_task import EvalTask
 
 

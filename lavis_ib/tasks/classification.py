@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from lavis_ib.common.errors import ConfigError
 from lavis_ib.common.registry import registry
 from lavis_ib.tasks.eval_task import EvalTask
-from lavis_ib.tasks.rank_metrics import binary_probability, roc_auc
+from lavis_ib.tasks.metrics.rank import binary_probability, roc_auc
 
 logger = logging.getLogger(__name__)
 DEFAULT_WORDS = {"positive": ["yes", "true"], "negative": ["no", "false"]}

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from lavis_ib.common.errors import ConfigError, DataError
 from lavis_ib.common.registry import registry
 from lavis_ib.tasks.eval_task import EvalTask
-from lavis_ib.tasks.rank_metrics import best_first, ranks_of_targets, retrieval_metrics
+from lavis_ib.tasks.metrics.rank import best_first, ranks_of_targets, retrieval_metrics
 
 
 @registry.register_task("dialog")

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from lavis_ib.common.errors import ConfigError, DataError, did_you_mean
 from lavis_ib.common.registry import registry
 from lavis_ib.tasks.eval_task import EvalTask
-from lavis_ib.tasks.rank_metrics import best_first
+from lavis_ib.tasks.metrics.rank import best_first
 
 
 @registry.register_task("multiple_choice")

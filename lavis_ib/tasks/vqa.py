@@ -9,7 +9,7 @@ Prompt placeholders (documented order): OCR tokens, then question (a prompt with
 Settings: ``inference`` (``generate`` default; ``rank`` with ``candidates: answer_list``
 ranks the dataset's answer vocabulary), ``prompt``, ``generate``, ``append_eos`` (rank),
 ``metric``: ``vqa`` (official VQAv2 accuracy, default), ``aokvqa``, ``exact``, ``ivqa``
-(see `lavis_ib.tasks.vqa_metrics`). Metrics: ``{"acc"}`` in percent; ``aokvqa`` adds
+(see `lavis_ib.tasks.metrics.vqa`). Metrics: ``{"acc"}`` in percent; ``aokvqa`` adds
 ``acc_official`` (the A-OKVQA authors' scorer, which leaves out difficult questions).
 """
 from __future__ import annotations
@@ -21,8 +21,8 @@ from lavis_ib.common.config import builder_name
 from lavis_ib.common.errors import ConfigError, DataError, did_you_mean
 from lavis_ib.common.registry import registry
 from lavis_ib.tasks.eval_task import EvalTask
-from lavis_ib.tasks.rank_metrics import best_first
-from lavis_ib.tasks.vqa_metrics import ACCURACIES, aokvqa_official, mean_accuracy
+from lavis_ib.tasks.metrics.rank import best_first
+from lavis_ib.tasks.metrics.vqa import ACCURACIES, aokvqa_official, mean_accuracy
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import shutil
 import pytest
 import yaml
 
-from lavis_ib.cli import main
-from lavis_ib.datasets.fixtures import write_fixtures
+from lavis_ib.cli.dispatch import main
+from lavis_ib.testing.fixtures import write_fixtures
 
 DATASETS = ("coco_caption", "ok_vqa", "textcaps")
 

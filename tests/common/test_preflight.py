@@ -9,10 +9,10 @@ import textwrap
 import pytest
 import yaml
 
-from lavis_ib.preflight import checked_config
+from lavis_ib.cli.preflight import checked_config
 from lavis_ib.common.errors import ConfigError
 from lavis_ib.common.schema import validate_run
-from lavis_ib.datasets.fixtures import write_fixtures
+from lavis_ib.testing.fixtures import write_fixtures
 
 DATASETS = ("coco_caption", "ok_vqa", "msvd_qa")
 
@@ -165,7 +165,7 @@ def test_run_as_a_list_in_a_project_is_one_line(data):
 
 
 def test_check_command_exit_codes(data, capsys):
-    from lavis_ib.cli import main
+    from lavis_ib.cli.dispatch import main
 
     root, fixtures = data
     good = project(root, fixtures)
@@ -176,19 +176,19 @@ def test_check_command_exit_codes(data, capsys):
 
 
 def test_train_and_evaluate_check_before_building(data, monkeypatch):
-    import lavis_ib.evaluate
-    import lavis_ib.train
+    import lavis_ib.cli.evaluate
+    import lavis_ib.cli.train
 
     root, fixtures = data
-    for command in ("lavis_ib.train", "lavis_ib.evaluate"):   # the name each command calls
+    for command in ("lavis_ib.cli.train", "lavis_ib.cli.evaluate"):   # the name each command calls
         monkeypatch.setattr(f"{command}.build", lambda *a: pytest.fail("built before checking"))
     bad = project(root, fixtures, run={"select_metric": ["coco_caption.cidr"]})
     with pytest.raises(ConfigError, match="coco_caption.cidr"):
-        lavis_ib.train.main(["--cfg-path", bad])
+        lavis_ib.cli.train.main(["--cfg-path", bad])
     with pytest.raises(ConfigError, match="run.max_iters must be an integer >= 1"):
-        lavis_ib.evaluate.main(["--cfg-path", bad, "--options", "run.max_iters=0"])
+        lavis_ib.cli.evaluate.main(["--cfg-path", bad, "--options", "run.max_iters=0"])
     # evaluation never selects by metric: only training checks select_metric
-    assert "select_metric" not in str(pytest.raises(ConfigError, lavis_ib.evaluate.main, [
+    assert "select_metric" not in str(pytest.raises(ConfigError, lavis_ib.cli.evaluate.main, [
         "--cfg-path", bad, "--options", "run.max_iters=0"]).value)
 
 

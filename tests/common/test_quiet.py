@@ -35,7 +35,7 @@ def test_caption_metrics_print_no_tokenizer_line(capfd, monkeypatch):
 
     if shutil.which("java") is None:
         pytest.skip("java is not installed")
-    from lavis_ib.tasks.caption_metrics import caption_scores
+    from lavis_ib.tasks.metrics.caption import caption_scores
 
     monkeypatch.delenv(quiet.LOG_LEVEL_ENV, raising=False)
     scores = caption_scores({1: "a dog runs"}, {1: ["a dog runs", "a dog is running"]},

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from lavis_ib import load_model
-from lavis_ib.cli import main
-from lavis_ib.zoo_table import (END, START, model_yaml, part_counts, readme_section, zoo_markdown,
+from lavis_ib.cli.dispatch import main
+from lavis_ib.report.zoo import (END, START, model_yaml, part_counts, readme_section, zoo_markdown,
                                 zoo_rows)
 
 README = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "README.md")
@@ -40,7 +40,7 @@ def test_formulas_equal_real_vicuna7b_built_on_meta():
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from lavis_ib.models.components.qformer import QFormerSpec
-    from lavis_ib.models.components.tokenizers import load_tokenizer, qformer_tokenizer_from
+    from lavis_ib.models.weights.tokenizers import load_tokenizer, qformer_tokenizer_from
     from lavis_ib.models.components.vision import VisionSpec
     from lavis_ib.models.instructblip import InstructBLIP
 

@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from lavis_ib.common.registry import registry
-from lavis_ib.datasets.fixtures import write_fixtures
+from lavis_ib.testing.fixtures import write_fixtures
 
 SMALL = 32  # processor size for speed; the fixture images are 24 px
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from lavis_ib.datasets.datasets.base import BadSample
-from lavis_ib.datasets.fixtures import write_image, write_video
+from lavis_ib.testing.fixtures import write_image, write_video
 from tests.datasets.conftest import build
 
 ASSETS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets")

@@ -10,7 +10,7 @@ import pytest
 from lavis_ib.common import dist_utils
 from lavis_ib.common.errors import ConfigError, DataError
 from lavis_ib.datasets.datasets.base import BadSample, collate
-from lavis_ib.datasets.fixtures import write_fixtures
+from lavis_ib.testing.fixtures import write_fixtures
 from tests.datasets.conftest import build
 
 
@@ -140,7 +140,7 @@ def test_url_without_storage_is_stored_under_cache_root(fresh, tmp_path):
 def test_fixture_command_line(tmp_path, capsys):
     import json
 
-    from lavis_ib.datasets.fixtures import main
+    from lavis_ib.cli.fixtures import main
 
     assert main([str(tmp_path), "gqa"]) == 0
     out = json.loads(capsys.readouterr().out)

@@ -142,7 +142,7 @@ def test_scienceqa_train_split_for_finetuning(fixture_overrides):
 def test_demo_project_builds_from_the_fixture_layout(tmp_path, monkeypatch):
     """demo_tiny.yaml points cache_root at a write_fixtures() folder: keep the layout."""
     from lavis_ib.common.config import Config
-    from lavis_ib.datasets.fixtures import write_fixtures
+    from lavis_ib.testing.fixtures import write_fixtures
     from lavis_ib.common.paths import package_path
 
     path = package_path("configs/projects/instructblip/demo_tiny.yaml")

@@ -17,7 +17,7 @@ from PIL import Image
 
 from lavis_ib.common.errors import ConfigError, DataError, LavisIbError
 from lavis_ib.datasets.datasets.base import BadSample, collate, load_image
-from lavis_ib.datasets.fixtures import write_fixtures
+from lavis_ib.testing.fixtures import write_fixtures
 from lavis_ib.datasets.loaders import MixtureLoader
 from tests.datasets.conftest import build
 
@@ -112,7 +112,7 @@ FAULTY_IMAGES = [("nan pixels", _nan_tiff, "the image has NaN or infinite pixel 
 
 @pytest.mark.parametrize("write,reason", [r[1:] for r in FAULTY_IMAGES], ids=[r[0] for r in FAULTY_IMAGES])
 def test_faulty_images_are_bad_samples_in_loaders_and_one_line_for_prediction(tmp_path, monkeypatch, write, reason):
-    from lavis_ib.media_inputs import load_images
+    from lavis_ib.processors.media_files import load_images
     from lavis_ib.processors.image import BlipImageEvalProcessor
 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)
@@ -205,7 +205,7 @@ class _Evil:
 
 
 def test_hostile_bin_is_one_line(tmp_path):
-    from lavis_ib.models.components.checkpoint_files import iter_shards
+    from lavis_ib.models.weights.files import iter_shards
 
     (tmp_path / "pytorch_model.bin").write_bytes(pickle.dumps({"w": _Evil()}, protocol=2))
     with pytest.raises(LavisIbError) as err:

@@ -23,7 +23,7 @@ def my_vqa_root(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def ok_vqa_root(tmp_path_factory) -> str:
-    from lavis_ib.datasets.fixtures import write_fixtures
+    from lavis_ib.testing.fixtures import write_fixtures
 
     root = str(tmp_path_factory.mktemp("fixtures"))
     write_fixtures(root, ["ok_vqa"])

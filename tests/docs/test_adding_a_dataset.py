@@ -153,7 +153,7 @@ def test_mixing_weights_as_documented():
 
 def test_two_training_steps_with_the_real_runner(my_vqa_root, ok_vqa_root, tmp_path):
     from lavis_ib.runners.strategies import setup_distributed
-    from lavis_ib.train import build
+    from lavis_ib.cli.train import build
 
     out = str(tmp_path / "run")
     cfg = compose(my_vqa_root, ok_vqa_root, f"run.output_dir={out}", "run.log_every=1")
@@ -176,7 +176,7 @@ def test_two_training_steps_with_the_real_runner(my_vqa_root, ok_vqa_root, tmp_p
     assert saved.config.plugins == ["my_vqa"]
     # `lavis-ib export` reads the saved config (plugins included) and writes the HF layout
     from lavis_ib import load_model
-    from lavis_ib.export import main as export
+    from lavis_ib.cli.export import main as export
 
     assert export([out, str(tmp_path / "hf")]) == 0
     exported = load_model("instructblip", "tiny_vicuna", pretrained=str(tmp_path / "hf"))

@@ -21,7 +21,7 @@ PROJECT = os.path.join(EXAMPLES, "char_lm_project.yaml")
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> str:
-    from lavis_ib.datasets.fixtures import write_fixtures
+    from lavis_ib.testing.fixtures import write_fixtures
 
     root = str(tmp_path_factory.mktemp("char_lm_data"))
     write_fixtures(root, ["ok_vqa", "iconqa"])
@@ -39,7 +39,7 @@ def batch_of(dataset, n: int = 3) -> dict:
 @pytest.fixture(scope="module")
 def trained(data_root, tmp_path_factory):
     from lavis_ib.runners.strategies import setup_distributed
-    from lavis_ib.train import build
+    from lavis_ib.cli.train import build
 
     out = str(tmp_path_factory.mktemp("char_lm_run"))
     cfg = Config(PROJECT, options(data_root, f"run.output_dir={out}", "run.log_every=1"))
@@ -113,7 +113,7 @@ def test_training_through_the_real_runner(trained):
 
 
 def test_evaluation_by_generation_and_ranking(trained, data_root, tmp_path):
-    from lavis_ib.evaluate import main as evaluate
+    from lavis_ib.cli.evaluate import main as evaluate
 
     out_dir = str(tmp_path / "eval_run")
     assert evaluate(["--cfg-path", PROJECT, "--checkpoint", trained["out"], "--options",
@@ -157,7 +157,7 @@ def test_a_mapping_without_the_model_family_is_an_error(data_root, tmp_path):
     """Per-family values are looked up under the family the model declares; a mapping
     without it is a ConfigError naming the dataset, the key and the family."""
     from lavis_ib.common.errors import ConfigError
-    from lavis_ib.evaluate import main as evaluate
+    from lavis_ib.cli.evaluate import main as evaluate
 
     text = open(PROJECT).read()
     assert "length_penalty: {charlm: 0}" in text
@@ -172,7 +172,7 @@ def test_a_mapping_without_the_model_family_is_an_error(data_root, tmp_path):
 def test_documented_errors(data_root, tmp_path):
     import char_lm
     from lavis_ib.common.errors import ConfigError, RegistryError
-    from lavis_ib.evaluate import main as evaluate
+    from lavis_ib.cli.evaluate import main as evaluate
 
     with pytest.raises(RegistryError, match="unknown model 'char_ln'. Did you mean 'char_lm'"):
         Config(PROJECT, options(data_root, "model.arch=char_ln"))

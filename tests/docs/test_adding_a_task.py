@@ -33,7 +33,7 @@ def task_for(root, *options):
 @pytest.fixture(scope="module")
 def evaluated(my_vqa_root, tmp_path_factory):
     from lavis_ib.runners.strategies import setup_distributed
-    from lavis_ib.train import build
+    from lavis_ib.cli.train import build
 
     out = str(tmp_path_factory.mktemp("exact_match_run"))
     cfg = compose(my_vqa_root, f"run.output_dir={out}")

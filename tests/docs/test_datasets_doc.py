@@ -13,7 +13,7 @@ import yaml
 from docs_includes import REPO
 from lavis_ib.common.config import Config
 from lavis_ib.common.registry import registry
-from lavis_ib.preflight import eval_task
+from lavis_ib.cli.preflight import eval_task
 
 DOC = os.path.join(REPO, "docs", "datasets.md")
 

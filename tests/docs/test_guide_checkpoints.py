@@ -12,7 +12,7 @@ import torch
 from docs_includes import REPO
 from lavis_ib import load_model
 from lavis_ib.common.errors import ConfigError, LavisIbError
-from lavis_ib.models.components.names import to_hf, to_lavis
+from lavis_ib.models.weights.param_names import to_hf, to_lavis
 
 GUIDE = os.path.join(REPO, "docs", "checkpoints.md")
 
@@ -89,7 +89,7 @@ def test_parameter_name_table_matches_the_conversion_functions():
 
 
 def test_errors_quoted_in_the_guide(tmp_path, monkeypatch):
-    from lavis_ib.runners.checkpoint import load_trainable_weights
+    from lavis_ib.runners.checkpointing.manager import load_trainable_weights
 
     with pytest.raises(ConfigError, match="unknown setting 'pretrain'. Did you mean 'pretrained'"):
         load_model("instructblip", "vicuna7b", pretrain="x")
@@ -99,7 +99,7 @@ def test_errors_quoted_in_the_guide(tmp_path, monkeypatch):
         load_model("instructblip", "tiny_vicuna", pretrained="Salesforce/instructblip-vicuna-7b")
     (tmp_path / "half").mkdir()
     with pytest.raises(ConfigError, match="is not a complete lavis_ib checkpoint"):
-        from lavis_ib.runners.checkpoint import _check_complete
+        from lavis_ib.runners.checkpointing.manager import _check_complete
 
         _check_complete(str(tmp_path / "half"))
     with pytest.raises(ConfigError, match="no complete checkpoint under"):

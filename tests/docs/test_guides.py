@@ -118,7 +118,7 @@ def owner(name: str):
 
 def problem(span: str, keys_model: set[str], keys_data: set[str]) -> str | None:
     """Why an inline code span names something that does not exist (None: fine)."""
-    from lavis_ib.cli import COMMANDS
+    from lavis_ib.cli.dispatch import COMMANDS
     from lavis_ib.common.schema import ALIASES, FIELDS
     from lavis_ib.models.instructblip import InstructBLIP
 
@@ -217,14 +217,14 @@ def test_names_in_the_guides_exist(guide):
 def test_the_checker_catches_invented_names():
     keys_model, keys_data = model_keys(), dataset_keys()
     for invented in ("lavis-ib convert", "run.max_epochs", "pretrained_dir=", "model.load_lavis()",
-                     "lavis_ib.models.components.names.to_lavis_name", "datasets.x.templatez",
+                     "lavis_ib.models.weights.param_names.to_lavis_name", "datasets.x.templatez",
                      "python -m lavis_ib.convert", "convert_checkpoint()", "vit_checkpoint",
                      "--resume-from", "docs/examples/nothing.py", "registry.register_dataset",
                      "BaseTask.eval_keys", "self.run_ranking(model)", "sample_weight: 2",
                      "ShapeError: wrong", "build_info.pictures"):
         assert problem(invented, keys_model, keys_data), invented
     for real in ("lavis-ib export", "run.keep_last", "checkpoint=", "model.save_pretrained(dir)",
-                 "lavis_ib.models.components.names.to_lavis", "datasets.my_vqa.prompt",
+                 "lavis_ib.models.weights.param_names.to_lavis", "datasets.my_vqa.prompt",
                  "init_from", "allow_random_init", "--checkpoint", "Blip2ForConditionalGeneration",
                  "registry.register_builder", "@registry.register_task(\"x\")", "EvalTask.EVAL_KEYS",
                  "self.run_rank(model, samples, candidates)", "sample_ratio: 0",

@@ -44,7 +44,7 @@ def write_hf_checkpoint(directory: str, family: str, seed: int = 0) -> str:
     from transformers import (BlipImageProcessorPil, InstructBlipConfig,
                               InstructBlipForConditionalGeneration, InstructBlipProcessor)
 
-    from lavis_ib.models.components.tiny_assets import BUILDERS, tiny_bert_tokenizer
+    from lavis_ib.testing.tiny_assets import BUILDERS, tiny_bert_tokenizer
 
     tok = BUILDERS[family]()
     qtok = tiny_bert_tokenizer()

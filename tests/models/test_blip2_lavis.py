@@ -10,7 +10,7 @@ import os
 import pytest
 import torch
 
-from lavis_ib.models.components.names import to_lavis
+from lavis_ib.models.weights.param_names import to_lavis
 
 TRAINABLE = ("query_tokens", "qformer", "ln_vision", "llm_proj")
 TYPES = {"opt": ("blip2_opt", "tiny_opt", "opt_proj"), "t5": ("blip2_t5", "tiny_flant5", "t5_proj")}

@@ -27,7 +27,7 @@ def write_blip2_checkpoint(directory: str, family: str, seed: int = 0) -> str:
     from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2Processor,
                               BlipImageProcessorPil)
 
-    from lavis_ib.models.components.tiny_assets import BUILDERS
+    from lavis_ib.testing.tiny_assets import BUILDERS
 
     tok = BUILDERS["opt" if family == "opt" else "t5"]()
     image_proc = BlipImageProcessorPil(size={"height": IMAGE, "width": IMAGE},

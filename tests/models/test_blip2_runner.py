@@ -23,7 +23,7 @@ NO_DROPOUT = ["+model.qformer.hidden_dropout_prob=0.0",
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from lavis_ib.datasets.fixtures import write_fixtures
+    from lavis_ib.testing.fixtures import write_fixtures
 
     root = str(tmp_path_factory.mktemp("blip2_data"))
     write_fixtures(root, DATASETS)
@@ -39,7 +39,7 @@ def _config(data: str, options) -> Config:
 
 
 def _run(data: str, out: str, options=(), evaluate=False):
-    from lavis_ib.run_setup import build
+    from lavis_ib.cli.session import build
     from lavis_ib.runners.strategies import setup_distributed
 
     cfg = _config(data, [*NO_DROPOUT, f"run.output_dir={out}", *options])
@@ -108,7 +108,7 @@ def test_blip2_opt_trains_and_evaluates_every_task(data, tmp_path):
 def test_export_of_a_blip2_run_loads_in_transformers(t5_run, tmp_path):
     from transformers import Blip2ForConditionalGeneration
 
-    from lavis_ib import export
+    from lavis_ib.cli import export
 
     assert export.main([t5_run["out"], str(tmp_path / "hf")]) == 0
     theirs = Blip2ForConditionalGeneration.from_pretrained(str(tmp_path / "hf"))

@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 from lavis_ib.common.config import Config
 from lavis_ib.common.errors import ConfigError
 from lavis_ib.common.paths import package_path
-from lavis_ib.paper_results import HELD_OUT, ROW_OF_MODEL_TYPE, TABLE1
-from lavis_ib.report import main
+from lavis_ib.report.paper import HELD_OUT, ROW_OF_MODEL_TYPE, TABLE1
+from lavis_ib.cli.report import main
 
 # The paper's BLIP-2 FlanT5XL zero-shot row (Table 1), in HELD_OUT order, written out here.
 BLIP2_FLANT5XL = [104.5, 76.1, 44.0, 60.5, 45.5, 43.1, 45.7, 53.0, 29.8, 54.9, 33.7, 16.2, 40.4]

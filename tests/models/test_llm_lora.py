@@ -8,7 +8,7 @@ import torch
 
 from lavis_ib import load_model
 from lavis_ib.common.errors import ConfigError
-from lavis_ib.models.components.llm_lora import lora_problems
+from lavis_ib.models.llm.lora import lora_problems
 
 LORA = {"r": 4, "alpha": 8}
 
@@ -62,7 +62,7 @@ def test_lora_with_bitsandbytes_quantisation_is_refused(mode):
 def test_preflight_reports_lora_problems():
     from lavis_ib.common.config import Config
     from lavis_ib.common.paths import package_path
-    from lavis_ib.preflight import config_problems
+    from lavis_ib.cli.preflight import config_problems
 
     cfg = Config(package_path("configs/projects/instructblip/demo_tiny.yaml"),
                  ["model.llm_lora={r: 0}"])
@@ -186,7 +186,7 @@ def test_merging_keeps_the_outputs_and_restores_the_llm_names(model_type, layers
 def test_export_builds_a_quantised_run_unquantised(capsys):
     from omegaconf import OmegaConf
 
-    from lavis_ib.export import unquantised
+    from lavis_ib.cli.export import unquantised
 
     node = OmegaConf.create({"arch": "instructblip", "model_type": "vicuna7b",
                              "llm_quantization": "int8", "llm_precision": "bf16"})

@@ -10,7 +10,7 @@ import torch
 
 from lavis_ib import load_model
 from lavis_ib.common.errors import LavisIbError
-from lavis_ib.models.components.llm_quantization import is_quantized
+from lavis_ib.models.llm.quantization import is_quantized
 
 LORA = {"r": 4, "alpha": 8}
 QUANT = "int8_weight_only"

@@ -16,7 +16,7 @@ from torch import nn
 from lavis_ib import load_model
 from lavis_ib.common.errors import ConfigError
 from lavis_ib.common.paths import package_path
-from lavis_ib.models.components import llm_quantization as lq
+from lavis_ib.models.llm import quantization as lq
 
 MODE = "int8_weight_only"
 TYPES = [("instructblip", "tiny_vicuna"), ("instructblip", "tiny_flant5"),
@@ -237,7 +237,7 @@ def test_torchao_version_checked(monkeypatch):
 
 def test_preflight_reports_quantization_with_the_run():
     """Through the real pre-flight of a project: FSDP refused, DDP and none accepted."""
-    from lavis_ib.preflight import checked_config
+    from lavis_ib.cli.preflight import checked_config
 
     demo = package_path("configs/projects/instructblip/demo_tiny.yaml")
     with pytest.raises(ConfigError) as info:

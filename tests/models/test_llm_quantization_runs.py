@@ -7,7 +7,7 @@ import logging
 import torch
 
 from lavis_ib import load_model
-from lavis_ib.models.components import llm_quantization as lq
+from lavis_ib.models.llm import quantization as lq
 
 MODE = "int8_weight_only"
 
@@ -60,8 +60,8 @@ def test_run_checkpoints_hold_trainable_parts_and_rebuilds_quantise_again(tmp_pa
     resuming, and evaluating from the run's own config.yaml, rebuild the quantised LLM."""
     import torch.distributed.checkpoint as dcp
 
-    from lavis_ib import evaluate, train
-    from lavis_ib.datasets.fixtures import write_fixtures
+    from lavis_ib.cli import evaluate, train
+    from lavis_ib.testing.fixtures import write_fixtures
 
     write_fixtures(str(tmp_path / "data"), ["ok_vqa"])
     project = _ok_vqa_project(str(tmp_path), str(tmp_path / "data"))
@@ -116,8 +116,8 @@ def test_a_quantised_lora_run_exports_full_precision_merged_weights(tmp_path, ca
     import torch.distributed.checkpoint as dcp
     from transformers import InstructBlipForConditionalGeneration
 
-    from lavis_ib import export, train
-    from lavis_ib.datasets.fixtures import write_fixtures
+    from lavis_ib.cli import export, train
+    from lavis_ib.testing.fixtures import write_fixtures
 
     write_fixtures(str(tmp_path / "data"), ["ok_vqa"])
     lora = {"r": 4, "alpha": 8}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from lavis_ib.models.components import tiny_assets
+from lavis_ib.testing import tiny_assets
 
 TEXTS = ["Hello, world?", "OCR tokens: a, b. Question: what is 2+2? Short answer:", "  spaced  out "]
 

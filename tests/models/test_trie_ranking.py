@@ -15,7 +15,7 @@ import string
 import pytest
 import torch
 
-from lavis_ib.models.components.candidate_trie import CandidateTrie
+from lavis_ib.models.llm.trie import CandidateTrie
 from tests.models.conftest import IMAGE, Q
 
 PROMPTS = ["What is in the picture?", "A long instruction: is there a cat on the mat?"]

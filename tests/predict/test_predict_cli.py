@@ -12,7 +12,7 @@ import time
 import pytest
 
 from lavis_ib.common.errors import ConfigError, DataError, LavisIbError
-from lavis_ib.predict import build_parser, main
+from lavis_ib.cli.predict import build_parser, main
 from tests.predict.conftest import write_mp4, write_png
 
 
@@ -87,7 +87,7 @@ def test_two_processes_write_the_same_results_and_a_killed_run_resumes(tmp_path)
             "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     outs = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
-    procs = [subprocess.Popen([sys.executable, "-m", "lavis_ib.cli", "predict", *args,
+    procs = [subprocess.Popen([sys.executable, "-m", "lavis_ib.cli.dispatch", "predict", *args,
                                "--output", str(out)], stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True, env=env) for out in outs]
     deadline = time.monotonic() + 240

@@ -7,7 +7,7 @@ import json
 import os
 import re
 
-from lavis_ib.predict import build_parser
+from lavis_ib.cli.predict import build_parser
 from tests.conftest import REPO_ROOT
 
 DOC = os.path.join(REPO_ROOT, "docs", "predict.md")

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from lavis_ib.common.errors import ConfigError, DataError
-from lavis_ib.predict_batches import make_batches
-from lavis_ib.predict_inputs import (PredictRecord, expand_paths, jsonl_records,
+from lavis_ib.predict.batches import make_batches
+from lavis_ib.predict.inputs import (PredictRecord, expand_paths, jsonl_records,
                                      parse_candidates, path_records)
 
 

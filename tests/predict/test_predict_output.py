@@ -6,7 +6,7 @@ import json
 import pytest
 
 from lavis_ib.common.errors import ConfigError, DataError
-from lavis_ib.predict_output import ResultsFile, meta_path
+from lavis_ib.predict.output import ResultsFile, meta_path
 
 SETTINGS = {"model": "instructblip:tiny_vicuna", "seed": 0, "batch_size": 2}
 ROWS = [{"input": f"{i}.png", "prompt": "p", "answer": str(i)} for i in range(3)]

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from lavis_ib.common.errors import ConfigError, DataError
-from lavis_ib.media_inputs import load_image, load_video
-from lavis_ib.predict import main
+from lavis_ib.processors.media_files import load_image, load_video
+from lavis_ib.cli.predict import main
 from tests.predict.conftest import write_mp4, write_png
 from tests.predict.test_predict_docs import documented_shapes
 
@@ -138,7 +138,8 @@ def test_generation_flags_are_checked_against_the_models_generate(monkeypatch):
     not passed to it, and a flag it does not take is refused before anything loads."""
     from lavis_ib.common.registry import registry
     from lavis_ib.models.base_model import BaseModel
-    from lavis_ib.predict import build_parser, generate_settings
+    from lavis_ib.cli.predict import build_parser
+    from lavis_ib.predict.run import generate_settings
 
     class ShortGenerate(BaseModel):
         def generate(self, samples, num_beams: int = 1, max_length: int = 8):

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import os
 
-from lavis_ib.common.entry import run_entry
-from lavis_ib.runners.ckpt_files import list_checkpoints, manifest, verify
+from lavis_ib.cli.entry import run_entry
+from lavis_ib.runners.checkpointing.files import list_checkpoints, manifest, verify
 
 PROG = "python -m lavis_ib.train"
 STEPS = [2, 3, 4, 6]  # save_every 2, val_every 3, max_iters 6
@@ -25,7 +25,7 @@ class Payload:
 
 
 def _train(argv):
-    from lavis_ib import train
+    from lavis_ib.cli import train
 
     return train.main(argv)
 

@@ -40,7 +40,7 @@ def write_project(folder, model=None, datasets=None, **run) -> str:
 
 
 def launch(cfg_path: str, options=(), nproc: int = 1, env=None, timeout: float = 90,
-           module: str = "lavis_ib.train") -> subprocess.CompletedProcess:
+           module: str = "lavis_ib.cli.train") -> subprocess.CompletedProcess:
     """Run an entry point in a subprocess (under torchrun when nproc > 1)."""
     if nproc > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",

@@ -30,7 +30,7 @@ VQA_ONLY = [f"+datasets.{n}.eval_splits=[]" for n in ("coco_caption", "textcaps"
 
 @pytest.fixture(scope="module")
 def demo_data(tmp_path_factory):
-    from lavis_ib.datasets.fixtures import write_fixtures
+    from lavis_ib.testing.fixtures import write_fixtures
 
     root = str(tmp_path_factory.mktemp("demo_data"))
     write_fixtures(root, DATASETS)
@@ -39,7 +39,7 @@ def demo_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def demo_run(demo_data, tmp_path_factory):
-    from lavis_ib.run_setup import build
+    from lavis_ib.cli.session import build
 
     out = str(tmp_path_factory.mktemp("demo_run"))
     os.environ["LAVIS_IB_DEMO_DATA"] = demo_data
@@ -84,7 +84,7 @@ def test_vit_and_llm_bit_identical_and_checkpoint_has_no_frozen_weights(demo_run
 
 
 def test_export_writes_a_loadable_hugging_face_directory(demo_run, tmp_path):
-    from lavis_ib import export
+    from lavis_ib.cli import export
     from lavis_ib.models.loading import load_model
 
     assert export.main([demo_run["out"], str(tmp_path / "hf")]) == 0
@@ -124,7 +124,7 @@ def test_fsdp_on_two_processes_matches_one_process(demo_run, demo_data, tmp_path
 def test_activation_checkpointing_of_llm_blocks_gives_the_same_gradients(demo_data):
     from lavis_ib.datasets.loaders import MixtureLoader
     from lavis_ib.runners.strategies import Strategy
-    from lavis_ib.run_setup import build
+    from lavis_ib.cli.session import build
 
     os.environ["LAVIS_IB_DEMO_DATA"] = demo_data
     try:
@@ -155,7 +155,7 @@ def test_an_unreadable_training_image_is_logged_once_in_log_jsonl(demo_data, tmp
     import glob
     import shutil
 
-    from lavis_ib.run_setup import build
+    from lavis_ib.cli.session import build
 
     data = str(tmp_path / "data")
     shutil.copytree(demo_data, data)

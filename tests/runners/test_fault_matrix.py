@@ -24,8 +24,8 @@ import torch
 from fault_helpers import (PROG, STEPS, Payload, _train, ckpt, events, intact, reseal,  # noqa: F401
                            train)
 from runner_helpers import launch, losses, write_project
-from lavis_ib.common.entry import run_entry
-from lavis_ib.runners.ckpt_files import verify
+from lavis_ib.cli.entry import run_entry
+from lavis_ib.runners.checkpointing.files import verify
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
@@ -58,8 +58,8 @@ def row_doctored_rank_pt(ctx, capsys, monkeypatch):
 
 
 def row_doctored_metadata(ctx, capsys, monkeypatch):
-    from lavis_ib.runners.checkpoint import load_trainable_weights
-    from lavis_ib.runners.safe_load import UnsafeCheckpointError
+    from lavis_ib.runners.checkpointing.manager import load_trainable_weights
+    from lavis_ib.runners.checkpointing.safe_load import UnsafeCheckpointError
     import runner_toys
 
     with open(os.path.join(ckpt(ctx, 6), "model", ".metadata"), "wb") as f:
@@ -106,7 +106,7 @@ def row_inf_gradient_skipped(ctx, capsys, monkeypatch):
     assert [e["step"] for e in skipped] == [2]
     intact(ctx, STEPS)
     import runner_toys
-    from lavis_ib.runners.checkpoint import load_trainable_weights
+    from lavis_ib.runners.checkpointing.manager import load_trainable_weights
 
     model = runner_toys.ToyIB()
     load_trainable_weights(model, ckpt(ctx, 6))
@@ -134,7 +134,7 @@ def row_inf_gradient_two_processes(ctx, capsys, monkeypatch):
     assert sorted(losses(ctx["out"])) == [1, 2, 3, 4, 5, 6]
     intact(ctx, STEPS)
     import runner_toys
-    from lavis_ib.runners.checkpoint import load_trainable_weights
+    from lavis_ib.runners.checkpointing.manager import load_trainable_weights
 
     model = runner_toys.ToyIB()
     load_trainable_weights(model, ckpt(ctx, 6))
@@ -259,7 +259,7 @@ def row_changed_settings(ctx, capsys, monkeypatch):
 
 
 def _evaluate(ctx, *options):
-    from lavis_ib import evaluate
+    from lavis_ib.cli import evaluate
 
     argv = ["--cfg-path", ctx["path"], "--checkpoint", ctx["out"], "--name", "heldout",
             "--options", "run.evaluate_only=true", *options]
@@ -277,7 +277,7 @@ def row_evaluation_into_training_run(ctx, capsys, monkeypatch):
     assert "seed: 7" in open(os.path.join(own, "config.yaml")).read()
     for name in ("toy_a_val", "toy_b_val"):
         assert os.path.isfile(os.path.join(own, "eval", name, "metrics.json"))
-    from lavis_ib.report import evaluation_folder
+    from lavis_ib.report.tables import evaluation_folder
 
     assert evaluation_folder(ctx["out"]) == own
     intact(ctx, STEPS)

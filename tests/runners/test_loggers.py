@@ -75,7 +75,7 @@ def wandb_history(records):
 
 
 def test_loggers_default_to_tensorboard_and_are_checked_before_running(tmp_path, toys):
-    from lavis_ib.preflight import checked_config
+    from lavis_ib.cli.preflight import checked_config
 
     with pytest.raises(ConfigError, match="run.loggers: unknown logger 'mlflow'"):
         checked_config(write_project(tmp_path, loggers=["tensorboard", "mlflow"]))
@@ -105,7 +105,7 @@ def test_no_loggers_writes_log_jsonl_only(tmp_path):
 
 
 def test_wandb_logs_the_scalars_of_log_jsonl_on_a_tiny_training_run(tmp_path, toys):
-    from lavis_ib.run_setup import build
+    from lavis_ib.cli.session import build
     from lavis_ib.runners.strategies import setup_distributed
 
     path = write_project(tmp_path, loggers=["tensorboard", "wandb"])

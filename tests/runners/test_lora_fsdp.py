@@ -19,8 +19,8 @@ import yaml
 
 from runner_helpers import launch, losses
 from lavis_ib.common.config import Config
-from lavis_ib.runners.checkpoint import list_checkpoints, load_trainable_weights
-from lavis_ib.runners.faults import FAULT_EXIT_CODE
+from lavis_ib.runners.checkpointing.manager import list_checkpoints, load_trainable_weights
+from lavis_ib.runners.checkpointing.faults import FAULT_EXIT_CODE
 from lavis_ib.runners.strategies import setup_distributed
 
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0}
@@ -30,7 +30,7 @@ IMAGES = {"train": {"name": "blip_image_eval", "image_size": 32},
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from lavis_ib.datasets.fixtures import write_fixtures
+    from lavis_ib.testing.fixtures import write_fixtures
 
     root = str(tmp_path_factory.mktemp("lora_data"))
     write_fixtures(root, ["ok_vqa"])
@@ -66,7 +66,7 @@ def _project(folder, data: str, model=None, **run) -> str:
 @pytest.fixture(scope="module")
 def reference(data, tmp_path_factory):
     """The uninterrupted single-process run (in this process)."""
-    from lavis_ib.run_setup import build
+    from lavis_ib.cli.session import build
 
     folder = tmp_path_factory.mktemp("lora_reference")
     cfg = Config(_project(folder, data), [])
@@ -152,7 +152,8 @@ def test_export_merges_the_adapters_and_transformers_computes_the_same(reference
                                                                        capsys):
     from transformers import InstructBlipForConditionalGeneration
 
-    from lavis_ib import export, load_model
+    from lavis_ib import load_model
+    from lavis_ib.cli import export
 
     hf_dir = str(tmp_path / "hf")
     assert export.main([reference["out"], hf_dir]) == 0
@@ -190,7 +191,7 @@ def test_fsdp_with_a_bf16_vit_and_llm_and_fp32_adapters(data, tmp_path):
     blocks (units of their own: FSDP2 refuses mixed dtypes in a unit), bf16 autocast.
     2 processes follow 1 process up to bf16 rounding (FSDP computes the trainable units
     in bf16 where the single process autocasts)."""
-    from lavis_ib.run_setup import build
+    from lavis_ib.cli.session import build
 
     one = Config(_project(tmp_path / "one", data, model=BF16_MODEL, **BF16), [])
     _, model, _, runner = build(one, setup_distributed(one.run_cfg))
@@ -239,7 +240,7 @@ def test_evaluating_a_lora_checkpoint_builds_the_runs_adapters(reference, data, 
     them; the checkpoint folder itself works too."""
     import json
 
-    from lavis_ib import evaluate
+    from lavis_ib.cli import evaluate
 
     def predictions(folder):
         with open(os.path.join(folder, "run", "eval", "ok_vqa_val", "predictions.jsonl")) as f:

@@ -14,15 +14,15 @@ import torch
 
 from runner_helpers import launch, losses, write_project
 from lavis_ib.common.config import Config
-from lavis_ib.runners.checkpoint import list_checkpoints, load_trainable_weights
-from lavis_ib.runners.faults import FAULT_EXIT_CODE
+from lavis_ib.runners.checkpointing.manager import list_checkpoints, load_trainable_weights
+from lavis_ib.runners.checkpointing.faults import FAULT_EXIT_CODE
 from lavis_ib.runners.strategies import setup_distributed
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The uninterrupted single-process run (in this process)."""
-    from lavis_ib.run_setup import build
+    from lavis_ib.cli.session import build
 
     folder = tmp_path_factory.mktemp("reference")
     cfg = Config(write_project(folder), [])

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from runner_helpers import launch, losses, write_project
-from lavis_ib.common.entry import run_entry
+from lavis_ib.cli.entry import run_entry
 from lavis_ib.common.schema import RunConfig
-from lavis_ib.runners.faults import FAULT_EXIT_CODE
+from lavis_ib.runners.checkpointing.faults import FAULT_EXIT_CODE
 
 AUGMENTED = {"toy_a": {"augment": True}, "toy_b": {"sample_ratio": 2.0, "augment": True}}
 
@@ -34,7 +34,7 @@ def _project(folder, **run):
 
 
 def _train(path, *options):
-    from lavis_ib import train
+    from lavis_ib.cli import train
 
     argv = ["--cfg-path", path, *(["--options", *options] if options else [])]
     assert run_entry(train.main, argv, "python -m lavis_ib.train") == 0

@@ -15,7 +15,7 @@ from lavis_ib.runners.strategies import setup_distributed
 
 
 def train_inprocess(cfg_path, options=()):
-    from lavis_ib.run_setup import build
+    from lavis_ib.cli.session import build
 
     cfg = Config(cfg_path, list(options))
     _, model, _, runner = build(cfg, setup_distributed(cfg.run_cfg))
@@ -107,7 +107,7 @@ def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path):
 
 
 def test_evaluate_entry_point_and_export(trained, tmp_path, toys):
-    from lavis_ib import evaluate, export
+    from lavis_ib.cli import evaluate, export
 
     out = str(tmp_path / "eval_run")
     assert evaluate.main(["--cfg-path", trained["path"], "--checkpoint", trained["out"],
@@ -126,7 +126,7 @@ def test_evaluate_entry_point_and_export(trained, tmp_path, toys):
 
 def test_checkpoint_of_another_model_is_a_clear_error(trained, toys):
     other = toys.ToyIB(dim=4)
-    from lavis_ib.runners.checkpoint import load_trainable_weights
+    from lavis_ib.runners.checkpointing.manager import load_trainable_weights
 
     with pytest.raises(LavisIbError, match="does not match"):
         load_trainable_weights(other, trained["out"])
@@ -153,8 +153,8 @@ def test_mixed_precision_trains(tmp_path, amp):
 
 
 def test_entry_point_reports_bad_input_in_one_line(tmp_path, capsys):
-    from lavis_ib.common.entry import run_entry
-    from lavis_ib.train import main
+    from lavis_ib.cli.entry import run_entry
+    from lavis_ib.cli.train import main
 
     assert run_entry(main, ["--cfg-path", str(tmp_path / "nope.yaml")], "python -m lavis_ib.train") == 2
     err = capsys.readouterr().err

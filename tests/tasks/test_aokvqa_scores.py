@@ -65,7 +65,7 @@ def test_multiple_choice_equals_the_authors_scorer():
 def test_one_project_evaluates_both_settings(tmp_path):
     from lavis_ib.common.config import Config
     from lavis_ib.common.paths import package_path
-    from lavis_ib.datasets.fixtures import write_fixtures
+    from lavis_ib.testing.fixtures import write_fixtures
 
     fx = write_fixtures(str(tmp_path / "fx"), ["aok_vqa"])["aok_vqa"]
     options = [f"datasets.aok_vqa.build_info={fx['build_info']}".replace("'", '"'),

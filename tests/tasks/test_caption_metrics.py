@@ -2,7 +2,7 @@
 import pytest
 
 from lavis_ib.common.errors import DataError
-from lavis_ib.tasks.caption_metrics import caption_scores
+from lavis_ib.tasks.metrics.caption import caption_scores
 
 REFS = {
     "1": ["A man riding a wave on top of a surfboard.", "A surfer rides a large wave.",

@@ -36,7 +36,7 @@ def _tables(out):
 
 @pytest.mark.slow
 def test_the_demo_runs_twice_and_reports_the_same(tmp_path, monkeypatch, capfd):
-    from lavis_ib import demo
+    from lavis_ib.cli import demo
 
     monkeypatch.chdir(tmp_path)          # the demo writes under ./output
     monkeypatch.delenv("LAVIS_IB_NO_PROGRESS", raising=False)

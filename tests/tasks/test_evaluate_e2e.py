@@ -27,7 +27,7 @@ CAPTION_METRIC = {"tiny_vicuna": "coco", "tiny_flant5": "bleu_cider", "tiny_opt"
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    from lavis_ib.datasets.fixtures import write_fixtures
+    from lavis_ib.testing.fixtures import write_fixtures
 
     root = tmp_path_factory.mktemp("e2e")
     fixtures = write_fixtures(str(root / "fx"), list(DATASETS))
@@ -55,9 +55,9 @@ def project(tmp_path_factory):
 def evaluate(cfg_path, out_dir, model_type, nproc, options=()):
     if nproc > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node", str(nproc), "-m", "lavis_ib.evaluate"]
+               "--nproc_per_node", str(nproc), "-m", "lavis_ib.cli.evaluate"]
     else:
-        cmd = [sys.executable, "-m", "lavis_ib.evaluate"]
+        cmd = [sys.executable, "-m", "lavis_ib.cli.evaluate"]
     cmd += ["--cfg-path", cfg_path, "--options", f"model.model_type={model_type}",
             f"run.output_dir={out_dir}", f"run.distributed={'ddp' if nproc > 1 else 'none'}",
             f"datasets.flickr30k.metric={CAPTION_METRIC[model_type]}", *options]
@@ -118,7 +118,7 @@ def test_evaluate_one_and_two_processes_agree(project, model_type, tmp_path):
         strip = [{k: v for k, v in r.items() if k != "prob"} for r in r1]
         assert strip == [{k: v for k, v in r.items() if k != "prob"} for r in r2], name
 
-    from lavis_ib.report import main as report
+    from lavis_ib.cli.report import main as report
 
     assert report([str(tmp_path / "one"), "--compare", "InstructBLIP Vicuna-7B"]) == 0
     table = (tmp_path / "one" / "report" / "table1.md").read_text()

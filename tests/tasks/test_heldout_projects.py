@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 import lavis_ib
 from lavis_ib import registry
 from lavis_ib.common.config import Config
-from lavis_ib.paper_results import HELD_OUT
+from lavis_ib.report.paper import HELD_OUT
 
 PROJECTS = os.path.join(os.path.dirname(lavis_ib.__file__), "configs", "projects", "instructblip")
 # The model contract's values of the shipped types: (llm_family, default_append_eos).

@@ -6,7 +6,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from lavis_ib.tasks.rank_metrics import (best_first, binary_probability, log_sum_exp,
+from lavis_ib.tasks.metrics.rank import (best_first, binary_probability, log_sum_exp,
                                          ranks_of_targets, retrieval_metrics, roc_auc)
 
 

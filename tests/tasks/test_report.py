@@ -5,10 +5,10 @@ import os
 
 import pytest
 
-from lavis_ib import cli
+from lavis_ib.cli import dispatch as cli
 from lavis_ib.common.errors import ConfigError, DataError
-from lavis_ib.report import main
-from lavis_ib.paper_results import HELD_OUT, METRIC, TABLE1
+from lavis_ib.cli.report import main
+from lavis_ib.report.paper import HELD_OUT, METRIC, TABLE1
 
 
 def make_run(tmp_path, model_type="vicuna7b", results=None):
@@ -84,7 +84,7 @@ def test_report_errors(tmp_path):
 def test_chart_tells_a_measured_zero_from_a_missing_value(tmp_path, monkeypatch):
     """Read the figure's artists (not pixels): a measured 0 is a bar labelled 0.0, a
     missing value has no bar and an "n/a" label at its place."""
-    from lavis_ib import report_chart
+    from lavis_ib.report import chart as report_chart
 
     figures = []
     monkeypatch.setattr(report_chart, "save", lambda fig, path: figures.append(fig))

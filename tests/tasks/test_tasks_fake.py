@@ -5,8 +5,8 @@ import torch
 from lavis_ib import registry
 from lavis_ib.common.config import compose_dataset
 from lavis_ib.common.errors import ConfigError, DataError
-from lavis_ib.tasks.rank_metrics import retrieval_metrics
-from lavis_ib.tasks.vqa_metrics import vqa_accuracy
+from lavis_ib.tasks.metrics.rank import retrieval_metrics
+from lavis_ib.tasks.metrics.vqa import vqa_accuracy
 
 
 def task(kind, name, **cfg):
@@ -205,7 +205,7 @@ def test_answer_list_read_through_the_builder_without_the_hook(tmp_path, fake_mo
     """An evaluation loop that never calls before_evaluation still ranks the vocabulary."""
     from omegaconf import OmegaConf
 
-    from lavis_ib.datasets.fixtures import write_fixtures
+    from lavis_ib.testing.fixtures import write_fixtures
 
     overrides = write_fixtures(str(tmp_path), ["msvd_qa"])["msvd_qa"]
     builder = registry.get_builder_class("msvd_qa")

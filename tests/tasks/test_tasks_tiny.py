@@ -10,7 +10,7 @@ import torch
 import lavis_ib
 from lavis_ib import registry
 from lavis_ib.common.config import compose_dataset
-from lavis_ib.tasks.rank_metrics import binary_probability, ranks_of_targets
+from lavis_ib.tasks.metrics.rank import binary_probability, ranks_of_targets
 
 FAMILY = {"tiny_vicuna": "vicuna", "tiny_flant5": "flant5"}
 SHORT = {"num_beams": 2, "max_length": 4, "min_length": 1,

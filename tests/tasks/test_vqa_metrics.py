@@ -1,7 +1,7 @@
 """VQA accuracy: every normalisation rule and the leave-one-out average."""
 import pytest
 
-from lavis_ib.tasks.vqa_metrics import (CONTRACTIONS, aokvqa_accuracy, exact_match,
+from lavis_ib.tasks.metrics.vqa import (CONTRACTIONS, aokvqa_accuracy, exact_match,
                                         ivqa_accuracy, mean_accuracy, normalize_answer,
                                         process_digit_article, process_punctuation,
                                         vqa_accuracy)

@@ -9,8 +9,8 @@ import random
 
 import pytest
 
-from lavis_ib.tasks.vqa_metrics import normalize_answer, vqa_accuracy
-from lavis_ib.tasks.vqa_tables import CONTRACTIONS, NUMBER_WORDS, PUNCTUATION
+from lavis_ib.tasks.metrics.vqa import normalize_answer, vqa_accuracy
+from lavis_ib.tasks.metrics.vqa_tables import CONTRACTIONS, NUMBER_WORDS, PUNCTUATION
 
 from vqa_reference import process_digit_article, process_punctuation, question_accuracy
 

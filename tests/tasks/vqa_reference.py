@@ -10,7 +10,7 @@ script.
 """
 import re
 
-from lavis_ib.tasks.vqa_tables import ARTICLES, CONTRACTIONS, NUMBER_WORDS, PUNCTUATION
+from lavis_ib.tasks.metrics.vqa_tables import ARTICLES, CONTRACTIONS, NUMBER_WORDS, PUNCTUATION
 
 PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")   # the script's pattern, verbatim semantics
 COMMA_STRIP = re.compile(r"(\d)(,)(\d)")

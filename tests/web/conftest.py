@@ -16,7 +16,7 @@ def tiny_model():
 
 @pytest.fixture(scope="session")
 def demo(tiny_model):
-    from lavis_ib.web_app import DemoModel
+    from lavis_ib.web.model import DemoModel
 
     return DemoModel(*tiny_model, label=":".join(MODEL))
 
@@ -24,7 +24,7 @@ def demo(tiny_model):
 @pytest.fixture(scope="session")
 def media(tmp_path_factory):
     """An image, a video and a file that is neither, written by the fixtures writer."""
-    from lavis_ib.datasets.fixtures import write_image, write_video
+    from lavis_ib.testing.fixtures import write_image, write_video
 
     root = tmp_path_factory.mktemp("web_media")
     rng = np.random.default_rng(16)

@@ -11,14 +11,14 @@ import urllib.request
 
 import pytest
 
-from lavis_ib import cli
-from lavis_ib.serve import is_loopback
+from lavis_ib.cli import dispatch as cli
+from lavis_ib.cli.serve import is_loopback
 
 
 @pytest.mark.timeout(180)
 def test_serve_command_serves_the_page_on_loopback(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "GRADIO_TEMP_DIR": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "lavis_ib.cli", "serve", "--model",
+    proc = subprocess.Popen([sys.executable, "-m", "lavis_ib.cli.dispatch", "serve", "--model",
                              "instructblip:tiny_vicuna", "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
@@ -102,7 +102,7 @@ def test_page_sends_nothing_by_construction(demo, monkeypatch):
     """Analytics off (environment and Blocks), no 'share' buttons (they post to Hugging Face),
     a theme of system fonts only (Gradio's own fetches web fonts)."""
     monkeypatch.delenv("GRADIO_ANALYTICS_ENABLED", raising=False)
-    from lavis_ib.web_ui import build_app, local_theme, require_gradio
+    from lavis_ib.web.page import build_app, local_theme, require_gradio
 
     gr = require_gradio()
     assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"

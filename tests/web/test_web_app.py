@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lavis_ib.web_app import GENERATION_DEFAULTS, generate_for_page, rank_for_page
+from lavis_ib.web.model import GENERATION_DEFAULTS, generate_for_page, rank_for_page
 
 PROMPT = "What is in the picture?"
 
@@ -120,7 +120,7 @@ def test_a_setting_the_model_does_not_take_is_reported_not_dropped(tiny_model, m
     applied, and the answer is that model's answer without it."""
     import copy
 
-    from lavis_ib.web_app import DemoModel
+    from lavis_ib.web.model import DemoModel
 
     model, vis = tiny_model
     base = type(model)
@@ -144,7 +144,7 @@ def test_a_setting_the_model_does_not_take_is_reported_not_dropped(tiny_model, m
 
 
 def test_upload_preview_is_the_decoded_image_or_the_reason(media):
-    from lavis_ib.web_app import preview_for_page
+    from lavis_ib.web.model import preview_for_page
 
     image, status = preview_for_page(media["image"])
     with Image.open(media["image"]) as original:

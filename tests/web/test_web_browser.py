@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 import pytest
 from PIL import Image
 
-from lavis_ib.web_app import GENERATION_DEFAULTS
+from lavis_ib.web.model import GENERATION_DEFAULTS
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost"}
@@ -35,8 +35,8 @@ def _browser_present():
 @pytest.fixture
 def served_app(demo):
     """The real app, served in this process on a free loopback port; closed afterwards."""
-    from lavis_ib.serve import free_port
-    from lavis_ib.web_ui import build_app, launch
+    from lavis_ib.cli.serve import free_port
+    from lavis_ib.web.page import build_app, launch
 
     app = build_app(demo)
     url = launch(app, "127.0.0.1", free_port("127.0.0.1", 0), block=False)

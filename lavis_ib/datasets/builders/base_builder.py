@@ -20,7 +20,7 @@ Dataset config (``configs/datasets/<name>/defaults.yaml``, under ``datasets.<nam
 
 A file that is missing (and not downloaded) raises one `DataError` naming the path, the
 config key and where the data comes from. `check_files()` lists every such problem of the
-dataset without reading or downloading anything (the pre-flight check, lavis_ib/preflight.py).
+dataset without reading or downloading anything (the pre-flight check, lavis_ib/cli/preflight.py).
 """
 from __future__ import annotations
 

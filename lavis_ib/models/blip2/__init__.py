@@ -1,6 +1,6 @@
 """BLIP-2: the models (`model`: `blip2_opt`, `blip2_t5`), how they are built (`build`) and
 their Hugging Face format (`hf_format`). LAVIS and Hugging Face BLIP-2 weights are read by
-`lavis_ib.models.components.blip2_weights`, which InstructBLIP's `init_from` shares.
+`lavis_ib.models.weights.blip2`, which InstructBLIP's `init_from` shares.
 
 Importing this package registers the models.
 """

@@ -19,15 +19,15 @@ from typing import Any
 from lavis_ib.common.errors import ConfigError, LavisIbError
 from lavis_ib.common.precision import DTYPES
 from lavis_ib.models.blip2.hf_format import load_pretrained
-from lavis_ib.models.components.blip2_weights import fit_pos_embed, read_source, to_ours
-from lavis_ib.models.components.checkpoint_files import read_pth
-from lavis_ib.models.components.load_report import load_into
+from lavis_ib.models.weights.blip2 import fit_pos_embed, read_source, to_ours
+from lavis_ib.models.weights.files import read_pth
+from lavis_ib.models.weights.load_report import load_into
 from lavis_ib.models.components.qformer import QFormerSpec
-from lavis_ib.models.components.qformer_model import TRAINABLE_PARTS
-from lavis_ib.models.components.tokenizers import load_tokenizer
+from lavis_ib.models.components.qformer_llm import TRAINABLE_PARTS
+from lavis_ib.models.weights.tokenizers import load_tokenizer
 from lavis_ib.models.components.vision import VisionSpec
-from lavis_ib.models.components.hf_directories import build_random_llm, lavis_llm_directory
-from lavis_ib.models.components.model_build import build_by_route, checked_config
+from lavis_ib.models.weights.hf import build_random_llm, lavis_llm_directory
+from lavis_ib.models.components.build_routes import build_by_route, checked_config
 
 logger = logging.getLogger(__name__)
 

@@ -16,12 +16,12 @@ import torch
 
 from lavis_ib.common.errors import LavisIbError
 from lavis_ib.common.precision import DTYPES
-from lavis_ib.models.components.blip2_weights import hf_blip2_name, to_ours
-from lavis_ib.models.components.hf_directories import (build_llm, image_processor_for,
+from lavis_ib.models.weights.blip2 import hf_blip2_name, to_ours
+from lavis_ib.models.weights.hf import (build_llm, image_processor_for,
                                                        load_directory_weights, tokenizer_with_token)
-from lavis_ib.models.components.hub import resolve_dir
-from lavis_ib.models.components.load_report import tied_aliases
-from lavis_ib.models.components.names import fuse_qkv_bias
+from lavis_ib.models.weights.hub import resolve_dir
+from lavis_ib.models.weights.load_report import tied_aliases
+from lavis_ib.models.weights.param_names import fuse_qkv_bias
 from lavis_ib.models.components.qformer import QFormerSpec
 from lavis_ib.models.components.vision import VisionSpec
 from lavis_ib.processors.image import CLIP_MEAN, CLIP_STD

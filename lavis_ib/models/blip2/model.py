@@ -27,9 +27,9 @@ from lavis_ib.common.registry import registry
 from lavis_ib.models.blip2.build import build_from_config
 from lavis_ib.models.blip2.hf_format import save_pretrained as save_hf_directory
 from lavis_ib.models.components.qformer import QFormerSpec
-from lavis_ib.models.components.qformer_model import QFormerLLM
+from lavis_ib.models.components.qformer_llm import QFormerLLM
 from lavis_ib.models.components.vision import VisionSpec
-from lavis_ib.models.components.hf_directories import merge_preprocess
+from lavis_ib.models.weights.hf import merge_preprocess
 
 logger = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ import logging
 from typing import Any
 
 from lavis_ib.common.errors import ConfigError
-from lavis_ib.models.components.hf_directories import build_random_llm
-from lavis_ib.models.components.model_build import build_by_route, checked_config
+from lavis_ib.models.weights.hf import build_random_llm
+from lavis_ib.models.components.build_routes import build_by_route, checked_config
 from lavis_ib.models.components.qformer import QFormerSpec
-from lavis_ib.models.components.tokenizers import load_tokenizer, qformer_tokenizer_from
+from lavis_ib.models.weights.tokenizers import load_tokenizer, qformer_tokenizer_from
 from lavis_ib.models.components.vision import VisionSpec
 from lavis_ib.models.instructblip.hf_format import load_pretrained
 from lavis_ib.models.instructblip.lavis_format import build_lavis

@@ -18,13 +18,13 @@ import torch
 
 from lavis_ib.common.errors import LavisIbError
 from lavis_ib.common.precision import DTYPES
-from lavis_ib.models.components.hf_directories import (build_llm, image_processor_for,
+from lavis_ib.models.weights.hf import (build_llm, image_processor_for,
                                                        load_directory_weights, tokenizer_with_token)
-from lavis_ib.models.components.hub import resolve_dir
-from lavis_ib.models.components.load_report import tied_aliases
-from lavis_ib.models.components.names import hf_state_to_ours, ours_to_hf_state, to_hf
+from lavis_ib.models.weights.hub import resolve_dir
+from lavis_ib.models.weights.load_report import tied_aliases
+from lavis_ib.models.weights.param_names import hf_state_to_ours, ours_to_hf_state, to_hf
 from lavis_ib.models.components.qformer import QFormerSpec
-from lavis_ib.models.components.tokenizers import check_vocab, qformer_tokenizer_from
+from lavis_ib.models.weights.tokenizers import check_vocab, qformer_tokenizer_from
 from lavis_ib.models.components.vision import VisionSpec
 from lavis_ib.processors.image import CLIP_MEAN, CLIP_STD
 

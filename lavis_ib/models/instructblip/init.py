@@ -29,8 +29,8 @@ from typing import Any, Sequence
 import torch
 
 from lavis_ib.common.errors import LavisIbError
-from lavis_ib.models.components.blip2_weights import read_source, to_ours
-from lavis_ib.models.components.names import qformer_to_bert
+from lavis_ib.models.weights.blip2 import read_source, to_ours
+from lavis_ib.models.weights.param_names import qformer_to_bert
 
 logger = logging.getLogger(__name__)
 TRAINABLE = ("query_tokens", "qformer", "ln_vision", "llm_proj")

@@ -20,13 +20,13 @@ import torch
 
 from lavis_ib.common.errors import LavisIbError
 from lavis_ib.common.precision import DTYPES
-from lavis_ib.models.components.checkpoint_files import read_pth
-from lavis_ib.models.components.hf_directories import lavis_llm_directory
-from lavis_ib.models.components.load_report import LoadReport, load_into
+from lavis_ib.models.weights.files import read_pth
+from lavis_ib.models.weights.hf import lavis_llm_directory
+from lavis_ib.models.weights.load_report import LoadReport, load_into
 from lavis_ib.models.components.qformer import QFormerSpec
-from lavis_ib.models.components.tokenizers import check_vocab, qformer_tokenizer_from
+from lavis_ib.models.weights.tokenizers import check_vocab, qformer_tokenizer_from
 from lavis_ib.models.components.vision import VisionSpec
-from lavis_ib.models.components.names import to_lavis
+from lavis_ib.models.weights.param_names import to_lavis
 
 logger = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from torch import nn
 from lavis_ib.common.errors import LavisIbError
 from lavis_ib.common.registry import registry
 from lavis_ib.models.components.qformer import QFormerSpec
-from lavis_ib.models.components.qformer_model import FAMILY_OF_MODEL_TYPE, TRAINABLE_PARTS, QFormerLLM
+from lavis_ib.models.components.qformer_llm import FAMILY_OF_MODEL_TYPE, TRAINABLE_PARTS, QFormerLLM
 from lavis_ib.models.components.vision import VisionSpec
 from lavis_ib.models.instructblip.build import build_from_config
-from lavis_ib.models.components.hf_directories import merge_preprocess
+from lavis_ib.models.weights.hf import merge_preprocess
 from lavis_ib.models.instructblip.hf_format import save_pretrained as save_hf_directory
 from lavis_ib.models.instructblip.init import init_from as init_trainable_from
 

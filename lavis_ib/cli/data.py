@@ -1,0 +1,161 @@
+"""`lavis-ib data check PROJECT.yaml`: for each dataset of a project, which of the files and
+folders its build needs are on disk, which are missing, and how many samples each split
+holds, so a new user learns what to download before a run fails on it.
+
+The file walk is the pre-flight one (`BaseDatasetBuilder.check_files`, lavis_ib/cli/preflight.py):
+every `require` it makes is recorded, so "present" and "missing" list exactly the paths a
+build would open, in the same words as the error a run would raise. A dataset whose files
+are all present is then built (annotations read, no image or video decoded) to count its
+samples; one with missing files is not built, so nothing is ever downloaded: the check runs
+with `download: false` and says which missing files `download: true` would fetch.
+
+Exit status: 0 when every dataset is complete and builds, 2 otherwise (as `lavis-ib check`).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from lavis_ib.common.errors import LavisIbError
+
+#: the log-line words of each kind of report row, aligned in the output
+PRESENT, MISSING, PROBLEM, SAMPLES = "present", "missing", "problem", "samples"
+
+
+@dataclass
+class DatasetReport:
+    """What `data check` found for one dataset entry of a project."""
+
+    name: str
+    present: list[tuple[str, str]] = field(default_factory=list)   # (what, path)
+    missing: list[str] = field(default_factory=list)               # one line per missing path
+    problems: list[str] = field(default_factory=list)              # config or build errors
+    counts: dict[str, str] = field(default_factory=dict)           # split -> samples found
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing and not self.problems
+
+
+def _recording_builder(builder: Any, seen: list[tuple[str, str, bool]]) -> None:
+    """Make `builder.require` record each path it checks (what, path, exists) and then do
+    what it always does; check_files() thereby reports the present paths too."""
+    original = builder.require
+
+    def require(path: str, what: str, hint: str = "") -> str:
+        seen.append((what, path, os.path.exists(path)))
+        return original(path, what, hint)
+
+    builder.require = require
+
+
+def _sample_counts(builder: Any) -> dict[str, str]:
+    """{split: samples} of the built splits (a streamed split reports its configured size)."""
+    from torch.utils.data import IterableDataset
+
+    counts = {}
+    for split, dataset in builder.build_datasets().items():
+        if isinstance(dataset, IterableDataset):
+            try:
+                counts[split] = f"{len(dataset)} (streamed; num_samples from the config, not counted)"
+            except TypeError:
+                counts[split] = "streamed (no num_samples set)"
+        else:
+            counts[split] = str(len(dataset))
+    return counts
+
+
+def dataset_report(name: str, entry: Any) -> DatasetReport:
+    """Check the files of dataset entry `name` (a composed `datasets.<name>` node) and,
+    when they are all present, build it to count its samples."""
+    from omegaconf import OmegaConf
+
+    from lavis_ib.common.config import builder_name
+    from lavis_ib.common.registry import registry
+
+    report = DatasetReport(name)
+    try:
+        builder_cls = registry.get_builder_class(builder_name(name, entry))
+    except LavisIbError as exc:
+        report.problems.append(str(exc))
+        return report
+    config = OmegaConf.create(OmegaConf.to_container(entry, resolve=True))
+    if config.get("download", False):
+        report.notes.append("download: true: missing files with a url are fetched when a run "
+                            "builds the dataset (this check downloads nothing)")
+        config.download = False
+    seen: list[tuple[str, str, bool]] = []
+    builder = builder_cls(config)
+    _recording_builder(builder, seen)
+    lines = builder.check_files()
+    report.present = list(dict.fromkeys((what, path) for what, path, ok in seen if ok))
+    missing_paths = [path for _, path, ok in seen if not ok]
+    for line in lines:
+        (report.missing if any(p in line for p in missing_paths) else report.problems).append(line)
+    if report.complete:
+        try:
+            report.counts = _sample_counts(builder_cls(config))
+        except LavisIbError as exc:
+            report.problems.append(f"building failed: {exc}")
+    return report
+
+
+def project_reports(cfg_path: str, options: Sequence[str] | None = None
+                    ) -> tuple[list[str], list[DatasetReport]]:
+    """(project-level problems, one report per dataset entry) of project `cfg_path`."""
+    from lavis_ib.common.config import Config
+
+    cfg = Config(cfg_path, options, strict=False)
+    datasets = cfg.config.get("datasets") or {}
+    return list(cfg.problems), [dataset_report(str(n), e) for n, e in datasets.items()]
+
+
+def format_reports(problems: Sequence[str], reports: Sequence[DatasetReport]) -> str:
+    """The text `lavis-ib data check` prints: one block per dataset, then a summary."""
+    out = [f"{PROBLEM:<8} {p}" for p in problems]
+    for r in reports:
+        state = "complete" if r.complete else \
+            f"{len(r.missing)} missing, {len(r.problems)} problem(s)"
+        out.append(f"{r.name}: {state}")
+        out += [f"  {PRESENT:<8} {what}: {path}" for what, path in r.present]
+        out += [f"  {MISSING:<8} {line}" for line in r.missing]
+        out += [f"  {PROBLEM:<8} {line}" for line in r.problems]
+        if r.counts:
+            out.append(f"  {SAMPLES:<8} " + ", ".join(f"{s}: {n}" for s, n in r.counts.items()))
+        elif not r.complete:
+            out.append(f"  {SAMPLES:<8} not counted (the dataset is not built while files are missing)")
+        out += [f"  note     {n}" for n in r.notes]
+    complete = sum(r.complete for r in reports)
+    out.append(f"summary: {len(reports)} dataset(s), {complete} complete, "
+               f"{len(reports) - complete} with missing files or problems"
+               + (f"; {len(problems)} project problem(s)" if problems else ""))
+    return "\n".join(out)
+
+
+def check_main(argv: Sequence[str] | None = None) -> int:
+    """Report, per dataset of a project, the files present and missing and the samples
+    found. Exit 0 when every dataset is complete, 2 otherwise."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="lavis-ib data check", description=check_main.__doc__.split("\n")[0])
+    parser.add_argument("config", help="project YAML file")
+    parser.add_argument("--options", nargs="+", default=[], help="overrides: key=value")
+    args = parser.parse_args(argv)
+    problems, reports = project_reports(args.config, args.options)
+    print(format_reports(problems, reports))
+    return 0 if not problems and all(r.complete for r in reports) else 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`lavis-ib data check PROJECT`: the data check of lavis_ib/cli/data.py (exit 0 when
+    every dataset's files are present, 2 otherwise)."""
+    args = list(argv or [])
+    if not args or args[0] != "check":
+        asked = args[:1] in (["-h"], ["--help"])
+        print("usage: lavis-ib data check PROJECT.yaml [--options key=value ...]",
+              file=sys.stdout if asked else sys.stderr)
+        return 0 if asked else 2
+    return check_main(args[1:])

@@ -1,0 +1,110 @@
+"""`lavis-ib predict`: answer prompts about images and videos, or rank candidate answers.
+
+    lavis-ib predict --model instructblip:vicuna7b --options pretrained=/ckpt/dir \\
+        --image photo.jpg --prompt "What is unusual about this image?"
+    lavis-ib predict --model instructblip:tiny_vicuna photos/ "clips/*.mp4" \\
+        --prompt "Is this a cat? Answer:" --candidates yes,no --output results.jsonl
+    lavis-ib predict --model instructblip:flant5xl --input records.jsonl --output results.jsonl
+
+Without `--output` each answer is printed (`input<TAB>answer`; a ranking prints every
+candidate with its summed log-probability, best first). With `--output` one JSON record
+per input is written in input order, and a rerun continues an interrupted file
+(docs/predict.md).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from lavis_ib.cli.entry import run_entry
+from lavis_ib.common.errors import ConfigError
+from lavis_ib.predict.run import (PROG, check_output_is_no_input, collect_records, generate_settings,
+                                  log, report, result_settings, run_batches)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0].split(": ")[1])
+    p.add_argument("--model", required=True, help="NAME:TYPE, e.g. instructblip:vicuna7b")
+    p.add_argument("--options", nargs="+", default=[],
+                   help="model config overrides key=value, e.g. pretrained=/path/to/dir")
+    src = p.add_argument_group("inputs (any mix; at least one)")
+    src.add_argument("paths", nargs="*", metavar="PATH",
+                     help="image or video files (by extension), folders, glob patterns")
+    src.add_argument("--image", nargs="+", default=[],
+                     help="files, folders or globs read as images")
+    src.add_argument("--video", nargs="+", default=[],
+                     help="files, folders or globs read as videos (4 frames sampled uniformly)")
+    src.add_argument("--input", help="JSONL: one {image|video, prompt?, candidates?} per line")
+    src.add_argument("--recursive", action="store_true", help="folders: include sub-folders")
+    p.add_argument("--prompt", help="the instruction of every input without its own")
+    p.add_argument("--candidates",
+                   help="rank these answers instead of generating: a,b,c or @FILE (one a line)")
+    eos = p.add_mutually_exclusive_group()
+    eos.add_argument("--append-eos", dest="append_eos", action="store_const", const=True,
+                     help="score EOS after each candidate (default: the model's choice, "
+                          "as evaluation: with EOS for FlanT5, without for decoder-only LLMs)")
+    eos.add_argument("--no-eos", dest="append_eos", action="store_const", const=False,
+                     help="score candidates without EOS after them")
+    gen = p.add_argument_group("generation (defaults: beam 5, max 30 tokens, repetition 1.5)")
+    for flag, kind in (("num-beams", int), ("max-length", int), ("min-length", int),
+                       ("repetition-penalty", float), ("length-penalty", float),
+                       ("top-p", float), ("temperature", float)):
+        gen.add_argument(f"--{flag}", type=kind)
+    gen.add_argument("--use-nucleus-sampling", action="store_const", const=True,
+                     help="sample (top_p, temperature) instead of beam search")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds python, numpy and torch before every batch (default 0)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--output", help="JSONL results file; a rerun resumes it")
+    p.add_argument("--overwrite", action="store_true", help="start --output again")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    name, sep, model_type = args.model.partition(":")
+    if not sep or not name or not model_type:
+        raise ConfigError(f"--model '{args.model}': write NAME:TYPE, e.g. instructblip:vicuna7b.")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}.")
+    if args.overwrite and not args.output:
+        raise ConfigError("--overwrite needs --output.")
+    records = collect_records(args)     # everything is checked before the (slow) model load
+    if args.output:
+        check_output_is_no_input(args.output, [args.input or ""] + [r.path for r in records])
+    generate = generate_settings(args, name)
+
+    from lavis_ib.common.project_files import model_overrides
+    from lavis_ib.models.loading import check_model_config
+    from lavis_ib.predict.batches import identity, make_batches
+
+    overrides = model_overrides(args.options)
+    check_model_config(name, model_type, overrides, args.device)   # before --overwrite removes anything
+    batches = make_batches(records, args.batch_size)
+    results = None
+    if args.output:
+        from lavis_ib.predict.output import ResultsFile
+
+        results = ResultsFile(args.output, result_settings(args, generate, records), args.overwrite)
+        results.check_inputs([identity(r) for r in records])
+        first = sum(1 for b in batches if b.stop <= len(results.existing))
+        results.keep(batches[first - 1].stop if first else 0)
+        batches = batches[first:]
+        if results.existing:
+            log.info("%s: resuming after %d of %d inputs", args.output, len(results.existing),
+                     len(records))
+    try:
+        counts = run_batches(args, name, model_type, overrides, records, batches, generate, results)
+    finally:
+        if results is not None:
+            results.close()
+    return report(args, records, counts, results)
+
+
+if __name__ == "__main__":
+    sys.exit(run_entry(main, None, PROG))

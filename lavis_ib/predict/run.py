@@ -1,0 +1,159 @@
+"""Batch prediction's run: generation settings from flags, the input records, the model
+load and the batches (a thread reads the next batch's files while the model works), and
+the closing count of skipped inputs. The command line is `lavis_ib.cli.predict`.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any, Sequence
+
+from lavis_ib.common.errors import ConfigError, DataError, LavisIbError
+
+log = logging.getLogger("lavis_ib.predict")
+PROG = "lavis-ib predict"
+# predict's own defaults (the model's `generate` defaults are meant for long captions)
+GENERATE_DEFAULTS = {"num_beams": 5, "max_length": 30, "min_length": 1, "repetition_penalty": 1.5}
+GENERATE_FLAGS = ("num_beams", "max_length", "min_length", "repetition_penalty",
+                  "length_penalty", "use_nucleus_sampling", "top_p", "temperature")
+
+
+def generate_settings(args: argparse.Namespace, model_name: str) -> dict[str, Any]:
+    """The generation settings to pass: predict's defaults and the given flags, checked
+    against what the model class's `generate` accepts before the model is built."""
+    from lavis_ib.common.registry import registry
+    import lavis_ib.models  # noqa: F401  (registers the models)
+
+    accepted = registry.get_model_class(model_name).generation_settings()
+    given = {k: getattr(args, k) for k in GENERATE_FLAGS if getattr(args, k) is not None}
+    unknown = sorted(set(given) - accepted)
+    if unknown:
+        raise ConfigError(f"--model {args.model}: its generate() takes no "
+                          f"{', '.join('--' + k.replace('_', '-') for k in unknown)}; it takes "
+                          f"{', '.join(sorted(accepted))}.")
+    settings = {**{k: v for k, v in GENERATE_DEFAULTS.items() if k in accepted}, **given}
+    check_generate_values(settings)
+    return settings
+
+
+def check_generate_values(settings: dict[str, Any]) -> None:
+    """Ranges of the usual settings, refused here rather than at the first batch."""
+    problems = []
+    for key, low in (("num_beams", 1), ("max_length", 1), ("min_length", 0)):
+        if key in settings and settings[key] < low:
+            problems.append(f"--{key.replace('_', '-')} must be at least {low}")
+    if settings.get("min_length", 0) > settings.get("max_length", float("inf")):
+        problems.append("--min-length must not exceed --max-length")
+    if "top_p" in settings and not 0 < settings["top_p"] <= 1:
+        problems.append("--top-p must be in (0, 1]")
+    for key in ("temperature", "repetition_penalty"):
+        if key in settings and not settings[key] > 0:
+            problems.append(f"--{key.replace('_', '-')} must be above 0")
+    if problems:
+        raise ConfigError("; ".join(problems) + f" (got {settings}).")
+
+
+def check_output_is_no_input(output: str, inputs: Sequence[str]) -> None:
+    """Appending to (or, with --overwrite, deleting) an input file would destroy it."""
+    target = os.path.realpath(output)
+    for path in inputs:
+        if path and os.path.realpath(path) in (target, target + ".meta.json"):
+            raise ConfigError(f"--output '{output}' is the input '{path}'; choose another "
+                              f"--output.")
+
+
+def collect_records(args: argparse.Namespace) -> list:
+    """Every input as a record, checked (paths exist, JSONL well formed) before loading."""
+    from lavis_ib.predict.inputs import jsonl_records, parse_candidates, path_records
+
+    candidates = parse_candidates(args.candidates)
+    records = []
+    if args.input:
+        records += jsonl_records(args.input, args.prompt, candidates)
+    for paths, kind in ((args.image, "image"), (args.video, "video"), (args.paths, None)):
+        if paths:
+            records += path_records(paths, kind, args.prompt, candidates, args.recursive)
+    if not records:
+        raise ConfigError("no input: give image or video paths, --image, --video or --input.")
+    return records
+
+
+def result_settings(args: argparse.Namespace, generate: dict[str, Any], records) -> dict[str, Any]:
+    """What defines the results of a run (stored beside --output; resume checks it). The
+    generation settings count only when some input is answered by generation."""
+    generates = any(r.candidates is None for r in records)
+    return {"model": args.model, "options": list(args.options),
+            "generate": generate if generates else None,
+            "append_eos": args.append_eos, "seed": args.seed, "batch_size": args.batch_size}
+
+
+def run_batches(args, name, model_type, overrides, records, batches, generate, results) -> dict:
+    """Load the model, then predict batch after batch (seeded per batch), writing each."""
+    from lavis_ib.models.loading import load_model_and_preprocess
+    from lavis_ib.predict.batches import print_results
+
+    counts: dict[str, Any] = {"skipped": 0, "done": 0, "first_reason": None}
+    if not batches:
+        return counts
+    model, vis, _ = load_model_and_preprocess(name, model_type, is_eval=True, device=args.device,
+                                              **overrides)
+    processor = vis.get("eval")
+    if processor is None:
+        raise LavisIbError(f"model type '{model_type}' has no eval image processor in its config.")
+    if results is not None:
+        results.start()
+    for out in predicted_batches(args, model, processor, records, batches, generate):
+        if results is not None:
+            results.append(out)
+        else:
+            print_results(out)
+        reasons = [f"{r['input']}: {r['skipped']}" for r in out if "skipped" in r]
+        counts["first_reason"] = counts["first_reason"] or (reasons[0] if reasons else None)
+        counts["skipped"] += len(reasons)
+        counts["done"] += len(out)
+    return counts
+
+
+def predicted_batches(args, model, processor, records, batches, generate):
+    """The result records of each batch in turn, with a progress bar; the next batch's
+    files are read in a thread while the model works on this one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    from lavis_ib.common.seeding import seed_everything
+    from lavis_ib.predict.batches import load_media, predict_batch
+
+    inputs = [[records[i] for i in batch] for batch in batches]
+    with ThreadPoolExecutor(max_workers=1) as reader, \
+            tqdm(total=len(records), initial=batches[0].start, unit="input", file=sys.stderr,
+                 disable=True if args.no_progress else None, desc=PROG) as bar:
+        pending = reader.submit(load_media, inputs[0], processor)
+        for k, batch in enumerate(batches):
+            media = pending.result()
+            if k + 1 < len(batches):
+                pending = reader.submit(load_media, inputs[k + 1], processor)
+            seed_everything(args.seed + batch.start)   # a resumed batch draws as it first did
+            out = predict_batch(model, inputs[k], media, generate, args.append_eos)
+            yield out
+            bar.update(len(out))
+
+
+def report(args, records, counts: dict, results) -> int:
+    """Log the skipped count; a run where no input at all could be read is an error."""
+    earlier = results.existing if results is not None else []
+    skipped = counts["skipped"] + sum("skipped" in r for r in earlier)
+    if skipped:
+        log.warning("%d of %d inputs skipped (unreadable; one line each above%s)", skipped,
+                    len(records), ", and records with 'skipped' in " + args.output
+                    if args.output else "")
+    if args.output:
+        log.info("%s: %d records written now, %d kept from before", args.output, counts["done"],
+                 len(earlier))
+    if skipped == len(records):
+        first = counts["first_reason"] or next(
+            (f"{r['input']}: {r['skipped']}" for r in earlier if "skipped" in r), "")
+        raise DataError(f"no input could be read ({skipped} skipped; {first}).")
+    return 0

@@ -1,0 +1,209 @@
+"""What the web demo computes, in plain Python: an answer generated, or candidates ranked,
+for one uploaded image or video. The page (`lavis_ib.web.page`) only wires these functions
+to widgets, so they are tested without a browser and give the same results as
+`model.generate` / `model.score_candidates` called directly.
+
+Bad input (no media, both media, an unreadable file, an empty prompt, a setting out of
+range) raises `LavisIbError`; the `*_for_page` wrappers turn it into a message on the page.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from lavis_ib.common.errors import ConfigError, DataError, LavisIbError
+
+log = logging.getLogger(__name__)
+
+# the page's initial settings: beam search as in the paper's evaluation, short answers
+GENERATION_DEFAULTS = {"num_beams": 5, "max_length": 30, "min_length": 1,
+                       "use_nucleus_sampling": False, "top_p": 0.9, "temperature": 1.0,
+                       "repetition_penalty": 1.5}
+MAX_CANDIDATES = 100  # a bar per candidate; more would not be readable
+
+
+@dataclass
+class Ranking:
+    """Candidates with their summed log-probabilities, best first, and each one's share
+    of the probability mass over the listed candidates (softmax of the scores)."""
+    candidates: list[str]
+    scores: list[float]
+    shares: list[float]
+
+    def as_markdown(self) -> str:
+        rows = ["| candidate | log-probability | share |", "|---|---:|---:|"]
+        rows += [f"| {_escape_cell(c)} | {s:.4f} | {p:.1%} |"
+                 for c, s, p in zip(self.candidates, self.scores, self.shares)]
+        return "\n".join(rows)
+
+    def as_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame({"candidate": self.candidates, "log-probability": self.scores})
+
+
+def _escape_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def parse_candidates(text: str | None) -> list[str]:
+    """Comma-separated answers (as `lavis-ib predict --candidates`), stripped; an empty
+    list, a repeated answer or more than MAX_CANDIDATES is an error, not a silent fix."""
+    candidates = [c.strip() for c in (text or "").split(",") if c.strip()]
+    if not candidates:
+        raise ConfigError("Candidates: type at least one answer (comma-separated, e.g. yes, no).")
+    seen = set()
+    for cand in candidates:
+        if cand in seen:
+            raise ConfigError(f"Candidates: '{cand}' is listed twice; list each answer once.")
+        seen.add(cand)
+    if len(candidates) > MAX_CANDIDATES:
+        raise ConfigError(f"Candidates: {len(candidates)} given; at most {MAX_CANDIDATES}.")
+    return candidates
+
+
+def check_generation_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings with the page's numbers as ints/floats; a value out of range names
+    the setting and its range (the page's sliders bound them, its HTTP API does not)."""
+    out = dict(settings)
+    for key in ("num_beams", "max_length", "min_length"):
+        out[key] = int(out[key])
+    for key in ("top_p", "temperature", "repetition_penalty"):
+        out[key] = float(out[key])
+    out["use_nucleus_sampling"] = bool(out["use_nucleus_sampling"])
+    if out["num_beams"] < 1 or out["max_length"] < 1:
+        raise ConfigError("Beams and max length must be at least 1.")
+    if not 0 <= out["min_length"] <= out["max_length"]:
+        raise ConfigError(f"Min length {out['min_length']} must be between 0 and max length "
+                          f"{out['max_length']}.")
+    if not 0 < out["top_p"] <= 1:
+        raise ConfigError(f"Top-p {out['top_p']} must be in (0, 1].")
+    if not out["temperature"] > 0 or not out["repetition_penalty"] > 0:
+        raise ConfigError("Temperature and repetition penalty must be above 0.")
+    return out
+
+
+def _read_upload(load, path: str, processor: Any):
+    """`load(path, processor)`, with an error naming the file as the user uploaded it (Gradio
+    keeps uploads under their own name in a temporary folder; the folder means nothing to
+    the user)."""
+    try:
+        return load(path, processor)
+    except DataError as exc:
+        raise DataError(str(exc).replace(path, os.path.basename(path))) from None
+
+
+class DemoModel:
+    """A loaded model with its eval image processor, answering one upload at a time."""
+
+    def __init__(self, model: Any, vis_processors: dict, label: str):
+        self.model, self.label = model, label
+        self.image_processor = vis_processors.get("eval")
+        if self.image_processor is None:
+            raise LavisIbError(f"{label} has no eval image processor in its config.")
+
+    def media(self, image_path: str | None, video_path: str | None):
+        """(1, C, H, W) for an image, (1, C, T, H, W) for a video, on the model's device."""
+        from lavis_ib.processors.media_files import load_image, load_video
+
+        if image_path and video_path:
+            raise DataError("Both an image and a video are loaded: clear one of them.")
+        if video_path:
+            batch = _read_upload(load_video, video_path, self.image_processor)[None]
+        elif image_path:
+            batch = _read_upload(load_image, image_path, self.image_processor)[None]
+        else:
+            raise DataError("Upload an image or a video first.")
+        return batch.to(self.model.device)
+
+    def samples(self, image_path: str | None, video_path: str | None, prompt: str | None) -> dict:
+        prompt = (prompt or "").strip()
+        if not prompt:
+            raise ConfigError("Type a prompt (an instruction or a question).")
+        return {"image": self.media(image_path, video_path), "prompt": prompt}
+
+    def generate(self, image_path, video_path, prompt, settings: dict, seed: int = 0
+                 ) -> tuple[str, list[str]]:
+        """(answer, notes): notes name every setting this model does not accept and that
+        was therefore not applied, so nothing is dropped without the page saying so."""
+        import torch
+
+        settings = check_generation_settings(settings)
+        if seed is None or float(seed) != int(seed):
+            raise ConfigError(f"Seed: type a whole number (got {seed!r}).")
+        accepted = type(self.model).generation_settings()
+        ignored = sorted(set(settings) - accepted)
+        kwargs = {k: v for k, v in settings.items() if k in accepted}
+        notes = [f"{self.label} does not accept '{k}'; it was not applied." for k in ignored]
+        for note in notes:
+            log.warning(note)
+        samples = self.samples(image_path, video_path, prompt)
+        if settings["use_nucleus_sampling"]:
+            torch.manual_seed(int(seed))  # the same seed draws the same answer again
+        with torch.inference_mode():
+            answers = self.model.generate(samples, **kwargs)
+        return answers[0], notes
+
+    def rank(self, image_path, video_path, prompt, candidates_text) -> Ranking:
+        """The candidates scored by `score_candidates` with the model's own EOS default."""
+        import torch
+
+        candidates = parse_candidates(candidates_text)
+        samples = self.samples(image_path, video_path, prompt)
+        with torch.inference_mode():
+            scores, _ = self.model.score_candidates(samples, candidates)
+        row = [float(s) for s in scores[0, :len(candidates)].tolist()]
+        top = max(row)
+        weights = [math.exp(s - top) if math.isfinite(s) else 0.0 for s in row]
+        total = sum(weights) or 1.0
+        order = sorted(range(len(row)), key=lambda i: -row[i])
+        return Ranking([candidates[i] for i in order], [row[i] for i in order],
+                       [weights[i] / total for i in order])
+
+
+def _error_text(exc: LavisIbError) -> str:
+    return f"**Error:** {exc}"
+
+
+def preview_for_page(image_path: str | None):
+    """(the decoded image or None, status) when a file is uploaded: the page shows what the
+    model will see, or says at once why the file cannot be read. The upload widget passes
+    the file through undecoded, so every unreadable file gets this message, not a Gradio
+    preprocessing error."""
+    from lavis_ib.processors.media_files import load_image
+
+    if not image_path:
+        return None, ""
+    try:
+        image = _read_upload(load_image, image_path, lambda decoded: decoded)  # not resized
+    except LavisIbError as exc:
+        return None, _error_text(exc)
+    return image, f"Image loaded ({image.width}x{image.height} pixels)."
+
+
+def generate_for_page(demo: DemoModel, image_path, video_path, prompt, num_beams, max_length,
+                      min_length, use_nucleus_sampling, top_p, temperature, repetition_penalty,
+                      seed) -> tuple[str, str]:
+    """(answer, status) for the page; bad input leaves the answer empty and the status says why."""
+    settings = {"num_beams": num_beams, "max_length": max_length, "min_length": min_length,
+                "use_nucleus_sampling": use_nucleus_sampling, "top_p": top_p,
+                "temperature": temperature, "repetition_penalty": repetition_penalty}
+    try:
+        answer, notes = demo.generate(image_path, video_path, prompt, settings, seed)
+    except LavisIbError as exc:
+        return "", _error_text(exc)
+    return answer, " ".join(["Generated."] + notes)
+
+
+def rank_for_page(demo: DemoModel, image_path, video_path, prompt, candidates_text):
+    """(bar-chart frame, scores table, status) for the page; on bad input an empty chart,
+    no table and the reason."""
+    try:
+        ranking = demo.rank(image_path, video_path, prompt, candidates_text)
+    except LavisIbError as exc:
+        return Ranking([], [], []).as_frame(), "", _error_text(exc)
+    return (ranking.as_frame(), ranking.as_markdown(),
+            f"Ranked {len(ranking.candidates)} candidates; best: {ranking.candidates[0]}.")
