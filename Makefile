@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test demo clean browser
+.PHONY: install test test-unit demo clean browser
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ browser:
 
 test: $(STAMP) browser
 	$(PY) -m pytest -q tests
+
+# the fast tier: everything but the tests that start processes, train or drive a browser
+test-unit: $(STAMP)
+	$(PY) -m pytest -q -m "not integration" tests
 
 demo: $(STAMP)
 	$(PY) -m lavis_ib.demo

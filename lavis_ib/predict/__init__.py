@@ -1,0 +1,2 @@
+"""Batch prediction (`lavis-ib predict`): input records, batches of one kind, the resumable
+results file and the run itself."""

@@ -28,6 +28,7 @@ def checkpoint(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("bench_ckpt") / "smoke")
 
 
+@pytest.mark.integration
 def test_train_step_smoke(checkpoint):
     out = run("train_step.py", "--dir", checkpoint, "--threads", "1", "--reps", "1")
     check = re.search(r"check: \|loss diff\| ([\d.e+-]+), query-token grad relative diff ([\d.e+-]+)", out)
@@ -40,6 +41,7 @@ def test_train_step_smoke(checkpoint):
         assert all(float(c) > 0 for c in cells[1:]), row   # times, rate and memory measured
 
 
+@pytest.mark.integration
 def test_generation_smoke(checkpoint):
     out = run("generation.py", "--dir", checkpoint, "--threads", "1")
     summary = out.strip().splitlines()[-1]
@@ -47,6 +49,7 @@ def test_generation_smoke(checkpoint):
     assert re.search(r"greedy wall [\d.]+x .* beam5 wall [\d.]+x", summary), summary
 
 
+@pytest.mark.integration
 def test_loader_smoke(tmp_path):
     out = run("loader.py", "--root", str(tmp_path / "fx"))
     rows = {l.split("|")[1].strip(): l for l in out.splitlines() if l.startswith("| lavis")}
@@ -56,6 +59,7 @@ def test_loader_smoke(tmp_path):
     assert re.search(r"samples/s ratio \(lavis_ib / lavis-style\) [\d.]+x with 2 vs 12", out)
 
 
+@pytest.mark.integration
 def test_lora_memory_smoke():
     out = run("lora_memory.py")
     assert re.search(r"summary: tiny_vicuna: LoRA r=8 adds 4,096 trainable parameters", out), out

@@ -76,6 +76,7 @@ def test_oom_in_one_stage_is_reported_and_the_next_stages_run(smoke_output):
     assert order == [f"stage {s}" for s in STAGES]
 
 
+@pytest.mark.integration
 def test_time_budget_skips_the_remaining_stages():
     proc = subprocess.run([sys.executable, "-c", BLOCKED.format(gpu=GPU, args=["--smoke", "--budget", "1"])],
                           capture_output=True, text=True, cwd=ROOT, timeout=200,

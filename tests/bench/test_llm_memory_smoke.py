@@ -7,9 +7,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@pytest.mark.integration
 def test_llm_memory_smoke():
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "bench", "llm_memory.py"), "--smoke", "--precisions",

@@ -17,6 +17,7 @@ def _child_writes_to_stderr():
     subprocess.run([sys.executable, "-c", CHILD], check=True)
 
 
+@pytest.mark.integration
 def test_the_tokenizer_speed_line_is_dropped_and_other_lines_kept(capfd, monkeypatch):
     monkeypatch.delenv(quiet.LOG_LEVEL_ENV, raising=False)
     with quiet.child_stderr_without(quiet.PTB_SPEED_LINE):

@@ -103,6 +103,7 @@ def test_entry_point_plugin_is_discovered(tmp_path, monkeypatch):
         sys.modules.pop("ep_plugin_pkg", None)
 
 
+@pytest.mark.integration
 def test_import_lavis_ib_is_light():
     code = ("import sys, lavis_ib; from lavis_ib import registry; "
             "heavy = [m for m in ('torch', 'transformers', 'webdataset', 'av', 'pycocoevalcap', "

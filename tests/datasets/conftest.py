@@ -8,7 +8,6 @@ import pytest
 from omegaconf import OmegaConf
 
 from lavis_ib.common.registry import registry
-from lavis_ib.testing.fixtures import write_fixtures
 
 SMALL = 32  # processor size for speed; the fixture images are 24 px
 
@@ -38,6 +37,6 @@ def build(name: str, overrides: dict[str, Any] | None = None, only_splits: bool 
 
 
 @pytest.fixture(scope="session")
-def fixture_overrides(tmp_path_factory) -> dict[str, dict[str, Any]]:
-    """{name: overrides} of all 26 datasets written once per session."""
-    return write_fixtures(str(tmp_path_factory.mktemp("fixtures")))
+def fixture_overrides(fixture_root) -> dict[str, dict[str, Any]]:
+    """{name: overrides} of every dataset (the session's fixture root, tests/conftest.py)."""
+    return fixture_root.overrides

@@ -139,16 +139,14 @@ def test_scienceqa_train_split_for_finetuning(fixture_overrides):
     assert set(sets["val"][0]) == EVAL_KEYS["scienceqa"]
 
 
-def test_demo_project_builds_from_the_fixture_layout(tmp_path, monkeypatch):
+def test_demo_project_builds_from_the_fixture_layout(fixture_root, monkeypatch):
     """demo_tiny.yaml points cache_root at a write_fixtures() folder: keep the layout."""
     from lavis_ib.common.config import Config
-    from lavis_ib.testing.fixtures import write_fixtures
     from lavis_ib.common.paths import package_path
 
     path = package_path("configs/projects/instructblip/demo_tiny.yaml")
-    monkeypatch.setenv("LAVIS_IB_DEMO_DATA", str(tmp_path))
+    monkeypatch.setenv("LAVIS_IB_DEMO_DATA", fixture_root.path)
     cfg = Config(path)
-    write_fixtures(str(tmp_path), list(cfg.datasets_cfg.keys()))
     for name, entry in cfg.datasets_cfg.items():
         for split, dataset in registry.get_builder_class(name)(entry).build_datasets().items():
             assert len(dataset) > 0 and not isinstance(dataset[0], BadSample), (name, split)

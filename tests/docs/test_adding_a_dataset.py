@@ -151,6 +151,7 @@ def test_mixing_weights_as_documented():
     assert {off.choose(step) for step in range(500)} == {"ok_vqa"}
 
 
+@pytest.mark.integration
 def test_two_training_steps_with_the_real_runner(my_vqa_root, ok_vqa_root, tmp_path):
     from lavis_ib.runners.strategies import setup_distributed
     from lavis_ib.cli.train import build

@@ -109,27 +109,3 @@ def our_models(hf_dirs):
         out[fam] = load_model_and_preprocess("instructblip", FAMILY_TYPES[fam], is_eval=True,
                                              pretrained=d)
     return out
-
-
-@pytest.fixture(scope="session")
-def tiny_vicuna():
-    from lavis_ib import load_model
-
-    torch.manual_seed(0)
-    return load_model("instructblip", "tiny_vicuna", is_eval=True)
-
-
-@pytest.fixture(scope="session")
-def tiny_flant5():
-    from lavis_ib import load_model
-
-    torch.manual_seed(0)
-    return load_model("instructblip", "tiny_flant5", is_eval=True)
-
-
-@pytest.fixture(scope="session")
-def tiny_opt():
-    from lavis_ib import load_model
-
-    torch.manual_seed(0)
-    return load_model("instructblip", "tiny_opt", is_eval=True)

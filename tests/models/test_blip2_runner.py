@@ -22,12 +22,8 @@ NO_DROPOUT = ["+model.qformer.hidden_dropout_prob=0.0",
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    from lavis_ib.testing.fixtures import write_fixtures
-
-    root = str(tmp_path_factory.mktemp("blip2_data"))
-    write_fixtures(root, DATASETS)
-    return root
+def data(fixture_root):
+    return fixture_root.path
 
 
 def _config(data: str, options) -> Config:
@@ -79,6 +75,7 @@ def test_blip2_t5_trains_generates_and_ranks(t5_run):
     assert keys == {n for n, p in model.named_parameters() if p.requires_grad}
 
 
+@pytest.mark.integration
 def test_fsdp_on_two_processes_matches_one_process(t5_run, data, tmp_path):
     out = str(tmp_path / "fsdp")
     proc = launch(PROJECT, [*NO_DROPOUT, "run.distributed=fsdp", f"run.output_dir={out}"],
@@ -94,6 +91,7 @@ def test_fsdp_on_two_processes_matches_one_process(t5_run, data, tmp_path):
         assert ids[0] == ids[1] and len(set(ids[0])) == len(ids[0])
 
 
+@pytest.mark.integration
 def test_blip2_opt_trains_and_evaluates_every_task(data, tmp_path):
     opt = ["model.arch=blip2_opt", "model.model_type=tiny_opt", "run.max_iters=2",
            "run.val_every=2"]

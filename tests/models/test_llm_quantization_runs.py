@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import pytest
 import torch
 
 from lavis_ib import load_model
@@ -55,16 +56,15 @@ class _Messages(logging.Handler):
         self.messages.clear()
 
 
-def test_run_checkpoints_hold_trainable_parts_and_rebuilds_quantise_again(tmp_path):
+@pytest.mark.integration
+def test_run_checkpoints_hold_trainable_parts_and_rebuilds_quantise_again(tmp_path, fixture_root):
     """Training with a quantised LLM; its checkpoints hold only the trainable parts;
     resuming, and evaluating from the run's own config.yaml, rebuild the quantised LLM."""
     import torch.distributed.checkpoint as dcp
 
     from lavis_ib.cli import evaluate, train
-    from lavis_ib.testing.fixtures import write_fixtures
 
-    write_fixtures(str(tmp_path / "data"), ["ok_vqa"])
-    project = _ok_vqa_project(str(tmp_path), str(tmp_path / "data"))
+    project = _ok_vqa_project(str(tmp_path), fixture_root.path)
     run = tmp_path / "run"
     log, package_logger = _Messages(), logging.getLogger("lavis_ib")
     package_logger.addHandler(log)
@@ -108,7 +108,8 @@ def test_ddp_wraps_the_quantised_model_and_gradients_flow(tmp_path):
         dist.destroy_process_group()
 
 
-def test_a_quantised_lora_run_exports_full_precision_merged_weights(tmp_path, capsys):
+@pytest.mark.integration
+def test_a_quantised_lora_run_exports_full_precision_merged_weights(tmp_path, capsys, fixture_root):
     """Adapters trained on the int8 LLM; `lavis-ib export` builds the LLM unquantised and
     merges them there: transformers loads the directory, and its q_proj weight is the
     full-precision tiny_vicuna weight + (alpha / r) B A of the checkpoint's adapters (by
@@ -117,11 +118,9 @@ def test_a_quantised_lora_run_exports_full_precision_merged_weights(tmp_path, ca
     from transformers import InstructBlipForConditionalGeneration
 
     from lavis_ib.cli import export, train
-    from lavis_ib.testing.fixtures import write_fixtures
 
-    write_fixtures(str(tmp_path / "data"), ["ok_vqa"])
     lora = {"r": 4, "alpha": 8}
-    project = _ok_vqa_project(str(tmp_path), str(tmp_path / "data"), llm_lora=lora)
+    project = _ok_vqa_project(str(tmp_path), fixture_root.path, llm_lora=lora)
     assert train.main(["--cfg-path", project, "--options", "run.val_every=0",
                        "run.select_metric=[]"]) == 0
     step = tmp_path / "run" / "checkpoints" / "step_00000002" / "model"

@@ -52,6 +52,7 @@ def test_usage_names_the_command():
     assert build_parser().format_usage().startswith("usage: lavis-ib predict ")
 
 
+@pytest.mark.integration
 def test_offline_hub_id_is_one_clear_line(pngs):
     proc = subprocess.run([sys.executable, "-m", "lavis_ib.predict",
                            "--model", "instructblip:vicuna7b", "--image", pngs[0], "--prompt", "x"],
@@ -71,6 +72,7 @@ def test_video_generation(tmp_path, capsys):
     assert len(out) == 1 and out[0].startswith(path + "\t")
 
 
+@pytest.mark.integration
 def test_two_processes_write_the_same_results_and_a_killed_run_resumes(tmp_path):
     """Random weights (seeded on load), nucleus sampling (--seed) and ranking, each run in
     its own `lavis-ib predict` process: process B is killed (SIGKILL) in the middle of

@@ -29,12 +29,8 @@ VQA_ONLY = [f"+datasets.{n}.eval_splits=[]" for n in ("coco_caption", "textcaps"
 
 
 @pytest.fixture(scope="module")
-def demo_data(tmp_path_factory):
-    from lavis_ib.testing.fixtures import write_fixtures
-
-    root = str(tmp_path_factory.mktemp("demo_data"))
-    write_fixtures(root, DATASETS)
-    return root
+def demo_data(fixture_root):
+    return fixture_root.path
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +97,7 @@ def test_export_writes_a_loadable_hugging_face_directory(demo_run, tmp_path):
     assert checked > len(demo_run["trainable0"])
 
 
+@pytest.mark.integration
 def test_fsdp_on_two_processes_matches_one_process(demo_run, demo_data, tmp_path):
     out = str(tmp_path / "fsdp")
     proc = launch(DEMO, [*DETERMINISTIC, *VQA_ONLY, "run.val_every=4", "run.distributed=fsdp",
@@ -150,6 +147,7 @@ def test_activation_checkpointing_of_llm_blocks_gives_the_same_gradients(demo_da
             torch.testing.assert_close(grads[name], param.grad, rtol=1e-6, atol=1e-7, msg=name)
 
 
+@pytest.mark.integration
 def test_an_unreadable_training_image_is_logged_once_in_log_jsonl(demo_data, tmp_path):
     """Each skipped file reaches log.jsonl as one `bad_sample` event (name and reason)."""
     import glob

@@ -321,5 +321,6 @@ ROWS = {name[4:]: fn for name, fn in dict(globals()).items() if name.startswith(
 
 
 @pytest.mark.parametrize("row", sorted(ROWS))
+@pytest.mark.integration
 def test_fault_matrix(row, run, capsys, monkeypatch, toys):
     ROWS[row](run, capsys, monkeypatch)

@@ -104,6 +104,7 @@ def test_no_loggers_writes_log_jsonl_only(tmp_path):
         RunLogger(str(tmp_path), 2, loggers=["mlflow"])
 
 
+@pytest.mark.integration
 def test_wandb_logs_the_scalars_of_log_jsonl_on_a_tiny_training_run(tmp_path, toys):
     from lavis_ib.cli.session import build
     from lavis_ib.runners.strategies import setup_distributed

@@ -29,12 +29,8 @@ IMAGES = {"train": {"name": "blip_image_eval", "image_size": 32},
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    from lavis_ib.testing.fixtures import write_fixtures
-
-    root = str(tmp_path_factory.mktemp("lora_data"))
-    write_fixtures(root, ["ok_vqa"])
-    return root
+def data(fixture_root):
+    return fixture_root.path
 
 
 def _project(folder, data: str, model=None, **run) -> str:
@@ -120,6 +116,7 @@ def test_a_model_without_the_adapters_refuses_the_checkpoint(reference):
         load_trainable_weights(load_model("instructblip", "tiny_vicuna"), reference["out"])
 
 
+@pytest.mark.integration
 def test_kill_after_step_then_resume_is_bit_exact(data, reference, tmp_path):
     path = _project(tmp_path, data, resume="auto")
     out = os.path.join(tmp_path, "run")
@@ -133,6 +130,7 @@ def test_kill_after_step_then_resume_is_bit_exact(data, reference, tmp_path):
         assert torch.equal(param, want[name]), name
 
 
+@pytest.mark.integration
 def test_fsdp_two_processes_match_one_process(data, reference, tmp_path):
     path = _project(tmp_path, data, distributed="fsdp", activation_checkpointing=True)
     _ok(launch(path, nproc=2, timeout=240))
@@ -186,6 +184,7 @@ BF16 = {"amp": "bf16"}
 BF16_MODEL = {"vit_precision": "bf16", "llm_precision": "bf16"}
 
 
+@pytest.mark.integration
 def test_fsdp_with_a_bf16_vit_and_llm_and_fp32_adapters(data, tmp_path):
     """The released configs' dtypes: frozen bf16 ViT and LLM, fp32 adapters in the bf16
     blocks (units of their own: FSDP2 refuses mixed dtypes in a unit), bf16 autocast.

@@ -47,6 +47,7 @@ def _final_weights(out, toys):
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
+@pytest.mark.integration
 def test_kill_after_step_then_resume_is_bit_exact(tmp_path, reference):
     path = write_project(tmp_path, resume="auto")
     out = os.path.join(tmp_path, "run")
@@ -58,6 +59,7 @@ def test_kill_after_step_then_resume_is_bit_exact(tmp_path, reference):
     assert losses(out) == reference["losses"]  # bit for bit
 
 
+@pytest.mark.integration
 def test_kill_during_checkpoint_write_keeps_previous_checkpoint(tmp_path, reference, toys):
     path = write_project(tmp_path, resume="auto")
     out = os.path.join(tmp_path, "run")
@@ -104,6 +106,7 @@ def test_fsdp_two_processes_match_one_process(fsdp_run, reference, toys):
     assert _val(fsdp_run["out"]) == _val(reference["out"])  # sharded evaluation, same scores
 
 
+@pytest.mark.integration
 def test_fsdp_kill_and_resume_is_bit_exact(tmp_path, fsdp_run):
     path = write_project(tmp_path, distributed="fsdp", activation_checkpointing=True,
                          resume="auto", batch_size_train=4, accum_grad_iters=2)
@@ -114,6 +117,7 @@ def test_fsdp_kill_and_resume_is_bit_exact(tmp_path, fsdp_run):
     assert losses(out) == losses(fsdp_run["out"])  # bit for bit
 
 
+@pytest.mark.integration
 def test_ddp_two_processes_match_one_process(tmp_path, reference, toys):
     path = write_project(tmp_path, distributed="ddp", batch_size_train=4,
                          accum_grad_iters=2)  # no_sync + sync

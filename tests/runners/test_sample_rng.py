@@ -47,12 +47,14 @@ def zero_workers(tmp_path_factory):
     return losses(os.path.join(folder, "run"))
 
 
+@pytest.mark.integration
 def test_default_workers_give_the_zero_worker_batches(tmp_path, zero_workers):
     assert RunConfig().num_workers == 2
     _train(_project(tmp_path))
     assert losses(os.path.join(tmp_path, "run")) == zero_workers
 
 
+@pytest.mark.integration
 def test_kill_and_resume_with_default_workers_is_bit_exact(tmp_path, zero_workers):
     path = _project(tmp_path, resume="auto")
     out = os.path.join(tmp_path, "run")
@@ -65,6 +67,7 @@ def test_kill_and_resume_with_default_workers_is_bit_exact(tmp_path, zero_worker
     assert [r["step"] for r in resumes] == [4]
 
 
+@pytest.mark.integration
 def test_two_processes_with_default_workers_match_one(tmp_path, zero_workers):
     proc = launch(_project(tmp_path, distributed="ddp"), nproc=2)
     assert proc.returncode == 0, proc.stderr[-3000:]

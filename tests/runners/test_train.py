@@ -85,6 +85,7 @@ def test_best_is_the_highest_mean_of_select_metric(trained):
     assert len(ids) == len(set(ids)) == 10
 
 
+@pytest.mark.integration
 def test_resume_from_a_checkpoint_path_is_exact(trained, tmp_path):
     ckpt = os.path.join(trained["out"], "checkpoints", "step_00000004")
     path = write_project(tmp_path, keep_last=2, resume=ckpt)
@@ -96,6 +97,7 @@ def test_resume_from_a_checkpoint_path_is_exact(trained, tmp_path):
     assert result["best"] == trained["result"]["best"]
 
 
+@pytest.mark.integration
 def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path):
     path = write_project(tmp_path, model={"nan_after": 6})  # 2 micro-batches per step
     with pytest.raises(NonFiniteLossError, match=r"nan at step 4.*step_00000003"):
@@ -132,6 +134,7 @@ def test_checkpoint_of_another_model_is_a_clear_error(trained, toys):
         load_trainable_weights(other, trained["out"])
 
 
+@pytest.mark.integration
 def test_without_validation_the_last_step_is_still_checkpointed(tmp_path):
     path = write_project(tmp_path, max_iters=2, val_every=0, save_every=0)
     _, _, result, out = train_inprocess(path)
@@ -140,6 +143,7 @@ def test_without_validation_the_last_step_is_still_checkpointed(tmp_path):
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
+@pytest.mark.integration
 def test_mixed_precision_trains(tmp_path, amp):
     """bf16 autocast; fp16 autocast with a gradient scaler (its state is checkpointed)."""
     path = write_project(tmp_path, max_iters=2, val_every=0, amp=amp)
@@ -164,6 +168,7 @@ def test_entry_point_reports_bad_input_in_one_line(tmp_path, capsys):
     assert "torchrun" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_select_metric_of_a_dataset_not_validated_is_an_early_error(tmp_path):
     path = write_project(tmp_path, datasets={"toy_a": {}, "toy_b": {"eval_splits": []}})
     with pytest.raises(ConfigError, match="toy_b.acc.*validated: \\['toy_a'\\]"):
@@ -171,6 +176,7 @@ def test_select_metric_of_a_dataset_not_validated_is_an_early_error(tmp_path):
     assert not os.path.exists(os.path.join(tmp_path, "run", "checkpoints"))
 
 
+@pytest.mark.integration
 def test_eval_splits_outside_valid_splits_are_not_validated(tmp_path):
     path = write_project(tmp_path, max_iters=3, select_metric=["toy_a.acc"],
                          datasets={"toy_a": {}, "toy_b": {"eval_splits": ["train"]}})

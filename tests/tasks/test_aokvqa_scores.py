@@ -62,12 +62,11 @@ def test_multiple_choice_equals_the_authors_scorer():
     assert metrics["acc"] == pytest.approx(by_index)
 
 
-def test_one_project_evaluates_both_settings(tmp_path):
+def test_one_project_evaluates_both_settings(fixture_root):
     from lavis_ib.common.config import Config
     from lavis_ib.common.paths import package_path
-    from lavis_ib.testing.fixtures import write_fixtures
 
-    fx = write_fixtures(str(tmp_path / "fx"), ["aok_vqa"])["aok_vqa"]
+    fx = fixture_root.overrides["aok_vqa"]
     options = [f"datasets.aok_vqa.build_info={fx['build_info']}".replace("'", '"'),
                f"datasets.aok_vqa_mc.build_info={fx['build_info']}".replace("'", '"')]
     cfg = Config(package_path("configs/projects/instructblip/eval_aokvqa_vicuna7b.yaml"), options)

@@ -26,11 +26,9 @@ CAPTION_METRIC = {"tiny_vicuna": "coco", "tiny_flant5": "bleu_cider", "tiny_opt"
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    from lavis_ib.testing.fixtures import write_fixtures
-
+def project(tmp_path_factory, fixture_root):
     root = tmp_path_factory.mktemp("e2e")
-    fixtures = write_fixtures(str(root / "fx"), list(DATASETS))
+    fixtures = fixture_root.overrides
     datasets = {}
     for name, split in DATASETS.items():
         entry = dict(fixtures[name], eval_splits=[split])
@@ -92,7 +90,7 @@ def dataset_ids(root, name, split):
     return [ds[i].get("question_id", ds[i].get("instance_id")) for i in range(len(ds))]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize("model_type", ["tiny_vicuna", "tiny_flant5"])
 def test_evaluate_one_and_two_processes_agree(project, model_type, tmp_path):
     root, cfg_path = project
@@ -130,7 +128,7 @@ def test_evaluate_one_and_two_processes_agree(project, model_type, tmp_path):
     assert f"| GQA | test | acc | {gqa:.1f} |" in ours and "--compare ROW" in ours
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_new_llm_family_evaluates_every_task(project, tmp_path):
     """InstructBLIP with an OPT LLM (family "opt") runs every task with no code naming it:
     per-family values resolve by the model's declared family, and a mapping without that

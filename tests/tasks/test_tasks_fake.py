@@ -201,13 +201,11 @@ def test_split_without_answers_gives_predictions_only(fake_model):
         t.metrics(records, None)
 
 
-def test_answer_list_read_through_the_builder_without_the_hook(tmp_path, fake_model):
+def test_answer_list_read_through_the_builder_without_the_hook(fixture_root, fake_model):
     """An evaluation loop that never calls before_evaluation still ranks the vocabulary."""
     from omegaconf import OmegaConf
 
-    from lavis_ib.testing.fixtures import write_fixtures
-
-    overrides = write_fixtures(str(tmp_path), ["msvd_qa"])["msvd_qa"]
+    overrides = fixture_root.overrides["msvd_qa"]
     builder = registry.get_builder_class("msvd_qa")
     default = OmegaConf.load(builder.default_config_path("default")).datasets.msvd_qa
     cfg = OmegaConf.merge(default, overrides)

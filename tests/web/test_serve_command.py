@@ -16,6 +16,7 @@ from lavis_ib.cli.serve import is_loopback
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.integration
 def test_serve_command_serves_the_page_on_loopback(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "GRADIO_TEMP_DIR": str(tmp_path)}
     proc = subprocess.Popen([sys.executable, "-m", "lavis_ib.cli.dispatch", "serve", "--model",

@@ -97,6 +97,7 @@ def page_scores(text: str) -> dict[str, float]:
     return {cand.strip(): float(score) for cand, score in rows}
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(240)
 def test_browser_generates_and_ranks_offline(served_app, browser, tiny_model, media, tmp_path):
     from selenium.webdriver.common.by import By

@@ -34,6 +34,7 @@ def test_run_entry_lets_real_bugs_through():
         run_entry(buggy, [], "x")
 
 
+@pytest.mark.integration
 def test_zoo_command_lists_models():
     out = subprocess.run([sys.executable, "-m", "lavis_ib.cli.dispatch", "zoo"], capture_output=True,
                          text=True, timeout=120)

@@ -34,7 +34,7 @@ def _tables(out):
     return [line for line in out.splitlines() if line.startswith("| ")]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_the_demo_runs_twice_and_reports_the_same(tmp_path, monkeypatch, capfd):
     from lavis_ib.cli import demo
 
