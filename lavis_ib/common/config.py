@@ -49,6 +49,9 @@ def compose_dataset(name: str, entry: Any = None, option: Any = None,
     defaults' keys that a registered entry rule says the entry replaces left out."""
     if not isinstance(entry or {}, (dict, DictConfig)):
         raise ConfigError(f"datasets.{name} must be a mapping; got {entry!r}.")
+    if option is not None and not isinstance(option, (dict, DictConfig)):
+        raise ConfigError(f"--options datasets.{name}: give its settings as "
+                          f"datasets.{name}.KEY=VALUE; got {to_plain(option)!r}.")
     entry, option = OmegaConf.create(entry or {}), option and OmegaConf.create(option)
     given = merge_nodes(entry, option)
     builder = builder_name(name, given)
@@ -81,12 +84,15 @@ class Config:
 
     Attributes:
         config: the merged DictConfig with `model`, `datasets`, `run`, `plugins`.
+        failed_datasets: names of the dataset entries that did not compose (each with its
+            problem in `problems`), so that later checks do not report them a second time.
     """
 
     def __init__(self, cfg_path: str, options: Sequence[str] | None = None,
                  strict: bool = True) -> None:
         self.cfg_path = cfg_path
         self.problems: list[str] = []
+        self.failed_datasets: set[str] = set()
         project = load_project(cfg_path)
         for key in project.keys():
             if key not in TOP_LEVEL_KEYS:
@@ -171,9 +177,12 @@ class Config:
             entry = proj_datasets.get(name) or OmegaConf.create({})
             if not isinstance(entry, DictConfig):
                 self.problems.append(f"{self.cfg_path}: datasets.{name} must be a mapping.")
+                self.failed_datasets.add(str(name))
                 continue
             composed = self._attempt(compose_dataset, str(name), entry, opt_datasets.get(name), added)
-            if composed is not None:
+            if composed is None:
+                self.failed_datasets.add(str(name))
+            else:
                 out[str(name)] = composed
         return OmegaConf.create(out)
 
