@@ -1,34 +1,9 @@
-"""A dataset's evaluation settings, from its YAML entry to the task: one home.
-
-The keys, the one rule for switching task or inference, the parsing and every check that
-turns a dataset entry into a frozen `EvalSettings` live here. `common/config.py` composes
-an entry without knowing these keys: it asks the registry (`registry.entry_rules`, loaded
-from this module like builders and tasks are) which defaults an entry replaces, so that
-no caller of `Config` has to pass the rule and `common` stays free of task keys.
-
-Keys (all optional):
-
-``inference``      ``generate`` or ``rank``.
-``prompt``         the instruction; each ``{}`` is filled from the sample (task field order).
-``prompt_fields``  which sample fields fill the placeholders, in order (default: the last
-                   n of the task's documented `PROMPT_FIELDS`, n = number of ``{}``).
-``generate``       keyword arguments of the model's ``generate`` (its own signature says
-                   which: `BaseModel.generation_settings`).
-``append_eos``     rank: score each candidate with EOS appended (absent: the model's
-                   ``default_append_eos``).
-``candidates``     rank: where candidates come from (task-specific, see each task).
-``metric``         which metric set (task-specific).
-``eval_subset``, ``eval_splits``   read by the evaluation loop, accepted here.
-
-A builder's defaults hold one protocol. An entry naming another ``task`` drops all of the
-defaults' task settings; one switching ``inference`` drops their ``generate``,
-``candidates`` and ``append_eos``; an entry's ``generate`` or ``candidates`` replaces the
-defaults' as a whole (an ``--options`` value merges key by key). `replaced_defaults` is
-that rule, for dataset defaults and for a task's generic settings alike.
-
-A per-family value is a mapping keyed by ``model.llm_family`` (the family names are the
-model's, e.g. ``length_penalty: {<family>: 0, <other family>: -1}``); evaluating a model
-whose family the mapping lacks is a `ConfigError` naming dataset, key and family.
+"""A dataset's evaluation settings from its YAML entry to the task, in one module: the
+keys, the one rule for switching task or inference, the parsing and checks, `EvalSettings`.
+`common/config.py` composes entries without knowing these keys: the registry hands it the
+rule (`registry.entry_rules` imports this module on first use, as it does builders). Not a
+callback each `Config` caller passes (one forgetting it would compose differently), nor
+composition moved above `common` (it would split `Config` across layers).
 """
 from __future__ import annotations
 
@@ -43,13 +18,27 @@ from lavis_ib.common.errors import ConfigError, did_you_mean
 from lavis_ib.common.prompts import count_placeholders
 from lavis_ib.common.registry import registry
 
-# Per-dataset settings read by evaluation tasks.
+# Per-dataset settings read by evaluation tasks (all optional):
+#   inference      generate | rank.
+#   prompt         the instruction; each {} is filled from the sample (task field order).
+#   prompt_fields  the sample fields filling the {}, in order (default: the last n of the
+#                  task's documented PROMPT_FIELDS, n = number of {}).
+#   generate       keyword arguments of the model's generate (its own signature says
+#                  which: BaseModel.generation_settings).
+#   append_eos     rank: score each candidate with EOS appended (absent: the model's
+#                  default_append_eos).
+#   candidates     rank: where candidates come from (task-specific, see each task).
+#   metric         which metric set (task-specific).
+# A per-family value is a mapping keyed by model.llm_family (e.g. length_penalty:
+# {<family>: 0, <other family>: -1}); a model whose family it lacks is a ConfigError
+# naming dataset, key and family.
 TASK_SETTING_KEYS = ("inference", "prompt", "prompt_fields", "generate", "append_eos",
                      "candidates", "metric")
 # Settings that belong to one inference mode: dropped when an entry switches mode.
 INFERENCE_SETTING_KEYS = ("generate", "candidates", "append_eos")
 # Mapping-valued settings an entry replaces as a whole (never merged key by key).
 WHOLE_SETTING_KEYS = ("generate", "candidates")
+# Read by the evaluation loop, accepted here.
 RUNNER_KEYS = frozenset({"eval_subset", "eval_splits"})
 # Every per-dataset evaluation key; a task that reads a subset rejects the others.
 ALL_EVAL_KEYS = frozenset(TASK_SETTING_KEYS) | RUNNER_KEYS
@@ -72,9 +61,11 @@ PROMPT_FIELD_KEYS = {"question": "question", "raw_question": "question",
 def replaced_defaults(defaults: Mapping[str, Any], entry: Mapping[str, Any],
                       option: Mapping[str, Any] | None = None) -> frozenset[str]:
     """The keys of `defaults` that dataset `entry` (with its --options `option`) replaces
-    instead of merging over: every task setting when it names another `task`, the
-    inference-mode settings when it switches `inference`, and the `generate` or
-    `candidates` the entry gives itself (an --options value merges into the defaults')."""
+    instead of merging over. Defaults hold one protocol: an entry naming another `task`
+    drops all their task settings, one switching `inference` their `generate`,
+    `candidates` and `append_eos`; the `generate` or `candidates` an entry gives replaces
+    theirs whole (an --options value merges key by key). Applied to a builder's defaults
+    (common/config.py) and to a task's generic settings (`parse_settings`) alike."""
     whole = frozenset(k for k in WHOLE_SETTING_KEYS if k in entry)
     for key, protocol in (("task", TASK_SETTING_KEYS), ("inference", INFERENCE_SETTING_KEYS)):
         source = option if option is not None and key in option else entry
