@@ -12,7 +12,8 @@ raised one by one) and adds:
 - each dataset's evaluation settings as its task reads them, `generate` keys against the
   model class's `generation_settings()`, and a candidate source for ranking;
 - `run.select_metric` against the metric names each validated dataset's task produces;
-- `sample_ratio` values.
+- `sample_ratio` values (0: evaluated only, `datasets/mixing.py`'s rule) and, for
+  training, at least one dataset to train on.
 
 All problems come back in one `ConfigError` (one line each); `lavis-ib check` runs only
 this, `train` and `evaluate` run it first. Imports of the layers above `common` happen
@@ -20,7 +21,7 @@ inside the functions (the registry finds classes by name; no layer rule is bent)
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 from lavis_ib.common.config import Config, builder_name
 from lavis_ib.common.project_files import raise_problems
@@ -80,8 +81,11 @@ def config_problems(cfg: Config, training: bool = True) -> list[str]:
         if task is not None:
             tasks[str(name)] = task
             out += _candidate_problems(str(name), entry, task)
-    if training and run is not None and run.val_every > 0 and not run.evaluate_only:
-        out += select_metric_problems(run, config.get("datasets") or {}, tasks)
+    if training and run is not None and not run.evaluate_only:
+        out += _mixture_problems(run, config.get("datasets") or {}, cfg.failed_datasets)
+        if run.val_every > 0:
+            out += select_metric_problems(run, config.get("datasets") or {}, tasks,
+                                          failed=cfg.failed_datasets)
     return out
 
 
@@ -96,9 +100,9 @@ def dataset_problems(name: str, entry: Any) -> list[str]:
             if node is not None and node.get("name") is not None:
                 if _attempt(out, registry.get_processor_class, str(node.name)) is None:
                     out[-1] = f"datasets.{name}.{group}.{split}: {out[-1]}"
-    ratio = entry.get("sample_ratio", 1.0)
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0:
-        out.append(f"datasets.{name}.sample_ratio must be a number > 0; got {ratio!r}.")
+    from lavis_ib.datasets.mixing import check_sample_ratio
+
+    _attempt(out, check_sample_ratio, name, entry.get("sample_ratio", 1.0))
     out += [f"datasets.{name}: {p}" for p in _attempt(out, _files, builder_cls, entry) or ()]
     return out
 
@@ -152,16 +156,33 @@ def _validated_splits(entry: Any, valid: list[str]) -> list[str] | None:
     return [s for s in splits if s in valid]
 
 
-def select_metric_problems(run: Any, datasets: Mapping[str, Any], tasks: Mapping[str, Any]
-                           ) -> list[str]:
+def _mixture_problems(run: Any, datasets: Mapping[str, Any], failed: Collection[str]) -> list[str]:
+    """Training needs a dataset with a train split and a sample_ratio above 0 (the mixer's
+    rule, found here before the model is built; unknown while an entry failed to compose)."""
+    trained = {}
+    for name, entry in datasets.items():
+        annotations = (entry.get("build_info") or {}).get("annotations")   # None: own layout
+        if annotations is None or any(annotations.get(s) is not None for s in run.train_splits):
+            trained[name] = entry.get("sample_ratio", 1.0)
+    if trained and not failed and all(r == 0 for r in trained.values()):
+        return [f"every training dataset has sample_ratio 0 ({', '.join(map(str, trained))}): "
+                f"give at least one a positive ratio, or set run.evaluate_only."]
+    return []
+
+
+def select_metric_problems(run: Any, datasets: Mapping[str, Any], tasks: Mapping[str, Any],
+                           failed: Collection[str] = ()) -> list[str]:
     """Each `dataset.metric` of run.select_metric names a validated dataset and a metric
-    its task produces."""
+    its task produces (a dataset in `failed`, whose entry did not compose, is skipped:
+    its problem is reported already)."""
     out = []
     valid = list(run.valid_splits)
     validated = [n for n, e in datasets.items()
                  if e.get("task") and _validated_splits(e, valid) != []]   # None: unknown, kept
     for item in run.select_metric:
         name, _, metric = str(item).partition(".")
+        if name in failed:
+            continue
         if name not in validated:
             out.append(f"run.select_metric '{item}': dataset '{name}' is not validated in this "
                        f"project (it needs a task and a {valid} split not excluded by "

@@ -14,11 +14,10 @@ files, in order, beneath the including one, so an ablation states only its diffe
 A dataset entry is composed from its builder's default YAML (`configs/datasets/<name>/
 defaults.yaml`, the one home of a dataset's evaluation settings). `builder: <registered
 name>` lets an entry of any name reuse a builder's files and defaults (A-OKVQA evaluated
-as multiple choice next to its direct-answer entry). An entry naming a `task` other than
-its defaults' drops the defaults' task settings; one switching `inference` drops the
-defaults' generate/candidates/append_eos: settings of another protocol never leak in. An
-entry's `generate` or `candidates` replaces the defaults' as a whole (a partial `generate`
-means exactly those arguments, the model's defaults for the rest).
+as multiple choice next to its direct-answer entry). Which of the defaults' keys an entry
+replaces instead of merging over (another task's or inference mode's settings) is not
+known here: the registered entry rules say (`registry.entry_rules`; the evaluation
+settings' rule is in lavis_ib/tasks/eval_settings.py).
 """
 from __future__ import annotations
 
@@ -37,13 +36,6 @@ from lavis_ib.common.registry import import_plugins, registry
 from lavis_ib.common.schema import validate_run
 
 TOP_LEVEL_KEYS = ("model", "datasets", "run", "plugins", "includes")
-# Per-dataset settings read by evaluation tasks (tasks/eval_settings.py checks them).
-TASK_SETTING_KEYS = ("inference", "prompt", "prompt_fields", "generate", "append_eos",
-                     "candidates", "metric")
-# Settings that belong to one inference mode: dropped when an entry switches mode.
-INFERENCE_SETTING_KEYS = ("generate", "candidates", "append_eos")
-# Mapping-valued settings a project entry replaces as a whole (never merged key by key).
-WHOLE_SETTING_KEYS = ("generate", "candidates")
 
 
 def builder_name(name: str, entry: Any) -> str:
@@ -53,33 +45,25 @@ def builder_name(name: str, entry: Any) -> str:
 
 def compose_dataset(name: str, entry: Any = None, option: Any = None,
                     added: Iterable[str] = ()) -> DictConfig:
-    """Dataset entry `name`: builder defaults < `entry` < `option` (--options).
-
-    The defaults' task settings are dropped when the entry names another `task`, and
-    their inference-mode settings when it switches `inference` (module docstring).
-    """
+    """Dataset entry `name`: builder defaults < `entry` < `option` (--options), the
+    defaults' keys that a registered entry rule says the entry replaces left out."""
     if not isinstance(entry or {}, (dict, DictConfig)):
         raise ConfigError(f"datasets.{name} must be a mapping; got {entry!r}.")
+    if option is not None and not isinstance(option, (dict, DictConfig)):
+        raise ConfigError(f"--options datasets.{name}: give its settings as "
+                          f"datasets.{name}.KEY=VALUE; got {to_plain(option)!r}.")
     entry, option = OmegaConf.create(entry or {}), option and OmegaConf.create(option)
     given = merge_nodes(entry, option)
     builder = builder_name(name, given)
     default = load_yaml(registry.get_builder_class(builder).default_config_path(
         given.get("type") or "default"), f"dataset default config of '{name}'")
     datasets = default.get("datasets") or {}
-    default = _drop_other_protocol(datasets.get(builder, datasets), given)
-    base = merge_nodes(_without(default, [k for k in WHOLE_SETTING_KEYS if k in entry]), entry)
+    default = datasets.get(builder, datasets)
+    replaced = set().union(*(rule(default, entry, option) for _, rule in registry.entry_rules))
+    base = merge_nodes(_without(default, replaced), entry)
     if option is not None:
         check_override_keys(base, option, set(added), f"datasets.{name}")
     return merge_nodes(base, option)
-
-
-def _drop_other_protocol(default: DictConfig, given: DictConfig) -> DictConfig:
-    """`default` without the task settings that `given` switches away from."""
-    if "task" in given and given.get("task") != default.get("task"):
-        return _without(default, TASK_SETTING_KEYS)
-    if "inference" in given and given.get("inference") != default.get("inference"):
-        return _without(default, INFERENCE_SETTING_KEYS)
-    return default
 
 
 def _without(node: DictConfig, keys: Iterable[str]) -> DictConfig:
@@ -100,12 +84,15 @@ class Config:
 
     Attributes:
         config: the merged DictConfig with `model`, `datasets`, `run`, `plugins`.
+        failed_datasets: names of the dataset entries that did not compose (each with its
+            problem in `problems`), so that later checks do not report them a second time.
     """
 
     def __init__(self, cfg_path: str, options: Sequence[str] | None = None,
                  strict: bool = True) -> None:
         self.cfg_path = cfg_path
         self.problems: list[str] = []
+        self.failed_datasets: set[str] = set()
         project = load_project(cfg_path)
         for key in project.keys():
             if key not in TOP_LEVEL_KEYS:
@@ -190,9 +177,12 @@ class Config:
             entry = proj_datasets.get(name) or OmegaConf.create({})
             if not isinstance(entry, DictConfig):
                 self.problems.append(f"{self.cfg_path}: datasets.{name} must be a mapping.")
+                self.failed_datasets.add(str(name))
                 continue
             composed = self._attempt(compose_dataset, str(name), entry, opt_datasets.get(name), added)
-            if composed is not None:
+            if composed is None:
+                self.failed_datasets.add(str(name))
+            else:
                 out[str(name)] = composed
         return OmegaConf.create(out)
 

@@ -1,5 +1,5 @@
 """Registries: name -> class tables for models, builders, tasks, processors, runners and
-LR schedulers, with LAVIS's public function names.
+LR schedulers (and the rules composing a dataset entry), with LAVIS's public function names.
 
 Lookups never return None: an unknown name raises `RegistryError` listing the registered
 names and the closest match. The library's own classes register when their module is
@@ -196,6 +196,10 @@ class _LavisRegistry:
         self.lr_schedulers = Registry(
             "lr_scheduler", None, ("lavis_ib.runners.builtin",),
             "called with an optimizer and run settings; step(cur_step) sets the LR")
+        self.entry_rules = Registry(
+            "dataset entry rule", None, ("lavis_ib.tasks.eval_settings",),
+            "called with (defaults, entry, option); returns the keys of a builder's defaults "
+            "that the dataset entry replaces instead of merging over")
 
     # decorators ---------------------------------------------------------------------
     def register_model(self, name: str, force: bool = False) -> Callable:
@@ -215,6 +219,9 @@ class _LavisRegistry:
 
     def register_lr_scheduler(self, name: str, force: bool = False) -> Callable:
         return self.lr_schedulers.register(name, force=force)
+
+    def register_entry_rule(self, name: str, force: bool = False) -> Callable:
+        return self.entry_rules.register(name, force=force)
 
     # lookups ------------------------------------------------------------------------
     def get_model_class(self, name: str) -> Any:

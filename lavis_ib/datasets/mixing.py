@@ -5,7 +5,9 @@ p_d = sqrt(S_d) / sum_i sqrt(S_i) (S = number of training samples), then adjusts
 datasets by hand. Here p_d is proportional to sqrt(S_d) x sample_ratio_d, or to
 S_d x sample_ratio_d when balanced sampling is off (the Table 2 ablation). The hand
 adjustments are `datasets.<name>.sample_ratio` in the project files (OKVQA up, A-OKVQA
-down; their values and rationale: docs/protocol.md), 1.0 by default.
+down; their values and rationale: docs/protocol.md), 1.0 by default. `sample_ratio: 0` is
+the one spelling of an evaluation-only dataset in a training project: never drawn, still
+validated (`check_sample_ratio` is the rule the pre-flight applies too).
 
 Everything is a pure function of the seed, so any number of ranks sees the same sequence:
 
@@ -52,6 +54,19 @@ def name_key(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(), "little")
 
 
+def check_sample_ratio(name: str, ratio: Any) -> float:
+    """`datasets.<name>.sample_ratio` as a float: a finite number >= 0 (0: evaluation only).
+
+    Raises:
+        ConfigError: a negative, non-finite or non-numeric ratio (booleans included).
+    """
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(ratio) or ratio < 0:
+        raise ConfigError(f"datasets.{name}.sample_ratio must be a finite number >= 0 "
+                          f"(0: evaluation only); got {ratio!r}.")
+    return float(ratio)
+
+
 def mixing_weights(sizes: Mapping[str, int], sample_ratios: Mapping[str, float] | None = None,
                    balanced: bool = True) -> dict[str, float]:
     """Sampling probability of each dataset.
@@ -81,9 +96,7 @@ def mixing_weights(sizes: Mapping[str, int], sample_ratios: Mapping[str, float] 
         if not isinstance(size, (int, np.integer)) or size <= 0:
             raise ConfigError(f"Dataset '{name}' has {size!r} training samples; it needs at least "
                               f"one to be mixed (check its annotation file or remove it).")
-        if not isinstance(ratio, (int, float)) or not math.isfinite(ratio) or ratio < 0:
-            raise ConfigError(f"datasets.{name}.sample_ratio must be a finite number >= 0, got {ratio!r}.")
-        raw[name] = (math.sqrt(size) if balanced else float(size)) * float(ratio)
+        raw[name] = (math.sqrt(size) if balanced else float(size)) * check_sample_ratio(name, ratio)
     total = sum(raw.values())
     if total <= 0:
         raise ConfigError("Every dataset has sample_ratio 0: give at least one a positive ratio.")
@@ -110,6 +123,8 @@ class Mixer:
                  balanced: bool = True, seed: int = 0) -> None:
         self.probabilities = mixing_weights(sizes, sample_ratios, balanced)
         self.names = list(self.probabilities)
+        for name in (n for n in self.names if self.probabilities[n] == 0):
+            logger.info("datasets.%s: sample_ratio 0, never drawn for training (evaluated only).", name)
         self.seed = int(seed) % _U64
         self._cdf = np.cumsum([self.probabilities[n] for n in self.names])
         # A draw u in [0, 1) past the last cumulative value (float rounding) goes to the last

@@ -1,30 +1,23 @@
 """`EvalTask`: what the evaluation tasks share.
 
-`for_dataset(name, entry)` reads the dataset's composed entry (its `configs/datasets/<name>/
-defaults.yaml` beneath the project's keys, common/config.py), over the task's generic
-settings for a dataset that gives none (`DEFAULTS_FROM`), and rejects any key the task
-would ignore: a key of another task, a generation setting under ranking, a candidate
-setting under generation, a prompt with more ``{}`` than the task has fields. The checked
-settings become one `EvalSettings`. A task then builds one prompt per sample and calls the
-model's `generate` or `score_candidates` (the model contract, docs/architecture.md) with
-the settings resolved for the model's `llm_family`.
+A task declares what it reads (`INFERENCE`, `PROMPT_FIELDS`, `EVAL_KEYS`, `DEFAULTS_FROM`)
+and `for_dataset` hands the dataset's composed entry to `tasks/eval_settings.py`, which
+parses and checks it into one `EvalSettings`. A task then builds one prompt per sample and
+calls the model's `generate` or `score_candidates` (the model contract,
+docs/architecture.md) with the settings resolved for the model's `llm_family`.
 """
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from lavis_ib.common.config import INFERENCE_SETTING_KEYS, TASK_SETTING_KEYS, compose_dataset
-from lavis_ib.common.containers import to_plain
-from lavis_ib.common.errors import ConfigError, DataError, did_you_mean
+from lavis_ib.common.errors import DataError
 from lavis_ib.common.prompts import (count_placeholders, fill_placeholders, format_ocr_tokens,
                                      format_options)
 from lavis_ib.tasks.base_task import BaseTask
-from lavis_ib.tasks.eval_settings import (ALL_EVAL_KEYS, INFERENCE_MODES, RUNNER_KEYS,
-                                          EvalSettings, check_family_value, check_generate,
-                                          check_misspelt_keys)
+from lavis_ib.tasks.eval_settings import (PROMPT_FIELD_KEYS, RUNNER_KEYS, EvalSettings,
+                                          check_generate, check_settings, parse_settings)
 
 
 def _field(key: str) -> Callable[[Mapping[str, Any], int], str]:
@@ -37,7 +30,7 @@ def _question(s: Mapping[str, Any], i: int) -> str:
     return str(s[key][i])
 
 
-# Sample fields a prompt placeholder can take, by name (`prompt_fields`).
+# How each prompt field (eval_settings.PROMPT_FIELD_KEYS) reads a sample of the batch.
 FIELD_GETTERS: dict[str, Callable[[Mapping[str, Any], int], str]] = {
     "question": _question,
     "raw_question": _field("question"),
@@ -48,17 +41,6 @@ FIELD_GETTERS: dict[str, Callable[[Mapping[str, Any], int], str]] = {
     "history": _field("history"),
     "text": _field("text_input"),
 }
-# Which batch key each field needs (for the error naming a missing key).
-FIELD_KEYS = {"question": "question", "raw_question": "question", "text_input": "text_input",
-              "ocr_tokens": "ocr_tokens", "context": "context", "options": "choices",
-              "history": "history", "text": "text_input"}
-
-
-@functools.lru_cache(maxsize=None)
-def _generic_settings(dataset: str) -> tuple[tuple[str, Any], ...]:
-    """The task settings of shipped dataset `dataset`'s defaults, its metric excepted."""
-    entry = to_plain(compose_dataset(dataset))
-    return tuple((k, entry[k]) for k in TASK_SETTING_KEYS if k in entry and k != "metric")
 
 
 class EvalTask(BaseTask):
@@ -113,7 +95,8 @@ class EvalTask(BaseTask):
     @classmethod
     def for_dataset(cls, name: str, dataset_cfg: Any = None,
                     model_cls: type | None = None) -> "EvalTask":
-        """The task evaluating dataset `name` with its (composed) entry's settings.
+        """The task evaluating dataset `name` with its (composed) entry's settings, parsed
+        and checked by `eval_settings.parse_settings`.
 
         Args:
             model_cls: the evaluated model's class: `generate` keys are checked against
@@ -122,92 +105,15 @@ class EvalTask(BaseTask):
         Raises:
             ConfigError: a setting this task does not read, a misspelt key, a wrong value.
         """
-        given = to_plain(dataset_cfg) or {}
-        if not isinstance(given, Mapping):
-            raise ConfigError(f"datasets.{name} must be a mapping; got {given!r}.")
-        check_misspelt_keys(name, given)
-        cls.check_eval_keys(name, given)
-        settings = dict(_generic_settings(cls.DEFAULTS_FROM)) if cls.DEFAULTS_FROM else {}
-        if "inference" in given and given["inference"] != settings.get("inference"):
-            for key in INFERENCE_SETTING_KEYS:
-                settings.pop(key, None)
-        settings.update({k: v for k, v in given.items() if k in ALL_EVAL_KEYS})
-        settings = {k: v for k, v in settings.items() if k in cls.EVAL_KEYS}
-        cls._check_settings(name, settings, given)
-        if model_cls is not None and settings.get("inference") == "generate":
-            check_generate(name, settings.get("generate"), model_cls.generation_settings())
         return cls(dataset_cfg, dataset_name=name,
-                   settings=EvalSettings.from_mapping(name, settings))
-
-    @classmethod
-    def check_eval_keys(cls, name: str, given: Mapping[str, Any]) -> None:
-        """Raise for an evaluation setting this task would ignore."""
-        for key in given:
-            if key in ALL_EVAL_KEYS and key not in cls.EVAL_KEYS:
-                raise ConfigError(
-                    f"datasets.{name}.{key}: the '{cls.__name__}' task does not read "
-                    f"'{key}'; it reads {sorted(cls.EVAL_KEYS) or 'no evaluation settings'}."
-                    f"{did_you_mean(key, cls.EVAL_KEYS)}")
+                   settings=parse_settings(cls, name, dataset_cfg, model_cls))
 
     @classmethod
     def _check_settings(cls, name: str, settings: dict[str, Any],
                         given: Mapping[str, Any]) -> None:
-        where = f"datasets.{name}"
-        inference = settings.setdefault("inference", cls.INFERENCE[0])
-        if inference not in cls.INFERENCE:
-            allowed = " or ".join(cls.INFERENCE)
-            raise ConfigError(f"{where}.inference: '{inference}' is not supported by the "
-                              f"'{cls.NAME}' task; use {allowed}."
-                              + ("" if inference in INFERENCE_MODES
-                                 else did_you_mean(str(inference), INFERENCE_MODES)))
-        if inference == "generate":
-            for key in ("append_eos", "candidates"):
-                if key in given:
-                    raise ConfigError(f"{where}.{key} is only read with inference: rank "
-                                      f"(this dataset generates); remove it.")
-            settings["generate"] = check_generate(name, settings.get("generate"))
-        else:
-            if "generate" in given:
-                raise ConfigError(f"{where}.generate is only read with inference: generate "
-                                  f"(this dataset ranks candidates); remove it.")
-            settings.pop("generate", None)
-            cls._check_append_eos(where, settings)
-            settings["candidates"] = cls.check_candidates(name, to_plain(settings.get("candidates")))
-        cls._check_prompt(where, settings)
-
-    @classmethod
-    def _check_append_eos(cls, where: str, settings: dict[str, Any]) -> None:
-        if settings.get("append_eos") is None:
-            settings.pop("append_eos", None)     # the model's default_append_eos
-            return
-        eos = to_plain(settings["append_eos"])
-        check_family_value(f"{where}.append_eos", eos)
-        values = eos.values() if isinstance(eos, Mapping) else [eos]
-        if not all(isinstance(v, bool) for v in values):
-            raise ConfigError(f"{where}.append_eos must be true, false or a mapping from "
-                              f"LLM family to true/false; got {eos!r}.")
-        settings["append_eos"] = eos
-
-    @classmethod
-    def _check_prompt(cls, where: str, settings: dict[str, Any]) -> None:
-        prompt = settings.get("prompt", "")
-        if not isinstance(prompt, str):
-            raise ConfigError(f"{where}.prompt must be a string; got {prompt!r}.")
-        n = count_placeholders(prompt)
-        fields = tuple(to_plain(settings.get("prompt_fields")) or ())
-        if fields:
-            for f in fields:
-                if f not in FIELD_GETTERS:
-                    raise ConfigError(f"{where}.prompt_fields: unknown field '{f}'."
-                                      f"{did_you_mean(f, FIELD_GETTERS)} Fields: "
-                                      f"{', '.join(FIELD_GETTERS)}.")
-            if len(fields) != n:
-                raise ConfigError(f"{where}: prompt has {n} '{{}}' placeholder(s) but "
-                                  f"prompt_fields names {len(fields)} field(s).")
-        elif n > len(cls.PROMPT_FIELDS):
-            raise ConfigError(f"{where}.prompt has {n} '{{}}' placeholders; the '{cls.NAME}' "
-                              f"task fills at most {len(cls.PROMPT_FIELDS)} "
-                              f"({', '.join(cls.PROMPT_FIELDS) or 'none'}); set prompt_fields.")
+        """Check and complete `settings` in place (`given`: the whole entry); a task with
+        settings of its own extends this and calls it first."""
+        check_settings(cls, name, settings, given)
 
     @classmethod
     def check_candidates(cls, name: str, candidates: Any) -> Any:
@@ -245,7 +151,7 @@ class EvalTask(BaseTask):
         n = count_placeholders(self.prompt)
         fields = self.prompt_fields or (self.PROMPT_FIELDS[len(self.PROMPT_FIELDS) - n:]
                                         if n else ())
-        self.require(samples, *{FIELD_KEYS[f] for f in fields
+        self.require(samples, *{PROMPT_FIELD_KEYS[f] for f in fields
                                 if not (f == "question" and "text_input" in samples)})
         batch = len(self.sample_ids(samples))
         return [fill_placeholders(self.prompt, [FIELD_GETTERS[f](samples, i) for f in fields])

@@ -73,7 +73,7 @@ CONFIG_ROWS = [
      "datasets.ok_vqa.vis_processor.eval: unknown processor 'blip_imag_eval'. Did you mean "
      "'blip_image_eval'?"),
     ("sample_ratio not a number", dict(datasets={"ok_vqa": {"sample_ratio": "abc"}}),
-     "datasets.ok_vqa.sample_ratio must be a number > 0; got 'abc'."),
+     "datasets.ok_vqa.sample_ratio must be a finite number >= 0 (0: evaluation only); got 'abc'."),
     ("model max_txt_len 0", dict(model={"max_txt_len": 0}),
      "model.max_txt_len must be an integer >= 1; got 0."),
     ("unknown lr schedule", dict(run={"lr_sched": "cosine"}), "run.lr_sched: unknown lr_scheduler 'cosine'."),
@@ -106,6 +106,57 @@ def test_all_problems_are_reported_together(data):
                  "coco_caption.cidr", "no answer vocabulary"):
         assert part in message
     assert message.count("/nonexistent/img") == 1   # a folder shared by splits is named once
+
+
+@pytest.mark.parametrize("option", ["datasets.ok_vqa.promt=x", "datasets.ok_vqa=3"])
+def test_a_dataset_that_failed_to_compose_is_reported_once(data, option):
+    """The typo is the one problem: select_metric does not call the entry unvalidated."""
+    root, fixtures = data
+    path = project(root, fixtures, run={"select_metric": ["ok_vqa.acc"]})
+    with pytest.raises(ConfigError) as err:
+        checked_config(path, [option])
+    message = str(err.value)   # one problem is raised as its own line, not as a list
+    assert message.startswith("--options datasets.ok_vqa") and "\n" not in message
+
+
+def test_a_dataset_at_sample_ratio_0_is_validated_but_never_trained_on(data):
+    """`sample_ratio: 0` is the spelling of an evaluation-only dataset: the pre-flight
+    accepts it, the runner's mixture never draws it, training validation still runs it."""
+    from lavis_ib.cli.dispatch import main
+    from lavis_ib.common.config import Config
+    from lavis_ib.datasets.loaders import MixtureLoader
+    from lavis_ib.runners.runner_iter import RunnerIter
+    from lavis_ib.tasks.base_task import TrainTask
+
+    root, fixtures = data
+    path = project(root, fixtures, datasets={"ok_vqa": {"sample_ratio": 0}},
+                   run={"select_metric": ["ok_vqa.acc"], "device": "cpu"})
+    assert main(["check", path]) == 0
+    cfg = Config(path)
+    runner = RunnerIter(cfg, None, None, TrainTask(cfg.config).build_datasets(cfg.config))
+    sets, ratios = runner._train_sets()
+    assert "ok_vqa" in sets and ratios["ok_vqa"] == 0.0
+    loader = MixtureLoader(sets, ratios, 4, 2, 0, 1, seed=0)
+    assert loader.probabilities["ok_vqa"] == 0.0
+    drawn = {n for step in range(200) for n in loader.plan.slot_names(step)}
+    assert drawn == {"coco_caption", "msvd_qa"}
+    assert "ok_vqa" in runner._validated()
+
+
+@pytest.mark.parametrize("ratio", [-1, float("inf"), float("nan"), True])
+def test_negative_and_non_finite_sample_ratios_are_refused(data, ratio):
+    root, fixtures = data
+    with pytest.raises(ConfigError, match=r"datasets.ok_vqa.sample_ratio must be a finite "
+                                          r"number >= 0 \(0: evaluation only\); got "):
+        checked_config(project(root, fixtures, datasets={"ok_vqa": {"sample_ratio": ratio}}))
+
+
+def test_every_training_dataset_at_sample_ratio_0_is_refused(data):
+    root, fixtures = data
+    zero = {name: {"sample_ratio": 0} for name in DATASETS}
+    with pytest.raises(ConfigError, match="every training dataset has sample_ratio 0"):
+        checked_config(project(root, fixtures, datasets=zero))
+    checked_config(project(root, fixtures, datasets=zero), training=False)   # evaluation
 
 
 def test_yaml_syntax_error_names_file_line_and_column(tmp_path):

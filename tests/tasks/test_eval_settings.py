@@ -123,6 +123,47 @@ def test_switching_inference_drops_the_other_modes_defaults():
     assert "candidates" not in t.settings
 
 
+@pytest.mark.parametrize("defaults, entry, option, replaced", [
+    ({"task": "gqa", "inference": "generate"}, {"task": "vqa"}, None,
+     {"inference", "prompt", "prompt_fields", "generate", "append_eos", "candidates", "metric"}),
+    ({"task": "gqa", "inference": "generate"}, {"task": "gqa", "inference": "rank"}, None,
+     {"generate", "candidates", "append_eos"}),
+    ({"task": "gqa", "inference": "generate"}, {}, {"inference": "rank"},
+     {"generate", "candidates", "append_eos"}),               # an --options switch too
+    ({"task": "gqa", "inference": "generate"}, {"inference": "rank"}, {"inference": "generate"},
+     set()),                                                  # --options wins: no switch
+    ({"task": "gqa"}, {"generate": {"num_beams": 1}}, None, {"generate"}),   # whole
+    ({"task": "gqa"}, {}, {"generate": {"num_beams": 1}}, set()),   # --options: key by key
+    ({"inference": "rank"}, {"prompt": "x"}, None, set()),
+])
+def test_one_rule_says_which_defaults_an_entry_replaces(defaults, entry, option, replaced):
+    from lavis_ib.tasks.eval_settings import replaced_defaults
+
+    assert replaced_defaults(defaults, entry, option) == replaced
+
+
+def test_composition_uses_the_rule_registered_by_the_evaluation_settings():
+    """common/config.py knows no task keys: the registry hands it this module's rule, the
+    same one a task applies to its generic settings."""
+    import lavis_ib.common.config as config
+    from lavis_ib.tasks.eval_settings import replaced_defaults
+
+    assert dict(registry.entry_rules) == {"evaluation_settings": replaced_defaults}
+    assert not {"TASK_SETTING_KEYS", "INFERENCE_SETTING_KEYS", "WHOLE_SETTING_KEYS"} & set(vars(config))
+    # a dataset without defaults of its own: the vqa task's generic settings, switched
+    t = registry.get_task_class("vqa").for_dataset("my_vqa", {"inference": "rank",
+                                                               "candidates": ["a", "b"]})
+    assert t.inference == "rank" and "generate" not in t.settings
+    assert t.prompt == "Question: {} Short answer:"           # the generic prompt stays
+
+
+def test_every_prompt_field_has_a_reader():
+    from lavis_ib.tasks.eval_settings import PROMPT_FIELD_KEYS
+    from lavis_ib.tasks.eval_task import FIELD_GETTERS
+
+    assert FIELD_GETTERS.keys() == PROMPT_FIELD_KEYS.keys()
+
+
 def test_prompt_fields_override_the_documented_order(fake_model):
     t = task("vqa", "textvqa", {"prompt": "Q: {} OCR: {}",
                                 "prompt_fields": ["question", "ocr_tokens"]})
