@@ -1,6 +1,7 @@
 # Two commands set everything up on a fresh machine: `make demo` and `make test`.
-# torch is installed first from this machine's local wheels (pinned), so no other
-# build is ever pulled in by a dependency resolver.
+# torch and torchvision are installed first, pinned (TORCH_PINS), from this machine's
+# local wheels or the package index (wherever pip is configured to look), so no
+# dependency resolver pulls in another build; then the package under constraints.txt.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

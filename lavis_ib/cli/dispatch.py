@@ -37,6 +37,13 @@ def usage() -> str:
     return "\n".join(rows)
 
 
+def commands_markdown() -> str:
+    """The README's command list: a Markdown table of `COMMANDS`, one row per command."""
+    rows = ["| command | what it does |", "|---|---|"]
+    rows += [f"| `lavis-ib {name}` | {help_} |" for name, help_ in COMMANDS.items()]
+    return "\n".join(rows)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):

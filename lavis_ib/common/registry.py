@@ -108,7 +108,9 @@ class Registry:
             known = sorted(self._table)
             raise RegistryError(
                 f"unknown {self.kind} '{name}'.{did_you_mean(name, known)} "
-                f"Registered {self.kind}s: {', '.join(known) or '(none)'}.") from None
+                f"Registered {self.kind}s: {', '.join(known) or '(none)'}. If it is your own, "
+                f"is it defined in a module listed under plugins: (or advertised in the "
+                f"'{ENTRY_POINT_GROUP}' entry-point group)?") from None
 
     def names(self) -> list[str]:
         self._load_builtins()

@@ -137,8 +137,21 @@ def zoo_rows() -> list[dict[str, Any]]:
     return rows
 
 
+def _rounded(count: int) -> str:
+    """A parameter count to three significant digits: 985,894,528 -> 986M, 23,776 -> 23.8K."""
+    count = float(f"{count:.3g}")
+    for size, suffix in ((10 ** 9, "B"), (10 ** 6, "M"), (10 ** 3, "K")):
+        if count >= size:
+            return f"{count / size:g}{suffix}"
+    return f"{count:g}"
+
+
 def _memory(n_bytes: int) -> str:
-    return f"{n_bytes / 2 ** 30:.2f} GiB" if n_bytes >= 2 ** 30 else f"{n_bytes / 2 ** 20:.2f} MiB"
+    """Bytes to three significant digits in the largest binary unit that is at least 1."""
+    for size, unit in ((2 ** 30, "GiB"), (2 ** 20, "MiB"), (2 ** 10, "KiB")):
+        if n_bytes >= size:
+            return f"{float(f'{n_bytes / size:.3g}'):g} {unit}"
+    return f"{n_bytes} bytes"
 
 
 def zoo_markdown() -> str:
@@ -149,7 +162,7 @@ def zoo_markdown() -> str:
     out = ["| model | type | ViT | Q-Former | projection | LLM | total | bf16 weights | "
            "Table 1 row | weights |", "|---|---|" + "---:|" * 6 + "---|---|"]
     for r in rows:
-        counts = " | ".join(f"{r[p]:,}" for p in (*PARTS, "total"))
+        counts = " | ".join(_rounded(r[p]) for p in (*PARTS, "total"))
         out.append(f"| {r['arch']} | {r['model_type']} | {counts} | {_memory(r['bf16_bytes'])} | "
                    f"{r['paper_row'] or '-'} | {r['weights']} |")
     out += ["", "The paper's Table 1 rows (zero-shot, held-out) of the types above:", "",
@@ -157,8 +170,10 @@ def zoo_markdown() -> str:
             "|---|" + "---:|" * len(HELD_OUT)]
     for name in dict.fromkeys(r["paper_row"] for r in rows if r["paper_row"]):
         out.append(f"| {name} | " + " | ".join(f"{TABLE1[name][d]:.1f}" for d in HELD_OUT) + " |")
-    out += ["", "Q-Former counts include the query tokens and `ln_vision`; bf16 weights are "
-            "2 bytes per parameter (GiB = 2^30 bytes, MiB = 2^20), the memory of the weights alone. "
+    out += ["", "Parameter counts and sizes are rounded to three significant digits (K = 10^3, "
+            "M = 10^6, B = 10^9; `lavis_ib.report.zoo.zoo_rows()` has the exact counts). Q-Former "
+            "counts include the query tokens and `ln_vision`; bf16 weights are 2 bytes per "
+            "parameter (GiB = 2^30 bytes, MiB = 2^20, KiB = 2^10), the memory of the weights alone. "
             + TRAINING_MEMORY]
     return "\n".join(out)
 

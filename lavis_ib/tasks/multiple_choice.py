@@ -3,9 +3,10 @@
 Datasets: ScienceQA (image subset), IconQA (multi-text-choice), A-OKVQA (multiple choice).
 Sample keys: ``image``, ``question_id``, ``question``, ``choices`` (list[str]),
 ``correct_choice_idx`` (int); ScienceQA adds ``context`` (may be "").
-Prompt placeholders (documented order): context, question, options; the options are
-written with letter labels, ``(a) x (b) y``. A prompt with two ``{}`` takes question and
-options, with one the question.
+Prompt placeholders (``PROMPT_FIELDS``, in order): ``context``, ``raw_question`` (the
+sample's ``question`` as the dataset writes it), ``options`` (the choices with letter
+labels, ``(a) x (b) y``). A prompt with n ``{}`` takes the last n: two take the question
+and the options, one the options alone (``prompt_fields`` chooses others).
 
 Settings: ``prompt``, ``append_eos``, ``candidates`` (only ``choices``), ``metric``
 (``accuracy``; ``aokvqa`` adds ``acc_official``, the A-OKVQA authors' scorer).

@@ -1,8 +1,11 @@
-"""The guides cannot drift from the code: the example files are included verbatim, and
-every command, config key, class and function they name in inline code exists (keys in
-the model's default YAML and config schema, functions by import or definition)."""
+"""The pages cannot drift from the code: the example files are included verbatim in the
+guides, and every command, config key, class, function, file, test, flag and environment
+variable that README.md or a docs/*.md page names in inline code exists (keys in the
+model's default YAML and config schema, functions by import or definition, files on disk,
+tests and flags in the code or the tests)."""
 from __future__ import annotations
 
+import functools
 import glob
 import importlib
 import importlib.util
@@ -12,8 +15,9 @@ import re
 import pytest
 
 from docs_includes import GUIDES, REPO, find_includes
+from docs_pages import pages
 
-ALL_GUIDES = (*GUIDES, "docs/index.md")
+ALL_PAGES = tuple(pages())
 SPAN = re.compile(r"(?<!`)`([^`]+)`(?!`)")
 FENCE = re.compile(r"^```.*?^```\s*$", re.DOTALL | re.MULTILINE)
 # parameter names (checked against the conversion functions by test_guide_checkpoints.py)
@@ -52,8 +56,55 @@ def corpus() -> str:
     return _CORPUS[0]
 
 
-def in_corpus(word: str) -> bool:
-    return re.search(r"(?<![\w])" + re.escape(word) + r"(?![\w])", corpus()) is not None
+_WIDE: list[str] = []
+
+
+def wide_corpus() -> str:
+    """The corpus plus the tests (tests/docs excepted: it names invented things on purpose),
+    the benchmarks and the build files: where test names, flags, environment variables and
+    pins live."""
+    if not _WIDE:
+        files = [f for f in glob.glob(os.path.join(REPO, "tests", "**", "*.py"), recursive=True)
+                 if os.sep + os.path.join("tests", "docs") + os.sep not in f]
+        files += glob.glob(os.path.join(REPO, "bench", "**", "*.py"), recursive=True)
+        files += [os.path.join(REPO, n) for n in ("Makefile", "constraints.txt", "setup.cfg")]
+        _WIDE.append(corpus() + "\n" + "\n".join(open(f).read() for f in sorted(files)
+                                                 if os.path.isfile(f)))
+    return _WIDE[0]
+
+
+_WORDS: dict[int, set[str]] = {}
+
+
+def in_corpus(word: str, text: str | None = None) -> bool:
+    text = corpus() if text is None else text
+    if re.fullmatch(r"\w+", word):   # a whole word: look it up among the text's words
+        if id(text) not in _WORDS:
+            _WORDS[id(text)] = set(re.findall(r"\w+", text))
+        return word in _WORDS[id(text)]
+    return re.search(r"(?<![\w])" + re.escape(word) + r"(?![\w])", text) is not None
+
+
+def ours(path: str) -> bool:
+    """A `.py` span names a file of this repository (not, say, a dataset's own script):
+    under lavis_ib/ (also written from inside it: `models/llm/lora.py`), tests/, bench/,
+    docs/, or a test file by its name."""
+    first = path.split("/")[0]
+    return first in ("lavis_ib", "tests", "bench", "docs") or path.startswith("test_") or \
+        ("/" in path and os.path.isdir(os.path.join(REPO, "lavis_ib", first)))
+
+
+def python_file(path: str) -> str | None:
+    """The file a `.py` span names: relative to the repository or to lavis_ib/, or (a bare
+    file name) the test or benchmark of that name."""
+    for base in (REPO, os.path.join(REPO, "lavis_ib")):
+        if os.path.isfile(os.path.join(base, path)):
+            return os.path.join(base, path)
+    if "/" not in path:
+        found = glob.glob(os.path.join(REPO, "tests", "**", path), recursive=True) + \
+            glob.glob(os.path.join(REPO, "bench", path))
+        return found[0] if found else None
+    return None
 
 
 def resolve_dotted(name: str) -> bool:
@@ -76,7 +127,8 @@ def resolve_dotted(name: str) -> bool:
     return False
 
 
-def model_keys() -> set[str]:
+@functools.lru_cache(maxsize=None)
+def model_keys() -> frozenset[str]:
     from omegaconf import OmegaConf
 
     from lavis_ib.models.instructblip.build import KNOWN_KEYS
@@ -84,10 +136,11 @@ def model_keys() -> set[str]:
     keys = set()
     for path in glob.glob(os.path.join(REPO, "lavis_ib", "configs", "models", "instructblip", "*.yaml")):
         keys |= set(OmegaConf.load(path).model.keys())
-    return keys & set(KNOWN_KEYS)
+    return frozenset(keys & set(KNOWN_KEYS))
 
 
-def dataset_keys() -> set[str]:
+@functools.lru_cache(maxsize=None)
+def dataset_keys() -> frozenset[str]:
     from omegaconf import OmegaConf
 
     from lavis_ib.tasks.eval_settings import _BUILDER_KEYS, ALL_EVAL_KEYS
@@ -96,7 +149,7 @@ def dataset_keys() -> set[str]:
     for path in glob.glob(os.path.join(REPO, "lavis_ib", "configs", "datasets", "*", "*.yaml")):
         for entry in OmegaConf.load(path).datasets.values():
             keys |= set(entry.keys())
-    return keys
+    return frozenset(keys)
 
 
 TOP_LEVEL = ("model", "datasets", "run", "plugins")
@@ -126,7 +179,8 @@ def problem(span: str, keys_model: set[str], keys_data: set[str]) -> str | None:
     if s in NOT_NAMES or any(re.search(rf"\b{w}\b", s) for w in MISSPELT):
         return None
     if m := re.match(r"^lavis-ib (\w+)", s):
-        return None if m.group(1) in COMMANDS else f"no lavis-ib command '{m.group(1)}'"
+        placeholder = m.group(1).isupper()   # `lavis-ib COMMAND`
+        return None if placeholder or m.group(1) in COMMANDS else f"no lavis-ib command '{m.group(1)}'"
     if m := re.match(r"^python -m ([\w.]+)", s):
         return None if importlib.util.find_spec(m.group(1)) else f"no module {m.group(1)}"
     if m := re.match(r"^(lavis_ib(?:\.\w+)+)", s):
@@ -144,13 +198,28 @@ def problem(span: str, keys_model: set[str], keys_data: set[str]) -> str | None:
         if name in keys_model or hasattr(InstructBLIP, name) or in_corpus(f"model.{name}"):
             return None
         return f"no model key or attribute {name}"
+    if m := re.match(r"^([A-Z][A-Z0-9_]+)=", s):
+        return None if in_corpus(m.group(1), wide_corpus()) else f"no environment variable {m.group(1)}"
+    if m := re.match(r"^([A-Za-z][\w.-]*==[\w.]+)$", s):
+        return None if m.group(1) in wide_corpus() else f"{m.group(1)} is pinned nowhere"
+    if (m := re.match(r"^([\w./-]+\.py)(?:(?::|::)\s*(\w+))?", s)) and ours(m.group(1)):
+        path = python_file(m.group(1))
+        if path is None:
+            return f"no file {m.group(1)}"
+        if m.group(2) and not re.search(rf"^\s*(def|class) {m.group(2)}\b|^{m.group(2)}\b",
+                                        open(path).read(), re.MULTILINE):
+            return f"{m.group(1)} defines no {m.group(2)}"
+        return None
     if m := re.match(r"^(\w+)=", s):
-        return None if m.group(1) in keys_model else f"no model config key {m.group(1)}"
+        ok = m.group(1) in keys_model or re.search(rf"\b{m.group(1)}=", wide_corpus())
+        return None if ok else f"no model config key or keyword argument {m.group(1)}"
     if m := re.match(r"^datasets\.(<name>|\w+)\.(\w+)", s):
         return None if m.group(2) in keys_data else f"no dataset setting {m.group(2)}"
     if m := re.match(r"^(--[\w-]+)", s):
-        return None if in_corpus(m.group(1).lstrip("-")) and m.group(1) in corpus() else \
-            f"no command-line flag {m.group(1)}"
+        flag = m.group(1)
+        ok = (in_corpus(flag.lstrip("-")) and flag in corpus()) or \
+            f'"{flag.lstrip("-")}"' in wide_corpus() or f'"{flag}"' in wide_corpus()
+        return None if ok else f"no command-line flag {flag}"
     if m := re.match(r"^(\w+Error): ", s):
         import lavis_ib.common.errors as errors
 
@@ -177,14 +246,14 @@ def problem(span: str, keys_model: set[str], keys_data: set[str]) -> str | None:
             return None
         return f"no function or class {name}"
     if re.fullmatch(r"[A-Za-z_]\w*", s):
-        if in_corpus(s):
-            return None
+        if in_corpus(s) or in_corpus(s, wide_corpus()) or in_corpus(f"row_{s}", wide_corpus()):
+            return None   # (a fault-matrix row `x` is the test function `row_x`)
         import transformers
 
         return None if hasattr(transformers, s) else f"'{s}' appears nowhere in the code"
     if "/" in s and re.fullmatch(r"[\w./-]+", s) and not s.startswith("/"):
         first = s.split("/")[0]
-        if first in ("lavis_ib", "docs", "tests", "configs"):
+        if first in ("lavis_ib", "docs", "tests", "configs", "bench"):
             return None if os.path.exists(os.path.join(REPO, s)) else f"no file {s}"
     return None
 
@@ -205,11 +274,11 @@ def test_every_example_file_is_shown_in_a_guide():
     assert examples <= shown, f"example files no guide shows: {sorted(examples - shown)}"
 
 
-@pytest.mark.parametrize("guide", ALL_GUIDES)
+@pytest.mark.parametrize("guide", ALL_PAGES)
 def test_names_in_the_guides_exist(guide):
     keys_model, keys_data = model_keys(), dataset_keys()
     found = spans(guide)
-    assert len(found) > 10
+    assert len(found) > 5
     problems = [f"`{s}`: {p}" for s in found if (p := problem(s, keys_model, keys_data))]
     assert not problems, f"{guide} names things the code lacks:\n" + "\n".join(problems)
 
@@ -221,14 +290,23 @@ def test_the_checker_catches_invented_names():
                      "python -m lavis_ib.convert", "convert_checkpoint()", "vit_checkpoint",
                      "--resume-from", "docs/examples/nothing.py", "registry.register_dataset",
                      "BaseTask.eval_keys", "self.run_ranking(model)", "sample_weight: 2",
-                     "ShapeError: wrong", "build_info.pictures"):
+                     "ShapeError: wrong", "build_info.pictures", "LAVIS_IB_NO_SUCH_SWITCH=1",
+                     "torch==9.9.9", "models/components/llm_options.py",
+                     "lavis_ib/models/llm/quantization.py: quantize_the_llm",
+                     "test_nothing_like_this.py", "--no-such-switch", "no_such_keyword=3",
+                     "lavis-ib convert --help", "a_fault_row_nobody_wrote"):
         assert problem(invented, keys_model, keys_data), invented
     for real in ("lavis-ib export", "run.keep_last", "checkpoint=", "model.save_pretrained(dir)",
                  "lavis_ib.models.weights.param_names.to_lavis", "datasets.my_vqa.prompt",
                  "init_from", "allow_random_init", "--checkpoint", "Blip2ForConditionalGeneration",
                  "registry.register_builder", "@registry.register_task(\"x\")", "EvalTask.EVAL_KEYS",
                  "self.run_rank(model, samples, candidates)", "sample_ratio: 0",
-                 "DataError: anything", "build_info.annotations.<split>"):
+                 "DataError: anything", "build_info.annotations.<split>",
+                 "LAVIS_IB_LOG_LEVEL=DEBUG", "torch==2.14.1", "models/llm/options.py",
+                 "lavis_ib/models/llm/quantization.py: quantize_llm", "test_input_faults.py",
+                 "tests/runners/test_fault_matrix.py::test_fault_matrix[<row>]",
+                 "--repetition-penalty 1.5", 'device="cuda"', "sigterm_process",
+                 "lavis-ib COMMAND --help", "loadDataset.py"):
         assert problem(real, keys_model, keys_data) is None, real
 
 

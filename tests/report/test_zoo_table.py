@@ -74,7 +74,8 @@ def test_rows_bf16_bytes_and_published_llm_sizes():
         assert r["weights"], f"{r['model_type']}: its YAML's zoo.weights is empty"
     assert rows["vicuna7b"]["paper_row"] == "InstructBLIP Vicuna-7B"
     assert rows["pretrain_flant5xl"]["paper_row"] == "BLIP-2 FlanT5XL"
-    assert "| instructblip | vicuna7b | 985,894,528 |" in zoo_markdown()
+    # rounded to three significant digits: 985,894,528 parameters, 2 x 7,913,155,712 bytes
+    assert "| instructblip | vicuna7b | 986M | 186M | 3.15M | 6.74B | 7.91B | 14.7 GiB |" in zoo_markdown()
 
 
 def test_readme_table_is_the_generated_one(capsys):
