@@ -33,8 +33,10 @@ class Rule:
         return None if self.test(value) else self.message.format(key=key, value=value)
 
 
-INT_AT_LEAST_1 = Rule(lambda v: _is_int(v) and v >= 1, "model.{key} must be an integer >= 1; got {value!r}.")
-INT_AT_LEAST_0 = Rule(lambda v: _is_int(v) and v >= 0, "model.{key} must be an integer >= 0; got {value!r}.")
+INT_AT_LEAST_1 = Rule(lambda v: _is_int(v) and v >= 1,
+                      "model.{key} must be an integer >= 1; got {value!r}.")
+INT_AT_LEAST_0 = Rule(lambda v: _is_int(v) and v >= 0,
+                      "model.{key} must be an integer >= 0; got {value!r}.")
 BOOL = Rule(lambda v: isinstance(v, bool), "model.{key} must be true or false; got {value!r}.")
 PRECISION = Rule(lambda v: v in PRECISIONS,
                  "model.{key}: '{value}' is not one of " + ", ".join(PRECISIONS) + ".")
@@ -120,10 +122,11 @@ class ModelConfig:
         if unknown:
             raise ConfigError(unknown)
         settings = {k: cfg[k] for k in cls.keys_with(SETTING) if cfg.get(k) is not None}
-        for name in ("vit_precision", "llm_precision"):
-            if name in settings and settings[name] not in PRECISIONS:
-                raise ConfigError(f"model.{name} must be one of {', '.join(PRECISIONS)}; "
-                                  f"got '{settings[name]}'.")
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("rule") is PRECISION and f.name in settings \
+                    and settings[f.name] not in PRECISIONS:
+                raise ConfigError(f"model.{f.name} must be one of {', '.join(PRECISIONS)}; "
+                                  f"got '{settings[f.name]}'.")
         if builder is not None:
             _bind_settings(cls, builder, settings)
         return cfg, settings
@@ -136,16 +139,14 @@ class ModelConfig:
         params = explicit_parameters(builder)
         if params is None:
             return []
-        out = []
-        for f in dataclasses.fields(cls):
-            if f.metadata.get("role") != SETTING:
-                continue
-            param = params.get(f.name)
+        out, defaults = [], cls.defaults()
+        for name in cls.keys_with(SETTING):
+            param = params.get(name)
             if param is None:
-                out.append(f"{cls.__name__}.{f.name} is a model setting, but "
-                           f"{_name(builder)}() takes no '{f.name}'.")
-            elif param.default is not param.empty and param.default != cls.defaults()[f.name]:
-                out.append(f"{cls.__name__}.{f.name} defaults to {cls.defaults()[f.name]!r}, "
+                out.append(f"{cls.__name__}.{name} is a model setting, but "
+                           f"{_name(builder)}() takes no '{name}'.")
+            elif param.default is not param.empty and param.default != defaults[name]:
+                out.append(f"{cls.__name__}.{name} defaults to {defaults[name]!r}, "
                            f"{_name(builder)}() to {param.default!r}.")
         return out
 
@@ -185,27 +186,29 @@ class QFormerModelConfig(ModelConfig):
     checkpoint: Optional[str] = key(role=LAVIS_ROUTE)   # LAVIS .pth of the trained parts
     vit_weights: Optional[str] = key(role=LAVIS_ROUTE)  # LAVIS eva_vit_g.pth
     llm_model: Optional[str] = key(role=LAVIS_ROUTE)    # LLM directory (weights + tokenizer)
-    llm_tokenizer: Optional[str] = key()                # None: llm_model's; the random route needs it
+    llm_tokenizer: Optional[str] = key()                # None: llm_model's (random route: needed)
     # -- model settings (keywords of the model class's constructor)
-    max_txt_len: int = key(128, rule=INT_AT_LEAST_1, role=SETTING)         # instruction tokens kept in training
-    max_output_txt_len: int = key(256, rule=INT_AT_LEAST_1, role=SETTING)  # target tokens kept, EOS included
+    # instruction tokens kept in training (left-truncated); targets kept, EOS included
+    max_txt_len: int = key(128, rule=INT_AT_LEAST_1, role=SETTING)
+    max_output_txt_len: int = key(256, rule=INT_AT_LEAST_1, role=SETTING)
     prompt: str = key("", role=SETTING)                 # generate's prompt when a batch has none
-    freeze_vit: bool = key(True, rule=BOOL, role=SETTING)                   # False: the ViT trains too
-    vit_precision: str = key("fp32", rule=PRECISION, role=SETTING)          # storage dtype of the ViT
-    llm_precision: str = key("fp32", rule=PRECISION, role=SETTING)          # storage dtype of the LLM
+    freeze_vit: bool = key(True, rule=BOOL, role=SETTING)            # False: the ViT trains too
+    vit_precision: str = key("fp32", rule=PRECISION, role=SETTING)   # storage dtype of the ViT
+    llm_precision: str = key("fp32", rule=PRECISION, role=SETTING)   # storage dtype of the LLM
     # -- architecture of the LAVIS and random routes (pretrained= reads it from its files)
     num_query_token: Optional[int] = key(rule=INT_AT_LEAST_1)  # learned queries per image
-    vision: Optional[dict] = key()                      # ViT sizes (components.vision.VisionSpec)
-    qformer: Optional[dict] = key()                     # Q-Former sizes (components.qformer.QFormerSpec)
-    llm_config: Optional[dict] = key()                  # a random LLM's transformers config (tiny types)
-    ln_vision_eps: Optional[float] = key()              # None: the route's (LAVIS 1e-5; random: the class's)
+    vision: Optional[dict] = key()          # ViT sizes (components.vision.VisionSpec)
+    qformer: Optional[dict] = key()         # Q-Former sizes (components.qformer.QFormerSpec)
+    llm_config: Optional[dict] = key()      # a random LLM's transformers config (tiny types)
+    ln_vision_eps: Optional[float] = key()  # None: the route's (LAVIS 1e-5; random: the model's)
     # -- training
     vit_grad_ckpt: bool = key(False, rule=BOOL)         # recompute ViT activations in backward
-    qformer_grad_ckpt: bool = key(False, rule=BOOL)     # recompute Q-Former activations in backward
-    # -- options (checked with the run and the machine by models/llm/options.py)
-    llm_quantization: str = key("none", role=OPTION)    # none | int8_weight_only | int8 | nf4 (docs/quantization.md)
-    llm_lora: Optional[dict] = key(role=OPTION)         # {r, alpha, dropout, target_modules} (docs/lora.md)
-    random_init_seed: int = key(0, rule=INT_AT_LEAST_0, role=OPTION)  # seeds the random route's weights
+    qformer_grad_ckpt: bool = key(False, rule=BOOL)     # same for the Q-Former
+    # -- options, checked with the run and the machine by models/llm/options.py
+    # none | int8_weight_only | int8 | nf4 (docs/quantization.md)
+    llm_quantization: str = key("none", role=OPTION)
+    llm_lora: Optional[dict] = key(role=OPTION)         # {r, alpha, dropout, target_modules}
+    random_init_seed: int = key(0, rule=INT_AT_LEAST_0, role=OPTION)  # the random route's seed
 
 
 @dataclass
@@ -213,10 +216,11 @@ class InstructBlipConfig(QFormerModelConfig):
     """`instructblip`: the Q-Former also reads the instruction; training may start from
     other checkpoints (`init_from`)."""
 
-    qformer_tokenizer: Optional[str] = key()            # BERT tokenizer ([DEC] bos added); LAVIS: bert-base-uncased
-    qformer_text_input: bool = key(True, rule=BOOL, role=SETTING)  # False: the "no instruction" ablation
-    init_from: list = key([])                           # training init sources, applied in order
-    allow_random_init: bool = key(False, rule=BOOL)     # let init_from leave trainable weights random
+    # the Q-Former's BERT tokenizer ([DEC] added); the LAVIS route's default: bert-base-uncased
+    qformer_tokenizer: Optional[str] = key()
+    qformer_text_input: bool = key(True, rule=BOOL, role=SETTING)  # False: the ablation without it
+    init_from: list = key([])                   # training init sources, applied in order
+    allow_random_init: bool = key(False, rule=BOOL)  # init_from may leave trainable weights random
 
 
 @dataclass

@@ -20,7 +20,7 @@ class GenerationSettings:
 
     use_nucleus_sampling: bool = False  # sample from the top-p nucleus instead of beam search
     num_beams: int = 5                  # beams of beam search (1: greedy)
-    max_length: int = 256               # generated tokens at most (a default is fitted to the context)
+    max_length: int = 256               # generated tokens at most (fitted to the context)
     min_length: int = 1                 # generated tokens at least
     top_p: float = 0.9                  # probability mass of the nucleus (sampling)
     repetition_penalty: float = 1.5     # > 1 discourages repeating a generated token
@@ -37,7 +37,8 @@ class GenerationSettings:
 
 
 #: `generate`'s defaults per registered model: LAVIS's InstructBLIP values, which every
-#: shipped model uses (their shared `generate` signature is written from these)
+#: shipped model uses (their shared `generate` signature is written from these; a test
+#: holds each model's signature to its entry)
 INSTRUCTBLIP = GenerationSettings()
 MODEL_DEFAULTS = {"instructblip": INSTRUCTBLIP, "blip2_opt": INSTRUCTBLIP, "blip2_t5": INSTRUCTBLIP}
 
@@ -48,12 +49,6 @@ SHORT_ANSWER = dataclasses.replace(INSTRUCTBLIP, max_length=30)
 #: a max-length control's upper end for a model whose LLM context does not bound it
 #: (an encoder-decoder LLM, a plugin model)
 UNBOUNDED_MAX_LENGTH = 512
-
-
-def defaults_for(arch: str) -> GenerationSettings:
-    """`generate`'s defaults of registered model `arch` (LAVIS's InstructBLIP values for a
-    model that declares none)."""
-    return MODEL_DEFAULTS.get(str(arch), INSTRUCTBLIP)
 
 
 class ContextFitted(int):

@@ -17,7 +17,8 @@ log = logging.getLogger("lavis_ib.predict")
 PROG = "lavis-ib predict"
 # predict's own defaults: the short-answer preset (the model's `generate` defaults are meant
 # for long captions); these keys are stored with the results, so a resume checks them
-GENERATE_DEFAULTS = SHORT_ANSWER.pick(("num_beams", "max_length", "min_length", "repetition_penalty"))
+GENERATE_DEFAULTS = SHORT_ANSWER.pick(("num_beams", "max_length", "min_length",
+                                       "repetition_penalty"))
 GENERATE_FLAGS = ("num_beams", "max_length", "min_length", "repetition_penalty",
                   "length_penalty", "use_nucleus_sampling", "top_p", "temperature")
 

@@ -25,7 +25,8 @@ GENERATION_DEFAULTS = SHORT_ANSWER.pick(("num_beams", "max_length", "min_length"
                                          "repetition_penalty"))
 #: what the page calls each setting (in its messages too)
 LABELS = {"num_beams": "Beams", "max_length": "Max length", "min_length": "Min length",
-          "top_p": "Top-p", "temperature": "Temperature", "repetition_penalty": "Repetition penalty"}
+          "top_p": "Top-p", "temperature": "Temperature",
+          "repetition_penalty": "Repetition penalty"}
 MAX_CANDIDATES = 100  # a bar per candidate; more would not be readable
 
 

@@ -47,7 +47,8 @@ class InferenceMixin:
         return [fill_prompt(raw, t, o, c) for t, o, c in zip(texts, ocr, choices)]
 
     @torch.no_grad()
-    def generate(self, samples: dict[str, Any], use_nucleus_sampling: bool = _D.use_nucleus_sampling,
+    def generate(self, samples: dict[str, Any],
+                 use_nucleus_sampling: bool = _D.use_nucleus_sampling,
                  num_beams: int = _D.num_beams, max_length: int = ContextFitted(_D.max_length),
                  min_length: int = _D.min_length, top_p: float = _D.top_p,
                  repetition_penalty: float = _D.repetition_penalty,
@@ -57,9 +58,9 @@ class InferenceMixin:
 
         `max_length`/`min_length` count generated tokens only; the repetition penalty sees
         generated tokens only; a padded batch returns what one-at-a-time calls return.
-        Without `max_length`, the default (256) is lowered to what the LLM's context has
-        left after the soft prompts and the longest prompt (`generation.fitted_max_length`);
-        an explicit `max_length` that leaves the prompt no room is an error.
+        Without `max_length`, its default is lowered to what the LLM's context has left
+        after the soft prompts and the longest prompt (`generation.fitted_max_length`); an
+        explicit `max_length` that leaves the prompt no room is an error.
 
         Args:
             samples: `image` (B,C,H,W) or (B,C,T,H,W) and `prompt` (str or one per sample;
