@@ -28,7 +28,7 @@ from lavis_ib.common.project_files import raise_problems
 from lavis_ib.common.containers import to_plain
 from lavis_ib.common.errors import LavisIbError
 from lavis_ib.common.registry import registry
-from lavis_ib.common.schema import model_problems
+from lavis_ib.models.config import model_problems
 
 
 def checked_config(cfg_path: str, options: Sequence[str] | None = None,

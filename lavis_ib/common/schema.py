@@ -281,28 +281,3 @@ def logger_problems(loggers: Any) -> list[str]:
                    "pip install 'lavis_ib[wandb]' (or remove wandb from run.loggers).")
     return out
 
-
-# Model settings shared by the shipped models, checked wherever a model config has them.
-_MODEL_AT_LEAST_1 = ("max_txt_len", "max_output_txt_len", "num_query_token")
-_MODEL_BOOLS = ("freeze_vit", "qformer_text_input", "vit_grad_ckpt", "qformer_grad_ckpt",
-                "allow_random_init")
-_MODEL_CHOICES = {"vit_precision": ("fp32", "bf16", "fp16"), "llm_precision": ("fp32", "bf16", "fp16")}
-
-
-def model_problems(model: Mapping[str, Any] | None) -> list[str]:
-    """Every out-of-range value among the model settings present, one line per key."""
-    if model is None:
-        return []
-    out = []
-    for key in _MODEL_AT_LEAST_1:
-        value = model.get(key)
-        if key in model and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            out.append(f"model.{key} must be an integer >= 1; got {value!r}.")
-    seed = model.get("random_init_seed")
-    if "random_init_seed" in model and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        out.append(f"model.random_init_seed must be an integer >= 0; got {seed!r}.")
-    out += [f"model.{k} must be true or false; got {model.get(k)!r}."
-            for k in _MODEL_BOOLS if k in model and not isinstance(model.get(k), bool)]
-    out += [f"model.{k}: '{model.get(k)}' is not one of {', '.join(c)}."
-            for k, c in _MODEL_CHOICES.items() if k in model and model.get(k) not in c]
-    return out

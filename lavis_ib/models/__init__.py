@@ -1,13 +1,16 @@
-"""Models: the model contract (`BaseModel`), shared parts (`components`), one package per
-model (`instructblip`), and the LAVIS-style loaders (`loading`).
+"""Models: the model contract (`BaseModel`), the typed `model:` node (`config`), shared parts
+(`components`, `llm`, `weights`), one package per model, and the LAVIS-style loaders (`loading`).
 
-`BaseModel` and the loaders are importable without building anything; the model classes
-are imported on first use, so `import lavis_ib.models` stays light.
+Everything is imported on first use, so `import lavis_ib.models.config` (the pre-flight's
+path) loads no torch.
 """
-from lavis_ib.models.base_model import BaseModel
 
 
 def __getattr__(name: str):
+    if name == "BaseModel":
+        from lavis_ib.models.base_model import BaseModel
+
+        return BaseModel
     if name in ("load_model", "load_preprocess", "load_model_and_preprocess", "model_zoo"):
         from lavis_ib.models import loading
 

@@ -10,19 +10,18 @@ from lavis_ib.common.project_files import load_yaml
 from lavis_ib.common.devices import resolve_device
 from lavis_ib.common.errors import ConfigError, did_you_mean
 from lavis_ib.common.registry import registry
+from lavis_ib.models.config import accepted_keys, model_problems
 from lavis_ib.processors.build import build_processors
 
 
 def model_config(name: str, model_type: str, overrides: dict[str, Any]):
     """(model class, its config node with `overrides` merged, the default `preprocess` node).
     An override must name a setting of the type's default config or one every model node
-    accepts (the LLM memory options, `random_init_seed`); nothing is built."""
-    from lavis_ib.models.components.build_routes import COMMON_KEYS
-
+    accepts (`models.config.accepted_keys`); nothing is built."""
     model_cls = registry.get_model_class(name)
     default = load_yaml(model_cls.default_config_path(model_type), "model default config")
     model_cfg = default.get("model") or OmegaConf.create({})
-    known = {*model_cfg.keys(), *COMMON_KEYS}
+    known = accepted_keys(name, model_cfg)
     for key in overrides:
         if key not in known:
             raise ConfigError(f"load_model('{name}', '{model_type}'): unknown setting '{key}'."
@@ -39,7 +38,6 @@ def check_model_config(name: str, model_type: str, overrides: dict[str, Any],
     LLM memory options against the device (the checks a project's `model:` gets), without
     building anything, so a typo costs a second rather than a 7B load."""
     from lavis_ib.common.containers import to_plain
-    from lavis_ib.common.schema import model_problems
     from lavis_ib.models.llm.options import llm_option_problems
 
     node = to_plain(model_config(name, model_type, overrides)[1])

@@ -11,11 +11,14 @@ import sys
 from typing import Any, Sequence
 
 from lavis_ib.common.errors import ConfigError, DataError, LavisIbError
+from lavis_ib.models.generation import SHORT_ANSWER, range_problems
 
 log = logging.getLogger("lavis_ib.predict")
 PROG = "lavis-ib predict"
-# predict's own defaults (the model's `generate` defaults are meant for long captions)
-GENERATE_DEFAULTS = {"num_beams": 5, "max_length": 30, "min_length": 1, "repetition_penalty": 1.5}
+# predict's own defaults: the short-answer preset (the model's `generate` defaults are meant
+# for long captions); these keys are stored with the results, so a resume checks them
+GENERATE_DEFAULTS = SHORT_ANSWER.pick(("num_beams", "max_length", "min_length",
+                                       "repetition_penalty"))
 GENERATE_FLAGS = ("num_beams", "max_length", "min_length", "repetition_penalty",
                   "length_penalty", "use_nucleus_sampling", "top_p", "temperature")
 
@@ -24,7 +27,6 @@ def generate_settings(args: argparse.Namespace, model_name: str) -> dict[str, An
     """The generation settings to pass: predict's defaults and the given flags, checked
     against what the model class's `generate` accepts before the model is built."""
     from lavis_ib.common.registry import registry
-    import lavis_ib.models  # noqa: F401  (registers the models)
 
     accepted = registry.get_model_class(model_name).generation_settings()
     given = {k: getattr(args, k) for k in GENERATE_FLAGS if getattr(args, k) is not None}
@@ -39,18 +41,9 @@ def generate_settings(args: argparse.Namespace, model_name: str) -> dict[str, An
 
 
 def check_generate_values(settings: dict[str, Any]) -> None:
-    """Ranges of the usual settings, refused here rather than at the first batch."""
-    problems = []
-    for key, low in (("num_beams", 1), ("max_length", 1), ("min_length", 0)):
-        if key in settings and settings[key] < low:
-            problems.append(f"--{key.replace('_', '-')} must be at least {low}")
-    if settings.get("min_length", 0) > settings.get("max_length", float("inf")):
-        problems.append("--min-length must not exceed --max-length")
-    if "top_p" in settings and not 0 < settings["top_p"] <= 1:
-        problems.append("--top-p must be in (0, 1]")
-    for key in ("temperature", "repetition_penalty"):
-        if key in settings and not settings[key] > 0:
-            problems.append(f"--{key.replace('_', '-')} must be above 0")
+    """Ranges of the settings (`models.generation.range_problems`), refused here rather
+    than at the first batch."""
+    problems = range_problems(settings, lambda key: "--" + key.replace("_", "-"))
     if problems:
         raise ConfigError("; ".join(problems) + f" (got {settings}).")
 

@@ -15,13 +15,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from lavis_ib.common.errors import ConfigError, DataError, LavisIbError
+from lavis_ib.models.generation import SHORT_ANSWER, UNBOUNDED_MAX_LENGTH, range_problems
 
 log = logging.getLogger(__name__)
 
-# the page's initial settings: beam search as in the paper's evaluation, short answers
-GENERATION_DEFAULTS = {"num_beams": 5, "max_length": 30, "min_length": 1,
-                       "use_nucleus_sampling": False, "top_p": 0.9, "temperature": 1.0,
-                       "repetition_penalty": 1.5}
+# the page's initial settings: the short-answer preset (beam search, at most 30 tokens)
+GENERATION_DEFAULTS = SHORT_ANSWER.pick(("num_beams", "max_length", "min_length",
+                                         "use_nucleus_sampling", "top_p", "temperature",
+                                         "repetition_penalty"))
+#: what the page calls each setting (in its messages too)
+LABELS = {"num_beams": "Beams", "max_length": "Max length", "min_length": "Min length",
+          "top_p": "Top-p", "temperature": "Temperature",
+          "repetition_penalty": "Repetition penalty"}
 MAX_CANDIDATES = 100  # a bar per candidate; more would not be readable
 
 
@@ -67,23 +72,28 @@ def parse_candidates(text: str | None) -> list[str]:
 
 def check_generation_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """The settings with the page's numbers as ints/floats; a value out of range names
-    the setting and its range (the page's sliders bound them, its HTTP API does not)."""
+    the setting, its value and its range (`models.generation.range_problems`: the page's
+    sliders bound them, its HTTP API does not)."""
     out = dict(settings)
     for key in ("num_beams", "max_length", "min_length"):
         out[key] = int(out[key])
     for key in ("top_p", "temperature", "repetition_penalty"):
         out[key] = float(out[key])
     out["use_nucleus_sampling"] = bool(out["use_nucleus_sampling"])
-    if out["num_beams"] < 1 or out["max_length"] < 1:
-        raise ConfigError("Beams and max length must be at least 1.")
-    if not 0 <= out["min_length"] <= out["max_length"]:
-        raise ConfigError(f"Min length {out['min_length']} must be between 0 and max length "
-                          f"{out['max_length']}.")
-    if not 0 < out["top_p"] <= 1:
-        raise ConfigError(f"Top-p {out['top_p']} must be in (0, 1].")
-    if not out["temperature"] > 0 or not out["repetition_penalty"] > 0:
-        raise ConfigError("Temperature and repetition penalty must be above 0.")
+    problems = range_problems(out, lambda key: f"{LABELS.get(key, key)} {out[key]}")
+    if problems:
+        raise ConfigError("; ".join(problems) + ".")
     return out
+
+
+def max_length_limit(model: Any) -> int:
+    """The max-length controls' upper end: the tokens prompt and answer share in the LLM's
+    context beside one image's soft prompts (a Q-Former model's `generation_room`), or
+    UNBOUNDED_MAX_LENGTH where the context does not bound them or the model does not say."""
+    from lavis_ib.models.components.inference import InferenceMixin
+
+    room = model.generation_room() if isinstance(model, InferenceMixin) else None
+    return UNBOUNDED_MAX_LENGTH if room is None else room
 
 
 def _read_upload(load, path: str, processor: Any):
@@ -104,6 +114,7 @@ class DemoModel:
         self.image_processor = vis_processors.get("eval")
         if self.image_processor is None:
             raise LavisIbError(f"{label} has no eval image processor in its config.")
+        self.max_length_limit = max_length_limit(model)
 
     def media(self, image_path: str | None, video_path: str | None):
         """(1, C, H, W) for an image, (1, C, T, H, W) for a video, on the model's device."""

@@ -55,12 +55,14 @@ def _media_inputs(gr):
 
 
 def _generation_tab(gr, demo: DemoModel, image, video, prompt, status):
-    d = GENERATION_DEFAULTS
+    d, limit = GENERATION_DEFAULTS, demo.max_length_limit
     with gr.Tab("Generate", id="generate", elem_id="generate-tab"):
         with gr.Row():
             beams = gr.Slider(1, 10, value=d["num_beams"], step=1, label="Beams")
-            max_length = gr.Slider(1, 512, value=d["max_length"], step=1, label="Max length")
-            min_length = gr.Slider(0, 512, value=d["min_length"], step=1, label="Min length")
+            max_length = gr.Slider(1, limit, value=min(d["max_length"], limit), step=1,
+                                   label="Max length", elem_id="max-length")
+            min_length = gr.Slider(0, limit, value=min(d["min_length"], limit), step=1,
+                                   label="Min length", elem_id="min-length")
         with gr.Row():
             nucleus = gr.Checkbox(value=d["use_nucleus_sampling"], label="Nucleus sampling")
             top_p = gr.Slider(0.05, 1.0, value=d["top_p"], step=0.05, label="Top-p")

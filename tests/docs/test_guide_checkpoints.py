@@ -130,7 +130,9 @@ def test_code_blocks_use_existing_model_settings():
 
     import yaml
 
-    from lavis_ib.models.instructblip.build import KNOWN_KEYS
+    from lavis_ib.models.config import InstructBlipConfig
+
+    KNOWN_KEYS = InstructBlipConfig.keys()
 
     text = open(GUIDE).read()
     blocks = re.findall(r"```(\w+)\n(.*?)```", text, re.DOTALL)

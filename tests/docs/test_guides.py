@@ -131,7 +131,9 @@ def resolve_dotted(name: str) -> bool:
 def model_keys() -> frozenset[str]:
     from omegaconf import OmegaConf
 
-    from lavis_ib.models.instructblip.build import KNOWN_KEYS
+    from lavis_ib.models.config import InstructBlipConfig
+
+    KNOWN_KEYS = InstructBlipConfig.keys()
 
     keys = set()
     for path in glob.glob(os.path.join(REPO, "lavis_ib", "configs", "models", "instructblip", "*.yaml")):

@@ -24,7 +24,7 @@ def test_same_seed_same_weights_whatever_the_global_rng():
 
 
 def test_a_bad_seed_is_one_error():
-    from lavis_ib.common.schema import model_problems
+    from lavis_ib.models.config import model_problems
 
     assert model_problems({"random_init_seed": -1}) == [
         "model.random_init_seed must be an integer >= 0; got -1."]

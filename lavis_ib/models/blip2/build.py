@@ -27,20 +27,18 @@ from lavis_ib.models.components.qformer_llm import TRAINABLE_PARTS
 from lavis_ib.models.weights.tokenizers import load_tokenizer
 from lavis_ib.models.components.vision import VisionSpec
 from lavis_ib.models.weights.hf import build_random_llm, lavis_llm_directory
-from lavis_ib.models.components.build_routes import build_by_route, checked_config
+from lavis_ib.models.components.build_routes import build_by_route
+from lavis_ib.models.config import Blip2Config
 
 logger = logging.getLogger(__name__)
 
-MODEL_SETTINGS = ("max_txt_len", "max_output_txt_len", "prompt", "freeze_vit",
-                  "vit_precision", "llm_precision")
-KNOWN_KEYS = {"arch", "model_type", "pretrained", "checkpoint", "vit_weights", "llm_model",
-              "llm_tokenizer", "num_query_token", "vision", "qformer", "llm_config",
-              "ln_vision_eps", "vit_grad_ckpt", "qformer_grad_ckpt", *MODEL_SETTINGS}
+#: `ln_vision` eps of the random and LAVIS routes when the node sets none (LAVIS's LayerNorm default)
+LN_VISION_EPS = 1e-5
 
 
 def build_from_config(cls, cfg: Any):
-    """See the module docstring."""
-    cfg, settings = checked_config(cfg, KNOWN_KEYS, MODEL_SETTINGS)
+    """See the module docstring; the node's keys are `Blip2Config`'s."""
+    cfg, settings = Blip2Config.checked(cfg, builder=cls)
     model = build_by_route(cls, cfg, settings, lavis=build_lavis, pretrained=load_pretrained,
                            random=build_random)
     return model
@@ -64,7 +62,7 @@ def build_random(cls, cfg: dict, settings: dict):
     vision, qformer, queries = _spec_args(cfg)
     model = cls(vision, qformer, build_random_llm(cfg["llm_config"]),
                 load_tokenizer(cfg["llm_tokenizer"], "llm_tokenizer"), num_query_token=queries,
-                ln_vision_eps=float(cfg.get("ln_vision_eps") or 1e-5), **settings)
+                ln_vision_eps=float(cfg.get("ln_vision_eps") or LN_VISION_EPS), **settings)
     model.check_llm_vocab()
     return model
 
@@ -123,7 +121,7 @@ def build_lavis(cls, cfg: dict, settings: dict):
                                          "OPT or FlanT5")
     vision, qformer, queries = _spec_args(cfg)
     model = cls(vision, qformer, llm, tokenizer, num_query_token=queries,
-                ln_vision_eps=float(cfg.get("ln_vision_eps") or 1e-5), **settings)
+                ln_vision_eps=float(cfg.get("ln_vision_eps") or LN_VISION_EPS), **settings)
     model.check_llm_vocab()
     reports = {}
     if cfg.get("vit_weights"):

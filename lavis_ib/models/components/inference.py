@@ -2,7 +2,8 @@
 
 `generate` and `score_candidates` both start from `model.encode` (image -> soft prompts)
 and hand the rest to the LLM adapter (`model.adapter`). Prompts may hold LAVIS's `{}`
-placeholders, filled from the batch as LAVIS's API does (`lavis_prompts`).
+placeholders, filled from the batch as LAVIS's API does (`lavis_prompts`). Generation
+settings (defaults, ranges, the context rule) are `models.generation`'s.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import torch
 
 from lavis_ib.common.errors import LavisIbError
 from lavis_ib.models.components.lavis_prompts import class_prompt_prefixes, fill_prompt
+from lavis_ib.models.generation import INSTRUCTBLIP as _D
+from lavis_ib.models.generation import ContextFitted, fitted_max_length, range_problems
 
 
 def _as_list(value: Any, n: int, what: str) -> list:
@@ -44,32 +47,52 @@ class InferenceMixin:
         return [fill_prompt(raw, t, o, c) for t, o, c in zip(texts, ocr, choices)]
 
     @torch.no_grad()
-    def generate(self, samples: dict[str, Any], use_nucleus_sampling: bool = False,
-                 num_beams: int = 5, max_length: int = 256, min_length: int = 1,
-                 top_p: float = 0.9, repetition_penalty: float = 1.5,
-                 length_penalty: float = 1.0, num_captions: int = 1,
-                 temperature: float = 1.0) -> list[str]:
+    def generate(self, samples: dict[str, Any],
+                 use_nucleus_sampling: bool = _D.use_nucleus_sampling,
+                 num_beams: int = _D.num_beams, max_length: int = ContextFitted(_D.max_length),
+                 min_length: int = _D.min_length, top_p: float = _D.top_p,
+                 repetition_penalty: float = _D.repetition_penalty,
+                 length_penalty: float = _D.length_penalty, num_captions: int = _D.num_captions,
+                 temperature: float = _D.temperature) -> list[str]:
         """Text for each image (num_captions per image, in order).
 
         `max_length`/`min_length` count generated tokens only; the repetition penalty sees
         generated tokens only; a padded batch returns what one-at-a-time calls return.
+        Without `max_length`, its default is lowered to what the LLM's context has left
+        after the soft prompts and the longest prompt (`generation.fitted_max_length`); an
+        explicit `max_length` that leaves the prompt no room is an error.
 
         Args:
             samples: `image` (B,C,H,W) or (B,C,T,H,W) and `prompt` (str or one per sample;
                 without it `text_input`, then the model's default prompt).
         """
-        if num_beams < 1 or max_length < 1 or min_length < 0 or min_length > max_length:
-            raise LavisIbError(f"generate: need num_beams >= 1 and 0 <= min_length <= "
-                               f"max_length >= 1 (got {num_beams}, {min_length}, {max_length}).")
+        settings = {"num_beams": num_beams, "max_length": max_length, "min_length": min_length,
+                    "top_p": top_p, "repetition_penalty": repetition_penalty,
+                    "num_captions": num_captions, "temperature": temperature}
+        problems = range_problems(settings, lambda key: f"{key} {settings[key]!r}")
+        if problems:
+            raise LavisIbError(f"generate: {'; '.join(problems)}.")
         prompts = self._prompts(samples)
         prefix = self.encode(samples["image"], prompts)
+        soft = prefix.shape[1]
+        if isinstance(max_length, ContextFitted):
+            rows = self.adapter.inference_prompts(prompts, soft, max(1, int(min_length)))
+            max_length = fitted_max_length(max_length, self.adapter.context_room(soft, 0),
+                                           max(len(r) for r in rows))
+        else:
+            rows = self.adapter.inference_prompts(prompts, soft, max_length)
         ids = self.adapter.generate(
-            prefix, self.adapter.inference_prompts(prompts, prefix.shape[1], max_length),
-            use_nucleus_sampling=use_nucleus_sampling, num_beams=num_beams,
+            prefix, rows, use_nucleus_sampling=use_nucleus_sampling, num_beams=num_beams,
             max_length=max_length, min_length=min_length, top_p=top_p,
             repetition_penalty=repetition_penalty, length_penalty=length_penalty,
             num_captions=num_captions, temperature=temperature)
         return self.adapter.decode(ids)
+
+    def generation_room(self, frames: int = 1) -> int | None:
+        """Tokens the prompt and the generated text share in the LLM's context beside the
+        soft prompts of one image (or `frames` video frames); None when the context does
+        not bound them (an encoder-decoder LLM)."""
+        return self.adapter.context_room(frames * self.query_tokens.shape[1], 0)
 
     def predict_answers(self, samples: dict[str, Any], num_beams: int = 5,
                         inference_method: str = "generate", max_len: int = 10,

@@ -23,7 +23,8 @@ from typing import Any
 
 from lavis_ib.common.errors import ConfigError
 from lavis_ib.models.weights.hf import build_random_llm
-from lavis_ib.models.components.build_routes import build_by_route, checked_config
+from lavis_ib.models.components.build_routes import build_by_route
+from lavis_ib.models.config import InstructBlipConfig
 from lavis_ib.models.components.qformer import QFormerSpec
 from lavis_ib.models.weights.tokenizers import load_tokenizer, qformer_tokenizer_from
 from lavis_ib.models.components.vision import VisionSpec
@@ -31,19 +32,12 @@ from lavis_ib.models.instructblip.hf_format import load_pretrained
 from lavis_ib.models.instructblip.lavis_format import build_lavis
 
 logger = logging.getLogger(__name__)
-
-#: Settings of the model itself (not the architecture), shared by every route.
-MODEL_SETTINGS = ("qformer_text_input", "max_txt_len", "max_output_txt_len", "prompt",
-                  "freeze_vit", "vit_precision", "llm_precision")
-KNOWN_KEYS = {"arch", "model_type", "pretrained", "checkpoint", "vit_weights", "llm_model",
-              "llm_tokenizer", "qformer_tokenizer", "init_from", "allow_random_init",
-              "num_query_token", "vision", "qformer", "llm_config", "ln_vision_eps",
-              "vit_grad_ckpt", "qformer_grad_ckpt", *MODEL_SETTINGS}
-
+#: `ln_vision` eps of the random route when the node sets none
+RANDOM_LN_VISION_EPS = 1e-6
 
 def build_from_config(cls, cfg: Any):
-    """See the module docstring."""
-    cfg, settings = checked_config(cfg, KNOWN_KEYS, MODEL_SETTINGS)
+    """See the module docstring; the node's keys are `InstructBlipConfig`'s."""
+    cfg, settings = InstructBlipConfig.checked(cfg, builder=cls)
     model = build_by_route(cls, cfg, settings, lavis=build_lavis, pretrained=load_pretrained,
                            random=build_random)
     if cfg.get("init_from"):
@@ -66,4 +60,4 @@ def build_random(cls, cfg: dict, settings: dict):
                llm, load_tokenizer(cfg["llm_tokenizer"], "llm_tokenizer"),
                qformer_tokenizer_from(cfg["qformer_tokenizer"]),
                num_query_token=int(cfg["num_query_token"]),
-               ln_vision_eps=float(cfg.get("ln_vision_eps") or 1e-6), **settings)
+               ln_vision_eps=float(cfg.get("ln_vision_eps") or RANDOM_LN_VISION_EPS), **settings)

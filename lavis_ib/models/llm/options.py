@@ -1,9 +1,10 @@
 """Memory options of the frozen LLM, applied after any route built the model: quantised
-weights (`llm_quantization`, models.components.llm_quantization) first, then LoRA adapters
-(`llm_lora`, models.components.llm_lora), so adapters wrap the quantised layers (the
-torchao `int8_weight_only` base trains adapters as in QLoRA; `lavis-ib export` rebuilds the
-LLM unquantised and merges them there). Both are
-checked before anything is built (`llm_option_problems`, called by the pre-flight checks).
+weights (`llm_quantization`, models/llm/quantization.py) first, then LoRA adapters
+(`llm_lora`, models/llm/lora.py), so adapters wrap the quantised layers (the torchao
+`int8_weight_only` base trains adapters as in QLoRA; `lavis-ib export` rebuilds the LLM
+unquantised and merges them there). The keys are declared in models/config.py; their
+values are checked here, with the run and the machine, before anything is built
+(`llm_option_problems`, called by the pre-flight checks).
 """
 from __future__ import annotations
 

@@ -1,0 +1,111 @@
+"""Generation settings in one home: `generate`'s defaults per model, the short-answer preset
+`lavis-ib predict` and `lavis-ib serve` start from, the one range check every entry point
+applies, and the rule that fits a default `max_length` into the LLM's context. Imports
+nothing heavy: the command lines check settings with it before a model loads.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import numbers
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """The keyword settings of a Q-Former model's `generate` (LAVIS's names)."""
+
+    use_nucleus_sampling: bool = False  # sample from the top-p nucleus instead of beam search
+    num_beams: int = 5                  # beams of beam search (1: greedy)
+    max_length: int = 256               # generated tokens at most (fitted to the context)
+    min_length: int = 1                 # generated tokens at least
+    top_p: float = 0.9                  # probability mass of the nucleus (sampling)
+    repetition_penalty: float = 1.5     # > 1 discourages repeating a generated token
+    length_penalty: float = 1.0         # beam scores divided by length ** this (> 0 favours long)
+    num_captions: int = 1               # texts returned per image
+    temperature: float = 1.0            # softmax temperature (sampling)
+
+    def pick(self, keys: Iterable[str]) -> dict[str, Any]:
+        """{key: value} of the named settings, in the given order."""
+        return {k: getattr(self, k) for k in keys}
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+#: `generate`'s defaults per registered model: LAVIS's InstructBLIP values, which every
+#: shipped model uses (their shared `generate` signature is written from these; a test
+#: holds each model's signature to its entry)
+INSTRUCTBLIP = GenerationSettings()
+MODEL_DEFAULTS = {"instructblip": INSTRUCTBLIP, "blip2_opt": INSTRUCTBLIP, "blip2_t5": INSTRUCTBLIP}
+
+#: short answers to a question about one image (`lavis-ib predict`, `lavis-ib serve`): beam
+#: search as in the paper's evaluation, at most 30 tokens
+SHORT_ANSWER = dataclasses.replace(INSTRUCTBLIP, max_length=30)
+
+#: a max-length control's upper end for a model whose LLM context does not bound it
+#: (an encoder-decoder LLM, a plugin model)
+UNBOUNDED_MAX_LENGTH = 512
+
+
+class ContextFitted(int):
+    """A `max_length` default that `generate` may lower to fit the LLM's context (an int
+    everywhere else; an explicit `max_length` is a plain int and is never lowered)."""
+
+    def __repr__(self) -> str:
+        return int.__repr__(self)
+
+
+# -- the one range check ------------------------------------------------------------------
+#: (setting, its range's test, the words of its error), in the order problems are reported
+_RANGES: tuple[tuple[str, Callable[[float], bool], str], ...] = (
+    ("num_beams", lambda v: v >= 1, "must be at least 1"),
+    ("max_length", lambda v: v >= 1, "must be at least 1"),
+    ("min_length", lambda v: v >= 0, "must be at least 0"),
+    ("top_p", lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    ("temperature", lambda v: v > 0, "must be above 0"),
+    ("repetition_penalty", lambda v: v > 0, "must be above 0"),
+    ("num_captions", lambda v: v >= 1, "must be at least 1"),
+)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def range_problems(settings: Mapping[str, Any], name: Callable[[str], str] = str) -> list[str]:
+    """Every setting of `settings` outside its range (settings absent are not checked), one
+    phrase each; `name(key)` is how the entry point calls a setting (a flag, a label).
+    `generate`, `lavis-ib predict` and `lavis-ib serve` all check with this."""
+    out = []
+    for key, test, words in _RANGES:
+        if key not in settings:
+            continue
+        value = settings[key]
+        if not _is_number(value):
+            out.append(f"{name(key)} must be a number")
+        elif not test(value):
+            out.append(f"{name(key)} {words}")
+        if key == "min_length" and _is_number(value) and \
+                _is_number(settings.get("max_length")) and value > settings["max_length"]:
+            out.append(f"{name('min_length')} must not exceed {name('max_length')}")
+    return out
+
+
+# -- the context rule ---------------------------------------------------------------------
+def fitted_max_length(default: int, room: int | None, prompt_tokens: int) -> int:
+    """The default `max_length`, lowered to what the LLM's context has left after the soft
+    prompts and the prompt: `room` is the context less the soft prompts (None: the
+    context sets no limit), `prompt_tokens` the longest prompt of the batch (at most
+    `room - 1`: longer prompts are cut before this is asked). A lowered default is logged."""
+    if room is None or room - prompt_tokens >= default:
+        return int(default)
+    fitted = room - prompt_tokens
+    logger.debug("max_length default %d lowered to %d: the LLM context has %d tokens beside "
+                 "the soft prompts and the longest prompt has %d", int(default), fitted, room,
+                 prompt_tokens)
+    return fitted
+
