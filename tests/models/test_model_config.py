@@ -171,6 +171,7 @@ def test_precision_names_are_the_dtype_table():
     assert PRECISIONS == tuple(DTYPES)
 
 
+@pytest.mark.integration
 def test_importing_the_config_and_generation_modules_loads_no_torch():
     code = ("import sys; import lavis_ib.models.config, lavis_ib.models.generation; "
             "heavy = {'torch', 'torchvision', 'transformers', 'timm'} & set(sys.modules); "
