@@ -20,6 +20,7 @@ from typing import Sequence
 
 from lavis_ib.cli.entry import run_entry
 from lavis_ib.common.errors import ConfigError
+from lavis_ib.models.generation import SHORT_ANSWER
 from lavis_ib.predict.run import (PROG, check_output_is_no_input, collect_records, generate_settings,
                                   log, report, result_settings, run_batches)
 
@@ -47,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "as evaluation: with EOS for FlanT5, without for decoder-only LLMs)")
     eos.add_argument("--no-eos", dest="append_eos", action="store_const", const=False,
                      help="score candidates without EOS after them")
-    gen = p.add_argument_group("generation (defaults: beam 5, max 30 tokens, repetition 1.5)")
+    gen = p.add_argument_group(f"generation (defaults: beam {SHORT_ANSWER.num_beams}, max "
+                               f"{SHORT_ANSWER.max_length} tokens, repetition {SHORT_ANSWER.repetition_penalty})")
     for flag, kind in (("num-beams", int), ("max-length", int), ("min-length", int),
                        ("repetition-penalty", float), ("length-penalty", float),
                        ("top-p", float), ("temperature", float)):

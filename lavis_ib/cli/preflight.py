@@ -4,7 +4,8 @@ dataset is loaded, so a typo costs seconds instead of the hours to the first val
 `checked_config(path, options)` composes the project (its composition problems kept, not
 raised one by one) and adds:
 
-- run and model settings outside their range (`common/schema.py`);
+- run settings outside their range (`common/schema.py`), model settings outside theirs
+  (`models/config.py`);
 - the registered names the run uses (task, runner, LR schedule) and each dataset's
   builder and processors;
 - every annotation file, media folder, OCR file and answer list a dataset needs
