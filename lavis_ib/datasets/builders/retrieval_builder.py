@@ -30,9 +30,10 @@ class COCORetrievalBuilder(_RetrievalBuilder):
 
 @registry.register_builder("flickr30k_retrieval")
 class Flickr30kRetrievalBuilder(_RetrievalBuilder):
-    """Flickr30K retrieval, Karpathy splits (1K test), LAVIS lists: image, caption (train:
-    one string per row with image_id; val/test: the image's 5 captions). Splits: train,
-    val, test (eval task ``retrieval``)."""
+    """Flickr30K retrieval, Karpathy splits (1K test), LAVIS lists: image, caption (the
+    image's 5 captions). Splits: val, test (eval task ``retrieval``; BLIP-2 evaluates it
+    zero-shot); a project may add a train split (``flickr30k_train.json``: one row per
+    caption, with image_id)."""
 
     DATASET_CONFIG_DICT = {"default": "configs/datasets/flickr30k_retrieval/defaults.yaml"}
     DATA_SOURCE = "LAVIS's flickr30k_*.json (the url entries) and the Flickr30K images (flickr30k-images/)"
