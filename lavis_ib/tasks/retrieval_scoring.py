@@ -24,6 +24,7 @@ import torch
 
 from lavis_ib.common.dist_utils import all_gather_objects, get_rank, get_world_size
 from lavis_ib.common.errors import DataError, LavisIbError
+from lavis_ib.datasets.loaders import eval_loader, eval_shard
 from lavis_ib.tasks.metrics.retrieval import best_rank, positions
 
 logger = logging.getLogger(__name__)
@@ -100,8 +101,6 @@ class GalleryScorer:
     # -- features -------------------------------------------------------------------------
     def image_features(self) -> tuple[list[int], Any, Any]:
         """(this rank's readable image indices, their ViT features, their query features)."""
-        from lavis_ib.datasets.loaders import eval_loader
-
         loader = eval_loader(self.dataset, self.settings.feature_batch_size, self.rank, self.world,
                              num_workers=self.settings.feature_workers)
         indices, embeds, feats = [], [], []
@@ -144,18 +143,18 @@ class GalleryScorer:
         texts = [t for i in valid for t in self.dataset.img2txt[i]]        # gallery order of captions
         image_pos = {i: p for p, i in enumerate(valid)}
         text_image = torch.tensor([image_pos[self.dataset.txt2img[t]] for t in texts])
-        from lavis_ib.datasets.loaders import eval_shard
-
         my_texts = eval_shard(len(texts), self.rank, self.world)
         parts = all_gather_objects(self.text_features([self.dataset.text[texts[q]] for q in my_texts]))
         text_ids, text_mask, text_feats = (_cat([p[j] for p in parts]) for j in range(3))
         if self.rank == 0:
-            logger.info("%s: features of %d images and %d captions in %.0f s%s", self.where, len(valid),
-                        len(texts), time.time() - started,
-                        f"; {len(left_out)} unreadable images and their captions left out" if left_out else "")
+            logger.info("%s: features of %d images and %d captions in %.0f s", self.where, len(valid),
+                        len(texts), time.time() - started)
+            if left_out:
+                logger.warning("%s: %d unreadable images left out of the gallery with their captions",
+                               self.where, len(left_out))
         lo = image_pos[mine[0]] if mine else 0
         txt_rank, top = self.image_to_text(mine, lo, embeds, image_feats, text_ids, text_mask, text_feats,
-                                           texts, image_pos)
+                                           texts)
         img_rank = self.text_to_image(my_texts, lo, embeds, image_feats, text_ids, text_mask, text_feats,
                                       text_image, texts)
         merged = all_gather_objects((txt_rank, top, img_rank))
@@ -178,7 +177,7 @@ class GalleryScorer:
 
     def image_to_text(self, mine: list[int], lo: int, embeds: Any, image_feats: torch.Tensor,
                       text_ids: torch.Tensor, text_mask: torch.Tensor, text_feats: torch.Tensor,
-                      texts: list[int], image_pos: dict[int, int]) -> tuple[dict, dict]:
+                      texts: list[int]) -> tuple[dict, dict]:
         """Ranks and top captions of this rank's images (their rows re-ranked here)."""
         if not mine:
             return {}, {}
