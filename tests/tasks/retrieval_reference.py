@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lavis_ib.testing.fixtures import WORDS
+
 # -- LAVIS's metric, transcribed ---------------------------------------------------------
 
 
@@ -66,15 +68,17 @@ def lavis_score_matrices(model, images, texts, k, max_length=35):
 
 
 # -- a fake stage-1 model -----------------------------------------------------------------
+KNOWN_WORDS = {w: 2 + i for i, w in enumerate(sorted(set(WORDS) | {"a", "the"}))}
+
 
 
 class FakeRetrievalModel:
     """Implements the retrieval methods of the stage-1 model deterministically.
 
     Images: 2x2 average-pooled pixels, projected to P=4 "ViT" features of size D=6; Q=3
-    normalised query features of size d=5 from their mean. Captions: word ids (crc32 of
-    the word, [CLS]=1 first, 0 pads), cut at max_length; the feature is the normalised sum
-    of fixed word vectors. ITM logit: 4 x tanh of a bilinear form of the pair, so the
+    normalised query features of size d=5 from their mean. Captions: word ids ([CLS]=1
+    first, 0 pads; the fixture words get ids of their own, other words crc32 buckets), cut
+    at max_length; the feature is the normalised sum of fixed word vectors. ITM logit: 4 x tanh of a bilinear form of the pair, so the
     re-ranking reorders the top k. Counts scored pairs (`itm_pairs`) and cut captions.
     """
 
@@ -102,7 +106,9 @@ class FakeRetrievalModel:
         return embeds, F.normalize(feats, dim=-1)
 
     def tokens(self, text):
-        return [1] + [2 + zlib.crc32(w.encode()) % (self.VOCAB - 2) for w in text.split()]
+        known = len(KNOWN_WORDS)
+        return [1] + [KNOWN_WORDS[w] if w in KNOWN_WORDS else
+                      2 + known + zlib.crc32(w.encode()) % (self.VOCAB - 2 - known) for w in text.split()]
 
     def retrieval_text_features(self, texts, max_length=35):
         self.max_lengths.append(max_length)

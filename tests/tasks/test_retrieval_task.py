@@ -143,3 +143,48 @@ def test_default_yamls_name_the_task_and_lavis_k():
         entry = compose_dataset(name)
         assert entry.task == "retrieval" and entry.k_test == 128 and entry.text_max_length == 35
         assert entry.vis_processor.eval.image_size == 364
+
+
+class _Gallery(torch.utils.data.Dataset):
+    """An in-memory retrieval split: random images, 1 to 7 captions each. No two captions
+    share a bag of words: the fake's features of such captions would differ only in
+    rounding, and the order of near-ties is not what is tested here (the hand-built
+    matrices of test_retrieval_metrics.py test ties)."""
+
+    def __init__(self, n, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        words = ["dog", "cat", "red", "bus", "two", "tree", "man", "blue", "sign", "table"]
+        self.images = torch.rand((n, 3, 8, 8), generator=g)
+        self.text, self.img2txt, self.txt2img, bags = [], [], [], set()
+        for i in range(n):
+            count = int(torch.randint(1, 8, (1,), generator=g))
+            self.img2txt.append(list(range(len(self.text), len(self.text) + count)))
+            while len(self.text) < self.img2txt[-1][-1] + 1:
+                picks = torch.randint(0, len(words), (int(torch.randint(2, 6, (1,), generator=g)),), generator=g)
+                if tuple(sorted(picks.tolist())) not in bags:
+                    bags.add(tuple(sorted(picks.tolist())))
+                    self.text.append(" ".join(words[j] for j in picks))
+                    self.txt2img.append(i)
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return {"image": self.images[i], "index": i}
+
+
+@pytest.mark.parametrize("seed", [0, 6])
+@pytest.mark.parametrize("k", [1, 7, 40])
+def test_a_larger_gallery_equals_lavis_evaluation(k, seed):
+    from lavis_ib.tasks.metrics.retrieval import recall_metrics
+    from lavis_ib.tasks.retrieval_scoring import RetrievalSettings, score_gallery
+
+    dataset = _Gallery(30, seed)
+    settings = RetrievalSettings(k_test=k, feature_batch_size=7, text_batch_size=16, feature_workers=0)
+    ranks = score_gallery(FakeRetrievalModel(seed), dataset, settings, torch.device("cpu"), "gallery")
+    i2t, t2i = lavis_score_matrices(FakeRetrievalModel(seed), dataset.images, dataset.text, k)
+    expected, txt_ranks, img_ranks = lavis_report(i2t, t2i, dataset.txt2img, dataset.img2txt)
+    assert [ranks.txt_rank[i] for i in range(len(dataset))] == txt_ranks
+    assert [ranks.img_rank[t] for t in range(len(dataset.text))] == img_ranks
+    got = recall_metrics(txt_ranks, img_ranks)
+    assert all(got[key] == pytest.approx(value) for key, value in expected.items())
