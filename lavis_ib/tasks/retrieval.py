@@ -26,7 +26,7 @@ import torch
 from lavis_ib.common.containers import to_plain
 from lavis_ib.common.errors import ConfigError, DataError, LavisIbError
 from lavis_ib.common.registry import registry
-from lavis_ib.tasks.eval_settings import EvalSettings, check_misspelt_keys
+from lavis_ib.tasks.eval_settings import ALL_EVAL_KEYS, EvalSettings, check_misspelt_keys
 from lavis_ib.tasks.eval_task import EvalTask
 from lavis_ib.tasks.metrics.retrieval import METRIC_NAMES, recall_metrics
 from lavis_ib.tasks.retrieval_scoring import GalleryRanks, RetrievalSettings, score_gallery
@@ -92,7 +92,11 @@ class RetrievalTask(EvalTask):
             raise ConfigError(f"datasets.{name}.eval_subset: retrieval scores every image against "
                               f"every caption of the split, so a subset saves nothing; remove it "
                               f"(or evaluate a smaller split).")
-        cls.check_eval_keys(name, given)
+        for key in given:   # settings of generation / ranking tasks would be ignored here
+            if key in ALL_EVAL_KEYS and key not in cls.EVAL_KEYS:
+                raise ConfigError(f"datasets.{name}.{key}: the '{cls.NAME}' task does not read "
+                                  f"'{key}'; it reads {', '.join(sorted(cls.EVAL_KEYS))} and "
+                                  f"{', '.join(SETTING_KEYS)}.")
         retrieval = cls.read_settings(name, given)
         if model_cls is not None:
             missing = [m for m in MODEL_METHODS if not callable(getattr(model_cls, m, None))]
