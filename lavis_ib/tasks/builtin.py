@@ -5,4 +5,5 @@ from lavis_ib.tasks import multiple_choice  # noqa: F401
 from lavis_ib.tasks import classification  # noqa: F401
 from lavis_ib.tasks import dialog  # noqa: F401
 from lavis_ib.tasks import video_qa  # noqa: F401
+from lavis_ib.tasks import retrieval  # noqa: F401
 from lavis_ib.tasks import instruction_tuning  # noqa: F401

@@ -1,7 +1,7 @@
 """Tiny copies of every dataset in its real on-disk format, for tests and the demo.
 
-`write_fixtures(root)` writes, in seconds, a few records per split of each of the 26
-datasets in the same annotation format its builder reads (official JSON/JSONL/CSV
+`write_fixtures(root)` writes, in seconds, a few records per split of each registered
+dataset in the same annotation format its builder reads (official JSON/JSONL/CSV
 layouts, LAVIS lists where the builder reads those), synthetic images (PIL), short videos
 (PyAV, mpeg4) and webdataset tar shards, and returns for each dataset the overrides that
 point its config at the copy.
@@ -157,6 +157,54 @@ def _textcaps(d: str, rng: np.random.Generator) -> dict[str, Any]:
         ocr[split] = {"storage": _dump(f"{d}/TextVQA_Rosetta_OCR_v0.2_{split}.json",
                                        {"dataset_type": split, "data": ocr_rows})}
     return _info(ann, f"{d}/train_images", ocr=ocr)
+
+
+# -- retrieval and pretraining captions ---------------------------------------------------
+def _retrieval_rows(rng: np.random.Generator, images: list[str], ids: list[str], split: str,
+                    counts: Sequence[int]) -> list[dict[str, Any]]:
+    """LAVIS retrieval lists: train one row per caption (with image_id), eval one row per
+    image with its captions (an image may have more than 5, as some COCO images do)."""
+    if split == "train":
+        return [{"image": image, "caption": f"A {_phrase(rng)}.", "image_id": image_id}
+                for image, image_id, n in zip(images, ids, counts) for _ in range(n)]
+    return [{"image": image, "caption": [f"A {_phrase(rng, 4)}." for _ in range(n)]}
+            for image, n in zip(images, counts)]
+
+
+def _coco_retrieval(d: str, rng: np.random.Generator) -> dict[str, Any]:
+    ann = {}
+    for split, sub, counts in (("train", "train2014", (3, 2, 3)), ("val", "val2014", (5, 5, 5)),
+                               ("test", "val2014", (5, 6, 5, 5))):
+        base = {"train": 110, "val": 140, "test": 170}[split]
+        numbers = [base + k for k in range(len(counts))]
+        images = [f"{sub}/COCO_{sub}_{n:012d}.jpg" for n in numbers]
+        for image in images:
+            write_image(os.path.join(d, "images", image), rng)
+        rows = _retrieval_rows(rng, images, [f"coco_{n}" for n in numbers], split, counts)
+        ann[split] = _dump(f"{d}/annotations/coco_karpathy_{split}.json", rows)
+    return _info(ann, f"{d}/images")
+
+
+def _flickr_retrieval(d: str, rng: np.random.Generator) -> dict[str, Any]:
+    ann = {}
+    for split, base, n in (("train", 3000, 3), ("val", 4000, 3), ("test", 5000, 4)):
+        numbers = [base + k for k in range(n)]
+        images = [f"flickr30k-images/{k}.jpg" for k in numbers]
+        for image in images:
+            write_image(f"{d}/images/{image}", rng)
+        rows = _retrieval_rows(rng, images, [str(k) for k in numbers], split, [5] * n)
+        ann[split] = _dump(f"{d}/annotations/flickr30k_{split}.json", rows)
+    return _info(ann, f"{d}/images")
+
+
+def _vg_caption(d: str, rng: np.random.Generator) -> dict[str, Any]:
+    """BLIP's vg_caption.json keeps the authors' absolute image paths (the builder cuts them)."""
+    rows = []
+    for k, n in zip(range(1, 4), (3, 1, 4)):
+        write_image(f"{d}/images/{k}.jpg", rng)
+        rows += [{"image": f"/export/share/datasets/vision/visual-genome/image/{k}.jpg",
+                  "caption": f"the {_phrase(rng, 2)}", "image_id": f"vg_{k}"} for _ in range(n)]
+    return _info({"train": _dump(f"{d}/annotations/vg_caption.json", rows)}, f"{d}/images")
 
 
 # -- question answering ------------------------------------------------------------------
@@ -395,6 +443,7 @@ WRITERS: dict[str, Callable[[str, np.random.Generator], dict[str, Any]]] = {
     "scienceqa": _scienceqa, "iconqa": _iconqa, "hateful_memes": _hateful, "vsr": _vsr, "visdial": _visdial,
     "msvd_qa": lambda d, r: _video_lavis(d, r, False), "msrvtt_qa": lambda d, r: _video_lavis(d, r, True),
     "ivqa": _ivqa,
+    "coco_retrieval": _coco_retrieval, "flickr30k_retrieval": _flickr_retrieval, "vg_caption": _vg_caption,
 }
 
 
@@ -403,7 +452,7 @@ def write_fixtures(root: str, names: Sequence[str] | None = None, seed: int = 0)
 
     Args:
         root: folder to write into (created).
-        names: datasets to write (default: all 26).
+        names: datasets to write (default: all of `WRITERS`).
         seed: seed of the synthetic content (each dataset seeded by (seed, its name)).
 
     Returns:

@@ -5,6 +5,7 @@ from lavis_ib.datasets.builders import (  # noqa: F401
     dialog_builder,
     llava_builder,
     multiple_choice_builder,
+    retrieval_builder,
     video_qa_builder,
     vqa_builder,
     webdataset_builder,

@@ -1,19 +1,24 @@
-"""Builders of the captioning datasets: COCO Caption, NoCaps, Flickr30K, TextCaps.
+"""Builders of the captioning datasets: COCO Caption, NoCaps, Flickr30K, TextCaps, and
+Visual Genome region captions (pretraining only).
 
 Training splits yield ``image``, ``text_input`` (a caption template; TextCaps starts
-with ``OCR tokens: ...``), ``text_output`` (the normalised caption); evaluation splits
-yield one sample per image with ``image_id``, ``instance_id``, ``references``.
+with ``OCR tokens: ...``), ``text_output`` (the normalised caption), and ``image_id``
+with `image_ids: true`; `sample_unit: image` draws one caption per image per epoch
+(lavis_ib.datasets.datasets.caption). Evaluation splits yield one sample per image with
+``image_id``, ``instance_id``, ``references``.
 """
 from __future__ import annotations
 
 from lavis_ib.common.registry import registry
 from lavis_ib.datasets.builders.base_builder import BaseDatasetBuilder
 from lavis_ib.datasets.datasets.caption import CaptionDataset, CaptionEvalDataset
+from lavis_ib.datasets.datasets.vg_caption import VGCaptionDataset
 
 
 class _CaptionBuilder(BaseDatasetBuilder):
     train_dataset_cls = CaptionDataset
     eval_dataset_cls = CaptionEvalDataset
+    CONFIG_KWARGS = ("sample_unit", "image_ids")
 
 
 @registry.register_builder("coco_caption")
@@ -58,3 +63,20 @@ class TextCapsBuilder(_CaptionBuilder):
     DATA_SOURCE = "https://textvqa.org/textcaps/dataset (annotations; images and Rosetta OCR from TextVQA)"
     dataset_kwargs = {"ann_format": "textcaps", "use_ocr": True}
     OCR_FILES_REQUIRED = True
+
+
+@registry.register_builder("vg_caption")
+class VGCaptionBuilder(BaseDatasetBuilder):
+    """Visual Genome region descriptions as image captions (BLIP's ``vg_caption.json``, a
+    LAVIS list: image, caption, image_id ``vg_<n>``; several captions per image). The file's
+    image paths are absolute paths of the authors' machine: `strip_image_prefix` is cut
+    from them, so they read relative to the images folder (all VG images, VG_100K and
+    VG_100K_2 together). Split: train (pretraining only)."""
+
+    train_dataset_cls = VGCaptionDataset
+    DATASET_CONFIG_DICT = {"default": "configs/datasets/vg_caption/defaults.yaml"}
+    DATA_SOURCE = ("LAVIS's vg_caption.json (the url entry) and the Visual Genome images "
+                   "(https://cs.stanford.edu/people/rak248/VG_100K_2/images.zip and images2.zip, "
+                   "unpacked into one folder)")
+    dataset_kwargs = {"ann_format": "lavis"}
+    CONFIG_KWARGS = ("sample_unit", "image_ids", "strip_image_prefix")

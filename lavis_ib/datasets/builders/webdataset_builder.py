@@ -18,7 +18,7 @@ class CapFilt14MBuilder(BaseDatasetBuilder):
     of local shards; with ``download: true`` and no local shards the `url` pattern is
     streamed instead. `num_samples`: samples per pass (mixing weight); `shuffle_shards`,
     `shuffle_buffer`: seeded shuffling (see `WebCaptionDataset`); `allow_pipe: true` accepts
-    ``pipe:`` urls (they run a shell command). Split: train."""
+    ``pipe:`` urls (they run a shell command); `image_ids: true` adds ``image_id``. Split: train."""
 
     train_dataset_cls = WebCaptionDataset
     DATASET_CONFIG_DICT = {"default": "configs/datasets/capfilt14m/defaults.yaml"}
@@ -58,4 +58,5 @@ class CapFilt14MBuilder(BaseDatasetBuilder):
                                            ann_paths=shards, num_samples=self.config.get("num_samples"),
                                            shuffle_shards=bool(self.config.get("shuffle_shards", False)),
                                            shuffle_buffer=int(self.config.get("shuffle_buffer", 0)),
-                                           allow_pipe=bool(self.config.get("allow_pipe", False)))}
+                                           allow_pipe=bool(self.config.get("allow_pipe", False)),
+                                           image_ids=bool(self.config.get("image_ids", False)))}

@@ -12,4 +12,7 @@ dialog          Visual Dialog (VisDialEvalDataset)
 llava           LLaVA-Instruct-150K (LlavaDataset, one sample per assistant turn)
 video_qa        MSVD-QA / MSRVTT-QA / iVQA (VideoQADataset, VideoQAEvalDataset)
 webdataset_caption  Web CapFilt shards (WebCaptionDataset, iterable)
+vg_caption      Visual Genome region captions (VGCaptionDataset, pretraining)
+retrieval       COCO / Flickr30K retrieval (RetrievalDataset, RetrievalEvalDataset)
+image_keys      int64 image keys shared by an image's captions (contrastive losses)
 """

@@ -10,6 +10,13 @@ Formats (`ann_format`):
               "file_name"}], "annotations": [{"image_id", "caption"}]}``.
     textcaps  official TextCaps ``{"data": [{"image_id", "caption_str"}]}``; image
               ``<image_id>.jpg``; OCR tokens keyed by image_id (Rosetta files).
+
+Training options for pretraining (dataset config keys): `sample_unit` ``caption`` (one
+sample per caption, LAVIS's way) or ``image`` (one sample per image, its caption drawn
+per epoch from the sample's own generator, so a resumed run draws the same captions);
+`image_ids: true` adds ``image_id``, an int64 key shared by an image's captions (the
+stage-1 contrastive loss needs it; off by default because a micro-batch mixing datasets
+needs the same fields in all of them).
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ from typing import Any
 from lavis_ib.common.errors import ConfigError, DataError, did_you_mean
 from lavis_ib.datasets.datasets.annotations import load_json, load_ocr_tokens, need, text_field
 from lavis_ib.datasets.datasets.base import BaseDataset, make_instruction
+from lavis_ib.datasets.datasets.image_keys import image_key_tensor
 from lavis_ib.common.prompts import ocr_prefix
 from lavis_ib.processors.text import normalize_caption
 
@@ -73,12 +81,23 @@ def read_textcaps(paths: list[str]) -> list[dict[str, Any]]:
 
 
 READERS = {"lavis": read_lavis, "coco": read_coco, "textcaps": read_textcaps}
+SAMPLE_UNITS = ("caption", "image")
+
+
+def group_by_image(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per image_id (first-seen order) with its captions, in file order."""
+    by_image: dict[Any, dict[str, Any]] = {}
+    for row in rows:
+        rec = by_image.setdefault(row["image_id"], {**row, "captions": []})
+        rec["captions"].append(row["caption"])
+    return list(by_image.values())
 
 
 class _CaptionBase(BaseDataset):
     @classmethod
     def extra_args(cls) -> dict[str, Any]:
-        return {"ann_format": "lavis", "use_ocr": False, "ocr_paths": ()}
+        return {"ann_format": "lavis", "use_ocr": False, "ocr_paths": (), "sample_unit": "caption",
+                "image_ids": False}
 
     def read_rows(self, ann_paths: list[str]) -> list[dict[str, Any]]:
         fmt = self.options["ann_format"]
@@ -95,7 +114,8 @@ class _CaptionBase(BaseDataset):
 
 class CaptionDataset(_CaptionBase):
     """Training: ``text_input`` = [OCR prefix] + a caption template (drawn per sample),
-    ``text_output`` = the normalised caption."""
+    ``text_output`` = the normalised caption; with `image_ids`, ``image_id`` (int64 key).
+    With `sample_unit: image` a sample is an image and its caption is drawn per epoch."""
 
     is_train = True
     uses_template = True
@@ -104,12 +124,26 @@ class CaptionDataset(_CaptionBase):
         rows = [r for r in self.read_rows(ann_paths) if r["caption"]]
         if not rows:
             raise DataError(f"{type(self).__name__}: no caption in {ann_paths}.")
-        return rows
+        unit = self.options["sample_unit"]
+        if unit not in SAMPLE_UNITS:
+            raise ConfigError(f"{type(self).__name__}: sample_unit '{unit}' is not one of "
+                              f"{', '.join(SAMPLE_UNITS)}.{did_you_mean(str(unit), SAMPLE_UNITS)}")
+        return group_by_image(rows) if unit == "image" else rows
+
+    def caption_of(self, record: dict[str, Any], index: int, epoch: int) -> str:
+        """The record's caption; per image, one drawn by the sample's generator (stream 2)."""
+        if "captions" not in record:
+            return record["caption"]
+        captions = record["captions"]
+        return captions[int(self.rng(index, epoch, stream=2).integers(len(captions)))]
 
     def build_sample(self, record: dict[str, Any], visual: Any, index: int, epoch: int) -> dict[str, Any]:
         prefix = ocr_prefix(record.get("ocr_tokens")) if self.options["use_ocr"] else ""
-        return {"image": visual, "text_input": prefix + make_instruction(self.text_processor, index, epoch),
-                "text_output": normalize_caption(record["caption"])}
+        sample = {"image": visual, "text_input": prefix + make_instruction(self.text_processor, index, epoch),
+                  "text_output": normalize_caption(self.caption_of(record, index, epoch))}
+        if self.options["image_ids"]:
+            sample["image_id"] = image_key_tensor(str(self.dataset_key()), record["image_id"])
+        return sample
 
 
 class CaptionEvalDataset(_CaptionBase):

@@ -1,7 +1,8 @@
 """Web CapFilt: captions streamed from webdataset tar shards.
 
 Each shard holds samples ``<key>.jpg`` (or .jpeg/.png/.webp) + ``<key>.txt`` (the caption)
-or ``<key>.json`` (``{"caption": ...}``). Shards are given as brace patterns
+or ``<key>.json`` (``{"caption": ...}``, a string or a list of captions: BLIP-2's CapFilt
+keeps two per image, one used per step). Shards are given as brace patterns
 (``shards/{000000..001399}.tar``) and split first by rank (lavis_ib.common.dist_utils, or
 the `rank`/`world_size` arguments) and then by DataLoader worker, with webdataset's
 nodesplitter/workersplitter hooks: each sample is seen once per pass over the shards
@@ -14,8 +15,10 @@ stream through a buffer of that size seeded by (seed, epoch, rank, worker).
 
 Yielded samples are already processed: ``image``, ``text_input`` (a caption template
 drawn from (seed, epoch, crc32 of shard file name and key)), ``text_output`` (the normalised
-caption). A sample whose image cannot be decoded or whose caption is missing is yielded as
-a `BadSample` (the collater drops it and lists it) and counted in `num_bad` (per process).
+caption; of several, one drawn from the same (seed, epoch, crc32) on stream 2) and, with
+`image_ids`, ``image_id`` (an int64 key of the shard file name and key). A sample whose
+image cannot be decoded or whose caption is missing is yielded as a `BadSample` (the
+collater drops it and lists it) and counted in `num_bad` (per process).
 """
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ from torch.utils.data import IterableDataset
 
 from lavis_ib.common import dist_utils
 from lavis_ib.common.errors import ConfigError, DataError
-from lavis_ib.datasets.datasets.base import BadSample, collate, make_instruction
+from lavis_ib.datasets.datasets.base import BadSample, collate, make_instruction, sample_rng
+from lavis_ib.datasets.datasets.image_keys import image_key_tensor
 from lavis_ib.processors.image import decode_image
 from lavis_ib.processors.text import normalize_caption
 
@@ -66,6 +70,7 @@ class WebCaptionDataset(IterableDataset):
         shuffle_buffer: sample shuffle buffer per worker (0: stream order).
         allow_pipe: accept ``pipe:`` shard urls, which run a shell command (refused by
             default: a dataset config should not be able to run programs).
+        image_ids: add ``image_id`` (int64 key of the sample) to each sample.
     """
 
     is_train = True
@@ -74,7 +79,7 @@ class WebCaptionDataset(IterableDataset):
     def __init__(self, vis_processor: Any = None, text_processor: Any = None, vis_root: str | None = None,
                  ann_paths: Sequence[str] = (), num_samples: int | None = None, rank: int | None = None,
                  world_size: int | None = None, shuffle_shards: bool = False,
-                 shuffle_buffer: int = 0, allow_pipe: bool = False) -> None:
+                 shuffle_buffer: int = 0, allow_pipe: bool = False, image_ids: bool = False) -> None:
         super().__init__()
         self.vis_processor, self.text_processor = vis_processor, text_processor
         self.vis_root = vis_root
@@ -86,6 +91,7 @@ class WebCaptionDataset(IterableDataset):
         self.seed = int(getattr(text_processor, "seed", 0))
         self.epoch = 0
         self.num_bad = 0
+        self.image_ids = bool(image_ids)
         self._shard_errors: list[BadSample] = []
 
     def set_epoch(self, epoch: int) -> None:
@@ -150,17 +156,25 @@ class WebCaptionDataset(IterableDataset):
                 caption = json.loads(raw["json"].decode("utf-8"))["caption"]
         except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
             return BadSample(where, f"no readable caption: {exc!r}")
-        if not isinstance(caption, str):
-            return BadSample(where, f"the caption must be a string, got {type(caption).__name__}")
+        several = isinstance(caption, list) and caption and all(isinstance(c, str) for c in caption)
+        if not several and not isinstance(caption, str):
+            return BadSample(where, f"the caption must be a string or a non-empty list of strings, "
+                                    f"got {type(caption).__name__}")
         try:
             image = decode_image(io.BytesIO(raw[ext]))
         except DataError as exc:
             return BadSample(where, f"image {exc}")
         # the shard's file name, not its path: the draw must not change when data move
-        index = zlib.crc32(f"{os.path.basename(str(raw.get('__url__')))}#{raw.get('__key__')}".encode("utf-8"))
-        return {"image": self.vis_processor(image) if self.vis_processor else image,
-                "text_input": make_instruction(self.text_processor, index, self.epoch),
-                "text_output": normalize_caption(caption)}
+        name = f"{os.path.basename(str(raw.get('__url__')))}#{raw.get('__key__')}"
+        index = zlib.crc32(name.encode("utf-8"))
+        if isinstance(caption, list):   # one of several, drawn per pass from the sample's generator
+            caption = caption[int(sample_rng(self.seed, self.epoch, index, 2).integers(len(caption)))]
+        sample = {"image": self.vis_processor(image) if self.vis_processor else image,
+                  "text_input": make_instruction(self.text_processor, index, self.epoch),
+                  "text_output": normalize_caption(caption)}
+        if self.image_ids:
+            sample["image_id"] = image_key_tensor("webdataset", name)
+        return sample
 
     def __iter__(self) -> Iterator[Any]:
         rank, world = self.place()
