@@ -1,8 +1,9 @@
-"""The bar charts of `lavis-ib report`: one group of bars per held-out dataset.
+"""The bar charts of `lavis-ib report`: one group of bars per column of the table (a
+held-out dataset, an average).
 
 A measured value is a bar with its number written above it, so a measured 0 reads "0.0"
-on the axis line; a value the run does not have gets no bar but a grey, italic "n/a"
-label at that place. The two can therefore never be mistaken for each other, which a
+on the axis line; a value the run (or the paper) does not have gets no bar but a grey,
+italic "n/a" label at that place. The two can therefore never be mistaken for each other, which a
 zero-height bar alone would allow.
 """
 from __future__ import annotations
@@ -45,7 +46,7 @@ def grouped_bars(series: Sequence[Series], groups: Sequence[str], title: str) ->
     ax.set_xticklabels(groups, fontsize=8)
     ax.set_ylim(0, top * 1.18)   # room for the value labels above the tallest bar
     ax.set_ylabel("score (CIDEr x100 / % / MRR x100)")
-    ax.set_title(f"{title}   (n/a: not evaluated)")
+    ax.set_title(f"{title}   (n/a: no number)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from lavis_ib.common.errors import ConfigError, did_you_mean
-from lavis_ib.report.paper import HELD_OUT, METRIC, ROW_OF_MODEL_TYPE, TABLE1, TITLES
+from lavis_ib.report.paper import HELD_OUT, METRIC, ROW_OF_MODEL_TYPE, TABLE_1, TITLES, table1_value
 
 
 @dataclass
@@ -30,13 +30,13 @@ class RunColumn:
 
 def run_columns(run_dirs: Sequence[str], model_type_of, collect) -> list[RunColumn]:
     """One column per run. `model_type_of(run_dir)` and `collect(run_dir, paper_row)` are
-    the single-run report's readers (the paper row only fills values ignored here)."""
+    the single-run report's readers (no paper row: the paper's values come later)."""
     columns = []
     for run_dir in run_dirs:
         if not os.path.isdir(run_dir):
             raise ConfigError(f"run folder '{run_dir}' does not exist.")
         model_type = model_type_of(run_dir)
-        rows = collect(run_dir, next(iter(TABLE1)))
+        rows = collect(run_dir, None)
         arch = _arch(run_dir)   # tiny types share names across models: say which model
         name = os.path.basename(os.path.normpath(run_dir))
         label = f"{name} ({arch} {model_type})" if arch else f"{name} ({model_type})"
@@ -58,9 +58,10 @@ def _arch(run_dir: str) -> str | None:
 def paper_rows(columns: Sequence[RunColumn], extra: Sequence[str] = ()) -> list[str]:
     """The paper rows to show: each run's model type's row, then `extra`, once each."""
     for row in extra:
-        if row not in TABLE1:
+        if row not in TABLE_1.row_names:
             raise ConfigError(f"--compare '{row}' is not a Table 1 row."
-                              f"{did_you_mean(row, TABLE1)} Rows: {'; '.join(TABLE1)}.")
+                              f"{did_you_mean(row, TABLE_1.row_names)} Rows: "
+                              f"{'; '.join(TABLE_1.row_names)}.")
     rows = [ROW_OF_MODEL_TYPE[c.model_type] for c in columns if c.model_type in ROW_OF_MODEL_TYPE]
     return list(dict.fromkeys([*rows, *extra]))
 
@@ -75,7 +76,7 @@ def markdown_runs(columns: Sequence[RunColumn], rows: Sequence[str]) -> str:
              "| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     for d in HELD_OUT:
         cells = [TITLES[d], METRIC[d], *[_fmt(c.values[d]) for c in columns],
-                 *[_fmt(TABLE1[r][d]) for r in rows]]
+                 *[_fmt(table1_value(r, d)) for r in rows]]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines += [f"{c.label}: {sum(v is not None for v in c.values.values())} of {len(HELD_OUT)} "
@@ -96,7 +97,9 @@ def csv_runs(columns: Sequence[RunColumn], rows: Sequence[str]) -> str:
             writer.writerow([d, TITLES[d], METRIC[d], c.label, "run", c.splits[d] or "",
                              "" if value is None else f"{value:.4f}"])
         for r in rows:
-            writer.writerow([d, TITLES[d], METRIC[d], r, "paper", "", f"{TABLE1[r][d]:.1f}"])
+            value = table1_value(r, d)
+            writer.writerow([d, TITLES[d], METRIC[d], r, "paper", "",
+                             "" if value is None else f"{value:.1f}"])
     return out.getvalue()
 
 
@@ -106,7 +109,7 @@ def chart_runs(columns: Sequence[RunColumn], rows: Sequence[str], path: str) -> 
     from lavis_ib.report.chart import grouped_bars, save
 
     series = [(c.label, [c.values[d] for d in HELD_OUT], None) for c in columns]
-    series += [(f"paper: {r}", [TABLE1[r][d] for d in HELD_OUT], "//") for r in rows]
+    series += [(f"paper: {r}", [table1_value(r, d) for d in HELD_OUT], "//") for r in rows]
     fig = grouped_bars(series, [f"{TITLES[d]}\n({METRIC[d]})" for d in HELD_OUT],
                        "Zero-shot held-out evaluation: runs vs. Table 1")
     save(fig, path)

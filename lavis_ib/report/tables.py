@@ -11,6 +11,7 @@ the same layout (`evaluation_folder`).
     lavis-ib report output/zeroshot_vicuna7b
     lavis-ib report RUN_DIR --compare "InstructBLIP FlanT5XL" --out report/
     lavis-ib report RUN_A RUN_B ...      # several runs in one table (lavis_ib.report.runs)
+    lavis-ib report RUN ... --table 2    # Table 2, 3 or fig4 instead (lavis_ib.report.compare)
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from lavis_ib.common.errors import ConfigError, DataError
-from lavis_ib.report.paper import HELD_OUT, METRIC, TABLE1, TITLES
+from lavis_ib.report.paper import HELD_OUT, METRIC, TABLE_1, TITLES, table1_value
 
 SPLIT_PREFERENCE = ("test", "testdev", "test_dev", "val")
 
@@ -92,7 +93,7 @@ def collect(run_dir: str, paper_row: str | None) -> list[Row]:
             value = metrics.get(METRIC[dataset])
             if isinstance(value, (int, float)) and math.isfinite(value):
                 ours = float(value)
-        paper = TABLE1[paper_row][dataset] if paper_row else None
+        paper = table1_value(paper_row, dataset) if paper_row else None
         rows.append(Row(dataset, METRIC[dataset], split, ours, paper))
     if all(r.ours is None for r in rows):
         raise DataError(f"{run_dir}: no held-out results found under "
@@ -130,7 +131,7 @@ def _markdown_ours(rows: Sequence[Row], model_type: str) -> str:
     done = [r for r in rows if r.ours is not None]
     lines += ["", f"{len(done)} of {len(rows)} datasets evaluated; '-' = no result in the run.",
               f"Model type '{model_type}' has no row in the paper's Table 1; add one to compare "
-              f"with: --compare ROW, ROW one of: {'; '.join(TABLE1)}."]
+              f"with: --compare ROW, ROW one of: {'; '.join(TABLE_1.row_names)}."]
     return "\n".join(lines) + "\n"
 
 
