@@ -173,6 +173,8 @@ def load_lavis_checkpoint(model, path: str, vit_loaded: bool):
         raise LavisIbError(f"checkpoint='{path}' is a {kind} checkpoint, not a LAVIS BLIP-2 "
                            f".pth; pass a Hugging Face directory as pretrained=.")
     state, unused = to_ours("lavis", raw, list(model.state_dict()))
+    if "temp" in state:   # LAVIS's 0-dim temperature; ours has one element (FSDP2)
+        state["temp"] = state["temp"].reshape(model.temp.shape)
     resampled = fit_pos_embed(state, model.state_dict(), f"checkpoint={path}")
     has_vit = any(k.startswith("visual_encoder.") for k in state)
     expected = [k for k in model.state_dict() if not k.startswith("visual_encoder.")

@@ -127,7 +127,8 @@ class Blip2Qformer(BaseModel):
         self.vision_proj = nn.Linear(qformer.hidden_size, embed_dim)
         self.text_proj = nn.Linear(qformer.hidden_size, embed_dim)
         self.itm_head = nn.Linear(qformer.hidden_size, 2)
-        self.temp = nn.Parameter(torch.tensor(TEMP_INIT))
+        # one element, not 0-dim as in LAVIS: FSDP2 cannot shard a 0-dim parameter
+        self.temp = nn.Parameter(torch.full((1,), TEMP_INIT))
         self.lm_head = LMHead(qformer.hidden_size, qformer.vocab_size, qformer.hidden_act,
                               qformer.layer_norm_eps)
         self.tokenizer = tokenizer

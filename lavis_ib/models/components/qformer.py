@@ -131,9 +131,14 @@ class QFormerLayer(nn.Module):
         self.ffn_query = FeedForward(*ffn)
         self.ffn_text = FeedForward(*ffn) if text_input else None
 
-    def forward(self, x: torch.Tensor, image: torch.Tensor, mask: torch.Tensor | None,
-                num_queries: int) -> torch.Tensor:
-        x = self.self_attn(x, mask=mask)
+    def forward(self, x: torch.Tensor, image: torch.Tensor | None, mask: torch.Tensor | None,
+                num_queries: int, prefix: torch.Tensor | None = None) -> torch.Tensor:
+        """With `num_queries` 0, `x` is text alone (no image; `prefix`: query states
+        its self-attention also reads, see `QFormer.decode_text`)."""
+        context = x if prefix is None else torch.cat([prefix.to(x.dtype), x], dim=1)
+        x = self.self_attn(x, context=context, mask=mask)
+        if num_queries == 0:
+            return self.ffn_text(x)
         queries, text = x[:, :num_queries], x[:, num_queries:]
         if self.cross_attn is not None:
             queries = self.cross_attn(queries, context=image)
@@ -222,16 +227,12 @@ class QFormer(nn.Module):
 
     def _text_layers(self, x: torch.Tensor, mask: torch.Tensor,
                      query_states: list | None) -> torch.Tensor:
-        def run(layer, x, prefix):
-            context = x if prefix is None else torch.cat([prefix.to(x.dtype), x], dim=1)
-            return layer.ffn_text(layer.self_attn(x, context=context, mask=mask))
-
         for i, layer in enumerate(self.layers):
             prefix = None if query_states is None else query_states[i]
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(run, layer, x, prefix, use_reentrant=False)
+                x = checkpoint(layer, x, None, mask, 0, prefix, use_reentrant=False)
             else:
-                x = run(layer, x, prefix)
+                x = layer(x, None, mask, 0, prefix)
         return x
 
     def encode_text(self, text_ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
