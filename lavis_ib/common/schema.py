@@ -286,7 +286,8 @@ def logger_problems(loggers: Any) -> list[str]:
 _MODEL_AT_LEAST_1 = ("max_txt_len", "max_output_txt_len", "num_query_token")
 _MODEL_BOOLS = ("freeze_vit", "qformer_text_input", "vit_grad_ckpt", "qformer_grad_ckpt",
                 "allow_random_init")
-_MODEL_CHOICES = {"vit_precision": ("fp32", "bf16", "fp16"), "llm_precision": ("fp32", "bf16", "fp16")}
+_MODEL_CHOICES = {"vit_precision": ("fp32", "bf16", "fp16"), "llm_precision": ("fp32", "bf16", "fp16"),
+                  "itc_gather": ("autograd", "lavis")}
 
 
 def model_problems(model: Mapping[str, Any] | None) -> list[str]:

@@ -177,8 +177,22 @@ def test_initialisation_as_lavis(tiny):
     assert all(p.requires_grad for p in vit.visual_encoder.parameters()) and vit.visual_encoder.training
 
 
+def test_lavis_arch_names():
+    from lavis_ib.common.registry import registry
+
+    assert registry.get_model_class("blip2") is model_module.Blip2Qformer
+    assert registry.get_model_class("blip2_feature_extractor") is model_module.Blip2Qformer
+    matching = registry.get_model_class("blip2_image_text_matching")
+    assert issubclass(matching, model_module.Blip2Qformer)
+    assert set(matching.PRETRAINED_MODEL_CONFIG_DICT) == {"pretrain", "coco", "tiny"}
+
+
 def test_bad_settings_are_one_clear_error():
     from lavis_ib import load_model
+    from lavis_ib.common.schema import model_problems
+
+    assert model_problems({"itc_gather": "nccl"}) == [
+        "model.itc_gather: 'nccl' is not one of autograd, lavis."]
 
     with pytest.raises(ConfigError, match="itc_gather"):
         load_model("blip2", "tiny", itc_gather="nccl")

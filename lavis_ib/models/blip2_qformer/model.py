@@ -71,7 +71,7 @@ def image_keys(values: Any, device: torch.device) -> torch.Tensor:
         return values.reshape(-1).to(device=device, dtype=torch.long)
     keys = []
     for value in values:
-        if isinstance(value, (int,)) or (hasattr(value, "dtype") and str(value.dtype).startswith("int")):
+        if isinstance(value, int) or str(getattr(value, "dtype", "")).startswith("int"):
             keys.append(int(value))
         else:
             digest = hashlib.blake2b(str(value).encode(), digest_size=8).digest()
@@ -203,6 +203,10 @@ class Blip2Qformer(BaseModel):
     def set_gradient_checkpointing(self, vit: bool = False, qformer: bool = False) -> None:
         self.visual_encoder.set_grad_checkpointing(bool(vit))
         self.qformer.gradient_checkpointing = bool(qformer)
+
+    def inference_counts(self) -> dict[str, int]:
+        """`num_truncated`: texts cut at their token limit (35 in retrieval)."""
+        return {"num_truncated": self.truncated}
 
     def preprocess_config(self, default: Any) -> Any:
         """`default` with the checkpoint's eval image settings (HF directories)."""
