@@ -65,9 +65,9 @@ def load_pretrained(cls, path: str, settings: dict,
         raise LavisIbError(f"pretrained='{path}' is a '{config.model_type}' "
                            f"{config.architectures} checkpoint, not BLIP-2 stage 1 "
                            f"({ARCHITECTURE}).")
-    if config.image_token_index is not None:
-        raise LavisIbError(f"pretrained='{path}' sets image_token_index; lavis_ib reads "
-                           f"stage-1 directories whose text holds no image tokens.")
+    if config.image_token_index is not None:   # how transformers' processor lays out text
+        logger.info("pretrained=%s: image_token_index is not used (lavis_ib's stage-1 text "
+                    "holds no image tokens)", path)
     eps = config.vision_config.layer_norm_eps
     extra = os.path.join(directory, SETTINGS_FILE)
     if os.path.isfile(extra):

@@ -71,6 +71,7 @@ def draw_negatives(weights_t2i: torch.Tensor, weights_i2t: torch.Tensor,
     `generators[i]`, on the CPU (the same draws on every device). A row without a
     negative keeps its own index `own[i]` (the model gives those pairs no weight)."""
     w_t2i, w_i2t = weights_t2i.detach().float().cpu(), weights_i2t.detach().float().cpu()
+    has_negative = has_negative.cpu()
     images, texts = [], []
     for i, gen in enumerate(generators):
         if not bool(has_negative[i]):

@@ -1,20 +1,10 @@
-"""BLIP-2 stage 1: the Q-Former learns to read the frozen ViT's image with three losses.
+"""BLIP-2 stage 1: the Q-Former learns to read a frozen ViT before any LLM is attached.
 
-ViT (frozen; trainable for the `coco` type) -> `ln_vision` -> learned queries read the
-image in the Q-Former (InstructBLIP's Q-Former, whose text side here works alone too) ->
-`vision_proj`; the text's [CLS] output -> `text_proj`. Training returns LAVIS's losses,
-summed unweighted: ITC (contrastive: best query vs text [CLS], learnable temperature
-initialised 0.07 and never clamped, label smoothing 0.1), ITM (matching, one hard
-negative text per image and image per text drawn from the similarities) and ITG
-(captioning: `[DEC]` replaces `[CLS]`, the text decodes causally while it sees every
-query). Registered as `blip2` and `blip2_feature_extractor` (LAVIS's names, one class);
-`blip2_image_text_matching` scores given pairs (`forward(samples, match_head=)`).
-
-Distributed rule (`itc_gather`): "autograd" (default) gathers the ITC features of every
-rank with gradient, so N processes give the loss and gradients of one process holding
-the whole batch; "lavis" gathers them without gradient as LAVIS does (each rank
-back-propagates through its own features only). ITM's negatives come from the world
-batch either way, drawn on the CPU by per-sample generators (see `_negative_base`).
+Training returns LAVIS's three losses, summed unweighted: ITC (best query vs the text's
+[CLS], learnable temperature), ITM (hard negatives drawn from the world batch) and ITG
+(the caption decoded causally from the queries). `itc_gather` chooses how ITC sees other
+ranks: "autograd" (default, N processes == 1 process) or "lavis" (no gradient, as LAVIS);
+docs/pretraining.md gives the rules and their sources.
 """
 from __future__ import annotations
 
