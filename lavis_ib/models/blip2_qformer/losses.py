@@ -18,6 +18,11 @@ ITG_SMOOTHING = 0.1
 _ITM_STREAM = 0x69746D   # keeps the ITM draws apart from other seeded streams
 
 
+def upcast(tensor: torch.Tensor) -> torch.Tensor:
+    """fp16 / bf16 -> fp32 for a softmax or a loss; fp32 and fp64 stay as they are."""
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
+
+
 def similarities(image_feats: torch.Tensor, text_feat_all: torch.Tensor,
                  text_feat: torch.Tensor, image_feats_all: torch.Tensor,
                  temp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,11 +39,11 @@ def itc_loss(sim_i2t: torch.Tensor, sim_t2i: torch.Tensor, positives: torch.Tens
     """Per-sample ITC loss (b,): the mean of both directions' cross-entropy against the
     positives spread evenly, smoothed towards uniform over the world batch (with one
     positive per row this is `cross_entropy(label_smoothing=smoothing)`)."""
-    targets = positives.float()
+    targets = positives.to(upcast(sim_i2t).dtype)
     targets = targets / targets.sum(1, keepdim=True)
     targets = (1.0 - smoothing) * targets + smoothing / targets.shape[1]
-    i2t = -(F.log_softmax(sim_i2t.float(), dim=1) * targets).sum(1)
-    t2i = -(F.log_softmax(sim_t2i.float(), dim=1) * targets).sum(1)
+    i2t = -(F.log_softmax(upcast(sim_i2t), dim=1) * targets).sum(1)
+    t2i = -(F.log_softmax(upcast(sim_t2i), dim=1) * targets).sum(1)
     return (i2t + t2i) / 2
 
 
@@ -87,7 +92,7 @@ def itg_loss_sum(logits: torch.Tensor, labels: torch.Tensor,
                  smoothing: float = ITG_SMOOTHING) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed next-token loss, number of target tokens): logits at position t predict
     label t + 1; labels -100 are not targets; label smoothing over the whole vocabulary."""
-    shifted = logits[:, :-1].float()
+    shifted = upcast(logits[:, :-1])
     targets = labels[:, 1:]
     loss = F.cross_entropy(shifted.reshape(-1, shifted.shape[-1]), targets.reshape(-1),
                            ignore_index=-100, label_smoothing=smoothing, reduction="sum")

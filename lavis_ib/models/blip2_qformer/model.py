@@ -28,7 +28,7 @@ from lavis_ib.models.blip2_qformer.hf_format import save_pretrained as save_hf_d
 from lavis_ib.models.blip2_qformer.heads import LMHead
 from lavis_ib.models.blip2_qformer.losses import (draw_negatives, itc_loss, itg_loss_sum,
                                                   negative_weights, sample_generators,
-                                                  similarities)
+                                                  similarities, upcast)
 from lavis_ib.models.components.qformer import QFormer, QFormerSpec
 from lavis_ib.models.components.vision import VisionSpec, build_vision_encoder, encode_images
 from lavis_ib.models.weights.hf import merge_preprocess
@@ -342,9 +342,10 @@ class Blip2Qformer(BaseModel):
         itm_images = torch.cat([image_embeds, embeds_world[neg_image], image_embeds])
         logits = self.itm_logits(itm_images, itm_ids, itm_mask)
         labels = torch.cat([torch.ones(b, dtype=torch.long), torch.zeros(2 * b, dtype=torch.long)])
-        weight = torch.cat([torch.ones(b), has_negative.float().cpu(), has_negative.float().cpu()])
-        rows = F.cross_entropy(logits.float(), labels.to(self.device), reduction="none")
-        loss_itm = (rows * weight.to(self.device)).sum() / (3 * b)
+        keep = has_negative.to(self.device)
+        weight = torch.cat([torch.ones_like(keep), keep, keep])
+        rows = F.cross_entropy(upcast(logits), labels.to(self.device), reduction="none")
+        loss_itm = (rows * weight).sum() / (3 * b)
 
         # ITG: [DEC] text, causal, every query visible
         dec_ids = ids.clone()
