@@ -16,8 +16,6 @@ import logging
 import os
 from typing import Callable
 
-import torch
-
 from lavis_ib.common.errors import LavisIbError
 from lavis_ib.models.components.qformer import QFormerSpec
 from lavis_ib.models.components.vision import VisionSpec
@@ -86,7 +84,8 @@ def load_pretrained(cls, path: str, settings: dict,
     if report.unexpected:
         logger.warning("pretrained=%s: %d unused tensors, e.g. %s", path,
                        len(report.unexpected), report.unexpected[:5])
-    model.load_report = {"pretrained": report, "side": _load_side(model, directory, path, bert_init)}
+    side = _load_side(model, directory, path, bert_init)
+    model.load_report = {"pretrained": report, "side": side}
     model.preprocess_overrides = read_image_settings(directory)
     model.configure_trainable()
     return model

@@ -108,7 +108,8 @@ class Blip2Qformer(BaseModel):
             raise LavisIbError("the Q-Former tokenizer needs a bos token ([DEC]) and a pad token.")
         if len(tokenizer) > qformer.vocab_size:
             raise LavisIbError(f"the Q-Former tokenizer has {len(tokenizer)} tokens but the "
-                               f"Q-Former embeds {qformer.vocab_size}; use the checkpoint's tokenizer.")
+                               f"Q-Former embeds {qformer.vocab_size}; use the checkpoint's "
+                               f"tokenizer.")
         self.vision_spec, self.qformer_spec = vision, qformer
         self.visual_encoder = build_vision_encoder(vision)
         self.ln_vision = nn.LayerNorm(vision.hidden_size, eps=ln_vision_eps)
@@ -441,7 +442,8 @@ class Blip2ImageTextMatching(Blip2Qformer):
     def forward(self, samples: dict[str, Any], match_head: str = "itm") -> torch.Tensor:
         for key in ("image", "text_input"):
             if samples.get(key) is None:
-                raise LavisIbError(f"forward(samples): missing key '{key}' (have {sorted(samples)}).")
+                raise LavisIbError(f"forward(samples): missing key '{key}' "
+                                   f"(have {sorted(samples)}).")
         if match_head == "itm":
             ids, mask = self.tokenize(samples["text_input"], self.max_txt_len)
             return self.itm_logits(self.image_embeds(samples["image"]), ids, mask)
