@@ -280,4 +280,3 @@ def logger_problems(loggers: Any) -> list[str]:
         out.append("run.loggers has 'wandb' but wandb is not installed: "
                    "pip install 'lavis_ib[wandb]' (or remove wandb from run.loggers).")
     return out
-

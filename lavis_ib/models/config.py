@@ -127,6 +127,10 @@ class ModelConfig:
                     and settings[f.name] not in PRECISIONS:
                 raise ConfigError(f"model.{f.name} must be one of {', '.join(PRECISIONS)}; "
                                   f"got '{settings[f.name]}'.")
+            elif f.metadata.get("rule") is GATHER and f.name in settings:
+                problem = GATHER.problem(f.name, settings[f.name])
+                if problem:
+                    raise ConfigError(problem)
         if builder is not None:
             _bind_settings(cls, builder, settings)
         return cfg, settings
@@ -231,9 +235,50 @@ class Blip2Config(QFormerModelConfig):
     max_output_txt_len: int = key(32, rule=INT_AT_LEAST_1, role=SETTING)
 
 
+GATHERS = ("autograd", "lavis")
+GATHER = Rule(lambda v: v in GATHERS, "model.{key}: '{value}' is not one of " + ", ".join(GATHERS) + ".")
+RULES = RULES + (GATHER,)
+
+
+@dataclass
+class Blip2Stage1Config(ModelConfig):
+    """`blip2` (stage 1: ITC + ITM + ITG, no LLM), `blip2_feature_extractor`,
+    `blip2_image_text_matching`. Routes: LAVIS files, `pretrained` (transformers'
+    `Blip2ForImageTextRetrieval`), or random (docs/pretraining.md)."""
+
+    # -- where the weights come from
+    pretrained: Optional[str] = key()                   # HF directory or hub id
+    checkpoint: Optional[str] = key(role=LAVIS_ROUTE)   # LAVIS stage-1 .pth
+    vit_weights: Optional[str] = key(role=LAVIS_ROUTE)  # LAVIS eva_vit_g.pth
+    bert_weights: Optional[str] = key()                 # BERT-base: LAVIS's starting point
+    tokenizer: Optional[str] = key()                    # the Q-Former's BERT tokenizer ([DEC] added)
+    # -- model settings (keywords of the model class's constructor)
+    max_txt_len: int = key(32, rule=INT_AT_LEAST_1, role=SETTING)       # caption tokens kept
+    freeze_vit: bool = key(True, rule=BOOL, role=SETTING)               # False: `coco` trains it
+    vit_precision: str = key("fp32", rule=PRECISION, role=SETTING)      # storage dtype of the ViT
+    # autograd: ITC features gathered with gradient (N processes == 1); lavis: LAVIS's no-grad gather
+    itc_gather: str = key("autograd", rule=GATHER, role=SETTING)
+    # -- architecture of the random and LAVIS routes (pretrained= reads it from its files)
+    num_query_token: Optional[int] = key(rule=INT_AT_LEAST_1)  # learned queries per image
+    embed_dim: Optional[int] = key(rule=INT_AT_LEAST_1)        # ITC projection width (None: 256)
+    ln_vision_eps: Optional[float] = key()                     # None: LAVIS's 1e-5
+    vision: Optional[dict] = key()          # ViT sizes (components.vision.VisionSpec)
+    qformer: Optional[dict] = key()         # Q-Former sizes (components.qformer.QFormerSpec)
+    # -- training
+    vit_grad_ckpt: bool = key(False, rule=BOOL)         # recompute ViT activations in backward
+    qformer_grad_ckpt: bool = key(False, rule=BOOL)     # same for the Q-Former
+    random_init_seed: int = key(0, rule=INT_AT_LEAST_0, role=OPTION)  # the random route's seed
+    # accepted so the shared option checks read them; the stage-1 model has no LLM and refuses
+    # any value but none/null
+    llm_quantization: str = key("none", role=OPTION)
+    llm_lora: Optional[dict] = key(role=OPTION)
+
+
 # -- which config a registered model name reads ------------------------------------------
 _CONFIGS: dict[str, type[ModelConfig]] = {
-    "instructblip": InstructBlipConfig, "blip2_opt": Blip2Config, "blip2_t5": Blip2Config}
+    "instructblip": InstructBlipConfig, "blip2_opt": Blip2Config, "blip2_t5": Blip2Config,
+    "blip2": Blip2Stage1Config, "blip2_feature_extractor": Blip2Stage1Config,
+    "blip2_image_text_matching": Blip2Stage1Config}
 
 
 def register_model_config(name: str, config: type[ModelConfig] | None = None,

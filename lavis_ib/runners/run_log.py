@@ -4,7 +4,8 @@ JSON lines in `<output_dir>/log.jsonl` (always), and the loggers named in `run.l
 the optional extra `lavis_ib[wandb]`; its files in `<output_dir>/wandb/`).
 
 Each JSON line is one record: `{"type": "train", "step", "loss", "lr", "grad_norm",
-"tokens", "samples_per_s", "time"}` every `run.log_every` steps, `{"type": "val", "step",
+"tokens", "samples_per_s", "time"}` (plus the model's named loss parts, e.g. `loss_itc`,
+each a mean weighted like `loss`) every `run.log_every` steps, `{"type": "val", "step",
 "score", "metrics": {...}}` after validation, and `{"type": "event", ...}` for
 checkpoints, stops and the wandb run started. The loggers get the same scalars
 (`train/<key>`, `val/<dataset>/<metric>`, `val/select_score`) at the same steps.
@@ -92,8 +93,9 @@ class RunLogger:
         self._file.flush()
 
     def step(self, step: int, loss: float, lr: float, grad_norm: float, samples: int,
-             tokens: int, log: bool) -> None:
-        """Advance the bar by one step; write a record when `log`."""
+             tokens: int, log: bool, terms: Mapping[str, float] | None = None) -> None:
+        """Advance the bar by one step; write a record when `log` (with `terms`, the
+        model's loss parts, beside the loss)."""
         if not self.enabled:
             return
         self._samples += samples
@@ -104,11 +106,13 @@ class RunLogger:
         rate = self._samples / max(now - self._last_time, 1e-9)
         self._last_time, self._samples = now, 0
         self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", samples_s=f"{rate:.1f}")
-        self.write({"type": "train", "step": step, "loss": loss, "lr": lr,
+        terms = dict(terms or {})
+        self.write({"type": "train", "step": step, "loss": loss, **terms, "lr": lr,
                     "grad_norm": grad_norm if math.isfinite(grad_norm) else str(grad_norm),
                     "tokens": tokens, "samples_per_s": round(rate, 3)})
         self._scalars({"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm,
-                       "train/samples_per_s": rate, "train/tokens": tokens}, step)
+                       "train/samples_per_s": rate, "train/tokens": tokens,
+                       **{f"train/{k}": v for k, v in terms.items()}}, step)
 
     def validation(self, step: int, results: dict[str, dict[str, float]],
                    score: float | None) -> None:
@@ -152,6 +156,12 @@ class RunLogger:
             self.wandb.finish(exit_code=0 if sys.exc_info()[0] is None else 1)
             self.wandb = None
         self._file.close()
+
+
+def loss_terms(out: Mapping[str, Any]) -> list[str]:
+    """The named loss parts of a model's training output (`loss_itc`, ...): its `loss_*`
+    keys other than `loss_sum`, in the model's order (the same on every rank)."""
+    return [k for k in out if k.startswith("loss_") and k != "loss_sum"]
 
 
 def _has_wandb_login() -> bool:

@@ -43,7 +43,7 @@ from lavis_ib.runners.optim import (build_optimizer, clip_to, derive_batching,
 from lavis_ib.runners.run_folder import RunLock, StopSignals, rank0_decides
 from lavis_ib.runners.runner_mixins import (NonFiniteGuardMixin,
                                             RunFolderMixin)
-from lavis_ib.runners.run_log import RunLogger
+from lavis_ib.runners.run_log import RunLogger, loss_terms
 from lavis_ib.runners.strategies import DistInfo, Strategy, setup_distributed
 
 logger = logging.getLogger(__name__)
@@ -199,6 +199,7 @@ class RunnerIter(RunFolderMixin, NonFiniteGuardMixin):
             log.event(**event)
         stats = torch.zeros(4, dtype=torch.float64, device=info.device)
         stats[3] = float(self.signals.requested is not None)
+        terms: dict[str, torch.Tensor] = {}   # the model's loss_* parts, weighted by tokens
         dtype = autocast_dtype(self.run.amp)
         for a, batch in enumerate(batches):
             if num_samples(batch) == 0:
@@ -213,12 +214,17 @@ class RunnerIter(RunFolderMixin, NonFiniteGuardMixin):
                     out = self.task.train_step(model, batch)
                 loss_sum, tokens = out["loss_sum"], out["num_tokens"]
                 (self.scaler.scale(loss_sum) if self.scaler else loss_sum).backward()
-            stats += torch.stack([loss_sum.detach().double(), torch.as_tensor(
-                tokens, dtype=torch.float64, device=info.device),
+            weight = torch.as_tensor(tokens, dtype=torch.float64, device=info.device)
+            stats += torch.stack([loss_sum.detach().double(), weight,
                 torch.tensor(float(num_samples(batch)), dtype=torch.float64, device=info.device),
                 torch.zeros((), dtype=torch.float64, device=info.device)])
+            for key in loss_terms(out):
+                value = torch.as_tensor(out[key]).detach().to(info.device, torch.float64)
+                terms[key] = terms.get(key, 0.0) + value * weight
+        stats = torch.cat([stats, torch.stack(list(terms.values()))]) if terms else stats
         self.strategy.all_reduce_sum(stats)
-        loss_total, tokens, samples, stop = stats.tolist()
+        loss_total, tokens, samples, stop = stats[:4].tolist()
+        parts = {k: v / max(tokens, 1.0) for k, v in zip(terms, stats[4:].tolist())}
         stop_name = (self.signals.requested or "SIGTERM") if stop > 0 else None
         loss = loss_total / max(tokens, 1.0)
         if not math.isfinite(loss):
@@ -241,7 +247,8 @@ class RunnerIter(RunFolderMixin, NonFiniteGuardMixin):
         self.step += 1
         every = max(self.run.log_every, 1)
         log.step(self.step, loss, lr, norm, int(samples), int(tokens),
-                 log=self.step % every == 0 or self.step == 1 or self.step == self.run.max_iters)
+                 log=self.step % every == 0 or self.step == 1 or self.step == self.run.max_iters,
+                 terms=parts)
         return True, stop_name
 
     def _checkpoint(self, validate: bool, log: RunLogger) -> None:

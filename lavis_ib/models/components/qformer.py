@@ -16,6 +16,11 @@ built with `text_input=False` it has no text side at all (no word/position embed
 no `ffn_text`), as BLIP-2's stage-2 models, whose checkpoints hold only the query side.
 Attention uses `torch.nn.functional.scaled_dot_product_attention`; layers can be
 recomputed in the backward pass (`gradient_checkpointing = True`).
+
+BLIP-2's stage 1 also runs the text side without queries: `encode_text` (the ITC text
+encoder: bidirectional over the text alone) and `decode_text` (ITG: causal over the text,
+every query visible through the per-layer query states a query pass kept in
+`query_states`; the queries never see the text). Both use the text feed-forward only.
 """
 from __future__ import annotations
 
@@ -126,9 +131,14 @@ class QFormerLayer(nn.Module):
         self.ffn_query = FeedForward(*ffn)
         self.ffn_text = FeedForward(*ffn) if text_input else None
 
-    def forward(self, x: torch.Tensor, image: torch.Tensor, mask: torch.Tensor | None,
-                num_queries: int) -> torch.Tensor:
-        x = self.self_attn(x, mask=mask)
+    def forward(self, x: torch.Tensor, image: torch.Tensor | None, mask: torch.Tensor | None,
+                num_queries: int, prefix: torch.Tensor | None = None) -> torch.Tensor:
+        """With `num_queries` 0, `x` is text alone (no image; `prefix`: query states
+        its self-attention also reads, see `QFormer.decode_text`)."""
+        context = x if prefix is None else torch.cat([prefix.to(x.dtype), x], dim=1)
+        x = self.self_attn(x, context=context, mask=mask)
+        if num_queries == 0:
+            return self.ffn_text(x)
         queries, text = x[:, :num_queries], x[:, num_queries:]
         if self.cross_attn is not None:
             queries = self.cross_attn(queries, context=image)
@@ -163,7 +173,8 @@ class QFormer(nn.Module):
 
     def forward(self, queries: torch.Tensor, image: torch.Tensor,
                 text_ids: torch.Tensor | None = None,
-                text_mask: torch.Tensor | None = None) -> torch.Tensor:
+                text_mask: torch.Tensor | None = None,
+                query_states: list | None = None) -> torch.Tensor:
         """Query outputs (B, Q, D).
 
         Args:
@@ -171,7 +182,11 @@ class QFormer(nn.Module):
             image: (B, N, encoder_hidden_size) image tokens (after `ln_vision`).
             text_ids: (B, L) instruction token ids, or None (no instruction).
             text_mask: (B, L) 1 for tokens, 0 for padding.
+            query_states: a list that receives each layer's input (B, Q, D), the keys and
+                values `decode_text` attends to (a query pass without text only).
         """
+        if query_states is not None and text_ids is not None:
+            raise ValueError("query_states are the states of a query pass without text")
         num_queries = queries.shape[1]
         x, mask = queries, None
         if text_ids is not None and text_ids.shape[1] > 0:
@@ -191,8 +206,52 @@ class QFormer(nn.Module):
         x = self.embed_dropout(self.embed_norm(x))
         image = image.to(x.dtype)
         for layer in self.layers:
+            if query_states is not None:
+                query_states.append(x)
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(layer, x, image, mask, num_queries, use_reentrant=False)
             else:
                 x = layer(x, image, mask, num_queries)
         return x[:, :num_queries]
+
+    # -- the text side alone (BLIP-2 stage 1: ITC text encoder, ITG decoder) -----------
+    def _embed_text(self, text_ids: torch.Tensor) -> torch.Tensor:
+        if not self.text_input:
+            raise ValueError("this Q-Former has no text side (text_input=False)")
+        if text_ids.shape[1] > self.spec.max_position_embeddings:
+            raise ValueError(f"Q-Former text of {text_ids.shape[1]} tokens exceeds "
+                             f"max_position_embeddings {self.spec.max_position_embeddings}")
+        positions = torch.arange(text_ids.shape[1], device=text_ids.device)
+        text = self.word_embeddings(text_ids) + self.position_embeddings(positions)[None]
+        return self.embed_dropout(self.embed_norm(text))
+
+    def _text_layers(self, x: torch.Tensor, mask: torch.Tensor,
+                     query_states: list | None) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            prefix = None if query_states is None else query_states[i]
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(layer, x, None, mask, 0, prefix, use_reentrant=False)
+            else:
+                x = layer(x, None, mask, 0, prefix)
+        return x
+
+    def encode_text(self, text_ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """Text outputs (B, L, D) of the text alone: self-attention over the text (padding
+        masked), the text feed-forward, no queries and no image."""
+        mask = text_mask.bool()[:, None, None, :]
+        return self._text_layers(self._embed_text(text_ids), mask, None)
+
+    def decode_text(self, text_ids: torch.Tensor, text_mask: torch.Tensor,
+                    query_states: list) -> torch.Tensor:
+        """Text outputs (B, L, D) of the causal pass: token i attends to every query (the
+        layer inputs of a query pass, `forward(..., query_states=[])`) and to text tokens
+        j <= i that are not padding. Text positions start at 0."""
+        if len(query_states) != len(self.layers):
+            raise ValueError(f"{len(query_states)} query states for {len(self.layers)} layers")
+        b, n = text_ids.shape
+        num_queries = query_states[0].shape[1]
+        causal = torch.ones(n, n, dtype=torch.bool, device=text_ids.device).tril()
+        text_keys = causal[None] & text_mask.bool()[:, None, :]
+        query_keys = torch.ones(b, n, num_queries, dtype=torch.bool, device=text_ids.device)
+        mask = torch.cat([query_keys, text_keys], dim=2)[:, None]
+        return self._text_layers(self._embed_text(text_ids), mask, query_states)

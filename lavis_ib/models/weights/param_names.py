@@ -2,7 +2,9 @@
 Q-Former model: InstructBLIP and BLIP-2 share the names).
 
 lavis_ib's names: `visual_encoder.*` (timm Eva = LAVIS's names), `ln_vision.*`,
-`query_tokens`, `qformer.*` (our compact Q-Former), `llm_proj.*`, `llm.*`.
+`query_tokens`, `qformer.*` (our compact Q-Former), `llm_proj.*`, `llm.*`; BLIP-2's stage 1
+adds `vision_proj.*`, `text_proj.*`, `itm_head.*`, `temp` and the ITG head `lm_head.*` (BERT's
+MLM head without its decoder matrix, which is the word-embedding table).
 Every map is a function from one of *our* names to the other format's name; loading
 inverts it over the model's own keys, so a name the model does not have is reported as
 unexpected instead of being guessed.
@@ -15,6 +17,13 @@ import torch
 
 _QKV = {"q": "query", "k": "key", "v": "value"}
 _FFN = {"ffn_text": ("intermediate", "output"), "ffn_query": ("intermediate_query", "output_query")}
+#: stage-1 heads: our name -> transformers' `Blip2ForImageTextRetrieval` name (LAVIS: ours)
+STAGE1_HF = {"vision_proj": "vision_projection", "text_proj": "text_projection",
+             "itm_head": "itm_head"}
+#: the ITG head's local names -> LAVIS's under `Qformer.cls.predictions.`
+LM_HEAD_LAVIS = {"dense.weight": "transform.dense.weight", "dense.bias": "transform.dense.bias",
+                 "norm.weight": "transform.LayerNorm.weight", "norm.bias": "transform.LayerNorm.bias",
+                 "bias": "bias"}
 
 
 def qformer_to_bert(name: str, style: str) -> str:
@@ -84,6 +93,8 @@ def to_hf(name: str) -> str:
         return "language_model." + rest
     if name == "query_tokens":
         return name
+    if part in STAGE1_HF:   # Blip2ForImageTextRetrieval (it has no `temp`, no ITG head)
+        return f"{STAGE1_HF[part]}.{rest}"
     raise KeyError(f"no Hugging Face name for '{name}'")
 
 
@@ -94,8 +105,10 @@ def to_lavis(name: str, t5: bool) -> str:
         return "Qformer.bert." + qformer_to_bert(rest, "lavis")
     if part == "llm_proj":
         return ("t5_proj." if t5 else "llm_proj.") + rest
-    if part in ("visual_encoder", "ln_vision") or name == "query_tokens":
+    if part in ("visual_encoder", "ln_vision", *STAGE1_HF) or name in ("query_tokens", "temp"):
         return name
+    if part == "lm_head" and rest in LM_HEAD_LAVIS:   # LAVIS keeps BERT's MLM head as Qformer.cls
+        return "Qformer.cls.predictions." + LM_HEAD_LAVIS[rest]
     raise KeyError(f"no LAVIS name for '{name}'")
 
 

@@ -26,6 +26,16 @@ def qformer_tokenizer_from(path: str):
     return tok
 
 
+def caption_tokenizer_from(path: str):
+    """BLIP-2 stage 1's BERT tokenizer: `[DEC]` as bos, captions cut on the right (LAVIS's
+    `init_tokenizer` default; InstructBLIP's instructions are cut on the left)."""
+    tok = load_tokenizer(path, "tokenizer")
+    if tok.bos_token is None:
+        tok.add_special_tokens({"bos_token": "[DEC]"})
+    tok.truncation_side = "right"
+    return tok
+
+
 def check_vocab(model) -> None:
     """The tokenizers must fit the embedding tables they index (a tokenizer from another
     checkpoint would index past the table, or silently mean other words)."""
