@@ -1,3 +1,3 @@
 """Imported on the first registry lookup: registers the built-in entries of this package."""
 from lavis_ib.models.instructblip import model  # noqa: F401  (registers "instructblip")
-from lavis_ib.models.blip2 import model as blip2_model  # noqa: F401,E402  (registers "blip2_opt", "blip2_t5")
+from lavis_ib.models.blip2 import model as blip2_model  # noqa: F401,E402  (registers "blip2_opt", "blip2_t5", "blip2_llm")

@@ -3,12 +3,19 @@
 Where the weights come from (the first that applies):
 
 1. LAVIS route, when any of `checkpoint`, `vit_weights`, `llm_model` is set: the LLM and
-   its tokenizer from `llm_model` (an OPT or FlanT5 directory), the ViT from
-   `vit_weights` (`eva_vit_g.pth`) and/or `checkpoint` (a caption checkpoint holds its
-   fine-tuned ViT), the rest from `checkpoint` (`blip2_pretrained_opt2.7b.pth`, ...); the
-   architecture from `vision`/`qformer`/`num_query_token`;
+   its tokenizer from `llm_model` (an OPT, FlanT5 or other causal-LM directory), the ViT
+   from `vit_weights` (`eva_vit_g.pth`) and/or `checkpoint` (a caption checkpoint holds
+   its fine-tuned ViT), the rest from `checkpoint` (`blip2_pretrained_opt2.7b.pth`,
+   `blip2_pretrained_vicuna7b.pth`, ...); the architecture from
+   `vision`/`qformer`/`num_query_token`. A stage-1 `checkpoint` (`blip2_pretrained.pth`,
+   no projection) starts stage 2 as LAVIS's `pretrain_stage2.yaml` does: read as
+   `init_from` (`blip2.init`), the projection random;
 2. `pretrained`: a `Blip2ForConditionalGeneration` + `Blip2Processor` directory or hub id;
 3. random, from `vision`/`qformer`/`llm_config` and `llm_tokenizer` (the tiny types).
+
+Then the `init_from` sources (training initialisation, `blip2.init`) are applied in order.
+When a stage-1 source among `checkpoint`, `init_from` (or a `pretrained` export) holds the
+Q-Former's text side or ITG head, the model is built to carry them, frozen (`text_side`).
 """
 from __future__ import annotations
 
@@ -19,7 +26,9 @@ from typing import Any
 from lavis_ib.common.errors import ConfigError, LavisIbError
 from lavis_ib.common.precision import DTYPES
 from lavis_ib.models.blip2.hf_format import load_pretrained
-from lavis_ib.models.weights.blip2 import fit_pos_embed, read_source, to_ours
+from lavis_ib.models.blip2.init import holds, init_from
+from lavis_ib.models.blip2.text_side import PROBE_HEAD, PROBE_TEXT, is_carried
+from lavis_ib.models.weights.blip2 import PROJECTIONS, fit_pos_embed, read_source, to_ours
 from lavis_ib.models.weights.files import read_pth
 from lavis_ib.models.weights.load_report import load_into
 from lavis_ib.models.components.qformer import QFormerSpec
@@ -32,17 +41,52 @@ from lavis_ib.models.components.build_routes import build_by_route, checked_conf
 logger = logging.getLogger(__name__)
 
 MODEL_SETTINGS = ("max_txt_len", "max_output_txt_len", "prompt", "freeze_vit",
-                  "vit_precision", "llm_precision")
+                  "vit_precision", "llm_precision", "stage2_objective")
 KNOWN_KEYS = {"arch", "model_type", "pretrained", "checkpoint", "vit_weights", "llm_model",
               "llm_tokenizer", "num_query_token", "vision", "qformer", "llm_config",
-              "ln_vision_eps", "vit_grad_ckpt", "qformer_grad_ckpt", *MODEL_SETTINGS}
+              "ln_vision_eps", "vit_grad_ckpt", "qformer_grad_ckpt", "init_from",
+              "allow_random_init", *MODEL_SETTINGS}
+
+
+class SourceReader:
+    """Reads each weight file of one build once (a source is probed for the text side
+    before the model exists, then loaded); errors name the config key (`labels`)."""
+
+    def __init__(self, labels: dict[str, str] | None = None) -> None:
+        self._seen: dict[str, tuple[str, dict]] = {}
+        self.labels = dict(labels or {})
+
+    def __call__(self, path: str) -> tuple[str, dict]:
+        if path not in self._seen:
+            self._seen[path] = read_source(path, self.labels.get(path, "init_from"))
+        return self._seen[path]
 
 
 def build_from_config(cls, cfg: Any):
     """See the module docstring."""
     cfg, settings = checked_config(cfg, KNOWN_KEYS, MODEL_SETTINGS)
-    model = build_by_route(cls, cfg, settings, lavis=build_lavis, pretrained=load_pretrained,
-                           random=build_random)
+    objective = settings.get("stage2_objective")
+    if objective not in cls.STAGE2_OBJECTIVES:
+        raise ConfigError(f"model.stage2_objective: '{objective}' is not one of "
+                          f"{[o for o in cls.STAGE2_OBJECTIVES if o]} for {cfg.get('arch')} "
+                          f"(prefix_lm is the encoder-decoder objective: blip2_t5).")
+    checkpoint = cfg.get("checkpoint")
+    reader = SourceReader({checkpoint: "checkpoint"} if checkpoint else None)
+    sources = list(cfg.get("init_from") or [])
+    probed = sources + ([checkpoint] if checkpoint else [])
+    if probed:
+        spec = QFormerSpec.from_mapping(cfg["qformer"]) if cfg.get("qformer") else None
+        settings["carry_text_side"] = holds(reader, probed, PROBE_TEXT, None if spec is None
+                                            else (spec.vocab_size, spec.hidden_size))
+        settings["carry_lm_head"] = holds(reader, probed, PROBE_HEAD, None if spec is None
+                                          else (spec.hidden_size, spec.hidden_size))
+    model = build_by_route(cls, cfg, settings,
+                           lavis=lambda c, f, s: build_lavis(c, f, s, reader),
+                           pretrained=load_pretrained, random=build_random)
+    if sources:   # a checkpoint= comes first: init_from fills what it lacks (the text side)
+        first = [checkpoint] if checkpoint else []
+        init_from(model, first + sources, allow_random_init=bool(cfg.get("allow_random_init")),
+                  reader=reader)
     return model
 
 
@@ -89,17 +133,29 @@ def load_vit_file(model, path: str):
     return report
 
 
-def load_lavis_checkpoint(model, path: str, vit_loaded: bool):
+#: tensors only a BLIP-2 stage-1 file holds (its ITC/ITM/ITG heads)
+STAGE1_MARKERS = ("temp", "itm_head.weight", "vision_proj.weight", "Qformer.cls.predictions.bias")
+
+
+def is_stage1(kind: str, raw: dict) -> bool:
+    """A LAVIS file with stage 1's heads and no projection to any LLM: BLIP-2 stage 1
+    (`blip2_pretrained.pth`), which starts stage 2 instead of being its weights."""
+    return (kind == "lavis" and any(k in raw for k in STAGE1_MARKERS)
+            and not any(k.split(".")[0] in PROJECTIONS for k in raw))
+
+
+def load_lavis_checkpoint(model, path: str, vit_loaded: bool, reader=None):
     """A LAVIS BLIP-2 `.pth` through the shared BLIP-2 reader: query tokens, Q-Former,
     `ln_vision`, projection, and the ViT when the file holds one (caption models)."""
-    kind, raw = read_source(path, "checkpoint")
+    kind, raw = (reader or SourceReader({path: "checkpoint"}))(path)
     if kind != "lavis":
         raise LavisIbError(f"checkpoint='{path}' is a {kind} checkpoint, not a LAVIS BLIP-2 "
                            f".pth; pass a Hugging Face directory as pretrained=.")
     state, unused = to_ours("lavis", raw, list(model.state_dict()))
     resampled = fit_pos_embed(state, model.state_dict(), f"checkpoint={path}")
     has_vit = any(k.startswith("visual_encoder.") for k in state)
-    expected = [k for k in model.state_dict() if k.split(".")[0] in TRAINABLE_PARTS
+    expected = [k for k in model.state_dict()
+                if (k.split(".")[0] in TRAINABLE_PARTS and not is_carried(k))
                 or (k.startswith("visual_encoder.") and (has_vit or not vit_loaded))]
     report = load_into(model, state, f"checkpoint={path}", expected=expected)
     report.unexpected += unused
@@ -117,10 +173,10 @@ def load_lavis_checkpoint(model, path: str, vit_loaded: bool):
     return report
 
 
-def build_lavis(cls, cfg: dict, settings: dict):
+def build_lavis(cls, cfg: dict, settings: dict, reader=None):
     """Route 1: a BLIP-2 model from LAVIS files (see the module docstring)."""
     llm, tokenizer = lavis_llm_directory(cfg, DTYPES[settings.get("llm_precision", "fp32")],
-                                         "OPT or FlanT5")
+                                         "OPT, FlanT5 or causal-LM")
     vision, qformer, queries = _spec_args(cfg)
     model = cls(vision, qformer, llm, tokenizer, num_query_token=queries,
                 ln_vision_eps=float(cfg.get("ln_vision_eps") or 1e-5), **settings)
@@ -128,9 +184,16 @@ def build_lavis(cls, cfg: dict, settings: dict):
     reports = {}
     if cfg.get("vit_weights"):
         reports["vit_weights"] = load_vit_file(model, cfg["vit_weights"])
-    if cfg.get("checkpoint"):
-        reports["checkpoint"] = load_lavis_checkpoint(model, cfg["checkpoint"],
-                                                      vit_loaded=bool(cfg.get("vit_weights")))
+    checkpoint = cfg.get("checkpoint")
+    reader = reader or SourceReader({checkpoint: "checkpoint"})
+    if checkpoint and is_stage1(*reader(checkpoint)):
+        logger.info("checkpoint=%s is a BLIP-2 stage-1 file (no projection): stage 2 starts "
+                    "from it as from init_from", checkpoint)
+        reports["checkpoint"] = init_from(model, [checkpoint], reader=reader)
+    elif checkpoint:
+        reports["checkpoint"] = load_lavis_checkpoint(model, checkpoint,
+                                                      vit_loaded=bool(cfg.get("vit_weights")),
+                                                      reader=reader)
     elif not cfg.get("vit_weights"):
         logger.warning("LAVIS route with llm_model only: ViT, Q-Former and projection keep "
                        "random weights.")
