@@ -12,11 +12,12 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 #: transformers `model_type` -> (the attention kernel it must run with, why). Gemma-2
-#: soft-caps its attention logits (tanh(s / cap) * cap) inside the eager kernel only; the
-#: SDPA and flash kernels skip the cap and compute another model.
+#: soft-caps its attention logits (tanh(s / cap) * cap); the eager kernel computes that
+#: with any additive mask (transformers 5 refuses SDPA for Gemma-2; flash kernels take no
+#: 4-D mask, which the trie scorer passes). A config saved for another kernel is put back.
 REQUIRED_ATTENTION = {
-    "gemma2": ("eager", "Gemma-2 soft-caps its attention logits, which only the eager "
-                        "attention kernel computes"),
+    "gemma2": ("eager", "Gemma-2's soft-capped attention with the 4-D masks ranking uses is "
+                        "computed by the eager kernel only"),
 }
 
 
