@@ -442,3 +442,91 @@ def test_stage2_rng_free_split_is_reproducible_across_calls(t5):
         np.random.seed(5)
         second = t5(batch)["loss_sum"]
     assert torch.equal(first, second)
+
+
+# -- projects ------------------------------------------------------------------------------
+STAGE2 = {"opt2.7b": ("blip2_opt", 1920, None), "flant5xl": ("blip2_t5", 1520, "prefix_lm"),
+          "vicuna7b": ("blip2_llm", 1920, None), "vicuna13b": ("blip2_llm", 1920, None)}
+
+
+def _project(path: str):
+    from lavis_ib.common.config import Config
+    from lavis_ib.common.paths import package_path
+
+    return Config(package_path(f"configs/projects/{path}.yaml"))
+
+
+@pytest.mark.parametrize("name", sorted(STAGE2))
+def test_stage2_projects_follow_the_paper(name):
+    """BLIP-2 Sec. 3.4: 80k steps, batch 1920 (OPT) / 1520 (FlanT5), AdamW beta2 0.98, weight
+    decay 0.05, cosine from a 1e-4 peak (5e-5 floor in stage 2) after 2k warm-up steps;
+    stage 1 as init_from, only the projection new."""
+    from lavis_ib.runners.optim import derive_batching
+
+    arch, batch, objective = STAGE2[name]
+    cfg = _project(f"blip2/pretrain_stage2_{name}")
+    run, model = cfg.run_cfg, cfg.model_cfg
+    assert (run.max_iters, run.global_batch_size, run.beta2, run.weight_decay, run.init_lr,
+            run.min_lr, run.warmup_steps, run.lr_sched) == (
+        80000, batch, 0.98, 0.05, 1e-4, 5e-5, 2000, "linear_warmup_cosine_lr")
+    for world in (8, 16):
+        assert derive_batching(run, world)[0] == batch
+    assert model.arch == arch and model.get("stage2_objective") == objective
+    assert list(model.init_from)[0].endswith("blip2_pretrained.pth") and not model.allow_random_init
+    assert not run.balanced_sampling and run.val_every == 0
+    for entry in cfg.datasets_cfg.values():
+        assert list(entry.text_processor.train.templates) == [""]
+
+
+def test_caption_datasets_under_the_stage2_processor_give_caption_samples(tmp_path):
+    """The projects' empty instruction template gives COCO's caption alone (an empty
+    text_input): blip2_opt scores the caption (LAVIS's layout), blip2_t5 with prefix LM
+    splits it."""
+    from lavis_ib.common.registry import registry
+    from lavis_ib.testing.fixtures import write_fixtures
+    from omegaconf import OmegaConf
+
+    fixtures = write_fixtures(str(tmp_path), ["coco_caption"])["coco_caption"]
+    entry = OmegaConf.merge(_project("blip2/pretrain_stage2_flant5xl").datasets_cfg.coco_caption,
+                            fixtures, {"vis_processor": {"train": {"image_size": 32}}})
+    assert entry.text_processor.train.name == "instruction_template"
+    train = registry.get_builder_class("coco_caption")(entry).build_datasets()["train"]
+    batch = train.collater([train[0], train[1]])
+    assert batch["text_input"] == ["", ""] and all(batch["text_output"])
+    opt = load_model("blip2_opt", "tiny_opt", is_eval=True)
+    with torch.no_grad():
+        got = opt({"image": batch["image"], "text_input": batch["text_input"],
+                   "text_output": batch["text_output"]})
+        ref = opt({"image": batch["image"], "text_input": batch["text_output"]})
+    assert torch.equal(got["loss_sum"], ref["loss_sum"])
+    t5 = load_model("blip2_t5", "tiny_flant5", stage2_objective="prefix_lm", is_eval=True)
+    with torch.no_grad():
+        t5(batch)
+    assert t5.prefix_lm_counts["samples"] == 2
+
+
+@pytest.mark.parametrize("size", ["7b", "13b"])
+def test_vicuna_instruction_tuning_starts_from_stage2(size):
+    """The paper's route by default (7B: the published stage-2 file, then stage 1 for the
+    text side; 13B: our stage-2 export), nothing random; the stage-1 start is a named
+    variant that differs in its initialisation alone."""
+    from lavis_ib.common.containers import to_plain
+
+    base = _project(f"instructblip/instruction_tuning_vicuna{size}")
+    variant = _project(f"instructblip/instruction_tuning_vicuna{size}_from_stage1")
+    sources = list(base.model_cfg.init_from)
+    assert not base.model_cfg.allow_random_init
+    if size == "7b":
+        assert sources[0].endswith("blip2_pretrained_vicuna7b.pth")
+        assert sources[1] == "Salesforce/blip2-itm-vit-g"
+    else:
+        assert len(sources) == 1 and sources[0].endswith("blip2_vicuna13b_stage2")
+    assert list(variant.model_cfg.init_from) == ["Salesforce/blip2-itm-vit-g"]
+    assert variant.model_cfg.allow_random_init
+    strip = ("init_from", "allow_random_init")
+    assert {k: v for k, v in to_plain(base.model_cfg).items() if k not in strip} == \
+        {k: v for k, v in to_plain(variant.model_cfg).items() if k not in strip}
+    assert to_plain(base.datasets_cfg) == to_plain(variant.datasets_cfg)
+    run_a, run_b = to_plain(base.run_cfg), to_plain(variant.run_cfg)
+    assert run_b.pop("output_dir").endswith("_from_stage1") and run_a.pop("output_dir")
+    assert run_a == run_b

@@ -78,7 +78,8 @@ class Blip2(QFormerLLM):
                         carried, counts)
         return counts
 
-    def encode(self, image: torch.Tensor, instructions: Sequence[str] | None = None) -> torch.Tensor:
+    def encode(self, image: torch.Tensor,
+               instructions: Sequence[str] | None = None) -> torch.Tensor:
         """LLM soft prompts (B, T*Q, D_llm). BLIP-2's queries do not read the prompt, so
         `instructions` (passed by the shared inference code) are not used."""
         return self.query_outputs(image)

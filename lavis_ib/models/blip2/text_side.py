@@ -25,7 +25,8 @@ from torch import nn
 LM_HEAD_LAVIS = {"dense.weight": "transform.dense.weight", "dense.bias": "transform.dense.bias",
                  "norm.weight": "transform.LayerNorm.weight",
                  "norm.bias": "transform.LayerNorm.bias", "bias": "bias"}
-_TEXT = re.compile(r"qformer\.(word_embeddings|position_embeddings)\.|qformer\.layers\.\d+\.ffn_text\.")
+_TEXT = re.compile(r"qformer\.(word_embeddings|position_embeddings)\."
+                   r"|qformer\.layers\.\d+\.ffn_text\.")
 #: a name each kind of source holds when it has the text side / the ITG head
 PROBE_TEXT = "qformer.word_embeddings.weight"
 PROBE_HEAD = "lm_head.dense.weight"
@@ -40,7 +41,8 @@ def lm_head_names(name: str) -> list[str]:
     """The names the ITG head parameter `name` (`lm_head.*`) may have in a source: ours
     (stage-1 side files) and LAVIS's."""
     local = name[len("lm_head."):]
-    return [name] + ([f"Qformer.cls.predictions.{LM_HEAD_LAVIS[local]}"] if local in LM_HEAD_LAVIS else [])
+    lavis = LM_HEAD_LAVIS.get(local)
+    return [name] + ([f"Qformer.cls.predictions.{lavis}"] if lavis else [])
 
 
 class CarriedLMHead(nn.Module):

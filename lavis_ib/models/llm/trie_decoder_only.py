@@ -44,7 +44,8 @@ def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return mask[:, None]
 
 
-def _within_window(allowed: torch.Tensor, depth: torch.Tensor, plen: int, window: int) -> torch.Tensor:
+def _within_window(allowed: torch.Tensor, depth: torch.Tensor, plen: int,
+                   window: int) -> torch.Tensor:
     """`allowed` restricted to keys fewer than `window` tokens back. A node at depth d sits
     at index plen + d of its sequence (the prompt, left-padded, fills 0..plen-1), so the
     distance to a prompt token at j is plen + d - j and to an ancestor at depth a, d - a."""
