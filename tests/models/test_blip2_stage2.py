@@ -281,7 +281,7 @@ def test_lavis_route_checkpoint_may_be_stage1(stage1_file, tmp_path):
     src.llm_tokenizer.save_pretrained(str(tmp_path / "llm"))
     model = load_model("blip2_opt", "tiny_opt", checkpoint=path, llm_model=str(tmp_path / "llm"),
                        llm_tokenizer=None)
-    assert model.load_report["checkpoint"]["new_in_stage2"] == ["llm_proj.weight", "llm_proj.bias"]
+    assert model.init_report["new_in_stage2"] == ["llm_proj.weight", "llm_proj.bias"]
     for part, (ours, theirs) in _ours_vs_lavis(model, lavis).items():
         assert torch.equal(ours.detach(), theirs), part
 
@@ -335,6 +335,25 @@ def test_stage2_export_carries_the_text_side_to_instructblip(stage1_file, tmp_pa
                        lavis["Qformer.bert.embeddings.word_embeddings.weight"])
     assert torch.equal(ib.qformer.layers[1].ffn_text.fc2.weight,
                        lavis["Qformer.bert.encoder.layer.1.output.dense.weight"])
+
+
+def test_own_weights_come_before_init_from(stage1_file, tmp_path):
+    """`pretrained=` a stage-2 directory (no text side) with stage 1 in `init_from`: the
+    directory's weights stay, stage 1 adds the text side the directory lacks."""
+    path, lavis = stage1_file
+    torch.manual_seed(2)
+    plain = load_model("blip2_llm", "tiny_vicuna", random_init_seed=4)
+    out = plain.save_pretrained(str(tmp_path / "plain"))
+    assert not os.path.isfile(os.path.join(out, "lavis_ib_qformer_text.safetensors"))
+    model = load_model("blip2_llm", "tiny_vicuna", pretrained=out, init_from=[path])
+    assert model.init_report["unfilled"] == [] and model.init_report["new_in_stage2"] == []
+    assert torch.equal(model.query_tokens, plain.query_tokens)
+    assert torch.equal(model.llm_proj.weight, plain.llm_proj.weight)
+    assert torch.equal(model.qformer.layers[0].cross_attn.q.weight,
+                       plain.qformer.layers[0].cross_attn.q.weight)
+    assert torch.equal(model.qformer.word_embeddings.weight,
+                       lavis["Qformer.bert.embeddings.word_embeddings.weight"])
+    assert torch.equal(model.lm_head.bias, lavis["Qformer.cls.predictions.bias"])
 
 
 def load_model_cfg(model_type: str) -> dict:

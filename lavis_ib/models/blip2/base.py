@@ -14,7 +14,7 @@ from lavis_ib.models.blip2.build import build_from_config
 from lavis_ib.models.blip2.hf_format import save_pretrained as save_hf_directory
 from lavis_ib.models.blip2.init import init_from as init_stage2_from
 from lavis_ib.models.blip2.text_side import CarriedLMHead, freeze_carried
-from lavis_ib.models.components.qformer import QFormerSpec
+from lavis_ib.models.components.qformer import QFormer, QFormerSpec
 from lavis_ib.models.components.qformer_llm import QFormerLLM
 from lavis_ib.models.components.vision import VisionSpec
 from lavis_ib.models.weights.hf import merge_preprocess
@@ -66,6 +66,31 @@ class Blip2(QFormerLLM):
     @property
     def carries_text_side(self) -> bool:
         return self.qformer.text_input
+
+    def add_carried_parts(self, text_side: bool, lm_head: bool) -> None:
+        """Give the model the stage-1 parts a weight source will fill (built model, before
+        `init_from`): the Q-Former's text side (the Q-Former rebuilt with it, its query
+        side kept) and the ITG head; both frozen. New tensors start from a fixed seed, so
+        every process builds the same model whatever the global RNG holds."""
+        text_side = text_side and not self.carries_text_side
+        lm_head = lm_head and not hasattr(self, "lm_head")
+        if not (text_side or lm_head):
+            return
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            if text_side:
+                qformer = QFormer(self.qformer_spec, text_input=True)
+                result = qformer.load_state_dict(self.qformer.state_dict(), strict=False)
+                if result.unexpected_keys:   # the query side has the same names either way
+                    raise LavisIbError(f"Q-Former tensors {result.unexpected_keys} have no place "
+                                       f"in the Q-Former with a text side.")
+                qformer.gradient_checkpointing = self.qformer.gradient_checkpointing
+                self.qformer = qformer.to(self.query_tokens.device)
+            if lm_head:
+                spec = self.qformer_spec
+                self.lm_head = CarriedLMHead(spec.hidden_size, spec.vocab_size,
+                                             spec.layer_norm_eps).to(self.query_tokens.device)
+        self.configure_trainable()
 
     def configure_trainable(self) -> dict[str, int]:
         """`QFormerLLM`'s decision, with the carried stage-1 text side and ITG head frozen."""

@@ -13,9 +13,11 @@ Where the weights come from (the first that applies):
 2. `pretrained`: a `Blip2ForConditionalGeneration` + `Blip2Processor` directory or hub id;
 3. random, from `vision`/`qformer`/`llm_config` and `llm_tokenizer` (the tiny types).
 
-Then the `init_from` sources (training initialisation, `blip2.init`) are applied in order.
-When a stage-1 source among `checkpoint`, `init_from` (or a `pretrained` export) holds the
-Q-Former's text side or ITG head, the model is built to carry them, frozen (`text_side`).
+Then the `init_from` sources (training initialisation, `blip2.init`) are applied in order,
+after the model's own `checkpoint` or `pretrained` weights, which fill first.
+When a source among `checkpoint` and `init_from` (or a `pretrained` export) holds the
+Q-Former's stage-1 text side or ITG head, the model gets them, frozen, to carry them
+(`text_side`); a stage-1 `checkpoint` is the first `init_from` source.
 """
 from __future__ import annotations
 
@@ -73,18 +75,19 @@ def build_from_config(cls, cfg: Any):
     checkpoint = cfg.get("checkpoint")
     reader = SourceReader({checkpoint: "checkpoint"} if checkpoint else None)
     sources = list(cfg.get("init_from") or [])
-    probed = sources + ([checkpoint] if checkpoint else [])
-    if probed:
-        spec = QFormerSpec.from_mapping(cfg["qformer"]) if cfg.get("qformer") else None
-        settings["carry_text_side"] = holds(reader, probed, PROBE_TEXT, None if spec is None
-                                            else (spec.vocab_size, spec.hidden_size))
-        settings["carry_lm_head"] = holds(reader, probed, PROBE_HEAD, None if spec is None
-                                          else (spec.hidden_size, spec.hidden_size))
     model = build_by_route(cls, cfg, settings,
                            lavis=lambda c, f, s: build_lavis(c, f, s, reader),
                            pretrained=load_pretrained, random=build_random)
-    if sources:   # a checkpoint= comes first: init_from fills what it lacks (the text side)
-        first = [checkpoint] if checkpoint else []
+    stage1 = bool(checkpoint) and is_stage1(*reader(checkpoint))
+    # the model's own weights come first: init_from fills what they lack (the text side)
+    lavis_route = any(cfg.get(k) for k in ("checkpoint", "vit_weights", "llm_model"))
+    first = [checkpoint] if checkpoint else (
+        [cfg["pretrained"]] if cfg.get("pretrained") and not lavis_route else [])
+    if sources or stage1:
+        spec = model.qformer_spec
+        model.add_carried_parts(
+            holds(reader, first + sources, PROBE_TEXT, (spec.vocab_size, spec.hidden_size)),
+            holds(reader, first + sources, PROBE_HEAD, (spec.hidden_size, spec.hidden_size)))
         init_from(model, first + sources, allow_random_init=bool(cfg.get("allow_random_init")),
                   reader=reader)
     return model
@@ -188,8 +191,7 @@ def build_lavis(cls, cfg: dict, settings: dict, reader=None):
     reader = reader or SourceReader({checkpoint: "checkpoint"})
     if checkpoint and is_stage1(*reader(checkpoint)):
         logger.info("checkpoint=%s is a BLIP-2 stage-1 file (no projection): stage 2 starts "
-                    "from it as from init_from", checkpoint)
-        reports["checkpoint"] = init_from(model, [checkpoint], reader=reader)
+                    "from it as from init_from (the projection random)", checkpoint)
     elif checkpoint:
         reports["checkpoint"] = load_lavis_checkpoint(model, checkpoint,
                                                       vit_loaded=bool(cfg.get("vit_weights")),

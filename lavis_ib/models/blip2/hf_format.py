@@ -88,8 +88,7 @@ def load_pretrained(cls, path: str, settings: dict):
     if os.path.isfile(extra_path):
         with open(extra_path) as f:
             ln_eps = json.load(f).get("ln_vision_eps", ln_eps)
-    carried = {k: bool(settings.get(k)) or v for k, v in _carried(directory).items()}
-    settings = {**settings, **carried}
+    settings = {**settings, **_carried(directory)}
     model = cls(_spec(VisionSpec, config.vision_config), _spec(QFormerSpec, config.qformer_config),
                 llm, AutoTokenizer.from_pretrained(directory),
                 num_query_token=config.num_query_tokens, ln_vision_eps=ln_eps, **settings)
