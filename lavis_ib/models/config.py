@@ -227,12 +227,22 @@ class InstructBlipConfig(QFormerModelConfig):
     allow_random_init: bool = key(False, rule=BOOL)  # init_from may leave trainable weights random
 
 
+OBJECTIVES = (None, "prefix_lm")
+OBJECTIVE = Rule(lambda v: v in OBJECTIVES, "model.{key}: '{value}' is not one of null, prefix_lm.")
+RULES = RULES + (OBJECTIVE,)
+
+
 @dataclass
 class Blip2Config(QFormerModelConfig):
     """`blip2_opt`, `blip2_t5`: queries only (the Q-Former reads no text); LAVIS's lengths."""
 
     max_txt_len: int = key(32, rule=INT_AT_LEAST_1, role=SETTING)
     max_output_txt_len: int = key(32, rule=INT_AT_LEAST_1, role=SETTING)
+    # stage 2: None = LM loss on the text (decoder-only; instruction data on FlanT5);
+    # prefix_lm = the paper's split caption (blip2_t5 only; docs/pretraining_stage2.md)
+    stage2_objective: Optional[str] = key(None, rule=OBJECTIVE, role=SETTING)
+    init_from: list = key([])                   # stage-1 sources of what the node's weights lack
+    allow_random_init: bool = key(False, rule=BOOL)  # init_from may leave trainable weights random
 
 
 GATHERS = ("autograd", "lavis")
@@ -277,6 +287,7 @@ class Blip2Stage1Config(ModelConfig):
 # -- which config a registered model name reads ------------------------------------------
 _CONFIGS: dict[str, type[ModelConfig]] = {
     "instructblip": InstructBlipConfig, "blip2_opt": Blip2Config, "blip2_t5": Blip2Config,
+    "blip2_llm": Blip2Config,
     "blip2": Blip2Stage1Config, "blip2_feature_extractor": Blip2Stage1Config,
     "blip2_image_text_matching": Blip2Stage1Config}
 

@@ -1,8 +1,10 @@
 """Tiny tokenizers shipped as package data (`lavis_ib/assets/`), built offline in code.
 
-`tiny_vicuna`, `tiny_flant5` and `tiny_opt` must work without any download, so their
+`tiny_vicuna`, `tiny_flant5`, `tiny_opt` and the tiny types of the other LLM families
+(LLaMA-3, Qwen2, Mistral, Phi-3, Gemma-2) must work without any download, so their
 tokenizers are made with transformers' own tokenizer classes from an in-code vocabulary
-(single characters; all 256 bytes for the byte-level one) and saved under
+(single characters, or all 256 bytes for the byte-level ones) laid out like each family's
+(special tokens, their ids' order, whether a BOS is prepended) and saved under
 `lavis_ib/assets/`. Rebuild them with `python -m lavis_ib.testing.tiny_assets`
 (the test suite checks the shipped files still match this code).
 """
@@ -16,7 +18,9 @@ from lavis_ib.common.paths import package_path
 
 ASSETS = package_path("assets")
 NAMES = {"llama": "tiny_llama_tokenizer", "t5": "tiny_t5_tokenizer", "bert": "tiny_bert_tokenizer",
-         "opt": "tiny_opt_tokenizer"}
+         "opt": "tiny_opt_tokenizer", "llama3": "tiny_llama3_tokenizer",
+         "qwen2": "tiny_qwen2_tokenizer", "mistral": "tiny_mistral_tokenizer",
+         "phi3": "tiny_phi3_tokenizer", "gemma2": "tiny_gemma2_tokenizer"}
 _CHARS = list(string.ascii_lowercase + string.ascii_uppercase + string.digits + string.punctuation)
 
 
@@ -70,12 +74,114 @@ def tiny_opt_tokenizer():
                          unk_token="</s>", pad_token="<pad>", add_bos_token=True)
 
 
+def _byte_level_vocab(first: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """`first` tokens, the 256 byte symbols, and merges of space + letter and a few pairs."""
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    vocab = {token: i for i, token in enumerate(first)}
+    for symbol in sorted(ByteLevel.alphabet()):
+        vocab.setdefault(symbol, len(vocab))
+    space = "\u0120"   # the byte-level symbol of " "
+    pairs = [(space, c) for c in string.ascii_lowercase] + [("t", "h"), ("h", "e"), ("i", "n")]
+    for left, right in pairs:
+        vocab[left + right] = len(vocab)
+    return vocab, pairs
+
+
+def _sentencepiece_vocab(first: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """`first` tokens, the 256 byte-fallback pieces `<0x00>`..`<0xFF>` (so a newline or
+    any other character still encodes), "\u2581", the characters, and "\u2581" + character
+    as merges (one token per word-initial character, as SentencePiece vocabularies have)."""
+    vocab = {token: i for i, token in enumerate(first)}
+    for byte in range(256):
+        vocab[f"<0x{byte:02X}>"] = len(vocab)
+    for piece in ["\u2581"] + _CHARS:
+        vocab.setdefault(piece, len(vocab))
+    pairs = [("\u2581", c) for c in _CHARS]
+    for left, right in pairs:
+        vocab[left + right] = len(vocab)
+    return vocab, pairs
+
+
+def tiny_llama3_tokenizer():
+    """LLaMA-3's layout: byte-level BPE (tiktoken-style), `<|begin_of_text|>` prepended to
+    every text, `<|end_of_text|>` as eos, `<|eot_id|>` among the special tokens after the
+    regular vocabulary, and no pad token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab, pairs = _byte_level_vocab([])
+    specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
+                "<|end_header_id|>", "<|eot_id|>"]
+    for token in specials:
+        vocab[token] = len(vocab)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=pairs))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    bos = specials[0]
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, vocab[bos])])
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=bos,
+                                  eos_token="<|end_of_text|>")
+    tok.add_special_tokens({"additional_special_tokens": specials[2:]})
+    return tok
+
+
+def tiny_qwen2_tokenizer():
+    """Qwen2's layout: byte-level BPE, no BOS, `<|endoftext|>` as eos, pad and unk, and
+    the chat tokens `<|im_start|>` / `<|im_end|>`, all after the regular vocabulary."""
+    from transformers import Qwen2Tokenizer
+
+    vocab, pairs = _byte_level_vocab([])
+    for token in ("<|endoftext|>", "<|im_start|>", "<|im_end|>"):
+        vocab[token] = len(vocab)
+    tok = Qwen2Tokenizer(vocab=vocab, merges=pairs)
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    return tok
+
+
+def tiny_mistral_tokenizer():
+    """Mistral's layout: SentencePiece-style BPE with byte fallback, `<unk>` `<s>` `</s>`
+    as ids 0-2, BOS prepended, no pad token."""
+    from transformers import LlamaTokenizer
+
+    vocab, pairs = _sentencepiece_vocab(["<unk>", "<s>", "</s>"])
+    return LlamaTokenizer(vocab=vocab, merges=pairs, add_bos_token=True, add_eos_token=False)
+
+
+def tiny_phi3_tokenizer():
+    """Phi-3's layout: the LLaMA-2 SentencePiece vocabulary (`<unk>` `<s>` `</s>` as ids
+    0-2, byte fallback) with `<|endoftext|>` as eos and pad and the chat tokens
+    (`<|user|>`, `<|assistant|>`, `<|end|>`) added after it. This stand-in prepends no
+    BOS, so the family covers a SentencePiece tokenizer without one."""
+    from transformers import LlamaTokenizer
+
+    vocab, pairs = _sentencepiece_vocab(["<unk>", "<s>", "</s>"])
+    for token in ("<|endoftext|>", "<|user|>", "<|assistant|>", "<|end|>"):
+        vocab[token] = len(vocab)
+    tok = LlamaTokenizer(vocab=vocab, merges=pairs, add_bos_token=False, add_eos_token=False,
+                         eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    tok.add_special_tokens({"additional_special_tokens": ["<|user|>", "<|assistant|>", "<|end|>"]})
+    return tok
+
+
+def tiny_gemma2_tokenizer():
+    """Gemma's layout: `<pad>` `<eos>` `<bos>` `<unk>` `<mask>` as ids 0-4, BOS prepended,
+    SentencePiece-style BPE with byte fallback."""
+    from transformers import GemmaTokenizer
+
+    vocab, pairs = _sentencepiece_vocab(["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"])
+    return GemmaTokenizer(vocab=vocab, merges=pairs, add_bos_token=True, add_eos_token=False)
+
+
 BUILDERS = {"llama": tiny_llama_tokenizer, "t5": tiny_t5_tokenizer, "bert": tiny_bert_tokenizer,
-            "opt": tiny_opt_tokenizer}
+            "opt": tiny_opt_tokenizer, "llama3": tiny_llama3_tokenizer,
+            "qwen2": tiny_qwen2_tokenizer, "mistral": tiny_mistral_tokenizer,
+            "phi3": tiny_phi3_tokenizer, "gemma2": tiny_gemma2_tokenizer}
 
 
 def asset_path(kind: str) -> str:
-    """Directory of the shipped tiny tokenizer `kind` ("llama", "t5", "bert", "opt")."""
+    """Directory of the shipped tiny tokenizer `kind` (a key of `NAMES`)."""
     return os.path.join(ASSETS, NAMES[kind])
 
 

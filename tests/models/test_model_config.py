@@ -37,14 +37,15 @@ INSTRUCTBLIP_SETTINGS = {"qformer_text_input", "max_txt_len", "max_output_txt_le
 
 def test_keys_roles_and_builtin_names():
     assert InstructBlipConfig.keys() == INSTRUCTBLIP_KEYS
-    assert Blip2Config.keys() == BLIP2_KEYS
+    assert Blip2Config.keys() == BLIP2_KEYS | {"stage2_objective", "init_from", "allow_random_init"}
     assert set(InstructBlipConfig.keys_with(SETTING)) == INSTRUCTBLIP_SETTINGS
-    assert set(Blip2Config.keys_with(SETTING)) == INSTRUCTBLIP_SETTINGS - {"qformer_text_input"}
+    assert set(Blip2Config.keys_with(SETTING)) == \
+        INSTRUCTBLIP_SETTINGS - {"qformer_text_input"} | {"stage2_objective"}
     assert InstructBlipConfig.keys_with(LAVIS_ROUTE) == ("checkpoint", "vit_weights", "llm_model")
     assert set(InstructBlipConfig.keys_with(OPTION)) == {"llm_quantization", "llm_lora",
                                                          "random_init_seed"}
     assert config_class("instructblip") is InstructBlipConfig
-    assert config_class("blip2_opt") is config_class("blip2_t5") is Blip2Config
+    assert config_class("blip2_opt") is config_class("blip2_t5") is config_class("blip2_llm") is Blip2Config
 
 
 def test_builtin_models_all_declare_a_config():
@@ -58,14 +59,18 @@ def test_builtin_models_all_declare_a_config():
 def test_settings_agree_with_the_constructors():
     """Each setting is a keyword of the model class's constructor, with the same default
     (checked through the signature, as torchtune checks a config against its component)."""
+    from lavis_ib.models.blip2.decoder_only import Blip2LLM
     from lavis_ib.models.blip2.model import Blip2OPT, Blip2T5
     from lavis_ib.models.instructblip.model import InstructBLIP
 
     assert InstructBlipConfig.signature_problems(InstructBLIP) == []
     assert Blip2Config.signature_problems(Blip2OPT) == [] == Blip2Config.signature_problems(Blip2T5)
-    # Blip2Config on InstructBLIP: its lengths default to 128/256 there, not 32/32
-    assert [p.split(" defaults")[0] for p in Blip2Config.signature_problems(InstructBLIP)] == [
-        "Blip2Config.max_txt_len", "Blip2Config.max_output_txt_len"]
+    assert Blip2Config.signature_problems(Blip2LLM) == []
+    # Blip2Config on InstructBLIP: its lengths default to 128/256 there, not 32/32, and it has
+    # no stage-2 objective
+    assert [p.split(" defaults")[0].split(" is a")[0]
+            for p in Blip2Config.signature_problems(InstructBLIP)] == [
+        "Blip2Config.max_txt_len", "Blip2Config.max_output_txt_len", "Blip2Config.stage2_objective"]
 
     @dataclasses.dataclass
     class Extra(InstructBlipConfig):

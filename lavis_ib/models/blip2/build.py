@@ -3,12 +3,21 @@
 Where the weights come from (the first that applies):
 
 1. LAVIS route, when any of `checkpoint`, `vit_weights`, `llm_model` is set: the LLM and
-   its tokenizer from `llm_model` (an OPT or FlanT5 directory), the ViT from
-   `vit_weights` (`eva_vit_g.pth`) and/or `checkpoint` (a caption checkpoint holds its
-   fine-tuned ViT), the rest from `checkpoint` (`blip2_pretrained_opt2.7b.pth`, ...); the
-   architecture from `vision`/`qformer`/`num_query_token`;
+   its tokenizer from `llm_model` (an OPT, FlanT5 or other causal-LM directory), the ViT
+   from `vit_weights` (`eva_vit_g.pth`) and/or `checkpoint` (a caption checkpoint holds
+   its fine-tuned ViT), the rest from `checkpoint` (`blip2_pretrained_opt2.7b.pth`,
+   `blip2_pretrained_vicuna7b.pth`, ...); the architecture from
+   `vision`/`qformer`/`num_query_token`. A stage-1 `checkpoint` (`blip2_pretrained.pth`,
+   no projection) starts stage 2 as LAVIS's `pretrain_stage2.yaml` does: read as
+   `init_from` (`blip2.init`), the projection random;
 2. `pretrained`: a `Blip2ForConditionalGeneration` + `Blip2Processor` directory or hub id;
 3. random, from `vision`/`qformer`/`llm_config` and `llm_tokenizer` (the tiny types).
+
+Then the `init_from` sources (training initialisation, `blip2.init`) are applied in order,
+after the model's own `checkpoint` or `pretrained` weights, which fill first.
+When a source among `checkpoint` and `init_from` (or a `pretrained` export) holds the
+Q-Former's stage-1 text side or ITG head, the model gets them, frozen, to carry them
+(`text_side`); a stage-1 `checkpoint` is the first `init_from` source.
 """
 from __future__ import annotations
 
@@ -19,7 +28,9 @@ from typing import Any
 from lavis_ib.common.errors import ConfigError, LavisIbError
 from lavis_ib.common.precision import DTYPES
 from lavis_ib.models.blip2.hf_format import load_pretrained
-from lavis_ib.models.weights.blip2 import fit_pos_embed, read_source, to_ours
+from lavis_ib.models.blip2.init import holds, init_from
+from lavis_ib.models.blip2.text_side import PROBE_HEAD, PROBE_TEXT, is_carried
+from lavis_ib.models.weights.blip2 import PROJECTIONS, fit_pos_embed, read_source, to_ours
 from lavis_ib.models.weights.files import read_pth
 from lavis_ib.models.weights.load_report import load_into
 from lavis_ib.models.components.qformer import QFormerSpec
@@ -36,11 +47,46 @@ logger = logging.getLogger(__name__)
 LN_VISION_EPS = 1e-5
 
 
+class SourceReader:
+    """Reads each weight file of one build once (a source is probed for the text side
+    before the model exists, then loaded); errors name the config key (`labels`)."""
+
+    def __init__(self, labels: dict[str, str] | None = None) -> None:
+        self._seen: dict[str, tuple[str, dict]] = {}
+        self.labels = dict(labels or {})
+
+    def __call__(self, path: str) -> tuple[str, dict]:
+        if path not in self._seen:
+            self._seen[path] = read_source(path, self.labels.get(path, "init_from"))
+        return self._seen[path]
+
+
 def build_from_config(cls, cfg: Any):
     """See the module docstring; the node's keys are `Blip2Config`'s."""
     cfg, settings = Blip2Config.checked(cfg, builder=cls)
-    model = build_by_route(cls, cfg, settings, lavis=build_lavis, pretrained=load_pretrained,
-                           random=build_random)
+    objective = settings.get("stage2_objective")
+    if objective not in cls.STAGE2_OBJECTIVES:
+        raise ConfigError(f"model.stage2_objective: '{objective}' is not one of "
+                          f"{[o for o in cls.STAGE2_OBJECTIVES if o]} for {cfg.get('arch')} "
+                          f"(prefix_lm is the encoder-decoder objective: blip2_t5).")
+    checkpoint = cfg.get("checkpoint")
+    reader = SourceReader({checkpoint: "checkpoint"} if checkpoint else None)
+    sources = list(cfg.get("init_from") or [])
+    model = build_by_route(cls, cfg, settings,
+                           lavis=lambda c, f, s: build_lavis(c, f, s, reader),
+                           pretrained=load_pretrained, random=build_random)
+    stage1 = bool(checkpoint) and is_stage1(*reader(checkpoint))
+    # the model's own weights come first: init_from fills what they lack (the text side)
+    lavis_route = any(cfg.get(k) for k in ("checkpoint", "vit_weights", "llm_model"))
+    first = [checkpoint] if checkpoint else (
+        [cfg["pretrained"]] if cfg.get("pretrained") and not lavis_route else [])
+    if sources or stage1:
+        spec = model.qformer_spec
+        model.add_carried_parts(
+            holds(reader, first + sources, PROBE_TEXT, (spec.vocab_size, spec.hidden_size)),
+            holds(reader, first + sources, PROBE_HEAD, (spec.hidden_size, spec.hidden_size)))
+        init_from(model, first + sources, allow_random_init=bool(cfg.get("allow_random_init")),
+                  reader=reader)
     return model
 
 
@@ -87,17 +133,29 @@ def load_vit_file(model, path: str):
     return report
 
 
-def load_lavis_checkpoint(model, path: str, vit_loaded: bool):
+#: tensors only a BLIP-2 stage-1 file holds (its ITC/ITM/ITG heads)
+STAGE1_MARKERS = ("temp", "itm_head.weight", "vision_proj.weight", "Qformer.cls.predictions.bias")
+
+
+def is_stage1(kind: str, raw: dict) -> bool:
+    """A LAVIS file with stage 1's heads and no projection to any LLM: BLIP-2 stage 1
+    (`blip2_pretrained.pth`), which starts stage 2 instead of being its weights."""
+    return (kind == "lavis" and any(k in raw for k in STAGE1_MARKERS)
+            and not any(k.split(".")[0] in PROJECTIONS for k in raw))
+
+
+def load_lavis_checkpoint(model, path: str, vit_loaded: bool, reader=None):
     """A LAVIS BLIP-2 `.pth` through the shared BLIP-2 reader: query tokens, Q-Former,
     `ln_vision`, projection, and the ViT when the file holds one (caption models)."""
-    kind, raw = read_source(path, "checkpoint")
+    kind, raw = (reader or SourceReader({path: "checkpoint"}))(path)
     if kind != "lavis":
         raise LavisIbError(f"checkpoint='{path}' is a {kind} checkpoint, not a LAVIS BLIP-2 "
                            f".pth; pass a Hugging Face directory as pretrained=.")
     state, unused = to_ours("lavis", raw, list(model.state_dict()))
     resampled = fit_pos_embed(state, model.state_dict(), f"checkpoint={path}")
     has_vit = any(k.startswith("visual_encoder.") for k in state)
-    expected = [k for k in model.state_dict() if k.split(".")[0] in TRAINABLE_PARTS
+    expected = [k for k in model.state_dict()
+                if (k.split(".")[0] in TRAINABLE_PARTS and not is_carried(k))
                 or (k.startswith("visual_encoder.") and (has_vit or not vit_loaded))]
     report = load_into(model, state, f"checkpoint={path}", expected=expected)
     report.unexpected += unused
@@ -115,10 +173,10 @@ def load_lavis_checkpoint(model, path: str, vit_loaded: bool):
     return report
 
 
-def build_lavis(cls, cfg: dict, settings: dict):
+def build_lavis(cls, cfg: dict, settings: dict, reader=None):
     """Route 1: a BLIP-2 model from LAVIS files (see the module docstring)."""
     llm, tokenizer = lavis_llm_directory(cfg, DTYPES[settings.get("llm_precision", "fp32")],
-                                         "OPT or FlanT5")
+                                         "OPT, FlanT5 or causal-LM")
     vision, qformer, queries = _spec_args(cfg)
     model = cls(vision, qformer, llm, tokenizer, num_query_token=queries,
                 ln_vision_eps=float(cfg.get("ln_vision_eps") or LN_VISION_EPS), **settings)
@@ -126,9 +184,15 @@ def build_lavis(cls, cfg: dict, settings: dict):
     reports = {}
     if cfg.get("vit_weights"):
         reports["vit_weights"] = load_vit_file(model, cfg["vit_weights"])
-    if cfg.get("checkpoint"):
-        reports["checkpoint"] = load_lavis_checkpoint(model, cfg["checkpoint"],
-                                                      vit_loaded=bool(cfg.get("vit_weights")))
+    checkpoint = cfg.get("checkpoint")
+    reader = reader or SourceReader({checkpoint: "checkpoint"})
+    if checkpoint and is_stage1(*reader(checkpoint)):
+        logger.info("checkpoint=%s is a BLIP-2 stage-1 file (no projection): stage 2 starts "
+                    "from it as from init_from (the projection random)", checkpoint)
+    elif checkpoint:
+        reports["checkpoint"] = load_lavis_checkpoint(model, checkpoint,
+                                                      vit_loaded=bool(cfg.get("vit_weights")),
+                                                      reader=reader)
     elif not cfg.get("vit_weights"):
         logger.warning("LAVIS route with llm_model only: ViT, Q-Former and projection keep "
                        "random weights.")

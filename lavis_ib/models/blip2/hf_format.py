@@ -2,8 +2,14 @@
 
 `load_pretrained` reads a directory (or a hub id in the local cache) written by
 transformers: architecture, weights (through the shared BLIP-2 reader,
-`components.blip2_weights`), the LLM tokenizer and the eval image settings.
+`weights.blip2`), the LLM tokenizer and the eval image settings.
 `save_pretrained` writes the same layout, which transformers loads back.
+
+A model that carries stage 1's Q-Former text side (`text_side`) writes it beside that
+layout, in `lavis_ib_qformer_text.safetensors`, where transformers' stage-2 layout has no
+place for it: the text side under the names transformers' stage-1 layout
+(`Blip2ForImageTextRetrieval`) gives it, the ITG head as `lm_head.*`. `load_pretrained`,
+and InstructBLIP's `init_from`, read it back from the directory.
 """
 from __future__ import annotations
 
@@ -16,7 +22,9 @@ import torch
 
 from lavis_ib.common.errors import LavisIbError
 from lavis_ib.common.precision import DTYPES
+from lavis_ib.models.blip2.text_side import is_carried
 from lavis_ib.models.weights.blip2 import hf_blip2_name, to_ours
+from lavis_ib.models.weights.files import checkpoint_keys
 from lavis_ib.models.weights.hf import (build_llm, image_processor_for,
                                                        load_directory_weights, tokenizer_with_token)
 from lavis_ib.models.weights.hub import resolve_dir
@@ -29,6 +37,27 @@ from lavis_ib.processors.image import CLIP_MEAN, CLIP_STD
 logger = logging.getLogger(__name__)
 IMAGE_TOKEN = "<image>"
 SETTINGS_FILE = "lavis_ib.json"   # ln_vision's eps: transformers' config cannot hold it
+TEXT_SIDE_FILE = "lavis_ib_qformer_text.safetensors"   # the carried stage-1 text side
+
+
+def _carried(directory: str) -> dict[str, bool]:
+    """The model settings that build the text side / ITG head a directory holds."""
+    keys = checkpoint_keys(directory)
+    return {"carry_text_side": "embeddings.word_embeddings.weight" in keys,
+            "carry_lm_head": "lm_head.dense.weight" in keys}
+
+
+def _to_ours(state: dict, keys: list[str]) -> tuple[dict, list[str]]:
+    """transformers' BLIP-2 names, and the ITG head under its own name."""
+    out, unused = to_ours("hf_blip2", state, [k for k in keys if not k.startswith("lm_head.")])
+    for key in keys:
+        if key.startswith("lm_head.") and key in state:
+            out[key] = state[key]
+    return out, [k for k in unused if not k.startswith("lm_head.")]
+
+
+def _hf_name(name: str) -> str:
+    return name if name.startswith("lm_head.") else hf_blip2_name(name)
 
 
 def _spec(cls, hf_config):
@@ -59,20 +88,19 @@ def load_pretrained(cls, path: str, settings: dict):
     if os.path.isfile(extra_path):
         with open(extra_path) as f:
             ln_eps = json.load(f).get("ln_vision_eps", ln_eps)
+    settings = {**settings, **_carried(directory)}
     model = cls(_spec(VisionSpec, config.vision_config), _spec(QFormerSpec, config.qformer_config),
                 llm, AutoTokenizer.from_pretrained(directory),
                 num_query_token=config.num_query_tokens, ln_vision_eps=ln_eps, **settings)
     model.check_llm_vocab()
-    return load_directory_weights(model, directory, path,
-                                  lambda state, keys: to_ours("hf_blip2", state, keys),
-                                  hf_blip2_name)
+    return load_directory_weights(model, directory, path, _to_ours, _hf_name)
 
 
 def _hf_state(model, rows: int | None) -> dict:
     """Our state dict under transformers' BLIP-2 names (ViT q/v biases fused), the LLM's
     embedding tables grown to `rows` with their mean row when the image token is new."""
-    state = {k: v.detach().cpu().contiguous()
-             for k, v in model.state_dict().items() if k not in tied_aliases(model)}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+             if k not in tied_aliases(model) and not is_carried(k)}
     if rows is not None:
         tables = {p for p in (model.llm.get_input_embeddings().weight,
                               getattr(model.llm.get_output_embeddings(), "weight", None))
@@ -118,4 +146,11 @@ def save_pretrained(model, directory: str) -> str:
                    num_query_tokens=model.query_tokens.shape[1]).save_pretrained(directory)
     with open(os.path.join(directory, SETTINGS_FILE), "w") as f:
         json.dump({"ln_vision_eps": model.ln_vision.eps}, f, indent=2)
+    carried = {_hf_name(k): v.detach().cpu().contiguous()
+               for k, v in model.state_dict().items() if is_carried(k)}
+    if carried:
+        save_file(carried, os.path.join(directory, TEXT_SIDE_FILE), metadata={"format": "pt"})
+        logger.info("wrote the carried stage-1 Q-Former text side (%d tensors) to %s: "
+                    "transformers' stage-2 layout has no place for it", len(carried),
+                    TEXT_SIDE_FILE)
     return directory

@@ -9,7 +9,12 @@ from BLIP-2 and the Q-Former's text side from BERT, as LAVIS does). Recognised s
   directory (stage 2: query side of the Q-Former, `ln_vision`, projection);
 * a Hugging Face InstructBLIP directory;
 * a LAVIS BLIP-2 / InstructBLIP .pth (`Qformer.bert.*`, `query_tokens`, `ln_vision.*`,
-  `llm_proj`/`t5_proj`/`opt_proj`);
+  `llm_proj`/`t5_proj`/`opt_proj`), e.g. the paper's route for Vicuna: LAVIS's
+  `blip2_pretrained_vicuna7b.pth` (stage 2: query side and projection) then stage 1's
+  `blip2_pretrained.pth` for the text side stage 2 dropped (LAVIS #344);
+* a lavis_ib BLIP-2 stage-2 export: the `Blip2ForConditionalGeneration` directory with the
+  stage-1 text side the model carried beside it (`lavis_ib_qformer_text.safetensors`,
+  read with the directory), so it fills every trainable parameter;
 * a BERT checkpoint (directory or file; `bert.` prefix optional) for the text side:
   embeddings, self-attention and text FFNs. A BERT vocabulary one token shorter than the
   Q-Former's (no `[DEC]`) fills the rows it has.
@@ -19,7 +24,8 @@ BLIP-2 models load with, so both models see the same tensors in a BLIP-2 file.
 
 Tensors whose shape does not fit (e.g. the projection of a BLIP-2 for another LLM) are
 skipped and reported. A trainable parameter left unfilled is an error unless
-`allow_random_init=True`. Returns {source: [filled parameter names]} plus "unfilled".
+`allow_random_init=True`, and then logged as the deviation it is (a random projection
+above all). Returns {source: [filled parameter names]} plus "unfilled".
 """
 from __future__ import annotations
 
@@ -98,5 +104,21 @@ def init_from(model, sources: Sequence[Any], allow_random_init: bool = False) ->
         raise LavisIbError(f"init_from left {len(unfilled)} trainable parameters uninitialised, "
                            f"e.g. {', '.join(unfilled[:5])}; add a source (e.g. a BERT "
                            f"checkpoint for the Q-Former's text side) or set allow_random_init.")
+    if unfilled:
+        _log_random_start(unfilled)
     model.init_report = report
     return report
+
+
+def _log_random_start(unfilled: Sequence[str]) -> None:
+    """A random start is a deviation from the paper's initialisation: say which one."""
+    projection = [n for n in unfilled if n.startswith("llm_proj.")]
+    if projection:
+        logger.warning("init_from: the projection to the LLM (%s) starts random: no source is a "
+                       "BLIP-2 stage-2 checkpoint of this LLM. The paper starts instruction "
+                       "tuning from one (for Vicuna: the authors' own stage 2, LAVIS #292/#344); "
+                       "this run deviates from it", projection)
+    rest = [n for n in unfilled if n not in projection]
+    if rest:
+        logger.warning("init_from: %d trainable parameters keep their random initialisation "
+                       "(allow_random_init), e.g. %s", len(rest), rest[:5])

@@ -15,6 +15,7 @@ from lavis_ib.common.errors import LavisIbError
 from lavis_ib.models.llm.trie import CandidateTrie
 from lavis_ib.models.llm.base import LLMAdapter, cache_kwarg, run_generate, output_cache, pad_rows
 from lavis_ib.models.llm.trie_decoder_only import score_tries
+from lavis_ib.models.llm.family_traits import attention_windows
 
 
 class DecoderOnlyAdapter(LLMAdapter):
@@ -82,13 +83,19 @@ class DecoderOnlyAdapter(LLMAdapter):
         return run_generate(self.llm, inputs_embeds=embeds, attention_mask=mask, **kwargs)
 
     def prefix_state(self, prefix: torch.Tensor, prompts: list[list[int]]):
-        """Run [prefix ; prompt] once: (per-layer (keys, values), last logits, mask)."""
+        """Run [prefix ; prompt] once: (per-layer (keys, values), last logits, mask).
+
+        The cache is a plain `DynamicCache` (full layers): the one a sliding-window model
+        builds for itself keeps only the last window of keys, and the candidates read
+        every prompt position (their masks apply the window)."""
+        from transformers import DynamicCache
+
         embeds, mask, _ = self._sequences(prefix, prompts, None, left=True)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(
             self.llm.forward).parameters else {}
         out = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                       use_cache=True, **extra)
+                       use_cache=True, **{cache_kwarg(self.llm): DynamicCache()}, **extra)
         cache = output_cache(out)
         layers = [(layer.keys, layer.values) for layer in cache.layers]
         return layers, out.logits[:, -1].float(), mask
@@ -131,4 +138,5 @@ class DecoderOnlyAdapter(LLMAdapter):
         forward (`trie_decoder_only`)."""
         layers, last_logits, prefix_mask = self.prefix_state(prefix, prompts)
         return score_tries(self.llm, cache_kwarg(self.llm), layers, last_logits, prefix_mask,
-                           tries, chunk_size, self.pad_id, self.dtype)
+                           tries, chunk_size, self.pad_id, self.dtype,
+                           attention_windows(self.llm.config))

@@ -10,7 +10,10 @@ the packed run compute exactly what one candidate at a time would:
   prompt's real tokens and exactly its own ancestors in the run; a boolean 4-D mask is
   added as 0/1 numbers by transformers' eager attention (5.24) and is silently wrong;
 - a run of nodes carries the ancestors of its first node as context, so chunking by
-  `chunk_size` bounds memory without losing any ancestor.
+  `chunk_size` bounds memory without losing any ancestor;
+- an LLM with sliding-window attention (Mistral, Phi-3, Gemma-2, ...) gets the window
+  applied to that mask by token distance, as its own masks would apply it; a model whose
+  layers differ gets one mask per layer type (`families.attention_windows`).
 
 The logits of a node score its children; the first tokens are scored from the prompt's last
 logits. Per node one logits row, per distinct proper prefix one LLM position.
@@ -35,9 +38,28 @@ def _first_logps(tries: Sequence[CandidateTrie], last_logits: torch.Tensor) -> l
     return out
 
 
+def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask[:, None]
+
+
+def _within_window(allowed: torch.Tensor, depth: torch.Tensor, plen: int,
+                   window: int) -> torch.Tensor:
+    """`allowed` restricted to keys fewer than `window` tokens back. A node at depth d sits
+    at index plen + d of its sequence (the prompt, left-padded, fills 0..plen-1), so the
+    distance to a prompt token at j is plen + d - j and to an ancestor at depth a, d - a."""
+    r, width = depth.shape
+    query = plen + depth
+    keys = torch.cat([torch.arange(plen, device=depth.device).expand(r, plen), query], dim=1)
+    return allowed & ((query[:, :, None] - keys[:, None, :]) < window)
+
+
 def _rows(parts: list[tuple[int, TrieChunk]], prompt_len: torch.Tensor,
-          prefix_mask: torch.Tensor, pad_id: int, dtype: torch.dtype):
-    """ids, position ids and the additive 4-D mask of one packed forward (one row per part)."""
+          prefix_mask: torch.Tensor, pad_id: int, dtype: torch.dtype,
+          windows: tuple[int | None, bool] = (None, False)):
+    """ids, position ids and the additive 4-D mask(s) of one packed forward (one row per
+    part); with a sliding window, the windowed mask or {layer type: mask}."""
     device = prefix_mask.device
     width = max(len(chunk.nodes) for _, chunk in parts)
     r, plen = len(parts), prefix_mask.shape[1]
@@ -51,10 +73,13 @@ def _rows(parts: list[tuple[int, TrieChunk]], prompt_len: torch.Tensor,
     index = torch.as_tensor([i for i, _ in parts], device=device)
     prompt_sees = prefix_mask.index_select(0, index).bool()[:, None, :].expand(r, width, plen)
     allowed = torch.cat([prompt_sees, sees.to(device)], dim=-1)
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
-    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    window, per_layer_type = windows
+    mask = _additive(allowed, dtype)
+    if window is not None:
+        near = _additive(_within_window(allowed, depth.to(device), plen, window), dtype)
+        mask = {"full_attention": mask, "sliding_attention": near} if per_layer_type else near
     positions = prompt_len.index_select(0, index)[:, None] + depth.to(device)
-    return ids.to(device), positions, mask[:, None], index
+    return ids.to(device), positions, mask, index
 
 
 def _prompt_cache(layers, index: torch.Tensor, whole: bool):
@@ -71,20 +96,22 @@ def _prompt_cache(layers, index: torch.Tensor, whole: bool):
 
 def score_tries(llm, cache_kw: str, layers, last_logits: torch.Tensor,
                 prefix_mask: torch.Tensor, tries: Sequence[CandidateTrie], chunk_size: int,
-                pad_id: int, dtype: torch.dtype) -> list[torch.Tensor]:
+                pad_id: int, dtype: torch.dtype,
+                windows: tuple[int | None, bool] = (None, False)) -> list[torch.Tensor]:
     """Per sample, the (C_i,) summed log-probabilities of its trie's candidates.
 
     `layers`, `last_logits`, `prefix_mask` are the prompt state of `prefix_state` (left
     padded, one row per sample); `tries[i]` is sample i's trie (the same object when the
     batch shares one list). Each forward holds one row per sample with at most
-    `chunk_size` nodes plus their context ancestors.
+    `chunk_size` nodes plus their context ancestors. `windows`: the LLM's sliding-window
+    layout (`families.attention_windows`).
     """
     node_logp = _first_logps(tries, last_logits)
     prompt_len = prefix_mask.sum(-1)
     plans = [trie.chunks(chunk_size) for trie in tries]
     for k in range(max(len(p) for p in plans)):
         parts = [(i, plan[k]) for i, plan in enumerate(plans) if k < len(plan)]
-        ids, positions, mask, index = _rows(parts, prompt_len, prefix_mask, pad_id, dtype)
+        ids, positions, mask, index = _rows(parts, prompt_len, prefix_mask, pad_id, dtype, windows)
         cache = _prompt_cache(layers, index, whole=len(parts) == len(tries))
         logits = llm(input_ids=ids, attention_mask=mask, position_ids=positions,
                      use_cache=True, **{cache_kw: cache}).logits
