@@ -12,7 +12,10 @@ raised one by one) and adds:
 - each dataset's evaluation settings as its task reads them, `generate` keys against the
   model class's `generation_settings()`, and a candidate source for ranking;
 - `run.select_metric` against the metric names each validated dataset's task produces;
-- `sample_ratio` values.
+- `sample_ratio` values;
+- for training, the run folder (`runners/run_folder.py`): another run's live lock, a new
+  run into a folder holding checkpoints, the checkpoint to resume and the settings a
+  resume must keep (batch, LR, datasets, schedule), so none of these waits for a model.
 
 All problems come back in one `ConfigError` (one line each); `lavis-ib check` runs only
 this, `train` and `evaluate` run it first. Imports of the layers above `common` happen
@@ -82,7 +85,21 @@ def config_problems(cfg: Config, training: bool = True) -> list[str]:
             out += _candidate_problems(str(name), entry, task)
     if training and run is not None and run.val_every > 0 and not run.evaluate_only:
         out += select_metric_problems(run, config.get("datasets") or {}, tasks)
+    if training and run is not None and not run.evaluate_only:
+        # a dataset that did not compose would read as a changed dataset list
+        out += run_folder_problems(run, None if cfg.problems else config.get("datasets") or {})
     return out
+
+
+def run_folder_problems(run: Any, datasets: Mapping[str, Any] | None) -> list[str]:
+    """What training would refuse about `run.output_dir` (another run's lock, another
+    run's checkpoints, the resume's checkpoint and settings), found before building."""
+    import os
+
+    from lavis_ib.runners.run_folder import folder_problems
+
+    world = int(os.environ.get("WORLD_SIZE", 1)) if run.distributed != "none" else 1
+    return folder_problems(run, datasets, world)
 
 
 def dataset_problems(name: str, entry: Any) -> list[str]:
