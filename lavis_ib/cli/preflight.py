@@ -98,7 +98,9 @@ def run_folder_problems(run: Any, datasets: Mapping[str, Any] | None) -> list[st
 
     from lavis_ib.runners.run_folder import folder_problems
 
-    world = int(os.environ.get("WORLD_SIZE", 1)) if run.distributed != "none" else 1
+    world = 1   # ddp/fsdp: the world is known under torchrun only (`check` does not know it)
+    if run.distributed != "none":
+        world = int(os.environ["WORLD_SIZE"]) if "WORLD_SIZE" in os.environ else None
     return folder_problems(run, datasets, world)
 
 

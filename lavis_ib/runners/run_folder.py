@@ -214,8 +214,10 @@ RESUME_KEYS = (("global_batch_size", "run.global_batch_size"), ("init_lr", "run.
 def resume_settings(run: Any, global_batch_size: int | None,
                     datasets: Sequence[str] | None) -> dict[str, Any]:
     """The settings a resume must keep, as each checkpoint's meta.json records them
-    (`datasets` None: not known, left out of the comparison)."""
-    out = {"global_batch_size": global_batch_size, "init_lr": float(run.init_lr)}
+    (`global_batch_size` or `datasets` None: not known, left out of the comparison)."""
+    out: dict[str, Any] = {"init_lr": float(run.init_lr)}
+    if global_batch_size is not None:
+        out["global_batch_size"] = global_batch_size
     if datasets is not None:
         out["datasets"] = sorted(datasets)
     out.update(max_iters=int(run.max_iters), lr_sched=str(run.lr_sched),
@@ -353,7 +355,8 @@ def trained_datasets(datasets: Mapping[str, Any], train_splits: Sequence[str]
     return names
 
 
-def folder_problems(run: Any, datasets: Mapping[str, Any] | None, world_size: int) -> list[str]:
+def folder_problems(run: Any, datasets: Mapping[str, Any] | None,
+                    world_size: int | None) -> list[str]:
     """What a training run would refuse about `run.output_dir`, found without building
     anything: another run's live lock, a new run into a folder holding checkpoints, a
     resume path with no (or a damaged) checkpoint, and changed resume settings. Checkpoint
@@ -362,7 +365,8 @@ def folder_problems(run: Any, datasets: Mapping[str, Any] | None, world_size: in
     Args:
         datasets: the composed `datasets` node (None: it did not compose; its list is
             then not compared).
-        world_size: the processes the run will have (the global batch may depend on it).
+        world_size: the processes the run will have (None: not known, e.g. `lavis-ib
+            check` of a ddp project; a global batch derived from it is then not compared).
     """
     problem = RunLock(run.output_dir).holder_problem()
     if problem:   # another run writes there: nothing else about the folder is settled
@@ -375,7 +379,8 @@ def folder_problems(run: Any, datasets: Mapping[str, Any] | None, world_size: in
         if path is None:
             return []
         saved = check_verified(path, checksums=False)
-        global_bs = derive_batching(run, world_size)[0]
+        known = world_size is not None or run.global_batch_size is not None
+        global_bs = derive_batching(run, world_size or 1)[0] if known else None
     except LavisIbError as exc:
         return [str(exc)]
     names = trained_datasets(datasets, list(run.train_splits)) if datasets is not None else None

@@ -130,6 +130,20 @@ def test_a_changed_dataset_list_is_found_by_the_preflight(ctx):
     assert folder_problems(run, None, world_size=1) == []   # not composed: not compared
 
 
+def test_a_global_batch_derived_from_an_unknown_world_is_not_compared(ctx):
+    """Without run.global_batch_size the global batch is batch_size_train x world size x
+    accumulation: `lavis-ib check` of a ddp project (no torchrun) cannot know it."""
+    from lavis_ib.common.schema import validate_run
+    from lavis_ib.runners.run_folder import folder_problems
+
+    run = validate_run({**BASE_RUN, "output_dir": ctx["out"], "resume": "auto",
+                        "global_batch_size": None, "accum_grad_iters": 1})
+    assert folder_problems(run, None, world_size=None) == []
+    assert folder_problems(run, None, world_size=2) == []          # 4 x 2 x 1 = 8, as saved
+    (problem,) = folder_problems(run, None, world_size=1)
+    assert "run.global_batch_size (8 -> 4)" in problem
+
+
 def test_extending_a_finished_run_continues_at_its_last_lr(ctx, capsys):
     """The issue's case: the cosine had reached min_lr at max_iters=6; a longer run goes on
     at min_lr (re-planning would jump to the cosine of an 8-step run at step 6)."""
