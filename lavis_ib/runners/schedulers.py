@@ -87,8 +87,9 @@ class _WarmupScheduler:
         returns a sentence saying so, for the log."""
         self.continued = (int(step), float(lr))
         self.lr_at(step)   # a schedule that cannot continue says so now
-        return (f"the LR continues from {lr:.3g} at step {step} to {self.lr_at(self.max_iters):.3g} "
-                f"at step {self.max_iters} ({self.continuation}, no warm-up)")
+        end = self.lr_at(self.max_iters)
+        return (f"the LR continues from {lr:.3g} at step {step} to {end:.3g} at step "
+                f"{self.max_iters} ({self.continuation}, no warm-up)")
 
     continuation = "its own shape"
 
