@@ -14,7 +14,10 @@ raised one by one) and adds:
   model class's `generation_settings()`, and a candidate source for ranking;
 - `run.select_metric` against the metric names each validated dataset's task produces;
 - `sample_ratio` values (0: evaluated only, `datasets/mixing.py`'s rule) and, for
-  training, at least one dataset to train on.
+  training, at least one dataset to train on;
+- for training, the run folder (`runners/run_folder.py`): another run's live lock, a new
+  run into a folder holding checkpoints, the checkpoint to resume and the settings a
+  resume must keep (batch, LR, datasets, schedule), so none of these waits for a model.
 
 All problems come back in one `ConfigError` (one line each); `lavis-ib check` runs only
 this, `train` and `evaluate` run it first. Imports of the layers above `common` happen
@@ -87,7 +90,22 @@ def config_problems(cfg: Config, training: bool = True) -> list[str]:
         if run.val_every > 0:
             out += select_metric_problems(run, config.get("datasets") or {}, tasks,
                                           failed=cfg.failed_datasets)
+        # a dataset that did not compose would read as a changed dataset list
+        out += run_folder_problems(run, None if cfg.problems else config.get("datasets") or {})
     return out
+
+
+def run_folder_problems(run: Any, datasets: Mapping[str, Any] | None) -> list[str]:
+    """What training would refuse about `run.output_dir` (another run's lock, another
+    run's checkpoints, the resume's checkpoint and settings), found before building."""
+    import os
+
+    from lavis_ib.runners.run_folder import folder_problems
+
+    world = 1   # ddp/fsdp: the world is known under torchrun only (`check` does not know it)
+    if run.distributed != "none":
+        world = int(os.environ["WORLD_SIZE"]) if "WORLD_SIZE" in os.environ else None
+    return folder_problems(run, datasets, world)
 
 
 def dataset_problems(name: str, entry: Any) -> list[str]:

@@ -81,7 +81,7 @@ class RunConfig:
     # -- runs and checkpoints (docs/reliability.md) --
     max_skipped_steps: int = 10                 # non-finite gradient steps skipped in a row before stopping
     overwrite: bool = False                     # a new run moves an used output_dir aside to <dir>.old-<time>
-    allow_config_change: bool = False           # resume with a changed batch, LR or dataset list
+    allow_config_change: bool = False           # resume with a changed batch, LR, LR schedule or dataset list
 
 
 # LAVIS name -> (our name, value converter)

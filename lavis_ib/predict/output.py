@@ -6,7 +6,8 @@ generation settings, append_eos, seed, batch size). A rerun with the same `--out
 keeps the records already written and continues after them; a rerun whose settings or
 inputs differ is refused (`--overwrite` starts again), because one file would otherwise
 mix results of two setups. A torn last line (a crash in the middle of a write) is
-detected, logged and written again.
+detected, logged and written again (the resumable JSONL of `common/durable_files.py`,
+shared with evaluation resume).
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import logging
 import os
 from typing import Any, Sequence
 
+from lavis_ib.common.durable_files import (JsonlAppender, read_jsonl, truncate,
+                                           write_json_atomic)
 from lavis_ib.common.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -31,7 +34,9 @@ class ResultsFile:
     def __init__(self, output: str, settings: dict[str, Any], overwrite: bool = False) -> None:
         self.output, self.settings = output, settings
         self.existing: list[dict] = []
-        self._offsets: list[int] = []      # byte offset after each existing record
+        self._ends: list[int] = []      # byte offset after each existing record
+        self._keep = 0                  # bytes of the file kept (its whole lines) by `start`
+        self._file: JsonlAppender | None = None
         folder = os.path.dirname(os.path.abspath(output))
         if not os.path.isdir(folder):
             raise DataError(f"--output '{output}': folder '{folder}' does not exist.")
@@ -68,30 +73,20 @@ class ResultsFile:
                               f"--overwrite to start again, or choose another --output.")
 
     def _read_existing(self) -> None:
-        with open(self.output, "rb") as fh:
-            data = fh.read()
-        offset = 0
-        lines = data.split(b"\n")
-        for number, line in enumerate(lines, start=1):
-            last = number == len(lines)
-            end = offset + len(line) + (0 if last else 1)
-            if not line.strip():
-                if not last:
-                    raise DataError(self._damaged(number, "an empty line"))
-                break
-            try:
-                record = json.loads(line)
-                if last or not isinstance(record, dict) or "input" not in record:
-                    raise ValueError("unterminated" if last else "not a result record")
-            except ValueError:
-                if last:   # written partly when the previous run stopped
-                    log.warning("%s: line %d is torn (the previous run stopped while writing "
-                                "it); it is dropped and written again", self.output, number)
-                    break
-                raise DataError(self._damaged(number, "not a result record")) from None
-            self.existing.append(record)
-            self._offsets.append(end)
-            offset = end
+        contents = read_jsonl(self.output)
+        problems = [(n, "an empty line" if why == "an empty line" else "not a result record")
+                    for n, why in contents.bad]
+        problems += [(n, "not a result record") for n, r in zip(contents.line_numbers,
+                                                                 contents.records)
+                     if not isinstance(r, dict) or "input" not in r]
+        if problems:
+            raise DataError(self._damaged(*min(problems)))
+        if contents.torn is not None:   # written partly when the previous run stopped
+            log.warning("%s: line %d is torn (the previous run stopped while writing it); it "
+                        "is dropped and written again", self.output, contents.torn)
+        self.existing = contents.records
+        self._ends = contents.ends
+        self._keep = contents.size
 
     def _damaged(self, number: int, what: str) -> str:
         return (f"--output '{self.output}' line {number} is {what}, so the file was edited or "
@@ -116,32 +111,24 @@ class ResultsFile:
     def keep(self, count: int) -> None:
         """Keep the first `count` records (a resume restarts at a batch boundary, so that
         a seeded batch is drawn exactly as in an uninterrupted run), drop the rest."""
-        size = self._offsets[count - 1] if count else 0
         if count < len(self.existing):
             log.info("%s: %d record(s) of an unfinished batch are computed again",
                      self.output, len(self.existing) - count)
+        self._keep = self._ends[count - 1] if count else 0
         self.existing = self.existing[:count]
-        self._offsets = self._offsets[:count]
-        if os.path.exists(self.output) and os.path.getsize(self.output) != size:
-            with open(self.output, "r+b") as fh:
-                fh.truncate(size)
+        self._ends = self._ends[:count]
+        truncate(self.output, self._keep)
 
     def start(self) -> None:
         """Write the settings file (atomically) before the first result."""
-        path = meta_path(self.output)
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump({"version": META_VERSION, "settings": self.settings}, fh, indent=1)
-        os.replace(tmp, path)
-        self._fh = open(self.output, "a", encoding="utf-8")
+        write_json_atomic(meta_path(self.output), {"version": META_VERSION,
+                                                   "settings": self.settings})
+        self._file = JsonlAppender(self.output, keep=self._keep, sync=True, ensure_ascii=False)
 
     def append(self, records: Sequence[dict]) -> None:
         """One batch of records, flushed and synced, so a kill loses at most this batch."""
-        self._fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        self._file.write(records)
 
     def close(self) -> None:
-        fh = getattr(self, "_fh", None)
-        if fh is not None:
-            fh.close()
+        if self._file is not None:
+            self._file.close()

@@ -36,7 +36,7 @@ from lavis_ib.common.errors import ConfigError, LavisIbError
 from lavis_ib.common.metrics_text import metrics_line
 from lavis_ib.common.precision import autocast_dtype
 from lavis_ib.common.registry import registry
-from lavis_ib.runners.checkpointing.files import write_atomic, write_json_atomic
+from lavis_ib.common.durable_files import write_atomic, write_json_atomic
 from lavis_ib.runners.eval_resume import PartialWriter, batch_ids, read_done
 
 logger = logging.getLogger(__name__)

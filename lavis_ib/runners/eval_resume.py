@@ -1,24 +1,26 @@
 """Predictions of a long evaluation kept line by line, so a rerun skips what is done.
 
 While a split is evaluated each rank appends its records to
-`<out_dir>/predictions.partial.rank<r>.jsonl`, one whole line per record (one `write`
-call, flushed). The file's first line is a header holding a fingerprint of what is
-evaluated (the composed config and the checkpoint); a rerun with the same fingerprint
-reads every rank's partial file and skips the batches whose sample ids are all done
-(their records are reused), whatever the world size. A torn last line (a kill in the
-middle of a write) is dropped and counted. When the split's predictions.jsonl and
-metrics.json are written the partial files stay until the whole evaluation has ended
-(`remove_partials` on its eval/ folder), so a rerun also skips the finished splits.
+`<out_dir>/predictions.partial.rank<r>.jsonl`, one whole line per record (the resumable
+JSONL of `common/durable_files.py`, as predict's results file). Its first line is a header
+holding a fingerprint of what is evaluated (the composed config and the checkpoint); a
+rerun with the same fingerprint reads every rank's partial file and skips the batches
+whose sample ids are all done (their records are reused), whatever the world size. A torn
+last line (a kill in the middle of a write) is dropped, counted, and cut off before the
+file is appended to. When the split's predictions.jsonl and metrics.json are written the
+partial files stay until the whole evaluation has ended (`remove_partials` on its eval/
+folder), so a rerun also skips the finished splits.
 """
 from __future__ import annotations
 
 import glob
-import json
 import logging
 import os
 from typing import Any, Iterable
 
 import torch
+
+from lavis_ib.common.durable_files import JsonlAppender, JsonlContents, read_jsonl
 
 logger = logging.getLogger(__name__)
 PARTIAL = "predictions.partial.rank{rank}.jsonl"
@@ -35,24 +37,13 @@ def read_done(out_dir: str | None, fingerprint: str | None) -> dict[Any, dict[st
         return done
     torn = 0
     for path in sorted(glob.glob(os.path.join(out_dir, PARTIAL.format(rank="*")))):
-        with open(path) as f:
-            lines = f.read().split("\n")
-        try:
-            header = json.loads(lines[0])
-        except ValueError:
-            header = {}
-        if header.get("fingerprint") != fingerprint:
+        contents = read_jsonl(path)
+        if _fingerprint(contents) != fingerprint:
             logger.warning("%s is from another evaluation (config or checkpoint changed): "
                            "not reused", path)
             continue
-        for line in lines[1:]:
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                torn += 1
-                continue
+        torn += len(contents.bad) + (contents.torn is not None)
+        for record in contents.records[1:]:
             done.setdefault(_key(record["id"]), record)
     if done or torn:
         logger.info("%s: reusing %d predictions of an interrupted evaluation (%d torn lines "
@@ -74,18 +65,12 @@ def batch_ids(batch: dict[str, Any]) -> list[Any] | None:
     return None
 
 
-def _header(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return json.loads(f.readline()).get("fingerprint")
-    except (OSError, ValueError, AttributeError):
+def _fingerprint(contents: JsonlContents) -> str | None:
+    """The fingerprint in a partial file's header (its first line), if it has one."""
+    if not contents.line_numbers or contents.line_numbers[0] != 1:
         return None
-
-
-def _ends_with_newline(path: str) -> bool:
-    with open(path, "rb") as f:
-        f.seek(max(os.path.getsize(path) - 1, 0))
-        return f.read(1) in (b"\n", b"")
+    header = contents.records[0]
+    return header.get("fingerprint") if isinstance(header, dict) else None
 
 
 class PartialWriter:
@@ -96,22 +81,16 @@ class PartialWriter:
         if out_dir and fingerprint:
             os.makedirs(out_dir, exist_ok=True)
             path = os.path.join(out_dir, PARTIAL.format(rank=rank))
-            if _header(path) == fingerprint:
-                self._file = open(path, "a")
-                if not _ends_with_newline(path):  # a torn last line stays alone
-                    self._file.write("\n")
+            contents = read_jsonl(path)
+            if _fingerprint(contents) == fingerprint:   # continue it; a torn line is cut off
+                self._file = JsonlAppender(path, keep=contents.size, default=_json_default)
             else:  # none yet, or another evaluation's
-                self._file = open(path, "w")
-                self._line({"fingerprint": fingerprint})
-
-    def _line(self, obj: Any) -> None:
-        self._file.write(json.dumps(obj, default=_json_default) + "\n")
-        self._file.flush()
+                self._file = JsonlAppender(path, keep=0, default=_json_default)
+                self._file.write([{"fingerprint": fingerprint}])
 
     def write(self, records: Iterable[dict[str, Any]]) -> None:
         if self._file is not None:
-            for record in records:
-                self._line(record)
+            self._file.write(records)
 
     def close(self) -> None:
         if self._file is not None:

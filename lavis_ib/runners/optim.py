@@ -7,11 +7,10 @@
   step over all ranks). DDP and FSDP average gradients over ranks, so the result is
   sum(token losses) / tokens whatever the split of the global batch.
 - Clipping that works on plain tensors and on FSDP2's sharded DTensor gradients.
-- The batching of a step: global batch, per-device micro-batch and accumulation steps.
+(The batching of a step is derived in batching.py.)
 """
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any, Iterable
 
 import torch
@@ -96,34 +95,3 @@ def clip_grads(params: list[nn.Parameter], max_norm: float | None) -> float:
     total = grad_norm(params)
     clip_to(params, max_norm, total)
     return total
-
-
-def derive_batching(run: RunConfig, world_size: int) -> tuple[int, int, int]:
-    """(global batch, per-device micro-batch, accumulation steps) of `run` (the typed
-    RunConfig) for this world size.
-
-    `global_batch_size` fixes the optimizer's batch; `batch_size_train` is the largest
-    micro-batch a device takes; accumulation fills the gap. Without `global_batch_size`
-    the LAVIS rule applies: batch_size_train x world_size x accum_grad_iters.
-
-    Raises:
-        ConfigError: a global batch no split of the world size can produce.
-    """
-    micro, accum, glob = run.batch_size_train, run.accum_grad_iters, run.global_batch_size
-    if glob is None:
-        accum = accum or 1
-        return micro * world_size * accum, micro, accum
-    if glob % world_size:
-        raise ConfigError(f"run.global_batch_size={glob} is not divisible by the {world_size} "
-                          f"processes; choose a multiple of {world_size}.")
-    per_rank = glob // world_size
-    if accum:
-        if per_rank % accum:
-            raise ConfigError(f"run.global_batch_size={glob} over {world_size} processes x "
-                              f"accum_grad_iters={accum} leaves a fractional micro-batch; unset "
-                              f"run.accum_grad_iters to derive it.")
-        return glob, per_rank // accum, accum
-    accum = max(1, math.ceil(per_rank / micro))
-    while per_rank % accum:
-        accum += 1
-    return glob, per_rank // accum, accum

@@ -10,6 +10,11 @@ each a mean weighted like `loss`) every `run.log_every` steps, `{"type": "val", 
 checkpoints, stops and the wandb run started. The loggers get the same scalars
 (`train/<key>`, `val/<dataset>/<metric>`, `val/select_score`) at the same steps.
 
+One record per step, also after a kill: a process that starts at step S (a resume, or 0)
+first drops the records of steps after S that the stopped process wrote (log.jsonl is
+rewritten atomically, the count is an event) and opens TensorBoard with
+`purge_step=S+1`, so each step is written and shown once.
+
 wandb runs offline (files only, `wandb sync` uploads them later) when there is no API
 key (`WANDB_API_KEY` or a `~/.netrc` login) or when the server does not answer within
 `WANDB_INIT_TIMEOUT_S`; that fallback is a warning and an event in log.jsonl. A
@@ -18,7 +23,6 @@ wandb run, grouped under the run folder's name, so that steps never go back in o
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -26,6 +30,7 @@ import sys
 import time
 from typing import Any, Mapping, Sequence
 
+from lavis_ib.common.durable_files import JsonlAppender, read_jsonl, rewrite_jsonl
 from lavis_ib.common.errors import LavisIbError
 from lavis_ib.common.metrics_text import format_value
 from lavis_ib.common.schema import LOGGERS
@@ -45,11 +50,13 @@ class RunLogger:
         enabled: False on ranks other than 0.
         loggers: `run.loggers`, a subset of LOGGERS (log.jsonl is always written).
         config: the run's composed config, recorded by wandb.
+        revalidate: the checkpoint of `start_step` is validated again (the stopped
+            process may have died during its validation): its validation records go too.
     """
 
     def __init__(self, output_dir: str, max_iters: int, start_step: int = 0,
                  enabled: bool = True, loggers: Sequence[str] = ("tensorboard",),
-                 config: Mapping[str, Any] | None = None) -> None:
+                 config: Mapping[str, Any] | None = None, revalidate: bool = False) -> None:
         self.enabled = enabled
         self.bar = None
         self.tb = None
@@ -61,12 +68,18 @@ class RunLogger:
         if not enabled:
             return
         os.makedirs(output_dir, exist_ok=True)
-        self._file = open(os.path.join(output_dir, "log.jsonl"), "a")
+        path = os.path.join(output_dir, "log.jsonl")
+        kept_train = _drop_records_after(path, start_step, revalidate)
+        self._file = JsonlAppender(path)
         if "tensorboard" in loggers:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(os.path.join(output_dir, "tb"))
+                # events of steps >= purge_step (the stopped process's) are discarded
+                purge = start_step if revalidate else start_step + 1
+                self.tb = SummaryWriter(os.path.join(output_dir, "tb"), purge_step=purge)
+                if revalidate and kept_train is not None:   # purged with the validation
+                    self._tb_scalars(_train_scalars(kept_train), start_step)
             except ImportError as exc:  # tensorboard is a dependency; keep training if absent
                 logger.warning("TensorBoard disabled: %s", exc)
                 self.event(event="logger_disabled", logger="tensorboard", reason=str(exc))
@@ -89,8 +102,7 @@ class RunLogger:
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        self._file.write(json.dumps({**record, "time": round(time.time(), 3)}) + "\n")
-        self._file.flush()
+        self._file.write([{**record, "time": round(time.time(), 3)}])
 
     def step(self, step: int, loss: float, lr: float, grad_norm: float, samples: int,
              tokens: int, log: bool, terms: Mapping[str, float] | None = None) -> None:
@@ -107,9 +119,10 @@ class RunLogger:
         self._last_time, self._samples = now, 0
         self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", samples_s=f"{rate:.1f}")
         terms = dict(terms or {})
-        self.write({"type": "train", "step": step, "loss": loss, **terms, "lr": lr,
-                    "grad_norm": grad_norm if math.isfinite(grad_norm) else str(grad_norm),
-                    "tokens": tokens, "samples_per_s": round(rate, 3)})
+        record = {"type": "train", "step": step, "loss": loss, **terms, "lr": lr,
+                  "grad_norm": grad_norm if math.isfinite(grad_norm) else str(grad_norm),
+                  "tokens": tokens, "samples_per_s": round(rate, 3)}
+        self.write(record)
         self._scalars({"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm,
                        "train/samples_per_s": rate, "train/tokens": tokens,
                        **{f"train/{k}": v for k, v in terms.items()}}, step)
@@ -130,11 +143,14 @@ class RunLogger:
         """The numbers among `values` to every logger of `run.loggers`."""
         numbers = {k: float(v) for k, v in values.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        self._tb_scalars(numbers, step)
+        if self.wandb is not None:
+            self.wandb.log(numbers, step=step)
+
+    def _tb_scalars(self, numbers: Mapping[str, float], step: int) -> None:
         if self.tb is not None:
             for key, value in numbers.items():
                 self.tb.add_scalar(key, value, step)
-        if self.wandb is not None:
-            self.wandb.log(numbers, step=step)
 
     def reset_rate(self) -> None:
         """Restart the samples/s clock (after validation or a checkpoint, which are not
@@ -143,6 +159,12 @@ class RunLogger:
 
     def event(self, **fields: Any) -> None:
         self.write({"type": "event", **fields})
+
+    def flush(self) -> None:
+        """Put TensorBoard's queued events on disk (at each checkpoint: a kill then loses
+        only steps the resumed run writes again)."""
+        if self.tb is not None:
+            self.tb.flush()
 
     def close(self) -> None:
         """Close the bar and every logger; called from the runner's `finally`, so a run
@@ -162,6 +184,42 @@ def loss_terms(out: Mapping[str, Any]) -> list[str]:
     """The named loss parts of a model's training output (`loss_itc`, ...): its `loss_*`
     keys other than `loss_sum`, in the model's order (the same on every rank)."""
     return [k for k in out if k.startswith("loss_") and k != "loss_sum"]
+
+
+def _train_scalars(record: Mapping[str, Any]) -> dict[str, float]:
+    """The logger scalars of a log.jsonl train record."""
+    keys = ("loss", "lr", "grad_norm", "samples_per_s", "tokens", *loss_terms(record))
+    return {f"train/{key}": record[key] for key in keys
+            if isinstance(record.get(key), (int, float))}
+
+
+def _drop_records_after(path: str, step: int, revalidate: bool) -> dict[str, Any] | None:
+    """Drop from log.jsonl the records of steps after `step` (and, with `revalidate`, the
+    validation of `step`): a stopped process wrote them past its last checkpoint, and the
+    process starting at `step` writes them again. A torn last line goes too. Rewritten
+    atomically only when something is dropped; the count is logged and kept as an event.
+    Returns the kept train record of `step`, if any."""
+    contents = read_jsonl(path)
+
+    def later(record: Any) -> bool:
+        at = record.get("step") if isinstance(record, dict) else None
+        if not isinstance(at, int):
+            return False   # process-level records (the wandb run) stay
+        return at > step or (revalidate and at == step and (
+            record.get("type") == "val" or record.get("event") == "best"))
+
+    kept = [r for r in contents.records if not later(r)]
+    dropped = len(contents.records) - len(kept)
+    damaged = len(contents.bad) + (contents.torn is not None)
+    if dropped or damaged:
+        rewrite_jsonl(path, kept + [{"type": "event", "event": "log_truncated", "step": step,
+                                     "dropped": dropped, "damaged_lines": damaged,
+                                     "time": round(time.time(), 3)}])
+        logger.info("%s: dropped %d record(s) of steps after %d and %d damaged line(s) left "
+                    "by the stopped run (they are written again from step %d)", path,
+                    dropped, step, damaged, step)
+    return next((r for r in kept if isinstance(r, dict) and r.get("type") == "train"
+                 and r.get("step") == step), None)
 
 
 def _has_wandb_login() -> bool:

@@ -16,7 +16,7 @@ splits through the shared evaluation loop, keep `best/` by `run.select_metric`.
 `save_every` adds checkpoints in between; the last step is always checkpointed.
 `resume: auto` continues from the newest checkpoint that verifies with the exact data
 order, RNG, optimizer and LR. SIGTERM/SIGUSR1 checkpoint at the next step boundary and
-end the run normally. The output folder is locked and claimed first (run_guard.py).
+end the run normally. The output folder is locked and claimed first (run_folder.py).
 Settings come from the typed `run` config (common/schema.py), read as attributes.
 """
 from __future__ import annotations
@@ -34,23 +34,25 @@ from lavis_ib.common.registry import registry
 from lavis_ib.common.seeding import seed_everything
 from lavis_ib.runners.checkpointing.manager import (CheckpointManager, maybe_fault,
                                          rng_state, set_rng_state)
+from lavis_ib.common.durable_files import write_json_atomic
+from lavis_ib.runners.batching import derive_batching
 from lavis_ib.runners.checkpointing.faults import maybe_signal
-from lavis_ib.runners.checkpointing.files import write_json_atomic
 from lavis_ib.runners.eval_resume import remove_partials
 from lavis_ib.runners.eval_loop import evaluate_datasets, eval_splits, move_to, select_score
-from lavis_ib.runners.optim import (build_optimizer, clip_to, derive_batching,
-                                    rescale_grads)
-from lavis_ib.runners.run_folder import RunLock, StopSignals, rank0_decides
-from lavis_ib.runners.runner_mixins import (NonFiniteGuardMixin,
-                                            RunFolderMixin)
+from lavis_ib.runners.nonfinite import NonFiniteGuard
+from lavis_ib.runners.optim import build_optimizer, clip_to, rescale_grads
+from lavis_ib.runners.run_folder import (SCHEDULE_KEYS, RunFolder, evaluation_fingerprint,
+                                         resume_settings)
 from lavis_ib.runners.run_log import RunLogger, loss_terms
+from lavis_ib.runners.schedulers import continue_changed_schedule
+from lavis_ib.runners.stop_signals import StopSignals
 from lavis_ib.runners.strategies import DistInfo, Strategy, setup_distributed
 
 logger = logging.getLogger(__name__)
 
 
 @registry.register_runner("runner_iter")
-class RunnerIter(RunFolderMixin, NonFiniteGuardMixin):
+class RunnerIter:
     """Iteration runner (LAVIS's `RunnerIter` name and constructor).
 
     Args:
@@ -73,6 +75,7 @@ class RunnerIter(RunFolderMixin, NonFiniteGuardMixin):
         self.inner = model
         self.model: torch.nn.Module | None = None
         self.output_dir = self.run.output_dir
+        self.folder = RunFolder(self.run, self.info.rank)
         self.global_bs = self.micro_bs = self.accum = None  # set for training
         self.is_main = self.info.rank == 0
 
@@ -114,6 +117,7 @@ class RunnerIter(RunFolderMixin, NonFiniteGuardMixin):
             self._check_select_metric()
         self.model = self.strategy.wrap(self.inner)
         self.params = [p for _, p in self.inner.named_parameters() if p.requires_grad]
+        self.guard = NonFiniteGuard(self.params, self.strategy, info, run.max_skipped_steps)
         self.optimizer = build_optimizer(self.inner.named_parameters(), run)
         scheduler_cls = registry.get_lr_scheduler_class(run.lr_sched)
         self.scheduler = scheduler_cls.from_config(self.optimizer, run)
@@ -128,39 +132,83 @@ class RunnerIter(RunFolderMixin, NonFiniteGuardMixin):
                                     bad_sample_grace=run.bad_sample_grace,
                                     mix_unit=run.mix_unit, mix_group=run.batch_size_train)
         self.ckpt = CheckpointManager(self.output_dir, run.keep_last, info.rank, info.world_size)
-        self.step, self.best, self.skipped = 0, {"score": None, "step": None}, 0
-        self._pending_validation = self._resumed_from = None
+        self.step, self.best = 0, {"score": None, "step": None}
+        self._pending_validation = self._resumed_from = self._continued = None
         seed_everything(run.seed + info.rank)  # dropout/augmentation differ per rank
-        rank0_decides(info.rank, self._claim)
+        self.folder.claim()
         try:
             self._resume()
             self.ckpt_step = self.step  # the newest checkpoint's step (a resume's)
             self.last_checkpoint = self._resumed_from
             if self.is_main:
-                self._save_run_files(self.output_dir, keep=self.run.resume != "none")
+                self._record(self.output_dir, keep=self.run.resume != "none")
         except BaseException:
-            self.lock.release()
+            self.folder.release()
             raise
+
+    def _resume_settings(self) -> dict[str, Any]:
+        """The settings a resume must keep (recorded in each checkpoint's meta.json)."""
+        return resume_settings(self.run, self.global_bs, list(self._train_sets()[0]))
+
+    def _resume(self) -> None:
+        """Continue the checkpoint `run.resume` chooses: weights, optimizer, scheduler,
+        data order and RNG; a changed schedule (accepted) continues from the LR there."""
+        path = self.folder.checkpoint_to_resume()
+        if path is None:
+            return
+        state = self.ckpt.load(path, self.model, self.inner, self.optimizer, verified=True)
+        trainer = state["trainer"]
+        changed = self.folder.check_resume(path, trainer["meta"], self._resume_settings())
+        self.step = int(trainer["step"])
+        self.scheduler.load_state_dict(trainer["scheduler"])
+        if set(changed) & set(SCHEDULE_KEYS):
+            recorded = {k: trainer["meta"][k] for k in ("init_lr", *SCHEDULE_KEYS)
+                        if k in trainer["meta"]}
+            said = continue_changed_schedule(self.scheduler, self.run, recorded,
+                                             trainer["scheduler"], self.step)
+            self._continued = self.scheduler.continued
+            logger.warning("resuming with a changed schedule: %s%s", said,
+                           "; run.init_lr shapes only a schedule's warm-up and peak, so it is "
+                           "not used here" if "init_lr" in changed else "")
+        if self.scaler is not None and trainer.get("scaler"):
+            self.scaler.load_state_dict(trainer["scaler"])
+        self.best = trainer.get("best", self.best)
+        self.loader.load_state_dict(state["loader"])
+        if trainer.get("validated") is False:  # killed between checkpoint and validation
+            self._pending_validation = path
+        self._resumed_from = path
+        logger.info("resumed from %s at step %d", path, self.step)
+
+    def _record(self, folder: str, keep: bool) -> None:
+        """config.yaml and run_info.json of `folder` (the batching of training runs)."""
+        batching = None
+        if self.global_bs is not None:  # training runs: the batching derived for this world
+            batching = dict(global_batch_size=self.global_bs, micro_batch_size=self.micro_bs,
+                            accum_steps=self.accum)
+        self.folder.record(self.cfg, folder, keep, self.info.world_size, batching)
 
     def train(self) -> dict[str, Any]:
         """Train to `max_iters` (or to a stop signal); returns {"step", "best",
         "last_checkpoint", "stopped_by"}."""
-        self.lock = RunLock(self.output_dir)
         self._setup_training()
         run = self.run
         try:  # wandb may refuse to start (a user-set WANDB_MODE that fails)
             log = RunLogger(self.output_dir, run.max_iters, self.step, enabled=self.is_main,
-                            loggers=list(run.loggers), config=self.cfg.config)
+                            loggers=list(run.loggers), config=self.cfg.config,
+                            revalidate=self._pending_validation is not None)
         except BaseException:
             self.loader.close()
-            self.lock.release()
+            self.folder.release()
             raise
         self.signals = StopSignals().install()
         self.inner.train()
         stopped_by = None
         try:
             if self._resumed_from:
-                log.event(event="resume", step=self.step, path=self._resumed_from)
+                continued = ({"schedule_continued_from": {"step": self._continued[0],
+                                                          "lr": self._continued[1]}}
+                             if self._continued else {})
+                log.event(event="resume", step=self.step, path=self._resumed_from, **continued)
             if self._pending_validation:
                 self._validate(self._pending_validation, log)
             while self.step < run.max_iters and stopped_by is None:
@@ -183,7 +231,7 @@ class RunnerIter(RunFolderMixin, NonFiniteGuardMixin):
             self.signals.restore()
             log.close()
             self.loader.close()
-            self.lock.release()
+            self.folder.release()
         return {"step": self.step, "best": self.best, "last_checkpoint": self.last_checkpoint,
                 "stopped_by": stopped_by}
 
@@ -228,15 +276,17 @@ class RunnerIter(RunFolderMixin, NonFiniteGuardMixin):
         stop_name = (self.signals.requested or "SIGTERM") if stop > 0 else None
         loss = loss_total / max(tokens, 1.0)
         if not math.isfinite(loss):
-            self._stop_non_finite(f"the training loss is {loss}", log)
+            self.guard.stop(f"the training loss is {loss}", self.step + 1, log,
+                            self.last_checkpoint)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         rescale_grads(self.params, info.world_size / max(tokens, 1.0))
-        norm = self._global_grad_norm()
+        norm = self.guard.global_grad_norm()
         if not math.isfinite(norm):
-            self._skip_step(norm, log)
+            self.guard.skip_step(self.step + 1, norm, self.optimizer, self.scaler, log,
+                                 self.last_checkpoint)
             return False, stop_name
-        self.skipped = 0
+        self.guard.stepped()
         clip_to(self.params, self.run.grad_clip, norm)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
@@ -252,9 +302,9 @@ class RunnerIter(RunFolderMixin, NonFiniteGuardMixin):
         return True, stop_name
 
     def _checkpoint(self, validate: bool, log: RunLogger) -> None:
-        if not self._weights_finite():
-            self._stop_non_finite("a trainable weight is not finite (not saved)", log,
-                                  "non_finite_weights")
+        if not self.guard.weights_finite():
+            self.guard.stop("a trainable weight is not finite (not saved)", self.step + 1, log,
+                            self.last_checkpoint, "non_finite_weights")
         trainer_state = {"step": self.step, "scheduler": self.scheduler.state_dict(),
                          "scaler": self.scaler.state_dict() if self.scaler else None,
                          "best": self.best, "validated": not validate}
@@ -265,6 +315,7 @@ class RunnerIter(RunFolderMixin, NonFiniteGuardMixin):
                               self.loader.state_dict(), meta)
         self.last_checkpoint = path
         log.event(event="checkpoint", step=self.step, path=path)
+        log.flush()
         if validate:
             maybe_fault("LAVIS_IB_FAULT_BEFORE_VALIDATION", self.step)
             self._validate(path, log)
@@ -303,19 +354,19 @@ class RunnerIter(RunFolderMixin, NonFiniteGuardMixin):
                  checkpoint: str | None = None) -> dict[str, dict[str, float]]:
         """Evaluate every dataset's eval splits (`eval_splits`, else `splits`, else the
         run's test then validation splits) into `FOLDER/eval/<dataset>_<split>/`, FOLDER
-        being `_evaluation_folder(name)` with its own config.yaml and run_info.json. A
+        being `RunFolder.evaluation_folder(name)` with its own config.yaml and run_info.json. A
         rerun of the same evaluation (config and `checkpoint`) skips the ids done."""
         if self.model is None:
             self.model = self.strategy.wrap(self.inner)
         # a split listed in both test_splits and valid_splits is evaluated once
         default = splits or list(dict.fromkeys([*self.run.test_splits, *self.run.valid_splits]))
-        folder = self._evaluation_folder(name)
+        folder = self.folder.evaluation_folder(name)
         out_root = os.path.join(folder, "eval")
         if self.is_main:  # the report reads the model type from the evaluation's config
             os.makedirs(folder, exist_ok=True)
-            self._save_run_files(folder, keep=False)
+            self._record(folder, keep=False)
         results = self._evaluate(self.datasets, default, out_root,
-                                 fingerprint=self._fingerprint(checkpoint))
+                                 fingerprint=evaluation_fingerprint(self.cfg.config, checkpoint))
         if self.is_main:
             os.makedirs(out_root, exist_ok=True)
             write_json_atomic(os.path.join(out_root, "metrics.json"), results, default=str)

@@ -10,6 +10,14 @@ Closed forms (s = step, W = warmup_steps, T = max_iters):
     cosine  (s >= W): min_lr + (init_lr - min_lr) * (1 + cos(pi * (s - W) / (T - W))) / 2
     step    (s >= W): max(min_lr, init_lr * lr_decay_rate ** ((s - W) // lr_decay_every))
     constant(s >= W): init_lr
+
+A resume that changes the schedule (`run.max_iters`, warm-up, `min_lr`, ...; accepted only
+with `run.allow_config_change`) continues it instead of re-planning: from the LR L the run
+had at the resume step R, with no second warm-up (`continue_from(R, L)`, kept in the
+scheduler's state so later resumes keep it):
+    cosine  (s >= R): min_lr + (L - min_lr) * (1 + cos(pi * (s - R) / (T - R))) / 2
+    step    (s >= R): max(min_lr, L * lr_decay_rate ** ((s - R) // lr_decay_every))
+    constant(s >= R): L
 """
 from __future__ import annotations
 
@@ -48,6 +56,7 @@ class _WarmupScheduler:
         self.warmup_lr = float(init_lr if warmup_lr is None or warmup_lr < 0 else warmup_lr)
         self.warmup_steps = int(warmup_steps)
         self.last_step = -1
+        self.continued: tuple[int, float] | None = None   # (resume step R, LR L there)
 
     @classmethod
     def from_config(cls, optimizer: Any, run: RunConfig) -> "_WarmupScheduler":
@@ -58,6 +67,8 @@ class _WarmupScheduler:
 
     def lr_at(self, step: int) -> float:
         """The LR of optimizer step `step` (0-based)."""
+        if self.continued is not None and step >= self.continued[0]:
+            return self._continued(step, *self.continued)
         if step < self.warmup_steps:
             return self.warmup_lr + (self.init_lr - self.warmup_lr) * step / self.warmup_steps
         return self._after(step)
@@ -65,6 +76,22 @@ class _WarmupScheduler:
     def _after(self, step: int) -> float:
         """The LR of a step past the warm-up (each schedule defines its decay)."""
         raise NotImplementedError(f"{type(self).__name__} must implement _after(step)")
+
+    def _continued(self, step: int, start: int, lr: float) -> float:
+        """The LR of a step of a continued schedule (from `lr` at step `start`)."""
+        raise ConfigError(f"{type(self).__name__} cannot continue a changed schedule; resume "
+                          f"with the checkpoint's schedule settings.")
+
+    def continue_from(self, step: int, lr: float) -> str:
+        """Continue the schedule from `lr` at `step` (no warm-up) to this schedule's end;
+        returns a sentence saying so, for the log."""
+        self.continued = (int(step), float(lr))
+        self.lr_at(step)   # a schedule that cannot continue says so now
+        end = self.lr_at(self.max_iters)
+        return (f"the LR continues from {lr:.3g} at step {step} to {end:.3g} at step "
+                f"{self.max_iters} ({self.continuation}, no warm-up)")
+
+    continuation = "its own shape"
 
     def step(self, cur_step: int) -> float:
         """Set the LR of step `cur_step` in every parameter group; returns it."""
@@ -75,10 +102,19 @@ class _WarmupScheduler:
         return lr
 
     def state_dict(self) -> dict[str, Any]:
-        return {"last_step": self.last_step}
+        state: dict[str, Any] = {"last_step": self.last_step}
+        if self.continued is not None:
+            state["continued_from"] = list(self.continued)
+        return state
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """The state of `state_dict`, without touching the optimizer."""
+        self.last_step = int(state["last_step"])
+        start = state.get("continued_from")
+        self.continued = (int(start[0]), float(start[1])) if start else None
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.last_step = int(state["last_step"])
+        self.restore(state)
         if self.last_step >= 0:
             self.step(self.last_step)
 
@@ -92,6 +128,13 @@ class LinearWarmupCosineLRScheduler(_WarmupScheduler):
         progress = min(step - self.warmup_steps, span) / span
         cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
         return self.min_lr + (self.init_lr - self.min_lr) * cosine
+
+    continuation = "cosine to run.min_lr"
+
+    def _continued(self, step: int, start: int, lr: float) -> float:
+        span = max(self.max_iters - start, 1)
+        progress = min(step - start, span) / span
+        return self.min_lr + (lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 @registry.register_lr_scheduler("linear_warmup_step_lr")
@@ -112,6 +155,11 @@ class LinearWarmupStepLRScheduler(_WarmupScheduler):
         decays = (step - self.warmup_steps) // self.lr_decay_every
         return max(self.min_lr, self.init_lr * self.lr_decay_rate ** decays)
 
+    continuation = "run.lr_decay_rate every run.lr_decay_every steps, floored at run.min_lr"
+
+    def _continued(self, step: int, start: int, lr: float) -> float:
+        return max(self.min_lr, lr * self.lr_decay_rate ** ((step - start) // self.lr_decay_every))
+
 
 @registry.register_lr_scheduler("constant_lr")
 class ConstantLRScheduler(_WarmupScheduler):
@@ -119,3 +167,31 @@ class ConstantLRScheduler(_WarmupScheduler):
 
     def _after(self, step: int) -> float:
         return self.init_lr
+
+    continuation = "constant"
+
+    def _continued(self, step: int, start: int, lr: float) -> float:
+        return lr
+
+
+class _Recorded:
+    """A run config seen through the schedule settings a checkpoint recorded."""
+
+    def __init__(self, run: Any, recorded: Mapping[str, Any]) -> None:
+        self._run, self._recorded = run, recorded
+
+    def __getattr__(self, key: str) -> Any:
+        return self._recorded[key] if key in self._recorded else getattr(self._run, key)
+
+
+def continue_changed_schedule(scheduler: _WarmupScheduler, run: RunConfig,
+                              recorded: Mapping[str, Any], state: Mapping[str, Any],
+                              step: int) -> str:
+    """Continue `scheduler` (built from the changed settings of `run`) from the LR that the
+    checkpointed run had at `step`: its schedule is rebuilt from the settings it
+    `recorded` (lr_sched, init_lr, max_iters, ...) and its scheduler `state` (an earlier
+    continuation included). Returns the sentence for the log."""
+    old_cls = registry.get_lr_scheduler_class(str(recorded.get("lr_sched", run.lr_sched)))
+    old = old_cls.from_config(None, _Recorded(run, recorded))
+    old.restore(state)
+    return scheduler.continue_from(step, old.lr_at(step))

@@ -52,7 +52,7 @@ def run(base, tmp_path):
 def row_doctored_rank_pt(ctx, capsys, monkeypatch):
     torch.save({"rng": {}, "loader": Payload(ctx["marker"])}, os.path.join(ckpt(ctx, 6), "rank_0.pt"))
     reseal(ckpt(ctx, 6))
-    code, lines, _ = train(ctx, capsys, "run.max_iters=8")
+    code, lines, _ = train(ctx, capsys)   # resuming the finished run still reads it
     assert code == 2 and len(lines) == 1 and "refused to read" in lines[0] and "rank_0.pt" in lines[0]
     intact(ctx, STEPS)
 
@@ -65,7 +65,7 @@ def row_doctored_metadata(ctx, capsys, monkeypatch):
     with open(os.path.join(ckpt(ctx, 6), "model", ".metadata"), "wb") as f:
         pickle.dump(Payload(ctx["marker"]), f)
     reseal(ckpt(ctx, 6))
-    code, lines, _ = train(ctx, capsys, "run.max_iters=8")
+    code, lines, _ = train(ctx, capsys)   # resuming the finished run still reads it
     assert code == 2 and len(lines) == 1 and "builtins.exec" in lines[0] and ".metadata" in lines[0]
     with pytest.raises(UnsafeCheckpointError, match="builtins.exec"):  # evaluate / export path
         load_trainable_weights(runner_toys.ToyIB(), ckpt(ctx, 6))
@@ -92,7 +92,7 @@ def row_doctored_distcp_bytes(ctx, capsys, monkeypatch):
     with open(os.path.join(optim, ".metadata"), "wb") as f:
         pickle.dump(md, f)
     reseal(ckpt(ctx, 6))
-    code, lines, _ = train(ctx, capsys, "run.max_iters=8")
+    code, lines, _ = train(ctx, capsys)   # resuming the finished run still reads it
     assert code == 2 and len(lines) == 1 and "byte entry" in lines[0] and "param_groups" in lines[0]
     intact(ctx, STEPS)
 
@@ -173,7 +173,7 @@ def row_lock_stale(ctx, capsys, monkeypatch):
     dead.wait()
     with open(os.path.join(ctx["out"], ".lavis_ib.lock"), "w") as f:
         json.dump({"host": socket.gethostname(), "pid": dead.pid, "start": "then"}, f)
-    code, lines, err = train(ctx, capsys, "run.max_iters=8")
+    code, lines, err = train(ctx, capsys, "run.max_iters=8", "run.allow_config_change=true")
     assert code == 0 and "taking over the stale lock" in err
     assert not os.path.exists(os.path.join(ctx["out"], ".lavis_ib.lock"))  # released
     intact(ctx, [2, 3, 4, 6, 8])
@@ -252,6 +252,7 @@ def row_changed_settings(ctx, capsys, monkeypatch):
                            "run.global_batch_size=4")
     assert code == 2 and len(lines) == 1
     assert "run.global_batch_size (8 -> 4)" in lines[0] and "run.init_lr (0.05 -> 0.1)" in lines[0]
+    assert "run.max_iters (6 -> 8)" in lines[0]
     intact(ctx, STEPS)
     code, lines, _ = train(ctx, capsys, "run.max_iters=8", "run.init_lr=0.1",
                            "run.allow_config_change=true")

@@ -4,8 +4,8 @@ import torch
 
 from lavis_ib.common.errors import ConfigError
 from lavis_ib.common.schema import validate_run
-from lavis_ib.runners.optim import (build_optimizer, clip_grads, derive_batching, param_groups,
-                                    rescale_grads)
+from lavis_ib.runners.batching import derive_batching
+from lavis_ib.runners.optim import build_optimizer, clip_grads, param_groups, rescale_grads
 
 
 def test_decay_groups_follow_dimensions_and_decay_query_tokens(toys):

@@ -4,7 +4,7 @@ import pytest
 from lavis_ib.common.config import Config
 from lavis_ib.common.containers import to_plain
 from lavis_ib.common.paths import package_path
-from lavis_ib.runners.optim import derive_batching
+from lavis_ib.runners.batching import derive_batching
 
 HELD_IN = {"coco_caption", "capfilt14m", "textcaps", "coco_vqa", "ok_vqa", "aok_vqa", "ocr_vqa",
            "coco_vqg", "ok_vqg", "aok_vqg", "llava_conversation", "llava_detail",

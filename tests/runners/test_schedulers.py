@@ -74,3 +74,28 @@ def test_bad_settings_are_config_errors():
         _sched("constant_lr", max_iters=0)
     with pytest.raises(ConfigError, match="lr_decay_every"):
         _sched("linear_warmup_step_lr", lr_decay_every=0)
+
+
+def test_a_continued_schedule_starts_at_the_given_lr_without_warmup():
+    """continue_from(R, L): from L at step R, cosine to min_lr at max_iters; step decay from
+    L; constant L; the steps before R keep the planned schedule; the state keeps it."""
+    cos = _sched("linear_warmup_cosine_lr", init_lr=1.0, min_lr=0.1, warmup_steps=5,
+                 warmup_lr=0.0, max_iters=40)
+    cos.continue_from(20, 0.3)
+    assert cos.lr_at(19) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 14 / 35)))
+    for k in (20, 21, 30, 39, 40):
+        want = 0.1 + 0.2 * 0.5 * (1 + math.cos(math.pi * (k - 20) / 20))
+        assert cos.lr_at(k) == pytest.approx(want, rel=1e-12)
+    assert cos.lr_at(20) == 0.3 and cos.lr_at(40) == pytest.approx(0.1, rel=1e-12)
+    again = _sched("linear_warmup_cosine_lr", init_lr=1.0, min_lr=0.1, warmup_steps=5,
+                   warmup_lr=0.0, max_iters=40)
+    again.load_state_dict(cos.state_dict())
+    assert [again.lr_at(k) for k in (19, 25, 40)] == [cos.lr_at(k) for k in (19, 25, 40)]
+    step = _sched("linear_warmup_step_lr", init_lr=1.0, min_lr=0.05, lr_decay_rate=0.5,
+                  lr_decay_every=10, warmup_steps=100, max_iters=200)
+    step.continue_from(40, 0.4)   # inside the old warm-up: no warm-up after the resume
+    assert [step.lr_at(k) for k in (40, 49, 50, 60, 79)] == pytest.approx(
+        [0.4, 0.4, 0.2, 0.1, 0.05], rel=1e-12)
+    const = _sched("constant_lr", init_lr=1.0, warmup_lr=0.0, warmup_steps=10, max_iters=50)
+    const.continue_from(3, 0.25)
+    assert [const.lr_at(k) for k in (2, 3, 9, 49)] == pytest.approx([0.2, 0.25, 0.25, 0.25])

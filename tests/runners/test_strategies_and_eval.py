@@ -107,3 +107,23 @@ def test_eval_splits_and_select_score():
     assert select_score(results, ["a.acc", "b.cider"]) == 75.0
     with pytest.raises(ConfigError, match="a.cider.*computed: a.acc, b.cider"):
         select_score(results, ["a.cider"])
+
+
+def test_partial_predictions_cut_a_torn_line_and_continue(tmp_path):
+    """A kill in the middle of a record: the rerun reuses the whole records, cuts the torn
+    line and appends from there, leaving the file an uninterrupted evaluation writes."""
+    from lavis_ib.runners.eval_resume import PARTIAL, PartialWriter, read_done
+
+    records = [{"id": 1, "answer": "yes"}, {"id": "b", "answer": "no"}]
+    writer = PartialWriter(str(tmp_path), "fp", rank=0)
+    writer.write(records)
+    writer.close()
+    path = tmp_path / PARTIAL.format(rank=0)
+    whole = path.read_text()
+    path.write_text(whole[:-6])                       # torn in the middle of record "b"
+    assert read_done(str(tmp_path), "fp") == {1: records[0]}
+    assert read_done(str(tmp_path), "another") == {}  # another evaluation's: not reused
+    writer = PartialWriter(str(tmp_path), "fp", rank=0)
+    writer.write(records[1:])
+    writer.close()
+    assert path.read_text() == whole

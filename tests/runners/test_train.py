@@ -10,7 +10,7 @@ import torch.distributed.checkpoint as dcp
 from runner_helpers import losses, write_project
 from lavis_ib.common.config import Config
 from lavis_ib.common.errors import ConfigError, LavisIbError
-from lavis_ib.runners.runner_mixins import NonFiniteLossError
+from lavis_ib.runners.nonfinite import NonFiniteLossError
 from lavis_ib.runners.strategies import setup_distributed
 
 

@@ -1,5 +1,5 @@
-"""Durable files: atomic JSON/text writes, fsync of files and folders, and the manifest
-that lets a checkpoint prove it is whole.
+"""The manifest that lets a checkpoint prove it is whole, and finding checkpoints that do
+(atomic writes and fsync live in `lavis_ib.common.durable_files`).
 
 A checkpoint's `meta.json` lists every other file of the folder with its size and
 sha256 (`manifest`), written after every file and the folder itself are fsynced, and
@@ -17,6 +17,7 @@ import os
 import re
 from typing import Any
 
+from lavis_ib.common.durable_files import fsync_path
 from lavis_ib.common.errors import ConfigError, LavisIbError
 
 logger = logging.getLogger(__name__)
@@ -24,37 +25,6 @@ _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 META = "meta.json"
 _CHUNK = 1 << 20
-
-
-def fsync_path(path: str) -> None:
-    """Flush a file's or a folder's data and entry to disk (folders: POSIX only)."""
-    flags = os.O_RDONLY | (os.O_DIRECTORY if os.path.isdir(path) else 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError:  # e.g. folders on platforms that cannot open them
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some file systems refuse fsync on folders
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: str, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename: readers see the old
-    file or the whole new one, never a part."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_path(os.path.dirname(os.path.abspath(path)))
-
-
-def write_json_atomic(path: str, obj: Any, **kwargs: Any) -> None:
-    write_atomic(path, json.dumps(obj, indent=1, **kwargs))
 
 
 def sha256(path: str) -> str:
@@ -81,8 +51,10 @@ def manifest(folder: str) -> dict[str, dict[str, Any]]:
     return files
 
 
-def verify(folder: str) -> str | None:
-    """None when `folder` is a whole checkpoint, else why not (naming the file)."""
+def verify(folder: str, checksums: bool = True) -> str | None:
+    """None when `folder` is a whole checkpoint, else why not (naming the file).
+    `checksums=False` compares the listed sizes only (no file is read: the pre-flight's
+    quick look)."""
     meta_path = os.path.join(folder, META)
     try:
         with open(meta_path) as f:
@@ -101,9 +73,11 @@ def verify(folder: str) -> str | None:
         size = os.path.getsize(path)
         if size != want.get("size"):
             return f"{path} has {size} bytes, meta.json lists {want.get('size')}"
-        if sha256(path) != want.get("sha256"):
+        if checksums and sha256(path) != want.get("sha256"):
             return f"{path} does not match its sha256 in meta.json"
     return None
+
+
 def list_checkpoints(root: str) -> list[tuple[int, str]]:
     """(step, path) of the complete step checkpoints under `root`, oldest first."""
     if not os.path.isdir(root):
@@ -117,23 +91,25 @@ def list_checkpoints(root: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def newest_verified(root: str) -> str | None:
+def newest_verified(root: str, checksums: bool = True) -> str | None:
     """The newest step checkpoint under `root` whose files verify; each damaged newer one
-    is logged with the reason and skipped."""
+    is logged with the reason and skipped (the sizes-only look, `checksums=False`, is
+    quiet: the full check that follows it logs)."""
     for step, path in reversed(list_checkpoints(root)):
-        reason = verify(path)
+        reason = verify(path, checksums)
         if reason is None:
             return path
-        logger.warning("skipping checkpoint %s: %s", path, reason)
+        if checksums:
+            logger.warning("skipping checkpoint %s: %s", path, reason)
     return None
 
 
-def check_verified(path: str) -> dict[str, Any]:
+def check_verified(path: str, checksums: bool = True) -> dict[str, Any]:
     """meta.json of a checkpoint folder that verifies; else one error naming the file."""
     if not os.path.isfile(os.path.join(path, META)):
         raise ConfigError(f"'{path}' is not a complete lavis_ib checkpoint (no meta.json); "
                           f"give a checkpoints/step_* or checkpoints/best folder.")
-    reason = verify(path)
+    reason = verify(path, checksums)
     if reason is not None:
         raise LavisIbError(f"checkpoint '{path}' is damaged: {reason}; give another "
                            f"checkpoint or use run.resume=auto, which skips damaged ones.")
@@ -141,18 +117,20 @@ def check_verified(path: str) -> dict[str, Any]:
         return json.load(f)
 
 
-def resolve_checkpoint(path: str) -> str:
+def resolve_checkpoint(path: str, checksums: bool = True) -> str:
     """A checkpoint folder from a checkpoint path or a run folder (its newest checkpoint
     that verifies)."""
     if os.path.isfile(os.path.join(path, META)):
         return path
     for root in (os.path.join(path, "checkpoints"), path):
         if list_checkpoints(root):
-            found = newest_verified(root)
+            found = newest_verified(root, checksums)
             if found:
                 return found
-            raise LavisIbError(f"every checkpoint under '{root}' is damaged (see the warnings "
-                               f"above); give a checkpoint folder that verifies.")
+            newest = list_checkpoints(root)[-1][1]
+            raise LavisIbError(f"every checkpoint under '{root}' is damaged (the newest: "
+                               f"{verify(newest, checksums)}); give a checkpoint folder "
+                               f"that verifies.")
     raise ConfigError(f"no complete checkpoint under '{path}'; give a run folder or a "
                       f"checkpoints/step_* folder.")
 

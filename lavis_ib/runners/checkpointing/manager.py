@@ -51,10 +51,11 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_state
                                                      set_state_dict)
 
 from lavis_ib.common.dist_utils import all_gather_objects, barrier, get_rank
+from lavis_ib.common.durable_files import fsync_path, write_json_atomic
 from lavis_ib.common.errors import LavisIbError
-from lavis_ib.runners.checkpointing.files import (META, _STEP_DIR, check_verified, fsync_path,  # noqa: F401
-                                         list_checkpoints, manifest, newest_verified,
-                                         resolve_checkpoint, write_json_atomic)
+from lavis_ib.runners.checkpointing.files import (META, _STEP_DIR, check_verified,  # noqa: F401
+                                                  list_checkpoints, manifest, newest_verified,
+                                                  resolve_checkpoint)
 from lavis_ib.runners.checkpointing.faults import disk_full_writer, maybe_fault
 from lavis_ib.runners.checkpointing.rng import rng_state, set_rng_state  # noqa: F401 (re-exported)
 from lavis_ib.runners.checkpointing.safe_load import (check_no_extra_weights, dcp_load, load_pt,
