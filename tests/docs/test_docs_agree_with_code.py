@@ -49,15 +49,17 @@ def test_evaluation_folder_rule_as_documented(tmp_path):
     folder is a training run's (it holds `checkpoints/`)."""
     from types import SimpleNamespace
 
-    from lavis_ib.common.registry import registry
+    from lavis_ib.runners.run_folder import RunFolder
 
-    runner_cls = registry.get_runner_class("runner_iter")
     plain, run = tmp_path / "heldout", tmp_path / "run"
     plain.mkdir()
     (run / "checkpoints").mkdir(parents=True)
-    where = runner_cls._evaluation_folder
-    assert where(SimpleNamespace(output_dir=str(plain)), "zeroshot") == str(plain)
-    assert where(SimpleNamespace(output_dir=str(run)), "zeroshot") == str(run / "eval" / "zeroshot")
+
+    def where(folder, name):
+        return RunFolder(SimpleNamespace(output_dir=str(folder)), rank=0).evaluation_folder(name)
+
+    assert where(plain, "zeroshot") == str(plain)
+    assert where(run, "zeroshot") == str(run / "eval" / "zeroshot")
 
     doc = " ".join(read("docs/evaluation.md").split())
     assert ("An evaluation writes into its project's `run.output_dir`" in doc and

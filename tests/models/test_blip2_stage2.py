@@ -480,7 +480,7 @@ def test_stage2_projects_follow_the_paper(name):
     """BLIP-2 Sec. 3.4: 80k steps, batch 1920 (OPT) / 1520 (FlanT5), AdamW beta2 0.98, weight
     decay 0.05, cosine from a 1e-4 peak (5e-5 floor in stage 2) after 2k warm-up steps;
     stage 1 as init_from, only the projection new."""
-    from lavis_ib.runners.optim import derive_batching
+    from lavis_ib.runners.batching import derive_batching
 
     arch, batch, objective = STAGE2[name]
     cfg = _project(f"blip2/pretrain_stage2_{name}")
