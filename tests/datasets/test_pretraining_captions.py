@@ -18,13 +18,12 @@ from lavis_ib.datasets.mixing import merge_batches
 from lavis_ib.processors.image import BlipImageEvalProcessor
 from lavis_ib.processors.templates import InstructionTemplateProcessor
 from lavis_ib.processors.text import normalize_caption
-from lavis_ib.testing.fixtures import write_fixtures
 from tests.datasets.conftest import build
 
 
 @pytest.fixture(scope="module")
-def fixtures(tmp_path_factory):
-    return write_fixtures(str(tmp_path_factory.mktemp("pre")), ["vg_caption", "coco_caption"])
+def fixtures(fixture_root):
+    return fixture_root.overrides
 
 
 def captions_by_image(path):

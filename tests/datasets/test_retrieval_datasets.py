@@ -9,15 +9,14 @@ import torch
 from lavis_ib.common.errors import DataError
 from lavis_ib.datasets.datasets.retrieval import RetrievalEvalDataset
 from lavis_ib.processors.text import BlipCaptionProcessor
-from lavis_ib.testing.fixtures import write_fixtures
 from tests.datasets.conftest import SMALL, build
 
 NAMES = ("coco_retrieval", "flickr30k_retrieval")
 
 
 @pytest.fixture(scope="module")
-def fixtures(tmp_path_factory):
-    return write_fixtures(str(tmp_path_factory.mktemp("ret")), list(NAMES))
+def fixtures(fixture_root):
+    return fixture_root.overrides
 
 
 def read(path):

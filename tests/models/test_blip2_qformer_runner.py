@@ -61,12 +61,8 @@ def _ok(proc) -> None:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    from lavis_ib.testing.fixtures import write_fixtures
-
-    root = str(tmp_path_factory.mktemp("stage1_data"))
-    write_fixtures(root, ["coco_caption"])
-    return root
+def data(fixture_root):
+    return fixture_root.path
 
 
 @pytest.fixture(scope="module")

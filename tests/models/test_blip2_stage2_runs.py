@@ -20,13 +20,10 @@ NO_DROPOUT = ["+model.qformer.hidden_dropout_prob=0.0",
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    from lavis_ib.testing.fixtures import write_fixtures
-
+def inputs(tmp_path_factory, fixture_root):
     root = tmp_path_factory.mktemp("stage2_runs")
-    write_fixtures(str(root / "data"), ["coco_caption"])
     write_lavis_stage1(str(root / "blip2_pretrained.pth"))
-    return {"data": str(root / "data"), "stage1": str(root / "blip2_pretrained.pth")}
+    return {"data": fixture_root.path, "stage1": str(root / "blip2_pretrained.pth")}
 
 
 def _options(inputs, out: str, *extra: str) -> list[str]:

@@ -11,14 +11,13 @@ from lavis_ib import registry
 from lavis_ib.common.config import compose_dataset
 from lavis_ib.common.errors import ConfigError
 from lavis_ib.runners.eval_loop import evaluate_split
-from lavis_ib.testing.fixtures import write_fixtures
 from tests.datasets.conftest import build
 from tests.tasks.retrieval_reference import FakeRetrievalModel, lavis_report, lavis_score_matrices
 
 
 @pytest.fixture(scope="module")
-def fixtures(tmp_path_factory):
-    return write_fixtures(str(tmp_path_factory.mktemp("ret")), ["coco_retrieval", "flickr30k_retrieval"])
+def fixtures(fixture_root):
+    return fixture_root.overrides
 
 
 def split(fixtures, name="coco_retrieval", which="test"):
