@@ -20,7 +20,9 @@ class BaseModel(nn.Module):
 
     Every member has a documented default: either a neutral value (no shard units, family
     "generic") or an error that names the model and what it lacks (a model that cannot
-    generate text). Subclasses set `PRETRAINED_MODEL_CONFIG_DICT = {model_type: yaml path}` (paths relative
+    generate text).
+
+    Subclasses set `PRETRAINED_MODEL_CONFIG_DICT = {model_type: yaml path}` (paths relative
     to the `lavis_ib` package or absolute), implement `from_config` and `forward`, and
     override the inference and export members they support.
     """

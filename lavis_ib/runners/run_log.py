@@ -1,8 +1,8 @@
 """Progress and logs of a run (rank 0 only): a tqdm bar (loss, lr, samples/s, ETA),
 JSON lines in `<output_dir>/log.jsonl` (always), and the loggers named in `run.loggers`.
 
-One writer for every destination, so the bar, log.jsonl, TensorBoard and wandb show the
-same numbers at the same steps, once each even across a kill (`RunLogger`, `start_wandb`)."""
+One writer for every destination, so log.jsonl, TensorBoard and wandb get the same numbers
+at the same steps, each step once even across a kill (`RunLogger`, `start_wandb`)."""
 from __future__ import annotations
 
 import logging

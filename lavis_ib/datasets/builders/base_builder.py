@@ -55,7 +55,7 @@ class BaseDatasetBuilder:
           annotations:                       # one entry per split; "train" trains, others evaluate
             train: {url: <url or [urls]>, storage: <path or [paths]>}
             val:   {storage: ...}
-          images: {storage: <folder>}        # or {storage: {split: folder}}; `videos` for video data
+          images: {storage: <folder>}        # or {storage: {split: folder}}; `videos`: video data
           ocr:    {train: {storage: ...}}    # optional OCR-token files per split
         vis_processor: {train: {name: ...}, eval: {name: ...}}
         text_processor: {train: {name: instruction_template, family: vqa}, eval: {...}}

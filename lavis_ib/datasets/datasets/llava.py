@@ -1,7 +1,7 @@
 """LLaVA-Instruct-150K: one training sample per assistant turn.
 
-Every turn of a conversation trains, each with the conversation so far as its instruction,
-as the InstructBLIP recipe uses these data (format: `LlavaDataset`)."""
+Every assistant turn trains, each with the conversation so far as its instruction, so the
+answers of a multi-turn conversation are learnt in context (format and rule: `LlavaDataset`)."""
 from __future__ import annotations
 
 import re

@@ -1,7 +1,7 @@
 """Hugging Face format of BLIP-2: `Blip2ForConditionalGeneration` + `Blip2Processor`.
 
-Reading and writing the layout transformers loads, so a BLIP-2 model trained here runs in
-transformers and theirs here; what their layout has no place for (stage 1's text side) is
+Reading and writing the layout transformers loads, so BLIP-2 models move both ways between
+transformers and lavis_ib; what that layout has no place for (stage 1's text side) is
 written beside it (`save_pretrained`)."""
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Building an InstructBLIP model from a model config node.
 
 InstructBLIP's three weight routes (LAVIS files, a transformers directory, random for the
-tiny types) for the shared route choice, then its `init_from` sources (`build_from_config`)."""
+tiny types), handed to the shared route choice, then its `init_from` sources; the rules
+are on `build_from_config`."""
 from __future__ import annotations
 
 import logging

@@ -1,8 +1,8 @@
 """Training checkpoints: trainable weights, optimizer, scheduler, data-mixer state, RNG and
 step, written atomically with torch.distributed.checkpoint (DCP).
 
-A killed run resumes exactly where it stopped, under any strategy or world size, and a
-half-written or damaged checkpoint is never loaded (layout and rules: `CheckpointManager`)."""
+A killed run resumes exactly where it stopped, a checkpoint loads under any strategy (DCP
+reshards), and a half-written or damaged one is never loaded (see `CheckpointManager`)."""
 from __future__ import annotations
 
 import contextlib

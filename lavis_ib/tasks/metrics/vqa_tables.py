@@ -2,7 +2,7 @@
 
 Source: the official VQA evaluation script (GT-Vision-Lab `vqaEval.py`), as carried in LAVIS
 at `lavis/common/vqa_tools/vqa_eval.py` (salesforce/LAVIS, commit 506965b). Kept exactly as
-published, quirks included (noted at each table), because published scores used them."""
+published, quirks included (noted where they are), because published scores used them."""
 from __future__ import annotations
 
 # The contraction table is hand-written, not derived from a rule: `let's` and `she's` map to
