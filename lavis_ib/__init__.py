@@ -1,11 +1,8 @@
-"""lavis_ib: InstructBLIP vision-language instruction tuning.
+"""lavis_ib: InstructBLIP vision-language instruction tuning; this module is the public API.
 
-Importing the package is cheap: the registry is ready at once, and everything heavy
-(torch models, datasets, metrics) loads on first use.
-
-    >>> from lavis_ib import load_model_and_preprocess
-    >>> model, vis, txt = load_model_and_preprocess("instructblip", "tiny_vicuna", is_eval=True)
-"""
+Importing the package is cheap: the registry is ready at once, and everything heavy (torch
+models, datasets, metrics) loads on first use, so `import lavis_ib` costs nothing until
+`load_model_and_preprocess("instructblip", "tiny_vicuna", is_eval=True)` is called."""
 from __future__ import annotations
 
 from lavis_ib.common.registry import registry

@@ -1,4 +1,6 @@
-"""`python -m lavis_ib.demo` (what `make demo` runs): the same as `lavis-ib demo`."""
+"""`python -m lavis_ib.demo` (what `make demo` runs): the same as `lavis-ib demo`.
+
+A shim kept so the spelling works before the `lavis-ib` script is on the PATH."""
 import sys
 
 from lavis_ib.cli.demo import main

@@ -1,4 +1,6 @@
-"""`python -m lavis_ib.evaluate --cfg-path PROJECT.yaml`: LAVIS's spelling of `lavis-ib evaluate`."""
+"""`python -m lavis_ib.evaluate --cfg-path PROJECT.yaml`: LAVIS's spelling of `lavis-ib evaluate`.
+
+A shim kept so LAVIS users' commands keep working; the command lives in `lavis_ib.cli.evaluate`."""
 import sys
 
 from lavis_ib.cli.evaluate import main

@@ -1,4 +1,6 @@
-"""`python -m lavis_ib.train --cfg-path PROJECT.yaml`: LAVIS's spelling of `lavis-ib train`."""
+"""`python -m lavis_ib.train --cfg-path PROJECT.yaml`: LAVIS's spelling of `lavis-ib train`.
+
+A shim kept so LAVIS users' commands keep working; the command lives in `lavis_ib.cli.train`."""
 import sys
 
 from lavis_ib.cli.train import main

@@ -1,16 +1,8 @@
-"""`python -m lavis_ib.evaluate --cfg-path PROJECT.yaml [--checkpoint RUN_OR_CKPT] [--options ...]`.
+"""`lavis-ib evaluate` (also `python -m lavis_ib.evaluate`): evaluate a project's datasets.
 
-Evaluates every dataset of the project that has an evaluation split (its `eval_splits`,
-else the run's `test_splits`, else `valid_splits`) with the dataset's own task, and writes
-`FOLDER/eval/<dataset>_<split>/{predictions.jsonl,metrics.json}` plus a summary
-`FOLDER/eval/metrics.json` and FOLDER's own config.yaml and run_info.json. FOLDER is
-`run.output_dir`, or `<run.output_dir>/eval/<name>/` when that is a training run's folder
-(`--name`, default the project file's name), so a training run's records are never
-rewritten. Predictions are appended line by line while a split runs; rerunning the same
-evaluation after a kill skips the samples already done. `--checkpoint` loads trainable weights from a
-training run (its `checkpoints/best`, else its newest checkpoint) or a checkpoint folder.
-Runs in one process, or sharded under torchrun with run.distributed=ddp|fsdp.
-"""
+Every dataset with an evaluation split is scored by its own task, into a folder that never
+rewrites a training run's records; docs/evaluation.md describes the splits chosen, the
+folders, `--checkpoint`, resuming after a kill and sharding under torchrun."""
 from __future__ import annotations
 
 import logging

@@ -1,16 +1,7 @@
 """`lavis-ib predict`: answer prompts about images and videos, or rank candidate answers.
 
-    lavis-ib predict --model instructblip:vicuna7b --options pretrained=/ckpt/dir \\
-        --image photo.jpg --prompt "What is unusual about this image?"
-    lavis-ib predict --model instructblip:tiny_vicuna photos/ "clips/*.mp4" \\
-        --prompt "Is this a cat? Answer:" --candidates yes,no --output results.jsonl
-    lavis-ib predict --model instructblip:flant5xl --input records.jsonl --output results.jsonl
-
-Without `--output` each answer is printed (`input<TAB>answer`; a ranking prints every
-candidate with its summed log-probability, best first). With `--output` one JSON record
-per input is written in input order, and a rerun continues an interrupted file
-(docs/predict.md).
-"""
+The command-line face of `lavis_ib.predict`, for files, folders, globs or a JSONL of records;
+docs/predict.md shows the calls, what is printed, and the results file a rerun continues."""
 from __future__ import annotations
 
 import argparse

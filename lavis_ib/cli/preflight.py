@@ -1,28 +1,8 @@
 """Pre-flight checks: everything a project can be checked for before any model weight or
 dataset is loaded, so a typo costs seconds instead of the hours to the first validation.
 
-`checked_config(path, options)` composes the project (its composition problems kept, not
-raised one by one) and adds:
-
-- run settings outside their range (`common/schema.py`), model settings outside theirs
-  (`models/config.py`);
-- the registered names the run uses (task, runner, LR schedule) and each dataset's
-  builder and processors;
-- every annotation file, media folder, OCR file and answer list a dataset needs
-  (`BaseDatasetBuilder.check_files`: nothing is read or downloaded);
-- each dataset's evaluation settings as its task reads them, `generate` keys against the
-  model class's `generation_settings()`, and a candidate source for ranking;
-- `run.select_metric` against the metric names each validated dataset's task produces;
-- `sample_ratio` values (0: evaluated only, `datasets/mixing.py`'s rule) and, for
-  training, at least one dataset to train on;
-- for training, the run folder (`runners/run_folder.py`): another run's live lock, a new
-  run into a folder holding checkpoints, the checkpoint to resume and the settings a
-  resume must keep (batch, LR, datasets, schedule), so none of these waits for a model.
-
-All problems come back in one `ConfigError` (one line each); `lavis-ib check` runs only
-this, `train` and `evaluate` run it first. Imports of the layers above `common` happen
-inside the functions (the registry finds classes by name; no layer rule is bent).
-"""
+All problems come back in one `ConfigError`, one line each; `lavis-ib check` runs only this,
+`train` and `evaluate` run it first. Layers above `common` are imported inside functions."""
 from __future__ import annotations
 
 from typing import Any, Collection, Mapping, Sequence
@@ -38,6 +18,24 @@ from lavis_ib.models.config import model_problems
 def checked_config(cfg_path: str, options: Sequence[str] | None = None,
                    training: bool = True) -> Config:
     """The composed project, after every pre-flight check passed.
+
+    The project is composed with its composition problems kept (not raised one by one),
+    and these are added:
+
+    - run settings outside their range (`common/schema.py`), model settings outside theirs
+      (`models/config.py`);
+    - the registered names the run uses (task, runner, LR schedule) and each dataset's
+      builder and processors;
+    - every annotation file, media folder, OCR file and answer list a dataset needs
+      (`BaseDatasetBuilder.check_files`: nothing is read or downloaded);
+    - each dataset's evaluation settings as its task reads them, `generate` keys against the
+      model class's `generation_settings()`, and a candidate source for ranking;
+    - `run.select_metric` against the metric names each validated dataset's task produces;
+    - `sample_ratio` values (0: evaluated only, `datasets/mixing.py`'s rule) and, for
+      training, at least one dataset to train on;
+    - for training, the run folder (`runners/run_folder.py`): another run's live lock, a new
+      run into a folder holding checkpoints, the checkpoint to resume and the settings a
+      resume must keep (batch, LR, datasets, schedule), so none of these waits for a model.
 
     Args:
         training: check what training reads too (`run.select_metric`); False for

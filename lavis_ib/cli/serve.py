@@ -1,13 +1,8 @@
 """`lavis-ib serve`: the web demo for one model, in a browser.
 
-    lavis-ib serve --model instructblip:vicuna7b --options pretrained=/models/instructblip-vicuna-7b
-    lavis-ib serve --model instructblip:tiny_vicuna --port 0      # offline, any free port
-
-Upload an image or a video, type a prompt, and generate an answer (beams, lengths,
-nucleus sampling, temperature, repetition penalty) or rank candidate answers. The page
-binds to 127.0.0.1 unless `--host` says otherwise, and sends nothing anywhere.
-Needs the demo extra: pip install 'lavis_ib[demo]'.
-"""
+Loads the model once and hands it to the page (`lavis_ib.web`) on 127.0.0.1 unless `--host`
+says otherwise; the port is checked before the model loads. Needs the demo extra
+(`pip install 'lavis_ib[demo]'`); docs/web_demo.md describes the page and its options."""
 from __future__ import annotations
 
 import argparse

@@ -1,13 +1,8 @@
-"""`python -m lavis_ib.train --cfg-path PROJECT.yaml [--options k=v ...]`: train a project.
+"""`lavis-ib train` (also `python -m lavis_ib.train`): train a project.
 
-Parse and compose the config, join the process group (under torchrun), build the task,
-model and datasets with the same seed on every rank, and hand them to the runner.
-
-    python -m lavis_ib.train --cfg-path configs/projects/instructblip/demo_tiny.yaml
-    torchrun --standalone --nproc_per_node 8 -m lavis_ib.train \\
-        --cfg-path configs/projects/instructblip/instruction_tuning_vicuna7b.yaml \\
-        --options run.distributed=fsdp
-"""
+Checks and composes the config, joins the process group (under torchrun), builds the task,
+model and datasets with the same seed on every rank and hands them to the runner; the
+commands for one GPU and for many are in docs/training.md."""
 from __future__ import annotations
 
 import logging

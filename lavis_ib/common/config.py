@@ -1,24 +1,7 @@
-"""Composition of a project file into one validated config.
+"""Composition of a project file into one validated config: defaults < project < options.
 
-Precedence, lowest first:
-    model:    the model type's default YAML  <  project `model:`  <  --options model.*
-    datasets: each builder's default YAML    <  project `datasets.<name>:`  <  --options
-    run:      schema defaults (common/schema.py)  <  project `run:`  <  --options run.*
-`--options model.model_type=X` picks X's default YAML (LAVIS keeps the project's type).
-`plugins:` modules are imported before any class is looked up. Overrides must name keys
-that exist (prefix a new key with `+`); `run` keys are typed and checked.
-
-`includes: [base.yaml, ...]` (paths relative to the including file) merges other project
-files, in order, beneath the including one, so an ablation states only its difference.
-
-A dataset entry is composed from its builder's default YAML (`configs/datasets/<name>/
-defaults.yaml`, the one home of a dataset's evaluation settings). `builder: <registered
-name>` lets an entry of any name reuse a builder's files and defaults (A-OKVQA evaluated
-as multiple choice next to its direct-answer entry). Which of the defaults' keys an entry
-replaces instead of merging over (another task's or inference mode's settings) is not
-known here: the registered entry rules say (`registry.entry_rules`; the evaluation
-settings' rule is in lavis_ib/tasks/eval_settings.py).
-"""
+The one place where a project's `model:`, `datasets:` and `run:` nodes meet their defaults
+and the `--options`, so every entry point composes alike (the precedence: `Config`)."""
 from __future__ import annotations
 
 import os
@@ -46,7 +29,16 @@ def builder_name(name: str, entry: Any) -> str:
 def compose_dataset(name: str, entry: Any = None, option: Any = None,
                     added: Iterable[str] = ()) -> DictConfig:
     """Dataset entry `name`: builder defaults < `entry` < `option` (--options), the
-    defaults' keys that a registered entry rule says the entry replaces left out."""
+    defaults' keys that a registered entry rule says the entry replaces left out.
+
+    The defaults are the builder's YAML (`configs/datasets/<name>/defaults.yaml`, the one
+    home of a dataset's evaluation settings). `builder: <registered name>` lets an entry of
+    any name reuse a builder's files and defaults (A-OKVQA evaluated as multiple choice next
+    to its direct-answer entry). Which default keys an entry replaces instead of merging
+    over (another task's or inference mode's settings) is not known here: the registered
+    entry rules say (`registry.entry_rules`; the evaluation settings' rule is in
+    lavis_ib/tasks/eval_settings.py).
+    """
     if not isinstance(entry or {}, (dict, DictConfig)):
         raise ConfigError(f"datasets.{name} must be a mapping; got {entry!r}.")
     if option is not None and not isinstance(option, (dict, DictConfig)):
@@ -75,6 +67,18 @@ def _without(node: DictConfig, keys: Iterable[str]) -> DictConfig:
 
 class Config:
     """A project file composed with defaults and overrides.
+
+    Precedence, lowest first:
+
+        model:    the model type's default YAML  <  project `model:`  <  --options model.*
+        datasets: each builder's default YAML    <  project `datasets.<name>:`  <  --options
+        run:      schema defaults (common/schema.py)  <  project `run:`  <  --options run.*
+
+    `--options model.model_type=X` picks X's default YAML (LAVIS keeps the project's type).
+    `plugins:` modules are imported before any class is looked up. Overrides must name keys
+    that exist (prefix a new key with `+`); `run` keys are typed and checked.
+    `includes: [base.yaml, ...]` (paths relative to the including file) merges other project
+    files, in order, beneath the including one, so an ablation states only its difference.
 
     Args:
         cfg_path: the project YAML.

@@ -1,4 +1,7 @@
-"""Plain Python containers from OmegaConf nodes, without requiring omegaconf to be loaded."""
+"""Plain Python containers from OmegaConf nodes, without requiring omegaconf to be loaded.
+
+Code below the config layer takes plain dicts and lists, so a model can be built from a
+dict on a machine without omegaconf (the GPU bench does) and from a composed config alike."""
 from __future__ import annotations
 
 import sys

@@ -1,4 +1,7 @@
-"""Device names in configs and API calls (`auto`, `cpu`, `cuda`, `cuda:N`)."""
+"""Device names in configs and API calls (`auto`, `cpu`, `cuda`, `cuda:N`).
+
+One reading of a device name for every entry point, so `cuda` means this process's local
+rank under torchrun and a name no machine has fails as a `ConfigError`, not deep in torch."""
 from __future__ import annotations
 
 import torch

@@ -1,16 +1,16 @@
 """Metrics as people read them on a console; the files keep every digit.
 
-Every score lavis_ib reports is on a 0-100 scale (accuracy and AUC in percent, CIDEr,
-BLEU and METEOR x100, MRR and recall x100) or a rank, so two decimals resolve 1e-4 of the
-unit, finer than any difference a held-out number can show. Counts (`num_samples`,
-`num_truncated`, ...) are integers and print as such. `metrics.json`,
-`predictions.jsonl` and `log.jsonl` are written at full precision, elsewhere.
-"""
+Console lines round scores to two decimals and print counts as integers, while
+`metrics.json`, `predictions.jsonl` and `log.jsonl` are written at full precision elsewhere."""
 from __future__ import annotations
 
 import math
 from typing import Any, Mapping
 
+# Every score lavis_ib reports is on a 0-100 scale (accuracy and AUC in percent, CIDEr, BLEU
+# and METEOR x100, MRR and recall x100) or a rank, so two decimals resolve 1e-4 of the unit,
+# finer than any difference a held-out number can show. Counts (`num_samples`,
+# `num_truncated`, ...) are integers and print as such.
 DECIMALS = 2
 
 

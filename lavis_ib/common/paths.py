@@ -1,4 +1,7 @@
-"""Where files shipped inside the package live (configs, tokenizer assets)."""
+"""Where files shipped inside the package live (configs, tokenizer assets).
+
+Shipped YAML names its files relative to the package, so one function turns them into
+absolute paths that hold wherever the package is installed."""
 from __future__ import annotations
 
 import os

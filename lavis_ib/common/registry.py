@@ -1,13 +1,8 @@
 """Registries: name -> class tables for models, builders, tasks, processors, runners and
 LR schedulers (and the rules composing a dataset entry), with LAVIS's public function names.
 
-Lookups never return None: an unknown name raises `RegistryError` listing the registered
-names and the closest match. The library's own classes register when their module is
-imported; each registry imports its built-in module on first lookup (and listing), so
-nothing depends on `import *` side effects and `import lavis_ib` stays light. Installed
-packages can register through the entry-point group ``lavis_ib.plugins``; project files
-list extra modules under ``plugins:``.
-"""
+Unlike LAVIS's, a lookup never returns None and nothing relies on `import *` side effects:
+built-ins load on first lookup, plugins through ``lavis_ib.plugins`` or ``plugins:``."""
 from __future__ import annotations
 
 import importlib
@@ -21,6 +16,13 @@ ENTRY_POINT_GROUP = "lavis_ib.plugins"
 
 class Registry:
     """A named table of classes (or callables) of one kind.
+
+    Lookups never return None: an unknown name raises `RegistryError` listing the registered
+    names and the closest match. The library's own classes register when their module is
+    imported; each registry imports its built-in module on first lookup (and listing), so
+    nothing depends on `import *` side effects and `import lavis_ib` stays light. Installed
+    packages can register through the entry-point group ``lavis_ib.plugins``; project files
+    list extra modules under ``plugins:``.
 
     Args:
         kind: what it holds, used in messages ("model", "builder", ...).

@@ -1,10 +1,8 @@
-"""Seeding of the global random generators (Python, NumPy, torch).
+"""Seeding of the global random generators (Python, NumPy, torch), in one place.
 
-Training seeds `run.seed` before building the model, so every rank initialises the
-randomly drawn parts identically (FSDP and DDP need equal weights), and `run.seed + rank`
-before the first step, so dropout and augmentation differ per rank. Export seeds
-`run.seed` again to redraw the same randomly initialised weights the run started from.
-"""
+Training seeds `run.seed` before building the model (every rank draws equal random weights,
+as FSDP and DDP need) and `run.seed + rank` before the first step (dropout and augmentation
+differ per rank); export seeds `run.seed` again to redraw the weights the run started from."""
 from __future__ import annotations
 
 import random

@@ -1,40 +1,8 @@
 """Data loaders: the training mixture (`MixtureLoader`) and rank shards of eval splits.
 
-`MixtureLoader` turns {name: dataset} into this rank's micro-batches, one optimizer step at a
-time. `MixPlan` (seeded by (seed, step): the same on every rank) names the dataset of each
-slot of step s's global batch by `run.mix_unit` (one draw per group of batch_size_train slots,
-per slot, or per step) and takes each dataset's slots from its `IndexStream` in slot order;
-the global batch is cut into world_size x accum micro-batches of which rank r, micro-step a
-gets slice a * world_size + r. Concatenating the ranks' micro-batches by (accum, rank)
-therefore gives exactly the global batch one process would see. A micro-batch holding
-several datasets is collated per dataset and concatenated (`merge_batches`).
-
-All map-style datasets share ONE torch DataLoader whose batch sampler walks the same choice
-sequence, so its workers prefetch exactly the micro-batches the next steps will ask for (one
-loader per dataset would start num_workers processes per dataset and prefetch batches of
-datasets that are rarely chosen). Its iterator lives for the whole run (the sampler is
-infinite), so worker processes persist without `persistent_workers`. Each iterable
-(webdataset) dataset has its own DataLoader and is pulled only when chosen; the dataset
-splits itself by rank and worker. When one pass ends its loader is rebuilt (new workers, so
-that `set_epoch(pass)`, when the dataset has it, reaches the workers' copies).
-
-Resume: `state_dict()` holds the step and each map-style stream's (pass, position), so
-`load_state_dict` continues the exact sequence without replay. Iterable datasets are
-best-effort: a resumed run starts a new pass of each (pass + 1 through `set_epoch` when
-available) instead of skipping the samples already seen, which would mean decoding them.
-
-Bad samples: datasets return `BadSample(path, reason)` for unreadable images and their
-collater (the shared `datasets.datasets.base.collate` for datasets without one) drops
-them, listing `batch["_bad_files"]`. The loader counts samples requested and bad, and
-raises `DataError` (a `LavisIbError`) listing the files once the bad fraction exceeds
-`max_bad_sample_fraction` of max(samples requested, `bad_sample_grace`) (run settings of
-the same names: before `bad_sample_grace` samples, up to fraction x grace files are
-tolerated). Each distinct bad file is logged once (WARNING, name and reason) and kept as
-an event for the runner's log (`pop_bad_events`). Micro-batches keep their place in the
-step even when samples were dropped, so they may hold fewer than `micro_batch_size`
-samples (or none; see `num_samples`); a step in which every sample on this rank was
-unreadable is a `DataError` (there is no loss to log or gradient to apply).
-"""
+The training order is a function of (seed, step) alone, so any number of ranks and
+accumulation steps sees the same global batches, a resume continues the exact sequence,
+and unreadable samples are counted and bounded rather than silently skipped."""
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
@@ -154,6 +122,41 @@ class _IterableSource:
 
 class MixtureLoader:
     """This rank's micro-batches of the training mixture, one optimizer step per call.
+
+    Order: `MixPlan` (seeded by (seed, step): the same on every rank) names the dataset of
+    each slot of step s's global batch by `run.mix_unit` (one draw per group of
+    batch_size_train slots, per slot, or per step) and takes each dataset's slots from its
+    `IndexStream` in slot order; the global batch is cut into world_size x accum
+    micro-batches of which rank r, micro-step a gets slice a * world_size + r.
+    Concatenating the ranks' micro-batches by (accum, rank) therefore gives exactly the
+    global batch one process would see. A micro-batch holding several datasets is collated
+    per dataset and concatenated (`merge_batches`).
+
+    Loading: all map-style datasets share ONE torch DataLoader whose batch sampler walks the
+    same choice sequence, so its workers prefetch exactly the micro-batches the next steps
+    will ask for (one loader per dataset would start num_workers processes per dataset and
+    prefetch batches of datasets that are rarely chosen). Its iterator lives for the whole
+    run (the sampler is infinite), so worker processes persist without
+    `persistent_workers`. Each iterable (webdataset) dataset has its own DataLoader and is
+    pulled only when chosen; the dataset splits itself by rank and worker. When one pass
+    ends its loader is rebuilt (new workers, so that `set_epoch(pass)`, when the dataset
+    has it, reaches the workers' copies).
+
+    Resume: `state_dict()` holds the step and each map-style stream's (pass, position), so
+    `load_state_dict` continues the exact sequence without replay. Iterable datasets are
+    best-effort: a resumed run starts a new pass of each (pass + 1 through `set_epoch` when
+    available) instead of skipping the samples already seen, which would mean decoding them.
+
+    Bad samples: datasets return `BadSample(path, reason)` for unreadable images and their
+    collater (the shared `datasets.datasets.base.collate` for datasets without one) drops
+    them, listing `batch["_bad_files"]`. The loader counts samples requested and bad, and
+    raises `DataError` listing the files once the bad fraction exceeds
+    `max_bad_sample_fraction` of max(samples requested, `bad_sample_grace`). Each distinct
+    bad file is logged once (WARNING, name and reason) and kept as an event for the
+    runner's log (`pop_bad_events`). Micro-batches keep their place in the step even when
+    samples were dropped, so they may hold fewer than `micro_batch_size` samples (or none;
+    see `num_samples`); a step in which every sample on this rank was unreadable is a
+    `DataError` (there is no loss to log or gradient to apply).
 
     Args:
         datasets: {name: training dataset}; map-style (len, __getitem__ with index >= len

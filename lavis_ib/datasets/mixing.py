@@ -1,32 +1,8 @@
 """Balanced dataset mixing: which dataset fills each slot of a step's global batch, and which samples.
 
-InstructBLIP (Sec. 2.4) mixes the held-in training sets with probability
-p_d = sqrt(S_d) / sum_i sqrt(S_i) (S = number of training samples), then adjusts some
-datasets by hand. Here p_d is proportional to sqrt(S_d) x sample_ratio_d, or to
-S_d x sample_ratio_d when balanced sampling is off (the Table 2 ablation). The hand
-adjustments are `datasets.<name>.sample_ratio` in the project files (OKVQA up, A-OKVQA
-down; their values and rationale: docs/protocol.md), 1.0 by default. `sample_ratio: 0` is
-the one spelling of an evaluation-only dataset in a training project: never drawn, still
-validated (`check_sample_ratio` is the rule the pre-flight applies too).
-
-Everything is a pure function of the seed, so any number of ranks sees the same sequence:
-
-- `Mixer.draws(step, n)`: the first `n` dataset draws of optimizer step `step`, from a
-  generator seeded by (seed, step) only; draw k does not depend on n. `Mixer.choose(step)` is
-  draw 0. They need no state, so resuming at step s needs no replay.
-- `MixPlan`: the dataset of every slot of a step's global batch, by `run.mix_unit`:
-  ``micro_batch`` (draw g fills the g-th group of `group_size` = batch_size_train consecutive
-  slots: LAVIS's one draw per rank per micro-batch, the same on any world size and
-  accumulation), ``sample`` (draw j fills slot j) or ``step`` (draw 0 fills the whole step).
-  Each dataset's slots take the next indices of its stream in slot order.
-- `IndexStream`: a dataset's sample order, a permutation seeded by (seed, dataset name, pass),
-  consumed in order; indices are emitted as ``pass * size + i`` (the dataset contract: an
-  index >= len encodes the epoch, which drives the per-epoch template draw). Its state is
-  (pass, position); `advance` moves it without building permutations.
-
-Numpy's `SeedSequence` mixes the seed parts; dataset names enter through a fixed hash
-(blake2b), never Python's `hash`, which is salted per process.
-"""
+InstructBLIP's square-root-of-size mixing (`mixing_weights`), made a pure function of the
+seed and step (`Mixer`, `MixPlan`, `IndexStream`), so any number of ranks sees the same
+sequence and a resume needs no replay."""
 from __future__ import annotations
 
 import hashlib
@@ -50,12 +26,19 @@ _U64 = 2 ** 64
 
 
 def name_key(name: str) -> int:
-    """A stable 64-bit integer for a dataset name (the same in every process)."""
+    """A stable 64-bit integer for a dataset name (the same in every process).
+
+    A fixed hash (blake2b), never Python's `hash`, which is salted per process; numpy's
+    `SeedSequence` then mixes it with the other seed parts.
+    """
     return int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(), "little")
 
 
 def check_sample_ratio(name: str, ratio: Any) -> float:
     """`datasets.<name>.sample_ratio` as a float: a finite number >= 0 (0: evaluation only).
+
+    `sample_ratio: 0` is the one spelling of an evaluation-only dataset in a training
+    project: never drawn, still validated; the pre-flight applies this same rule.
 
     Raises:
         ConfigError: a negative, non-finite or non-numeric ratio (booleans included).
@@ -70,6 +53,13 @@ def check_sample_ratio(name: str, ratio: Any) -> float:
 def mixing_weights(sizes: Mapping[str, int], sample_ratios: Mapping[str, float] | None = None,
                    balanced: bool = True) -> dict[str, float]:
     """Sampling probability of each dataset.
+
+    InstructBLIP (Sec. 2.4) mixes the held-in training sets with probability
+    p_d = sqrt(S_d) / sum_i sqrt(S_i) (S = number of training samples), then adjusts some
+    datasets by hand. Here p_d is proportional to sqrt(S_d) x sample_ratio_d, or to
+    S_d x sample_ratio_d when balanced sampling is off (the Table 2 ablation). The hand
+    adjustments are `datasets.<name>.sample_ratio` in the project files (OKVQA up, A-OKVQA
+    down; their values and rationale: docs/protocol.md), 1.0 by default.
 
     Args:
         sizes: {name: number of training samples}.
@@ -105,6 +95,10 @@ def mixing_weights(sizes: Mapping[str, int], sample_ratios: Mapping[str, float] 
 
 class Mixer:
     """The dataset chosen at each optimizer step; stateless and identical on every rank.
+
+    `draws(step, n)` gives the first `n` dataset draws of optimizer step `step`, from a
+    generator seeded by (seed, step) only; draw k does not depend on n. `choose(step)` is
+    draw 0. They need no state, so resuming at step s needs no replay.
 
     Args:
         sizes: {name: number of training samples}.
@@ -146,10 +140,15 @@ class Mixer:
 class MixPlan:
     """The dataset and sample of every slot of each step's global batch (`run.mix_unit`).
 
+    ``micro_batch``: draw g fills the g-th group of `group_size` = batch_size_train
+    consecutive slots (LAVIS's one draw per rank per micro-batch, the same on any world size
+    and accumulation); ``sample``: draw j fills slot j; ``step``: draw 0 fills the whole
+    step. Each dataset's slots take the next indices of its stream in slot order.
+
     Args:
         mixer: the seeded dataset draws.
         global_batch_size: slots per step.
-        unit: ``micro_batch`` | ``sample`` | ``step`` (see the module docstring).
+        unit: ``micro_batch`` | ``sample`` | ``step`` (above).
         group_size: slots per draw for ``micro_batch`` (run.batch_size_train, not the
             micro-batch a world size derives, so the plan is the same on any layout).
 
@@ -264,6 +263,11 @@ def num_samples(batch: Mapping[str, Any]) -> int:
 
 class IndexStream:
     """One dataset's sample indices, pass after pass, each pass a seeded permutation.
+
+    The permutation is seeded by (seed, dataset name, pass) and consumed in order; indices
+    are emitted as ``pass * size + i`` (the dataset contract: an index >= len encodes the
+    epoch, which drives the per-epoch template draw). Its state is (pass, position);
+    `advance` moves it without building permutations.
 
     Args:
         name: dataset name (part of the permutation seed).

@@ -1,11 +1,8 @@
 """`BaseModel`: the contract between a registered model and the rest of lavis_ib.
 
-Tasks, runners and loaders call only the methods and properties declared here, never
-probe a model for others, so a user's own model plugs into training, FSDP, evaluation
-and export by subclassing `BaseModel` and overriding what it supports. Every member has
-a documented default: either a neutral value (no shard units, family "generic") or an
-error that names the model and what it lacks (a model that cannot generate text).
-"""
+Tasks, runners and loaders call only the members declared here, never probe a model for
+others, so a user's own model plugs into training, FSDP, evaluation and export by
+subclassing `BaseModel` and overriding what it supports (docs/architecture.md)."""
 from __future__ import annotations
 
 import inspect
@@ -20,6 +17,10 @@ from lavis_ib.common.paths import package_path
 
 class BaseModel(nn.Module):
     """Base of registered models.
+
+    Every member has a documented default: either a neutral value (no shard units, family
+    "generic") or an error that names the model and what it lacks (a model that cannot
+    generate text).
 
     Subclasses set `PRETRAINED_MODEL_CONFIG_DICT = {model_type: yaml path}` (paths relative
     to the `lavis_ib` package or absolute), implement `from_config` and `forward`, and

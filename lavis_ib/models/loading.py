@@ -1,4 +1,7 @@
-"""`load_model`, `load_preprocess`, `load_model_and_preprocess`, `model_zoo` (LAVIS API)."""
+"""`load_model`, `load_preprocess`, `load_model_and_preprocess`, `model_zoo` (LAVIS API).
+
+LAVIS's loading functions by registered name, so LAVIS code loads lavis_ib models
+unchanged; overrides are checked against the model's config before anything is built."""
 from __future__ import annotations
 
 from typing import Any

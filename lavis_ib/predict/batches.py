@@ -1,10 +1,7 @@
 """Batches of `lavis-ib predict` records and what the model makes of one batch.
 
-A batch holds consecutive records of one kind (images, or videos, whose tensors have
-another shape) and one mode (generation, or ranking, where every record may carry its
-own candidate list); it never crosses a change of kind or mode, so the batches, and
-with them the per-batch seeds, depend only on the inputs and `--batch-size`.
-"""
+Batches never mix images with videos or generation with ranking, so they, and the per-batch
+seeds, depend only on the inputs and `--batch-size` (`make_batches`)."""
 from __future__ import annotations
 
 import logging
@@ -17,7 +14,13 @@ log = logging.getLogger(__name__)
 
 
 def make_batches(records: Sequence[PredictRecord], batch_size: int) -> list[range]:
-    """Index ranges of the batches, in input order."""
+    """Index ranges of the batches, in input order.
+
+    A batch holds consecutive records of one kind (images, or videos, whose tensors have
+    another shape) and one mode (generation, or ranking, where every record may carry its
+    own candidate list); it never crosses a change of kind or mode, so the batches, and
+    with them the per-batch seeds, depend only on the inputs and `batch_size`.
+    """
     batches: list[range] = []
     start = 0
     for i in range(1, len(records) + 1):

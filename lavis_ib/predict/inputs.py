@@ -1,12 +1,7 @@
 """The inputs of `lavis-ib predict` as a list of records, checked before any model loads.
 
-Paths on the command line may be files, folders (their image and video files by
-extension; `recursive` descends into sub-folders) or glob patterns, which are expanded
-here so that quoting them works the same in every shell. A JSONL file holds one
-`{"image" | "video": path, "prompt": str?, "candidates": [str, ...]?}` object per line;
-its relative paths are resolved against the JSONL's folder. A missing path, a glob that
-matches nothing, a malformed line or a record without a prompt is one error naming it.
-"""
+Command-line paths, folders, globs (`expand_paths`) and JSONL records (`jsonl_records`)
+become one record list, so a typo costs seconds rather than a model load."""
 from __future__ import annotations
 
 import glob
@@ -69,7 +64,12 @@ def _folder_files(folder: str, recursive: bool) -> tuple[list[str], int]:
 def expand_paths(paths: Iterable[str], recursive: bool = False) -> list[str]:
     """Files, folders and glob patterns -> the media files they name, in the given order
     (a folder's and a pattern's matches sorted). Non-media files found in folders are
-    passed over with one log line and a count; a file named directly is always kept."""
+    passed over with one log line and a count; a file named directly is always kept.
+
+    A folder gives its image and video files by extension (`recursive` descends into
+    sub-folders); patterns are expanded here so that quoting them works the same in every
+    shell. A missing path or a glob that matches nothing is one error naming it.
+    """
     out, missing, ignored = [], [], 0
     for arg in paths:
         if glob.has_magic(arg) and not os.path.exists(arg):
@@ -124,7 +124,11 @@ def path_records(paths: Sequence[str], forced_kind: str | None, prompt: str | No
 def jsonl_records(path: str, prompt: str | None,
                   candidates: Sequence[str] | None) -> list[PredictRecord]:
     """Records of a JSONL file; `prompt` / `candidates` fill records without their own.
-    Every problem of the file is reported at once, each with its line number."""
+    Every problem of the file is reported at once, each with its line number.
+
+    One `{"image" | "video": path, "prompt": str?, "candidates": [str, ...]?}` object per
+    line; relative paths are resolved against the JSONL's folder.
+    """
     if not os.path.isfile(path):
         raise DataError(f"--input '{path}' does not exist.")
     base = os.path.dirname(os.path.abspath(path))

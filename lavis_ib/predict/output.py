@@ -1,14 +1,8 @@
 """The JSONL results file of `lavis-ib predict` and its resume.
 
-One JSON object per input, in input order, appended and flushed batch by batch. Beside
-it, `<output>.meta.json` holds the settings that define the results (model, options,
-generation settings, append_eos, seed, batch size). A rerun with the same `--output`
-keeps the records already written and continues after them; a rerun whose settings or
-inputs differ is refused (`--overwrite` starts again), because one file would otherwise
-mix results of two setups. A torn last line (a crash in the middle of a write) is
-detected, logged and written again (the resumable JSONL of `common/durable_files.py`,
-shared with evaluation resume).
-"""
+A long prediction run can be killed and rerun without losing or mixing results: the file
+knows the settings it was written with and continues where it stopped (`ResultsFile`),
+through the same resumable JSONL as evaluation."""
 from __future__ import annotations
 
 import json
@@ -29,7 +23,16 @@ def meta_path(output: str) -> str:
 
 
 class ResultsFile:
-    """The results file of one run: `existing` records (resume), `keep`, `append`."""
+    """The results file of one run: `existing` records (resume), `keep`, `append`.
+
+    One JSON object per input, in input order, appended and flushed batch by batch. Beside
+    it, `<output>.meta.json` holds the settings that define the results (model, options,
+    generation settings, append_eos, seed, batch size). A rerun with the same output keeps
+    the records already written and continues after them; a rerun whose settings or inputs
+    differ is refused (`overwrite` starts again), because one file would otherwise mix
+    results of two setups. A torn last line (a crash in the middle of a write) is detected,
+    logged and written again (the resumable JSONL of `common/durable_files.py`).
+    """
 
     def __init__(self, output: str, settings: dict[str, Any], overwrite: bool = False) -> None:
         self.output, self.settings = output, settings

@@ -1,11 +1,8 @@
 """The bar charts of `lavis-ib report`: one group of bars per column of the table (a
 held-out dataset, an average).
 
-A measured value is a bar with its number written above it, so a measured 0 reads "0.0"
-on the axis line; a value the run (or the paper) does not have gets no bar but a grey,
-italic "n/a" label at that place. The two can therefore never be mistaken for each other, which a
-zero-height bar alone would allow.
-"""
+One chart function for every report, so a missing number looks the same everywhere and is
+never drawn as a zero (`grouped_bars`)."""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -16,6 +13,11 @@ Series = tuple[str, Sequence[float | None], str | None]   # (legend label, value
 
 def grouped_bars(series: Sequence[Series], groups: Sequence[str], title: str) -> Any:
     """A matplotlib Figure (Agg backend, no display) with one bar per series and group.
+
+    A measured value is a bar with its number written above it, so a measured 0 reads "0.0"
+    on the axis line; a value the run (or the paper) does not have gets no bar but a grey,
+    italic "n/a" label at that place. The two can therefore never be mistaken for each
+    other, which a zero-height bar alone would allow.
 
     Args:
         series: (legend label, one value or None per group, hatch pattern or None).

@@ -1,12 +1,8 @@
 """`lavis-ib report RUN ... --table 2|3|fig4`: one of the paper's tables with our runs
 beside the rows they match.
 
-The paper's rows print in its order, each followed by the runs that match it (from the
-run's config, or `--row`); runs matching no row come last. A cell without a number reads
-"n/a" (blank in the CSV); a starred cell has a note below the table. Writes
-`table<N>.md` / `.csv` / `.png` (`fig4.*` for Figure 4) to `--out` (default
-`<first run>/report`); the chart is grouped bars, one group per column.
-"""
+Ablations and finetuning results are read row by row against the paper's, so each run
+is printed under the row it reproduces (`report_table`; docs/evaluation.md shows the calls)."""
 from __future__ import annotations
 
 import csv
@@ -194,7 +190,14 @@ def chart(table: PaperTable, runs: Sequence[RunRow], path: str) -> None:
 
 def report_table(key: str, run_dirs: Sequence[str], out_dir: str | None,
                  rows: Sequence[str] = ()) -> str:
-    """Write the three files; returns the Markdown."""
+    """Write the three files; returns the Markdown.
+
+    The paper's rows print in its order, each followed by the runs that match it (from the
+    run's config, or `rows`); runs matching no row come last. A cell without a number reads
+    "n/a" (blank in the CSV); a starred cell has a note below the table. Writes
+    `table<N>.md` / `.csv` / `.png` (`fig4.*` for Figure 4) to `out_dir` (default
+    `<first run>/report`); the chart is grouped bars, one group per column.
+    """
     table = paper_table(key)
     runs = collect_runs(table, run_dirs, rows)
     out_dir = out_dir or os.path.join(run_dirs[0], "report")

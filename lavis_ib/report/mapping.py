@@ -2,9 +2,7 @@
 (a dataset's `metrics.json` key, or the mean of several, from `<RUN>/eval/<dataset>_<split>/`)
 and the paper row a run matches, from its saved `config.yaml`.
 
-Averages are taken only when every part is there: a held-in average missing TextCaps is
-no average, and the report says which part is missing.
-"""
+Kept apart from the printing (`compare`), so the pairing rules can be read and tested alone."""
 from __future__ import annotations
 
 import json
@@ -35,7 +33,8 @@ class Measure:
 
 @dataclass(frozen=True)
 class Mean:
-    """The mean of several measures, only when all are there."""
+    """The mean of several measures, only when all are there: a held-in average missing
+    TextCaps is no average, and the report says which part is missing."""
 
     parts: tuple[Measure, ...]
 

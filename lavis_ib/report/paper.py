@@ -1,12 +1,8 @@
 """InstructBLIP's published results as data: Table 1 here, Tables 2, 3 and Figure 4 in
 `paper_tables`, all pinned to arXiv 2305.06500v2 (where each was read: `SOURCE_NOTE`).
 
-`TABLES["1" | "2" | "3" | "fig4"]` is each as a `PaperTable`. For Table 1 the names the
-single-run report always used stay: `HELD_OUT` (its 13 columns in order), `TITLES`,
-`METRIC[dataset]` (the key of our `metrics.json` that matches a column, on the paper's
-scale: CIDEr x100, accuracies, AUC and MRR in percent), `TABLE1[row][dataset]` (the rows
-with every cell: BLIP-2 and InstructBLIP) and `ROW_OF_MODEL_TYPE` (our model type -> row).
-"""
+Reports compare against numbers kept as data with their source, never typed into a report;
+`TABLES` holds each table, and Table 1 keeps the names the single-run report always used."""
 from __future__ import annotations
 
 from lavis_ib.report.paper_tables import FIG_4, TABLE_2, TABLE_3
@@ -22,6 +18,8 @@ TITLES = {"nocaps": "NoCaps", "flickr30k": "Flickr30K", "gqa": "GQA", "vsr": "VS
           "iconqa": "IconQA", "textvqa": "TextVQA", "visdial": "Visdial",
           "hateful_memes": "HM", "vizwiz_vqa": "VizWiz", "scienceqa": "SciQA image",
           "msvd_qa": "MSVD QA", "msrvtt_qa": "MSRVTT QA", "ivqa": "iVQA"}
+# The key of our `metrics.json` that matches each column, on the paper's scale: CIDEr x100,
+# accuracies, AUC and MRR in percent.
 METRIC = {"nocaps": "cider", "flickr30k": "cider", "gqa": "acc", "vsr": "acc",
           "iconqa": "acc", "textvqa": "acc", "visdial": "mrr", "hateful_memes": "auc",
           "vizwiz_vqa": "acc", "scienceqa": "acc", "msvd_qa": "acc", "msrvtt_qa": "acc",
@@ -69,10 +67,12 @@ TABLE_1 = PaperTable(
     source=Source(V2, "Sec. 3.1 (zero-shot evaluation)", "Table 1", "6", SOURCE_NOTE),
     note="ScienceQA: the questions with an image context only.")
 
-# The rows with a number in every column (every row but Flamingo's), as plain dicts.
+# The rows with a number in every column (every row but Flamingo's: BLIP-2 and
+# InstructBLIP), as plain dicts, TABLE1[row][dataset].
 TABLE1: dict[str, dict[str, float]] = {
     r.name: {d: float(v) for d, v in r.values.items() if v is not None}
     for r in TABLE_1.rows if None not in r.values.values()}
+# our model type -> its Table 1 row
 ROW_OF_MODEL_TYPE = {"flant5xl": "InstructBLIP FlanT5XL", "flant5xxl": "InstructBLIP FlanT5XXL",
                      "vicuna7b": "InstructBLIP Vicuna-7B", "vicuna13b": "InstructBLIP Vicuna-13B",
                      # BLIP-2 (blip2_t5): the baseline row Table 1 gives for FlanT5-XL
@@ -84,4 +84,5 @@ def table1_value(row: str, dataset: str) -> float | None:
     return TABLE_1.row(row).values[dataset]
 
 
+# every table as a `PaperTable`, by the name `lavis-ib report --table` takes
 TABLES: dict[str, PaperTable] = {"1": TABLE_1, "2": TABLE_2, "3": TABLE_3, "fig4": FIG_4}

@@ -1,10 +1,8 @@
 """InstructBLIP's Table 2 (ablations), Table 3 (finetuning) and Figure 4 (instruction tuning
 vs. multitask learning) as data, read from arXiv 2305.06500v2 (how: `SOURCE_NOTE`).
 
-A cell the paper prints but we could not read is None with a note saying so; no number
-here is filled in from memory or inferred from another table. Figure 4's numbers are read
-off the figure (`from_figure=True`).
-"""
+A cell we could not read is None with a note saying so, never filled in from memory or
+inferred from another table; Figure 4's numbers are read off the figure (`from_figure=True`)."""
 from __future__ import annotations
 
 from lavis_ib.report.paper_types import SOURCE_NOTE, V2, Column, PaperTable, Source, row_of

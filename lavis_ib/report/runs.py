@@ -1,13 +1,7 @@
 """`lavis-ib report RUN RUN ...`: several runs and the paper's rows in one table and chart.
 
 Table 1 compares models side by side (InstructBLIP beside its BLIP-2 baseline), so several
-runs go into one report: a column per run (labelled by its folder and model type), then
-the paper's row of each run's model type (plus any `--compare` row), one group of bars
-per held-out dataset. Each run's results are found exactly as for a single-run report
-(`report.collect`), so both reports agree on which split and metric a number is.
-Writes `table1_runs.md`, `table1_runs.csv` and `table1_runs.png` to `--out` (default
-`<first run>/report`).
-"""
+runs go into one report, each read as a single-run report reads it (`report_runs`)."""
 from __future__ import annotations
 
 import csv
@@ -117,7 +111,14 @@ def chart_runs(columns: Sequence[RunColumn], rows: Sequence[str], path: str) -> 
 
 def report_runs(run_dirs: Sequence[str], out_dir: str | None, compare: Sequence[str],
                 model_type_of, collect) -> str:
-    """Write the three files; returns the Markdown table."""
+    """Write the three files; returns the Markdown table.
+
+    A column per run (labelled by its folder and model type), then the paper's row of each
+    run's model type (plus any `compare` row), one group of bars per held-out dataset. Each
+    run's results are found exactly as for a single-run report (`collect`), so both reports
+    agree on which split and metric a number is. Writes `table1_runs.md`, `table1_runs.csv`
+    and `table1_runs.png` to `out_dir` (default `<first run>/report`).
+    """
     columns = run_columns(run_dirs, model_type_of, collect)
     rows = paper_rows(columns, compare)
     out_dir = out_dir or os.path.join(run_dirs[0], "report")

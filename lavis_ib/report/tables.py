@@ -1,18 +1,8 @@
 """`lavis-ib report RUN_DIR`: our held-out results beside the paper's Table 1.
 
-Reads `<RUN_DIR>/config.yaml` (the model type picks the paper row) and every
-`<RUN_DIR>/eval/<dataset>_<split>/metrics.json` of the 13 held-out datasets, and writes
-`table1.md`, `table1.csv` and `table1.png` (ours vs. the paper, a bar per dataset) to
-`<RUN_DIR>/report/` (or `--out`). The Markdown table is also printed. A model type with
-no Table 1 row (the tiny test models) gets our numbers alone, and a note on `--compare`. Given a training
-run's folder, the report reads its newest evaluation, `<RUN_DIR>/eval/<name>/`, which has
-the same layout (`evaluation_folder`).
-
-    lavis-ib report output/zeroshot_vicuna7b
-    lavis-ib report RUN_DIR --compare "InstructBLIP FlanT5XL" --out report/
-    lavis-ib report RUN_A RUN_B ...      # several runs in one table (lavis_ib.report.runs)
-    lavis-ib report RUN ... --table 2    # Table 2, 3 or fig4 instead (lavis_ib.report.compare)
-"""
+The table, CSV and chart of one run (`collect`); given a training run's folder it reads the
+newest evaluation under it (`evaluation_folder`). Several runs: `report.runs`; Tables 2, 3
+and Figure 4: `report.compare`; the calls are shown in docs/evaluation.md."""
 from __future__ import annotations
 
 import csv
@@ -79,7 +69,14 @@ def _find_split(eval_dir: str, dataset: str) -> tuple[str | None, str | None]:
 
 def collect(run_dir: str, paper_row: str | None) -> list[Row]:
     """One row per held-out dataset (ours is None where the run has no result, paper
-    None without a `paper_row`)."""
+    None without a `paper_row`).
+
+    Reads every `<run_dir>/eval/<dataset>_<split>/metrics.json` of the 13 held-out datasets
+    (a test split preferred over val); the model type in `<run_dir>/config.yaml` picks the
+    paper row, and a model type with no Table 1 row (the tiny test models) gets our numbers
+    alone. The report writes `table1.md`, `table1.csv` and `table1.png` to
+    `<run_dir>/report/` (or `--out`) and prints the Markdown table.
+    """
     rows = []
     for dataset in HELD_OUT:
         split, path = _find_split(os.path.join(run_dir, "eval"), dataset)

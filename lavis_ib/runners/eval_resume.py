@@ -1,16 +1,8 @@
 """Predictions of a long evaluation kept line by line, so a rerun skips what is done.
 
-While a split is evaluated each rank appends its records to
-`<out_dir>/predictions.partial.rank<r>.jsonl`, one whole line per record (the resumable
-JSONL of `common/durable_files.py`, as predict's results file). Its first line is a header
-holding a fingerprint of what is evaluated (the composed config and the checkpoint); a
-rerun with the same fingerprint reads every rank's partial file and skips the batches
-whose sample ids are all done (their records are reused), whatever the world size. A torn
-last line (a kill in the middle of a write) is dropped, counted, and cut off before the
-file is appended to. When the split's predictions.jsonl and metrics.json are written the
-partial files stay until the whole evaluation has ended (`remove_partials` on its eval/
-folder), so a rerun also skips the finished splits.
-"""
+An evaluation of many hours killed near its end should not start again: each rank appends
+its records as it goes (`PartialWriter`) and a rerun of the same config and checkpoint
+reuses them (`read_done`), whatever the world size."""
 from __future__ import annotations
 
 import glob
@@ -31,7 +23,13 @@ def _json_default(obj: Any) -> Any:
 
 
 def read_done(out_dir: str | None, fingerprint: str | None) -> dict[Any, dict[str, Any]]:
-    """{id: record} from the partial files of an earlier run with this fingerprint."""
+    """{id: record} from the partial files of an earlier run with this fingerprint.
+
+    Every rank's partial file is read, so the evaluation loop can skip the batches whose
+    sample ids are all done (their records are reused), whatever the world size. A torn
+    last line (a kill in the middle of a write) is dropped, counted, and cut off before the
+    file is appended to.
+    """
     done: dict[Any, dict[str, Any]] = {}
     if not out_dir or not fingerprint:
         return done
@@ -74,7 +72,12 @@ def _fingerprint(contents: JsonlContents) -> str | None:
 
 
 class PartialWriter:
-    """Appends this rank's records, line-whole; a no-op without a folder."""
+    """Appends this rank's records, line-whole; a no-op without a folder.
+
+    The file is `<out_dir>/predictions.partial.rank<r>.jsonl` (the resumable JSONL of
+    `common/durable_files.py`, as predict's results file); its first line is a header
+    holding a fingerprint of what is evaluated (the composed config and the checkpoint).
+    """
 
     def __init__(self, out_dir: str | None, fingerprint: str | None, rank: int) -> None:
         self._file = None
@@ -98,6 +101,10 @@ class PartialWriter:
 
 
 def remove_partials(out_root: str) -> None:
-    """Remove the partial files of every split under an evaluation's eval/ folder."""
+    """Remove the partial files of every split under an evaluation's eval/ folder.
+
+    Called once the whole evaluation has ended, not when a split's predictions.jsonl and
+    metrics.json are written, so a rerun also skips the finished splits.
+    """
     for path in glob.glob(os.path.join(out_root, "*", PARTIAL.format(rank="*"))):
         os.remove(path)

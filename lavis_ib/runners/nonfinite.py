@@ -1,10 +1,7 @@
 """No NaN/inf gradient is applied and no non-finite weight is saved: the runner's guard.
 
-A non-finite gradient norm (on any rank: one decision for all) skips the step without an
-optimizer or scheduler update, logged as an event; more than `run.max_skipped_steps` in a
-row, a non-finite loss or a non-finite weight stop the run with the last good checkpoint
-named in one line.
-"""
+An object of its own (`NonFiniteGuard`), not a runner mixin, so its rules are read and
+tested apart from the step loop."""
 from __future__ import annotations
 
 import logging
@@ -28,6 +25,11 @@ class NonFiniteLossError(LavisIbError):
 
 class NonFiniteGuard:
     """Checks of one training run's gradients and weights.
+
+    A non-finite gradient norm (on any rank: one decision for all) skips the step without
+    an optimizer or scheduler update, logged as an event; more than `max_skipped_steps` in
+    a row, a non-finite loss or a non-finite weight stop the run with the last good
+    checkpoint named in one line.
 
     Args:
         params: the trainable parameters (plain tensors or FSDP2 DTensors).

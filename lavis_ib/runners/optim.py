@@ -1,14 +1,8 @@
 """The optimizer and gradient arithmetic of one optimizer step.
 
-- AdamW over the trainable parameters only, two groups as LAVIS: weight decay on
-  parameters with 2+ dimensions (weights, query tokens), none on biases and norms.
-- Global-token-count normalisation: every micro-batch back-propagates its summed token
-  loss; before clipping, gradients are multiplied by world_size / (tokens of the whole
-  step over all ranks). DDP and FSDP average gradients over ranks, so the result is
-  sum(token losses) / tokens whatever the split of the global batch.
-- Clipping that works on plain tensors and on FSDP2's sharded DTensor gradients.
-(The batching of a step is derived in batching.py.)
-"""
+AdamW with LAVIS's decay groups, normalisation by the global token count so that any split
+of a global batch over ranks and accumulation gives the same gradients, and clipping that
+works on FSDP2's sharded gradients too. (The batching of a step is derived in batching.py.)"""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable
@@ -26,6 +20,9 @@ if TYPE_CHECKING:
 def param_groups(named_params: Iterable[tuple[str, nn.Parameter]],
                  weight_decay: float) -> list[dict[str, Any]]:
     """AdamW parameter groups: decay for 2+ dimensions, none for the rest.
+
+    Two groups as LAVIS: weight decay on parameters with 2+ dimensions (weights, query
+    tokens), none on biases and norms.
 
     Args:
         named_params: (name, parameter) of the trainable parameters.
@@ -66,7 +63,13 @@ def grads(params: Iterable[nn.Parameter]) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def rescale_grads(params: Iterable[nn.Parameter], factor: float) -> None:
-    """Multiply every gradient by `factor` (world_size / global token count)."""
+    """Multiply every gradient by `factor` (world_size / global token count).
+
+    Global-token-count normalisation: every micro-batch back-propagates its summed token
+    loss, and before clipping the gradients are multiplied by world_size / (tokens of the
+    whole step over all ranks). DDP and FSDP average gradients over ranks, so the result is
+    sum(token losses) / tokens whatever the split of the global batch.
+    """
     for grad in grads(params):
         grad.mul_(factor)
 
@@ -91,7 +94,8 @@ def clip_to(params: list[nn.Parameter], max_norm: float | None, total: float) ->
 
 
 def clip_grads(params: list[nn.Parameter], max_norm: float | None) -> float:
-    """The total gradient norm (over all shards); clipped to `max_norm` when given."""
+    """The total gradient norm (over all shards); clipped to `max_norm` when given.
+    Works on plain tensors and on FSDP2's sharded DTensor gradients."""
     total = grad_norm(params)
     clip_to(params, max_norm, total)
     return total

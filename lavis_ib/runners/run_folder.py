@@ -1,21 +1,8 @@
 """The run folder: one training run per output folder, and what a resume must keep.
 
-- `RunLock`: an exclusive lock file `<output_dir>/.lavis_ib.lock` (host, pid, start time)
-  created with O_EXCL and held by rank 0 for the run's lifetime. A second run in the
-  folder gets one line naming the holder; a lock left by a dead process on this host is
-  taken over with a warning (a lock of another host is never guessed to be stale).
-- `claim_output_dir`: a run that does not resume refuses a folder holding another run's
-  checkpoints, unless `run.overwrite: true`, which moves the old contents aside to
-  `<dir>.old-<timestamp>/` so two runs' files never mix.
-- the resume choice (`checkpoint_to_resume`) and the settings a resume must keep
-  (`RESUME_KEYS`: global batch, init_lr, dataset list and the LR schedule), changed only
-  with `run.allow_config_change: true`.
-- `RunFolder`: the runner's handle on all of this; `folder_problems`: the same refusals
-  made by the pre-flight, before any model is built (no torch, checkpoint sizes only).
-
-Rank 0 decides about the folder; `rank0_decides` hands its error to every rank so all
-of them stop with the same line instead of the others hanging in a collective.
-"""
+The lock, the claim, the resume choice and the config-change check have one home, so the
+runner (`RunFolder`) and the pre-flight (`folder_problems`, before any model is built) make
+the same refusals."""
 from __future__ import annotations
 
 import datetime
@@ -68,7 +55,13 @@ def _alive(pid: int) -> bool:
 
 
 class RunLock:
-    """The exclusive lock of a run folder (rank 0 only)."""
+    """The exclusive lock of a run folder (rank 0 only).
+
+    A lock file `<output_dir>/.lavis_ib.lock` (host, pid, start time) created with O_EXCL
+    and held by rank 0 for the run's lifetime. A second run in the folder gets one line
+    naming the holder; a lock left by a dead process on this host is taken over with a
+    warning (a lock of another host is never guessed to be stale).
+    """
 
     def __init__(self, output_dir: str) -> None:
         self.path = os.path.join(output_dir, LOCK_NAME)
@@ -159,6 +152,10 @@ def claim_output_dir(output_dir: str, overwrite: bool) -> str | None:
     """Make `output_dir` this new run's own (rank 0, lock held); returns the folder the
     old contents were moved to, if any.
 
+    A run that does not resume refuses a folder holding another run's checkpoints, unless
+    `overwrite` (`run.overwrite: true`), which moves the old contents aside to
+    `<dir>.old-<timestamp>/` so two runs' files never mix.
+
     Raises:
         ConfigError: the folder holds another run's checkpoints and `overwrite` is off.
     """
@@ -207,6 +204,7 @@ SCHEDULE_KEYS = ("max_iters", "lr_sched", "warmup_steps", "warmup_lr", "min_lr",
 STEP_SCHEDULE_KEYS = ("lr_decay_rate", "lr_decay_every")   # read by linear_warmup_step_lr only
 STEP_SCHEDULE = "linear_warmup_step_lr"
 # settings a resumed run must keep: (meta.json key, what the user changes)
+# The settings a resume must keep, changed only with `run.allow_config_change: true`.
 RESUME_KEYS = (("global_batch_size", "run.global_batch_size"), ("init_lr", "run.init_lr"),
                ("datasets", "the dataset list"), *((k, f"run.{k}") for k in SCHEDULE_KEYS))
 
@@ -265,6 +263,9 @@ class RunFolder:
     """A training runner's output folder: locked and claimed (rank 0 decides for every
     rank), the checkpoint to resume chosen, its settings checked, and the run's
     config.yaml and run_info.json recorded.
+
+    Rank 0 decides about the folder; `rank0_decides` hands its error to every rank so all
+    of them stop with the same line instead of the others hanging in a collective.
 
     Args:
         run: the typed `run` config.

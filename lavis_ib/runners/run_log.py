@@ -1,26 +1,8 @@
 """Progress and logs of a run (rank 0 only): a tqdm bar (loss, lr, samples/s, ETA),
-JSON lines in `<output_dir>/log.jsonl` (always), and the loggers named in `run.loggers`:
-`tensorboard` (events in `<output_dir>/tb/`, the default) and `wandb` (Weights & Biases,
-the optional extra `lavis_ib[wandb]`; its files in `<output_dir>/wandb/`).
+JSON lines in `<output_dir>/log.jsonl` (always), and the loggers named in `run.loggers`.
 
-Each JSON line is one record: `{"type": "train", "step", "loss", "lr", "grad_norm",
-"tokens", "samples_per_s", "time"}` (plus the model's named loss parts, e.g. `loss_itc`,
-each a mean weighted like `loss`) every `run.log_every` steps, `{"type": "val", "step",
-"score", "metrics": {...}}` after validation, and `{"type": "event", ...}` for
-checkpoints, stops and the wandb run started. The loggers get the same scalars
-(`train/<key>`, `val/<dataset>/<metric>`, `val/select_score`) at the same steps.
-
-One record per step, also after a kill: a process that starts at step S (a resume, or 0)
-first drops the records of steps after S that the stopped process wrote (log.jsonl is
-rewritten atomically, the count is an event) and opens TensorBoard with
-`purge_step=S+1`, so each step is written and shown once.
-
-wandb runs offline (files only, `wandb sync` uploads them later) when there is no API
-key (`WANDB_API_KEY` or a `~/.netrc` login) or when the server does not answer within
-`WANDB_INIT_TIMEOUT_S`; that fallback is a warning and an event in log.jsonl. A
-`WANDB_MODE` set by the user is kept as it is. Each process start (a resume too) is one
-wandb run, grouped under the run folder's name, so that steps never go back in one run.
-"""
+One writer for every destination, so log.jsonl, TensorBoard and wandb get the same numbers
+at the same steps, each step once even across a kill (`RunLogger`, `start_wandb`)."""
 from __future__ import annotations
 
 import logging
@@ -42,6 +24,19 @@ WANDB_PROJECT = "lavis_ib"   # default project; $WANDB_PROJECT chooses another
 
 class RunLogger:
     """Writes progress of rank 0; other ranks get a logger that does nothing.
+
+    Each JSON line of `log.jsonl` is one record: `{"type": "train", "step", "loss", "lr",
+    "grad_norm", "tokens", "samples_per_s", "time"}` (plus the model's named loss parts,
+    e.g. `loss_itc`, each a mean weighted like `loss`) every `run.log_every` steps,
+    `{"type": "val", "step", "score", "metrics": {...}}` after validation, and
+    `{"type": "event", ...}` for checkpoints, stops and the wandb run started. The loggers
+    get the same scalars (`train/<key>`, `val/<dataset>/<metric>`, `val/select_score`) at
+    the same steps: `tensorboard` (events in `<output_dir>/tb/`, the default) and `wandb`.
+
+    One record per step, also after a kill: a process that starts at step S (a resume, or
+    0) first drops the records of steps after S that the stopped process wrote (log.jsonl
+    is rewritten atomically, the count is an event) and opens TensorBoard with
+    `purge_step=S+1`, so each step is written and shown once.
 
     Args:
         output_dir: the run folder.
@@ -238,6 +233,12 @@ def _has_wandb_login() -> bool:
 
 def start_wandb(output_dir: str, config: Mapping[str, Any], event: Any) -> Any:
     """A wandb run for this process (rank 0), its files in `<output_dir>/wandb/`.
+
+    wandb runs offline (files only, `wandb sync` uploads them later) when there is no API
+    key (`WANDB_API_KEY` or a `~/.netrc` login) or when the server does not answer within
+    `WANDB_INIT_TIMEOUT_S`; that fallback is a warning and an event in log.jsonl. A
+    `WANDB_MODE` set by the user is kept as it is. Each process start (a resume too) is one
+    wandb run, grouped under the run folder's name, so that steps never go back in one run.
 
     Raises:
         LavisIbError: wandb is not installed, or a user-set online `WANDB_MODE` fails.

@@ -1,24 +1,8 @@
 """`runner_iter`: the iteration-based runner (train with periodic validation; evaluate).
 
-One optimizer step:
-    lr = scheduler.step(step)                       closed form of the step (schedulers.py)
-    for each of this rank's accum micro-batches     (MixtureLoader.next_step)
-        task.train_step under autocast              the model's {"loss", "loss_sum", "num_tokens"}
-        backward(loss_sum)                          gradients reduced on the last only
-    all-reduce [loss_sum, tokens, samples, stop]    one collective per step
-    stop if the loss is not finite                  nothing stepped, last checkpoint kept
-    grads *= world_size / tokens                    global-token-count normalisation
-    global grad norm not finite: skip the step      no optimizer/scheduler update, an event;
-                                                    more than max_skipped_steps in a row stop
-    clip; AdamW step; zero grads
-Every `val_every` steps (and at `max_iters`): checkpoint, validate the held-in validation
-splits through the shared evaluation loop, keep `best/` by `run.select_metric`.
-`save_every` adds checkpoints in between; the last step is always checkpointed.
-`resume: auto` continues from the newest checkpoint that verifies with the exact data
-order, RNG, optimizer and LR. SIGTERM/SIGUSR1 checkpoint at the next step boundary and
-end the run normally. The output folder is locked and claimed first (run_folder.py).
-Settings come from the typed `run` config (common/schema.py), read as attributes.
-"""
+LAVIS's runner name and constructor, with a step loop that gives the same result on any
+number of ranks, resumes exactly after a kill, and stops or skips rather than apply a
+non-finite update (the step, validation and resume rules: `RunnerIter`)."""
 from __future__ import annotations
 
 import logging
@@ -54,6 +38,28 @@ logger = logging.getLogger(__name__)
 @registry.register_runner("runner_iter")
 class RunnerIter:
     """Iteration runner (LAVIS's `RunnerIter` name and constructor).
+
+    One optimizer step:
+
+        lr = scheduler.step(step)                       closed form of the step (schedulers.py)
+        for each of this rank's accum micro-batches     (MixtureLoader.next_step)
+            task.train_step under autocast              the model's {"loss", "loss_sum", "num_tokens"}
+            backward(loss_sum)                          gradients reduced on the last only
+        all-reduce [loss_sum, tokens, samples, stop]    one collective per step
+        stop if the loss is not finite                  nothing stepped, last checkpoint kept
+        grads *= world_size / tokens                    global-token-count normalisation
+        global grad norm not finite: skip the step      no optimizer/scheduler update, an event;
+                                                        more than max_skipped_steps in a row stop
+        clip; AdamW step; zero grads
+
+    Every `val_every` steps (and at `max_iters`): checkpoint, validate the held-in
+    validation splits through the shared evaluation loop, keep `best/` by
+    `run.select_metric`. `save_every` adds checkpoints in between; the last step is always
+    checkpointed. `resume: auto` continues from the newest checkpoint that verifies with the
+    exact data order, RNG, optimizer and LR. SIGTERM/SIGUSR1 checkpoint at the next step
+    boundary and end the run normally. The output folder is locked and claimed first
+    (run_folder.py). Settings come from the typed `run` config (common/schema.py), read as
+    attributes.
 
     Args:
         cfg: the composed `Config`.

@@ -1,24 +1,8 @@
 """Learning-rate schedulers, stepped once per optimizer step (LAVIS's names).
 
 LAVIS steps its cosine per epoch and assumes warm-up fits in the first epoch; here every
-schedule is a closed-form function of the optimizer step, `lr_at(step)`, so resuming at
-any step gives exactly the LR an uninterrupted run would use. `step(cur_step)` writes
-`lr_at(cur_step)` into every parameter group before optimizer step `cur_step` (0-based).
-
-Closed forms (s = step, W = warmup_steps, T = max_iters):
-    warm-up (s < W):  warmup_lr + (init_lr - warmup_lr) * s / W
-    cosine  (s >= W): min_lr + (init_lr - min_lr) * (1 + cos(pi * (s - W) / (T - W))) / 2
-    step    (s >= W): max(min_lr, init_lr * lr_decay_rate ** ((s - W) // lr_decay_every))
-    constant(s >= W): init_lr
-
-A resume that changes the schedule (`run.max_iters`, warm-up, `min_lr`, ...; accepted only
-with `run.allow_config_change`) continues it instead of re-planning: from the LR L the run
-had at the resume step R, with no second warm-up (`continue_from(R, L)`, kept in the
-scheduler's state so later resumes keep it):
-    cosine  (s >= R): min_lr + (L - min_lr) * (1 + cos(pi * (s - R) / (T - R))) / 2
-    step    (s >= R): max(min_lr, L * lr_decay_rate ** ((s - R) // lr_decay_every))
-    constant(s >= R): L
-"""
+schedule is a closed-form function of the optimizer step (`lr_at`), so resuming at any step
+gives exactly the LR an uninterrupted run would use (the forms: `_WarmupScheduler`)."""
 from __future__ import annotations
 
 import math
@@ -33,6 +17,14 @@ if TYPE_CHECKING:
 
 class _WarmupScheduler:
     """Linear warm-up from `warmup_lr` to `init_lr` over `warmup_steps`, then `_after`.
+
+    `step(cur_step)` writes `lr_at(cur_step)` into every parameter group before optimizer
+    step `cur_step` (0-based). Closed forms (s = step, W = warmup_steps, T = max_iters):
+
+        warm-up (s < W):  warmup_lr + (init_lr - warmup_lr) * s / W
+        cosine  (s >= W): min_lr + (init_lr - min_lr) * (1 + cos(pi * (s - W) / (T - W))) / 2
+        step    (s >= W): max(min_lr, init_lr * lr_decay_rate ** ((s - W) // lr_decay_every))
+        constant(s >= W): init_lr
 
     Args:
         optimizer: a torch optimizer; every parameter group gets the same LR.
@@ -84,7 +76,17 @@ class _WarmupScheduler:
 
     def continue_from(self, step: int, lr: float) -> str:
         """Continue the schedule from `lr` at `step` (no warm-up) to this schedule's end;
-        returns a sentence saying so, for the log."""
+        returns a sentence saying so, for the log.
+
+        For a resume that changes the schedule (`run.max_iters`, warm-up, `min_lr`, ...;
+        accepted only with `run.allow_config_change`): the schedule continues instead of
+        re-planning, from the LR L the run had at the resume step R, with no second warm-up
+        (kept in the scheduler's state so later resumes keep it):
+
+            cosine  (s >= R): min_lr + (L - min_lr) * (1 + cos(pi * (s - R) / (T - R))) / 2
+            step    (s >= R): max(min_lr, L * lr_decay_rate ** ((s - R) // lr_decay_every))
+            constant(s >= R): L
+        """
         self.continued = (int(step), float(lr))
         self.lr_at(step)   # a schedule that cannot continue says so now
         end = self.lr_at(self.max_iters)

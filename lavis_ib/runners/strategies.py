@@ -1,29 +1,8 @@
 """Distribution strategies: `none`, `ddp` and `fsdp` (FSDP2), under torchrun.
 
-`setup_distributed` creates the process group (gloo on CPU, NCCL on CUDA) with a timeout
-so a hang fails fast; `Strategy.wrap` prepares a model:
-
-- `none`: the model on its device.
-- `ddp`: DistributedDataParallel over the whole model (frozen parameters carry no grads).
-- `fsdp`: FSDP2 `fully_shard` on every `model.shard_units()` block, then (when the
-  leftover parameters mix dtypes) on every submodule that directly owns leftover
-  parameters, then on the root, with an explicit 1-D device mesh. Every unit
-  holds one dtype (frozen bf16/fp16 blocks apart from the fp32 Q-Former; LoRA adapters on
-  the LLM are units of their own nested in their bf16 block, as the model's
-  `shard_units()` lists them first: FSDP2 refuses mixed dtypes in one unit). Units with
-  trainable parameters get, with `amp: bf16`, `MixedPrecisionPolicy(param_dtype=bf16,
-  reduce_dtype=fp32)`: fp32 master weights, bf16 compute, fp32 gradient reduction.
-  Frozen units keep their stored dtype (an fp16 ViT is not recast to bf16). The model
-  contract's inference methods, `generate` and `score_candidates`, are registered as
-  FSDP forward methods.
-
-Activation checkpointing (`run.activation_checkpointing`) recomputes the blocks of
-`model.checkpoint_units()` (non-reentrant) in the backward pass.
-
-Multi-node: `torchrun --nnodes N --nproc_per_node G --rdzv_backend c10d
---rdzv_endpoint HOST:PORT -m lavis_ib.train ...` on every node; the output directory must
-be on a filesystem all nodes share (checkpoints are written collectively).
-"""
+One place decides how a model is placed, wrapped or sharded and how gradients are
+synchronised, so the runner's step loop is the same for all three (`Strategy`,
+`setup_distributed`)."""
 from __future__ import annotations
 
 import contextlib
@@ -66,6 +45,11 @@ def setup_distributed(run: RunConfig) -> DistInfo:
     """Join the torchrun process group for `ddp`/`fsdp`; nothing for `none`. `run` is
     the typed RunConfig (common/schema.py).
 
+    gloo on CPU, NCCL on CUDA, with a timeout so a hang fails fast. Multi-node:
+    `torchrun --nnodes N --nproc_per_node G --rdzv_backend c10d --rdzv_endpoint HOST:PORT
+    -m lavis_ib.train ...` on every node; the output directory must be on a filesystem all
+    nodes share (checkpoints are written collectively).
+
     Raises:
         ConfigError: `ddp`/`fsdp` outside torchrun, or `none` under a multi-process torchrun.
     """
@@ -100,7 +84,8 @@ def teardown_distributed(info: DistInfo) -> None:
 
 
 def apply_activation_checkpointing(units: list[nn.Module]) -> int:
-    """Recompute each unit's forward in the backward pass (keys and modules unchanged)."""
+    """Recompute each unit's forward in the backward pass (keys and modules unchanged).
+    `run.activation_checkpointing` applies it (non-reentrant) to `model.checkpoint_units()`."""
     from torch.utils.checkpoint import checkpoint
 
     for unit in units:
@@ -141,7 +126,22 @@ def _param_owner_units(root: nn.Module, taken: set[int]) -> list[nn.Module]:
 
 
 class Strategy:
-    """Wraps a model for one of `none | ddp | fsdp` and drives gradient synchronisation."""
+    """Wraps a model for one of `none | ddp | fsdp` and drives gradient synchronisation.
+
+    - `none`: the model on its device.
+    - `ddp`: DistributedDataParallel over the whole model (frozen parameters carry no grads).
+    - `fsdp`: FSDP2 `fully_shard` on every `model.shard_units()` block, then (when the
+      leftover parameters mix dtypes) on every submodule that directly owns leftover
+      parameters, then on the root, with an explicit 1-D device mesh. Every unit
+      holds one dtype (frozen bf16/fp16 blocks apart from the fp32 Q-Former; LoRA adapters
+      on the LLM are units of their own nested in their bf16 block, as the model's
+      `shard_units()` lists them first: FSDP2 refuses mixed dtypes in one unit). Units with
+      trainable parameters get, with `amp: bf16`, `MixedPrecisionPolicy(param_dtype=bf16,
+      reduce_dtype=fp32)`: fp32 master weights, bf16 compute, fp32 gradient reduction.
+      Frozen units keep their stored dtype (an fp16 ViT is not recast to bf16). The model
+      contract's inference methods, `generate` and `score_candidates`, are registered as
+      FSDP forward methods.
+    """
 
     def __init__(self, run: RunConfig, info: DistInfo) -> None:
         self.mode = run.distributed

@@ -1,10 +1,7 @@
 """Task bases: `BaseTask` (the root every registered task derives from), `TrainTask`.
 
-A run has one training task (`run.task`, a `TrainTask`): it builds the model and the
-datasets from the composed config and returns the model's loss terms for a batch. Each
-evaluated dataset has its own evaluation task (`datasets.<name>.task`, an `EvalTask`,
-lavis_ib.tasks.eval_task), built per dataset from that entry's settings.
-"""
+A run has one training task (`run.task`) but each evaluated dataset its own evaluation task
+(`datasets.<name>.task`, an `EvalTask`), so training and evaluation are separate bases."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -61,6 +58,9 @@ class BaseTask:
 
 class TrainTask(BaseTask):
     """A training task over a whole composed config.
+
+    A run has one training task (`run.task`): it builds the model and the datasets from the
+    composed config and returns the model's loss terms for a batch.
 
     Attributes:
         config: the composed run config (`model`, `datasets`, `run`), as given to

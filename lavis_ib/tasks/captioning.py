@@ -1,12 +1,7 @@
 """`captioning`: generate one caption per image; CIDEr, BLEU-4, METEOR (SPICE optional).
 
-Datasets: NoCaps, Flickr30K (held-out), COCO Caption, TextCaps (held-in validation).
-Sample keys: ``image``, ``instance_id`` (or ``image_id``), ``references`` (list[str]);
-TextCaps adds ``ocr_tokens``. Prompt placeholders (documented order): OCR tokens.
-``metric``: ``coco`` (BLEU-4, METEOR, CIDEr; default), ``coco+spice`` (adds SPICE, slow),
-``bleu_cider`` (no METEOR: its Java process takes seconds to start, which frequent
-validation during training can skip).
-"""
+The held-out caption benchmarks (NoCaps, Flickr30K) and the held-in validation sets, scored
+by the COCO caption protocol the paper reports (datasets, keys, settings: `CaptioningTask`)."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -21,8 +16,14 @@ from lavis_ib.tasks.eval_task import EvalTask
 class CaptioningTask(EvalTask):
     """Caption generation with the COCO caption metrics (x100).
 
-    Settings: ``prompt``, ``generate`` (default beam 5, max 80, min 10), ``metric``
-    (``coco`` (default), ``coco+spice`` or ``bleu_cider``).
+    Datasets: NoCaps, Flickr30K (held-out), COCO Caption, TextCaps (held-in validation).
+    Sample keys: ``image``, ``instance_id`` (or ``image_id``), ``references`` (list[str]);
+    TextCaps adds ``ocr_tokens``. Prompt placeholders (documented order): OCR tokens.
+
+    Settings: ``prompt``, ``generate`` (default beam 5, max 80, min 10), ``metric``:
+    ``coco`` (BLEU-4, METEOR, CIDEr; default), ``coco+spice`` (adds SPICE, slow),
+    ``bleu_cider`` (no METEOR: its Java process takes seconds to start, which frequent
+    validation during training can skip).
 
     Records: ``{"id", "image_id", "caption", "references"}``.
     """

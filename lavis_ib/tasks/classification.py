@@ -1,15 +1,8 @@
 """`classification`: binary decisions by ranking two word sets (HatefulMemes, VSR).
 
-Each sample's candidates are the words of both sets (default {yes, true} vs {no, false};
-HatefulMemes {yes} vs {no}). log p(set) is the log-sum-exp of its words' log-likelihoods,
-and p(positive) = sigmoid(log p(pos) - log p(neg)): the two sets normalised against each
-other. The prediction is positive when p(positive) > 0.5.
-Sample keys: ``image``, ``instance_id``, ``text_input`` (meme text / VSR statement),
-``label`` (1 = hateful / true). Prompt placeholder: the text.
-
-Settings: ``prompt``, ``append_eos``, ``candidates: {positive: [...], negative: [...]}``.
-Metrics (percent): ``acc``; ``auc`` (ROC AUC of p(positive)) when both labels occur.
-"""
+A yes/no answer is scored as the likelihood of two word sets against each other rather than
+generated, so the probability needed for HatefulMemes' ROC AUC comes with it
+(`ClassificationTask`)."""
 from __future__ import annotations
 
 import logging
@@ -27,6 +20,16 @@ DEFAULT_WORDS = {"positive": ["yes", "true"], "negative": ["no", "false"]}
 @registry.register_task("classification")
 class ClassificationTask(EvalTask):
     """Word-set ranking for binary labels.
+
+    Each sample's candidates are the words of both sets (default {yes, true} vs {no,
+    false}; HatefulMemes {yes} vs {no}). log p(set) is the log-sum-exp of its words'
+    log-likelihoods, and p(positive) = sigmoid(log p(pos) - log p(neg)): the two sets
+    normalised against each other. The prediction is positive when p(positive) > 0.5.
+    Sample keys: ``image``, ``instance_id``, ``text_input`` (meme text / VSR statement),
+    ``label`` (1 = hateful / true). Prompt placeholder: the text.
+
+    Settings: ``prompt``, ``append_eos``, ``candidates: {positive: [...], negative: [...]}``.
+    Metrics (percent): ``acc``; ``auc`` (ROC AUC of p(positive)) when both labels occur.
 
     Records: ``{"id", "prob", "pred", "label"}`` (prob = p(positive)).
     """

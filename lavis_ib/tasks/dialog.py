@@ -1,14 +1,7 @@
 """`dialog`: Visual Dialog, rank each round's 100 candidate answers.
 
-Sample keys: ``image``, ``instance_id`` ("<image_id>_<round>"), ``question``, ``history``
-(the caption and earlier rounds, as the dataset writes it), ``candidates`` (the round's
-answer strings), ``label`` (index of the ground-truth answer in ``candidates``).
-Prompt placeholders (documented order): history, question.
-
-Settings: ``prompt``, ``append_eos``, ``candidates`` (only ``candidates``: the sample's).
-Metrics: ``mrr``, ``r1``, ``r5``, ``r10`` in percent and ``mean_rank`` of the
-ground-truth answer (1-based; ties broken by candidate order).
-"""
+Visual Dialog is scored by the rank of the ground truth among fixed candidates (MRR), so
+the task ranks rather than generates (keys, settings and metrics: `DialogTask`)."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -22,6 +15,15 @@ from lavis_ib.tasks.metrics.rank import best_first, ranks_of_targets, retrieval_
 @registry.register_task("dialog")
 class DialogTask(EvalTask):
     """Candidate ranking per dialog round.
+
+    Sample keys: ``image``, ``instance_id`` ("<image_id>_<round>"), ``question``,
+    ``history`` (the caption and earlier rounds, as the dataset writes it), ``candidates``
+    (the round's answer strings), ``label`` (index of the ground-truth answer in
+    ``candidates``). Prompt placeholders (documented order): history, question.
+
+    Settings: ``prompt``, ``append_eos``, ``candidates`` (only ``candidates``: the
+    sample's). Metrics: ``mrr``, ``r1``, ``r5``, ``r10`` in percent and ``mean_rank`` of
+    the ground-truth answer (1-based; ties broken by candidate order).
 
     Records: ``{"id", "rank", "answer", "label"}`` (rank of the ground truth, 1-based;
     answer = the top-ranked candidate).

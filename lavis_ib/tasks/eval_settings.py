@@ -1,10 +1,8 @@
 """A dataset's evaluation settings from its YAML entry to the task, in one module: the
 keys, the one rule for switching task or inference, the parsing and checks, `EvalSettings`.
-`common/config.py` composes entries without knowing these keys: the registry hands it the
-rule (`registry.entry_rules` imports this module on first use, as it does builders). Not a
-callback each `Config` caller passes (one forgetting it would compose differently), nor
-composition moved above `common` (it would split `Config` across layers).
-"""
+
+One home, so the config layer, the pre-flight and every task read an entry alike; the
+config layer gets the switching rule through the registry (`replaced_defaults`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -57,6 +55,10 @@ PROMPT_FIELD_KEYS = {"question": "question", "raw_question": "question",
 
 
 # -- the rule for switching task or inference ---------------------------------------------
+# `common/config.py` composes entries without knowing these keys: the registry hands it this
+# rule (`registry.entry_rules` imports this module on first use, as it does builders). Not a
+# callback each `Config` caller passes (one forgetting it would compose differently), nor
+# composition moved above `common` (it would split `Config` across layers).
 @registry.register_entry_rule("evaluation_settings")
 def replaced_defaults(defaults: Mapping[str, Any], entry: Mapping[str, Any],
                       option: Mapping[str, Any] | None = None) -> frozenset[str]:

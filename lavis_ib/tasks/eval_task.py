@@ -1,11 +1,7 @@
 """`EvalTask`: what the evaluation tasks share.
 
-A task declares what it reads (`INFERENCE`, `PROMPT_FIELDS`, `EVAL_KEYS`, `DEFAULTS_FROM`)
-and `for_dataset` hands the dataset's composed entry to `tasks/eval_settings.py`, which
-parses and checks it into one `EvalSettings`. A task then builds one prompt per sample and
-calls the model's `generate` or `score_candidates` (the model contract,
-docs/architecture.md) with the settings resolved for the model's `llm_family`.
-"""
+A new benchmark declares what it reads and how it scores, and inherits the settings
+parsing, the prompts and the calls into the model contract (docs/adding_a_task.md)."""
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
@@ -45,6 +41,12 @@ FIELD_GETTERS: dict[str, Callable[[Mapping[str, Any], int], str]] = {
 
 class EvalTask(BaseTask):
     """Base of the evaluation tasks.
+
+    A task declares what it reads (the class attributes below) and `for_dataset` hands the
+    dataset's composed entry to `tasks/eval_settings.py`, which parses and checks it into
+    one `EvalSettings`. A task then builds one prompt per sample and calls the model's
+    `generate` or `score_candidates` (the model contract, docs/architecture.md) with the
+    settings resolved for the model's `llm_family`.
 
     Class attributes of a subclass:
         NAME: the registered task name.

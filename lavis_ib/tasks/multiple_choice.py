@@ -1,17 +1,8 @@
 """`multiple_choice`: rank each question's option texts by their log-likelihood.
 
-Datasets: ScienceQA (image subset), IconQA (multi-text-choice), A-OKVQA (multiple choice).
-Sample keys: ``image``, ``question_id``, ``question``, ``choices`` (list[str]),
-``correct_choice_idx`` (int); ScienceQA adds ``context`` (may be "").
-Prompt placeholders (``PROMPT_FIELDS``, in order): ``context``, ``raw_question`` (the
-sample's ``question`` as the dataset writes it), ``options`` (the choices with letter
-labels, ``(a) x (b) y``). A prompt with n ``{}`` takes the last n: two take the question
-and the options, one the options alone (``prompt_fields`` chooses others).
-
-Settings: ``prompt``, ``append_eos``, ``candidates`` (only ``choices``), ``metric``
-(``accuracy``; ``aokvqa`` adds ``acc_official``, the A-OKVQA authors' scorer).
-Metrics: ``{"acc"}`` in percent.
-"""
+Ranking the given options, rather than generating and matching, is how the zero-shot
+protocol scores ScienceQA, IconQA and A-OKVQA's multiple-choice setting
+(datasets, keys, prompt fields and settings: `MultipleChoiceTask`)."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -25,6 +16,18 @@ from lavis_ib.tasks.metrics.rank import best_first
 @registry.register_task("multiple_choice")
 class MultipleChoiceTask(EvalTask):
     """Candidate ranking over the options of each question.
+
+    Datasets: ScienceQA (image subset), IconQA (multi-text-choice), A-OKVQA (multiple
+    choice). Sample keys: ``image``, ``question_id``, ``question``, ``choices``
+    (list[str]), ``correct_choice_idx`` (int); ScienceQA adds ``context`` (may be "").
+    Prompt placeholders (``PROMPT_FIELDS``, in order): ``context``, ``raw_question`` (the
+    sample's ``question`` as the dataset writes it), ``options`` (the choices with letter
+    labels, ``(a) x (b) y``). A prompt with n ``{}`` takes the last n: two take the
+    question and the options, one the options alone (``prompt_fields`` chooses others).
+
+    Settings: ``prompt``, ``append_eos``, ``candidates`` (only ``choices``), ``metric``
+    (``accuracy``; ``aokvqa`` adds ``acc_official``, the A-OKVQA authors' scorer).
+    Metrics: ``{"acc"}`` in percent.
 
     Records: ``{"id", "pred_idx", "answer", "correct_choice_idx", "num_choices"}``.
     """

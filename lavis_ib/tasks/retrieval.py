@@ -1,19 +1,8 @@
 """`retrieval`: image-text retrieval recall, evaluated as LAVIS does (BLIP-2 paper Sec. 4.4).
 
-Datasets: COCO (5K test) and Flickr30K (1K test), Karpathy splits (``coco_retrieval``,
-``flickr30k_retrieval``). The whole split is scored once per evaluation, before its first
-batch (`before_evaluation`, lavis_ib.tasks.retrieval_scoring: ITC similarity of every pair,
-the top `k_test` of each query re-ranked by ITM + ITC); `valid_step` then writes one record
-per image and `metrics` turns the ranks into recall@1/5/10 both ways under LAVIS's names.
-
-Settings (dataset entry keys): ``k_test`` (128), ``text_max_length`` (35 tokens),
-``feature_batch_size`` (32 images), ``text_batch_size`` (256), ``feature_workers`` (2),
-``offload_image_embeds`` (false); ``eval_splits``. ``eval_subset`` is refused: a subset
-of queries would still need the whole gallery scored.
-
-Model contract: `retrieval_image_features`, `retrieval_text_features`, `itm_match_logit`
-(signatures in lavis_ib.tasks.retrieval_scoring.GalleryScorer).
-"""
+Retrieval scores a whole gallery at once rather than sample by sample, so the task scores
+the split before its first batch and reports per image (datasets, settings and the model
+members it needs: `RetrievalTask`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -48,6 +37,20 @@ def _device(model: Any) -> torch.device:
 @registry.register_task("retrieval")
 class RetrievalTask(EvalTask):
     """Image->text and text->image retrieval over a split's images and captions.
+
+    Datasets: COCO (5K test) and Flickr30K (1K test), Karpathy splits (``coco_retrieval``,
+    ``flickr30k_retrieval``). The whole split is scored once per evaluation, before its
+    first batch (`before_evaluation`, lavis_ib.tasks.retrieval_scoring: ITC similarity of
+    every pair, the top `k_test` of each query re-ranked by ITM + ITC); `valid_step` then
+    writes one record per image and `metrics` turns the ranks into recall@1/5/10 both ways
+    under LAVIS's names.
+
+    Settings (dataset entry keys): ``k_test`` (128), ``text_max_length`` (35 tokens),
+    ``feature_batch_size`` (32 images), ``text_batch_size`` (256), ``feature_workers`` (2),
+    ``offload_image_embeds`` (false); ``eval_splits``. ``eval_subset`` is refused: a subset
+    of queries would still need the whole gallery scored. Model contract:
+    `retrieval_image_features`, `retrieval_text_features`, `itm_match_logit` (signatures
+    in lavis_ib.tasks.retrieval_scoring.GalleryScorer).
 
     Records (one per image): ``{"id", "image_id", "index", "txt_rank", "img_ranks",
     "top_texts"}``: ranks are 1-based (txt_rank: the image's best caption; img_ranks: the

@@ -1,18 +1,7 @@
 """Scores of every image-text pair of a retrieval split, with the work split over ranks.
 
-The protocol is LAVIS's (BLIP-2 paper Sec. 4.4): the ITC similarity of every pair (the
-best over the image's query features of query . caption feature), then each query's
-top `k_test` re-ranked by ITM match logit + similarity; every other pair scores -100.
-
-The split is by image: each rank extracts the features of its contiguous share of the
-images and keeps their ViT features (N/ranks of them, never all); the small query and
-caption features are gathered, so every rank computes the same similarities. An image's
-row (image->text) is re-ranked by its owner; a caption's row (text->image) by the rank
-owning the caption, which sends each of its top-k pairs to the owner of the pair's image
-to be scored and gets the logits back. Every pair is scored exactly once, so 1 and N
-processes give the same scores up to floating-point summation order (LAVIS instead keeps
-all ViT features on every rank and sums score matrices filled with -100).
-"""
+LAVIS's protocol (ITC for every pair, ITM re-ranking of the top k), split by image so no
+rank holds all ViT features and 1 or N processes give the same scores (`GalleryScorer`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -80,6 +69,19 @@ def _cat(parts: list[Any]) -> Any:
 
 class GalleryScorer:
     """Runs the scoring of one split on this rank (every rank must call `run`).
+
+    The protocol is LAVIS's (BLIP-2 paper Sec. 4.4): the ITC similarity of every pair (the
+    best over the image's query features of query . caption feature), then each query's
+    top `k_test` re-ranked by ITM match logit + similarity; every other pair scores -100.
+
+    The split is by image: each rank extracts the features of its contiguous share of the
+    images and keeps their ViT features (N/ranks of them, never all); the small query and
+    caption features are gathered, so every rank computes the same similarities. An
+    image's row (image->text) is re-ranked by its owner; a caption's row (text->image) by
+    the rank owning the caption, which sends each of its top-k pairs to the owner of the
+    pair's image to be scored and gets the logits back. Every pair is scored exactly once,
+    so 1 and N processes give the same scores up to floating-point summation order (LAVIS
+    instead keeps all ViT features on every rank and sums score matrices filled with -100).
 
     Args:
         model: implements `retrieval_image_features(images) -> (image_embeds (N, P, D),

@@ -1,17 +1,7 @@
 """`vqa` and `gqa`: open-ended question answering, by generation or by ranking a vocabulary.
 
-Datasets: VQAv2, OKVQA, A-OKVQA (direct answer), OCR-VQA, TextVQA, VizWiz (`vqa`); GQA
-(`gqa`). Sample keys: ``image``, ``question_id``, ``question``, ``text_input`` (the
-normalised question), ``answers`` (all human answers); TextVQA/OCR-VQA add ``ocr_tokens``.
-Prompt placeholders (documented order): OCR tokens, then question (a prompt with one
-``{}`` takes the question).
-
-Settings: ``inference`` (``generate`` default; ``rank`` with ``candidates: answer_list``
-ranks the dataset's answer vocabulary), ``prompt``, ``generate``, ``append_eos`` (rank),
-``metric``: ``vqa`` (official VQAv2 accuracy, default), ``aokvqa``, ``exact``, ``ivqa``
-(see `lavis_ib.tasks.metrics.vqa`). Metrics: ``{"acc"}`` in percent; ``aokvqa`` adds
-``acc_official`` (the A-OKVQA authors' scorer, which leaves out difficult questions).
-"""
+One answer task for every open-ended VQA dataset, whose settings choose generation or
+ranking and the published accuracy rule (datasets, keys and settings: `AnswerTask`)."""
 from __future__ import annotations
 
 import logging
@@ -29,6 +19,19 @@ logger = logging.getLogger(__name__)
 
 class AnswerTask(EvalTask):
     """Shared by `vqa`, `gqa` and `video_qa`: answers scored against ``answers``.
+
+    Datasets: VQAv2, OKVQA, A-OKVQA (direct answer), OCR-VQA, TextVQA, VizWiz (`vqa`); GQA
+    (`gqa`). Sample keys: ``image``, ``question_id``, ``question``, ``text_input`` (the
+    normalised question), ``answers`` (all human answers); TextVQA/OCR-VQA add
+    ``ocr_tokens``. Prompt placeholders (documented order): OCR tokens, then question (a
+    prompt with one ``{}`` takes the question).
+
+    Settings: ``inference`` (``generate`` default; ``rank`` with ``candidates:
+    answer_list`` ranks the dataset's answer vocabulary), ``prompt``, ``generate``,
+    ``append_eos`` (rank), ``metric``: ``vqa`` (official VQAv2 accuracy, default),
+    ``aokvqa``, ``exact``, ``ivqa`` (see `lavis_ib.tasks.metrics.vqa`). Metrics:
+    ``{"acc"}`` in percent; ``aokvqa`` adds ``acc_official`` (the A-OKVQA authors' scorer,
+    which leaves out difficult questions).
 
     Records: ``{"id", "question", "answer", "answers"}``.
     """

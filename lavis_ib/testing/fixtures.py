@@ -1,29 +1,7 @@
 """Tiny copies of every dataset in its real on-disk format, for tests and the demo.
 
-`write_fixtures(root)` writes, in seconds, a few records per split of each registered
-dataset in the same annotation format its builder reads (official JSON/JSONL/CSV
-layouts, LAVIS lists where the builder reads those), synthetic images (PIL), short videos
-(PyAV, mpeg4) and webdataset tar shards, and returns for each dataset the overrides that
-point its config at the copy.
-
-How to use a fixture: merge the returned mapping into the dataset's entry,
-``datasets.<name>``, of a composed config (or of a project file), e.g.::
-
-    overrides = write_fixtures("/tmp/fx", ["coco_vqa"])
-    cfg = OmegaConf.merge(OmegaConf.load(default_yaml).datasets.coco_vqa, overrides["coco_vqa"])
-    datasets = registry.get_builder_class("coco_vqa")(cfg).build_datasets()
-
-Each override holds absolute ``build_info`` storage paths (annotations per split, images or
-videos, OCR files, answer lists) and, for capfilt14m, ``num_samples``. Processors are not
-touched: set ``vis_processor.*.image_size`` yourself for a smaller model.
-
-Layout (stable: project files such as demo_tiny.yaml point `cache_root` at a fixture root
-and use relative paths): everything of dataset <name> lies under ``root/<name>/`` with the
-official file names, e.g. ``coco_caption/annotations/coco_karpathy_train.json``,
-``ok_vqa/OpenEnded_mscoco_train2014_questions.json``, ``ok_vqa/images/train2014/...``.
-
-Command line: ``lavis-ib fixtures ROOT [NAME ...]``.
-"""
+Builders are tested on the formats they really read, in seconds and offline, and the demo
+trains on them (`write_fixtures`; command line: ``lavis-ib fixtures ROOT [NAME ...]``)."""
 from __future__ import annotations
 
 import csv
@@ -449,6 +427,24 @@ WRITERS: dict[str, Callable[[str, np.random.Generator], dict[str, Any]]] = {
 
 def write_fixtures(root: str, names: Sequence[str] | None = None, seed: int = 0) -> dict[str, dict[str, Any]]:
     """Write tiny copies of datasets under ``root/<name>/``.
+
+    A few records per split of each dataset, in the same annotation format its builder
+    reads (official JSON/JSONL/CSV layouts, LAVIS lists where the builder reads those),
+    synthetic images (PIL), short videos (PyAV, mpeg4) and webdataset tar shards.
+
+    Layout (stable: project files such as demo_tiny.yaml point `cache_root` at a fixture
+    root and use relative paths): everything of dataset <name> lies under ``root/<name>/``
+    with the official file names, e.g. ``coco_caption/annotations/coco_karpathy_train.json``,
+    ``ok_vqa/OpenEnded_mscoco_train2014_questions.json``, ``ok_vqa/images/train2014/...``.
+    Each override holds absolute ``build_info`` storage paths (annotations per split, images
+    or videos, OCR files, answer lists) and, for capfilt14m, ``num_samples``. Processors
+    are not touched: set ``vis_processor.*.image_size`` yourself for a smaller model.
+
+    Example::
+
+        overrides = write_fixtures("/tmp/fx", ["coco_vqa"])
+        cfg = OmegaConf.merge(OmegaConf.load(default_yaml).datasets.coco_vqa, overrides["coco_vqa"])
+        datasets = registry.get_builder_class("coco_vqa")(cfg).build_datasets()
 
     Args:
         root: folder to write into (created).

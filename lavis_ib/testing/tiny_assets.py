@@ -1,13 +1,7 @@
 """Tiny tokenizers shipped as package data (`lavis_ib/assets/`), built offline in code.
 
-`tiny_vicuna`, `tiny_flant5`, `tiny_opt` and the tiny types of the other LLM families
-(LLaMA-3, Qwen2, Mistral, Phi-3, Gemma-2) must work without any download, so their
-tokenizers are made with transformers' own tokenizer classes from an in-code vocabulary
-(single characters, or all 256 bytes for the byte-level ones) laid out like each family's
-(special tokens, their ids' order, whether a BOS is prepended) and saved under
-`lavis_ib/assets/`. Rebuild them with `python -m lavis_ib.testing.tiny_assets`
-(the test suite checks the shipped files still match this code).
-"""
+The tiny model types of every LLM family (and the Q-Former's BERT) must work without any
+download, so their tokenizers are built here and shipped (`write_assets`)."""
 from __future__ import annotations
 
 import os
@@ -186,7 +180,14 @@ def asset_path(kind: str) -> str:
 
 
 def write_assets(root: str = ASSETS) -> list[str]:
-    """Save the tiny tokenizers under `root`."""
+    """Save the tiny tokenizers under `root`.
+
+    Each is made with transformers' own tokenizer class from an in-code vocabulary (single
+    characters, or all 256 bytes for the byte-level ones) laid out like its family's
+    (special tokens, their ids' order, whether a BOS is prepended). Rebuild the shipped
+    files with `python -m lavis_ib.testing.tiny_assets` (the test suite checks they still
+    match this code).
+    """
     written = []
     for kind, build in BUILDERS.items():
         path = os.path.join(root, NAMES[kind])

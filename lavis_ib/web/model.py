@@ -1,11 +1,8 @@
 """What the web demo computes, in plain Python: an answer generated, or candidates ranked,
-for one uploaded image or video. The page (`lavis_ib.web.page`) only wires these functions
-to widgets, so they are tested without a browser and give the same results as
-`model.generate` / `model.score_candidates` called directly.
+for one uploaded image or video.
 
-Bad input (no media, both media, an unreadable file, an empty prompt, a setting out of
-range) raises `LavisIbError`; the `*_for_page` wrappers turn it into a message on the page.
-"""
+The page (`lavis_ib.web.page`) only wires these functions to widgets, so they are tested
+without a browser and give the same results as `model.generate` / `model.score_candidates`."""
 from __future__ import annotations
 
 import logging
@@ -107,7 +104,12 @@ def _read_upload(load, path: str, processor: Any):
 
 
 class DemoModel:
-    """A loaded model with its eval image processor, answering one upload at a time."""
+    """A loaded model with its eval image processor, answering one upload at a time.
+
+    Bad input (no media, both media, an unreadable file, an empty prompt, a setting out of
+    range) raises `LavisIbError`; the `*_for_page` wrappers turn it into a message on the
+    page.
+    """
 
     def __init__(self, model: Any, vis_processors: dict, label: str):
         self.model, self.label = model, label

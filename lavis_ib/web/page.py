@@ -1,12 +1,8 @@
 """The web demo's page (Gradio): an image or video upload, a prompt, generation settings
 or a candidate list, the answer or the scores as a bar chart and a table.
 
-Offline and private by construction: analytics and version checks are off
-(`GRADIO_ANALYTICS_ENABLED=False`, `analytics_enabled=False`), the theme uses fonts the
-browser already has (Gradio's default would fetch web fonts), nothing is shared
-(`share=False`), and the caller binds to loopback unless told otherwise. The computing
-is in `lavis_ib.web.model`.
-"""
+Offline and private by construction (analytics off, no web fonts, nothing shared, loopback
+unless told otherwise: docs/web_demo.md); the computing is in `lavis_ib.web.model`."""
 from __future__ import annotations
 
 import functools

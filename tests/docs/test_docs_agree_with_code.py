@@ -106,10 +106,9 @@ def outside_parentheses(text: str) -> str:
 
 
 def test_multiple_choice_docstring_names_its_prompt_fields():
-    import lavis_ib.tasks.multiple_choice as module
     from lavis_ib.tasks.multiple_choice import MultipleChoiceTask
 
-    doc = " ".join(module.__doc__.split())
+    doc = " ".join(MultipleChoiceTask.__doc__.split())
     listed = re.search(r"Prompt placeholders \(``PROMPT_FIELDS``, in order\): (.+?)\. A prompt", doc)
     assert listed, "the docstring's prompt-placeholder sentence is missing"
     assert tuple(re.findall(r"``(\w+)``", outside_parentheses(listed.group(1)))) == \

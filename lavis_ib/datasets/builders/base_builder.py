@@ -1,27 +1,8 @@
-"""`BaseDatasetBuilder`: reads a dataset's config (`build_info`, processors) and builds
-its splits. Subclasses name their dataset classes and default YAML; the LAVIS signature
-of dataset classes is kept (vis_processor=, text_processor=, vis_root=, ann_paths=).
+"""`BaseDatasetBuilder`: reads a dataset's config (`build_info`, processors) and builds its
+splits, so a new dataset only names its dataset classes and default YAML.
 
-Dataset config (``configs/datasets/<name>/defaults.yaml``, under ``datasets.<name>``)::
-
-    data_type: images                    # or videos
-    download: false                      # true: fetch missing `url` files (rank 0 only)
-    cache_root: null                     # prefix of relative storage paths
-    build_info:
-      annotations:                       # one entry per split; "train" trains, others evaluate
-        train: {url: <url or [urls]>, storage: <path or [paths]>}
-        val:   {storage: ...}
-      images: {storage: <folder>}        # or {storage: {split: folder}}; `videos` for video data
-      ocr:    {train: {storage: ...}}    # optional OCR-token files per split
-    vis_processor: {train: {name: ...}, eval: {name: ...}}
-    text_processor: {train: {name: instruction_template, family: vqa}, eval: {...}}
-
-    allow_outside_root: false            # true: media paths may leave the images/videos folder
-
-A file that is missing (and not downloaded) raises one `DataError` naming the path, the
-config key and where the data comes from. `check_files()` lists every such problem of the
-dataset without reading or downloading anything (the pre-flight check, lavis_ib/cli/preflight.py).
-"""
+The LAVIS signature of dataset classes is kept (vis_processor=, text_processor=, vis_root=,
+ann_paths=), and missing files are found before anything is read (`check_files`)."""
 from __future__ import annotations
 
 import os
@@ -64,6 +45,26 @@ def download_file(url: str, storage: str) -> str:
 
 class BaseDatasetBuilder:
     """Base of registered dataset builders.
+
+    Dataset config (``configs/datasets/<name>/defaults.yaml``, under ``datasets.<name>``)::
+
+        data_type: images                    # or videos
+        download: false                      # true: fetch missing `url` files (rank 0 only)
+        cache_root: null                     # prefix of relative storage paths
+        build_info:
+          annotations:                       # one entry per split; "train" trains, others evaluate
+            train: {url: <url or [urls]>, storage: <path or [paths]>}
+            val:   {storage: ...}
+          images: {storage: <folder>}        # or {storage: {split: folder}}; `videos`: video data
+          ocr:    {train: {storage: ...}}    # optional OCR-token files per split
+        vis_processor: {train: {name: ...}, eval: {name: ...}}
+        text_processor: {train: {name: instruction_template, family: vqa}, eval: {...}}
+
+        allow_outside_root: false            # true: media paths may leave the images/videos folder
+
+    A file that is missing (and not downloaded) raises one `DataError` naming the path, the
+    config key and where the data comes from; `check_files()` lists every such problem
+    without reading or downloading anything (the pre-flight check).
 
     Class attributes:
         train_dataset_cls: dataset class of the training split (None: evaluation only).

@@ -1,12 +1,8 @@
 """Builders of the captioning datasets: COCO Caption, NoCaps, Flickr30K, TextCaps, and
 Visual Genome region captions (pretraining only).
 
-Training splits yield ``image``, ``text_input`` (a caption template; TextCaps starts
-with ``OCR tokens: ...``), ``text_output`` (the normalised caption), and ``image_id``
-with `image_ids: true`; `sample_unit: image` draws one caption per image per epoch
-(lavis_ib.datasets.datasets.caption). Evaluation splits yield one sample per image with
-``image_id``, ``instance_id``, ``references``.
-"""
+Each builder names its dataset's official file format and where to get it; the samples
+they yield are described on `_CaptionBuilder`."""
 from __future__ import annotations
 
 from lavis_ib.common.registry import registry
@@ -16,6 +12,12 @@ from lavis_ib.datasets.datasets.vg_caption import VGCaptionDataset
 
 
 class _CaptionBuilder(BaseDatasetBuilder):
+    """Training splits yield ``image``, ``text_input`` (a caption template; TextCaps starts
+    with ``OCR tokens: ...``), ``text_output`` (the normalised caption), and ``image_id``
+    with `image_ids: true`; `sample_unit: image` draws one caption per image per epoch
+    (lavis_ib.datasets.datasets.caption). Evaluation splits yield one sample per image with
+    ``image_id``, ``instance_id``, ``references``."""
+
     train_dataset_cls = CaptionDataset
     eval_dataset_cls = CaptionEvalDataset
     CONFIG_KWARGS = ("sample_unit", "image_ids")

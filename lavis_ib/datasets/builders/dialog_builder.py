@@ -1,4 +1,7 @@
-"""Builder of Visual Dialog (evaluation only, task ``dialog``)."""
+"""Builder of Visual Dialog (evaluation only, task ``dialog``).
+
+A held-out dataset of the zero-shot protocol: it reads the official v1.0 files as they are
+downloaded, so no conversion step stands between the user and the benchmark."""
 from __future__ import annotations
 
 from lavis_ib.common.registry import registry

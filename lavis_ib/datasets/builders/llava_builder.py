@@ -1,4 +1,7 @@
-"""Builders of the three LLaVA-Instruct-150K parts, mixed as three datasets (docs/protocol.md)."""
+"""Builders of the three LLaVA-Instruct-150K parts, mixed as three datasets (docs/protocol.md).
+
+Three builders rather than one, as the paper counts the parts: the mixer weighs each by the
+square root of its own size."""
 from __future__ import annotations
 
 from lavis_ib.common.registry import registry

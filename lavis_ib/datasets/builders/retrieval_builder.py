@@ -1,11 +1,8 @@
 """Builders of the image-text retrieval datasets: COCO and Flickr30K, Karpathy splits.
 
-Training splits yield one sample per caption (``image``, ``text_input``, ``image_id``,
-``instance_id``); evaluation splits one sample per image, with the caption gallery the
-``retrieval`` task ranks (lavis_ib.datasets.datasets.retrieval). The annotation files
-are LAVIS's (the same COCO files as ``coco_caption``); ``flickr30k`` is the captioning
-entry of Flickr30K, ``flickr30k_retrieval`` this one (LAVIS calls it ``flickr30k``).
-"""
+The annotation files are LAVIS's (the same COCO files as ``coco_caption``); ``flickr30k`` is
+the captioning entry of Flickr30K, ``flickr30k_retrieval`` this one (LAVIS calls it
+``flickr30k``), so one name never means two datasets. Samples: `_RetrievalBuilder`."""
 from __future__ import annotations
 
 from lavis_ib.common.registry import registry
@@ -14,6 +11,10 @@ from lavis_ib.datasets.datasets.retrieval import RetrievalDataset, RetrievalEval
 
 
 class _RetrievalBuilder(BaseDatasetBuilder):
+    """Training splits yield one sample per caption (``image``, ``text_input``, ``image_id``,
+    ``instance_id``); evaluation splits one sample per image, with the caption gallery the
+    ``retrieval`` task ranks (lavis_ib.datasets.datasets.retrieval)."""
+
     train_dataset_cls = RetrievalDataset
     eval_dataset_cls = RetrievalEvalDataset
 

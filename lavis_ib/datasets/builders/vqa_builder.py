@@ -1,10 +1,7 @@
 """Builders of the question-answering datasets and their question-generation variants.
 
-Every builder reads one annotation format of `lavis_ib.datasets.datasets.vqa_formats`
-(its docstring names the format and the fields read). Training splits yield ``image``,
-``text_input`` (templated, OCR prefix for OCR-VQA/TextVQA), ``text_output`` (one answer
-drawn by frequency); evaluation splits add ``question_id``, ``question``, ``answers``.
-"""
+Every builder reads one annotation format of `lavis_ib.datasets.datasets.vqa_formats` (its
+reader's docstring names the files and fields read); the samples are described on `_VQABuilder`."""
 from __future__ import annotations
 
 from lavis_ib.common.registry import registry
@@ -17,6 +14,10 @@ def _cfg(name: str) -> dict[str, str]:
 
 
 class _VQABuilder(BaseDatasetBuilder):
+    """Training splits yield ``image``, ``text_input`` (templated, OCR prefix for
+    OCR-VQA/TextVQA), ``text_output`` (one answer drawn by frequency); evaluation splits add
+    ``question_id``, ``question``, ``answers``."""
+
     train_dataset_cls = VQADataset
     eval_dataset_cls = VQAEvalDataset
 

@@ -1,4 +1,7 @@
-"""Builder of Web CapFilt (14M synthetic captions) streamed from webdataset shards."""
+"""Builder of Web CapFilt (14M synthetic captions) streamed from webdataset shards.
+
+A builder of its own because 14M images are never listed in an annotation file: its
+`build_info.annotations.train` names shard patterns (or urls to stream), not files to read."""
 from __future__ import annotations
 
 import os

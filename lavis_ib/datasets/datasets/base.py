@@ -1,18 +1,8 @@
 """Shared pieces of every dataset class: `BadSample`, image loading, the epoch-encoded
 index of training sets, seeded per-sample draws and the collater.
 
-Contract (docs/architecture.md): a dataset is built with the LAVIS signature
-``(vis_processor=, text_processor=, vis_root=, ann_paths=)``; ``__getitem__(i)`` returns a
-sample dict, or `BadSample(path, reason)` when its image/video cannot be read;
-``collater(samples)`` stacks tensors, keeps every other key as a list, drops BadSamples
-and lists their paths under ``_bad_files`` (with ``_num_requested`` = samples asked for).
-Training sets accept ``i >= len(self)``: ``epoch, index = divmod(i, len(self))``, and
-every random choice of a sample (template, answer) is seeded by (seed, epoch, index).
-The visual processor (random crop, flip, RandomAugment: every draw from torch's
-global RNG) runs under a forked torch RNG seeded by (seed, epoch, dataset, index)
-(`augment_seed`), so a sample's augmentation does not depend on the loader worker that
-reads it, on num_workers, on the rank or world size, or on a resume.
-"""
+One home for them, so every dataset skips unreadable files and draws its random choices the
+same way, whatever worker, rank or resume reads a sample (the contract: `BaseDataset`)."""
 from __future__ import annotations
 
 import contextlib
@@ -152,6 +142,19 @@ def collate(samples: Sequence[Any]) -> dict[str, Any]:
 
 class BaseDataset(Dataset):
     """Base of the map-style datasets: annotations in memory as a list of records.
+
+    Contract (docs/architecture.md): a dataset is built with the LAVIS signature
+    ``(vis_processor=, text_processor=, vis_root=, ann_paths=)``; ``__getitem__(i)`` returns a
+    sample dict, or `BadSample(path, reason)` when its image/video cannot be read;
+    ``collater(samples)`` stacks tensors, keeps every other key as a list, drops BadSamples
+    and lists their paths under ``_bad_files`` (with ``_num_requested`` = samples asked for).
+
+    Training sets accept ``i >= len(self)``: ``epoch, index = divmod(i, len(self))``, and
+    every random choice of a sample (template, answer) is seeded by (seed, epoch, index).
+    The visual processor (random crop, flip, RandomAugment: every draw from torch's
+    global RNG) runs under a forked torch RNG seeded by (seed, epoch, dataset, index)
+    (`augment_seed`), so a sample's augmentation does not depend on the loader worker that
+    reads it, on num_workers, on the rank or world size, or on a resume.
 
     Args:
         vis_processor: image (or video) processor, called with a PIL image (or a path).

@@ -1,23 +1,8 @@
-"""Captioning datasets: training (one sample per caption, caption template as
-instruction, normalised caption as target) and evaluation (one sample per image with
-every reference caption).
+"""Captioning datasets: training (one sample per caption, caption template as instruction,
+normalised caption as target) and evaluation (one sample per image with every reference).
 
-Formats (`ann_format`):
-    lavis     LAVIS lists ``[{"image", "caption": str | [str], optional "image_id"}]``;
-              without image_id the id is the last ``_``-separated part of the file stem
-              (``COCO_val2014_000000184613.jpg`` -> 184613), as LAVIS derives it.
-    coco      official COCO-style captions (NoCaps, COCO): ``{"images": [{"id",
-              "file_name"}], "annotations": [{"image_id", "caption"}]}``.
-    textcaps  official TextCaps ``{"data": [{"image_id", "caption_str"}]}``; image
-              ``<image_id>.jpg``; OCR tokens keyed by image_id (Rosetta files).
-
-Training options for pretraining (dataset config keys): `sample_unit` ``caption`` (one
-sample per caption, LAVIS's way) or ``image`` (one sample per image, its caption drawn
-per epoch from the sample's own generator, so a resumed run draws the same captions);
-`image_ids: true` adds ``image_id``, an int64 key shared by an image's captions (the
-stage-1 contrastive loss needs it; off by default because a micro-batch mixing datasets
-needs the same fields in all of them).
-"""
+The readers of the three caption file formats (`READERS`) feed both, so COCO, NoCaps,
+Flickr30K and TextCaps share one pair of classes."""
 from __future__ import annotations
 
 import os
@@ -32,11 +17,15 @@ from lavis_ib.processors.text import normalize_caption
 
 
 def image_id_from_path(path: str) -> int | str:
+    """The last ``_``-separated part of the file stem, as LAVIS derives an image id
+    (``COCO_val2014_000000184613.jpg`` -> 184613)."""
     stem = os.path.splitext(os.path.basename(path))[0].split("_")[-1]
     return int(stem) if stem.isdigit() else stem
 
 
 def read_lavis(paths: list[str]) -> list[dict[str, Any]]:
+    """`ann_format: lavis`: LAVIS lists ``[{"image", "caption": str | [str], optional
+    "image_id"}]``; without image_id the id comes from the file name (`image_id_from_path`)."""
     rows = []
     for path in paths:
         for n, row in enumerate(load_json(path)):
@@ -52,6 +41,8 @@ def read_lavis(paths: list[str]) -> list[dict[str, Any]]:
 
 
 def read_coco(paths: list[str]) -> list[dict[str, Any]]:
+    """`ann_format: coco`: official COCO-style captions (NoCaps, COCO): ``{"images": [{"id",
+    "file_name"}], "annotations": [{"image_id", "caption"}]}``."""
     rows = []
     for path in paths:
         data = load_json(path)
@@ -70,6 +61,8 @@ def read_coco(paths: list[str]) -> list[dict[str, Any]]:
 
 
 def read_textcaps(paths: list[str]) -> list[dict[str, Any]]:
+    """`ann_format: textcaps`: official TextCaps ``{"data": [{"image_id", "caption_str"}]}``;
+    image ``<image_id>.jpg``; OCR tokens keyed by image_id (Rosetta files)."""
     rows = []
     for path in paths:
         for n, row in enumerate(need(load_json(path), "data", path)):
@@ -115,7 +108,14 @@ class _CaptionBase(BaseDataset):
 class CaptionDataset(_CaptionBase):
     """Training: ``text_input`` = [OCR prefix] + a caption template (drawn per sample),
     ``text_output`` = the normalised caption; with `image_ids`, ``image_id`` (int64 key).
-    With `sample_unit: image` a sample is an image and its caption is drawn per epoch."""
+
+    Options for pretraining (dataset config keys): `sample_unit` ``caption`` (one sample per
+    caption, LAVIS's way) or ``image`` (one sample per image, its caption drawn per epoch
+    from the sample's own generator, so a resumed run draws the same captions);
+    `image_ids: true` adds ``image_id``, an int64 key shared by an image's captions (the
+    stage-1 contrastive loss needs it; off by default because a micro-batch mixing datasets
+    needs the same fields in all of them).
+    """
 
     is_train = True
     uses_template = True

@@ -1,14 +1,7 @@
 """Binary classification evaluation datasets: Hateful Memes and VSR.
 
-Samples: ``image``, ``instance_id``, ``text_input`` (the meme text / the VSR statement,
-raw: the task's prompt quotes it), ``label`` (1 = hateful / true, 0 otherwise).
-
-Formats (`ann_format`), both official JSON lines:
-    hateful_memes  ``{"id", "img": "img/<id>.png", "label", "text"}`` (label absent in
-                   unlabelled test files: those cannot be evaluated and are rejected).
-    vsr            ``{"image": "<COCO file name>", "caption", "label", "relation", ...}``;
-                   instance_id = ``<line number>`` of the file (stable for a given file).
-"""
+Both read their official JSON lines as downloaded and give the `classification` task the
+same sample keys, so one task ranks both (formats: `READERS`)."""
 from __future__ import annotations
 
 from typing import Any
@@ -19,11 +12,17 @@ from lavis_ib.datasets.datasets.base import BaseDataset
 
 
 def read_hateful_memes(paths: list[str]) -> list[dict[str, Any]]:
+    """`ann_format: hateful_memes`, official JSON lines ``{"id", "img": "img/<id>.png",
+    "label", "text"}`` (label absent in unlabelled test files: those cannot be evaluated
+    and are rejected)."""
     return [{"instance_id": need(r, "id", p), "image": need(r, "img", p), "text": need(r, "text", p),
              "label": need(r, "label", p)} for p in paths for r in load_jsonl(p)]
 
 
 def read_vsr(paths: list[str]) -> list[dict[str, Any]]:
+    """`ann_format: vsr`, official JSON lines ``{"image": "<COCO file name>", "caption",
+    "label", "relation", ...}``; instance_id = ``<line number>`` of the file (stable for a
+    given file)."""
     rows = []
     for p in paths:
         for n, r in enumerate(load_jsonl(p)):
@@ -37,7 +36,9 @@ READERS = {"hateful_memes": read_hateful_memes, "vsr": read_vsr}
 
 
 class ClassificationEvalDataset(BaseDataset):
-    """Evaluation: ``instance_id``, ``text_input``, ``label`` (int)."""
+    """Evaluation samples: ``image``, ``instance_id``, ``text_input`` (the meme text / the
+    VSR statement, raw: the task's prompt quotes it), ``label`` (1 = hateful / true, 0
+    otherwise)."""
 
     @classmethod
     def extra_args(cls) -> dict[str, Any]:

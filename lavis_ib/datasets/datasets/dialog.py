@@ -1,16 +1,7 @@
 """Visual Dialog evaluation: one sample per dialog round.
 
-Official v1.0 format: ``{"split": "val2018", "data": {"questions": [str], "answers":
-[str], "dialogs": [{"image_id", "caption", "dialog": [{"question": qi, "answer": ai,
-"answer_options": [100 answer indices], "gt_index"}]}]}}``. Image
-``VisualDialog_<split>_<image_id:012d>.jpg`` (the official file names).
-
-Sample: ``image``, ``instance_id`` ("<image_id>_<round>", rounds from 1), ``question``
-(the round's question, with "?"), ``history`` (the caption, then every earlier round as
-"<question> <answer>", joined with ". " -- e.g. "a man on a bike. is he moving? yes"),
-``candidates`` (the round's 100 answers), ``label`` (index of the ground truth in
-`candidates`; rounds without gt_index -- the test split -- are left out).
-"""
+Each round carries the dialog so far as its history, so the `dialog` task ranks a round's
+100 answers with the context a person had (format and sample: `VisDialEvalDataset`)."""
 from __future__ import annotations
 
 from typing import Any
@@ -25,7 +16,19 @@ def _question(text: str) -> str:
 
 
 class VisDialEvalDataset(BaseDataset):
-    """Visual Dialog rounds with their 100 candidate answers."""
+    """Visual Dialog rounds with their 100 candidate answers.
+
+    Official v1.0 format: ``{"split": "val2018", "data": {"questions": [str], "answers":
+    [str], "dialogs": [{"image_id", "caption", "dialog": [{"question": qi, "answer": ai,
+    "answer_options": [100 answer indices], "gt_index"}]}]}}``. Image
+    ``VisualDialog_<split>_<image_id:012d>.jpg`` (the official file names).
+
+    Sample: ``image``, ``instance_id`` ("<image_id>_<round>", rounds from 1), ``question``
+    (the round's question, with "?"), ``history`` (the caption, then every earlier round as
+    "<question> <answer>", joined with ". " -- e.g. "a man on a bike. is he moving? yes"),
+    ``candidates`` (the round's 100 answers), ``label`` (index of the ground truth in
+    `candidates`; rounds without gt_index -- the test split -- are left out).
+    """
 
     def load_annotations(self, ann_paths: list[str]) -> list[dict[str, Any]]:
         rounds = []

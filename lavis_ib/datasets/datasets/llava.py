@@ -1,14 +1,7 @@
 """LLaVA-Instruct-150K: one training sample per assistant turn.
 
-Official format (conversation_58k.json, detail_23k.json, complex_reasoning_77k.json):
-``[{"id", "image": "<COCO train2017 file name>", "conversations": [{"from": "human"|"gpt",
-"value"}, ...]}]``. The ``<image>`` marker is removed. For turn k the instruction is the
-conversation so far (docs/protocol.md): earlier turns as ``USER: <q> ASSISTANT: <a>`` lines,
-then turn k's question on the last line; whole earlier turns are dropped from the left
-while the instruction is longer than `max_history_chars` (the model truncates its
-instruction tokens from the left too). The target is turn k's answer. No templates, no
-text normalisation.
-"""
+Every assistant turn trains, each with the conversation so far as its instruction, so the
+answers of a multi-turn conversation are learnt in context (format and rule: `LlavaDataset`)."""
 from __future__ import annotations
 
 import re
@@ -27,7 +20,11 @@ def clean_turn(text: str) -> str:
 
 def conversation_instruction(history: list[tuple[str, str]], question: str,
                              max_chars: int | None = None) -> str:
-    """Earlier (question, answer) turns as ``USER: q ASSISTANT: a`` lines + the question."""
+    """Earlier (question, answer) turns as ``USER: q ASSISTANT: a`` lines + the question.
+
+    Whole earlier turns are dropped from the left while the instruction is longer than
+    `max_chars` (the model truncates its instruction tokens from the left too).
+    """
     lines = [f"USER: {q} ASSISTANT: {a}" for q, a in history]
     while lines and max_chars and sum(len(x) + 1 for x in lines) + len(question) > max_chars:
         lines.pop(0)
@@ -35,7 +32,14 @@ def conversation_instruction(history: list[tuple[str, str]], question: str,
 
 
 class LlavaDataset(BaseDataset):
-    """Training only: ``image``, ``text_input`` (the conversation so far), ``text_output``."""
+    """Training only: ``image``, ``text_input`` (the conversation so far), ``text_output``.
+
+    Official format (conversation_58k.json, detail_23k.json, complex_reasoning_77k.json):
+    ``[{"id", "image": "<COCO train2017 file name>", "conversations": [{"from": "human"|"gpt",
+    "value"}, ...]}]``. The ``<image>`` marker is removed. For turn k the instruction is the
+    conversation so far (docs/protocol.md, `conversation_instruction`) and the target is
+    turn k's answer. No templates, no text normalisation.
+    """
 
     is_train = True
 

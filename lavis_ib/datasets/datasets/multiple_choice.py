@@ -1,24 +1,8 @@
-"""Multiple-choice datasets: ScienceQA (image-context subset) and IconQA
-(multi-text-choice subset), read from their official ``problems.json``.
+"""Multiple-choice datasets: ScienceQA (image-context subset) and IconQA (multi-text-choice
+subset), read from their official ``problems.json``.
 
-Evaluation samples: ``image``, ``question_id``, ``question``, ``text_input`` (normalised
-question), ``choices``, ``correct_choice_idx``, ``answers`` ([the correct choice]) and, for
-ScienceQA, ``context`` (the problem's hint, may be "").
-
-Training samples (finetuning, e.g. the ScienceQA row of the paper's Table 3): ``image``,
-``text_input`` = the zero-shot ranking prompt (docs/protocol.md) with the options shown as
-``(a) x (b) y`` (`TRAIN_PROMPTS`), ``text_output`` = the correct option's text, so that
-training and option ranking see the same instruction.
-
-Formats (`ann_format`):
-    scienceqa  ``{pid: {"question", "choices", "answer": index, "hint", "image": file |
-               null, "split"}}``; image ``<split>/<pid>/<image>``; problems without an
-               image are left out (the IMG subset of the paper).
-    iconqa     ``{pid: {"question", "choices", "answer": index, "ques_type", "split"}}``
-               (a ``pid_splits.json`` ``{"choose_txt_<split>": [pid, ...]}`` listed as a
-               second file supplies the split when records lack it); only ``choose_txt``
-               problems; image ``<split>/choose_txt/<pid>/image.png``.
-"""
+Evaluation gives the `multiple_choice` task each question's options to rank; training, for
+finetuning, writes the same ranking prompt with the correct option as the target."""
 from __future__ import annotations
 
 from typing import Any
@@ -48,6 +32,9 @@ def _mc_record(pid: str, item: dict[str, Any], image: str, path: str) -> dict[st
 
 
 def read_scienceqa(paths: list[str], split: str | None = None) -> list[dict[str, Any]]:
+    """`ann_format: scienceqa`: ``{pid: {"question", "choices", "answer": index, "hint",
+    "image": file | null, "split"}}``; image ``<split>/<pid>/<image>``; problems without an
+    image are left out (the IMG subset of the paper)."""
     records = []
     for path in paths:
         for pid, item in load_json(path).items():
@@ -60,6 +47,10 @@ def read_scienceqa(paths: list[str], split: str | None = None) -> list[dict[str,
 
 
 def read_iconqa(paths: list[str], split: str | None = None) -> list[dict[str, Any]]:
+    """`ann_format: iconqa`: ``{pid: {"question", "choices", "answer": index, "ques_type",
+    "split"}}`` (a ``pid_splits.json`` ``{"choose_txt_<split>": [pid, ...]}`` listed as a
+    second file supplies the split when records lack it); only ``choose_txt`` problems;
+    image ``<split>/choose_txt/<pid>/image.png``."""
     problems, pid_split = {}, {}
     for path in paths:
         data = load_json(path)
@@ -82,7 +73,12 @@ def read_iconqa(paths: list[str], split: str | None = None) -> list[dict[str, An
 
 
 class MultipleChoiceEvalDataset(VQAEvalDataset):
-    """Evaluation with choices (ScienceQA, IconQA); `split` selects the problems."""
+    """Evaluation with choices (ScienceQA, IconQA); `split` selects the problems.
+
+    Samples: ``image``, ``question_id``, ``question``, ``text_input`` (normalised question),
+    ``choices``, ``correct_choice_idx``, ``answers`` ([the correct choice]) and, for
+    ScienceQA, ``context`` (the problem's hint, may be "").
+    """
 
     READERS = {"scienceqa": read_scienceqa, "iconqa": read_iconqa}
 
@@ -93,7 +89,12 @@ class MultipleChoiceEvalDataset(VQAEvalDataset):
 
 class MultipleChoiceDataset(MultipleChoiceEvalDataset):
     """Training on the correct option: ``text_input`` = `TRAIN_PROMPTS[ann_format]`
-    filled with context, question and options; ``text_output`` = the correct option."""
+    filled with context, question and options; ``text_output`` = the correct option.
+
+    For finetuning (e.g. the ScienceQA row of the paper's Table 3): the prompt is the
+    zero-shot ranking prompt (docs/protocol.md) with the options shown as ``(a) x (b) y``,
+    so that training and option ranking see the same instruction.
+    """
 
     is_train = True
 

@@ -1,14 +1,7 @@
 """Image-text retrieval datasets: COCO and Flickr30K Karpathy splits, LAVIS list format.
 
-Training (`RetrievalDataset`), as LAVIS's retrieval finetuning reads the files: one sample
-per caption with ``image``, ``text_input`` (the processed caption), ``image_id`` (an int64
-key shared by the captions of one image: the contrastive loss treats them as positives)
-and ``instance_id`` (the caption's row). Evaluation (`RetrievalEvalDataset`): one sample
-per image (``image``, ``index``, ``image_id``, ``instance_id``) plus the gallery the
-retrieval task ranks: `text` (every processed caption, image by image), `image` (paths),
-`img2txt` (each image's caption indices) and `txt2img` (each caption's image index),
-under LAVIS's names.
-"""
+Training reads one sample per caption for the contrastive and matching losses; evaluation
+one per image, plus the caption gallery the `retrieval` task scores against every image."""
 from __future__ import annotations
 
 from typing import Any
@@ -27,7 +20,10 @@ def process_caption(processor: Any, caption: str) -> str:
 
 
 class RetrievalDataset(BaseDataset):
-    """Training split: one sample per (image, caption) row."""
+    """Training split: one sample per (image, caption) row, as LAVIS's retrieval
+    finetuning reads the files: ``image``, ``text_input`` (the processed caption),
+    ``image_id`` (an int64 key shared by the captions of one image: the contrastive loss
+    treats them as positives) and ``instance_id`` (the caption's row)."""
 
     is_train = True
 
@@ -47,6 +43,9 @@ class RetrievalDataset(BaseDataset):
 
 class RetrievalEvalDataset(BaseDataset):
     """Evaluation split: the images in file order, each with its captions.
+
+    A sample is ``image``, ``index``, ``image_id``, ``instance_id``; the gallery the
+    retrieval task ranks is in the attributes, under LAVIS's names.
 
     Attributes:
         text: every caption, processed, in image order.

@@ -1,11 +1,7 @@
 """Visual Genome region captions (BLIP's ``vg_caption.json``) for pretraining.
 
-The released file lists ``{"image": "/export/share/datasets/vision/visual-genome/image/
-1.jpg", "caption", "image_id": "vg_1"}``: absolute paths of the authors' machine. The
-dataset cuts `strip_image_prefix` from each path so it reads relative to the configured
-images folder; a path that still starts with ``/`` after the cut is refused (it would
-read outside that folder) unless the dataset allows it (`allow_outside_root`).
-"""
+A class of its own because the released file names images by absolute paths of the
+authors' machine, which must be made relative to the user's images folder first."""
 from __future__ import annotations
 
 from typing import Any
@@ -17,7 +13,14 @@ AUTHORS_PREFIX = "/export/share/datasets/vision/visual-genome/image/"
 
 
 class VGCaptionDataset(CaptionDataset):
-    """`CaptionDataset` over ``vg_caption.json`` with the authors' path prefix cut."""
+    """`CaptionDataset` over ``vg_caption.json`` with the authors' path prefix cut.
+
+    The released file lists ``{"image": "/export/share/datasets/vision/visual-genome/image/
+    1.jpg", "caption", "image_id": "vg_1"}``: absolute paths of the authors' machine. The
+    dataset cuts `strip_image_prefix` from each path so it reads relative to the configured
+    images folder; a path that still starts with ``/`` after the cut is refused (it would
+    read outside that folder) unless the dataset allows it (`allow_outside_root`).
+    """
 
     @classmethod
     def extra_args(cls) -> dict[str, Any]:

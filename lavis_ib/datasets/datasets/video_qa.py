@@ -1,20 +1,8 @@
 """Video question answering: MSVD-QA, MSRVTT-QA, iVQA.
 
-Videos go through the ``video_train`` / ``video_eval`` processors (PyAV, 4 frames
-sampled uniformly) and give ``image`` tensors of shape (C, T, H, W). An unreadable video
-yields a `BadSample`.
-
-Formats (`ann_format`):
-    lavis   LAVIS lists ``[{"video", "question", "answer", optional "question_id"}]``;
-            official MSRVTT-QA records ``{"video_id": n, "question", "answer", "id"}`` are
-            read too (video ``video<n>.mp4``).
-    ivqa    official iVQA csv: video_id, start, end, question, answer1..answer5; video
-            ``<video_id>_<start>_<end>.mp4``.
-
-Evaluation datasets expose `answer_list`: the training answer vocabulary, read from
-`answer_list_paths` (a JSON list, LAVIS's ``{answer: label}`` train_ans2label.json, or the
-iVQA train csv), or collected from `train_ann_paths` when no list file is configured.
-"""
+Video samples fill the same ``image`` key as images (a (C, T, H, W) tensor), so the models
+and the `vqa`-style tasks need nothing video-specific; evaluation sets also carry the
+training answer vocabulary that ranking reads (`VideoQAEvalDataset.answer_list`)."""
 from __future__ import annotations
 
 import os
@@ -27,6 +15,9 @@ from lavis_ib.processors.text import normalize_question
 
 
 def read_lavis(paths: list[str]) -> list[dict[str, Any]]:
+    """`ann_format: lavis`: LAVIS lists ``[{"video", "question", "answer", optional
+    "question_id"}]``; official MSRVTT-QA records ``{"video_id": n, "question", "answer",
+    "id"}`` are read too (video ``video<n>.mp4``)."""
     records = []
     for path in paths:
         for n, row in enumerate(load_json(path)):
@@ -42,6 +33,8 @@ def read_lavis(paths: list[str]) -> list[dict[str, Any]]:
 
 
 def read_ivqa(paths: list[str]) -> list[dict[str, Any]]:
+    """`ann_format: ivqa`: the official iVQA csv (video_id, start, end, question,
+    answer1..answer5); video ``<video_id>_<start>_<end>.mp4``."""
     records = []
     for path in paths:
         for row in load_csv(path):
@@ -57,6 +50,10 @@ READERS = {"lavis": read_lavis, "ivqa": read_ivqa}
 
 
 class _VideoQABase(BaseDataset):
+    """Videos go through the ``video_train`` / ``video_eval`` processors (PyAV, 4 frames
+    sampled uniformly) and give ``image`` tensors of shape (C, T, H, W); an unreadable
+    video yields a `BadSample`."""
+
     @classmethod
     def extra_args(cls) -> dict[str, Any]:
         return {"ann_format": "lavis", "answer_list_paths": (), "train_ann_paths": ()}
@@ -108,7 +105,12 @@ class VideoQAEvalDataset(_VideoQABase):
 
     @property
     def answer_list(self) -> list[str]:
-        """The training answer vocabulary (ranking candidates), in file order."""
+        """The training answer vocabulary (ranking candidates), in file order.
+
+        Read from `answer_list_paths` (a JSON list, LAVIS's ``{answer: label}``
+        train_ans2label.json, or the iVQA train csv), or collected from `train_ann_paths`
+        when no list file is configured.
+        """
         if self._answer_list is None:
             if self.options["answer_list_paths"]:
                 answers: list[str] = []

@@ -1,10 +1,8 @@
 """Question-answering datasets: training (templated question -> one answer drawn by
 frequency), question generation (templated answer -> question) and evaluation.
 
-Records come from `vqa_formats` (`ann_format` picks the reader). With ``use_ocr=True`` the
-instruction starts with ``OCR tokens: t1, t2, ... (first 30). `` (docs/protocol.md); tokens come
-from the record itself or from the OCR files in `ocr_paths`, keyed by image id.
-"""
+One set of classes for every VQA dataset: the formats differ only in their readers
+(`vqa_formats`), so samples, templates and OCR prefixes are built the same way for all."""
 from __future__ import annotations
 
 from typing import Any
@@ -18,7 +16,12 @@ from lavis_ib.processors.text import normalize_question
 
 
 class _QABase(BaseDataset):
-    """Reads records with `READERS[ann_format]` and attaches OCR tokens."""
+    """Reads records with `READERS[ann_format]` and attaches OCR tokens.
+
+    With ``use_ocr=True`` the instruction starts with ``OCR tokens: t1, t2, ... (first 30).
+    `` (docs/protocol.md); tokens come from the record itself or from the OCR files in
+    `ocr_paths`, keyed by image id.
+    """
 
     READERS = READERS
 

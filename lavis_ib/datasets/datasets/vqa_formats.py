@@ -1,27 +1,8 @@
 """Readers of the question-answering annotation formats into one record layout.
 
-Every reader returns a list of records::
-
-    {"question_id": str|int, "image": path relative to vis_root, "question": str,
-     "answers": [str, ...] (all human answers, duplicates kept; [] when unlabelled),
-     optional "ocr_key" (id in the OCR files), "choices", "correct_choice_idx", "context"}
-
-Formats (`ann_format`):
-    vqav2   official VQA v2 / OK-VQA: `*_questions.json` ``{"data_subtype", "questions":
-            [{"question_id", "image_id", "question"}]}`` plus, when labelled,
-            `*_annotations.json` ``{"annotations": [{"question_id", "answers": [{"answer"}]}]}``;
-            image ``<data_subtype>/COCO_<data_subtype>_<image_id:012d>.jpg``.
-    lavis   LAVIS VQA lists ``[{"question_id", "question", "image", "answer": str|[str]}]``.
-    aokvqa  official A-OKVQA ``[{"question_id", "split", "image_id", "question", "choices",
-            "correct_choice_idx", "direct_answers"}]``; image ``<split>2017/<image_id:012d>.jpg`` (or the record's "image").
-    ocrvqa  official OCR-VQA `dataset.json` ``{asin: {"imageURL", "questions", "answers",
-            "split": 1 train|2 val|3 test}}``; image ``<asin><ext of imageURL>``.
-    gqa     official GQA ``{qid: {"imageId", "question", "answer"}}``; image ``<imageId>.jpg``.
-    textvqa official TextVQA ``{"data": [{"question_id", "image_id", "question", "answers",
-            optional "ocr_tokens"}]}``; image ``<image_id>.jpg``.
-    vizwiz  official VizWiz ``[{"image", "question", "answers": [{"answer"}]}]``; the
-            question id is the image file's stem.
-"""
+Each official format is read as downloaded (no conversion step), into the records that
+`READERS` describes, so the VQA dataset classes never see a format; each reader's docstring
+names its files and fields."""
 from __future__ import annotations
 
 import os
@@ -42,6 +23,10 @@ def _answers(values: Any) -> list[str]:
 
 
 def read_vqav2(paths: list[str], split: str | None = None) -> list[dict[str, Any]]:
+    """`ann_format: vqav2`, official VQA v2 / OK-VQA: `*_questions.json` ``{"data_subtype",
+    "questions": [{"question_id", "image_id", "question"}]}`` plus, when labelled,
+    `*_annotations.json` ``{"annotations": [{"question_id", "answers": [{"answer"}]}]}``;
+    image ``<data_subtype>/COCO_<data_subtype>_<image_id:012d>.jpg``."""
     questions, answers, subtype = [], {}, None
     for path in paths:
         data = load_json(path)
@@ -69,6 +54,8 @@ def read_vqav2(paths: list[str], split: str | None = None) -> list[dict[str, Any
 
 
 def read_lavis(paths: list[str], split: str | None = None) -> list[dict[str, Any]]:
+    """`ann_format: lavis`: LAVIS VQA lists ``[{"question_id", "question", "image",
+    "answer": str|[str]}]``."""
     records = []
     for path in paths:
         for n, row in enumerate(load_json(path)):
@@ -79,6 +66,9 @@ def read_lavis(paths: list[str], split: str | None = None) -> list[dict[str, Any
 
 
 def read_aokvqa(paths: list[str], split: str | None = None) -> list[dict[str, Any]]:
+    """`ann_format: aokvqa`, official A-OKVQA ``[{"question_id", "split", "image_id",
+    "question", "choices", "correct_choice_idx", "direct_answers"}]``; image
+    ``<split>2017/<image_id:012d>.jpg`` (or the record's "image")."""
     records = []
     for path in paths:
         for row in load_json(path):
@@ -97,6 +87,9 @@ def read_aokvqa(paths: list[str], split: str | None = None) -> list[dict[str, An
 
 
 def read_ocrvqa(paths: list[str], split: str | None = None) -> list[dict[str, Any]]:
+    """`ann_format: ocrvqa`, official OCR-VQA `dataset.json` ``{asin: {"imageURL",
+    "questions", "answers", "split": 1 train|2 val|3 test}}``; image
+    ``<asin><ext of imageURL>``."""
     if split is not None and split not in OCRVQA_SPLITS:
         raise DataError(f"OCR-VQA has splits {sorted(OCRVQA_SPLITS)}, not '{split}'.")
     records = []
@@ -112,6 +105,8 @@ def read_ocrvqa(paths: list[str], split: str | None = None) -> list[dict[str, An
 
 
 def read_gqa(paths: list[str], split: str | None = None) -> list[dict[str, Any]]:
+    """`ann_format: gqa`, official GQA ``{qid: {"imageId", "question", "answer"}}``; image
+    ``<imageId>.jpg``."""
     records = []
     for path in paths:
         data = load_json(path)
@@ -126,6 +121,8 @@ def read_gqa(paths: list[str], split: str | None = None) -> list[dict[str, Any]]
 
 
 def read_textvqa(paths: list[str], split: str | None = None) -> list[dict[str, Any]]:
+    """`ann_format: textvqa`, official TextVQA ``{"data": [{"question_id", "image_id",
+    "question", "answers", optional "ocr_tokens"}]}``; image ``<image_id>.jpg``."""
     records = []
     for path in paths:
         for row in need(load_json(path), "data", path):
@@ -140,6 +137,8 @@ def read_textvqa(paths: list[str], split: str | None = None) -> list[dict[str, A
 
 
 def read_vizwiz(paths: list[str], split: str | None = None) -> list[dict[str, Any]]:
+    """`ann_format: vizwiz`, official VizWiz ``[{"image", "question", "answers":
+    [{"answer"}]}]``; the question id is the image file's stem."""
     records = []
     for path in paths:
         for row in load_json(path):
@@ -150,6 +149,11 @@ def read_vizwiz(paths: list[str], split: str | None = None) -> list[dict[str, An
     return records
 
 
+# Every reader returns a list of records::
+#
+#     {"question_id": str|int, "image": path relative to vis_root, "question": str,
+#      "answers": [str, ...] (all human answers, duplicates kept; [] when unlabelled),
+#      optional "ocr_key" (id in the OCR files), "choices", "correct_choice_idx", "context"}
 READERS: dict[str, Callable[..., list[dict[str, Any]]]] = {
     "vqav2": read_vqav2, "lavis": read_lavis, "aokvqa": read_aokvqa, "ocrvqa": read_ocrvqa,
     "gqa": read_gqa, "textvqa": read_textvqa, "vizwiz": read_vizwiz,

@@ -1,25 +1,8 @@
 """Web CapFilt: captions streamed from webdataset tar shards.
 
-Each shard holds samples ``<key>.jpg`` (or .jpeg/.png/.webp) + ``<key>.txt`` (the caption)
-or ``<key>.json`` (``{"caption": ...}``, a string or a list of captions: BLIP-2's CapFilt
-keeps two per image, one used per step). Shards are given as brace patterns
-(``shards/{000000..001399}.tar``) and split first by rank (lavis_ib.common.dist_utils, or
-the `rank`/`world_size` arguments) and then by DataLoader worker, with webdataset's
-nodesplitter/workersplitter hooks: each sample is seen once per pass over the shards
-when every worker holds at least one shard.
-
-Shuffling (both seeded, so a pass is reproducible): with `shuffle_shards` the shard list is
-permuted by (seed, epoch) before the rank split -- the same permutation on every rank, so
-the exactly-once property holds; `shuffle_buffer` > 0 shuffles samples within each worker's
-stream through a buffer of that size seeded by (seed, epoch, rank, worker).
-
-Yielded samples are already processed: ``image``, ``text_input`` (a caption template
-drawn from (seed, epoch, crc32 of shard file name and key)), ``text_output`` (the normalised
-caption; of several, one drawn from the same (seed, epoch, crc32) on stream 2) and, with
-`image_ids`, ``image_id`` (an int64 key of the shard file name and key). A sample whose
-image cannot be decoded or whose caption is missing is yielded as a `BadSample` (the
-collater drops it and lists it) and counted in `num_bad` (per process).
-"""
+An iterable dataset because 14M image-caption pairs cannot be indexed in memory; shards are
+split by rank and worker, and seeded, so each pass sees every sample once, reproducibly
+(`WebCaptionDataset`)."""
 from __future__ import annotations
 
 import io
@@ -58,6 +41,26 @@ def refuse_pipes(shards: Sequence[str], allow_pipe: bool) -> None:
 
 class WebCaptionDataset(IterableDataset):
     """Iterable captioning dataset over webdataset shards (training only).
+
+    Each shard holds samples ``<key>.jpg`` (or .jpeg/.png/.webp) + ``<key>.txt`` (the caption)
+    or ``<key>.json`` (``{"caption": ...}``, a string or a list of captions: BLIP-2's CapFilt
+    keeps two per image, one used per step). Shards are given as brace patterns
+    (``shards/{000000..001399}.tar``) and split first by rank (lavis_ib.common.dist_utils, or
+    the `rank`/`world_size` arguments) and then by DataLoader worker, with webdataset's
+    nodesplitter/workersplitter hooks: each sample is seen once per pass over the shards
+    when every worker holds at least one shard.
+
+    Shuffling (both seeded, so a pass is reproducible): with `shuffle_shards` the shard list
+    is permuted by (seed, epoch) before the rank split -- the same permutation on every rank,
+    so the exactly-once property holds; `shuffle_buffer` > 0 shuffles samples within each
+    worker's stream through a buffer of that size seeded by (seed, epoch, rank, worker).
+
+    Yielded samples are already processed: ``image``, ``text_input`` (a caption template
+    drawn from (seed, epoch, crc32 of shard file name and key)), ``text_output`` (the
+    normalised caption; of several, one drawn from the same (seed, epoch, crc32) on stream
+    2) and, with `image_ids`, ``image_id`` (an int64 key of the shard file name and key). A
+    sample whose image cannot be decoded or whose caption is missing is yielded as a
+    `BadSample` (the collater drops it and lists it) and counted in `num_bad` (per process).
 
     Args:
         vis_processor: image processor (PIL -> tensor).

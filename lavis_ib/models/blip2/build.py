@@ -1,24 +1,8 @@
 """Building a BLIP-2 model from a model config node.
 
-Where the weights come from (the first that applies):
-
-1. LAVIS route, when any of `checkpoint`, `vit_weights`, `llm_model` is set: the LLM and
-   its tokenizer from `llm_model` (an OPT, FlanT5 or other causal-LM directory), the ViT
-   from `vit_weights` (`eva_vit_g.pth`) and/or `checkpoint` (a caption checkpoint holds
-   its fine-tuned ViT), the rest from `checkpoint` (`blip2_pretrained_opt2.7b.pth`,
-   `blip2_pretrained_vicuna7b.pth`, ...); the architecture from
-   `vision`/`qformer`/`num_query_token`. A stage-1 `checkpoint` (`blip2_pretrained.pth`,
-   no projection) starts stage 2 as LAVIS's `pretrain_stage2.yaml` does: read as
-   `init_from` (`blip2.init`), the projection random;
-2. `pretrained`: a `Blip2ForConditionalGeneration` + `Blip2Processor` directory or hub id;
-3. random, from `vision`/`qformer`/`llm_config` and `llm_tokenizer` (the tiny types).
-
-Then the `init_from` sources (training initialisation, `blip2.init`) are applied in order,
-after the model's own `checkpoint` or `pretrained` weights, which fill first.
-When a source among `checkpoint` and `init_from` (or a `pretrained` export) holds the
-Q-Former's stage-1 text side or ITG head, the model gets them, frozen, to carry them
-(`text_side`); a stage-1 `checkpoint` is the first `init_from` source.
-"""
+The three weight routes every Q-Former model shares (LAVIS files, a Hugging Face directory,
+random), filled in for BLIP-2, and stage 1's text side carried when a source holds it; the
+rules are on `build_from_config`."""
 from __future__ import annotations
 
 import logging
@@ -62,7 +46,27 @@ class SourceReader:
 
 
 def build_from_config(cls, cfg: Any):
-    """See the module docstring; the node's keys are `Blip2Config`'s."""
+    """A BLIP-2 model built from its `model:` node (the keys are `Blip2Config`'s).
+
+    Where the weights come from (the first that applies):
+
+    1. LAVIS route, when any of `checkpoint`, `vit_weights`, `llm_model` is set: the LLM and
+       its tokenizer from `llm_model` (an OPT, FlanT5 or other causal-LM directory), the ViT
+       from `vit_weights` (`eva_vit_g.pth`) and/or `checkpoint` (a caption checkpoint holds
+       its fine-tuned ViT), the rest from `checkpoint` (`blip2_pretrained_opt2.7b.pth`,
+       `blip2_pretrained_vicuna7b.pth`, ...); the architecture from
+       `vision`/`qformer`/`num_query_token`. A stage-1 `checkpoint` (`blip2_pretrained.pth`,
+       no projection) starts stage 2 as LAVIS's `pretrain_stage2.yaml` does: read as
+       `init_from` (`blip2.init`), the projection random;
+    2. `pretrained`: a `Blip2ForConditionalGeneration` + `Blip2Processor` directory or hub id;
+    3. random, from `vision`/`qformer`/`llm_config` and `llm_tokenizer` (the tiny types).
+
+    Then the `init_from` sources (training initialisation, `blip2.init`) are applied in order,
+    after the model's own `checkpoint` or `pretrained` weights, which fill first.
+    When a source among `checkpoint` and `init_from` (or a `pretrained` export) holds the
+    Q-Former's stage-1 text side or ITG head, the model gets them, frozen, to carry them
+    (`text_side`); a stage-1 `checkpoint` is the first `init_from` source.
+    """
     cfg, settings = Blip2Config.checked(cfg, builder=cls)
     objective = settings.get("stage2_objective")
     if objective not in cls.STAGE2_OBJECTIVES:
@@ -174,7 +178,7 @@ def load_lavis_checkpoint(model, path: str, vit_loaded: bool, reader=None):
 
 
 def build_lavis(cls, cfg: dict, settings: dict, reader=None):
-    """Route 1: a BLIP-2 model from LAVIS files (see the module docstring)."""
+    """Route 1: a BLIP-2 model from LAVIS files (see `build_from_config`)."""
     llm, tokenizer = lavis_llm_directory(cfg, DTYPES[settings.get("llm_precision", "fp32")],
                                          "OPT, FlanT5 or causal-LM")
     vision, qformer, queries = _spec_args(cfg)

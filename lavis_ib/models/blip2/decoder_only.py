@@ -1,18 +1,8 @@
 """BLIP-2 with a decoder-only LLM: `blip2_opt` (LAVIS's) and `blip2_llm` (LLaMA/Vicuna and
 any other causal LM: Qwen2, Mistral, Phi-3, Gemma-2, ...).
 
-Stage-2 pretraining is language modelling of the caption after the soft prompts, as
-LAVIS's `blip2_opt.forward` does it: the text is `text_input` + "\\n", tokenized with the
-tokenizer's own special tokens and cut at `max_txt_len`; the loss covers every token after
-the model's `prompt` (LAVIS's caption processor writes the prompt at the start of
-`text_input`). Generation stops at "\\n", which is also the end token ranking with
-`append_eos` scores. A batch that also has `text_output` (lavis_ib's instruction
-datasets) is trained on `text_input` + " " + `text_output`, the instruction unscored.
-
-One difference: with an empty prompt LAVIS's OPT scores the leading `</s>` its tokenizer
-prepends (its loss mask starts at the prompt's length only when there is a prompt);
-`blip2_opt` keeps that, `blip2_llm` never scores a leading BOS.
-"""
+One caption layout serves OPT and every other causal LM, so stage 2 runs on any of them
+as LAVIS runs it on OPT (the layout and its one difference: `Blip2DecoderOnly`)."""
 from __future__ import annotations
 
 import logging
@@ -40,7 +30,20 @@ def newline_id(tokenizer) -> int:
 
 
 class Blip2DecoderOnly(Blip2):
-    """The decoder-only caption layout (see the module docstring)."""
+    """The decoder-only caption layout.
+
+    Stage-2 pretraining is language modelling of the caption after the soft prompts, as
+    LAVIS's `blip2_opt.forward` does it: the text is `text_input` + "\\n", tokenized with the
+    tokenizer's own special tokens and cut at `max_txt_len`; the loss covers every token
+    after the model's `prompt` (LAVIS's caption processor writes the prompt at the start of
+    `text_input`). Generation stops at "\\n", which is also the end token ranking with
+    `append_eos` scores. A batch that also has `text_output` (lavis_ib's instruction
+    datasets) is trained on `text_input` + " " + `text_output`, the instruction unscored.
+
+    One difference: with an empty prompt LAVIS's OPT scores the leading `</s>` its tokenizer
+    prepends (its loss mask starts at the prompt's length only when there is a prompt);
+    `blip2_opt` keeps that (`SCORE_LEADING_BOS`), `blip2_llm` never scores a leading BOS.
+    """
 
     #: score the BOS the tokenizer prepends when the prompt is empty (LAVIS's OPT does)
     SCORE_LEADING_BOS = False

@@ -1,16 +1,8 @@
 """Hugging Face format of BLIP-2: `Blip2ForConditionalGeneration` + `Blip2Processor`.
 
-`load_pretrained` reads a directory (or a hub id in the local cache) written by
-transformers: architecture, weights (through the shared BLIP-2 reader,
-`weights.blip2`), the LLM tokenizer and the eval image settings.
-`save_pretrained` writes the same layout, which transformers loads back.
-
-A model that carries stage 1's Q-Former text side (`text_side`) writes it beside that
-layout, in `lavis_ib_qformer_text.safetensors`, where transformers' stage-2 layout has no
-place for it: the text side under the names transformers' stage-1 layout
-(`Blip2ForImageTextRetrieval`) gives it, the ITG head as `lm_head.*`. `load_pretrained`,
-and InstructBLIP's `init_from`, read it back from the directory.
-"""
+Reading and writing the layout transformers loads, so BLIP-2 models move both ways between
+transformers and lavis_ib; what that layout has no place for (stage 1's text side) is
+written beside it (`save_pretrained`)."""
 from __future__ import annotations
 
 import copy
@@ -68,6 +60,10 @@ def _spec(cls, hf_config):
 def load_pretrained(cls, path: str, settings: dict):
     """A BLIP-2 model from an HF `Blip2ForConditionalGeneration` directory or hub id.
 
+    The directory (or a hub id in the local cache) gives the architecture, the weights
+    (through the shared BLIP-2 reader, `weights.blip2`), the LLM tokenizer and the eval
+    image settings; a carried stage-1 text side (`TEXT_SIDE_FILE`) is read back too.
+
     Raises:
         LavisIbError: no such directory, another model's directory, or missing weights.
     """
@@ -122,7 +118,14 @@ def _hf_state(model, rows: int | None) -> dict:
 
 def save_pretrained(model, directory: str) -> str:
     """Write `model` as `Blip2ForConditionalGeneration` + `Blip2Processor` (config,
-    safetensors, tokenizer with the `<image>` token, image processor)."""
+    safetensors, tokenizer with the `<image>` token, image processor).
+
+    A model that carries stage 1's Q-Former text side (`text_side`) writes it beside that
+    layout, in `TEXT_SIDE_FILE`, where transformers' stage-2 layout has no place for it:
+    the text side under the names transformers' stage-1 layout (`Blip2ForImageTextRetrieval`)
+    gives it, the ITG head as `lm_head.*`. `load_pretrained`, and InstructBLIP's
+    `init_from`, read it back from the directory.
+    """
     from safetensors.torch import save_file
     from transformers import Blip2Config, Blip2Processor
 

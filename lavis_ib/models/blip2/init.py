@@ -1,25 +1,8 @@
 """Initialising a BLIP-2 stage-2 model for training (`model.init_from`), above all from
 stage 1.
 
-Sources are applied in order; the first source that has a parameter fills it. What they
-fill: the query tokens, the Q-Former (its query side, and the text side the model carries
-when it was built from a source holding one, `text_side`), `ln_vision`, the projection and
-stage 1's ITG head (`lm_head`, carried). Recognised sources, read by the BLIP-2 reader
-every model shares (`weights.blip2`):
-
-* stage 1: LAVIS's `blip2_pretrained.pth` (`Qformer.bert.*` with the text side,
-  `Qformer.cls.predictions.*` the ITG head, `query_tokens`, `ln_vision`; also `vision_proj`,
-  `text_proj`, `itm_head`, `temp`, which stage 2 does not use: reported as unused),
-  transformers' `Blip2ForImageTextRetrieval` directories and lavis_ib's stage-1 exports
-  (the same directory with `lm_head.*` in a side file);
-* stage 2: LAVIS's `blip2_pretrained_*.pth` (projection as `opt_proj`, `t5_proj` or
-  `llm_proj`), `Blip2ForConditionalGeneration` directories, InstructBLIP files.
-
-The projection is new in stage 2: left unfilled (stage 1 has none) it keeps its random
-initialisation, which is logged, as LAVIS's stage 2 starts it. Any other trainable
-parameter left unfilled is an error unless `allow_random_init`. Returns {source: report}
-plus "unfilled" and "new_in_stage2".
-"""
+Stage 2 starts from stage 1's Q-Former as LAVIS's does, from any of the files that hold one,
+with every parameter left unfilled named rather than silently random (`init_from`)."""
 from __future__ import annotations
 
 import logging
@@ -74,7 +57,27 @@ def _path(source: Any) -> str:
 
 def init_from(model, sources: Sequence[Any], allow_random_init: bool = False,
               reader: Reader | None = None) -> dict:
-    """See the module docstring."""
+    """Fill `model`'s trainable (and carried) parameters from `sources`, in order.
+
+    Sources are applied in order; the first source that has a parameter fills it. What they
+    fill: the query tokens, the Q-Former (its query side, and the text side the model carries
+    when it was built from a source holding one, `text_side`), `ln_vision`, the projection and
+    stage 1's ITG head (`lm_head`, carried). Recognised sources, read by the BLIP-2 reader
+    every model shares (`weights.blip2`):
+
+    * stage 1: LAVIS's `blip2_pretrained.pth` (`Qformer.bert.*` with the text side,
+      `Qformer.cls.predictions.*` the ITG head, `query_tokens`, `ln_vision`; also `vision_proj`,
+      `text_proj`, `itm_head`, `temp`, which stage 2 does not use: reported as unused),
+      transformers' `Blip2ForImageTextRetrieval` directories and lavis_ib's stage-1 exports
+      (the same directory with `lm_head.*` in a side file);
+    * stage 2: LAVIS's `blip2_pretrained_*.pth` (projection as `opt_proj`, `t5_proj` or
+      `llm_proj`), `Blip2ForConditionalGeneration` directories, InstructBLIP files.
+
+    The projection is new in stage 2: left unfilled (stage 1 has none) it keeps its random
+    initialisation, which is logged, as LAVIS's stage 2 starts it. Any other trainable
+    parameter left unfilled is an error unless `allow_random_init`. Returns {source: report}
+    plus "unfilled" and "new_in_stage2".
+    """
     read = reader or (lambda path: read_source(path, "init_from"))
     params = {n: p for n, p in model.named_parameters()
               if n.split(".")[0] in TRAINABLE_PARTS or is_carried(n)}

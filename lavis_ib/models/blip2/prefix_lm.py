@@ -1,21 +1,8 @@
 """BLIP-2's stage-2 prefix language modelling for encoder-decoder LLMs (FlanT5).
 
-The paper splits each caption in two: the prefix goes to the LLM's encoder after the soft
-prompts, the suffix is the decoder's target. LAVIS's code has no split (`blip2_t5` reads a
-`text_output` none of its datasets writes, LAVIS #181); a maintainer gives the rule in
-LAVIS #139: the split point is drawn from position 1 to the midpoint of the sequence.
-
-Here the unit is the word (whitespace-separated): a caption of n >= 2 words is split after
-k words, k uniform in 1..n // 2, so the prefix is never empty and never longer than the
-suffix; a one-word caption is not split (empty prefix, the word as the target; counted).
-Words rather than tokens keep both halves real text, tokenized as any prompt and target.
-
-k is drawn from a generator of the sample alone: numpy's `default_rng((STREAM, seed))`
-with the sample's `sample_seed` (an int a dataset derives from its seed, epoch and index),
-so a resumed run and any split of the batch over processes draw the same k. A sample
-without `sample_seed` is seeded by the CRC-32 of its caption (the same caption then splits
-the same way every epoch); such samples are counted and logged.
-"""
+The paper splits each caption into an encoder prefix and a decoder target, but LAVIS's code
+has no split (`blip2_t5` reads a `text_output` none of its datasets writes, LAVIS #181);
+this module supplies one, by the rule a maintainer gives in LAVIS #139 (`split_captions`)."""
 from __future__ import annotations
 
 import zlib
@@ -52,7 +39,24 @@ def caption_seed(caption: str) -> int:
 
 
 def split_captions(captions: Sequence[str], seeds: Sequence[Any] | None) -> Split:
-    """Split each caption at its drawn word (see the module docstring)."""
+    """Split each caption at its drawn word.
+
+    The paper splits each caption in two: the prefix goes to the LLM's encoder after the
+    soft prompts, the suffix is the decoder's target. A maintainer gives the rule in LAVIS
+    #139: the split point is drawn from position 1 to the midpoint of the sequence.
+
+    Here the unit is the word (whitespace-separated): a caption of n >= 2 words is split
+    after k words, k uniform in 1..n // 2, so the prefix is never empty and never longer
+    than the suffix; a one-word caption is not split (empty prefix, the word as the target;
+    counted). Words rather than tokens keep both halves real text, tokenized as any prompt
+    and target.
+
+    k is drawn from a generator of the sample alone: numpy's `default_rng((STREAM, seed))`
+    with the sample's `sample_seed` (an int a dataset derives from its seed, epoch and
+    index), so a resumed run and any split of the batch over processes draw the same k. A
+    sample without `sample_seed` is seeded by the CRC-32 of its caption (the same caption
+    then splits the same way every epoch); such samples are counted and logged.
+    """
     out = Split()
     for i, caption in enumerate(captions):
         seed = None if seeds is None else seeds[i]

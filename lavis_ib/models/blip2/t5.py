@@ -1,12 +1,7 @@
 """`blip2_t5`: BLIP-2 with an encoder-decoder LLM (FlanT5).
 
-Instruction data (`text_input` + `text_output`) trains as LAVIS's `blip2_t5` does:
-`text_input` to the encoder after the soft prompts, `text_output` + `</s>` as the decoder's
-target. With `stage2_objective: prefix_lm` (stage-2 pretraining), a caption sample is split
-into encoder prefix and decoder suffix (`prefix_lm`); a caption sample is one with only
-`text_input` (LAVIS's caption datasets), or with an empty `text_input` beside its caption
-in `text_output` (lavis_ib's caption datasets under the plain `blip_caption` processor).
-"""
+Trains instruction data as LAVIS's `blip2_t5` does and, for stage-2 pretraining on
+captions alone, the paper's prefix language modelling (the layouts: `Blip2T5`)."""
 from __future__ import annotations
 
 import logging
@@ -24,7 +19,16 @@ logger = logging.getLogger(__name__)
 
 @registry.register_model("blip2_t5")
 class Blip2T5(Blip2):
-    """BLIP-2 with a FlanT5 LLM (LAVIS's `blip2_t5`); `llm_family` "flant5"."""
+    """BLIP-2 with a FlanT5 LLM (LAVIS's `blip2_t5`); `llm_family` "flant5".
+
+    Instruction data (`text_input` + `text_output`) trains as LAVIS's `blip2_t5` does:
+    `text_input` to the encoder after the soft prompts, `text_output` + `</s>` as the
+    decoder's target. With `stage2_objective: prefix_lm` (stage-2 pretraining), a caption
+    sample is split into encoder prefix and decoder suffix (`prefix_lm`); a caption sample
+    is one with only `text_input` (LAVIS's caption datasets), or with an empty `text_input`
+    beside its caption in `text_output` (lavis_ib's caption datasets under the plain
+    `blip_caption` processor).
+    """
 
     PRETRAINED_MODEL_CONFIG_DICT = {
         "pretrain_flant5xl": "configs/models/blip2_t5/pretrain_flant5xl.yaml",
@@ -84,7 +88,7 @@ class Blip2T5(Blip2):
 
     def forward(self, samples: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Loss of the decoder targets given image and encoder text:
-        {"loss", "loss_sum", "num_tokens"} (see the module docstring for the layouts)."""
+        {"loss", "loss_sum", "num_tokens"} (the layouts: the class docstring)."""
         check_keys(samples, ("image", "text_input"))
         texts, outputs = self._texts(samples)
         prefix = self.encode(samples["image"])

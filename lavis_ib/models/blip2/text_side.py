@@ -1,18 +1,8 @@
 """The Q-Former's stage-1 text side, carried frozen through stage 2.
 
-Stage 2 runs the Q-Former's queries only, so its word/position embeddings, its text
-feed-forward layers and stage 1's ITG head are never used there; trained, they would be
-parameters without gradients, which DDP refuses. LAVIS's stage-2 models delete them, and
-instruction tuning then has to fetch them from the stage-1 file again (LAVIS #344). A
-lavis_ib stage-2 model built from a source that holds them keeps them instead, frozen, so
-its exports (and `init_from` of InstructBLIP) carry the whole Q-Former on.
-
-Names: the text side has InstructBLIP's names (`qformer.word_embeddings`,
-`qformer.position_embeddings`, `qformer.layers.<i>.ffn_text.*`); the ITG head is
-`lm_head.*`, stage 1's name for BERT's MLM head without its output matrix (tied to the
-word embeddings): LAVIS's `Qformer.cls.predictions.{transform.dense, transform.LayerNorm,
-bias}`.
-"""
+Stage 2 never runs the text side or stage 1's ITG head, and trained they would be parameters
+without gradients, which DDP refuses; LAVIS deletes them, so instruction tuning must fetch
+them from the stage-1 file again (LAVIS #344). Kept frozen, exports carry the whole Q-Former."""
 from __future__ import annotations
 
 import re
@@ -33,7 +23,14 @@ PROBE_HEAD = "lm_head.dense.weight"
 
 
 def is_carried(name: str) -> bool:
-    """A parameter of the stage-1 text side or ITG head (frozen in stage 2)."""
+    """A parameter of the stage-1 text side or ITG head (frozen in stage 2).
+
+    The text side has InstructBLIP's names (`qformer.word_embeddings`,
+    `qformer.position_embeddings`, `qformer.layers.<i>.ffn_text.*`); the ITG head is
+    `lm_head.*`, stage 1's name for BERT's MLM head without its output matrix (tied to the
+    word embeddings): LAVIS's `Qformer.cls.predictions.{transform.dense,
+    transform.LayerNorm, bias}`.
+    """
     return name.startswith("lm_head.") or _TEXT.match(name) is not None
 
 

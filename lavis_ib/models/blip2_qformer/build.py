@@ -1,19 +1,8 @@
 """Building BLIP-2's stage-1 model from its `model:` node.
 
-Where the weights come from (the first that applies); every route builds under a fixed
-seed (`random_init_seed`, 0 by default), so all processes start from the same tensors:
-
-1. LAVIS route, when `checkpoint` or `vit_weights` is set, or `bert_weights` without
-   `pretrained`: the ViT from `vit_weights` (`eva_vit_g.pth`: blocks past the model's
-   depth dropped, the position embedding resampled to the image size), the Q-Former's
-   text side and the ITG head from `bert_weights` (a BERT-base directory, hub id or file:
-   LAVIS's starting point; the query feed-forward is then copied from the text one), and
-   everything LAVIS saved from `checkpoint` (`blip2_pretrained.pth`, `blip2_finetune_coco.pth`,
-   which also holds its trained ViT);
-2. `pretrained`: transformers' `Blip2ForImageTextRetrieval` directory or hub id
-   (`blip2_qformer.hf_format`);
-3. random, from `vision` / `qformer` / `num_query_token` / `embed_dim` (the tiny type).
-"""
+Stage 1 has no LLM and a LAVIS key of its own (`bert_weights`), so it chooses among three
+routes of its own rather than `build_by_route`'s (LAVIS files, transformers' retrieval
+layout, random; `build_from_config`), each under a fixed seed so all processes agree."""
 from __future__ import annotations
 
 import logging
@@ -44,7 +33,23 @@ PARTIAL_ROWS = ("qformer.word_embeddings.weight", "lm_head.bias")
 
 
 def build_from_config(cls, cfg: Any):
-    """See the module docstring; the node's keys are `Blip2Stage1Config`'s."""
+    """BLIP-2's stage-1 model built from its `model:` node (the keys are
+    `Blip2Stage1Config`'s).
+
+    Where the weights come from (the first that applies); every route builds under a fixed
+    seed (`random_init_seed`, 0 by default), so all processes start from the same tensors:
+
+    1. LAVIS route, when `checkpoint` or `vit_weights` is set, or `bert_weights` without
+       `pretrained`: the ViT from `vit_weights` (`eva_vit_g.pth`: blocks past the model's
+       depth dropped, the position embedding resampled to the image size), the Q-Former's
+       text side and the ITG head from `bert_weights` (a BERT-base directory, hub id or file:
+       LAVIS's starting point; the query feed-forward is then copied from the text one), and
+       everything LAVIS saved from `checkpoint` (`blip2_pretrained.pth`, `blip2_finetune_coco.pth`,
+       which also holds its trained ViT);
+    2. `pretrained`: transformers' `Blip2ForImageTextRetrieval` directory or hub id
+       (`blip2_qformer.hf_format`);
+    3. random, from `vision` / `qformer` / `num_query_token` / `embed_dim` (the tiny type).
+    """
     cfg, settings = Blip2Stage1Config.checked(cfg, builder=cls)
     for key in ("llm_quantization", "llm_lora"):
         if cfg.get(key) not in (None, "none"):
@@ -84,7 +89,7 @@ def _new_model(cls, cfg: dict, settings: dict, tokenizer):
 
 
 def build_lavis(cls, cfg: dict, settings: dict):
-    """Route 1 (see the module docstring)."""
+    """Route 1 (see `build_from_config`)."""
     model = _new_model(cls, cfg, settings, caption_tokenizer_from(_need(cfg, "tokenizer")))
     reports = {}
     if cfg.get("vit_weights"):

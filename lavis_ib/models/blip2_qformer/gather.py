@@ -1,12 +1,7 @@
 """Cross-rank gathers of BLIP-2 stage 1: the world batch every rank's losses look at.
 
 Ranks may hold different numbers of samples (unreadable images are dropped from a
-micro-batch), so rows are padded to the largest rank before `all_gather` and cut back
-after. `with_grad=True` uses `torch.distributed.nn.functional.all_gather`, whose backward
-sums every rank's gradient into the rank that owns the rows; `with_grad=False` is a plain
-gather (no gradient flows to another rank's rows). Without a process group both return
-their input.
-"""
+micro-batch), so the gathers pad and cut rows rather than assume equal shards (`gather_rows`)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -34,7 +29,14 @@ def exchange(values: Sequence[int], device: torch.device) -> list[list[int]]:
 
 
 def gather_rows(tensor: torch.Tensor, sizes: Sequence[int], with_grad: bool) -> torch.Tensor:
-    """The rows of every rank concatenated in rank order; `sizes[r]` rows come from rank r."""
+    """The rows of every rank concatenated in rank order; `sizes[r]` rows come from rank r.
+
+    Rows are padded to the largest rank before `all_gather` and cut back after.
+    `with_grad=True` uses `torch.distributed.nn.functional.all_gather`, whose backward sums
+    every rank's gradient into the rank that owns the rows; `with_grad=False` is a plain
+    gather (no gradient flows to another rank's rows). Without a process group the input
+    comes back.
+    """
     if len(sizes) == 1:
         return tensor
     longest = max(sizes)

@@ -1,14 +1,8 @@
 """transformers' layout of BLIP-2 stage 1: `Blip2ForImageTextRetrieval` directories.
 
-That layout holds the ViT, `ln_vision` (as the vision model's `post_layernorm`), the
-query tokens, the whole Q-Former with its text embeddings, both projections and the ITM
-head, but no ITC temperature and no ITG head (transformers has the model for inference
-only). Loading a directory written by transformers therefore starts `temp` at LAVIS's
-0.07 and the ITG head as LAVIS starts it (from `bert_weights` when given, else BERT-style
-random), and logs it; `save_pretrained` writes the two beside the transformers files in
-`lavis_ib_stage1.safetensors`, which loading reads back, and `lavis_ib.json` keeps
-`ln_vision`'s eps, which transformers' config cannot hold apart from the ViT's.
-"""
+transformers holds stage 1 for inference only, so its layout lacks what training needs
+(the ITC temperature, the ITG head); this module reads and writes the layout and keeps
+those parts in side files beside it (`save_pretrained`, `load_pretrained`)."""
 from __future__ import annotations
 
 import json
@@ -48,6 +42,13 @@ def load_pretrained(cls, path: str, settings: dict,
                     bert_init: Callable | None = None):
     """A stage-1 model from a `Blip2ForImageTextRetrieval` directory or hub id.
     `bert_init(model)` fills the ITG head from BERT when the directory has no side file.
+
+    That layout holds the ViT, `ln_vision` (as the vision model's `post_layernorm`), the
+    query tokens, the whole Q-Former with its text embeddings, both projections and the ITM
+    head, but no ITC temperature and no ITG head (transformers has the model for inference
+    only). A directory written by transformers therefore starts `temp` at LAVIS's 0.07 and
+    the ITG head as LAVIS starts it (from `bert_weights` when given, else BERT-style
+    random), and logs it; a directory written by `save_pretrained` has both in `SIDE_FILE`.
 
     Raises:
         LavisIbError: no such directory, another model's directory, or missing weights.
@@ -130,7 +131,12 @@ def _hf_state(model) -> dict:
 
 def save_pretrained(model, directory: str) -> str:
     """Write `model` as `Blip2ForImageTextRetrieval` (config, safetensors, tokenizer, image
-    processor) plus the side files; returns `directory`."""
+    processor) plus the side files; returns `directory`.
+
+    `SIDE_FILE` holds the ITC temperature and the ITG head, which transformers' layout has
+    no place for; `SETTINGS_FILE` keeps `ln_vision`'s eps, which transformers' config
+    cannot hold apart from the ViT's. `load_pretrained` reads both back.
+    """
     from safetensors.torch import save_file
     from transformers import Blip2Config
 

@@ -1,10 +1,8 @@
 """BLIP-2 stage 1's three losses as functions of features (ITC, ITM's negatives, ITG).
 
-Each takes this rank's rows and the world batch's columns, so the model alone decides
-how the columns were gathered; the tests hold each against a transcription of LAVIS's
-formulas. `positives[i, j]` says that world sample j shows the image of local sample i
-(the sample itself, and with `image_id` every caption of the same image).
-"""
+Each takes this rank's rows and the world batch's columns, so the model alone decides how
+the columns were gathered; the tests hold each against a transcription of LAVIS's formulas.
+`positives[i, j]` says that world sample j shows the image of local sample i (`_positives`)."""
 from __future__ import annotations
 
 from typing import Sequence

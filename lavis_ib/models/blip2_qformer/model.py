@@ -1,11 +1,8 @@
 """BLIP-2 stage 1: the Q-Former learns to read a frozen ViT before any LLM is attached.
 
-Training returns LAVIS's three losses, summed unweighted: ITC (best query vs the text's
-[CLS], learnable temperature), ITM (hard negatives drawn from the world batch) and ITG
-(the caption decoded causally from the queries). `itc_gather` chooses how ITC sees other
-ranks: "autograd" (default, N processes == 1 process) or "lavis" (no gradient, as LAVIS);
-docs/pretraining.md gives the rules and their sources.
-"""
+The model LAVIS calls `blip2` (also registered as `blip2_feature_extractor` and
+`blip2_image_text_matching`), trained with ITC, ITM and ITG; `Blip2Qformer` states the
+losses and how they see other ranks."""
 from __future__ import annotations
 
 import contextlib
@@ -72,7 +69,12 @@ def image_keys(values: Any, device: torch.device) -> torch.Tensor:
 @registry.register_model("blip2")
 @registry.register_model("blip2_feature_extractor")
 class Blip2Qformer(BaseModel):
-    """BLIP-2's first stage (see the module docstring).
+    """BLIP-2's first stage: the Q-Former learns to read a frozen ViT.
+
+    Training returns LAVIS's three losses, summed unweighted: ITC (best query vs the text's
+    [CLS], learnable temperature), ITM (hard negatives drawn from the world batch) and ITG
+    (the caption decoded causally from the queries); docs/pretraining.md gives the rules
+    and their sources.
 
     Args:
         vision / qformer: sizes (`qformer.encoder_hidden_size` must equal the ViT width).
@@ -83,7 +85,8 @@ class Blip2Qformer(BaseModel):
         max_txt_len: caption tokens kept in training ([CLS] and [SEP] included; 32).
         freeze_vit: keep the ViT frozen (pretraining) or train it (the `coco` type).
         vit_precision: "fp32" | "bf16" | "fp16" of the ViT.
-        itc_gather: "autograd" | "lavis" (see the module docstring).
+        itc_gather: how ITC sees other ranks: "autograd" (default, N processes == 1
+            process) or "lavis" (no gradient, as LAVIS).
     """
 
     PRETRAINED_MODEL_CONFIG_DICT = {
@@ -259,7 +262,8 @@ class Blip2Qformer(BaseModel):
 
     def _positives(self, samples: dict[str, Any], b: int, sizes: Sequence[int],
                    offset: int) -> torch.Tensor:
-        """(b, N) bool: world samples showing the image of each local sample."""
+        """(b, N) bool: world samples showing the image of each local sample (the sample
+        itself, and with `image_id` every caption of the same image)."""
         n = sum(sizes)
         if samples.get("image_id") is None:
             if not self._warned_no_image_id:

@@ -1,12 +1,8 @@
 """How every Q-Former model is built from its `model:` node, once its config class
-(models/config.py) has checked it: the weights come from the first route that applies:
-LAVIS files (`checkpoint` / `vit_weights` / `llm_model`), a Hugging Face directory or hub id
-(`pretrained`), or random initialisation from the architecture keys (the tiny types).
-Each model package supplies its three routes; the choice is the same for all of them.
-The random route is seeded (`random_init_seed`, 0 by default) so that two processes building
-a tiny type get the same weights whatever the global RNG holds. The LLM memory options
-(`llm_quantization`, `llm_lora`) apply last, the same way whatever route built the model.
-"""
+(models/config.py) has checked it.
+
+Each model package supplies its three weight routes; the choice among them, the seeding and
+the LLM options are the same for all of them, so they live here once (`build_by_route`)."""
 from __future__ import annotations
 
 import logging
@@ -24,7 +20,15 @@ Route = Callable[[type, dict, dict], Any]
 
 def build_by_route(cls: type, cfg: dict, settings: dict, *, lavis: Route,
                    pretrained: Callable[[type, str, dict], Any], random: Route) -> Any:
-    """The model from the first route that applies, with gradient checkpointing set."""
+    """The model from the first route that applies, with gradient checkpointing set.
+
+    Routes, the first that applies: LAVIS files (`checkpoint` / `vit_weights` /
+    `llm_model`), a Hugging Face directory or hub id (`pretrained`), or random
+    initialisation from the architecture keys (the tiny types). The random route is seeded
+    (`random_init_seed`, 0 by default) so that two processes building a tiny type get the
+    same weights whatever the global RNG holds. The LLM memory options
+    (`llm_quantization`, `llm_lora`) apply last, the same way whatever route built the model.
+    """
     lavis_keys = [k for k in QFormerModelConfig.keys_with(LAVIS_ROUTE) if cfg.get(k)]
     if lavis_keys:
         if cfg.get("pretrained"):

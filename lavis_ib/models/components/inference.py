@@ -1,10 +1,7 @@
 """Generation and candidate ranking of Q-Former models (mixed into the model class).
 
-`generate` and `score_candidates` both start from `model.encode` (image -> soft prompts)
-and hand the rest to the LLM adapter (`model.adapter`). Prompts may hold LAVIS's `{}`
-placeholders, filled from the batch as LAVIS's API does (`lavis_prompts`). Generation
-settings (defaults, ranges, the context rule) are `models.generation`'s.
-"""
+One implementation of LAVIS's inference API for InstructBLIP and BLIP-2 alike, since both
+turn an image into soft prompts and leave the rest to their LLM (`InferenceMixin`)."""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -27,7 +24,13 @@ def _as_list(value: Any, n: int, what: str) -> list:
 
 
 class InferenceMixin:
-    """`generate`, `predict_answers`, `score_candidates`, `predict_class`."""
+    """`generate`, `predict_answers`, `score_candidates`, `predict_class`.
+
+    `generate` and `score_candidates` both start from `model.encode` (image -> soft prompts)
+    and hand the rest to the LLM adapter (`model.adapter`). Prompts may hold LAVIS's `{}`
+    placeholders, filled from the batch as LAVIS's API does (`lavis_prompts`). Generation
+    settings (defaults, ranges, the context rule) are `models.generation`'s.
+    """
 
     def _prompts(self, samples: dict[str, Any], prompt: str | None = None) -> list[str]:
         if "image" not in samples:

@@ -1,10 +1,8 @@
 """How the LAVIS API of a model turns a batch into prompts, for direct callers.
 
-`generate`, `predict_answers` and `predict_class` accept LAVIS's batches unchanged: a
-prompt template with `{}` slots filled from `text_input` (and `ocr_tokens` or `choices`),
-and, for `predict_class`, the prefixes LAVIS's InstructBLIP adds from `context`, `history`
-and `caption`. Evaluation tasks format their prompts themselves and pass them verbatim.
-"""
+`generate`, `predict_answers` and `predict_class` accept LAVIS's batches unchanged (`{}`
+slots filled from the batch, `predict_class`'s prefixes), so LAVIS code runs as it is;
+evaluation tasks format their prompts themselves and pass them verbatim."""
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence

@@ -1,12 +1,8 @@
 """`QFormerLLM`: the image path every Q-Former model shares, as one base class.
 
-frozen ViT -> trainable `ln_vision` -> learned queries read the image in the Q-Former ->
-trainable projection -> soft prompts of a frozen LLM. InstructBLIP (whose Q-Former also
-reads the instruction) and BLIP-2 (queries only) both derive from it, so the image path,
-the freezing decision, FSDP's shard units and the LLM adapter exist once. The parameter
-names are the top-level ones of the checkpoint formats (`visual_encoder`, `ln_vision`,
-`query_tokens`, `qformer`, `llm_proj`, `llm`), so subclasses share the name maps too.
-"""
+InstructBLIP (whose Q-Former also reads the instruction) and BLIP-2 (queries only) both
+derive from it, so the image path, the freezing decision, FSDP's shard units, the LLM
+adapter and the parameter names exist once."""
 from __future__ import annotations
 
 import contextlib
@@ -35,6 +31,11 @@ FAMILY_OF_MODEL_TYPE = {"llama": "vicuna", "t5": "flant5"}
 
 class QFormerLLM(InferenceMixin, BaseModel):
     """ViT + `ln_vision` + query tokens + Q-Former + projection + frozen LLM.
+
+    frozen ViT -> trainable `ln_vision` -> learned queries read the image in the Q-Former ->
+    trainable projection -> soft prompts of a frozen LLM. The parameter names are the
+    top-level ones of the checkpoint formats (`visual_encoder`, `ln_vision`,
+    `query_tokens`, `qformer`, `llm_proj`, `llm`), so subclasses share the name maps too.
 
     Args:
         vision / qformer: sizes (`qformer.encoder_hidden_size` must equal the ViT width).

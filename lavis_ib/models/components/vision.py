@@ -1,11 +1,7 @@
 """The frozen vision encoder: EVA ViT (timm `Eva`) without its last block and final norm.
 
-InstructBLIP uses the 2nd-to-last layer of EVA-CLIP ViT-g/14 (39 of 40 blocks) with no
-norm inside the ViT; a separate trainable `ln_vision` LayerNorm follows it (kept on the
-InstructBLIP model). timm's `Eva` with absolute position embeddings, q/v biases, no
-rotary embedding and LayerNorm eps 1e-6 reproduces that network; its parameter names are
-those of LAVIS's `visual_encoder.*` (and of `eva_vit_g.pth`), so LAVIS weights load as-is.
-"""
+timm's `Eva`, configured, reproduces the network InstructBLIP and BLIP-2 read images with,
+under LAVIS's parameter names, so no ViT code is vendored (`build_vision_encoder`)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -46,6 +42,12 @@ class VisionSpec:
 
 def build_vision_encoder(spec: VisionSpec) -> nn.Module:
     """A timm `Eva` matching `spec`, returning all tokens (cls + patches) from `forward`.
+
+    InstructBLIP uses the 2nd-to-last layer of EVA-CLIP ViT-g/14 (39 of 40 blocks) with no
+    norm inside the ViT; a separate trainable `ln_vision` LayerNorm follows it (kept on the
+    model). timm's `Eva` with absolute position embeddings, q/v biases, no rotary embedding
+    and LayerNorm eps 1e-6 reproduces that network; its parameter names are those of
+    LAVIS's `visual_encoder.*` (and of `eva_vit_g.pth`), so LAVIS weights load as-is.
 
     Raises:
         ConfigError: an activation other than exact GELU (EVA's), or sizes timm cannot make.

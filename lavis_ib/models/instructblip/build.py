@@ -1,21 +1,8 @@
 """Building an InstructBLIP model from a model config node.
 
-Where the weights come from (the first that applies):
-
-1. `pretrained`: a local directory written by transformers'
-   `InstructBlipForConditionalGeneration.save_pretrained` (+ `InstructBlipProcessor`), or a
-   hub id resolved through the local Hugging Face cache: architecture, weights, both
-   tokenizers and the eval image settings all come from it.
-2. LAVIS route, when any of `checkpoint`, `vit_weights`, `llm_model` is set: architecture
-   from `vision`/`qformer`/`num_query_token`, the LLM and its tokenizer from `llm_model`,
-   the ViT from `vit_weights` (eva_vit_g.pth), the rest from `checkpoint` (a trimmed
-   InstructBLIP .pth); `qformer_tokenizer` names the BERT tokenizer.
-3. Random: the architecture from `vision`/`qformer`/`llm_config` with the tokenizers
-   `llm_tokenizer`/`qformer_tokenizer` (the tiny model types; paths relative to the
-   `lavis_ib` package are resolved there).
-
-Then `init_from` sources (training initialisation) are applied in order.
-"""
+InstructBLIP's three weight routes (LAVIS files, a transformers directory, random for the
+tiny types), handed to the shared route choice, then its `init_from` sources; the rules
+are on `build_from_config`."""
 from __future__ import annotations
 
 import logging
@@ -36,7 +23,25 @@ logger = logging.getLogger(__name__)
 RANDOM_LN_VISION_EPS = 1e-6
 
 def build_from_config(cls, cfg: Any):
-    """See the module docstring; the node's keys are `InstructBlipConfig`'s."""
+    """An InstructBLIP model built from its `model:` node (the keys are
+    `InstructBlipConfig`'s).
+
+    Where the weights come from (the first that applies, `build_by_route`):
+
+    1. LAVIS route, when any of `checkpoint`, `vit_weights`, `llm_model` is set: architecture
+       from `vision`/`qformer`/`num_query_token`, the LLM and its tokenizer from `llm_model`,
+       the ViT from `vit_weights` (eva_vit_g.pth), the rest from `checkpoint` (a trimmed
+       InstructBLIP .pth); `qformer_tokenizer` names the BERT tokenizer.
+    2. `pretrained`: a local directory written by transformers'
+       `InstructBlipForConditionalGeneration.save_pretrained` (+ `InstructBlipProcessor`),
+       or a hub id resolved through the local Hugging Face cache: architecture, weights,
+       both tokenizers and the eval image settings all come from it.
+    3. Random: the architecture from `vision`/`qformer`/`llm_config` with the tokenizers
+       `llm_tokenizer`/`qformer_tokenizer` (the tiny model types; paths relative to the
+       `lavis_ib` package are resolved there).
+
+    Then `init_from` sources (training initialisation) are applied in order.
+    """
     cfg, settings = InstructBlipConfig.checked(cfg, builder=cls)
     model = build_by_route(cls, cfg, settings, lavis=build_lavis, pretrained=load_pretrained,
                            random=build_random)

@@ -1,11 +1,7 @@
 """Hugging Face format: load `InstructBlipForConditionalGeneration` directories and write them.
 
-A directory written by `InstructBlipForConditionalGeneration.save_pretrained` and
-`InstructBlipProcessor.save_pretrained` holds everything: `config.json` (architecture),
-weights (safetensors or .bin, possibly sharded), the LLM tokenizer, `qformer_tokenizer/`
-and the image processor settings. `save_pretrained` writes that same layout from a
-lavis_ib model, so transformers (and `pretrained=`) can load it back.
-"""
+The same layout both ways, so transformers' checkpoints load here and a model trained here
+loads in transformers (and back through `pretrained=`)."""
 from __future__ import annotations
 
 import copy
@@ -40,7 +36,12 @@ def _spec(cls, hf_config) -> Any:
 
 
 def load_pretrained(cls, path: str, settings: dict):
-    """An InstructBLIP model from an HF directory or hub id (route 1 of `build`).
+    """An InstructBLIP model from an HF directory or hub id (route 2 of `build`).
+
+    A directory written by `InstructBlipForConditionalGeneration.save_pretrained` and
+    `InstructBlipProcessor.save_pretrained` holds everything: `config.json` (architecture),
+    weights (safetensors or .bin, possibly sharded), the LLM tokenizer, `qformer_tokenizer/`
+    and the image processor settings.
 
     Raises:
         LavisIbError: missing directory/hub id, or weights the directory lacks.

@@ -1,32 +1,8 @@
 """Initialising the trainable parts for instruction tuning (`model.init_from`).
 
-Sources are applied in order and the first source that has a parameter fills it; later
-sources only fill what is still missing (so `[blip2_stage2, bert]` takes the query side
-from BLIP-2 and the Q-Former's text side from BERT, as LAVIS does). Recognised sources:
-
-* a Hugging Face `Blip2ForImageTextRetrieval` directory or hub id (stage 1: query tokens, complete
-  Q-Former incl. word/position embeddings, `ln_vision`) or `Blip2ForConditionalGeneration`
-  directory (stage 2: query side of the Q-Former, `ln_vision`, projection);
-* a Hugging Face InstructBLIP directory;
-* a LAVIS BLIP-2 / InstructBLIP .pth (`Qformer.bert.*`, `query_tokens`, `ln_vision.*`,
-  `llm_proj`/`t5_proj`/`opt_proj`), e.g. the paper's route for Vicuna: LAVIS's
-  `blip2_pretrained_vicuna7b.pth` (stage 2: query side and projection) then stage 1's
-  `blip2_pretrained.pth` for the text side stage 2 dropped (LAVIS #344);
-* a lavis_ib BLIP-2 stage-2 export: the `Blip2ForConditionalGeneration` directory with the
-  stage-1 text side the model carried beside it (`lavis_ib_qformer_text.safetensors`,
-  read with the directory), so it fills every trainable parameter;
-* a BERT checkpoint (directory or file; `bert.` prefix optional) for the text side:
-  embeddings, self-attention and text FFNs. A BERT vocabulary one token shorter than the
-  Q-Former's (no `[DEC]`) fills the rows it has.
-
-BLIP-2 and InstructBLIP checkpoints are read by `components.blip2_weights`, the reader
-BLIP-2 models load with, so both models see the same tensors in a BLIP-2 file.
-
-Tensors whose shape does not fit (e.g. the projection of a BLIP-2 for another LLM) are
-skipped and reported. A trainable parameter left unfilled is an error unless
-`allow_random_init=True`, and then logged as the deviation it is (a random projection
-above all). Returns {source: [filled parameter names]} plus "unfilled".
-"""
+Instruction tuning starts from BLIP-2 (and BERT for the text side stage 2 dropped), read
+from any of the files that hold them, with every parameter left unfilled named rather than
+silently random (`init_from`)."""
 from __future__ import annotations
 
 import logging
@@ -66,7 +42,7 @@ def _bert_to_ours(state: dict, names: Sequence[str]) -> dict:
 
 def source_state(path: str, names: Sequence[str]) -> tuple[str, dict]:
     """(kind, {our name: tensor}) of one source: BLIP-2 and InstructBLIP checkpoints go
-    through `components.blip2_weights`, the reader BLIP-2 models load with."""
+    through `weights.blip2`, the reader BLIP-2 models load with."""
     kind, state = read_source(path, "init_from")
     if kind == "bert":
         return kind, _bert_to_ours(state, names)
@@ -74,7 +50,36 @@ def source_state(path: str, names: Sequence[str]) -> tuple[str, dict]:
 
 
 def init_from(model, sources: Sequence[Any], allow_random_init: bool = False) -> dict:
-    """See the module docstring."""
+    """Fill `model`'s trainable parameters from `sources`, in order.
+
+    Sources are applied in order and the first source that has a parameter fills it; later
+    sources only fill what is still missing (so `[blip2_stage2, bert]` takes the query side
+    from BLIP-2 and the Q-Former's text side from BERT, as LAVIS does). Recognised sources:
+
+    * a Hugging Face `Blip2ForImageTextRetrieval` directory or hub id (stage 1: query
+      tokens, complete Q-Former incl. word/position embeddings, `ln_vision`) or
+      `Blip2ForConditionalGeneration` directory (stage 2: query side of the Q-Former,
+      `ln_vision`, projection);
+    * a Hugging Face InstructBLIP directory;
+    * a LAVIS BLIP-2 / InstructBLIP .pth (`Qformer.bert.*`, `query_tokens`, `ln_vision.*`,
+      `llm_proj`/`t5_proj`/`opt_proj`), e.g. the paper's route for Vicuna: LAVIS's
+      `blip2_pretrained_vicuna7b.pth` (stage 2: query side and projection) then stage 1's
+      `blip2_pretrained.pth` for the text side stage 2 dropped (LAVIS #344);
+    * a lavis_ib BLIP-2 stage-2 export: the `Blip2ForConditionalGeneration` directory with the
+      stage-1 text side the model carried beside it (`lavis_ib_qformer_text.safetensors`,
+      read with the directory), so it fills every trainable parameter;
+    * a BERT checkpoint (directory or file; `bert.` prefix optional) for the text side:
+      embeddings, self-attention and text FFNs. A BERT vocabulary one token shorter than the
+      Q-Former's (no `[DEC]`) fills the rows it has.
+
+    BLIP-2 and InstructBLIP checkpoints are read by `weights.blip2`, the reader
+    BLIP-2 models load with, so both models see the same tensors in a BLIP-2 file.
+
+    Tensors whose shape does not fit (e.g. the projection of a BLIP-2 for another LLM) are
+    skipped and reported. A trainable parameter left unfilled is an error unless
+    `allow_random_init=True`, and then logged as the deviation it is (a random projection
+    above all). Returns {source: [filled parameter names]} plus "unfilled".
+    """
     params = {n: p for n, p in model.named_parameters() if n.split(".")[0] in TRAINABLE}
     filled: dict[str, str] = {}
     report: dict[str, Any] = {}

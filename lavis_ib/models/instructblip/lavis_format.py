@@ -1,16 +1,7 @@
 """LAVIS format: trimmed InstructBLIP .pth files, `eva_vit_g.pth`, and the LLM directory.
 
-* `checkpoint=`: `{"model": state_dict}` with `query_tokens`, `Qformer.bert.*`,
-  `ln_vision.*` and `llm_proj.*` (Vicuna) or `t5_proj.*` (FlanT5); full LAVIS checkpoints
-  may also hold `visual_encoder.*`.
-* `vit_weights=`: `eva_vit_g.pth`: the ViT keys without the `visual_encoder.` prefix and
-  40 blocks; blocks past the model's depth (the 40th) are dropped and reported as such.
-* `llm_model=`: a Vicuna/LLaMA or FlanT5 directory (weights + tokenizer). As LAVIS did, a
-  LLaMA tokenizer without a pad token gets `[PAD]` and `</s>` as bos/eos/unk (the released
-  checkpoints were trained that way), and T5's feed-forward activation is exact `gelu`.
-
-Files are read with `torch.load(weights_only=True)` only; every unused key is reported.
-"""
+The files the authors released load as they are, with the tokenizer setup the released
+checkpoints were trained with, so LAVIS users need no conversion (`build_lavis`)."""
 from __future__ import annotations
 
 import logging
@@ -102,7 +93,20 @@ def vicuna_special_tokens(tokenizer) -> None:
 
 
 def build_lavis(cls, cfg: dict, settings: dict):
-    """Route 2 of `build`: a model from LAVIS files (see the module docstring)."""
+    """Route 1 of `build`: a model from LAVIS files.
+
+    * `checkpoint=`: `{"model": state_dict}` with `query_tokens`, `Qformer.bert.*`,
+      `ln_vision.*` and `llm_proj.*` (Vicuna) or `t5_proj.*` (FlanT5); full LAVIS
+      checkpoints may also hold `visual_encoder.*`.
+    * `vit_weights=`: `eva_vit_g.pth`: the ViT keys without the `visual_encoder.` prefix and
+      40 blocks; blocks past the model's depth (the 40th) are dropped and reported as such.
+    * `llm_model=`: a Vicuna/LLaMA or FlanT5 directory (weights + tokenizer). As LAVIS did,
+      a LLaMA tokenizer without a pad token gets `[PAD]` and `</s>` as bos/eos/unk (the
+      released checkpoints were trained that way), and T5's feed-forward activation is
+      exact `gelu`.
+
+    Files are read with `torch.load(weights_only=True)` only; every unused key is reported.
+    """
     llm, tokenizer = _llm_and_tokenizer(cfg, DTYPES[settings.get("llm_precision", "fp32")])
     model = cls(VisionSpec.from_mapping(cfg["vision"]), QFormerSpec.from_mapping(cfg["qformer"]),
                 llm, tokenizer, qformer_tokenizer_from(cfg.get("qformer_tokenizer") or "bert-base-uncased"),

@@ -1,12 +1,8 @@
 """InstructBLIP: frozen ViT -> instruction-aware Q-Former -> projection -> frozen LLM.
 
-One class for every LLM family (decoder-only: Vicuna/LLaMA, OPT; encoder-decoder: FlanT5);
-the family-specific token layout lives in the LLM adapters of `models.components`. The
-image path (ViT, `ln_vision`, Q-Former, projection) exists once, in
-`components.qformer_model.QFormerLLM` (shared with BLIP-2), and serves training,
-generation and candidate ranking; `encode` adds the instruction the Q-Former reads. Building from configs and checkpoints is in
-`build` (next to this module); ranking and inference helpers in `components.inference`.
-"""
+One class for every LLM family (the family's token layout lives in `models.llm.families`);
+the image path is `QFormerLLM`'s, shared with BLIP-2, and `encode` adds the instruction the
+Q-Former reads. Building is in `build`, inference in `components.inference`."""
 from __future__ import annotations
 
 import logging

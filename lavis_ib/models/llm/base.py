@@ -1,7 +1,7 @@
 """What every LLM adapter shares: tokenization of instructions and targets, padding,
 generation settings, and the transformers version differences (cache keyword, repetition
-penalty with embedded prompts). The family-specific layouts are in `llm_decoder_only` and
-`llm_encoder_decoder`; `llm_adapters.make_adapter` picks one.
+penalty with embedded prompts). The family-specific layouts are in `decoder_only` and
+`encoder_decoder`; `families.make_adapter` picks one.
 """
 from __future__ import annotations
 
@@ -71,6 +71,22 @@ def pad_rows(rows: Sequence[Sequence[int]], value: int, left: bool = False):
 
 class LLMAdapter:
     """Common tokenization for both families.
+
+    The model hands an adapter the projected query outputs ("prefix", B x P x D) and token
+    ids; the adapter owns the family's token layout:
+
+    * decoder-only (LLaMA/Vicuna, OPT, Qwen2, Mistral, Phi-3, Gemma-2, any causal LM): one
+      sequence [prefix ; instruction (with BOS when the tokenizer adds one) ; target + EOS],
+      loss on the target only. Sequences are left-padded, with position ids counted from
+      the first real token, so a padded batch computes what one-at-a-time calls compute;
+      training computes logits only for the target positions at the end.
+    * encoder-decoder (FlanT5): encoder [prefix ; instruction], decoder = target + EOS.
+
+    `generate` counts `max_length`/`min_length` in generated tokens for both families and
+    passes the prompt as embeddings only, so the repetition penalty sees generated tokens
+    only. `score` ranks candidates with a shared prefix: the prompt's key/value cache
+    (decoder-only) or encoder output (encoder-decoder) is computed once per sample and
+    reused by every candidate, in chunks.
 
     Args:
         llm: the frozen transformers model.

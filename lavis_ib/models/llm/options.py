@@ -1,11 +1,8 @@
-"""Memory options of the frozen LLM, applied after any route built the model: quantised
-weights (`llm_quantization`, models/llm/quantization.py) first, then LoRA adapters
-(`llm_lora`, models/llm/lora.py), so adapters wrap the quantised layers (the torchao
-`int8_weight_only` base trains adapters as in QLoRA; `lavis-ib export` rebuilds the LLM
-unquantised and merges them there). The keys are declared in models/config.py; their
-values are checked here, with the run and the machine, before anything is built
-(`llm_option_problems`, called by the pre-flight checks).
-"""
+"""Memory options of the frozen LLM (`llm_quantization`, `llm_lora`), applied after any route
+built the model, so every route gets them the same way (`apply_llm_options`).
+
+The keys are declared in models/config.py; their values are checked here, with the run and
+the machine, before anything is built (`llm_option_problems`, called by the pre-flight)."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -21,7 +18,12 @@ def llm_option_problems(model: Mapping[str, Any], run: Mapping[str, Any] | None)
 
 
 def apply_llm_options(model: Any, cfg: Mapping[str, Any]) -> Any:
-    """`model` with its LLM quantised and/or given LoRA adapters as `cfg` asks."""
+    """`model` with its LLM quantised and/or given LoRA adapters as `cfg` asks.
+
+    Quantisation comes first, so adapters wrap the quantised layers (the torchao
+    `int8_weight_only` base trains adapters as in QLoRA; `lavis-ib export` rebuilds the LLM
+    unquantised and merges them there).
+    """
     mode = cfg.get("llm_quantization") or "none"
     if mode != "none":
         from lavis_ib.models.llm.quantization import quantize_llm

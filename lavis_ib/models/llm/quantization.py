@@ -1,23 +1,8 @@
 """Quantised loading of the frozen LLM (`model.llm_quantization`).
 
-The LLM is the bulk of an InstructBLIP model's memory and never trains, so its linear
-layers can hold quantised weights while the Q-Former path trains in fp32. Quantisation
-is applied after a route built the model (`llm_options.apply_llm_options`), the same way
-whichever route (LAVIS files, Hugging Face directory, random) loaded the weights:
-
-- `int8_weight_only`: torchao's `Int8WeightOnlyConfig` through `torchao.quantize_` (int8
-  weights with one scale per output channel, dequantised to `llm_precision` in each
-  matmul). Runs on CPU and GPU.
-- `int8` (LLM.int8 with outlier columns in fp16) and `nf4` (4-bit NormalFloat): the linear
-  layers are swapped for bitsandbytes' `Linear8bitLt` / `Linear4bit`, whose weights are
-  quantised when they move to CUDA, which happens here. CUDA and bitsandbytes only.
-
-Quantised: every `nn.Linear` of the LLM except its output head (`lm_head`), any layer
-sharing a weight with the embeddings, and the layers the model class keeps in fp32
-(`_keep_in_fp32_modules`: T5's feed-forward output `wo`). The head's logits are what
-ranking sums and generation samples from; transformers' own quantisers skip the head and
-the fp32 layers the same way. Embeddings are table lookups, not matmuls.
-"""
+The LLM is the bulk of an InstructBLIP model's memory and never trains, so its linear layers
+can hold quantised weights while the Q-Former path trains in fp32; docs/quantization.md
+gives the modes, the layers kept and the measurements (`quantize_llm`)."""
 from __future__ import annotations
 
 import importlib.util
@@ -98,7 +83,12 @@ def _torchao_problems() -> list[str]:
 def quantized_linear_names(llm: nn.Module) -> list[str]:
     """Names (inside `llm`) of the linear layers to quantise: all but the output head, any
     layer sharing its weight with an embedding table (tied weights), and the layers the
-    model class keeps in fp32 (`_keep_in_fp32_modules`, e.g. T5's `wo`)."""
+    model class keeps in fp32 (`_keep_in_fp32_modules`, e.g. T5's `wo`).
+
+    The head's logits are what ranking sums and generation samples from; transformers' own
+    quantisers skip the head and the fp32 layers the same way. Embeddings are table
+    lookups, not matmuls.
+    """
     head = llm.get_output_embeddings()
     embedding_storage = {m.weight.data_ptr() for m in llm.modules() if isinstance(m, nn.Embedding)}
     fp32_names = {*(getattr(llm, "_keep_in_fp32_modules", None) or []),
@@ -137,6 +127,14 @@ def _storage_bytes(tensor: torch.Tensor) -> int:
 def quantize_llm(model: Any, mode: str) -> dict[str, Any]:
     """Quantise `model.llm` in place; returns (and stores in `model.load_report`) what was
     done: mode, quantised layer count and names, layers kept, weight bytes before/after.
+
+    - `int8_weight_only`: torchao's `Int8WeightOnlyConfig` through `torchao.quantize_` (int8
+      weights with one scale per output channel, dequantised to `llm_precision` in each
+      matmul). Runs on CPU and GPU.
+    - `int8` (LLM.int8 with outlier columns in fp16) and `nf4` (4-bit NormalFloat): the
+      linear layers are swapped for bitsandbytes' `Linear8bitLt` / `Linear4bit`, whose
+      weights are quantised when they move to CUDA, which happens here. CUDA and
+      bitsandbytes only.
 
     Raises:
         ConfigError: an unknown mode, or a library / CUDA the mode needs is missing.

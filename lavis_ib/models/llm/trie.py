@@ -1,17 +1,8 @@
 """The token trie of a candidate set, the unit of exact vocabulary-scale ranking.
 
-Candidates of one answer vocabulary share token prefixes, and the log-probability of a
-token depends only on the tokens before it. A candidate's score is therefore the sum, along
-its trie path, of each node's log-probability given its parent, and the LLM needs one
-position per node that has children (a distinct proper prefix) instead of one per
-candidate token. The trie is built once per candidate list (`TrieCache`), so an evaluation
-split ranking a fixed `answer_list` tokenises and builds it once, not once per batch.
-
-Nodes are numbered in depth-first preorder: a node's ancestors come before it, and a
-contiguous run of nodes has all its ancestors either inside the run or on the path to the
-run's first node (`chunks`), which is what lets the decoder-only scorer pack a bounded run
-of nodes into one forward pass and stay exact.
-"""
+Candidates share token prefixes and a token's log-probability depends only on the tokens
+before it, so the LLM needs one position per distinct proper prefix instead of one per
+candidate token; the trie is built once per candidate list (`TrieCache`), not per batch."""
 from __future__ import annotations
 
 import logging
@@ -45,6 +36,10 @@ class TrieChunk:
 
 class CandidateTrie:
     """The trie of a list of token-id rows (candidates), nodes in preorder.
+
+    A candidate's score is the sum, along its trie path, of each node's log-probability
+    given its parent, so only nodes with children (distinct proper prefixes) need an LLM
+    position.
 
     Attributes: `tokens`, `parent` (-1 at depth 0), `depth` (LongTensors over nodes),
     `children` (lists), `terminal` (the node each candidate ends at; equal rows share one),
@@ -107,7 +102,13 @@ class CandidateTrie:
         return out[::-1]
 
     def chunks(self, chunk_size: int) -> list[TrieChunk]:
-        """The internal nodes in runs of at most `chunk_size` (built once per size)."""
+        """The internal nodes in runs of at most `chunk_size` (built once per size).
+
+        Nodes are numbered in depth-first preorder: a node's ancestors come before it, and a
+        contiguous run of nodes has all its ancestors either inside the run or on the path
+        to the run's first node, which is what lets the decoder-only scorer pack a bounded
+        run of nodes into one forward pass and stay exact.
+        """
         size = max(1, int(chunk_size))
         if size not in self._chunks:
             self._chunks[size] = [self._chunk(self.internal[s:s + size])

@@ -1,23 +1,8 @@
 """Exact trie scoring for decoder-only LLMs (LLaMA, OPT): packed trie nodes over the
 prompt's key/value cache.
 
-Each forward pass feeds, for every sample of the batch, one run of trie nodes
-(`CandidateTrie.chunks`) as a continuation of that sample's prompt cache. Three things make
-the packed run compute exactly what one candidate at a time would:
-
-- position ids are the prompt length plus the node's depth (not its place in the run);
-- an additive float 4-D mask (0 allowed, dtype minimum elsewhere) lets each node see the
-  prompt's real tokens and exactly its own ancestors in the run; a boolean 4-D mask is
-  added as 0/1 numbers by transformers' eager attention (5.24) and is silently wrong;
-- a run of nodes carries the ancestors of its first node as context, so chunking by
-  `chunk_size` bounds memory without losing any ancestor;
-- an LLM with sliding-window attention (Mistral, Phi-3, Gemma-2, ...) gets the window
-  applied to that mask by token distance, as its own masks would apply it; a model whose
-  layers differ gets one mask per layer type (`families.attention_windows`).
-
-The logits of a node score its children; the first tokens are scored from the prompt's last
-logits. Per node one logits row, per distinct proper prefix one LLM position.
-"""
+Each forward pass feeds, per sample, one run of trie nodes as a continuation of its prompt
+cache, with positions and masks that make it exact (`score_tries` says how)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -105,6 +90,21 @@ def score_tries(llm, cache_kw: str, layers, last_logits: torch.Tensor,
     batch shares one list). Each forward holds one row per sample with at most
     `chunk_size` nodes plus their context ancestors. `windows`: the LLM's sliding-window
     layout (`families.attention_windows`).
+
+    What makes a packed run compute exactly what one candidate at a time would:
+
+    - position ids are the prompt length plus the node's depth (not its place in the run);
+    - an additive float 4-D mask (0 allowed, dtype minimum elsewhere) lets each node see the
+      prompt's real tokens and exactly its own ancestors in the run; a boolean 4-D mask is
+      added as 0/1 numbers by transformers' eager attention (5.24) and is silently wrong;
+    - a run of nodes carries the ancestors of its first node as context, so chunking by
+      `chunk_size` bounds memory without losing any ancestor;
+    - an LLM with sliding-window attention (Mistral, Phi-3, Gemma-2, ...) gets the window
+      applied to that mask by token distance, as its own masks would apply it; a model whose
+      layers differ gets one mask per layer type.
+
+    The logits of a node score its children; the first tokens are scored from the prompt's
+    last logits. Per node one logits row, per distinct proper prefix one LLM position.
     """
     node_logp = _first_logps(tries, last_logits)
     prompt_len = prefix_mask.sum(-1)

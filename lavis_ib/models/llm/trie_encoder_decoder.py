@@ -2,15 +2,7 @@
 
 T5's decoder adds a relative position bias computed from positions in the fed sequence, so
 packing several trie nodes into one row (as the decoder-only scorer does) would change the
-bias. Instead each forward feeds one token per row, one row per trie node of one depth, with
-that row's self-attention cache gathered from its parent's row; every row then sees exactly
-[start ; its ancestors], as one candidate at a time would. The encoder output and the
-cross-attention keys and values are computed once per sample (the first decoder step) and
-gathered per row.
-
-Expansion is depth first over chunks of at most `chunk_size` rows, so at most one chunk per
-depth is alive: memory is bounded by `chunk_size` x depth, whatever the number of candidates.
-"""
+bias; one token per row and node, level by level, keeps it exact (`LevelScorer`)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -22,7 +14,16 @@ from lavis_ib.models.llm.base import output_cache
 
 
 class LevelScorer:
-    """Scores the tries of one batch; `run` returns per-sample candidate scores."""
+    """Scores the tries of one batch; `run` returns per-sample candidate scores.
+
+    Each forward feeds one token per row, one row per trie node of one depth, with that
+    row's self-attention cache gathered from its parent's row; every row then sees exactly
+    [start ; its ancestors], as one candidate at a time would. The encoder output and the
+    cross-attention keys and values are computed once per sample (the first decoder step)
+    and gathered per row. Expansion is depth first over chunks of at most `chunk_size` rows,
+    so at most one chunk per depth is alive: memory is bounded by `chunk_size` x depth,
+    whatever the number of candidates.
+    """
 
     def __init__(self, llm, cache_kw: str, encoded: torch.Tensor, mask: torch.Tensor,
                  tries: Sequence[CandidateTrie], chunk_size: int) -> None:

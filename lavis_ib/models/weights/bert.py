@@ -1,11 +1,8 @@
 """A BERT checkpoint read into the Q-Former's text side and BLIP-2's ITG head.
 
-BLIP-2's stage 1 starts its Q-Former from BERT-base: embeddings, self-attention and the
-text feed-forward of every layer, and BERT's masked-LM head, which becomes the ITG head
-(`lm_head`). Cross-attention and the query feed-forward are not in BERT. Names may carry
-the `bert.` prefix of `BertForMaskedLM` / `BertLMHeadModel` checkpoints or not, and old
-checkpoints call LayerNorm parameters `gamma` / `beta`.
-"""
+BLIP-2's stage 1 starts its Q-Former from BERT-base: embeddings, self-attention and the text
+feed-forward of every layer, and BERT's masked-LM head, which becomes the ITG head
+(`lm_head`); this maps BERT's names onto ours (`bert_candidates`)."""
 from __future__ import annotations
 
 from typing import Iterable
@@ -18,7 +15,12 @@ _OLD_NORM = {"weight": "gamma", "bias": "beta"}
 
 
 def bert_candidates(name: str) -> list[str]:
-    """The BERT names one of our parameter names may have ([] when BERT has none)."""
+    """The BERT names one of our parameter names may have ([] when BERT has none).
+
+    Names may carry the `bert.` prefix of `BertForMaskedLM` / `BertLMHeadModel`
+    checkpoints or not, and old checkpoints call LayerNorm parameters `gamma` / `beta`.
+    Cross-attention and the query feed-forward are not in BERT.
+    """
     part, _, rest = name.partition(".")
     if part == "qformer":
         if ".cross_attn." in rest or ".ffn_query." in rest:

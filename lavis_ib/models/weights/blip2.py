@@ -1,22 +1,8 @@
 """The one reader of BLIP-2 weights, in every format, into lavis_ib's parameter names.
 
-`blip2_model` loads them into a BLIP-2 model and InstructBLIP's `init_from` reads its
-BLIP-2 sources through the same functions, so a BLIP-2 checkpoint means one thing
-whichever model reads it. Formats:
-
-* LAVIS `.pth` (`blip2_pretrained_opt2.7b.pth`, `blip2_pretrained_flant5xl.pth`, the
-  `blip2_caption_*.pth` files, stage-1 `blip2_pretrained.pth`; also InstructBLIP's):
-  `query_tokens`, `Qformer.bert.*`, `ln_vision.*`, the projection under `opt_proj.*`,
-  `t5_proj.*` or `llm_proj.*`, and (fine-tuned caption models) `visual_encoder.*`;
-* Hugging Face directories: `Blip2ForConditionalGeneration` (stage 2: `qformer.*` without
-  embeddings, `qformer.layernorm`), `Blip2ForImageTextRetrieval` (stage 1, top-level
-  `embeddings.*`) and InstructBLIP ones;
-* `eva_vit_g.pth`: the ViT without its `visual_encoder.` prefix.
-
-A ViT position embedding for another image size is resampled (bicubic over the patch
-grid, the class token kept), as LAVIS does when it loads a 224-pixel ViT into its
-364-pixel caption models; each resampling is logged and listed in the load report.
-"""
+BLIP-2 models load through it and InstructBLIP's `init_from` reads its BLIP-2 sources
+through the same functions, so a BLIP-2 checkpoint means one thing whichever model reads
+it (the formats: `read_source`)."""
 from __future__ import annotations
 
 import json
@@ -115,6 +101,17 @@ def source_kind(path: str) -> tuple[str, str]:
 def read_source(path: str, what: str) -> tuple[str, dict[str, torch.Tensor]]:
     """(kind, raw state) of a BLIP-2 / InstructBLIP / BERT checkpoint (see `source_kind`).
 
+    Formats:
+
+    * LAVIS `.pth` (`blip2_pretrained_opt2.7b.pth`, `blip2_pretrained_flant5xl.pth`, the
+      `blip2_caption_*.pth` files, stage-1 `blip2_pretrained.pth`; also InstructBLIP's):
+      `query_tokens`, `Qformer.bert.*`, `ln_vision.*`, the projection under `opt_proj.*`,
+      `t5_proj.*` or `llm_proj.*`, and (fine-tuned caption models) `visual_encoder.*`;
+    * Hugging Face directories: `Blip2ForConditionalGeneration` (stage 2: `qformer.*`
+      without embeddings, `qformer.layernorm`), `Blip2ForImageTextRetrieval` (stage 1,
+      top-level `embeddings.*`) and InstructBLIP ones;
+    * `eva_vit_g.pth`: the ViT without its `visual_encoder.` prefix.
+
     Raises:
         LavisIbError: naming `what`, for a file that is neither LAVIS's nor BERT's.
     """
@@ -149,7 +146,11 @@ def resample_pos_embed(pos_embed: torch.Tensor, num_patches: int) -> torch.Tenso
 
 def fit_pos_embed(state: dict, model_state: dict, source: str) -> list[str]:
     """Resample `state`'s ViT position embedding in place when its length differs from
-    the model's. Returns the resampled names (for the load report)."""
+    the model's. Returns the resampled names (for the load report).
+
+    As LAVIS does when it loads a 224-pixel ViT into its 364-pixel caption models; each
+    resampling is logged and listed in the load report.
+    """
     if POS_EMBED not in state or POS_EMBED not in model_state:
         return []
     have, want = state[POS_EMBED], model_state[POS_EMBED]

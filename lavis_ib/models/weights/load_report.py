@@ -1,4 +1,7 @@
-"""Loading a state dict into a model with every missing / unexpected key reported."""
+"""Loading a state dict into a model with every missing / unexpected key reported.
+
+No weight file loads silently partial: what was missing, unused, resampled or dropped is
+kept in a `LoadReport` the model carries and the logs show."""
 from __future__ import annotations
 
 import logging

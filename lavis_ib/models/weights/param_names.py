@@ -1,20 +1,18 @@
-"""Parameter-name maps between lavis_ib, Hugging Face and LAVIS checkpoints (every
-Q-Former model: InstructBLIP and BLIP-2 share the names).
+"""Parameter-name maps between lavis_ib, Hugging Face and LAVIS checkpoints (InstructBLIP and
+BLIP-2 share the names).
 
-lavis_ib's names: `visual_encoder.*` (timm Eva = LAVIS's names), `ln_vision.*`,
-`query_tokens`, `qformer.*` (our compact Q-Former), `llm_proj.*`, `llm.*`; BLIP-2's stage 1
-adds `vision_proj.*`, `text_proj.*`, `itm_head.*`, `temp` and the ITG head `lm_head.*` (BERT's
-MLM head without its decoder matrix, which is the word-embedding table).
-Every map is a function from one of *our* names to the other format's name; loading
-inverts it over the model's own keys, so a name the model does not have is reported as
-unexpected instead of being guessed.
-"""
+Every map is a function from one of *our* names to the other format's name; loading inverts
+it over the model's own keys, so a name the model lacks is reported, never guessed."""
 from __future__ import annotations
 
 import re
 
 import torch
 
+# lavis_ib's names: `visual_encoder.*` (timm Eva = LAVIS's names), `ln_vision.*`,
+# `query_tokens`, `qformer.*` (our compact Q-Former), `llm_proj.*`, `llm.*`; BLIP-2's stage 1
+# adds `vision_proj.*`, `text_proj.*`, `itm_head.*`, `temp` and the ITG head `lm_head.*`
+# (BERT's MLM head without its decoder matrix, which is the word-embedding table).
 _QKV = {"q": "query", "k": "key", "v": "value"}
 _FFN = {"ffn_text": ("intermediate", "output"), "ffn_query": ("intermediate_query", "output_query")}
 #: stage-1 heads: our name -> transformers' `Blip2ForImageTextRetrieval` name (LAVIS: ours)

@@ -1,6 +1,6 @@
 """Fault hooks for tests (environment variables, off when unset): they make a run fail
-the way a killed process or a full disk does, at a chosen step. See checkpoint.py for
-the list."""
+the way a killed process or a full disk does, at a chosen step. The variables are listed
+below `FAULT_EXIT_CODE` (and in docs/reliability.md)."""
 from __future__ import annotations
 
 import errno
@@ -13,6 +13,14 @@ from torch.distributed.checkpoint import FileSystemWriter
 
 logger = logging.getLogger(__name__)
 FAULT_EXIT_CODE = 13
+# The fault variables (each names the step k it acts at):
+#     LAVIS_IB_FAULT_AFTER_STEP=k       the process exits (code 13) after step k is done
+#     LAVIS_IB_FAULT_IN_CHECKPOINT=k    the process exits while writing the step-k checkpoint
+#     LAVIS_IB_FAULT_BEFORE_VALIDATION=k  exits after the step-k checkpoint, before validating
+#                                       it (the resumed run validates it first)
+#     LAVIS_IB_FAULT_DISK_FULL=k        the DCP writer of the step-k checkpoint fails with
+#                                       ENOSPC after its first file, as a full disk does
+#     LAVIS_IB_FAULT_SIGNAL_AFTER_STEP=k[:SIGUSR1][@r]  the process (of rank r) signals itself
 
 
 def maybe_fault(variable: str, step: int) -> None:

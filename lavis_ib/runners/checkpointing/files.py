@@ -1,13 +1,8 @@
 """The manifest that lets a checkpoint prove it is whole, and finding checkpoints that do
 (atomic writes and fsync live in `lavis_ib.common.durable_files`).
 
-A checkpoint's `meta.json` lists every other file of the folder with its size and
-sha256 (`manifest`), written after every file and the folder itself are fsynced, and
-before the folder is renamed into place. `verify(folder)` recomputes them: a 0-byte
-`trainer.json`, a truncated shard or an edited file is found before anything is loaded,
-and the reason names the file. The discovery functions below find the newest
-checkpoint that verifies.
-"""
+A checkpoint lists its files' sizes and checksums (`manifest`), so a damaged one is found
+and named before anything is loaded (`verify`), and resuming takes the newest that verifies."""
 from __future__ import annotations
 
 import hashlib
@@ -37,7 +32,11 @@ def sha256(path: str) -> str:
 
 def manifest(folder: str) -> dict[str, dict[str, Any]]:
     """{relative path: {"size", "sha256"}} of every file under `folder` except meta.json;
-    each file and folder is fsynced on the way."""
+    each file and folder is fsynced on the way.
+
+    The manifest goes into the checkpoint's `meta.json`, written after every file and the
+    folder itself are fsynced, and before the folder is renamed into place.
+    """
     files = {}
     for root, dirs, names in os.walk(folder):
         for name in sorted(names):
@@ -52,7 +51,8 @@ def manifest(folder: str) -> dict[str, dict[str, Any]]:
 
 
 def verify(folder: str, checksums: bool = True) -> str | None:
-    """None when `folder` is a whole checkpoint, else why not (naming the file).
+    """None when `folder` is a whole checkpoint, else why not (naming the file): a 0-byte
+    `trainer.json`, a truncated shard or an edited file is found before anything is loaded.
     `checksums=False` compares the listed sizes only (no file is read: the pre-flight's
     quick look)."""
     meta_path = os.path.join(folder, META)

@@ -1,36 +1,8 @@
 """Training checkpoints: trainable weights, optimizer, scheduler, data-mixer state, RNG and
 step, written atomically with torch.distributed.checkpoint (DCP).
 
-Layout of `<output_dir>/checkpoints/`:
-
-    step_00003000/        one complete checkpoint (only complete ones carry this name)
-        model/            DCP: trainable parameters only (no frozen ViT/LLM weights)
-        optim/            DCP: AdamW state, keyed by parameter name
-        rank_<r>.pt       that rank's RNG states and data-loader state (tensors only)
-        trainer.json      step, scheduler, grad scaler, world size
-        meta.json         written last: step, world size, the run settings a resume must
-                          keep, every other file with size and sha256; later updated
-                          atomically with "validated" and "best"
-    best/                 model/ + meta.json of the best validation score
-    .tmp-*                an interrupted write; ignored, removed by the next save
-
-A checkpoint is written into a `.tmp-*` folder, every file and the folder are fsynced,
-and the folder is renamed when complete, so a process killed mid-write leaves the
-previous checkpoint usable; `verify` checks the listed sizes and checksums before any
-load. Reading never executes pickled code (`safe_load`). A failed write (a full disk)
-removes its `.tmp-*` folder and raises one `CheckpointWriteError` line. DCP writes each rank's shards,
-so the same code serves `none`, `ddp` and `fsdp`, and a checkpoint loads under any of
-them (DCP reshards). Loading is non-strict only for frozen parameters, with a report.
-
-Fault injection for tests (environment variables, off when unset):
-    LAVIS_IB_FAULT_AFTER_STEP=k       the process exits (code 13) after step k is done
-    LAVIS_IB_FAULT_IN_CHECKPOINT=k    the process exits while writing the step-k checkpoint
-    LAVIS_IB_FAULT_BEFORE_VALIDATION=k  exits after the step-k checkpoint, before validating
-                                      it (the resumed run validates it first)
-    LAVIS_IB_FAULT_DISK_FULL=k        the DCP writer of the step-k checkpoint fails with
-                                      ENOSPC after its first file, as a full disk does
-    LAVIS_IB_FAULT_SIGNAL_AFTER_STEP=k[:SIGUSR1][@r]  the process (of rank r) signals itself
-"""
+A killed run resumes exactly where it stopped, a checkpoint loads under any strategy (DCP
+reshards), and a half-written or damaged one is never loaded (see `CheckpointManager`)."""
 from __future__ import annotations
 
 import contextlib
@@ -105,6 +77,28 @@ class CheckpointWriteError(LavisIbError):
 
 class CheckpointManager:
     """Saves and restores training state under `<output_dir>/checkpoints`.
+
+    Layout (docs/checkpoints.md):
+
+        step_00003000/        one complete checkpoint (only complete ones carry this name)
+            model/            DCP: trainable parameters only (no frozen ViT/LLM weights)
+            optim/            DCP: AdamW state, keyed by parameter name
+            rank_<r>.pt       that rank's RNG states and data-loader state (tensors only)
+            trainer.json      step, scheduler, grad scaler, world size
+            meta.json         written last: step, world size, the run settings a resume must
+                              keep, every other file with size and sha256; later updated
+                              atomically with "validated" and "best"
+        best/                 model/ + meta.json of the best validation score
+        .tmp-*                an interrupted write; ignored, removed by the next save
+
+    A checkpoint is written into a `.tmp-*` folder, every file and the folder are fsynced,
+    and the folder is renamed when complete, so a process killed mid-write leaves the
+    previous checkpoint usable; `verify` checks the listed sizes and checksums before any
+    load. Reading never executes pickled code (`safe_load`). A failed write (a full disk)
+    removes its `.tmp-*` folder and raises one `CheckpointWriteError` line. DCP writes each
+    rank's shards, so the same code serves `none`, `ddp` and `fsdp`, and a checkpoint loads
+    under any of them (DCP reshards). Loading is non-strict only for frozen parameters,
+    with a report.
 
     Args:
         output_dir: the run folder.

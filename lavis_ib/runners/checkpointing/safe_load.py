@@ -1,21 +1,8 @@
 """Reading checkpoint files without executing pickled code.
 
-A checkpoint is data someone may hand you; reading it must never run code. Three readers
-in torch would unpickle arbitrary objects, so each is replaced here:
-
-- `.pt` files (this rank's RNG and data-loader state): `torch.load(weights_only=True)`,
-  which only builds tensors and plain containers (`load_pt`).
-- DCP's `.metadata` (the index of a `model/` or `optim/` folder): torch's
-  `FileSystemReader.read_metadata` calls `pickle.load`; `SafeFileSystemReader` reads it
-  with `MetadataUnpickler`, which accepts only torch's own DCP metadata classes,
-  `torch.Size`, dtypes, the layout helper and `pathlib` paths.
-- DCP byte entries inside a `.distcp` file (the optimizer's `param_groups`): torch's
-  `DefaultLoadPlanner.load_bytes` calls `torch.load(weights_only=False)`;
-  `SafeLoadPlanner.load_bytes` uses `weights_only=True`.
-
-Anything else in those files is refused with `UnsafeCheckpointError`, one line naming the
-file and the object it wanted to build.
-"""
+A checkpoint is data someone may hand you; reading it must never run code. Three readers in
+torch would unpickle arbitrary objects (`.pt` files, DCP's `.metadata`, DCP byte entries), so
+each is replaced here; anything else is refused with one `UnsafeCheckpointError` line."""
 from __future__ import annotations
 
 import io
@@ -52,7 +39,11 @@ class UnsafeCheckpointError(LavisIbError):
 
 
 class MetadataUnpickler(pickle.Unpickler):
-    """Unpickles DCP metadata; any global outside the allow-list is refused before use."""
+    """Unpickles DCP metadata; any global outside the allow-list is refused before use.
+
+    The allow-list: torch's own DCP metadata classes, `torch.Size`, dtypes, the layout
+    helper and `pathlib` paths.
+    """
 
     def __init__(self, file: Any, source: str) -> None:
         super().__init__(file)
@@ -73,7 +64,11 @@ class MetadataUnpickler(pickle.Unpickler):
 
 
 class SafeFileSystemReader(FileSystemReader):
-    """FileSystemReader whose `.metadata` goes through `MetadataUnpickler`."""
+    """FileSystemReader whose `.metadata` goes through `MetadataUnpickler`.
+
+    DCP's `.metadata` is the index of a `model/` or `optim/` folder; torch's
+    `FileSystemReader.read_metadata` reads it with `pickle.load`.
+    """
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> Any:
         path = self._get_metadata_path(kwargs.get("rank"))
@@ -94,7 +89,11 @@ class SafeFileSystemReader(FileSystemReader):
 
 
 class SafeLoadPlanner(DefaultLoadPlanner):
-    """DefaultLoadPlanner whose byte entries are read with `weights_only=True`."""
+    """DefaultLoadPlanner whose byte entries are read with `weights_only=True`.
+
+    DCP byte entries inside a `.distcp` file (the optimizer's `param_groups`) are read by
+    torch's `DefaultLoadPlanner.load_bytes` with `torch.load(weights_only=False)`.
+    """
 
     def load_bytes(self, read_item: Any, value: io.BytesIO) -> None:
         try:
@@ -117,7 +116,11 @@ def _why(exc: Exception) -> str:
 
 
 def load_pt(path: str) -> Any:
-    """A `.pt` file of tensors and plain containers; anything else is refused."""
+    """A `.pt` file of tensors and plain containers; anything else is refused.
+
+    These are a rank's RNG and data-loader state, read with `torch.load(weights_only=True)`,
+    which only builds tensors and plain containers.
+    """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -1,10 +1,7 @@
 """Caption metrics through pycocoevalcap: PTB tokenisation, BLEU-4, METEOR, CIDEr (SPICE).
 
-The COCO caption evaluation protocol: references and predictions both go through the
-Stanford PTB tokenizer (Java) with punctuation removed, then each scorer runs on the
-tokenised text. Scores are reported x100 (CIDEr 119.9 as in Table 1). pycocoevalcap is
-imported here only, when metrics are computed.
-"""
+The official COCO caption code computes the numbers papers report, so it is used rather
+than reimplemented; pycocoevalcap is imported here only, when metrics are computed."""
 from __future__ import annotations
 
 from typing import Hashable, Mapping, Sequence
@@ -16,6 +13,10 @@ def caption_scores(predictions: Mapping[Hashable, str],
                    references: Mapping[Hashable, Sequence[str]],
                    spice: bool = False, meteor: bool = True) -> dict[str, float]:
     """Corpus-level caption scores in percent.
+
+    The COCO caption evaluation protocol: references and predictions both go through the
+    Stanford PTB tokenizer (Java) with punctuation removed, then each scorer runs on the
+    tokenised text. Scores are reported x100 (CIDEr 119.9 as in Table 1).
 
     Args:
         predictions: id -> the generated caption.

@@ -1,13 +1,7 @@
 """Image-text retrieval ranks and recall@K, as LAVIS's retrieval task reports them.
 
-A query's row of scores (one per gallery item) is read best first; the rank of a
-ground-truth item is its 0-based position in that order, and image->text takes the best
-rank among the image's captions. LAVIS orders a row with ``argsort(score)[::-1]``, which
-leaves the order of equal scores to numpy's sort; here it is fixed as the one a stable
-ascending sort gives once reversed: among equal scores the later gallery index comes
-first. Equal scores are rare except at the -100 given to pairs outside the re-ranked top
-k, where the ground truth ranks k or worse either way.
-"""
+LAVIS's metric names and rank rule, with the order of tied scores fixed (`positions`), so
+recall does not depend on a sort's tie-breaking."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -21,7 +15,14 @@ METRIC_NAMES = ("txt_r1", "txt_r5", "txt_r10", "txt_r_mean",
 
 def positions(row: torch.Tensor, targets: Sequence[int] | torch.Tensor) -> torch.Tensor:
     """0-based best-first positions of `targets` in the 1-D score `row` (ties: later
-    index first)."""
+    index first).
+
+    LAVIS orders a row with ``argsort(score)[::-1]``, which leaves the order of equal
+    scores to numpy's sort; here it is fixed as the one a stable ascending sort gives once
+    reversed: among equal scores the later gallery index comes first. Equal scores are
+    rare except at the -100 given to pairs outside the re-ranked top k, where the ground
+    truth ranks k or worse either way.
+    """
     targets = torch.as_tensor(targets, dtype=torch.long, device=row.device).reshape(-1)
     values = row[targets].unsqueeze(1)                                   # (T, 1)
     better = (row.unsqueeze(0) > values).sum(dim=1)
@@ -31,7 +32,8 @@ def positions(row: torch.Tensor, targets: Sequence[int] | torch.Tensor) -> torch
 
 
 def best_rank(row: torch.Tensor, targets: Sequence[int]) -> int:
-    """The best (smallest) position among a query's ground-truth items."""
+    """The best (smallest) position among a query's ground-truth items (image->text takes
+    the best rank among the image's captions)."""
     if len(targets) == 0:
         raise ValueError("a query without ground-truth items has no rank")
     return int(positions(row, targets).min())

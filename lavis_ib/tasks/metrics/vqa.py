@@ -1,30 +1,8 @@
 """VQA answer normalisation and accuracies (our implementation of the published rules).
 
-The official VQAv2 evaluation (Antol et al.; the GT-Vision-Lab evaluation script, also run
-by the EvalAI server and LAVIS):
-
-1. whitespace: newlines and tabs become spaces, the ends are stripped;
-2. punctuation: each of ``; / [ ] " { } ( ) = + \\ _ - > < @ ` , ? !`` is deleted when it
-   touches a space or the answer contains a digit-comma-digit ("1,000"), else replaced by
-   a space; a period not followed by a digit is deleted ("3.5" keeps its point), at most
-   32 per answer;
-3. digits and articles: lower-case, number words zero..ten (and "none") become digits,
-   the articles a/an/the are dropped, and words in the official contraction table are
-   replaced ("dont" -> "don't"); the tables are in `vqa_tables`, transcribed as published;
-4. accuracy of a prediction against the 10 human answers: for each of the 10 leave-one-out
-   subsets of 9 answers, min(1, #matches / 3); the mean of the 10 values.
-
-As in the official script, the prediction always goes through steps 1-3 while the human
-answers (already normalised in the official annotation files) only get step 2, and only
-when they disagree with each other.
-
-Other accuracies:
-``aokvqa``: min(1, #matches / 3) over the direct answers with the raw strings compared, as
-both LAVIS and the A-OKVQA authors' scorer do (no normalisation: "a dog" is not "dog");
-``ivqa``: min(1, #matches / 2) over iVQA's 5 answers and ``exact``: 1 if the prediction
-equals any answer (GQA, MSVD-QA, MSRVTT-QA, OCR-VQA), both after the normalisation above
-on each side. `aokvqa_official` gives A-OKVQA's two published numbers.
-"""
+Scores comparable with published ones need the official normalisation, quirks included, so
+each rule here follows the official script or scorer (steps: `normalize_answer`,
+`vqa_accuracy`; A-OKVQA: `aokvqa_accuracy`; iVQA and exact match below them)."""
 from __future__ import annotations
 
 import re
@@ -62,12 +40,32 @@ def process_digit_article(text: str) -> str:
 
 
 def normalize_answer(text: str) -> str:
-    """The full official normalisation of one answer (steps 1-3)."""
+    """The full official normalisation of one answer (steps 1-3).
+
+    The official VQAv2 evaluation (Antol et al.; the GT-Vision-Lab evaluation script, also
+    run by the EvalAI server and LAVIS):
+
+    1. whitespace: newlines and tabs become spaces, the ends are stripped;
+    2. punctuation: each of ``; / [ ] " { } ( ) = + \\ _ - > < @ ` , ? !`` is deleted when it
+       touches a space or the answer contains a digit-comma-digit ("1,000"), else replaced
+       by a space; a period not followed by a digit is deleted ("3.5" keeps its point), at
+       most 32 per answer;
+    3. digits and articles: lower-case, number words zero..ten (and "none") become digits,
+       the articles a/an/the are dropped, and words in the official contraction table are
+       replaced ("dont" -> "don't"); the tables are in `vqa_tables`, transcribed as published.
+    """
     return process_digit_article(process_punctuation(clean_whitespace(text)))
 
 
 def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
-    """Official VQAv2 accuracy of one prediction (mean over leave-one-out subsets)."""
+    """Official VQAv2 accuracy of one prediction (mean over leave-one-out subsets).
+
+    Step 4 of the official evaluation: for each of the 10 leave-one-out subsets of 9 human
+    answers, min(1, #matches / 3); the mean of the 10 values. As in the official script,
+    the prediction always goes through steps 1-3 (`normalize_answer`) while the human
+    answers (already normalised in the official annotation files) only get step 2, and only
+    when they disagree with each other.
+    """
     if not answers:
         raise ValueError("vqa_accuracy needs at least one human answer")
     pred = normalize_answer(prediction)
@@ -89,11 +87,14 @@ def _capped(divisor: float) -> Callable[[str, Sequence[str]], float]:
     return accuracy
 
 
+# iVQA: min(1, #matches / 2) over its 5 answers, after the normalisation on each side.
 ivqa_accuracy = _capped(2.0)
 
 
 def aokvqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
-    """A-OKVQA direct answer: min(1, #(prediction == answer) / 3) on the raw strings."""
+    """A-OKVQA direct answer: min(1, #(prediction == answer) / 3) on the raw strings, as
+    both LAVIS and the A-OKVQA authors' scorer do (no normalisation: "a dog" is not "dog");
+    `aokvqa_official` gives A-OKVQA's two published numbers."""
     return min(1.0, sum(1 for a in answers if prediction == a) / 3.0)
 
 
@@ -116,6 +117,8 @@ def aokvqa_official(predictions: Sequence[str], answers: Sequence[Sequence[str]]
 
 
 def exact_match(prediction: str, answers: Sequence[str]) -> float:
+    """1 if the prediction equals any answer (GQA, MSVD-QA, MSRVTT-QA, OCR-VQA), after the
+    normalisation on each side."""
     pred = normalize_answer(prediction)
     return float(any(normalize_answer(a) == pred for a in answers))
 

@@ -1,21 +1,15 @@
 """The VQA evaluation's normalisation tables, transcribed as data.
 
-Source: the official VQA evaluation script (GT-Vision-Lab `vqaEval.py`), as carried in
-LAVIS at `lavis/common/vqa_tools/vqa_eval.py` (salesforce/LAVIS, commit 506965b). The
-tables are kept exactly as published, quirks included, because the scores users compare
-against were computed with them:
-
-- the contraction table is hand-written, not derived from a rule: `let's` and `she's` map
-  to themselves, `somebody'd` maps to `somebodyd` (reversed), the `'ow's'at` forms are
-  there, and apostrophe-less spellings such as `shes`, `lets`, `shed` are absent, so
-  those words are left as they are;
-- keys with capitals (`Im`, `Ive`, `Id've`) can never match, since words are lower-cased
-  before the lookup; they are transcribed anyway;
-- the period strip removes at most 32 periods per answer: the script passes `re.UNICODE`
-  (32) where `re.sub` takes its `count` argument.
-"""
+Source: the official VQA evaluation script (GT-Vision-Lab `vqaEval.py`), as carried in LAVIS
+at `lavis/common/vqa_tools/vqa_eval.py` (salesforce/LAVIS, commit 506965b). Kept exactly as
+published, quirks included (noted where they are), because published scores used them."""
 from __future__ import annotations
 
+# The contraction table is hand-written, not derived from a rule: `let's` and `she's` map to
+# themselves, `somebody'd` maps to `somebodyd` (reversed), the `'ow's'at` forms are there,
+# and apostrophe-less spellings such as `shes`, `lets`, `shed` are absent, so those words
+# are left as they are. Keys with capitals (`Im`, `Ive`, `Id've`) can never match, since
+# words are lower-cased before the lookup; they are transcribed anyway.
 CONTRACTIONS: dict[str, str] = {
     "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've",
     "couldnt": "couldn't", "couldn'tve": "couldn't've", "couldnt've": "couldn't've",
@@ -62,5 +56,6 @@ ARTICLES = ("a", "an", "the")
 PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-",
                ">", "<", "@", "`", ",", "?", "!")
 
-# `re.sub(pattern, "", text, re.UNICODE)` in the script: the flag lands in `count`.
+# At most 32 periods are stripped per answer: the script passes `re.UNICODE` (32) where
+# `re.sub` takes its `count` argument, `re.sub(pattern, "", text, re.UNICODE)`.
 PERIOD_STRIP_COUNT = 32
