@@ -87,7 +87,7 @@ def single(gather: str) -> dict:
             "grads": {n: p.grad / N for n, p in model.named_parameters() if p.grad is not None}}
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_two_processes_give_the_loss_and_gradients_of_one(tmp_path):
     path = str(tmp_path / "ddp.pt")
     env = {**os.environ, "PYTHONPATH": REPO, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",

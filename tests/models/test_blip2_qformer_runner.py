@@ -72,7 +72,7 @@ def reference(data, tmp_path_factory):
     return records(os.path.join(folder, "run"))
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_stage1_trains_and_logs_its_three_losses(reference):
     assert sorted(reference) == [1, 2, 3, 4]
     for step, r in reference.items():
@@ -81,7 +81,7 @@ def test_stage1_trains_and_logs_its_three_losses(reference):
     assert reference[4]["loss_lm"] < reference[1]["loss_lm"]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_kill_after_step_2_then_resume_is_bit_exact(data, reference, tmp_path):
     path = write_project(str(tmp_path), data)
     killed = launch(path, env={"LAVIS_IB_FAULT_AFTER_STEP": "2"}, timeout=300)
@@ -91,7 +91,7 @@ def test_kill_after_step_2_then_resume_is_bit_exact(data, reference, tmp_path):
     assert records(str(tmp_path / "run")) == reference
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_fsdp_on_two_processes_logs_the_losses_of_one(data, reference, tmp_path):
     path = write_project(str(tmp_path), data, distributed="fsdp")
     _ok(launch(path, nproc=2, timeout=400))

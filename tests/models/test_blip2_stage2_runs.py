@@ -40,7 +40,7 @@ def one_process(inputs, tmp_path_factory):
     return out
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_stage2_run_from_stage1_exports_a_complete_instructblip_start(one_process, inputs, tmp_path):
     import torch.distributed.checkpoint as dcp
 
@@ -70,7 +70,7 @@ def _llm_config() -> dict:
     return load_model_cfg("tiny_vicuna")["llm_config"]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_processes_match_one_process(strategy, one_process, inputs, tmp_path):
     """The carried text side is frozen inside the Q-Former's layers: DDP sees no trainable

@@ -63,7 +63,6 @@ def launch(tmp_path, fixtures, out, nproc):
     return ranks, records
 
 
-@pytest.mark.slow
 @pytest.mark.integration
 def test_two_processes_equal_one(tmp_path):
     from lavis_ib.testing.fixtures import write_fixtures
