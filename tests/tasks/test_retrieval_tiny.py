@@ -76,7 +76,8 @@ def test_tiny_stage1_on_the_retrieval_project(project, fixture_root, tmp_path):
     name, split, splits = CASES[project]
     info = fixture_root.overrides[name]["build_info"]
     path = package_path(f"configs/projects/blip2/{project}.yaml")
-    assert evaluate_cli.main(["--cfg-path", path, "--options", *_options(name, splits, info, str(tmp_path))]) == 0
+    options = _options(name, splits, info, str(tmp_path))
+    assert evaluate_cli.main(["--cfg-path", path, "--options", *options]) == 0
     folder = tmp_path / "eval" / f"{name}_{split}"
     metrics = json.loads((folder / "metrics.json").read_text())
     assert set(RECALLS) <= set(metrics)
