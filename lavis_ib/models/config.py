@@ -239,7 +239,7 @@ class Blip2Config(QFormerModelConfig):
     max_txt_len: int = key(32, rule=INT_AT_LEAST_1, role=SETTING)
     max_output_txt_len: int = key(32, rule=INT_AT_LEAST_1, role=SETTING)
     # stage 2: None = LM loss on the text (decoder-only; instruction data on FlanT5);
-    # prefix_lm = the paper's split caption (blip2_t5 only; docs/pretraining_stage2.md)
+    # prefix_lm = the paper's split caption (blip2_t5 only; docs/pretraining.md)
     stage2_objective: Optional[str] = key(None, rule=OBJECTIVE, role=SETTING)
     init_from: list = key([])                   # stage-1 sources of what the node's weights lack
     allow_random_init: bool = key(False, rule=BOOL)  # init_from may leave trainable weights random

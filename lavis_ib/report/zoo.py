@@ -1,19 +1,23 @@
 """The README's model-zoo table, computed: parameters per part of every shipped model type,
 bf16 weight memory, the paper's Table 1 row and where the weights come from.
 
-Counts come from architecture numbers, never from loading weights, so the table covers
+Counts come from architecture numbers, never from loading weights, so the tables cover
 13B-parameter types on any machine. The numbers are each model YAML's own (`vision`,
-`qformer`, `num_query_token`, `llm_config` of the tiny types) plus a `zoo:` node where the
-YAML has no LLM config (the released types read theirs from the checkpoint): `zoo.llm`
-holds the LLM's Hugging Face config numbers, `zoo.weights` where the weights come from.
-The formulas count what lavis_ib builds (tests/common/test_zoo_table.py checks them
-against built tiny models):
+`qformer`, `num_query_token`, `embed_dim`, `llm_config` of the tiny types) plus a `zoo:`
+node where the YAML has no LLM config (the released types read theirs from the
+checkpoint): `zoo.llm` holds the LLM's Hugging Face config numbers, `zoo.weights` where
+the weights come from. The formulas count what lavis_ib builds
+(tests/report/test_zoo_table.py checks them against built tiny models):
 
 - ViT: EVA ViT (cls token, position embedding, patch embedding, blocks with q/v biases);
 - Q-Former: the query tokens, `ln_vision`, the Q-Former (its text side, word and position
-  embeddings and text FFNs, only in models whose Q-Former reads the instruction);
+  embeddings and text FFNs, only in models whose Q-Former reads text: InstructBLIP and
+  BLIP-2 stage 1; a stage-2 model built from stage 1 carries it frozen, not counted here);
 - projection: Linear(Q-Former width -> LLM input width);
-- LLM: LLaMA, T5 or OPT per `model_type` of the LLM config.
+- LLM: a LLaMA-style decoder (LLaMA, Mistral, Phi-3, Qwen2, Gemma-2), T5 or OPT per
+  `model_type` of the LLM config;
+- stage-1 heads (`blip2`, no LLM; in the projection column): the ITC projections, the ITM
+  head, the ITG head (its output matrix is the word-embedding table) and the temperature.
 
 `lavis-ib zoo --markdown` prints the tables; the README holds them between markers and a
 test keeps the two equal.
@@ -27,8 +31,11 @@ from omegaconf import OmegaConf
 from lavis_ib.common.errors import ConfigError
 from lavis_ib.common.paths import package_path
 
-#: the registered models of the README table, in its order
-ARCHS = ("instructblip", "blip2_opt", "blip2_t5")
+#: the registered models of the README table, in its order (`blip2`: BLIP-2 stage 1, no LLM)
+ARCHS = ("instructblip", "blip2", "blip2_opt", "blip2_t5", "blip2_llm")
+#: the models whose types Table 1 has rows for (`blip2_llm`'s `vicuna7b` is no InstructBLIP)
+TABLE1_ARCHS = ("instructblip", "blip2_opt", "blip2_t5")
+STAGE1_ARCH = "blip2"
 PARTS = ("vit", "qformer", "projection", "llm")
 START, END = "<!-- zoo-table:start -->", "<!-- zoo-table:end -->"
 TRAINING_MEMORY = ("Training memory is not listed: `bench/gpu.py` measures the peak memory of a "
@@ -57,11 +64,18 @@ def qformer_params(q: Mapping[str, Any], num_query: int, vision_width: int, text
     return num_query * h + 2 * vision_width + embeddings + 2 * h + layers
 
 
-def _llama(c: Mapping[str, Any]) -> int:
+def _decoder(c: Mapping[str, Any], qkv_bias: bool = False, norms_per_layer: int = 2,
+             tied_by_default: bool = False) -> int:
+    """A LLaMA-style decoder (attention with grouped K/V, gated MLP, RMSNorms); the families
+    differ in biases on q/k/v (Qwen2), norms per layer (Gemma-2: 4) and tied embeddings."""
     d, v, n = c["hidden_size"], c["vocab_size"], c["num_hidden_layers"]
-    kv = c.get("num_key_value_heads", c["num_attention_heads"]) * (d // c["num_attention_heads"])
-    layer = 2 * d * d + 2 * d * kv + 3 * d * c["intermediate_size"] + 2 * d
-    return v * d + n * layer + d + (0 if c.get("tie_word_embeddings", False) else v * d)
+    heads = c["num_attention_heads"]
+    head_dim = c.get("head_dim") or d // heads
+    q, kv = heads * head_dim, c.get("num_key_value_heads", heads) * head_dim
+    attn = 2 * d * q + 2 * d * kv + ((q + 2 * kv) if qkv_bias else 0)
+    layer = attn + 3 * d * c["intermediate_size"] + norms_per_layer * d
+    untied = 0 if c.get("tie_word_embeddings", tied_by_default) else v * d
+    return v * d + n * layer + d + untied
 
 
 def _t5(c: Mapping[str, Any]) -> int:
@@ -85,7 +99,17 @@ def _opt(c: Mapping[str, Any]) -> int:
         + c["num_hidden_layers"] * layer + untied
 
 
-LLM_FORMULAS = {"llama": _llama, "t5": _t5, "opt": _opt}
+LLM_FORMULAS = {"llama": _decoder, "mistral": _decoder, "phi3": _decoder,
+                "qwen2": lambda c: _decoder(c, qkv_bias=True),
+                "gemma2": lambda c: _decoder(c, norms_per_layer=4, tied_by_default=True),
+                "t5": _t5, "opt": _opt}
+
+
+def stage1_heads(q: Mapping[str, Any], embed_dim: int) -> int:
+    """ITC projections of queries and text, ITM head (2 classes), ITG head (transform,
+    LayerNorm, output bias; its matrix is the word embeddings), the temperature."""
+    h = q["hidden_size"]
+    return 2 * (h * embed_dim + embed_dim) + (2 * h + 2) + (h * h + h + 2 * h + q["vocab_size"]) + 1
 
 
 def _llm_width(c: Mapping[str, Any]) -> int:
@@ -119,6 +143,15 @@ def part_counts(cfg: Any) -> dict[str, int]:
             "llm": LLM_FORMULAS[llm["model_type"]](llm)}
 
 
+def stage1_counts(cfg: Any) -> dict[str, int]:
+    """{part: parameters} of one stage-1 model YAML: no LLM; its heads in `projection`."""
+    model = cfg.model
+    return {"vit": vit_params(model.vision),
+            "qformer": qformer_params(model.qformer, model.num_query_token, model.vision.hidden_size,
+                                      text_side=True),
+            "projection": stage1_heads(model.qformer, int(model.get("embed_dim") or 256)), "llm": 0}
+
+
 def zoo_rows() -> list[dict[str, Any]]:
     """One row per shipped model type: counts per part, total, bf16 bytes, Table 1 row, weights."""
     from lavis_ib.common.registry import registry
@@ -128,9 +161,9 @@ def zoo_rows() -> list[dict[str, Any]]:
     for arch in ARCHS:
         for model_type in registry.get_model_class(arch).PRETRAINED_MODEL_CONFIG_DICT:
             cfg = model_yaml(arch, model_type)
-            counts = part_counts(cfg)
+            counts = stage1_counts(cfg) if arch == STAGE1_ARCH else part_counts(cfg)
             total = sum(counts.values())
-            paper = ROW_OF_MODEL_TYPE.get(model_type)
+            paper = ROW_OF_MODEL_TYPE.get(model_type) if arch in TABLE1_ARCHS else None
             rows.append({"arch": arch, "model_type": model_type, **counts, "total": total,
                          "bf16_bytes": 2 * total, "paper_row": paper,
                          "weights": str((cfg.get("zoo") or {}).get("weights", ""))})
@@ -162,7 +195,7 @@ def zoo_markdown() -> str:
     out = ["| model | type | ViT | Q-Former | projection | LLM | total | bf16 weights | "
            "Table 1 row | weights |", "|---|---|" + "---:|" * 6 + "---|---|"]
     for r in rows:
-        counts = " | ".join(_rounded(r[p]) for p in (*PARTS, "total"))
+        counts = " | ".join(_rounded(r[p]) if r[p] else "-" for p in (*PARTS, "total"))
         out.append(f"| {r['arch']} | {r['model_type']} | {counts} | {_memory(r['bf16_bytes'])} | "
                    f"{r['paper_row'] or '-'} | {r['weights']} |")
     out += ["", "The paper's Table 1 rows (zero-shot, held-out) of the types above:", "",
@@ -172,9 +205,11 @@ def zoo_markdown() -> str:
         out.append(f"| {name} | " + " | ".join(f"{TABLE1[name][d]:.1f}" for d in HELD_OUT) + " |")
     out += ["", "Parameter counts and sizes are rounded to three significant digits (K = 10^3, "
             "M = 10^6, B = 10^9; `lavis_ib.report.zoo.zoo_rows()` has the exact counts). Q-Former "
-            "counts include the query tokens and `ln_vision`; bf16 weights are 2 bytes per "
-            "parameter (GiB = 2^30 bytes, MiB = 2^20, KiB = 2^10), the memory of the weights alone. "
-            + TRAINING_MEMORY]
+            "counts include the query tokens and `ln_vision`; `blip2` is BLIP-2 stage 1, with no "
+            "LLM: its projection column counts its heads (ITC projections, ITM and ITG heads, "
+            "temperature). bf16 "
+            "weights are 2 bytes per parameter (GiB = 2^30 bytes, MiB = 2^20, KiB = 2^10), the "
+            "memory of the weights alone. " + TRAINING_MEMORY]
     return "\n".join(out)
 
 

@@ -11,12 +11,14 @@ import torch
 
 from lavis_ib import load_model
 from lavis_ib.cli.dispatch import main
-from lavis_ib.report.zoo import (END, START, model_yaml, part_counts, readme_section, zoo_markdown,
-                                zoo_rows)
+from lavis_ib.report.zoo import (END, START, model_yaml, part_counts, readme_section, stage1_counts,
+                                zoo_markdown, zoo_rows)
 
 README = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "README.md")
 TINY = [("instructblip", "tiny_vicuna"), ("instructblip", "tiny_flant5"), ("instructblip", "tiny_opt"),
-        ("blip2_opt", "tiny_opt"), ("blip2_t5", "tiny_flant5")]
+        ("blip2_opt", "tiny_opt"), ("blip2_t5", "tiny_flant5"),
+        *(("blip2_llm", t) for t in ("tiny_vicuna", "tiny_llama3", "tiny_qwen2", "tiny_mistral",
+                                      "tiny_phi3", "tiny_gemma2"))]
 
 
 def built_counts(model):
@@ -33,6 +35,33 @@ def built_counts(model):
 def test_formulas_equal_built_tiny_models(arch, model_type):
     model = load_model(arch, model_type, is_eval=True, device="cpu")
     assert part_counts(model_yaml(arch, model_type)) == built_counts(model)
+
+
+def test_stage1_formulas_equal_the_built_tiny_stage1_model():
+    """`blip2` (stage 1) has no LLM; its projection column counts its heads."""
+    model = load_model("blip2", "tiny", is_eval=True, device="cpu")
+
+    def count(*names):
+        return sum(p.numel() for n in names for p in getattr(model, n).parameters())
+    heads = count("vision_proj", "text_proj", "itm_head", "lm_head") + model.temp.numel()
+    vit = count("visual_encoder")
+    built = {"vit": vit, "projection": heads, "llm": 0,
+             "qformer": sum(p.numel() for p in model.parameters()) - vit - heads}
+    assert stage1_counts(model_yaml("blip2", "tiny")) == built
+    rows = {r["model_type"]: r for r in zoo_rows() if r["arch"] == "blip2"}
+    assert sorted(rows) == ["coco", "pretrain", "tiny"] and all(r["weights"] for r in rows.values())
+    # the same Q-Former and heads; the coco type's ViT reads 364 px images (more positions)
+    assert rows["coco"]["qformer"] == rows["pretrain"]["qformer"]
+    assert rows["coco"]["vit"] - rows["pretrain"]["vit"] == ((364 // 14) ** 2 - (224 // 14) ** 2) * 1408
+    assert "| blip2 | tiny | 23.8K | 38.5K | 2.44K | - | 64.7K |" in zoo_markdown()
+
+
+def test_blip2_llm_vicuna_is_no_instructblip_row():
+    rows = {(r["arch"], r["model_type"]): r for r in zoo_rows()}
+    assert rows[("blip2_llm", "vicuna7b")]["paper_row"] is None
+    assert rows[("instructblip", "vicuna7b")]["paper_row"] == "InstructBLIP Vicuna-7B"
+    # one LLM, without InstructBLIP's added [PAD] row
+    assert rows[("blip2_llm", "vicuna7b")]["llm"] == rows[("instructblip", "vicuna7b")]["llm"] - 2 * 4096
 
 
 def test_formulas_equal_real_vicuna7b_built_on_meta():
@@ -65,7 +94,7 @@ PUBLISHED_LLM = {"vicuna7b": 6_738_415_616 + 2 * 4096, "vicuna13b": 13_015_864_3
 
 
 def test_rows_bf16_bytes_and_published_llm_sizes():
-    rows = {r["model_type"]: r for r in zoo_rows()}
+    rows = {r["model_type"]: r for r in zoo_rows() if r["arch"] != "blip2_llm"}
     for model_type, llm in PUBLISHED_LLM.items():
         assert rows[model_type]["llm"] == llm, model_type
     for r in rows.values():
