@@ -302,6 +302,11 @@ def test_aggregate_is_a_checked_ranking_setting(tiny_vicuna, tmp_path):
     from lavis_ib.common.errors import ConfigError
     from lavis_ib.testing.fixtures import write_fixtures
 
+    from lavis_ib.models.components import inference
+    from lavis_ib.tasks import eval_settings
+
+    assert eval_settings.AGGREGATES == inference.AGGREGATES   # one list, two layers
+
     def task(entry):
         return registry.get_task_class("classification").for_dataset(
             "vsr", compose_dataset("vsr", entry))

@@ -250,12 +250,12 @@ class InferenceMixin:
         if room is None:
             return
         for i, (cands, trie) in enumerate(zip(per_sample, tries)):
-            if i and cands is per_sample[i - 1]:
+            if (i and cands is per_sample[i - 1]) or trie.max_depth <= room - 1:
                 continue
             for cand, length in zip(cands, trie.lengths):
                 if length > room - 1:
                     raise LavisIbError(
-                        f"score_candidates: candidate {cand!r} has {length} tokens; the "
+                        f"score_candidates: candidate {cand!r} has {length} tokens to score; the "
                         f"LLM's {room + soft}-token context holds at most {room - 1} beside "
                         f"{soft} soft prompts and a one-token prompt. Candidates are scored "
                         f"whole: shorten or drop this one.")
