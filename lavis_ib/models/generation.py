@@ -36,11 +36,39 @@ class GenerationSettings:
         return dataclasses.asdict(self)
 
 
-#: `generate`'s defaults per registered model: LAVIS's InstructBLIP values, which every
-#: shipped model uses (their shared `generate` signature is written from these; a test
-#: holds each model's signature to its entry)
+@dataclass(frozen=True)
+class AnswerSettings:
+    """The defaults of a Q-Former model's `predict_answers` (LAVIS's names); the settings it
+    does not pass (the repetition penalty among them) are `generate`'s defaults."""
+
+    num_beams: int = 5                  # beams of beam search
+    max_len: int = 10                   # generated tokens at most
+    min_len: int = 1                    # generated tokens at least
+    length_penalty: float | None = None  # None: the LLM family's (see `answer_length_penalty`)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def answer_length_penalty(is_encoder_decoder: bool) -> float:
+    """`predict_answers`' length penalty when none is given: -1 for an encoder-decoder LLM
+    (LAVIS's T5 models), 0 for a decoder-only one (LAVIS's Vicuna and OPT models)."""
+    return -1.0 if is_encoder_decoder else 0.0
+
+
+#: LAVIS's InstructBLIP `generate` defaults (`instructblip`)
 INSTRUCTBLIP = GenerationSettings()
-MODEL_DEFAULTS = {"instructblip": INSTRUCTBLIP, "blip2_opt": INSTRUCTBLIP, "blip2_t5": INSTRUCTBLIP}
+#: LAVIS's BLIP-2 `generate` defaults, the same in its `blip2_opt` and `blip2_t5`; also
+#: `blip2_llm`'s (the decoder-only BLIP-2 layout of `blip2_opt` with any causal LM)
+BLIP2 = GenerationSettings(max_length=30, repetition_penalty=1.0)
+#: `generate`'s defaults per registered model (a test holds each model's `generate`
+#: signature to its entry)
+MODEL_DEFAULTS = {"instructblip": INSTRUCTBLIP, "blip2_opt": BLIP2, "blip2_t5": BLIP2,
+                  "blip2_llm": BLIP2}
+#: `predict_answers`' defaults per registered model: the same for all (LAVIS's values,
+#: its length penalty by LLM family); they differ through `generate`'s defaults
+ANSWERS = AnswerSettings()
+ANSWER_DEFAULTS = {name: ANSWERS for name in MODEL_DEFAULTS}
 
 #: short answers to a question about one image (`lavis-ib predict`, `lavis-ib serve`): beam
 #: search as in the paper's evaluation, at most 30 tokens

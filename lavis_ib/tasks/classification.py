@@ -38,7 +38,7 @@ class ClassificationTask(EvalTask):
     METRIC_NAMES = ("acc", "auc", "num_samples")
     INFERENCE = ("rank",)
     PROMPT_FIELDS = ("text",)
-    EVAL_KEYS = (EvalTask.EVAL_KEYS - {"generate"}) | {"append_eos", "candidates"}
+    EVAL_KEYS = (EvalTask.EVAL_KEYS - {"generate"}) | {"append_eos", "aggregate", "candidates"}
     DEFAULTS_FROM = "vsr"
 
     @classmethod

@@ -33,7 +33,7 @@ class DialogTask(EvalTask):
     METRIC_NAMES = ("mrr", "r1", "r5", "r10", "mean_rank", "num_samples")
     INFERENCE = ("rank",)
     PROMPT_FIELDS = ("history", "raw_question")
-    EVAL_KEYS = (EvalTask.EVAL_KEYS - {"generate"}) | {"append_eos", "candidates"}
+    EVAL_KEYS = (EvalTask.EVAL_KEYS - {"generate"}) | {"append_eos", "aggregate", "candidates"}
     DEFAULTS_FROM = "visdial"
 
     @classmethod

@@ -25,15 +25,20 @@ from lavis_ib.common.registry import registry
 #                  which: BaseModel.generation_settings).
 #   append_eos     rank: score each candidate with EOS appended (absent: the model's
 #                  default_append_eos).
+#   aggregate      rank: sum (default: summed log-probabilities) | lavis_segment_mean
+#                  (LAVIS's Vicuna score, the sum over the padded length; decoder-only).
 #   candidates     rank: where candidates come from (task-specific, see each task).
 #   metric         which metric set (task-specific).
 # A per-family value is a mapping keyed by model.llm_family (e.g. length_penalty:
 # {<family>: 0, <other family>: -1}); a model whose family it lacks is a ConfigError
 # naming dataset, key and family.
 TASK_SETTING_KEYS = ("inference", "prompt", "prompt_fields", "generate", "append_eos",
-                     "candidates", "metric")
+                     "aggregate", "candidates", "metric")
 # Settings that belong to one inference mode: dropped when an entry switches mode.
-INFERENCE_SETTING_KEYS = ("generate", "candidates", "append_eos")
+INFERENCE_SETTING_KEYS = ("generate", "candidates", "append_eos", "aggregate")
+# The values of `aggregate` (models.components.inference.AGGREGATES; this layer cannot
+# import models, a test holds the two equal).
+AGGREGATES = ("sum", "lavis_segment_mean")
 # Mapping-valued settings an entry replaces as a whole (never merged key by key).
 WHOLE_SETTING_KEYS = ("generate", "candidates")
 # Read by the evaluation loop, accepted here.
@@ -146,7 +151,8 @@ def check_settings(task_cls: Any, name: str, settings: dict[str, Any],
                    given: Mapping[str, Any]) -> None:
     """The checks every evaluation task shares, completing `settings` in place: the
     inference mode, the settings of the other mode given in the entry, `generate`,
-    `append_eos`, `candidates` (by `task_cls.check_candidates`) and the prompt."""
+    `append_eos`, `aggregate`, `candidates` (by `task_cls.check_candidates`) and the
+    prompt."""
     where = f"datasets.{name}"
     inference = settings.setdefault("inference", task_cls.INFERENCE[0])
     if inference not in task_cls.INFERENCE:
@@ -156,7 +162,7 @@ def check_settings(task_cls: Any, name: str, settings: dict[str, Any],
                           + ("" if inference in INFERENCE_MODES
                              else did_you_mean(str(inference), INFERENCE_MODES)))
     if inference == "generate":
-        for key in ("append_eos", "candidates"):
+        for key in ("append_eos", "aggregate", "candidates"):
             if key in given:
                 raise ConfigError(f"{where}.{key} is only read with inference: rank "
                                   f"(this dataset generates); remove it.")
@@ -167,6 +173,7 @@ def check_settings(task_cls: Any, name: str, settings: dict[str, Any],
                               f"(this dataset ranks candidates); remove it.")
         settings.pop("generate", None)
         _check_append_eos(where, settings)
+        _check_aggregate(where, settings)
         settings["candidates"] = task_cls.check_candidates(name, to_plain(settings.get("candidates")))
     check_prompt(where, settings, task_cls.NAME, task_cls.PROMPT_FIELDS)
 
@@ -182,6 +189,21 @@ def _check_append_eos(where: str, settings: dict[str, Any]) -> None:
         raise ConfigError(f"{where}.append_eos must be true, false or a mapping from "
                           f"LLM family to true/false; got {eos!r}.")
     settings["append_eos"] = eos
+
+
+def _check_aggregate(where: str, settings: dict[str, Any]) -> None:
+    if settings.get("aggregate") is None:
+        settings.pop("aggregate", None)      # sum
+        return
+    value = to_plain(settings["aggregate"])
+    check_family_value(f"{where}.aggregate", value)
+    values = value.values() if isinstance(value, Mapping) else [value]
+    for v in values:
+        if v not in AGGREGATES:
+            raise ConfigError(f"{where}.aggregate: {v!r} is not one of {', '.join(AGGREGATES)} "
+                              f"(or a mapping from LLM family to one of them)."
+                              f"{did_you_mean(str(v), AGGREGATES)}")
+    settings["aggregate"] = value
 
 
 def check_prompt(where: str, settings: Mapping[str, Any], task: str,
@@ -258,6 +280,7 @@ class EvalSettings:
     prompt_fields: tuple[str, ...] = ()
     generate: Mapping[str, Any] | None = None
     append_eos: Any = None
+    aggregate: Any = None
     candidates: Any = None
     metric: str | None = None
     eval_splits: Any = None
@@ -265,7 +288,7 @@ class EvalSettings:
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     _FIELDS = ("inference", "prompt", "prompt_fields", "generate", "append_eos",
-               "candidates", "metric", "eval_splits", "eval_subset")
+               "aggregate", "candidates", "metric", "eval_splits", "eval_subset")
 
     @classmethod
     def from_mapping(cls, dataset: str, settings: Mapping[str, Any]) -> "EvalSettings":
@@ -295,3 +318,9 @@ class EvalSettings:
             return bool(default)
         return bool(family_value(f"datasets.{self.dataset}.append_eos", self.append_eos,
                                  family))
+
+    def aggregate_for(self, family: str) -> str:
+        """`aggregate` for `family`; "sum" when the dataset sets none."""
+        if self.aggregate is None:
+            return "sum"
+        return str(family_value(f"datasets.{self.dataset}.aggregate", self.aggregate, family))

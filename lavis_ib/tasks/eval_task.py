@@ -4,11 +4,12 @@ A new benchmark declares what it reads and how it scores, and inherits the setti
 parsing, the prompts and the calls into the model contract (docs/adding_a_task.md)."""
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from lavis_ib.common.errors import DataError
+from lavis_ib.common.errors import ConfigError, DataError
 from lavis_ib.common.prompts import (count_placeholders, fill_placeholders, format_ocr_tokens,
                                      format_options)
 from lavis_ib.tasks.base_task import BaseTask
@@ -178,12 +179,18 @@ class EvalTask(BaseTask):
     def run_rank(self, model: Any, samples: Mapping[str, Any],
                  candidates: Sequence[str] | Sequence[Sequence[str]]
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(scores, mask), each (B, Cmax): summed log-probabilities, -inf where padded."""
+        """(scores, mask), each (B, Cmax): summed log-probabilities (or the dataset's
+        `aggregate` of them), -inf where padded."""
         append_eos = self.eval_settings.append_eos_for(model.llm_family,
                                                        model.default_append_eos)
+        aggregate = self.eval_settings.aggregate_for(model.llm_family)
+        extra = {} if aggregate == "sum" else {"aggregate": aggregate}
+        if extra and "aggregate" not in inspect.signature(model.score_candidates).parameters:
+            raise ConfigError(f"datasets.{self.dataset_name}.aggregate: {type(model).__name__}"
+                              f".score_candidates takes no aggregate; remove the setting.")
         with torch.no_grad():
             scores, mask = model.score_candidates(self.model_samples(samples), candidates,
-                                                  append_eos=append_eos)
+                                                  append_eos=append_eos, **extra)
         scores = scores.detach().float().cpu()
         mask = mask.detach().bool().cpu()
         return scores.masked_fill(~mask, float("-inf")), mask

@@ -36,7 +36,8 @@ class MultipleChoiceTask(EvalTask):
     METRIC_NAMES = ("acc", "num_samples")
     INFERENCE = ("rank",)
     PROMPT_FIELDS = ("context", "raw_question", "options")
-    EVAL_KEYS = (EvalTask.EVAL_KEYS - {"generate"}) | {"append_eos", "candidates", "metric"}
+    EVAL_KEYS = (EvalTask.EVAL_KEYS - {"generate"}) | {"append_eos", "aggregate", "candidates",
+                                                 "metric"}
     DEFAULTS_FROM = "iconqa"
     METRICS = ("accuracy", "aokvqa")
 

@@ -38,7 +38,7 @@ class AnswerTask(EvalTask):
 
     INFERENCE = ("generate", "rank")
     PROMPT_FIELDS = ("ocr_tokens", "question")
-    EVAL_KEYS = EvalTask.EVAL_KEYS | {"append_eos", "candidates", "metric"}
+    EVAL_KEYS = EvalTask.EVAL_KEYS | {"append_eos", "aggregate", "candidates", "metric"}
     DEFAULT_METRIC = "vqa"
     METRIC_NAMES = ("acc", "num_samples")
 

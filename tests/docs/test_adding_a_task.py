@@ -137,8 +137,8 @@ def test_setting_keys_as_documented():
     from lavis_ib.tasks.eval_task import EvalTask
 
     guide = open(os.path.join(EXAMPLES, "..", "adding_a_task.md")).read()
-    listing = guide.split("these nine keys", 1)[1].split("\n\n", 1)[0]
-    assert len(ALL_EVAL_KEYS) == 9
+    listing = guide.split("these ten keys", 1)[1].split("\n\n", 1)[0]
+    assert len(ALL_EVAL_KEYS) == 10
     assert all(f"`{key}`" in listing for key in ALL_EVAL_KEYS)
     assert EvalTask.EVAL_KEYS == {"inference", "prompt", "prompt_fields", "generate",
                                   "eval_subset", "eval_splits"}

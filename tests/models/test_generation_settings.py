@@ -16,8 +16,8 @@ from PIL import Image
 from lavis_ib.common.errors import ConfigError, LavisIbError
 from lavis_ib.common.paths import package_path
 from lavis_ib.models import generation
-from lavis_ib.models.generation import (MODEL_DEFAULTS, SHORT_ANSWER, UNBOUNDED_MAX_LENGTH,
-                                        fitted_max_length)
+from lavis_ib.models.generation import (ANSWER_DEFAULTS, MODEL_DEFAULTS, SHORT_ANSWER,
+                                        UNBOUNDED_MAX_LENGTH, fitted_max_length)
 
 PROMPT = "What is unusual about this image?"
 # LAVIS's InstructBLIP `generate` defaults (blip2_vicuna_instruct.py), and the preset
@@ -25,6 +25,15 @@ PROMPT = "What is unusual about this image?"
 LAVIS_GENERATE = dict(use_nucleus_sampling=False, num_beams=5, max_length=256, min_length=1,
                       top_p=0.9, repetition_penalty=1.5, length_penalty=1.0, num_captions=1,
                       temperature=1.0)
+# LAVIS's BLIP-2 `generate` defaults (salesforce/LAVIS 506965b, blip2_opt.py:165-177,
+# blip2_t5.py:159-171); blip2_llm takes them too (ours)
+LAVIS_BLIP2_GENERATE = {**LAVIS_GENERATE, "max_length": 30, "repetition_penalty": 1.0}
+# LAVIS's `predict_answers` defaults (blip2_opt.py:282-294, blip2_t5.py:247-259,
+# blip2_vicuna_instruct.py:386-398): the length penalty differs by LLM family (None here:
+# the family's, tests/models/test_blip2_lavis_defaults.py checks the values)
+LAVIS_ANSWERS = dict(num_beams=5, max_len=10, min_len=1, length_penalty=None)
+TABLE = {"instructblip": LAVIS_GENERATE, "blip2_opt": LAVIS_BLIP2_GENERATE,
+         "blip2_t5": LAVIS_BLIP2_GENERATE, "blip2_llm": LAVIS_BLIP2_GENERATE}
 PREDICT_DEFAULTS = {"num_beams": 5, "max_length": 30, "min_length": 1, "repetition_penalty": 1.5}
 SERVE_DEFAULTS = {"num_beams": 5, "max_length": 30, "min_length": 1, "use_nucleus_sampling": False,
                   "top_p": 0.9, "temperature": 1.0, "repetition_penalty": 1.5}
@@ -59,11 +68,18 @@ def test_values_are_todays():
     from lavis_ib.web.model import GENERATION_DEFAULTS
 
     assert generation.INSTRUCTBLIP.as_dict() == LAVIS_GENERATE
+    assert generation.BLIP2.as_dict() == LAVIS_BLIP2_GENERATE
+    assert {name: d.as_dict() for name, d in MODEL_DEFAULTS.items()} == TABLE
     assert SHORT_ANSWER.as_dict() == {**LAVIS_GENERATE, "max_length": 30}
     assert GENERATE_DEFAULTS == PREDICT_DEFAULTS and GENERATION_DEFAULTS == SERVE_DEFAULTS
     for name, defaults in MODEL_DEFAULTS.items():   # each model's generate says the same
         params = inspect.signature(registry.get_model_class(name).generate).parameters
         assert {k: params[k].default for k in LAVIS_GENERATE} == defaults.as_dict(), name
+    assert set(ANSWER_DEFAULTS) == set(MODEL_DEFAULTS)
+    for name, defaults in ANSWER_DEFAULTS.items():   # and its predict_answers
+        assert defaults.as_dict() == LAVIS_ANSWERS, name
+        params = inspect.signature(registry.get_model_class(name).predict_answers).parameters
+        assert {k: params[k].default for k in LAVIS_ANSWERS} == defaults.as_dict(), name
 
 
 def test_readme_call_works_with_default_settings(readme_model, caplog):

@@ -125,11 +125,12 @@ def test_switching_inference_drops_the_other_modes_defaults():
 
 @pytest.mark.parametrize("defaults, entry, option, replaced", [
     ({"task": "gqa", "inference": "generate"}, {"task": "vqa"}, None,
-     {"inference", "prompt", "prompt_fields", "generate", "append_eos", "candidates", "metric"}),
+     {"inference", "prompt", "prompt_fields", "generate", "append_eos", "aggregate",
+      "candidates", "metric"}),
     ({"task": "gqa", "inference": "generate"}, {"task": "gqa", "inference": "rank"}, None,
-     {"generate", "candidates", "append_eos"}),
+     {"generate", "candidates", "append_eos", "aggregate"}),
     ({"task": "gqa", "inference": "generate"}, {}, {"inference": "rank"},
-     {"generate", "candidates", "append_eos"}),               # an --options switch too
+     {"generate", "candidates", "append_eos", "aggregate"}),               # an --options switch too
     ({"task": "gqa", "inference": "generate"}, {"inference": "rank"}, {"inference": "generate"},
      set()),                                                  # --options wins: no switch
     ({"task": "gqa"}, {"generate": {"num_beams": 1}}, None, {"generate"}),   # whole

@@ -17,6 +17,8 @@ from lavis_ib.models.blip2.text_side import CarriedLMHead, freeze_carried
 from lavis_ib.models.components.qformer import QFormer, QFormerSpec
 from lavis_ib.models.components.qformer_llm import QFormerLLM
 from lavis_ib.models.components.vision import VisionSpec
+from lavis_ib.models.generation import BLIP2 as _B
+from lavis_ib.models.generation import ContextFitted
 from lavis_ib.models.weights.hf import merge_preprocess
 
 logger = logging.getLogger(__name__)
@@ -102,6 +104,23 @@ class Blip2(QFormerLLM):
             logger.info("stage-1 text side carried frozen: %d parameters (trainable now %s)",
                         carried, counts)
         return counts
+
+    @torch.no_grad()
+    def generate(self, samples: dict[str, Any],
+                 use_nucleus_sampling: bool = _B.use_nucleus_sampling,
+                 num_beams: int = _B.num_beams, max_length: int = ContextFitted(_B.max_length),
+                 min_length: int = _B.min_length, top_p: float = _B.top_p,
+                 repetition_penalty: float = _B.repetition_penalty,
+                 length_penalty: float = _B.length_penalty, num_captions: int = _B.num_captions,
+                 temperature: float = _B.temperature) -> list[str]:
+        """`QFormerLLM.generate` with LAVIS's BLIP-2 defaults (`generation.BLIP2`: beam 5,
+        at most 30 tokens, no repetition penalty); `predict_answers` uses them too."""
+        return self._generate(samples, use_nucleus_sampling=use_nucleus_sampling,
+                              num_beams=num_beams, max_length=max_length,
+                              min_length=min_length, top_p=top_p,
+                              repetition_penalty=repetition_penalty,
+                              length_penalty=length_penalty, num_captions=num_captions,
+                              temperature=temperature)
 
     def encode(self, image: torch.Tensor,
                instructions: Sequence[str] | None = None) -> torch.Tensor:

@@ -119,6 +119,31 @@ class Blip2OPT(Blip2DecoderOnly):
     DEFAULT_MODEL_TYPE = "pretrain_opt2.7b"
     SCORE_LEADING_BOS = True
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.prompts_cut = 0   # inference prompts cut at max_txt_len, over the model's life
+
+    def inference_rows(self, prompts: Sequence[str], soft: int, budget: int) -> list[list[int]]:
+        """LAVIS's `blip2_opt` feeds at most `max_txt_len` prompt tokens at inference
+        (generation, short answers; ranking here too), the prompt's start kept, its BOS
+        included: each prompt is cut so, counted in `num_prompts_cut` (the first cut
+        logged), then the context rule of every model applies."""
+        tokenizer = self.adapter.tokenizer
+        rows = [tokenizer(text, add_special_tokens=True).input_ids for text in prompts]
+        cut = sum(len(row) > self.max_txt_len for row in rows)
+        if cut:
+            if not self.prompts_cut:
+                logger.warning("blip2_opt: a %d-token prompt is cut to its first max_txt_len=%d "
+                               "tokens, as LAVIS's blip2_opt reads it; further cuts are counted "
+                               "in num_prompts_cut", max(len(r) for r in rows), self.max_txt_len)
+            self.prompts_cut += cut
+        return self.adapter.fit_to_context([row[:self.max_txt_len] for row in rows], soft,
+                                           budget)
+
+    def inference_counts(self) -> dict[str, int]:
+        """`num_truncated` and `num_prompts_cut`: prompts cut at `max_txt_len`."""
+        return {**super().inference_counts(), "num_prompts_cut": self.prompts_cut}
+
 
 @registry.register_model("blip2_llm")
 class Blip2LLM(Blip2DecoderOnly):

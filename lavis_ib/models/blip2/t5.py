@@ -13,6 +13,7 @@ from lavis_ib.common.errors import LavisIbError
 from lavis_ib.common.registry import registry
 from lavis_ib.models.blip2.base import Blip2, check_keys
 from lavis_ib.models.blip2.prefix_lm import SEED_KEY, split_captions
+from lavis_ib.models.llm.trie import WHOLE
 
 logger = logging.getLogger(__name__)
 
@@ -86,11 +87,48 @@ class Blip2T5(Blip2):
                            "their caption's CRC-32 (the same split every epoch); counted in "
                            "prefix_lm_counts", SEED_KEY)
 
+    def _encoder_rows(self, texts: list[str]) -> tuple[list[list[int]], int]:
+        """(encoder ids, number cut): each text with the tokenizer's special tokens (T5: a
+        closing `</s>`), its words cut from the right to fit `max_txt_len`, the special
+        tokens kept, as LAVIS's `blip2_t5` tokenizes its training text."""
+        tokenizer, limit = self.adapter.tokenizer, self.max_txt_len
+        rows, cut = [], 0
+        for text in texts:
+            ids = tokenizer(text, add_special_tokens=True).input_ids
+            if len(ids) > limit:
+                plain = tokenizer(text, add_special_tokens=False).input_ids
+                extra = len(ids) - len(plain)
+                head = next((h for h in range(extra + 1) if ids[h:h + len(plain)] == plain), None)
+                if head is None:
+                    raise LavisIbError(f"blip2_t5: the LLM tokenizer ({type(tokenizer).__name__}) "
+                                       f"adds special tokens inside the text; cannot cut "
+                                       f"{text[:40]!r} at max_txt_len={limit}.")
+                ids = ids[:head] + plain[:max(0, limit - extra)] + ids[head + len(plain):]
+                cut += 1
+            rows.append(ids)
+        return rows, cut
+
+    def _target_rows(self, outputs: list[str]) -> tuple[list[list[int]], int]:
+        """(decoder targets + EOS, number cut): cut from the right at `max_output_txt_len`
+        tokens, the EOS kept (LAVIS cuts its `text_output` so, at its `max_txt_len`)."""
+        limit = self.max_output_txt_len
+        rows = self.adapter.tokenize_targets(outputs, append_eos=True, limit=WHOLE)
+        cut = sum(len(r) > limit for r in rows)
+        return [r if len(r) <= limit else r[:limit - 1] + r[-1:] for r in rows], cut
+
     def forward(self, samples: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Loss of the decoder targets given image and encoder text:
-        {"loss", "loss_sum", "num_tokens"} (the layouts: the class docstring)."""
+        {"loss", "loss_sum", "num_tokens"} (the layouts: the class docstring). Encoder text
+        and targets are cut from the right (`_encoder_rows`, `_target_rows`); cuts are counted
+        in `truncated` and logged."""
         check_keys(samples, ("image", "text_input"))
         texts, outputs = self._texts(samples)
+        prompts, cut_in = self._encoder_rows(texts)
+        targets, cut_out = self._target_rows(outputs)
+        if cut_in or cut_out:
+            self.truncated += cut_in + cut_out
+            logger.warning("blip2_t5: %d encoder texts cut at max_txt_len=%d and %d targets at "
+                           "max_output_txt_len=%d tokens, from the right (%d so far)", cut_in,
+                           self.max_txt_len, cut_out, self.max_output_txt_len, self.truncated)
         prefix = self.encode(samples["image"])
-        return self.loss_output(*self.adapter.loss(prefix, self.adapter.tokenize_prompts(texts),
-                                                  self.adapter.tokenize_targets(outputs)))
+        return self.loss_output(*self.adapter.loss(prefix, prompts, targets))

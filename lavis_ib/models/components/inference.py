@@ -10,8 +10,31 @@ import torch
 
 from lavis_ib.common.errors import LavisIbError
 from lavis_ib.models.components.lavis_prompts import class_prompt_prefixes, fill_prompt
+from lavis_ib.models.generation import ANSWERS as _A
 from lavis_ib.models.generation import INSTRUCTBLIP as _D
-from lavis_ib.models.generation import ContextFitted, fitted_max_length, range_problems
+from lavis_ib.models.generation import (ContextFitted, answer_length_penalty, fitted_max_length,
+                                        range_problems)
+
+#: how `score_candidates` turns a candidate's token log-probabilities into its score
+AGGREGATES = ("sum", "lavis_segment_mean")
+
+
+def lavis_segment_means(sums: torch.Tensor, lengths: Sequence[int], n_segments: int,
+                        context: int) -> torch.Tensor:
+    """LAVIS's decoder-only (Vicuna) ranking score from summed log-probabilities: the
+    candidates, in order, form `n_segments` segments (n // n_segments each, the last one
+    takes the rest); each candidate's sum is divided by its segment's padded sequence
+    length less one, `context` (soft prompts + padded prompt) + the segment's longest
+    candidate - 1: LAVIS's per-row mean of the token losses, padding included."""
+    n = len(lengths)
+    size = n // n_segments
+    out = sums.clone()
+    for k in range(n_segments):
+        start = k * size
+        end = n if k == n_segments - 1 else start + size
+        if start < end:
+            out[start:end] = sums[start:end] / (context + max(lengths[start:end]) - 1)
+    return out
 
 
 def _as_list(value: Any, n: int, what: str) -> list:
@@ -69,6 +92,17 @@ class InferenceMixin:
             samples: `image` (B,C,H,W) or (B,C,T,H,W) and `prompt` (str or one per sample;
                 without it `text_input`, then the model's default prompt).
         """
+        return self._generate(samples, use_nucleus_sampling=use_nucleus_sampling,
+                              num_beams=num_beams, max_length=max_length,
+                              min_length=min_length, top_p=top_p,
+                              repetition_penalty=repetition_penalty,
+                              length_penalty=length_penalty, num_captions=num_captions,
+                              temperature=temperature)
+
+    def _generate(self, samples: dict[str, Any], *, use_nucleus_sampling: bool, num_beams: int,
+                  max_length: int, min_length: int, top_p: float, repetition_penalty: float,
+                  length_penalty: float, num_captions: int, temperature: float) -> list[str]:
+        """`generate`'s work, whatever defaults the model's signature gives it."""
         settings = {"num_beams": num_beams, "max_length": max_length, "min_length": min_length,
                     "top_p": top_p, "repetition_penalty": repetition_penalty,
                     "num_captions": num_captions, "temperature": temperature}
@@ -79,11 +113,11 @@ class InferenceMixin:
         prefix = self.encode(samples["image"], prompts)
         soft = prefix.shape[1]
         if isinstance(max_length, ContextFitted):
-            rows = self.adapter.inference_prompts(prompts, soft, max(1, int(min_length)))
+            rows = self.inference_rows(prompts, soft, max(1, int(min_length)))
             max_length = fitted_max_length(max_length, self.adapter.context_room(soft, 0),
                                            max(len(r) for r in rows))
         else:
-            rows = self.adapter.inference_prompts(prompts, soft, max_length)
+            rows = self.inference_rows(prompts, soft, max_length)
         ids = self.adapter.generate(
             prefix, rows, use_nucleus_sampling=use_nucleus_sampling, num_beams=num_beams,
             max_length=max_length, min_length=min_length, top_p=top_p,
@@ -91,20 +125,29 @@ class InferenceMixin:
             num_captions=num_captions, temperature=temperature)
         return self.adapter.decode(ids)
 
+    def inference_rows(self, prompts: Sequence[str], soft: int, budget: int) -> list[list[int]]:
+        """The prompts' token rows as the LLM reads them at inference beside `soft` soft
+        prompts and `budget` tokens to generate or score: whole, cut from the left only
+        where the context is short (`adapter.inference_prompts`). A model whose authors cut
+        prompts otherwise overrides this."""
+        return self.adapter.inference_prompts(prompts, soft, budget)
+
     def generation_room(self, frames: int = 1) -> int | None:
         """Tokens the prompt and the generated text share in the LLM's context beside the
         soft prompts of one image (or `frames` video frames); None when the context does
         not bound them (an encoder-decoder LLM)."""
         return self.adapter.context_room(frames * self.query_tokens.shape[1], 0)
 
-    def predict_answers(self, samples: dict[str, Any], num_beams: int = 5,
-                        inference_method: str = "generate", max_len: int = 10,
-                        min_len: int = 1, num_ans_candidates: int = 128,
+    def predict_answers(self, samples: dict[str, Any], num_beams: int = _A.num_beams,
+                        inference_method: str = "generate", max_len: int = _A.max_len,
+                        min_len: int = _A.min_len, num_ans_candidates: int = 128,
                         answer_list: Sequence[str] | None = None, prompt: str = "",
-                        length_penalty: float | None = None, **kwargs: Any) -> list[str]:
-        """Short answers with LAVIS's signature and defaults: generation with beam 5,
-        at most 10 tokens, the LLM family's length penalty (0 decoder-only, -1
-        encoder-decoder) and `generate`'s other defaults (repetition penalty 1.5), or
+                        length_penalty: float | None = _A.length_penalty,
+                        **kwargs: Any) -> list[str]:
+        """Short answers with LAVIS's signature and defaults (`generation.ANSWERS`):
+        generation with beam 5, at most 10 tokens, the LLM family's length penalty (0
+        decoder-only, -1 encoder-decoder) and the model's own `generate` defaults for the
+        rest (the repetition penalty: 1.5 InstructBLIP, 1.0 BLIP-2), or
         `inference_method="rank"` over `answer_list` (`num_ans_candidates` is accepted and
         unused, as in LAVIS's InstructBLIP)."""
         if isinstance(samples.get("text_input"), str):
@@ -120,16 +163,24 @@ class InferenceMixin:
             raise LavisIbError(f"predict_answers: inference_method must be 'generate' or "
                                f"'rank', got '{inference_method}'.")
         if length_penalty is None:
-            length_penalty = -1.0 if self.adapter.is_encoder_decoder else 0.0
+            length_penalty = answer_length_penalty(self.adapter.is_encoder_decoder)
         return self.generate({**samples, "prompt": prompts}, num_beams=num_beams,
                              max_length=max_len, min_length=min_len,
                              length_penalty=length_penalty)
 
     @torch.no_grad()
     def score_candidates(self, samples: dict[str, Any], candidates: Sequence,
-                         append_eos: bool | None = None, chunk_size: int = 64):
-        """Summed log-probability of each candidate given image and prompt.
+                         append_eos: bool | None = None, chunk_size: int = 64,
+                         aggregate: str = "sum", n_segments: int = 1):
+        """Each candidate's score given image and prompt: its summed log-probability, or
+        with `aggregate="lavis_segment_mean"` LAVIS's decoder-only (Vicuna) score, that sum
+        divided by its segment's padded length (`lavis_segment_means`; `n_segments`
+        segments, the prompt padded to the batch's longest when the batch shares one
+        list, as LAVIS's `predict_class` pads it).
 
+        Candidates are scored whole: one that cannot fit the LLM's context beside the soft
+        prompts and a one-token prompt is an error naming it; a prompt too long to sit
+        beside the longest candidate is cut from its start (counted in `num_truncated`).
         Image, Q-Former and the prompt's key/value cache (decoder-only) or encoder output
         (encoder-decoder) are computed once per sample and shared by its candidates, which
         are scored through their token trie (`candidate_trie`): one LLM position per
@@ -142,19 +193,37 @@ class InferenceMixin:
             candidates: one list for the whole batch, or one list per sample (ragged ok).
             append_eos: score the EOS token after each candidate too; None: the model's
                 `default_append_eos` (its LLM family's choice).
+            aggregate: "sum" or "lavis_segment_mean" (decoder-only LLMs).
+            n_segments: segments of `lavis_segment_mean` (results of "sum" never depend on it).
 
         Returns:
             (scores (B, Cmax) float32 with -inf where padded, mask (B, Cmax) bool).
         """
         n = samples["image"].shape[0]
+        if aggregate not in AGGREGATES:
+            raise LavisIbError(f"score_candidates: aggregate must be one of {AGGREGATES}, "
+                               f"got {aggregate!r}.")
+        if aggregate == "lavis_segment_mean" and self.adapter.is_encoder_decoder:
+            raise LavisIbError("score_candidates: aggregate 'lavis_segment_mean' is LAVIS's "
+                               "decoder-only (Vicuna) ranking; LAVIS sums an encoder-decoder "
+                               "LLM's (FlanT5) candidate log-probabilities: use 'sum'.")
+        if int(n_segments) < 1:
+            raise LavisIbError(f"score_candidates: n_segments must be >= 1, got {n_segments}.")
         append_eos = self.default_append_eos if append_eos is None else bool(append_eos)
         per_sample = self._candidate_lists(candidates, n)
         tries = self._candidate_tries(per_sample, append_eos)
         prompts = self._prompts(samples)
         prefix = self.encode(samples["image"], prompts)
-        longest = max(trie.max_depth for trie in tries)
-        flat = self.adapter.score_trie(prefix, self.adapter.inference_prompts(
-            prompts, prefix.shape[1], longest), tries, max(1, int(chunk_size)))
+        soft = prefix.shape[1]
+        self._check_candidates_fit(per_sample, tries, soft)
+        rows = self.inference_rows(prompts, soft, max(trie.max_depth for trie in tries))
+        flat = self.adapter.score_trie(prefix, rows, tries, max(1, int(chunk_size)))
+        if aggregate == "lavis_segment_mean":
+            shared = all(c is per_sample[0] for c in per_sample)
+            width = max(len(r) for r in rows)   # the batch's prompts, padded to the longest
+            flat = [lavis_segment_means(row, tries[i].lengths, int(n_segments),
+                                        soft + (width if shared else len(rows[i])))
+                    for i, row in enumerate(flat)]
         width = max(len(c) for c in per_sample)
         scores = torch.full((n, width), float("-inf"), device=flat[0].device)
         mask = torch.zeros((n, width), dtype=torch.bool, device=flat[0].device)
@@ -170,13 +239,29 @@ class InferenceMixin:
         for i, cands in enumerate(per_sample):
             if last is None or cands is not per_sample[i - 1]:
                 try:
-                    last = self.adapter.tries.trie(self.adapter, cands, append_eos,
-                                                   self.max_output_txt_len)
+                    last = self.adapter.tries.trie(self.adapter, cands, append_eos)
                 except ValueError as exc:
                     raise LavisIbError(f"score_candidates: sample {i}: {exc}; use "
                                        f"append_eos=True or drop empty strings.") from None
             tries.append(last)
         return tries
+
+    def _check_candidates_fit(self, per_sample: list[list[str]], tries: list, soft: int) -> None:
+        """Every candidate, whole, fits the LLM's context beside `soft` soft prompts and a
+        one-token prompt (an LLM with relative positions, T5, sets no limit)."""
+        room = self.adapter.context_room(soft, 0)
+        if room is None:
+            return
+        for i, (cands, trie) in enumerate(zip(per_sample, tries)):
+            if (i and cands is per_sample[i - 1]) or trie.max_depth <= room - 1:
+                continue
+            for cand, length in zip(cands, trie.lengths):
+                if length > room - 1:
+                    raise LavisIbError(
+                        f"score_candidates: candidate {cand!r} has {length} tokens to score; the "
+                        f"LLM's {room + soft}-token context holds at most {room - 1} beside "
+                        f"{soft} soft prompts and a one-token prompt. Candidates are scored "
+                        f"whole: shorten or drop this one.")
 
     @staticmethod
     def _candidate_lists(candidates: Sequence, n: int) -> list[list[str]]:
@@ -198,12 +283,14 @@ class InferenceMixin:
         return {"num_truncated": self.adapter.num_truncated}
 
     def predict_class(self, samples: dict[str, Any], candidates: Sequence, n_segments: int = 1,
-                      append_eos: bool | None = None, chunk_size: int = 64) -> torch.Tensor:
+                      append_eos: bool | None = None, chunk_size: int = 64,
+                      aggregate: str = "sum") -> torch.Tensor:
         """(B, Cmax) candidate indices best-first (padded slots last), as LAVIS's
         `predict_class`: the prompt template is filled from the batch and LAVIS's
         `context` / `history` / `caption` prefixes are added (`lavis_prompts`);
-        `n_segments` > 1 scores the candidates in that many chunks (memory, not results).
-        `append_eos` None: the model's `default_append_eos`.
+        `n_segments` > 1 scores the candidates in that many chunks (memory; with
+        `aggregate="lavis_segment_mean"` also the segments of LAVIS's Vicuna score, see
+        `score_candidates`). `append_eos` None: the model's `default_append_eos`.
 
         The indices point into the candidate list of each sample; map them back to labels::
 
@@ -222,5 +309,5 @@ class InferenceMixin:
             rows = sum(len(c) for c in self._candidate_lists(candidates, len(prompts)))
             chunk_size = max(1, -(-rows // int(n_segments)))
         scores, _ = self.score_candidates({**samples, "prompt": prompts}, candidates,
-                                          append_eos, chunk_size)
+                                          append_eos, chunk_size, aggregate, n_segments)
         return torch.argsort(scores, dim=-1, descending=True, stable=True)

@@ -148,9 +148,14 @@ class LLMAdapter:
         only when it cannot fit the context window (`context_room`); each such prompt is
         counted in `num_truncated`, and the first one is logged."""
         rows = [self.tokenizer(text, add_special_tokens=True).input_ids for text in texts]
+        return self.fit_to_context(rows, prefix_len, budget)
+
+    def fit_to_context(self, rows: Sequence[list[int]], prefix_len: int,
+                       budget: int) -> list[list[int]]:
+        """`inference_prompts`' context rule on prompts already tokenized."""
         room = self.context_room(prefix_len, budget)
         if room is None:
-            return rows
+            return list(rows)
         out = []
         for row in rows:
             if len(row) > room:

@@ -6,6 +6,7 @@ candidate token; the trie is built once per candidate list (`TrieCache`), not pe
 from __future__ import annotations
 
 import logging
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
@@ -13,6 +14,10 @@ from typing import Sequence
 import torch
 
 logger = logging.getLogger(__name__)
+
+#: the token limit handed to `tokenize_targets` for candidates: none, a candidate is
+#: scored whole (one too long for the LLM's context is the caller's error to raise)
+WHOLE = sys.maxsize
 
 
 @dataclass
@@ -43,7 +48,8 @@ class CandidateTrie:
 
     Attributes: `tokens`, `parent` (-1 at depth 0), `depth` (LongTensors over nodes),
     `children` (lists), `terminal` (the node each candidate ends at; equal rows share one),
-    `roots` (depth-0 nodes), `internal` (nodes with children, preorder).
+    `roots` (depth-0 nodes), `internal` (nodes with children, preorder), `lengths` (each
+    candidate's token count).
     """
 
     def __init__(self, rows: Sequence[Sequence[int]]) -> None:
@@ -75,7 +81,8 @@ class CandidateTrie:
         self.roots = torch.tensor([n for n in range(len(tokens)) if parent[n] < 0])
         self.internal = [n for n in range(len(tokens)) if children[n]]
         self.max_depth = max(depth) + 1
-        self.num_candidate_tokens = sum(len(r) for r in rows)
+        self.lengths = [len(r) for r in rows]
+        self.num_candidate_tokens = sum(self.lengths)
         self._chunks: dict[int, list[TrieChunk]] = {}
 
     @property
@@ -136,11 +143,12 @@ class CandidateTrie:
 
 
 class TrieCache:
-    """Tokenised tries of recent candidate lists, keyed by (list, append_eos, limit).
+    """Tokenised tries of recent candidate lists, keyed by (list, append_eos).
 
     An evaluation split ranking one `answer_list` hands the same list with every batch:
     its tokenisation and trie are built at the first batch and reused after. A few lists
     are kept (per-sample lists of Visual Dialog change every sample and simply rotate).
+    Candidates are tokenised whole: no token limit applies to them.
     """
 
     def __init__(self, size: int = 8) -> None:
@@ -148,14 +156,13 @@ class TrieCache:
         self._tries: OrderedDict = OrderedDict()
         self.builds = 0   # tries built: once per distinct candidate list while it is cached
 
-    def trie(self, adapter, candidates: Sequence[str], append_eos: bool,
-             limit: int) -> CandidateTrie:
-        key = (tuple(candidates), bool(append_eos), int(limit))
+    def trie(self, adapter, candidates: Sequence[str], append_eos: bool) -> CandidateTrie:
+        key = (tuple(candidates), bool(append_eos))
         found = self._tries.get(key)
         if found is not None:
             self._tries.move_to_end(key)
             return found
-        rows = adapter.tokenize_targets(list(candidates), append_eos=append_eos, limit=limit)
+        rows = adapter.tokenize_targets(list(candidates), append_eos=append_eos, limit=WHOLE)
         empty = [c for c, r in zip(candidates, rows) if not r]
         if empty:
             raise ValueError(f"candidate {empty[0]!r} has no tokens")
