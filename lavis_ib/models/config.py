@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
 from lavis_ib.common.containers import to_plain
 from lavis_ib.common.errors import ConfigError, LavisIbError, RegistryError, did_you_mean
 
+logger = logging.getLogger(__name__)
+
 #: precision names of `vit_precision` / `llm_precision` (the keys of common.precision.DTYPES,
 #: which imports torch; a test keeps the two equal)
 PRECISIONS = ("fp32", "bf16", "fp16")
+#: the device types a per-device precision may name (common.precision.DEVICE_TYPES)
+PRECISION_DEVICES = ("cuda", "cpu")
 
 
 def _is_int(value: Any) -> bool:
@@ -38,10 +43,25 @@ INT_AT_LEAST_1 = Rule(lambda v: _is_int(v) and v >= 1,
 INT_AT_LEAST_0 = Rule(lambda v: _is_int(v) and v >= 0,
                       "model.{key} must be an integer >= 0; got {value!r}.")
 BOOL = Rule(lambda v: isinstance(v, bool), "model.{key} must be true or false; got {value!r}.")
-PRECISION = Rule(lambda v: v in PRECISIONS,
-                 "model.{key}: '{value}' is not one of " + ", ".join(PRECISIONS) + ".")
+
+
+def _is_precision(value: Any) -> bool:
+    """A precision name, or a mapping of device types to names ({cuda: fp16, cpu: fp32})."""
+    if isinstance(value, Mapping):
+        return all(k in PRECISION_DEVICES and v in PRECISIONS for k, v in value.items())
+    return isinstance(value, str) and value in PRECISIONS
+
+
+PRECISION = Rule(_is_precision,
+                 "model.{key}: '{value}' is not one of " + ", ".join(PRECISIONS)
+                 + " (or a per-device mapping such as {{cuda: fp16, cpu: fp32}}).")
+#: what the frozen LLM does in training: lavis (follows train/eval, its dropout active, as
+#: LAVIS trained) | eval (kept in eval mode)
+LLM_TRAIN_MODES = ("lavis", "eval")
+LLM_TRAIN_MODE = Rule(lambda v: v in LLM_TRAIN_MODES,
+                      "model.{key}: '{value}' is not one of " + ", ".join(LLM_TRAIN_MODES) + ".")
 #: the order problems are reported in (one line per key)
-RULES = (INT_AT_LEAST_1, INT_AT_LEAST_0, BOOL, PRECISION)
+RULES = (INT_AT_LEAST_1, INT_AT_LEAST_0, BOOL, PRECISION, LLM_TRAIN_MODE)
 
 # What a key is for the builder (a field's `role`):
 SETTING = "setting"     # a keyword of the model class's constructor (checked against its signature)
@@ -123,10 +143,12 @@ class ModelConfig:
             raise ConfigError(unknown)
         settings = {k: cfg[k] for k in cls.keys_with(SETTING) if cfg.get(k) is not None}
         for f in dataclasses.fields(cls):
-            if f.metadata.get("rule") is PRECISION and f.name in settings \
-                    and settings[f.name] not in PRECISIONS:
-                raise ConfigError(f"model.{f.name} must be one of {', '.join(PRECISIONS)}; "
-                                  f"got '{settings[f.name]}'.")
+            if f.metadata.get("rule") is PRECISION and f.name in settings:
+                if not _is_precision(settings[f.name]):
+                    raise ConfigError(f"model.{f.name} must be one of {', '.join(PRECISIONS)}; "
+                                      f"got '{settings[f.name]}' (or a mapping of "
+                                      f"{' / '.join(PRECISION_DEVICES)} to one of them).")
+                cfg[f.name] = settings[f.name] = _on_this_device(f.name, settings[f.name])
             elif f.metadata.get("rule") is GATHER and f.name in settings:
                 problem = GATHER.problem(f.name, settings[f.name])
                 if problem:
@@ -153,6 +175,19 @@ class ModelConfig:
                 out.append(f"{cls.__name__}.{name} defaults to {defaults[name]!r}, "
                            f"{_name(builder)}() to {param.default!r}.")
         return out
+
+
+def _on_this_device(key: str, value: Any) -> str:
+    """A per-device precision that reached a builder unresolved (load_model and the runner
+    resolve it for their device first): the name for the device `auto` picks."""
+    if not isinstance(value, Mapping):
+        return value
+    from lavis_ib.common.precision import device_type, resolve_precision
+
+    name = resolve_precision(value, None, f"model.{key}")
+    logger.info("model.%s %s: %s on %s (the device auto picks)", key, dict(value), name,
+                device_type(None))
+    return name
 
 
 def _name(builder: Callable) -> str:
@@ -208,6 +243,8 @@ class QFormerModelConfig(ModelConfig):
     # -- training
     vit_grad_ckpt: bool = key(False, rule=BOOL)         # recompute ViT activations in backward
     qformer_grad_ckpt: bool = key(False, rule=BOOL)     # same for the Q-Former
+    # lavis: the frozen LLM's dropout is active in training (LAVIS); eval: it is not
+    llm_train_mode: str = key("lavis", rule=LLM_TRAIN_MODE)
     # -- options, checked with the run and the machine by models/llm/options.py
     # none | int8_weight_only | int8 | nf4 (docs/quantization.md)
     llm_quantization: str = key("none", role=OPTION)

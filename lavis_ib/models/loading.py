@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from lavis_ib.common.project_files import load_yaml
 from lavis_ib.common.devices import resolve_device
 from lavis_ib.common.errors import ConfigError, did_you_mean
+from lavis_ib.common.precision import with_resolved_precisions
 from lavis_ib.common.registry import registry
 from lavis_ib.models.config import accepted_keys, model_problems
 from lavis_ib.processors.build import build_processors
@@ -57,14 +58,16 @@ def load_model(name: str, model_type: str, is_eval: bool = False,
         name: registered model name, e.g. "instructblip".
         model_type: e.g. "vicuna7b", "flant5xl", "tiny_vicuna".
         is_eval: put the model in eval mode.
-        device: "cpu", "cuda", "auto".
+        device: "cpu", "cuda", "auto"; a per-device `vit_precision` / `llm_precision`
+            (the shipped types' `{cuda: ..., cpu: fp32}`) takes this device's entry.
         **overrides: merged into the model config (e.g. ``pretrained="/path/to/dir"``).
     """
     model_cls, model_cfg, _ = model_config(name, model_type, overrides)
-    model = model_cls.from_config(model_cfg)
+    device = resolve_device(device)
+    model = model_cls.from_config(with_resolved_precisions(model_cfg, device))
     if is_eval:
         model.eval()
-    return model.to(resolve_device(device))
+    return model.to(device)
 
 
 def load_preprocess(config: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -84,10 +87,11 @@ def load_model_and_preprocess(name: str, model_type: str, is_eval: bool = False,
     mean/std) overrides them through ``model.preprocess_config(default)``.
     """
     model_cls, model_cfg, preprocess = model_config(name, model_type, overrides)
-    model = model_cls.from_config(model_cfg)
+    device = resolve_device(device)
+    model = model_cls.from_config(with_resolved_precisions(model_cfg, device))
     if is_eval:
         model.eval()
-    model = model.to(resolve_device(device))
+    model = model.to(device)
     preprocess = model.preprocess_config(preprocess)
     vis, txt = load_preprocess(preprocess)
     return model, vis, txt

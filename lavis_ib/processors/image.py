@@ -127,15 +127,17 @@ class BlipImageTrainProcessor(BlipImageBaseProcessor):
     `randaug: lavis` (default) is LAVIS's RandomAugment, with which the FlanT5 checkpoints
     were trained (lavis_ib.processors.random_augment; magnitude 0-10); `randaug:
     torchvision` is torchvision's RandAugment (14 ops, magnitude 0-30, always applied),
-    kept for runs that ask for it by name.
+    kept for runs that ask for it by name. `randaug_autocontrast` (randaug: lavis only):
+    `lavis` (default) is LAVIS's AutoContrast, uint8 overflow included; `corrected` is PIL's.
     """
 
     def __init__(self, image_size: int = 224, mean=None, std=None, min_scale: float = 0.5,
                  max_scale: float = 1.0, randaug: str = "lavis", randaug_num_ops: int = 2,
-                 randaug_magnitude: int = 5) -> None:
+                 randaug_magnitude: int = 5, randaug_autocontrast: str = "lavis") -> None:
         super().__init__(image_size, mean, std)
         if randaug == "lavis":
-            augment = RandomAugment(num_ops=randaug_num_ops, level=randaug_magnitude)
+            augment = RandomAugment(num_ops=randaug_num_ops, level=randaug_magnitude,
+                                    autocontrast=randaug_autocontrast)
         elif randaug == "torchvision":
             augment = T.RandAugment(num_ops=randaug_num_ops, magnitude=randaug_magnitude,
                                     interpolation=BICUBIC)

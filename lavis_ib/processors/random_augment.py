@@ -46,6 +46,9 @@ APPLY_PROB = 0.5
 LAVIS_OPS = ("Identity", "AutoContrast", "Brightness", "Sharpness", "Equalize",
              "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
 _SIGNED = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
+#: AutoContrast's versions: LAVIS's (overflow included; the default, as the FlanT5 models
+#: were trained) and the corrected one (PIL's ImageOps.autocontrast)
+AUTOCONTRASTS = ("lavis", "corrected")
 BILINEAR = InterpolationMode.BILINEAR
 
 
@@ -65,11 +68,37 @@ def magnitude(name: str, level: float) -> float | None:
     raise ConfigError(f"unknown RandomAugment op '{name}'; known: {', '.join(LAVIS_OPS)}.")
 
 
-def apply_op(image: Image.Image, name: str, arg: float | None) -> Image.Image:
-    """`image` with op `name` applied with argument `arg` (signed; see module docstring)."""
+def lavis_autocontrast(image: Image.Image) -> Image.Image:
+    """LAVIS's AutoContrast on an 8-bit image, overflow included.
+
+    Per channel, values are stretched from [lo, hi] to [0, 255] (truncated) with the offset
+    that LAVIS computes from the channel minimum as a uint8, whose negation wraps: -lo is
+    256 - lo for lo > 0. So a channel whose minimum is 0 gets the correct stretch, a constant
+    channel is left as it is, and every other channel turns 255 (white) throughout.
+    """
+    if image.mode not in ("L", "RGB"):
+        raise TypeError(f"AutoContrast works on 8-bit L or RGB images; got mode {image.mode}.")
+    extrema = image.getextrema()
+    table: list[int] = []
+    for lo, hi in ([extrema] if image.mode == "L" else extrema):
+        if hi <= lo:
+            table += range(256)
+            continue
+        scale = 255 / (hi - lo)
+        offset = ((256 - lo) % 256) * scale   # LAVIS's `-low * scale` with a uint8 `low`
+        table += [int(min(max(i * scale + offset, 0.0), 255.0)) for i in range(256)]
+    return image.point(table)
+
+
+def apply_op(image: Image.Image, name: str, arg: float | None,
+             autocontrast: str = "lavis") -> Image.Image:
+    """`image` with op `name` applied with argument `arg` (signed; see module docstring);
+    `autocontrast` picks AutoContrast's version (`AUTOCONTRASTS`)."""
     if name == "Identity":
         return image
     if name == "AutoContrast":
+        if autocontrast == "lavis":
+            return lavis_autocontrast(image)
         return F.autocontrast(image)
     if name == "Equalize":
         return F.equalize(image)
@@ -104,9 +133,14 @@ class Step:
 
 
 class RandomAugment:
-    """LAVIS's ``RandomAugment(num_ops, level, isPIL=True, augs=ops)`` on PIL images."""
+    """LAVIS's ``RandomAugment(num_ops, level, isPIL=True, augs=ops)`` on PIL images;
+    `autocontrast` is one of `AUTOCONTRASTS`."""
 
-    def __init__(self, num_ops: int = 2, level: float = 5, ops: Sequence[str] = LAVIS_OPS):
+    def __init__(self, num_ops: int = 2, level: float = 5, ops: Sequence[str] = LAVIS_OPS,
+                 autocontrast: str = "lavis"):
+        if autocontrast not in AUTOCONTRASTS:
+            raise ConfigError(f"randaug_autocontrast '{autocontrast}' is not known; use one of "
+                              f"{', '.join(AUTOCONTRASTS)} (lavis: LAVIS's, overflow included).")
         if not 0 <= level <= MAX_LEVEL:
             raise ConfigError(f"RandomAugment level {level} is outside 0..{MAX_LEVEL}; "
                               f"set randaug_magnitude between 0 and {MAX_LEVEL} (LAVIS: 5).")
@@ -115,6 +149,7 @@ class RandomAugment:
         for name in ops:
             magnitude(name, level)   # rejects an unknown name
         self.num_ops, self.level, self.ops = int(num_ops), level, tuple(ops)
+        self.autocontrast = autocontrast
 
     def draw(self) -> list[Step]:
         """The random plan of one image, in LAVIS's order of draws: the op names first,
@@ -138,8 +173,9 @@ class RandomAugment:
                             f"{type(image).__name__}: put it before the tensor conversion.")
         for step in self.draw():
             if step.applied:
-                image = apply_op(image, step.name, step.arg)
+                image = apply_op(image, step.name, step.arg, self.autocontrast)
         return image
 
     def __repr__(self) -> str:
-        return f"RandomAugment(num_ops={self.num_ops}, level={self.level}, ops={self.ops})"
+        return (f"RandomAugment(num_ops={self.num_ops}, level={self.level}, ops={self.ops}, "
+                f"autocontrast={self.autocontrast})")

@@ -78,7 +78,10 @@ class TrainTask(BaseTask):
     def build_model(self, cfg: Any) -> Any:
         from lavis_ib.common.registry import registry
 
-        model_cfg = cfg.model
+        from lavis_ib.common.precision import with_resolved_precisions
+
+        # a per-device precision ({cuda: fp16, cpu: fp32}) takes the run's device's entry
+        model_cfg = with_resolved_precisions(cfg.model, cfg.get("run", {}).get("device"))
         return registry.get_model_class(model_cfg.arch).from_config(model_cfg)
 
     def build_datasets(self, cfg: Any) -> dict[str, dict[str, Any]]:

@@ -102,7 +102,7 @@ def test_caption_types_train_the_vit():
     assert "visual_encoder" in model.trainable_module_names()
     assert all(p.requires_grad for p in model.visual_encoder.parameters())
     model.train()
-    assert model.visual_encoder.training and not model.llm.training
+    assert model.visual_encoder.training and model.llm.training   # llm_train_mode: lavis
     images = torch.randn(2, 3, 32, 32)
     out = model({"image": images, "text_input": ["a", "b"], "text_output": ["c", "d"]})
     out["loss_sum"].backward()

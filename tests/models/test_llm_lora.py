@@ -142,7 +142,8 @@ def test_adapters_stay_fp32_on_a_bf16_llm():
 
 
 def test_adapter_dropout_follows_train_mode_and_the_llm_stays_in_eval():
-    model = load_model("instructblip", "tiny_opt", llm_lora={**LORA, "dropout": 0.1})
+    model = load_model("instructblip", "tiny_opt", llm_lora={**LORA, "dropout": 0.1},
+                       llm_train_mode="eval")
     model.train()
     dropouts = [m for n, m in model.llm.named_modules() if n.endswith("lora_dropout.default")]
     assert dropouts and all(m.training for m in dropouts)

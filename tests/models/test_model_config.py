@@ -28,7 +28,7 @@ INSTRUCTBLIP_KEYS = {
     "qformer_tokenizer", "init_from", "allow_random_init", "num_query_token", "vision", "qformer",
     "llm_config", "ln_vision_eps", "vit_grad_ckpt", "qformer_grad_ckpt", "qformer_text_input",
     "max_txt_len", "max_output_txt_len", "prompt", "freeze_vit", "vit_precision", "llm_precision",
-    "llm_quantization", "llm_lora", "random_init_seed"}
+    "llm_quantization", "llm_lora", "random_init_seed", "llm_train_mode"}
 BLIP2_KEYS = INSTRUCTBLIP_KEYS - {"qformer_tokenizer", "init_from", "allow_random_init",
                                   "qformer_text_input"}
 INSTRUCTBLIP_SETTINGS = {"qformer_text_input", "max_txt_len", "max_output_txt_len", "prompt",
@@ -107,7 +107,8 @@ def test_out_of_range_values_one_line_each():
         "model.num_query_token must be an integer >= 1; got '32'.",
         "model.random_init_seed must be an integer >= 0; got -1.",
         "model.freeze_vit must be true or false; got 'yes'.",
-        "model.vit_precision: 'fp8' is not one of fp32, bf16, fp16."]
+        "model.vit_precision: 'fp8' is not one of fp32, bf16, fp16 (or a per-device mapping "
+        "such as {cuda: fp16, cpu: fp32})."]
 
 
 def test_a_misspelt_key_gets_its_did_you_mean_everywhere():

@@ -1,4 +1,5 @@
-"""What trains, what stays frozen, the ablation switch, batching invariances, bad input."""
+"""What trains, what stays frozen (and which frozen part keeps its dropout), the ablation
+switch, batching invariances, bad input."""
 from __future__ import annotations
 
 import pytest
@@ -39,14 +40,65 @@ def test_only_trainable_parts_get_gradients(fixture, request):
     model.eval()
 
 
-def test_frozen_parts_stay_in_eval_mode(tiny_vicuna):
-    model = tiny_vicuna
+NO_QFORMER_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+
+
+def _llm_dropout_model(mode=None):
+    """tiny_flant5 (T5's dropout_rate 0.1, as FlanT5's config has it) without the Q-Former's
+    dropout, so that any randomness left in a training forward is the frozen LLM's."""
+    extra = {} if mode is None else {"llm_train_mode": mode}
+    return load_model("instructblip", "tiny_flant5", qformer=NO_QFORMER_DROPOUT, **extra)
+
+
+def _loss(model, seed):
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return model(_batch())["loss"].item()
+
+
+def test_the_frozen_llm_trains_as_lavis_by_default():
+    """LAVIS freezes the LLM with requires_grad=False only, so the runner's model.train()
+    reaches it: its dropout is active in training (the frozen ViT stays in eval mode)."""
+    model = _llm_dropout_model()
+    assert model.llm_train_mode == "lavis"
+    model.train()
+    assert model.qformer.training and all(m.training for m in model.llm.modules())
+    assert not any(m.training for m in model.visual_encoder.modules())
+    assert not any(p.requires_grad for p in model.llm.parameters())
+    assert _loss(model, 1) != _loss(model, 2)            # dropout: the draws change the loss
+    assert _loss(model, 1) == _loss(model, 1)
+    # the reference: every module in train mode by torch's own Module.train, ViT frozen
+    torch.nn.Module.train(model, True)
+    model.visual_encoder.eval()
+    reference = _loss(model, 1)
+    model.train()
+    assert _loss(model, 1) == reference
+    model.eval()
+    assert not any(m.training for m in model.modules())
+    assert _loss(model, 1) == _loss(model, 2)
+
+
+def test_llm_train_mode_eval_keeps_the_frozen_llm_in_eval_mode():
+    model = _llm_dropout_model("eval")
     model.train()
     assert model.qformer.training and model.training
-    assert not model.visual_encoder.training and not model.llm.training
-    assert all(not m.training for m in model.llm.modules())
+    assert not any(m.training for m in model.llm.modules())
+    assert not any(m.training for m in model.visual_encoder.modules())
+    assert _loss(model, 1) == _loss(model, 2)            # nothing random is left
     model.eval()
-    assert not model.qformer.training
+    eval_loss = _loss(model, 3)
+    model.train()
+    assert _loss(model, 1) == eval_loss
+    model.set_llm_train_mode("lavis")                    # switchable on a built model
+    assert model.llm.training and _loss(model, 1) != _loss(model, 2)
+    with pytest.raises(ConfigError, match="llm_train_mode: 'train' is not one of lavis, eval"):
+        model.set_llm_train_mode("train")
+    with pytest.raises(ConfigError, match="llm_train_mode: 'off' is not one of lavis, eval"):
+        load_model("instructblip", "tiny_flant5", llm_train_mode="off")
+    from lavis_ib.models.config import model_problems     # the pre-flight says it first
+
+    assert model_problems({"arch": "blip2_t5", "llm_train_mode": "off"}) == \
+        ["model.llm_train_mode: 'off' is not one of lavis, eval."]
 
 
 def test_ablation_switch_removes_the_instruction_path(tiny_vicuna):
@@ -228,7 +280,7 @@ def test_per_sample_prompts_are_verbatim_and_templates_are_filled(tiny_vicuna):
 def test_unfrozen_vit_trains_when_asked():
     model = load_model("instructblip", "tiny_vicuna", freeze_vit=False)
     model.train()
-    assert model.visual_encoder.training and not model.llm.training
+    assert model.visual_encoder.training and model.llm.training     # llm_train_mode: lavis
     model(_batch(n=1))["loss"].backward()
     assert model.visual_encoder.blocks[0].attn.qkv.weight.grad is not None
     assert all(p.grad is None for p in model.llm.parameters())

@@ -43,4 +43,6 @@ def build_by_route(cls: type, cfg: dict, settings: dict, *, lavis: Route,
             model = random(cls, cfg, settings)
     model.set_gradient_checkpointing(vit=bool(cfg.get("vit_grad_ckpt")),
                                       qformer=bool(cfg.get("qformer_grad_ckpt")))
+    # the frozen LLM in training: LAVIS's train mode (its dropout on) or eval mode
+    model.set_llm_train_mode(cfg.get("llm_train_mode") or QFormerModelConfig().llm_train_mode)
     return apply_llm_options(model, cfg)

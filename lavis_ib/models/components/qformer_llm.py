@@ -12,9 +12,10 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from lavis_ib.common.errors import LavisIbError
+from lavis_ib.common.errors import ConfigError, LavisIbError
 from lavis_ib.common.precision import DTYPES
 from lavis_ib.models.base_model import BaseModel
+from lavis_ib.models.config import LLM_TRAIN_MODES
 from lavis_ib.models.components.inference import InferenceMixin
 from lavis_ib.models.llm.families import make_adapter
 from lavis_ib.models.llm.lora import (adapter_dropouts, adapter_units,
@@ -55,7 +56,6 @@ class QFormerLLM(InferenceMixin, BaseModel):
                  max_output_txt_len: int = 256, prompt: str = "", freeze_vit: bool = True,
                  vit_precision: str = "fp32", llm_precision: str = "fp32") -> None:
         super().__init__()
-        self._frozen_modules: list[nn.Module] = []
         self._adapter_dropouts: list[nn.Module] = []
         if qformer.encoder_hidden_size != vision.hidden_size:
             raise LavisIbError(f"qformer.encoder_hidden_size {qformer.encoder_hidden_size} must "
@@ -71,6 +71,7 @@ class QFormerLLM(InferenceMixin, BaseModel):
         self.max_txt_len, self.max_output_txt_len = int(max_txt_len), int(max_output_txt_len)
         self.prompt = prompt
         self.freeze_vit = bool(freeze_vit)
+        self.llm_train_mode = "lavis"   # set_llm_train_mode; the config's llm_train_mode
         self.adapter = make_adapter(llm, llm_tokenizer, max_txt_len=max_txt_len,
                                     max_output_txt_len=max_output_txt_len)
         self.preprocess_overrides: dict[str, Any] | None = None
@@ -112,16 +113,29 @@ class QFormerLLM(InferenceMixin, BaseModel):
             if trains:
                 counts[part] = counts.get(part, 0) + param.numel()
         logger.info("trainable parameters: %s", counts)
-        self._frozen_modules = [self.llm] + ([self.visual_encoder] if self.freeze_vit else [])
         self._adapter_dropouts = adapter_dropouts(self.llm) if self.llm_lora_settings else []
         self.train(self.training)
         return counts
 
+    def set_llm_train_mode(self, mode: str) -> None:
+        """`lavis` (default): the frozen LLM follows `train()` / `eval()` as in LAVIS, which
+        only turns its gradients off, so its own dropout (FlanT5, OPT: 0.1) is active in
+        training; `eval`: the frozen LLM stays in eval mode, no dropout."""
+        if mode not in LLM_TRAIN_MODES:
+            raise ConfigError(f"model.llm_train_mode: '{mode}' is not one of "
+                              f"{', '.join(LLM_TRAIN_MODES)}.")
+        self.llm_train_mode = mode
+        self.train(self.training)
+
     def train(self, mode: bool = True) -> "QFormerLLM":
-        """Frozen parts stay in eval mode (no dropout / drop-path) whatever `mode` is;
-        the LoRA adapters' dropout follows `mode`."""
+        """A frozen ViT stays in eval mode (no drop-path) whatever `mode` is, and so does
+        the frozen LLM with `llm_train_mode: eval`; the LoRA adapters' dropout follows
+        `mode`."""
         super().train(mode)
-        for module in self._frozen_modules:
+        frozen = [self.visual_encoder] if self.freeze_vit else []
+        if self.llm_train_mode == "eval":
+            frozen.append(self.llm)
+        for module in frozen:
             module.eval()
         for module in self._adapter_dropouts:
             module.train(mode)

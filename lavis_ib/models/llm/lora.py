@@ -171,8 +171,8 @@ def adapter_units(llm: nn.Module) -> list[nn.Module]:
 
 
 def adapter_dropouts(llm: nn.Module) -> list[nn.Module]:
-    """The adapters' dropout modules: they follow train/eval mode while the rest of the
-    frozen LLM stays in eval mode."""
+    """The adapters' dropout modules: they follow train/eval mode even when the rest of the
+    frozen LLM stays in eval mode (`model.llm_train_mode: eval`)."""
     return [layer.lora_dropout for _, layer in adapter_layers(llm)]
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from lavis_ib.common.errors import ConfigError
-from lavis_ib.common.precision import DTYPES
+from lavis_ib.common.precision import DTYPES, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,8 @@ def quantization_problems(model: Mapping[str, Any], run: Mapping[str, Any] | Non
         return []
     run = run or {}
     problems = _environment_problems(mode, str(run.get("device") or "auto"))
-    problems += _precision_problems(mode, str(model.get("llm_precision") or "fp32"))
+    problems += _precision_problems(mode, model.get("llm_precision") or "fp32",
+                                    str(run.get("device") or "auto"))
     distributed = run.get("distributed") or "none"
     if distributed == "fsdp":
         problems.append(f"model.llm_quantization: '{mode}' cannot be used with "
@@ -56,12 +57,21 @@ def _environment_problems(mode: str, device: str) -> list[str]:
     return out
 
 
-def _precision_problems(mode: str, precision: str) -> list[str]:
+def _precision_problems(mode: str, precision: Any, device: str) -> list[str]:
     """LLM.int8 computes in fp16: with an fp32 LLM it would cast activations silently."""
-    if mode == "int8" and precision == "fp32":
+    if mode == "int8" and _name_on(precision, device) == "fp32":
         return ["model.llm_quantization: 'int8' (LLM.int8) computes in fp16 and would cast "
                 "the fp32 LLM's activations silently; set model.llm_precision=bf16 or fp16."]
     return []
+
+
+def _name_on(precision: Any, device: str) -> Any:
+    """The precision name on `device` (a per-device mapping takes its entry); a value that
+    is not a precision is left to the model config's own check."""
+    try:
+        return resolve_precision(precision, device)
+    except ConfigError:
+        return precision
 
 
 def _torchao_problems() -> list[str]:
@@ -144,7 +154,7 @@ def quantize_llm(model: Any, mode: str) -> dict[str, Any]:
     llm = model.llm
     dtype = next(llm.parameters()).dtype
     precision = next((name for name, d in DTYPES.items() if d == dtype), "fp32")
-    problems = [*_environment_problems(mode, "auto"), *_precision_problems(mode, precision)]
+    problems = [*_environment_problems(mode, "auto"), *_precision_problems(mode, precision, "auto")]
     if problems:
         raise ConfigError(" ".join(problems))
     names = quantized_linear_names(llm)
