@@ -18,7 +18,7 @@ from lavis_ib.models.weights.files import iter_shards
 from lavis_ib.models.weights.hf import image_processor_for, read_image_settings
 from lavis_ib.models.weights.hub import resolve_dir
 from lavis_ib.models.weights.load_report import load_in_pieces
-from lavis_ib.models.weights.param_names import fuse_qkv_bias
+from lavis_ib.models.weights.param_names import ours_to_hf_state
 from lavis_ib.models.weights.tokenizers import caption_tokenizer_from
 from lavis_ib.processors.image import CLIP_MEAN, CLIP_STD
 
@@ -119,14 +119,7 @@ def _hf_state(model) -> dict:
     the side parts."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
              if not is_side_part(k)}
-    out = {}
-    for key, value in state.items():
-        if key.endswith("attn.v_bias"):
-            continue
-        if key.endswith("attn.q_bias"):
-            value = fuse_qkv_bias(value, state[key[: -len("q_bias")] + "v_bias"])
-        out[hf_blip2_name(key)] = value
-    return out
+    return ours_to_hf_state(state, hf_blip2_name)
 
 
 def save_pretrained(model, directory: str) -> str:
