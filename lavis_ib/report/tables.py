@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from lavis_ib.common.errors import ConfigError, DataError
+from lavis_ib.report.mapping import find_split
 from lavis_ib.report.paper import HELD_OUT, METRIC, TABLE_1, TITLES, table1_value
-
-SPLIT_PREFERENCE = ("test", "testdev", "test_dev", "val")
 
 
 @dataclass
@@ -49,24 +48,6 @@ def _model_type(run_dir: str, compare: str | None) -> str:
     return str(model_type)
 
 
-def _find_split(eval_dir: str, dataset: str) -> tuple[str | None, str | None]:
-    """(split, metrics.json path) of `dataset`, preferring test over val splits."""
-    if not os.path.isdir(eval_dir):
-        return None, None
-    found = {}
-    for entry in os.listdir(eval_dir):
-        path = os.path.join(eval_dir, entry, "metrics.json")
-        if entry.startswith(dataset + "_") and os.path.isfile(path):
-            split = entry[len(dataset) + 1:]
-            if split and not any(entry.startswith(other + "_") and len(other) > len(dataset)
-                                 for other in HELD_OUT):
-                found[split] = path
-    if not found:
-        return None, None
-    ordered = [s for s in SPLIT_PREFERENCE if s in found] + sorted(found)
-    return ordered[0], found[ordered[0]]
-
-
 def collect(run_dir: str, paper_row: str | None) -> list[Row]:
     """One row per held-out dataset (ours is None where the run has no result, paper
     None without a `paper_row`).
@@ -79,7 +60,7 @@ def collect(run_dir: str, paper_row: str | None) -> list[Row]:
     """
     rows = []
     for dataset in HELD_OUT:
-        split, path = _find_split(os.path.join(run_dir, "eval"), dataset)
+        split, path = find_split(os.path.join(run_dir, "eval"), dataset)
         ours = None
         if path is not None:
             try:

@@ -6,7 +6,6 @@ rules are on `build_from_config`."""
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from lavis_ib.common.errors import ConfigError, LavisIbError
@@ -14,8 +13,8 @@ from lavis_ib.common.precision import DTYPES
 from lavis_ib.models.blip2.hf_format import load_pretrained
 from lavis_ib.models.blip2.init import holds, init_from
 from lavis_ib.models.blip2.text_side import PROBE_HEAD, PROBE_TEXT, is_carried
-from lavis_ib.models.weights.blip2 import PROJECTIONS, fit_pos_embed, read_source, to_ours
-from lavis_ib.models.weights.files import read_pth
+from lavis_ib.models.weights.blip2 import (PROJECTIONS, fit_pos_embed, load_vit_file,
+                                           read_source, to_ours)
 from lavis_ib.models.weights.load_report import load_into
 from lavis_ib.models.components.qformer import QFormerSpec
 from lavis_ib.models.components.qformer_llm import TRAINABLE_PARTS
@@ -115,26 +114,6 @@ def build_random(cls, cfg: dict, settings: dict):
                 ln_vision_eps=float(cfg.get("ln_vision_eps") or LN_VISION_EPS), **settings)
     model.check_llm_vocab()
     return model
-
-
-def load_vit_file(model, path: str):
-    """`eva_vit_g.pth` into the ViT: blocks past the model's depth dropped (EVA ViT-g has
-    40, BLIP-2 uses 39), the position embedding resampled to the model's image size."""
-    depth = len(model.visual_encoder.blocks)
-    state, dropped = {}, []
-    for key, value in read_pth(path, "vit_weights").items():
-        key = key[len("visual_encoder."):] if key.startswith("visual_encoder.") else key
-        m = re.match(r"blocks\.(\d+)\.", key)
-        (dropped.append(key) if m and int(m.group(1)) >= depth else
-         state.__setitem__("visual_encoder." + key, value))
-    resampled = fit_pos_embed(state, model.state_dict(), f"vit_weights={path}")
-    expected = [k for k in model.state_dict() if k.startswith("visual_encoder.")]
-    report = load_into(model, state, f"vit_weights={path}", expected=expected)
-    if report.missing:
-        raise LavisIbError(f"vit_weights='{path}' lacks {len(report.missing)} ViT weights, e.g. "
-                           f"{', '.join(report.missing[:5])}; is it eva_vit_g.pth?")
-    report.dropped, report.resampled = dropped, resampled  # type: ignore[attr-defined]
-    return report
 
 
 #: tensors only a BLIP-2 stage-1 file holds (its ITC/ITM/ITG heads)

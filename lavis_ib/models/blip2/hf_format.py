@@ -21,7 +21,7 @@ from lavis_ib.models.weights.hf import (build_llm, image_processor_for,
                                                        load_directory_weights, tokenizer_with_token)
 from lavis_ib.models.weights.hub import resolve_dir
 from lavis_ib.models.weights.load_report import tied_aliases
-from lavis_ib.models.weights.param_names import fuse_qkv_bias
+from lavis_ib.models.weights.param_names import ours_to_hf_state
 from lavis_ib.models.components.qformer import QFormerSpec
 from lavis_ib.models.components.vision import VisionSpec
 from lavis_ib.processors.image import CLIP_MEAN, CLIP_STD
@@ -106,14 +106,7 @@ def _hf_state(model, rows: int | None) -> dict:
                 weight = state[name]
                 extra = weight.mean(0, keepdim=True).expand(rows - weight.shape[0], -1)
                 state[name] = torch.cat([weight, extra.to(weight.dtype)], dim=0)
-    out = {}
-    for key, value in state.items():
-        if key.endswith("attn.v_bias"):
-            continue
-        if key.endswith("attn.q_bias"):
-            value = fuse_qkv_bias(value, state[key[: -len("q_bias")] + "v_bias"])
-        out[hf_blip2_name(key)] = value
-    return out
+    return ours_to_hf_state(state, hf_blip2_name)
 
 
 def save_pretrained(model, directory: str) -> str:

@@ -6,7 +6,6 @@ layout, random; `build_from_config`), each under a fixed seed so all processes a
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 import torch
@@ -17,8 +16,7 @@ from lavis_ib.models.config import Blip2Stage1Config
 from lavis_ib.models.components.qformer import QFormerSpec
 from lavis_ib.models.components.vision import VisionSpec
 from lavis_ib.models.weights.bert import bert_to_ours
-from lavis_ib.models.weights.blip2 import fit_pos_embed, read_source, to_ours
-from lavis_ib.models.weights.files import read_pth
+from lavis_ib.models.weights.blip2 import fit_pos_embed, load_vit_file, read_source, to_ours
 from lavis_ib.models.weights.load_report import load_into
 from lavis_ib.models.weights.tokenizers import caption_tokenizer_from
 
@@ -104,27 +102,6 @@ def build_lavis(cls, cfg: dict, settings: dict):
     model.load_report = reports
     model.configure_trainable()
     return model
-
-
-def load_vit_file(model, path: str):
-    """`eva_vit_g.pth` into the ViT (EVA ViT-g has 40 blocks, BLIP-2 uses 39)."""
-    depth = len(model.visual_encoder.blocks)
-    state, dropped = {}, []
-    for key, value in read_pth(path, "vit_weights").items():
-        key = key[len("visual_encoder."):] if key.startswith("visual_encoder.") else key
-        m = re.match(r"blocks\.(\d+)\.", key)
-        if m and int(m.group(1)) >= depth:
-            dropped.append(key)
-        else:
-            state["visual_encoder." + key] = value
-    resampled = fit_pos_embed(state, model.state_dict(), f"vit_weights={path}")
-    expected = [k for k in model.state_dict() if k.startswith("visual_encoder.")]
-    report = load_into(model, state, f"vit_weights={path}", expected=expected)
-    if report.missing:
-        raise LavisIbError(f"vit_weights='{path}' lacks {len(report.missing)} ViT weights, e.g. "
-                           f"{', '.join(report.missing[:5])}; is it eva_vit_g.pth?")
-    report.dropped, report.resampled = dropped, resampled  # type: ignore[attr-defined]
-    return report
 
 
 def _fill_rows(model, state: dict) -> list[str]:

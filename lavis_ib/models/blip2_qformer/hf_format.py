@@ -15,10 +15,11 @@ from lavis_ib.models.components.qformer import QFormerSpec
 from lavis_ib.models.components.vision import VisionSpec
 from lavis_ib.models.weights.blip2 import hf_blip2_name, to_ours
 from lavis_ib.models.weights.files import iter_shards
-from lavis_ib.models.weights.hf import image_processor_for, read_image_settings
+from lavis_ib.models.weights.hf import (check_directory_report, image_processor_for,
+                                        read_image_settings)
 from lavis_ib.models.weights.hub import resolve_dir
 from lavis_ib.models.weights.load_report import load_in_pieces
-from lavis_ib.models.weights.param_names import fuse_qkv_bias
+from lavis_ib.models.weights.param_names import ours_to_hf_state
 from lavis_ib.models.weights.tokenizers import caption_tokenizer_from
 from lavis_ib.processors.image import CLIP_MEAN, CLIP_STD
 
@@ -79,12 +80,7 @@ def load_pretrained(cls, path: str, settings: dict,
     report = load_in_pieces(model, (to_ours("hf_blip2", shard, keys)
                                     for shard in iter_shards(directory)), f"pretrained={path}")
     report.missing = [k for k in report.missing if not is_side_part(k)]
-    if report.missing:
-        raise LavisIbError(f"pretrained='{path}' lacks {len(report.missing)} weights, e.g. "
-                           f"{', '.join(hf_blip2_name(k) for k in report.missing[:5])}.")
-    if report.unexpected:
-        logger.warning("pretrained=%s: %d unused tensors, e.g. %s", path,
-                       len(report.unexpected), report.unexpected[:5])
+    check_directory_report(report, path, hf_blip2_name)
     side = _load_side(model, directory, path, bert_init)
     model.load_report = {"pretrained": report, "side": side}
     model.preprocess_overrides = read_image_settings(directory)
@@ -119,14 +115,7 @@ def _hf_state(model) -> dict:
     the side parts."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
              if not is_side_part(k)}
-    out = {}
-    for key, value in state.items():
-        if key.endswith("attn.v_bias"):
-            continue
-        if key.endswith("attn.q_bias"):
-            value = fuse_qkv_bias(value, state[key[: -len("q_bias")] + "v_bias"])
-        out[hf_blip2_name(key)] = value
-    return out
+    return ours_to_hf_state(state, hf_blip2_name)
 
 
 def save_pretrained(model, directory: str) -> str:

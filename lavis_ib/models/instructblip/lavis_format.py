@@ -5,12 +5,12 @@ checkpoints were trained with, so LAVIS users need no conversion (`build_lavis`)
 from __future__ import annotations
 
 import logging
-import re
 
 import torch
 
 from lavis_ib.common.errors import LavisIbError
 from lavis_ib.common.precision import DTYPES
+from lavis_ib.models.weights.blip2 import load_vit_file
 from lavis_ib.models.weights.files import read_pth
 from lavis_ib.models.weights.hf import lavis_llm_directory
 from lavis_ib.models.weights.load_report import LoadReport, load_into
@@ -35,26 +35,13 @@ def lavis_state_to_ours(state: dict, our_keys: list[str], t5: bool) -> tuple[dic
 
 
 def load_vit_weights(model, path: str) -> LoadReport:
-    """Load `eva_vit_g.pth` into `model.visual_encoder`, dropping blocks past its depth."""
-    state = read_pth(path, "vit_weights")
+    """Load `eva_vit_g.pth` into `model.visual_encoder`, dropping blocks past its depth
+    (`weights.blip2.load_vit_file`; the position embedding is taken as the file holds it)."""
+    report = load_vit_file(model, path, resample=False)
     depth = len(model.visual_encoder.blocks)
-    kept, dropped = {}, []
-    for key, value in state.items():
-        key = key[len("visual_encoder."):] if key.startswith("visual_encoder.") else key
-        m = re.match(r"blocks\.(\d+)\.", key)
-        if m and int(m.group(1)) >= depth:
-            dropped.append(key)
-        else:
-            kept["visual_encoder." + key] = value
-    expected = [k for k in model.state_dict() if k.startswith("visual_encoder.")]
-    report = load_into(model, kept, f"vit_weights={path}", expected=expected)
-    if report.missing:
-        raise LavisIbError(f"vit_weights='{path}' lacks {len(report.missing)} ViT weights, e.g. "
-                           f"{', '.join(report.missing[:5])}; is it eva_vit_g.pth?")
-    report.dropped = dropped  # type: ignore[attr-defined]
-    if dropped:
+    if report.dropped:
         logger.info("vit_weights: dropped %d tensors of blocks >= %d (InstructBLIP uses %d blocks)",
-                    len(dropped), depth, depth)
+                    len(report.dropped), depth, depth)
     return report
 
 

@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import re
 from typing import Iterable
 
 import torch
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from lavis_ib.common.errors import LavisIbError
 from lavis_ib.models.weights.files import read_pth, read_state_dict
 from lavis_ib.models.weights.hub import HUB_ID, resolve_dir
+from lavis_ib.models.weights.load_report import LoadReport, load_into
 from lavis_ib.models.weights.param_names import to_hf, to_lavis
 
 logger = logging.getLogger(__name__)
@@ -161,3 +163,31 @@ def fit_pos_embed(state: dict, model_state: dict, source: str) -> list[str]:
                    "checkpoint's image size differs from the model's)", source,
                    have.shape[1], want.shape[1])
     return [POS_EMBED]
+
+
+def load_vit_file(model, path: str, resample: bool = True) -> LoadReport:
+    """`eva_vit_g.pth` (`vit_weights`) into `model.visual_encoder`: blocks past the model's
+    depth dropped (EVA ViT-g has 40, BLIP-2 and InstructBLIP use 39) and listed as the
+    report's `dropped`; with `resample`, the position embedding resampled to the model's
+    image size (`fit_pos_embed`), listed as `resampled`.
+
+    Raises:
+        LavisIbError: the file lacks a ViT weight the model has.
+    """
+    depth = len(model.visual_encoder.blocks)
+    state, dropped = {}, []
+    for key, value in read_pth(path, "vit_weights").items():
+        key = key[len("visual_encoder."):] if key.startswith("visual_encoder.") else key
+        m = re.match(r"blocks\.(\d+)\.", key)
+        if m and int(m.group(1)) >= depth:
+            dropped.append(key)
+        else:
+            state["visual_encoder." + key] = value
+    resampled = fit_pos_embed(state, model.state_dict(), f"vit_weights={path}") if resample else []
+    expected = [k for k in model.state_dict() if k.startswith("visual_encoder.")]
+    report = load_into(model, state, f"vit_weights={path}", expected=expected)
+    if report.missing:
+        raise LavisIbError(f"vit_weights='{path}' lacks {len(report.missing)} ViT weights, e.g. "
+                           f"{', '.join(report.missing[:5])}; is it eva_vit_g.pth?")
+    report.dropped, report.resampled = dropped, resampled  # type: ignore[attr-defined]
+    return report

@@ -16,7 +16,7 @@ from lavis_ib.common.errors import ConfigError, LavisIbError
 from lavis_ib.common.paths import resolve_path
 from lavis_ib.models.weights.files import checkpoint_keys, iter_shards
 from lavis_ib.models.weights.hub import resolve_dir
-from lavis_ib.models.weights.load_report import load_in_pieces, untie_present
+from lavis_ib.models.weights.load_report import LoadReport, load_in_pieces, untie_present
 from lavis_ib.models.weights.tokenizers import load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -105,16 +105,22 @@ def load_directory_weights(model, directory: str, path: str,
     keys = list(model.state_dict())
     report = load_in_pieces(model, (to_ours(shard, keys) for shard in iter_shards(directory)),
                             f"pretrained={path}")
+    check_directory_report(report, path, hf_name)
+    model.load_report = {"pretrained": report}
+    model.preprocess_overrides = read_image_settings(directory)
+    model.configure_trainable()
+    return model
+
+
+def check_directory_report(report: LoadReport, path: str, hf_name: Callable[[str], str]) -> None:
+    """What loading an HF directory (`pretrained=path`) left: a missing weight is one error
+    naming transformers' names (`hf_name`), unused tensors a warning."""
     if report.missing:
         raise LavisIbError(f"pretrained='{path}' lacks {len(report.missing)} weights, e.g. "
                            f"{', '.join(hf_name(k) for k in report.missing[:5])}.")
     if report.unexpected:
         logger.warning("pretrained=%s: %d unused tensors, e.g. %s", path,
                        len(report.unexpected), report.unexpected[:5])
-    model.load_report = {"pretrained": report}
-    model.preprocess_overrides = read_image_settings(directory)
-    model.configure_trainable()
-    return model
 
 
 def tokenizer_with_token(tokenizer, token: str):

@@ -6,6 +6,7 @@ it over the model's own keys, so a name the model lacks is reported, never guess
 from __future__ import annotations
 
 import re
+from typing import Callable
 
 import torch
 
@@ -139,15 +140,14 @@ def hf_state_to_ours(hf_state: dict, our_keys: list[str]) -> tuple[dict, list[st
     return out, [k for k in hf_state if k not in used]
 
 
-def ours_to_hf_state(state: dict) -> dict:
-    """An HF InstructBLIP state dict from ours (fusing the ViT q/v biases)."""
+def ours_to_hf_state(state: dict, hf_name: Callable[[str], str] = to_hf) -> dict:
+    """An HF state dict from ours (fusing the ViT q/v biases), under `hf_name`'s names:
+    InstructBLIP's by default, BLIP-2's with `weights.blip2.hf_blip2_name`."""
     out = {}
     for key, value in state.items():
         if key.endswith("attn.v_bias"):
             continue
         if key.endswith("attn.q_bias"):
-            v_bias = state[key[: -len("q_bias")] + "v_bias"]
-            out[to_hf(key)] = fuse_qkv_bias(value, v_bias)
-            continue
-        out[to_hf(key)] = value
+            value = fuse_qkv_bias(value, state[key[: -len("q_bias")] + "v_bias"])
+        out[hf_name(key)] = value
     return out
