@@ -6,6 +6,7 @@ the draw does not depend on rank, world size or worker.
 """
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import numpy as np
@@ -60,6 +61,10 @@ TEMPLATE_FAMILIES = {"caption": CAPTION_TEMPLATES, "vqa": VQA_TEMPLATES, "qg": Q
 #: ("" for a caption: the image alone); `dataset_prefix` the plain text after a
 #: ``[Task:Dataset]`` identifier (a caption: the identifier alone).
 FORMATS = ("instruction", "plain", "dataset_prefix")
+
+
+#: an identifier written by `identifier` (an evaluation prompt naming its task this way)
+IDENTIFIER = re.compile(r"\[[^\[\]{}:]+(:[^\[\]{}]+)?\]")
 
 
 def identifier(task_name: str, dataset_name: str | None = None) -> str:

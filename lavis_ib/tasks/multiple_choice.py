@@ -21,7 +21,7 @@ from lavis_ib.common.errors import ConfigError, DataError, did_you_mean
 from lavis_ib.common.registry import registry
 from lavis_ib.tasks.eval_task import EvalTask
 from lavis_ib.tasks.metrics.rank import best_first
-from lavis_ib.tasks.submissions import write_submission
+from lavis_ib.tasks.submissions import server_split_metrics, write_submission
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class MultipleChoiceTask(EvalTask):
         if not scored:
             logger.warning("%s: no correct choices in this split; predictions written for "
                            "an evaluation server, no accuracy", self.dataset_name)
-            return {"num_samples": len(records), "num_scored": 0}
+            return server_split_metrics(len(records))
         if len(scored) < len(records):
             missing = next(r["id"] for r in records if r["correct_choice_idx"] is None)
             raise DataError(f"{self.dataset_name}: {len(records) - len(scored)} of "

@@ -22,6 +22,17 @@ AOKVQA_FIELDS = ("multiple_choice", "direct_answer")
 FOLDER = "submissions"
 
 
+def server_split_metrics(num_samples: int) -> dict[str, int]:
+    """The metrics.json of a split without answers: no score here, its server gives it."""
+    return {"num_samples": int(num_samples), "num_scored": 0}
+
+
+def scored_by_server(metrics: Mapping[str, Any]) -> bool:
+    """Whether a split's metrics are those of a split without answers (the report reads
+    its numbers from another split)."""
+    return isinstance(metrics, Mapping) and metrics.get("num_scored") == 0
+
+
 def vizwiz_results(records: Sequence[Mapping[str, Any]],
                    image_of: Mapping[Any, str]) -> list[dict[str, str]]:
     """VizWiz-VQA's results file: ``[{"image": "VizWiz_test_00000000.jpg", "answer": str}]``,
