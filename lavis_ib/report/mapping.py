@@ -188,14 +188,20 @@ def training_run(folder: str) -> str | None:
 
 
 def train_format(cfg: Any) -> str:
-    """The training-text format of a config's template datasets (`instruction_template`'s
-    `format`, docs/protocol.md "Paper experiments"): one of its FORMATS, or "mixed"."""
+    """The training-text format of a config's templated training sets (`instruction_template`'s
+    `format`, docs/protocol.md "Paper experiments"; datasets with no split in
+    `run.train_splits`, such as held-out ones, do not count): one of its FORMATS, or "mixed"."""
     from omegaconf import OmegaConf
 
     formats = set()
+    train_splits = list(OmegaConf.select(cfg, "run.train_splits") or ["train"])
     for entry in (OmegaConf.select(cfg, "datasets") or {}).values():
-        proc = OmegaConf.select(entry, "text_processor.train") if entry is not None else None
-        if proc is not None and proc.get("name") == "instruction_template":
+        if entry is None:
+            continue
+        annotations = OmegaConf.select(entry, "build_info.annotations") or {}
+        proc = OmegaConf.select(entry, "text_processor.train")
+        if proc is not None and proc.get("name") == "instruction_template" and \
+                any(annotations.get(split) is not None for split in train_splits):
             formats.add(str(proc.get("format") or "instruction"))
     if len(formats) > 1:
         return "mixed"

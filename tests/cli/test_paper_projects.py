@@ -102,6 +102,16 @@ def test_runs_of_the_projects_land_in_the_papers_rows(tmp_path, table, trained, 
     assert match_row(table, run_settings(str(folder))) == row
 
 
+@pytest.mark.parametrize("evaluated,row", [
+    (f"{IB}/eval_multitask_plain_flant5xl.yaml", "Multitask: train plain input, eval instruction"),
+    (f"{IB}/eval_multitask_prefix_flant5xl.yaml", "Multitask: train dataset name, eval dataset name")])
+def test_multitask_evaluations_outside_their_run_keep_their_row(tmp_path, evaluated, row):
+    """Evaluated into a folder of their own, the multitask evaluations still say how the
+    model was trained."""
+    composed(evaluated).save(str(tmp_path))
+    assert match_row("fig4", run_settings(str(tmp_path))) == row
+
+
 def _measures(table):
     for spec in MEASURES[table].values():
         yield from (spec.parts if isinstance(spec, Mean) else (spec,))
