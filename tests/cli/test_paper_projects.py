@@ -159,6 +159,28 @@ def test_finetuning_evaluates_the_papers_splits_from_the_papers_start(project):
         assert model.checkpoint.endswith("blip2_pretrained_vicuna7b.pth")
 
 
+@pytest.mark.parametrize("project", [p for p in PROJECTS if p.startswith(B2)])
+def test_blip2_rows_decode_as_instructblip(project):
+    """BLIP-2 baselines generate with InstructBLIP's settings (repetition penalty 1.5, the
+    dataset defaults otherwise), not a BLIP-2 model's own, so a row differs in the model."""
+    from lavis_ib.common.registry import registry
+
+    cfg = composed(project)
+    model_cls = registry.get_model_class(cfg.model_cfg.arch)
+    family = "flant5" if "flant5" in cfg.model_cfg.model_type else "vicuna"
+    generating = 0
+    for name, entry in cfg.datasets_cfg.items():
+        task = registry.get_task_class(entry.task).for_dataset(name, entry, model_cls=model_cls)
+        if task.inference == "generate":
+            generating += 1
+            settings = task.eval_settings.generate_kwargs(family)
+            assert settings["repetition_penalty"] == 1.5, name
+            short = name not in ("coco_caption", "textcaps")
+            assert settings["max_length"] == (10 if short else 80), name
+            assert settings["length_penalty"] == ((-1 if family == "flant5" else 0) if short else 1)
+    assert generating or "scienceqa" in project
+
+
 def _composed(project):
     return OmegaConf.to_container(composed(project).config, resolve=False)
 
