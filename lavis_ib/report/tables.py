@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from lavis_ib.common.errors import ConfigError, DataError
-from lavis_ib.report.mapping import server_split
 from lavis_ib.report.paper import HELD_OUT, METRIC, TABLE_1, TITLES, table1_value
 
 SPLIT_PREFERENCE = ("test", "testdev", "test_dev", "val")
@@ -61,8 +60,7 @@ def _model_type(run_dir: str, compare: str | None) -> str:
 
 
 def _find_split(eval_dir: str, dataset: str) -> tuple[str | None, str | None]:
-    """(split, metrics.json path) of `dataset`, preferring test over val splits; a split
-    a server scores (VizWiz test-dev) is passed over."""
+    """(split, metrics.json path) of `dataset`, preferring test over val splits."""
     if not os.path.isdir(eval_dir):
         return None, None
     found = {}
@@ -73,7 +71,6 @@ def _find_split(eval_dir: str, dataset: str) -> tuple[str | None, str | None]:
             if split and not any(entry.startswith(other + "_") and len(other) > len(dataset)
                                  for other in HELD_OUT):
                 found[split] = path
-    found = {s: path for s, path in found.items() if not server_split(path)}   # no number there
     if not found:
         return None, None
     ordered = [s for s in SPLIT_PREFERENCE if s in found] + sorted(found)
