@@ -140,3 +140,14 @@ def test_aokvqa_test_split_writes_the_leaderboards_file(tiny_flant5, aokvqa_with
         mc = {r["id"]: r for r in map(json.loads, f)}
     assert all(mc[q]["answer"] == both[q]["multiple_choice"] for q in qids)
     assert all(mc[q]["correct_choice_idx"] is None for q in qids)
+
+
+def test_the_report_reads_no_number_from_a_server_split(tmp_path):
+    """A split scored by its server gives the report no number: the next split is read."""
+    from lavis_ib.report.mapping import find_split
+
+    for split, metrics in (("test", {"num_samples": 2, "num_scored": 0}), ("val", {"acc": 31.5})):
+        (tmp_path / f"vizwiz_vqa_{split}").mkdir()
+        (tmp_path / f"vizwiz_vqa_{split}" / "metrics.json").write_text(json.dumps(metrics))
+    assert find_split(str(tmp_path), "vizwiz_vqa")[0] == "val"
+    assert find_split(str(tmp_path), "vizwiz_vqa", ("test",)) == (None, None)
