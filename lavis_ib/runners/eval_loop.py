@@ -216,6 +216,9 @@ def report_split(task: Any, records: list[dict[str, Any]], bad: list[str], datas
         write_atomic(os.path.join(out_dir, "predictions.jsonl"), "".join(
             json.dumps(record, default=_json_default) + "\n" for record in records))
         write_json_atomic(os.path.join(out_dir, "metrics.json"), metrics, default=_json_default)
+        submit = getattr(task, "write_submission", None)   # a server's file, for a test split
+        if submit is not None:
+            submit(records, dataset, out_dir)
     logger.info("%s: %s", where, metrics_line(metrics))
     return metrics
 

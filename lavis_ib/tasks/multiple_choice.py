@@ -5,12 +5,16 @@ protocol scores ScienceQA, IconQA and A-OKVQA's multiple-choice setting
 (datasets, keys, prompt fields and settings: `MultipleChoiceTask`)."""
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping
 
 from lavis_ib.common.errors import ConfigError, DataError, did_you_mean
 from lavis_ib.common.registry import registry
 from lavis_ib.tasks.eval_task import EvalTask
 from lavis_ib.tasks.metrics.rank import best_first
+from lavis_ib.tasks.submissions import server_split_metrics, write_submission
+
+logger = logging.getLogger(__name__)
 
 
 @registry.register_task("multiple_choice")
@@ -63,23 +67,38 @@ class MultipleChoiceTask(EvalTask):
         return frozenset(self.METRIC_NAMES) | official
 
     def valid_step(self, model: Any, samples: Mapping[str, Any]) -> list[dict[str, Any]]:
-        self.require(samples, "choices", "correct_choice_idx")
+        self.require(samples, "choices")
         ids = self.sample_ids(samples)
         choices = [[str(c) for c in cs] for cs in samples["choices"]]
         for i, cs in zip(ids, choices):
             if not cs:
                 raise DataError(f"{self.dataset_name}: sample {i!r} has no choices.")
+        # a split whose answers a server holds (A-OKVQA test) has no correct choice
+        truth = samples.get("correct_choice_idx")
+        truth = [None] * len(ids) if truth is None else truth
         scores, _ = self.run_rank(model, samples, choices)
         order = best_first(scores)
         records = []
-        for i, cs, o, gt in zip(ids, choices, order, samples["correct_choice_idx"]):
+        for i, cs, o, gt in zip(ids, choices, order, truth):
             pred = int(o[0])
+            gt = None if gt is None else int(gt)
             records.append({"id": i, "pred_idx": pred, "answer": cs[pred],
-                            "correct_choice_idx": int(gt), "correct_answer": cs[int(gt)],
+                            "correct_choice_idx": gt,
+                            "correct_answer": None if gt is None else cs[gt],
                             "num_choices": len(cs)})
         return records
 
     def compute_metrics(self, records: list[dict[str, Any]]) -> dict[str, float]:
+        scored = [r for r in records if r["correct_choice_idx"] is not None]
+        if not scored:
+            logger.warning("%s: no correct choices in this split; predictions written for "
+                           "an evaluation server, no accuracy", self.dataset_name)
+            return server_split_metrics(len(records))
+        if len(scored) < len(records):
+            missing = next(r["id"] for r in records if r["correct_choice_idx"] is None)
+            raise DataError(f"{self.dataset_name}: {len(records) - len(scored)} of "
+                            f"{len(records)} samples have no correct choice (e.g. id "
+                            f"{missing!r}); a split is scored only when every sample has one.")
         correct = sum(1 for r in records if r["pred_idx"] == r["correct_choice_idx"])
         out = {"acc": 100.0 * correct / len(records)}
         if self.settings["metric"] == "aokvqa":
@@ -88,3 +107,11 @@ class MultipleChoiceTask(EvalTask):
             same = sum(1 for r in records if r["answer"] == r["correct_answer"])
             out["acc_official"] = 100.0 * same / len(records)
         return {**out, "num_samples": len(records)}
+
+    def write_submission(self, records: list[dict[str, Any]], dataset: Any,
+                         out_dir: str) -> str | None:
+        """A split without correct choices (A-OKVQA test): the leaderboard's file
+        (`tasks/submissions.py`) beside the predictions."""
+        if any(r["correct_choice_idx"] is not None for r in records):
+            return None
+        return write_submission(self, records, dataset, out_dir, field="multiple_choice")

@@ -13,6 +13,7 @@ from lavis_ib.common.registry import registry
 from lavis_ib.tasks.eval_task import EvalTask
 from lavis_ib.tasks.metrics.rank import best_first
 from lavis_ib.tasks.metrics.vqa import ACCURACIES, aokvqa_official, mean_accuracy
+from lavis_ib.tasks.submissions import server_split_metrics, write_submission
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class AnswerTask(EvalTask):
             # a split without public answers (VizWiz/VQAv2 test): predictions only
             logger.warning("%s: no ground-truth answers in this split; predictions written "
                            "for an evaluation server, no accuracy", self.dataset_name)
-            return {"num_samples": len(records), "num_scored": 0}
+            return server_split_metrics(len(records))
         if len(scored) < len(records):
             missing = next(r["id"] for r in records if not r["answers"])
             raise DataError(f"{self.dataset_name}: {len(records) - len(scored)} of "
@@ -131,6 +132,14 @@ class AnswerTask(EvalTask):
         else:
             out = {"acc": mean_accuracy(self.settings["metric"], predictions, answers)}
         return {**out, "num_samples": len(records)}
+
+    def write_submission(self, records: list[dict[str, Any]], dataset: Any,
+                         out_dir: str) -> str | None:
+        """A split without answers (VizWiz test-dev, A-OKVQA test): the evaluation
+        server's file (`tasks/submissions.py`) beside the predictions."""
+        if any(r["answers"] for r in records):
+            return None
+        return write_submission(self, records, dataset, out_dir, field="direct_answer")
 
 
 @registry.register_task("vqa")
