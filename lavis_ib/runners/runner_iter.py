@@ -290,7 +290,8 @@ class RunnerIter(RunFolderMixin, NonFiniteGuardMixin):
                                      num_workers=self.run.num_workers, device=self.info.device,
                                      out_root=out_root, amp=self.run.amp,
                                      timeout_s=self.run.dist_timeout_s, only=only,
-                                     fingerprint=fingerprint)
+                                     fingerprint=fingerprint,
+                                     max_bad_sample_fraction=self.run.max_bad_sample_fraction)
 
     def evaluate(self, splits: list[str] | None = None, name: str = "evaluation",
                  checkpoint: str | None = None) -> dict[str, dict[str, float]]:
