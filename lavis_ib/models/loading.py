@@ -7,6 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from lavis_ib.common.project_files import load_yaml
+from lavis_ib.common.quiet import quiet_torchao_import
 from lavis_ib.common.devices import resolve_device
 from lavis_ib.common.errors import ConfigError, did_you_mean
 from lavis_ib.common.registry import registry
@@ -60,7 +61,8 @@ def load_model(name: str, model_type: str, is_eval: bool = False,
         **overrides: merged into the model config (e.g. ``pretrained="/path/to/dir"``).
     """
     model_cls, model_cfg, _ = model_config(name, model_type, overrides)
-    model = model_cls.from_config(model_cfg)
+    with quiet_torchao_import():
+        model = model_cls.from_config(model_cfg)
     if is_eval:
         model.eval()
     return model.to(resolve_device(device))
@@ -83,7 +85,8 @@ def load_model_and_preprocess(name: str, model_type: str, is_eval: bool = False,
     mean/std) overrides them through ``model.preprocess_config(default)``.
     """
     model_cls, model_cfg, preprocess = model_config(name, model_type, overrides)
-    model = model_cls.from_config(model_cfg)
+    with quiet_torchao_import():
+        model = model_cls.from_config(model_cfg)
     if is_eval:
         model.eval()
     model = model.to(resolve_device(device))

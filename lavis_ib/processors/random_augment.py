@@ -33,8 +33,6 @@ from typing import Sequence
 
 import torch
 from PIL import Image
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as F
 
 from lavis_ib.common.errors import ConfigError
 
@@ -46,7 +44,6 @@ APPLY_PROB = 0.5
 LAVIS_OPS = ("Identity", "AutoContrast", "Brightness", "Sharpness", "Equalize",
              "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
 _SIGNED = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
-BILINEAR = InterpolationMode.BILINEAR
 
 
 def magnitude(name: str, level: float) -> float | None:
@@ -67,6 +64,11 @@ def magnitude(name: str, level: float) -> float | None:
 
 def apply_op(image: Image.Image, name: str, arg: float | None) -> Image.Image:
     """`image` with op `name` applied with argument `arg` (signed; see module docstring)."""
+    # torchvision on first use: looking processors up (the pre-flight) does not import it
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as F
+
+    BILINEAR = InterpolationMode.BILINEAR
     if name == "Identity":
         return image
     if name == "AutoContrast":
