@@ -19,6 +19,7 @@ from lavis_ib.common.precision import DTYPES
 from lavis_ib.models.weights.blip2 import hf_blip2_name, to_ours
 from lavis_ib.models.weights.hf import (build_llm, image_processor_for,
                                                        load_directory_weights, tokenizer_with_token)
+from lavis_ib.models.weights.files import write_safetensors
 from lavis_ib.models.weights.hub import resolve_dir
 from lavis_ib.models.weights.load_report import tied_aliases
 from lavis_ib.models.weights.param_names import fuse_qkv_bias
@@ -95,7 +96,6 @@ def _hf_state(model, rows: int | None) -> dict:
 def save_pretrained(model, directory: str) -> str:
     """Write `model` as `Blip2ForConditionalGeneration` + `Blip2Processor` (config,
     safetensors, tokenizer with the `<image>` token, image processor)."""
-    from safetensors.torch import save_file
     from transformers import Blip2Config, Blip2Processor
 
     os.makedirs(directory, exist_ok=True)
@@ -110,8 +110,7 @@ def save_pretrained(model, directory: str) -> str:
                          num_query_tokens=model.query_tokens.shape[1], image_token_index=image_id)
     config.architectures = ["Blip2ForConditionalGeneration"]
     config.save_pretrained(directory)
-    save_file(_hf_state(model, grow), os.path.join(directory, "model.safetensors"),
-              metadata={"format": "pt"})
+    write_safetensors(_hf_state(model, grow), os.path.join(directory, "model.safetensors"))
     settings = model.preprocess_overrides or {
         "image_size": model.vision_spec.image_size, "mean": list(CLIP_MEAN), "std": list(CLIP_STD)}
     Blip2Processor(image_processor=image_processor_for(settings), tokenizer=tokenizer,
