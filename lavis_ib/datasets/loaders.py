@@ -7,7 +7,10 @@ per slot, or per step) and takes each dataset's slots from its `IndexStream` in 
 the global batch is cut into world_size x accum micro-batches of which rank r, micro-step a
 gets slice a * world_size + r. Concatenating the ranks' micro-batches by (accum, rank)
 therefore gives exactly the global batch one process would see. A micro-batch holding
-several datasets is collated per dataset and concatenated (`merge_batches`).
+several datasets is collated per dataset and concatenated (`merge_batches`). Each
+micro-batch also carries one dropout key per sample (`common.dropout_keys`: from the seed,
+the step and the sample's slot in the global batch), so the model's dropout masks are the
+same however the global batch is split.
 
 All map-style datasets share ONE torch DataLoader whose batch sampler walks the same choice
 sequence, so its workers prefetch exactly the micro-batches the next steps will ask for (one
@@ -44,6 +47,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from lavis_ib.common import dist_utils
+from lavis_ib.common.dropout_keys import FIELD as DROPOUT_KEYS, dropout_keys
 from lavis_ib.common.errors import ConfigError, DataError
 from lavis_ib.datasets.bad_samples import BadSampleLog
 from lavis_ib.datasets.datasets.base import collate
@@ -260,13 +264,15 @@ class MixtureLoader:
         """
         names = self.plan.slot_names(self.step)
         batches, self.last_datasets = [], []
-        for counts in (self.plan.counts(names[cut]) for cut in self._cuts):  # {dataset: samples}
+        for cut in self._cuts:
+            counts = self.plan.counts(names[cut])   # {dataset: samples}
             parts = self._map_parts(list(counts)) if any(n in self._slots for n in counts) else {}
             for name, n in counts.items():
                 if name in self._iterables:
                     parts[name] = self._iterables[name].next_batch(n)
                 self._count(parts[name], name, n)
             batches.append(merge_batches([parts[name] for name in counts], list(counts.values())))
+            batches[-1][DROPOUT_KEYS] = self._dropout_keys(names, cut, counts, parts)
             self.last_datasets.append([name for name, n in counts.items() for _ in range(n)])
         self.plan.advance(self.step, self._positions)
         self.step += 1
@@ -291,6 +297,16 @@ class MixtureLoader:
                           collate_fn=_KeyedCollate([_collater(self.datasets[n]) for n in names]),
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
                           generator=_torch_seed(self.seed, self.rank, self.step))
+
+    def _dropout_keys(self, names: list[str], cut: slice, counts: Mapping[str, int],
+                      parts: Mapping[str, Any]) -> torch.Tensor:
+        """The samples' dropout keys, in the merged batch's order (dataset by dataset, each
+        in slot order). A part that lost unreadable samples keys its first slots."""
+        slots = []
+        for name in counts:
+            mine = [cut.start + i for i, n in enumerate(names[cut]) if n == name]
+            slots += mine[: num_samples(parts[name])]
+        return dropout_keys(self.seed, self.step, slots)
 
     # -- bad samples -------------------------------------------------------------------
     def _count(self, batch: Mapping[str, Any], dataset: str, requested: int) -> None:

@@ -234,6 +234,7 @@ def report_split(task: Any, records: list[dict[str, Any]], bad: list[str], datas
     are the model's inference counts over the split (e.g. `num_truncated`).
     `num_unreadable` is always written: the metrics cover `num_samples` of the
     `num_samples + num_unreadable` samples evaluated."""
+    logger.info("%s: scoring %d predictions (%s)", where, len(records), type(task).__name__)
     metrics = dict(task.metrics(records, dataset))
     metrics["num_samples"] = len(records)
     metrics["num_unreadable"] = len(bad)

@@ -16,17 +16,24 @@ built with `text_input=False` it has no text side at all (no word/position embed
 no `ffn_text`), as BLIP-2's stage-2 models, whose checkpoints hold only the query side.
 Attention uses `torch.nn.functional.scaled_dot_product_attention`; layers can be
 recomputed in the backward pass (`gradient_checkpointing = True`).
+
+Dropout (hidden and attention-probability) draws each sample's mask from the sample's
+key when training batches carry keys (`sample_keys`, set per forward by the model from
+the batch; `models/components/sample_dropout.py`), so any split of a global batch over
+processes gives the same masks; attention probabilities are then computed explicitly
+(SDPA takes no generator). Without keys it is ordinary dropout.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lavis_ib.common.errors import ConfigError
+from lavis_ib.models.components.sample_dropout import (SampleDropout, attention, frame_keys,
+                                                       name_sites)
 
 _ACTS = {"gelu": nn.GELU, "gelu_new": lambda: nn.GELU(approximate="tanh"), "relu": nn.ReLU}
 
@@ -81,22 +88,22 @@ class Attention(nn.Module):
         self.v = nn.Linear(kv_dim, dim)
         self.out = nn.Linear(dim, dim)
         self.norm = nn.LayerNorm(dim, eps=eps)
-        self.dropout = nn.Dropout(dropout)
-        self.attn_dropout = attn_dropout
+        self.dropout = SampleDropout(dropout)
+        self.attn_probs_dropout = SampleDropout(attn_dropout)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
         return x.view(b, n, self.heads, d // self.heads).transpose(1, 2)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
-        """`mask`: boolean (B, 1, 1, S) where True means the key may be attended to."""
+                mask: torch.Tensor | None = None, keys: torch.Tensor | None = None) -> torch.Tensor:
+        """`mask`: boolean (B, 1, 1, S) where True means the key may be attended to;
+        `keys`: per-sample dropout keys (B, 2) or None."""
         context = x if context is None else context
         q, k, v = self._split(self.q(x)), self._split(self.k(context)), self._split(self.v(context))
-        attn = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0)
+        attn = attention(q, k, v, mask, self.attn_probs_dropout, keys)
         attn = attn.transpose(1, 2).reshape(x.shape)
-        return self.norm(x + self.dropout(self.out(attn)))
+        return self.norm(x + self.dropout(self.out(attn), keys))
 
 
 class FeedForward(nn.Module):
@@ -108,10 +115,10 @@ class FeedForward(nn.Module):
         self.act = _ACTS[act]()
         self.fc2 = nn.Linear(hidden, dim)
         self.norm = nn.LayerNorm(dim, eps=eps)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = SampleDropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x + self.dropout(self.fc2(self.act(self.fc1(x)))))
+    def forward(self, x: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
+        return self.norm(x + self.dropout(self.fc2(self.act(self.fc1(x))), keys))
 
 
 class QFormerLayer(nn.Module):
@@ -127,15 +134,15 @@ class QFormerLayer(nn.Module):
         self.ffn_text = FeedForward(*ffn) if text_input else None
 
     def forward(self, x: torch.Tensor, image: torch.Tensor, mask: torch.Tensor | None,
-                num_queries: int) -> torch.Tensor:
-        x = self.self_attn(x, mask=mask)
+                num_queries: int, keys: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.self_attn(x, mask=mask, keys=keys)
         queries, text = x[:, :num_queries], x[:, num_queries:]
         if self.cross_attn is not None:
-            queries = self.cross_attn(queries, context=image)
-        queries = self.ffn_query(queries)
+            queries = self.cross_attn(queries, context=image, keys=keys)
+        queries = self.ffn_query(queries, keys)
         if text.shape[1] == 0:
             return queries
-        return torch.cat([queries, self.ffn_text(text)], dim=1)
+        return torch.cat([queries, self.ffn_text(text, keys)], dim=1)
 
 
 class QFormer(nn.Module):
@@ -155,15 +162,20 @@ class QFormer(nn.Module):
             self.word_embeddings = nn.Embedding(spec.vocab_size, d, padding_idx=spec.pad_token_id)
             self.position_embeddings = nn.Embedding(spec.max_position_embeddings, d)
         self.embed_norm = nn.LayerNorm(d, eps=spec.layer_norm_eps)
-        self.embed_dropout = nn.Dropout(spec.hidden_dropout_prob)
+        self.embed_dropout = SampleDropout(spec.hidden_dropout_prob)
         self.layers = nn.ModuleList(
             QFormerLayer(spec, i % spec.cross_attention_frequency == 0, self.text_input)
             for i in range(spec.num_hidden_layers))
         self.gradient_checkpointing = False
+        name_sites(self)
+        #: per-sample dropout keys (B, 2) of the batch being run, set by the model around
+        #: its forward; None: ordinary dropout
+        self.sample_keys: torch.Tensor | None = None
 
     def forward(self, queries: torch.Tensor, image: torch.Tensor,
                 text_ids: torch.Tensor | None = None,
-                text_mask: torch.Tensor | None = None) -> torch.Tensor:
+                text_mask: torch.Tensor | None = None,
+                sample_keys: torch.Tensor | None = None) -> torch.Tensor:
         """Query outputs (B, Q, D).
 
         Args:
@@ -171,6 +183,8 @@ class QFormer(nn.Module):
             image: (B, N, encoder_hidden_size) image tokens (after `ln_vision`).
             text_ids: (B, L) instruction token ids, or None (no instruction).
             text_mask: (B, L) 1 for tokens, 0 for padding.
+            sample_keys: per-sample dropout keys (B or B/T video samples, 2); default
+                `self.sample_keys`.
         """
         num_queries = queries.shape[1]
         x, mask = queries, None
@@ -188,11 +202,13 @@ class QFormer(nn.Module):
                 keep = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
                 keep[:, num_queries:] = text_mask.bool()
                 mask = keep[:, None, None, :]
-        x = self.embed_dropout(self.embed_norm(x))
+        keys = self.sample_keys if sample_keys is None else sample_keys
+        keys = None if keys is None or not self.training else frame_keys(keys, x.shape[0])
+        x = self.embed_dropout(self.embed_norm(x), keys)
         image = image.to(x.dtype)
         for layer in self.layers:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(layer, x, image, mask, num_queries, use_reentrant=False)
+                x = checkpoint(layer, x, image, mask, num_queries, keys, use_reentrant=False)
             else:
-                x = layer(x, image, mask, num_queries)
+                x = layer(x, image, mask, num_queries, keys)
         return x[:, :num_queries]

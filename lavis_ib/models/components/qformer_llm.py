@@ -6,16 +6,22 @@ reads the instruction) and BLIP-2 (queries only) both derive from it, so the ima
 the freezing decision, FSDP's shard units and the LLM adapter exist once. The parameter
 names are the top-level ones of the checkpoint formats (`visual_encoder`, `ln_vision`,
 `query_tokens`, `qformer`, `llm_proj`, `llm`), so subclasses share the name maps too.
+
+A training batch from the runner's loader carries per-sample dropout keys
+(`common.dropout_keys.FIELD`); a hook around every forward hands them to the Q-Former for
+that call, so its dropout masks do not depend on how the global batch is split
+(docs/determinism.md).
 """
 from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from lavis_ib.common.dropout_keys import FIELD as DROPOUT_KEYS
 from lavis_ib.common.errors import LavisIbError
 from lavis_ib.common.precision import DTYPES
 from lavis_ib.models.base_model import BaseModel
@@ -31,6 +37,17 @@ logger = logging.getLogger(__name__)
 TRAINABLE_PARTS = ("query_tokens", "qformer", "ln_vision", "llm_proj")
 #: `llm_family` of the LLMs whose family name is not their transformers `model_type`
 FAMILY_OF_MODEL_TYPE = {"llama": "vicuna", "t5": "flant5"}
+
+
+def _take_dropout_keys(model: "QFormerLLM", args: tuple, kwargs: dict) -> None:
+    """Forward pre-hook: the batch's per-sample dropout keys, if any, for the Q-Former."""
+    samples = args[0] if args else kwargs.get("samples")
+    keys = samples.get(DROPOUT_KEYS) if isinstance(samples, Mapping) else None
+    model.qformer.sample_keys = keys if model.training else None
+
+
+def _drop_dropout_keys(model: "QFormerLLM", args: tuple, output: Any) -> None:
+    model.qformer.sample_keys = None
 
 
 class QFormerLLM(InferenceMixin, BaseModel):
@@ -76,6 +93,8 @@ class QFormerLLM(InferenceMixin, BaseModel):
         self.llm_lora_settings: dict[str, Any] | None = None  # set by llm_lora.add_lora
         self.load_report: dict[str, Any] = {}
         self._init_trainable_weights()
+        self.register_forward_pre_hook(_take_dropout_keys, with_kwargs=True)
+        self.register_forward_hook(_drop_dropout_keys, always_call=True)
         self.visual_encoder.to(DTYPES[vit_precision])
         self.llm.to(DTYPES[llm_precision])
         self.configure_trainable()
