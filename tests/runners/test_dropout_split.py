@@ -32,6 +32,9 @@ def test_masks_keep_one_minus_p_and_differ_per_sample_and_site():
     other_site = keep_mask(keys, site=8, shape=(40, 64), p=P, device=torch.device("cpu"))
     for a, b in ((mask[0], mask[1]), (mask[0], other_site[0])):
         assert abs((a == b).float().mean().item() - chance) < 0.03
+    # neighbours are independent too (no structure along the packed coordinates)
+    for a, b in ((mask[..., 1:], mask[..., :-1]), (mask[:, 1:], mask[:, :-1])):
+        assert abs((a == b).float().mean().item() - chance) < 0.02
     # rows and columns carry no pattern: per-row and per-column keep rates near 1 - p
     assert (mask.float().mean(dim=(0, 2)) - (1 - P)).abs().max() < 0.08
     assert (mask.float().mean(dim=(0, 1)) - (1 - P)).abs().max() < 0.1

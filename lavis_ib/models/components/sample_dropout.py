@@ -7,11 +7,13 @@ hash of (the sample's key, the dropout site, the element's coordinates): counter
 stateless, so a recomputed layer (gradient checkpointing) draws the same mask and no
 generator state travels between processes.
 
-Coordinates are packed 16 bits per dimension after the batch one, so a position's
-decision does not change with the padded length of the batch it sits in (right padding:
-the Q-Former's instruction tokens). The hash is two rounds of a 32-bit integer mixer
-(x ^= x >> 16; x *= 0x45d9f3b; twice) computed in int64 with every product kept below
-2**63, so it is exact on every device. Keys come from `lavis_ib.common.dropout_keys`.
+An element's coordinates (the dimensions after the batch one) are packed into 32 bits
+with a fixed width per dimension (one: 32; two: 16 + 16; three: 8 + 12 + 12, i.e. heads,
+rows, keys), so its decision does not change with the padded length of the batch it sits
+in (right padding: the Q-Former's instruction tokens). The decision is one round of a
+32-bit integer mixer (x ^= x >> 16; x *= 0x45d9f3b; twice; x ^= x >> 16) of the packed
+coordinates xor a per-(sample, site) word, computed in int64 with every product below
+2**63: exact and the same on CPU and GPU. Keys come from `lavis_ib.common.dropout_keys`.
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ from torch import nn
 _MASK32 = 0xFFFFFFFF
 _MUL = 0x45D9F3B        # < 2**27: a 32-bit value times it stays below 2**59
 _GOLDEN = 0x9E3779B9
-_BITS = 16              # bits per non-batch dimension in an element's coordinate index
+#: bits of each dimension after the batch one in an element's packed coordinates
+_WIDTHS = {1: (32,), 2: (16, 16), 3: (8, 12, 12)}
 
 
 def _mix(x: torch.Tensor) -> torch.Tensor:
@@ -43,19 +46,21 @@ _INDEX_CACHE: dict[tuple, torch.Tensor] = {}
 
 
 def _coordinates(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """int64 index of every element of one sample of `shape` (the dims after the batch
-    one): coordinate j shifted by 16 bits per later dimension."""
+    """The packed 32-bit coordinates (int64) of every element of one sample of `shape`
+    (the dims after the batch one; widths `_WIDTHS`)."""
     key = (shape, str(device))
     index = _INDEX_CACHE.get(key)
     if index is None:
-        if any(n >= 1 << _BITS for n in shape) or len(shape) > 3:
-            raise ValueError(f"sample dropout supports up to 3 dimensions below 65536 per "
-                             f"sample; got {shape}")
+        widths = _WIDTHS.get(len(shape))
+        if widths is None or any(n > 1 << w for n, w in zip(shape, widths)):
+            raise ValueError(f"sample dropout packs 1-3 dimensions per sample into 32 bits "
+                             f"({_WIDTHS}); got {shape}")
         index = torch.zeros(shape, dtype=torch.int64, device=device)
-        for j, n in enumerate(shape):
+        shift = 32
+        for j, (n, w) in enumerate(zip(shape, widths)):
+            shift -= w
             view = [1] * len(shape)
             view[j] = n
-            shift = _BITS * (len(shape) - 1 - j)
             index = index + (torch.arange(n, dtype=torch.int64, device=device) << shift).view(view)
         if len(_INDEX_CACHE) > 256:
             _INDEX_CACHE.clear()
@@ -68,13 +73,9 @@ def keep_mask(keys: torch.Tensor, site: int, shape: tuple[int, ...], p: float,
     """Boolean (B, *shape): element kept with probability 1 - p, decided by
     hash(keys[b], site, coordinates); B = len(keys)."""
     keys = keys.to(device=device, dtype=torch.int64)
-    extra = (1,) * len(shape)
-    a = _mix(keys[:, 0] ^ (site & _MASK32)).view(-1, *extra)
-    b = _mix((keys[:, 1] + (site * _GOLDEN & _MASK32)) & _MASK32).view(-1, *extra)
-    index = _coordinates(tuple(shape), device)
-    h = _mix((index & _MASK32) ^ a)
-    h = _mix(h ^ (index >> 32) ^ b)
-    return h >= int(round(p * 2 ** 32))
+    word = _mix(_mix(keys[:, 0] ^ (site & _MASK32)) ^ keys[:, 1])   # per (sample, site)
+    word = word.view(-1, *(1,) * len(shape))
+    return _mix(_coordinates(tuple(shape), device) ^ word) >= int(round(p * 2 ** 32))
 
 
 def frame_keys(keys: torch.Tensor, rows: int) -> torch.Tensor:
