@@ -10,7 +10,7 @@ therefore gives exactly the global batch one process would see. A micro-batch ho
 several datasets is collated per dataset and concatenated (`merge_batches`). Each
 micro-batch also carries one dropout key per sample (`common.dropout_keys`: from the seed,
 the step and the sample's slot in the global batch), so the model's dropout masks are the
-same however the global batch is split.
+same however the global batch is split (`per_sample_dropout=False`: no keys).
 
 All map-style datasets share ONE torch DataLoader whose batch sampler walks the same choice
 sequence, so its workers prefetch exactly the micro-batches the next steps will ask for (one
@@ -180,6 +180,8 @@ class MixtureLoader:
         mix_unit: ``micro_batch`` | ``sample`` | ``step`` (`run.mix_unit`, see `MixPlan`).
         mix_group: slots per draw for ``micro_batch``: run.batch_size_train (default:
             `micro_batch_size`), so that the plan does not depend on the derived micro-batch.
+        per_sample_dropout: give each micro-batch its samples' dropout keys
+            (`run.per_sample_dropout`).
 
     Raises:
         ConfigError: batch sizes that do not divide, a bad rank, unknown ratio names or
@@ -196,7 +198,8 @@ class MixtureLoader:
                  world_size: int | None = None, seed: int = 42, num_workers: int = 0,
                  balanced: bool = True, *, max_bad_sample_fraction: float = 0.01,
                  bad_sample_grace: int = 1000, sizes: Mapping[str, int] | None = None,
-                 pin_memory: bool = False, mix_unit: str = "micro_batch", mix_group: int | None = None) -> None:
+                 pin_memory: bool = False, mix_unit: str = "micro_batch", mix_group: int | None = None,
+                 per_sample_dropout: bool = True) -> None:
         rank = dist_utils.get_rank() if rank is None else int(rank)
         world_size = dist_utils.get_world_size() if world_size is None else int(world_size)
         for key, value in (("global_batch_size", global_batch_size), ("batch_size_train", micro_batch_size),
@@ -221,6 +224,7 @@ class MixtureLoader:
         self.rank, self.world_size, self.seed = rank, world_size, int(seed)
         self.accum_steps = global_batch_size // per_pass
         self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.per_sample_dropout = bool(per_sample_dropout)
         self.max_bad_sample_fraction, self.bad_sample_grace = float(max_bad_sample_fraction), int(bad_sample_grace)
         self.datasets = dict(datasets)
 
@@ -272,7 +276,8 @@ class MixtureLoader:
                     parts[name] = self._iterables[name].next_batch(n)
                 self._count(parts[name], name, n)
             batches.append(merge_batches([parts[name] for name in counts], list(counts.values())))
-            batches[-1][DROPOUT_KEYS] = self._dropout_keys(names, cut, counts, parts)
+            if self.per_sample_dropout:
+                batches[-1][DROPOUT_KEYS] = self._dropout_keys(names, cut, counts, parts)
             self.last_datasets.append([name for name, n in counts.items() for _ in range(n)])
         self.plan.advance(self.step, self._positions)
         self.step += 1

@@ -126,7 +126,8 @@ class RunnerIter(RunFolderMixin, NonFiniteGuardMixin):
                                     balanced=run.balanced_sampling,
                                     max_bad_sample_fraction=run.max_bad_sample_fraction,
                                     bad_sample_grace=run.bad_sample_grace,
-                                    mix_unit=run.mix_unit, mix_group=run.batch_size_train)
+                                    mix_unit=run.mix_unit, mix_group=run.batch_size_train,
+                                    per_sample_dropout=run.per_sample_dropout)
         self.ckpt = CheckpointManager(self.output_dir, run.keep_last, info.rank, info.world_size)
         self.step, self.best, self.skipped = 0, {"score": None, "step": None}, 0
         self._pending_validation = self._resumed_from = None

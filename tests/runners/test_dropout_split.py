@@ -83,6 +83,16 @@ def test_the_loader_gives_each_slot_the_same_key_on_one_and_two_ranks(toys, mix_
         assert len({tuple(r) for b in single for r in b[FIELD].tolist()}) == len(ids)
 
 
+def test_run_per_sample_dropout_false_gives_no_keys(toys):
+    from lavis_ib.common.schema import RunConfig
+    from lavis_ib.datasets.loaders import MixtureLoader
+
+    assert RunConfig.per_sample_dropout is True
+    loader = MixtureLoader({"a": toys.ToyDataset(10, 1, "train")}, None, 4, 2, 0, 1, seed=3,
+                           per_sample_dropout=False)
+    assert all(FIELD not in batch for batch in loader.next_step())
+
+
 def _batch(n=4):
     g = torch.Generator().manual_seed(1)
     texts = ["what is this?", "describe the picture in detail please", "a",
