@@ -9,8 +9,6 @@ demo project trained with dropout 0.3 in one process, under DDP and under FSDP o
 processes, the same losses within 1e-5 at every step."""
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 

@@ -96,8 +96,8 @@ def derive_keys(keys: torch.Tensor, tag: int) -> torch.Tensor:
     """Keys for another pass over the same samples (a second forward of the same modules
     that must not repeat the first pass's masks): `tag` 1, 2, ... per pass."""
     tag = int(tag) & _MASK32
-    return torch.stack([_mix(keys[:, 0] ^ tag), _mix((keys[:, 1] + (tag * _GOLDEN & _MASK32)) & _MASK32)],
-                       dim=1)
+    return torch.stack([_mix(keys[:, 0] ^ tag),
+                        _mix((keys[:, 1] + (tag * _GOLDEN & _MASK32)) & _MASK32)], dim=1)
 
 
 class SampleDropout(nn.Dropout):
