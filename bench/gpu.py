@@ -37,6 +37,8 @@ MFU = achieved FLOP/s / peak dense bf16 FLOP/s of the GPU (H100 SXM and H200: 98
 H100 PCIe 756; A100 312; other GPUs: pass --peak-tflops).
 
     python3 bench/gpu.py            # on the GPU machine (torch 2.11, transformers 5.17)
+    python3 bench/gpu.py --sample-dropout   # training batches carry the runner's per-sample
+                                            # dropout keys (docs/determinism.md): compare ms/step
     python bench/gpu.py --smoke     # tiny config on CPU, seconds (the test suite runs it)
 
 Imports only torch, transformers, timm and lavis_ib's model modules (no omegaconf, iopath
@@ -182,12 +184,17 @@ def text_of(n_tokens: int, seed: int) -> str:
     return "".join(letters[(seed * 7 + i * 3) % 26] for i in range(max(1, n_tokens - 1)))
 
 
-def train_batch(spec: dict, model, n: int, device) -> dict:
+def train_batch(spec: dict, model, n: int, device, sample_dropout: bool = False) -> dict:
     size = model.vision_spec.image_size
     g = torch.Generator().manual_seed(n)
-    return {"image": torch.randn(n, 3, size, size, generator=g).to(device),
-            "text_input": [text_of(spec["prompt_tokens"], i) for i in range(n)],
-            "text_output": [text_of(spec["target_tokens"], i + 100) for i in range(n)]}
+    samples = {"image": torch.randn(n, 3, size, size, generator=g).to(device),
+               "text_input": [text_of(spec["prompt_tokens"], i) for i in range(n)],
+               "text_output": [text_of(spec["target_tokens"], i + 100) for i in range(n)]}
+    if sample_dropout:   # what the runner's loader adds: one dropout key per sample
+        from lavis_ib.common.dropout_keys import FIELD, dropout_keys
+
+        samples[FIELD] = dropout_keys(0, 0, range(n)).to(device)
+    return samples
 
 
 def _linear(tokens: float, *shapes: tuple[int, int]) -> float:
@@ -298,7 +305,7 @@ class Bench:
     # training
     def train(self, n: int, stage: str) -> str:
         model, opt = self.model, self.optimizer
-        samples = train_batch(self.spec, model, n, self.device)
+        samples = train_batch(self.spec, model, n, self.device, self.args.sample_dropout)
 
         def step():
             opt.zero_grad(set_to_none=True)
@@ -440,6 +447,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default=None, help="default: cuda if available (smoke: cpu)")
     parser.add_argument("--budget", type=float, default=200.0, help="global time budget, seconds")
     parser.add_argument("--peak-tflops", type=float, default=None, help="GPU peak bf16 TFLOP/s")
+    parser.add_argument("--sample-dropout", action="store_true",
+                        help="train stages with per-sample dropout keys (the runner's batches)")
     parser.add_argument("--simulate-oom", action="append", metavar="STAGE",
                         help="raise an out-of-memory error in STAGE (tests the recovery)")
     args = parser.parse_args(argv)

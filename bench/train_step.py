@@ -10,7 +10,10 @@ mode, no parameter gradients) in both.
 1. Check: dropout off, the same batch gives the same loss (1e-4) and the same query-token
    gradient (relative 1e-3) in both.
 2. Time: a step (zero_grad, forward, backward, AdamW step) of each in train mode, both models
-   in this process, warmed up, repetitions interleaved; medians.
+   in this process, warmed up, repetitions interleaved; medians. Then ours with the
+   runner's per-sample dropout keys against ours with plain dropout (the cost of dropout
+   masks that do not depend on the batch split, docs/determinism.md): one line,
+   ``per-sample dropout: ...``.
 3. Memory: each side in a fresh subprocess; the peak RSS growth over a step (after a warm-up
    step, so AdamW state exists before the measurement) and the process's peak RSS.
 
@@ -145,6 +148,25 @@ def check(ours, hf, processor, samples) -> tuple[float, float]:
     return abs(lo.item() - lh.item()), rel
 
 
+def per_sample_dropout_cost(model, samples: dict, reps: int) -> str:
+    """Our step with the training loader's per-sample dropout keys against the same step
+    with plain dropout (Q-Former dropout as in the checkpoint's config), interleaved after
+    3 warm-up steps each; the cost is the median of the per-round CPU-time ratios (a
+    shared machine's slow phases hit both steps of a round)."""
+    from lavis_ib.common.dropout_keys import FIELD, dropout_keys
+
+    keyed = {**samples, FIELD: dropout_keys(0, 0, range(len(samples["text_input"])))}
+    opt = optimizer(model)
+    steps = {"plain": make_step(ours_loss, model, samples, opt),
+             "keyed": make_step(ours_loss, model, keyed, opt)}
+    wall, cpu = common.interleaved(steps, reps=max(reps, 6), warmup=3)
+    ratio = common.median([k / p for k, p in zip(cpu["keyed"], cpu["plain"])])
+    return (f"per-sample dropout: step CPU {common.median(cpu['keyed']):.4f}s vs plain "
+            f"{common.median(cpu['plain']):.4f}s, median per-round ratio {ratio:.3f} "
+            f"({100 * (ratio - 1):+.1f}%); wall {common.median(wall['keyed']):.4f}s vs "
+            f"{common.median(wall['plain']):.4f}s")
+
+
 def child(side: str, directory: str, n: int, image_size: int) -> dict:
     """Peak-memory measurement of one side in this (fresh) process."""
     samples = batch(n, image_size)
@@ -201,6 +223,7 @@ def main(argv=None) -> int:
                                        optimizer(hf))}
     times, cpu = common.interleaved(steps, reps=reps, warmup=1)
     names = list(steps)
+    dropout_line = per_sample_dropout_cost(ours, samples, reps)
     del ours, hf, steps  # free this process before the memory subprocesses run
     extra = ["--batch", str(n), "--dir", directory] + (["--smoke"] if args.smoke else [])
     if args.threads:
@@ -219,6 +242,7 @@ def main(argv=None) -> int:
     cpu_ratio = med["transformers"][1] / med["lavis_ib"][1]
     mem_ratio = mem["ours"]["growth_mb"] / max(mem["hf"]["growth_mb"], 1e-9)
     proc_ratio = mem["ours"]["process_peak_mb"] / mem["hf"]["process_peak_mb"]
+    print(dropout_line)
     print(f"summary: time ratio (transformers/ours, >1 = ours faster) wall {wall_ratio:.2f}x, "
           f"CPU {cpu_ratio:.2f}x; peak step memory ratio (ours/transformers, <1 = ours "
           f"smaller) {mem_ratio:.2f}, process peak ratio {proc_ratio:.2f}; loss diff {loss_diff:.1e}")

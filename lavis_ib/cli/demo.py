@@ -10,6 +10,10 @@
 4. prints the metrics beside the paper's, both models in one table, one generated
    answer, and where outputs are.
 
+Each stage and each step inside one (building a model, evaluating it, scoring a split)
+says what it is doing before it starts, and each model's metrics block is headed by the
+model it belongs to (the evaluation command names it).
+
 The tiny model is random and small, so its numbers only show that every stage runs; the
 same commands run the real recipe with the real project files.
 
@@ -40,6 +44,15 @@ BLIP2_PROJECT = package_path("configs/projects/blip2/demo_tiny_heldout_blip2.yam
 def _stage(title: str) -> float:
     print(f"\n=== {title} ===", flush=True)
     return time.perf_counter()
+
+
+def _step(text: str) -> None:
+    """A line saying what the demo does next (before the slow part starts)."""
+    print(f"--- {text}", flush=True)
+
+
+def _model_name(cfg: Config) -> str:
+    return f"{cfg.model_cfg.arch}:{cfg.model_cfg.model_type}"
 
 
 def _first_prediction(eval_dir: str, folder: str) -> dict | None:
@@ -78,21 +91,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     train_cfg = Config(args.cfg_path)
     heldout_cfg = Config(args.heldout_cfg_path)
+    baseline_cfg = Config(args.baseline_cfg_path)
     train_dir, eval_run = train_cfg.run_cfg.output_dir, heldout_cfg.run_cfg.output_dir
+    heldout = list(heldout_cfg.datasets_cfg.keys())
 
     t0 = _stage(f"2/4 instruction tuning ({train_cfg.model_cfg.model_type}, "
                 f"{train_cfg.run_cfg.max_iters} steps)")
+    _step(f"building {_model_name(train_cfg)} and {len(train_cfg.datasets_cfg)} training "
+          f"datasets, then training (validation every {train_cfg.run_cfg.val_every} steps)")
     # a rerun of the demo replaces the previous demo run (moved aside, not mixed in)
     train.main(["--cfg-path", args.cfg_path, "--options", "run.overwrite=true"])
     print(f"trained in {time.perf_counter() - t0:.1f}s")
 
     t0 = _stage("3/4 zero-shot evaluation on held-out fixture datasets")
+    _step(f"InstructBLIP {_model_name(heldout_cfg)}, instruction-tuned in 2/4: building it, "
+          f"loading {train_dir}, evaluating {', '.join(heldout)} (each split is scored after "
+          f"its progress bar: caption metrics start Java and take seconds)")
     evaluate.main(["--cfg-path", args.heldout_cfg_path, "--checkpoint", train_dir])
-    blip2_run = Config(args.baseline_cfg_path).run_cfg.output_dir
-    evaluate.main(["--cfg-path", args.baseline_cfg_path])   # the baseline: BLIP-2, not instruction-tuned
+    blip2_run = baseline_cfg.run_cfg.output_dir
+    _step(f"the baseline, BLIP-2 {_model_name(baseline_cfg)} (not instruction-tuned): "
+          f"building it, evaluating the same datasets with the same settings")
+    evaluate.main(["--cfg-path", args.baseline_cfg_path])
     print(f"evaluated in {time.perf_counter() - t0:.1f}s")
 
     _stage("4/4 results")
+    _step("InstructBLIP beside the paper's numbers, then both models side by side")
     report.main([eval_run, "--compare", "InstructBLIP Vicuna-7B"])
     report.main([eval_run, blip2_run, "--out", os.path.join(eval_run, "report"),
                  "--compare", "InstructBLIP Vicuna-7B", "--compare", "BLIP-2 FlanT5XL"])

@@ -44,7 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = args.name or os.path.splitext(os.path.basename(args.cfg_path))[0]
         results = runner.evaluate(name=name, checkpoint=checkpoint)
         if info.rank == 0:
-            print("metrics (rounded; full precision in eval/<dataset>_<split>/metrics.json):")
+            model_cfg = cfg.model_cfg
+            print(f"metrics of {model_cfg.arch}:{model_cfg.model_type}"
+                  + (f" with {checkpoint}" if checkpoint else "")
+                  + " (rounded; full precision in eval/<dataset>_<split>/metrics.json):")
             for dataset, metrics in results.items():
                 print(f"  {dataset}: {metrics_line(metrics)}")
     return 0

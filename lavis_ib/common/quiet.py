@@ -7,6 +7,11 @@ every call. They would drown our own log lines, so their named loggers are raise
 and the tokenizer's speed line is filtered out of its stderr. Nothing else is touched:
 our own warnings and any other third-party warning still print.
 
+The command-line entry points raise those loggers for the whole process. A library call
+(`load_model_and_preprocess` in a user's script) changes no logger: `quiet_torchao_import`
+drops only torch's pytree records about Enums, only while the model is built (when
+transformers first imports torchao), and takes its filter off again.
+
 `LAVIS_IB_LOG_LEVEL=DEBUG` keeps everything (no logger raised, nothing filtered) and sets
 our loggers to DEBUG; `LAVIS_IB_LOG_LEVEL=WARNING` prints only warnings and errors.
 """
@@ -26,6 +31,8 @@ NOISY_LOGGERS = (
     "torch.utils._pytree",        # "<enum ...> is an Enum subclass ...": torchao's import
     "matplotlib.font_manager",    # "Matplotlib is building the font cache"
 )
+#: the words of torch's pytree warning for each Enum torchao registers (on its import)
+PYTREE_ENUM_WARNING = "is an Enum subclass"
 # the Java PTB tokenizer's speed report, printed on every tokenisation
 PTB_SPEED_LINE = re.compile(r"^PTBTokenizer tokenized \d+ tokens at [\d.]+ tokens per second\.\s*$")
 
@@ -62,6 +69,35 @@ def quiet_third_party() -> None:
         return
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+class _DropMessages(logging.Filter):
+    """Drops the records whose message contains `text`."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_torchao_import() -> Iterator[None]:
+    """Within the block, torch's pytree logger drops its "<enum ...> is an Enum subclass"
+    records (torchao's Enums, registered when transformers imports torchao on building a
+    model: nothing a user can act on); every other record passes. The filter is removed
+    when the block ends; `verbose()` keeps everything."""
+    if verbose():
+        yield
+        return
+    pytree = logging.getLogger(NOISY_LOGGERS[0])
+    drop = _DropMessages(PYTREE_ENUM_WARNING)
+    pytree.addFilter(drop)
+    try:
+        yield
+    finally:
+        pytree.removeFilter(drop)
 
 
 @contextlib.contextmanager

@@ -1,8 +1,8 @@
 """Data loaders: the training mixture (`MixtureLoader`) and rank shards of eval splits.
 
 The training order is a function of (seed, step) alone, so any number of ranks and
-accumulation steps sees the same global batches, a resume continues the exact sequence,
-and unreadable samples are counted and bounded rather than silently skipped."""
+accumulation steps sees the same global batches (each sample with its dropout key),
+a resume continues the exact sequence, and unreadable samples are counted and bounded."""
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from lavis_ib.common import dist_utils
+from lavis_ib.common.dropout_keys import FIELD as DROPOUT_KEYS, dropout_keys
 from lavis_ib.common.errors import ConfigError, DataError
 from lavis_ib.datasets.bad_samples import BadSampleLog
 from lavis_ib.datasets.datasets.base import collate
@@ -179,6 +180,8 @@ class MixtureLoader:
         mix_unit: ``micro_batch`` | ``sample`` | ``step`` (`run.mix_unit`, see `MixPlan`).
         mix_group: slots per draw for ``micro_batch``: run.batch_size_train (default:
             `micro_batch_size`), so that the plan does not depend on the derived micro-batch.
+        per_sample_dropout: give each micro-batch its samples' dropout keys
+            (`run.per_sample_dropout`).
 
     Raises:
         ConfigError: batch sizes that do not divide, a bad rank, unknown ratio names or
@@ -195,7 +198,8 @@ class MixtureLoader:
                  world_size: int | None = None, seed: int = 42, num_workers: int = 0,
                  balanced: bool = True, *, max_bad_sample_fraction: float = 0.01,
                  bad_sample_grace: int = 1000, sizes: Mapping[str, int] | None = None,
-                 pin_memory: bool = False, mix_unit: str = "micro_batch", mix_group: int | None = None) -> None:
+                 pin_memory: bool = False, mix_unit: str = "micro_batch", mix_group: int | None = None,
+                 per_sample_dropout: bool = True) -> None:
         rank = dist_utils.get_rank() if rank is None else int(rank)
         world_size = dist_utils.get_world_size() if world_size is None else int(world_size)
         for key, value in (("global_batch_size", global_batch_size), ("batch_size_train", micro_batch_size),
@@ -220,6 +224,7 @@ class MixtureLoader:
         self.rank, self.world_size, self.seed = rank, world_size, int(seed)
         self.accum_steps = global_batch_size // per_pass
         self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.per_sample_dropout = bool(per_sample_dropout)
         self.max_bad_sample_fraction, self.bad_sample_grace = float(max_bad_sample_fraction), int(bad_sample_grace)
         self.datasets = dict(datasets)
 
@@ -263,13 +268,16 @@ class MixtureLoader:
         """
         names = self.plan.slot_names(self.step)
         batches, self.last_datasets = [], []
-        for counts in (self.plan.counts(names[cut]) for cut in self._cuts):  # {dataset: samples}
+        for cut in self._cuts:
+            counts = self.plan.counts(names[cut])   # {dataset: samples}
             parts = self._map_parts(list(counts)) if any(n in self._slots for n in counts) else {}
             for name, n in counts.items():
                 if name in self._iterables:
                     parts[name] = self._iterables[name].next_batch(n)
                 self._count(parts[name], name, n)
             batches.append(merge_batches([parts[name] for name in counts], list(counts.values())))
+            if self.per_sample_dropout:
+                batches[-1][DROPOUT_KEYS] = self._dropout_keys(names, cut, counts, parts)
             self.last_datasets.append([name for name, n in counts.items() for _ in range(n)])
         self.plan.advance(self.step, self._positions)
         self.step += 1
@@ -294,6 +302,16 @@ class MixtureLoader:
                           collate_fn=_KeyedCollate([_collater(self.datasets[n]) for n in names]),
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
                           generator=_torch_seed(self.seed, self.rank, self.step))
+
+    def _dropout_keys(self, names: list[str], cut: slice, counts: Mapping[str, int],
+                      parts: Mapping[str, Any]) -> torch.Tensor:
+        """The samples' dropout keys, in the merged batch's order (dataset by dataset, each
+        in slot order). A part that lost unreadable samples keys its first slots."""
+        slots = []
+        for name in counts:
+            mine = [cut.start + i for i, n in enumerate(names[cut]) if n == name]
+            slots += mine[: num_samples(parts[name])]
+        return dropout_keys(self.seed, self.step, slots)
 
     # -- bad samples -------------------------------------------------------------------
     def _count(self, batch: Mapping[str, Any], dataset: str, requested: int) -> None:

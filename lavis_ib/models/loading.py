@@ -10,6 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from lavis_ib.common.project_files import load_yaml
+from lavis_ib.common.quiet import quiet_torchao_import
 from lavis_ib.common.devices import resolve_device
 from lavis_ib.common.errors import ConfigError, did_you_mean
 from lavis_ib.common.precision import with_resolved_precisions
@@ -64,7 +65,8 @@ def load_model(name: str, model_type: str, is_eval: bool = False,
     """
     model_cls, model_cfg, _ = model_config(name, model_type, overrides)
     device = resolve_device(device)
-    model = model_cls.from_config(with_resolved_precisions(model_cfg, device))
+    with quiet_torchao_import():
+        model = model_cls.from_config(with_resolved_precisions(model_cfg, device))
     if is_eval:
         model.eval()
     return model.to(device)
@@ -88,7 +90,8 @@ def load_model_and_preprocess(name: str, model_type: str, is_eval: bool = False,
     """
     model_cls, model_cfg, preprocess = model_config(name, model_type, overrides)
     device = resolve_device(device)
-    model = model_cls.from_config(with_resolved_precisions(model_cfg, device))
+    with quiet_torchao_import():
+        model = model_cls.from_config(with_resolved_precisions(model_cfg, device))
     if is_eval:
         model.eval()
     model = model.to(device)

@@ -10,6 +10,9 @@ evaluated). CLIP mean/std by default.
 to 8 bits, rejects NaN/inf pixels and decompression bombs with one `DataError` line, and
 every processor checks that its output tensor is finite (a NaN image would give NaN
 scores and empty generations, silently).
+
+torchvision is imported when a processor is built, not with the module: the pre-flight
+looks processors up by name and reads their settings without paying for it (seconds).
 """
 from __future__ import annotations
 
@@ -18,8 +21,6 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import v2 as T
 
 from lavis_ib.common.errors import ConfigError, DataError
 from lavis_ib.common.registry import registry
@@ -28,7 +29,20 @@ from lavis_ib.processors.random_augment import RandomAugment
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-BICUBIC = InterpolationMode.BICUBIC
+
+
+def transforms_v2() -> Any:
+    """torchvision's `transforms.v2` (imported on first use)."""
+    from torchvision.transforms import v2
+
+    return v2
+
+
+def bicubic() -> Any:
+    """torchvision's bicubic `InterpolationMode` (imported on first use)."""
+    from torchvision.transforms import InterpolationMode
+
+    return InterpolationMode.BICUBIC
 
 
 _WIDE_INT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -71,7 +85,8 @@ def check_finite(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def to_float_tensor() -> T.Compose:
+def to_float_tensor() -> Any:
+    T = transforms_v2()
     return T.Compose([T.ToImage(), T.ToDtype(torch.float32, scale=True)])
 
 
@@ -83,7 +98,7 @@ class BlipImageBaseProcessor(BaseProcessor):
         self.image_size = int(image_size)
         self.mean = tuple(mean) if mean is not None else CLIP_MEAN
         self.std = tuple(std) if std is not None else CLIP_STD
-        self.normalize = T.Normalize(self.mean, self.std)
+        self.normalize = transforms_v2().Normalize(self.mean, self.std)
 
     @staticmethod
     def _rgb(image):
@@ -101,8 +116,9 @@ class BlipImageEvalProcessor(BlipImageBaseProcessor):
 
     def __init__(self, image_size: int = 224, mean=None, std=None) -> None:
         super().__init__(image_size, mean, std)
+        T = transforms_v2()
         self.transform = T.Compose([
-            T.Resize((self.image_size, self.image_size), interpolation=BICUBIC, antialias=True),
+            T.Resize((self.image_size, self.image_size), interpolation=bicubic(), antialias=True),
             to_float_tensor(), self.normalize])
 
 
@@ -113,9 +129,10 @@ class Blip2ImageTrainProcessor(BlipImageBaseProcessor):
     def __init__(self, image_size: int = 224, mean=None, std=None, min_scale: float = 0.5,
                  max_scale: float = 1.0) -> None:
         super().__init__(image_size, mean, std)
+        T = transforms_v2()
         self.transform = T.Compose([
             T.RandomResizedCrop(self.image_size, scale=(min_scale, max_scale),
-                                interpolation=BICUBIC, antialias=True),
+                                interpolation=bicubic(), antialias=True),
             T.RandomHorizontalFlip(), to_float_tensor(), self.normalize])
 
 
@@ -135,17 +152,18 @@ class BlipImageTrainProcessor(BlipImageBaseProcessor):
                  max_scale: float = 1.0, randaug: str = "lavis", randaug_num_ops: int = 2,
                  randaug_magnitude: int = 5, randaug_autocontrast: str = "lavis") -> None:
         super().__init__(image_size, mean, std)
+        T = transforms_v2()
         if randaug == "lavis":
             augment = RandomAugment(num_ops=randaug_num_ops, level=randaug_magnitude,
                                     autocontrast=randaug_autocontrast)
         elif randaug == "torchvision":
             augment = T.RandAugment(num_ops=randaug_num_ops, magnitude=randaug_magnitude,
-                                    interpolation=BICUBIC)
+                                    interpolation=bicubic())
         else:
             raise ConfigError(f"blip_image_train: randaug '{randaug}' is not known; use "
                               f"'lavis' (LAVIS's RandomAugment, default) or 'torchvision'.")
         self.randaug = randaug
         self.transform = T.Compose([
             T.RandomResizedCrop(self.image_size, scale=(min_scale, max_scale),
-                                interpolation=BICUBIC, antialias=True),
+                                interpolation=bicubic(), antialias=True),
             T.RandomHorizontalFlip(), augment, to_float_tensor(), self.normalize])

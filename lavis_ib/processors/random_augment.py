@@ -33,8 +33,6 @@ from typing import Sequence
 
 import torch
 from PIL import Image
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as F
 
 from lavis_ib.common.errors import ConfigError
 
@@ -49,7 +47,6 @@ _SIGNED = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
 #: AutoContrast's versions: LAVIS's (overflow included; the default, as the FlanT5 models
 #: were trained) and the corrected one (PIL's ImageOps.autocontrast)
 AUTOCONTRASTS = ("lavis", "corrected")
-BILINEAR = InterpolationMode.BILINEAR
 
 
 def magnitude(name: str, level: float) -> float | None:
@@ -94,6 +91,11 @@ def apply_op(image: Image.Image, name: str, arg: float | None,
              autocontrast: str = "lavis") -> Image.Image:
     """`image` with op `name` applied with argument `arg` (signed; see module docstring);
     `autocontrast` picks AutoContrast's version (`AUTOCONTRASTS`)."""
+    # torchvision on first use: looking processors up (the pre-flight) does not import it
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as F
+
+    BILINEAR = InterpolationMode.BILINEAR
     if name == "Identity":
         return image
     if name == "AutoContrast":

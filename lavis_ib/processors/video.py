@@ -2,7 +2,8 @@
 
 Frames are taken at the middle of N equal segments of the clip. The same random crop and
 flip apply to every frame of a clip (torchvision v2 transforms on a (T, C, H, W) tensor).
-`av` is imported when a video is decoded, not when the module loads.
+`av` is imported when a video is decoded and torchvision when a processor is built, not
+when the module loads.
 """
 from __future__ import annotations
 
@@ -11,12 +12,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torchvision.transforms import v2 as T
 
 from lavis_ib.common.errors import DataError
 from lavis_ib.common.registry import registry
 from lavis_ib.processors.base_processor import BaseProcessor
-from lavis_ib.processors.image import BICUBIC, CLIP_MEAN, CLIP_STD, check_finite
+from lavis_ib.processors.image import CLIP_MEAN, CLIP_STD, bicubic, check_finite, transforms_v2
 
 
 def uniform_frame_indices(num_frames_in_video: int, n: int) -> list[int]:
@@ -70,7 +70,7 @@ class _VideoProcessor(BaseProcessor):
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
         self.image_size = int(image_size)
         self.n_frms = int(n_frms)
-        self.normalize = T.Normalize(tuple(mean or CLIP_MEAN), tuple(std or CLIP_STD))
+        self.normalize = transforms_v2().Normalize(tuple(mean or CLIP_MEAN), tuple(std or CLIP_STD))
 
     def __call__(self, video) -> torch.Tensor:
         """`video`: a path, or a (T, C, H, W) uint8 tensor already decoded."""
@@ -86,8 +86,9 @@ class VideoEvalProcessor(_VideoProcessor):
 
     def __init__(self, image_size: int = 224, n_frms: int = 4, mean=None, std=None) -> None:
         super().__init__(image_size, n_frms, mean, std)
+        T = transforms_v2()
         self.transform = T.Compose([
-            T.Resize((self.image_size, self.image_size), interpolation=BICUBIC, antialias=True),
+            T.Resize((self.image_size, self.image_size), interpolation=bicubic(), antialias=True),
             T.ToDtype(torch.float32, scale=True), self.normalize])
 
 
@@ -98,9 +99,10 @@ class VideoTrainProcessor(_VideoProcessor):
     def __init__(self, image_size: int = 224, n_frms: int = 4, mean=None, std=None,
                  min_scale: float = 0.5, max_scale: float = 1.0) -> None:
         super().__init__(image_size, n_frms, mean, std)
+        T = transforms_v2()
         self.transform = T.Compose([
             T.RandomResizedCrop(self.image_size, scale=(min_scale, max_scale),
-                                interpolation=BICUBIC, antialias=True),
+                                interpolation=bicubic(), antialias=True),
             T.RandomHorizontalFlip(), T.ToDtype(torch.float32, scale=True), self.normalize])
 
 

@@ -10,6 +10,13 @@ samples must equal the split size, so every sample is scored exactly once) and
 `report_split` (rank 0: `task.metrics`, `predictions.jsonl`, `metrics.json`). Without a
 process group it is a plain loop in one process.
 
+Unreadable samples (a missing or corrupt image: the dataset's `BadSample`) are logged once
+per file with the reason, counted in `metrics.json` as `num_unreadable` (0 included: the
+metric's denominator is `num_samples`, the split is `num_samples + num_unreadable`) and on
+the console; more than `run.max_bad_sample_fraction` of the evaluated samples unreadable
+stops the evaluation with one `DataError` line before any metric is computed, on every
+rank (`lavis-ib data check PROJECT --decode` lists the files beforehand).
+
 Rank 0 shows a tqdm bar over its batches on stderr, named after the split
 (`LAVIS_IB_NO_PROGRESS=1` hides it); the metrics line in the log is rounded to two
 decimals (`common.metrics_text`), the JSON files keep full precision.
@@ -32,15 +39,19 @@ from torch.utils.data import Subset
 
 from lavis_ib.common.dist_utils import (GATHER_TIMEOUT_S, all_gather_objects, get_rank,
                                         get_world_size)
-from lavis_ib.common.errors import ConfigError, LavisIbError
+from lavis_ib.common.errors import ConfigError, DataError, LavisIbError
+from lavis_ib.common.schema import RunConfig
 from lavis_ib.common.metrics_text import metrics_line
 from lavis_ib.common.precision import autocast_dtype
 from lavis_ib.common.registry import registry
 from lavis_ib.common.durable_files import write_atomic, write_json_atomic
+from lavis_ib.datasets.bad_samples import BadSampleLog
 from lavis_ib.runners.eval_resume import PartialWriter, batch_ids, read_done
 
 logger = logging.getLogger(__name__)
 EVAL_TIMEOUT_S = GATHER_TIMEOUT_S
+#: the run setting's default: evaluation stops above this fraction of unreadable samples
+MAX_BAD_FRACTION = RunConfig.max_bad_sample_fraction
 
 
 def move_to(batch: Any, device: torch.device) -> Any:
@@ -88,7 +99,8 @@ def evaluate_split(model: Any, task: Any, dataset: Any, name: str, split: str, *
                    out_dir: str | None, amp: str = "none",
                    eval_subset: int | None = None,
                    timeout_s: int = EVAL_TIMEOUT_S,
-                   fingerprint: str | None = None) -> dict[str, float]:
+                   fingerprint: str | None = None,
+                   max_bad_sample_fraction: float = MAX_BAD_FRACTION) -> dict[str, float]:
     """Evaluate one split; returns its metrics on every rank (rank 0 computes them).
 
     Args:
@@ -101,6 +113,11 @@ def evaluate_split(model: Any, task: Any, dataset: Any, name: str, split: str, *
         timeout_s: timeout of the gathers (raised to at least EVAL_TIMEOUT_S).
         fingerprint: what is evaluated; with `out_dir`, records are appended to partial
             files as they come and a rerun with the same fingerprint skips done ids.
+        max_bad_sample_fraction: the largest fraction of the evaluated samples that may be
+            unreadable (`run.max_bad_sample_fraction`).
+
+    Raises:
+        DataError: more unreadable samples than `max_bad_sample_fraction` allows.
     """
     indices = eval_indices(dataset, eval_subset)
     done = read_done(out_dir, fingerprint)
@@ -115,6 +132,7 @@ def evaluate_split(model: Any, task: Any, dataset: Any, name: str, split: str, *
     counts = {k: v - before.get(k, 0) for k, v in model.inference_counts().items()}
     ordered, all_bad = gather_records(task, records, bad, len(indices), f"{name}/{split}",
                                       timeout_s)
+    check_bad_fraction(f"{name}/{split}", len(all_bad), len(indices), max_bad_sample_fraction)
     counts = {k: sum(rank[k] for rank in all_gather_objects(counts, timeout_s)) for k in counts}
     metrics: dict[str, float] = {}
     if get_rank() == 0:
@@ -139,8 +157,10 @@ def run_shard(model: Any, task: Any, dataset: Any, indices: list[int], *, batch_
     task.before_evaluation(model, dataset)  # e.g. a ranking task takes the answer_list
     records: list[dict[str, Any]] = []
     bad: list[str] = []
+    badlog = BadSampleLog(f"{desc} evaluation")   # one warning per file, with its reason
     for batch in progress(loader, desc):
         bad.extend(batch.get("_bad_files", []))
+        badlog.add(batch)
         if batch.get("_num_requested", 1) == len(batch.get("_bad_files", [])):
             continue
         ids = batch_ids(batch) if done else None
@@ -196,17 +216,33 @@ def gather_records(task: Any, records: list[dict[str, Any]], bad: list[str], exp
     return sorted(unique.values(), key=lambda r: _id_key(r["id"])), all_bad
 
 
+def check_bad_fraction(where: str, bad: int, total: int, limit: float) -> None:
+    """Raise when more than `limit` of the `total` evaluated samples were unreadable (the
+    metric would be taken over a different set of samples than the split's)."""
+    if total and bad > limit * total:
+        raise DataError(
+            f"{where}: {bad} of {total} samples ({bad / total:.1%}) could not be read, more "
+            f"than run.max_bad_sample_fraction = {limit:g}; the metric would leave them out. "
+            f"Fix or remove the files (lavis-ib data check PROJECT --decode lists them) or "
+            f"raise the limit.")
+
+
 def report_split(task: Any, records: list[dict[str, Any]], bad: list[str], dataset: Any,
                  out_dir: str | None, where: str,
                  counts: Mapping[str, int] | None = None) -> dict[str, float]:
     """The split's metrics (rank 0), written with the predictions to `out_dir`; `counts`
-    are the model's inference counts over the split (e.g. `num_truncated`)."""
+    are the model's inference counts over the split (e.g. `num_truncated`).
+    `num_unreadable` is always written: the metrics cover `num_samples` of the
+    `num_samples + num_unreadable` samples evaluated."""
+    logger.info("%s: scoring %d predictions (%s)", where, len(records), type(task).__name__)
     metrics = dict(task.metrics(records, dataset))
     metrics["num_samples"] = len(records)
+    metrics["num_unreadable"] = len(bad)
     if bad:
-        metrics["num_unreadable"] = len(bad)
-        for path in sorted(set(map(str, bad))):
-            logger.warning("%s: skipped an unreadable sample: %s", where, path)
+        logger.warning("%s: %d of %d samples unreadable (%d files, each logged above): the "
+                       "metrics are over the %d others (num_unreadable in metrics.json)",
+                       where, len(bad), len(records) + len(bad), len(set(map(str, bad))),
+                       len(records))
     metrics.update(counts or {})
     if (counts or {}).get("num_truncated"):
         logger.warning("%s: %d prompts were cut from the left to fit the LLM's context "
@@ -244,7 +280,9 @@ def evaluate_datasets(model: Any, datasets: Mapping[str, Mapping[str, Any]],
                       out_root: str | None, amp: str = "none",
                       timeout_s: int = EVAL_TIMEOUT_S,
                       only: list[str] | None = None,
-                      fingerprint: str | None = None) -> dict[str, dict[str, float]]:
+                      fingerprint: str | None = None,
+                      max_bad_sample_fraction: float = MAX_BAD_FRACTION
+                      ) -> dict[str, dict[str, float]]:
     """Evaluate every dataset split that has an evaluation task: each entry's
     `eval_splits`, else `default_splits`; with `only` (training validation), just those
     of them in `only`.
@@ -273,7 +311,8 @@ def evaluate_datasets(model: Any, datasets: Mapping[str, Mapping[str, Any]],
                                      batch_size=batch_size, num_workers=num_workers,
                                      device=device, out_dir=out_dir, amp=amp,
                                      eval_subset=subset, timeout_s=timeout_s,
-                                     fingerprint=fingerprint)
+                                     fingerprint=fingerprint,
+                                     max_bad_sample_fraction=max_bad_sample_fraction)
             results[name if i == 0 else f"{name}_{split}"] = metrics
     return results
 

@@ -136,7 +136,8 @@ class RunnerIter:
                                     balanced=run.balanced_sampling,
                                     max_bad_sample_fraction=run.max_bad_sample_fraction,
                                     bad_sample_grace=run.bad_sample_grace,
-                                    mix_unit=run.mix_unit, mix_group=run.batch_size_train)
+                                    mix_unit=run.mix_unit, mix_group=run.batch_size_train,
+                                    per_sample_dropout=run.per_sample_dropout)
         self.ckpt = CheckpointManager(self.output_dir, run.keep_last, info.rank, info.world_size)
         self.step, self.best = 0, {"score": None, "step": None}
         self._pending_validation = self._resumed_from = self._continued = None
@@ -354,7 +355,8 @@ class RunnerIter:
                                      num_workers=self.run.num_workers, device=self.info.device,
                                      out_root=out_root, amp=self.run.amp,
                                      timeout_s=self.run.dist_timeout_s, only=only,
-                                     fingerprint=fingerprint)
+                                     fingerprint=fingerprint,
+                                     max_bad_sample_fraction=self.run.max_bad_sample_fraction)
 
     def evaluate(self, splits: list[str] | None = None, name: str = "evaluation",
                  checkpoint: str | None = None) -> dict[str, dict[str, float]]:

@@ -55,5 +55,16 @@ def test_the_demo_runs_twice_and_reports_the_same(tmp_path, monkeypatch, capfd):
         assert re.search(r"^  gqa: acc \d+\.\d\d \(3 samples", run.out, re.M)  # rounded
         for noise in ("_pytree.py", "PTBTokenizer", "font cache"):
             assert noise not in console
+        # each model's metrics block is headed by the model it belongs to
+        blocks = re.findall(r"^metrics of (\S+)[^\n]*:\n((?:  .*\n)+)", run.out, re.M)
+        assert [model for model, _ in blocks] == ["instructblip:tiny_vicuna",
+                                                  "blip2_t5:tiny_flant5"], run.out
+        assert all(re.search(r"^  gqa: acc ", lines, re.M) for _, lines in blocks)
+        # every step says what it does before it starts, scoring a split included
+        steps = [line for line in run.out.splitlines() if line.startswith("--- ")]
+        assert [s.split(" ")[1] for s in steps] == ["building", "InstructBLIP", "the", "InstructBLIP"]
+        assert run.out.index("--- the baseline, BLIP-2 blip2_t5:tiny_flant5") \
+            < run.out.index("metrics of blip2_t5:tiny_flant5")
+        assert run.err.count("gqa/test: scoring 3 predictions") == 2
     for name in ("table1.md", "table1.png", "table1_runs.md", "table1_runs.png"):
         assert os.path.isfile(os.path.join("output/demo_tiny_heldout/report", name))

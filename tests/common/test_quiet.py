@@ -84,3 +84,47 @@ def test_the_web_demos_pandas_warning_from_gradio_is_dropped_and_others_kept(mon
         warnings.warn_explicit("other", FutureWarning, "queueing.py", 9, module="gradio.queueing")
     assert [(str(w.message)[:5], w.filename) for w in seen] == [("The c", "mine.py"),
                                                                 ("other", "queueing.py")]
+
+
+class _Kept(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_the_pytree_enum_filter_is_scoped_to_its_block(monkeypatch):
+    """Inside the block only torch's Enum records are dropped; after it nothing is."""
+    monkeypatch.delenv(quiet.LOG_LEVEL_ENV, raising=False)
+    pytree = logging.getLogger(quiet.NOISY_LOGGERS[0])
+    monkeypatch.setattr(pytree, "level", logging.NOTSET)
+    kept = _Kept()
+    pytree.addHandler(kept)
+    enum = "<enum 'KernelPreference'> is an Enum subclass and is now natively supported"
+    try:
+        with quiet.quiet_torchao_import():
+            pytree.warning(enum)
+            pytree.warning("another pytree warning")
+        pytree.warning(enum)
+    finally:
+        pytree.removeHandler(kept)
+    assert kept.messages == ["another pytree warning", enum]
+    assert pytree.filters == []
+
+
+@pytest.mark.integration
+def test_a_plain_load_model_and_preprocess_prints_no_pytree_warnings():
+    """A fresh interpreter (torchao is imported once per process, by transformers, while
+    the model is built): nothing on stderr mentions torchao's Enums."""
+    import os
+
+    code = ("from lavis_ib import load_model_and_preprocess; "
+            "load_model_and_preprocess('instructblip', 'tiny_vicuna')")
+    env = {k: v for k, v in os.environ.items() if k != quiet.LOG_LEVEL_ENV}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env={**env, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert quiet.PYTREE_ENUM_WARNING not in proc.stderr, proc.stderr[-2000:]
+    assert "_pytree" not in proc.stderr

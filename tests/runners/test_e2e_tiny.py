@@ -85,6 +85,11 @@ def test_export_writes_a_loadable_hugging_face_directory(demo_run, tmp_path):
 
     assert export.main([demo_run["out"], str(tmp_path / "hf")]) == 0
     assert os.path.isfile(tmp_path / "hf" / "config.json")
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in os.listdir(tmp_path / "hf"):   # readable as any file written here (0644)
+        if os.path.isfile(tmp_path / "hf" / name):
+            assert os.stat(tmp_path / "hf" / name).st_mode & 0o777 == 0o666 & ~mask, name
     loaded = load_model("instructblip", "tiny_vicuna", pretrained=str(tmp_path / "hf"))
     trained = dict(demo_run["model"].named_parameters())
     # The trained parts and the ViT must come back exactly. The frozen LLM's round trip

@@ -35,7 +35,7 @@ def test_rank_0_shows_the_bar_and_the_files_and_resume_are_unchanged(toys, tmp_p
         first = _evaluate(ds, tmp_path)
     err = capsys.readouterr().err
     assert "toy/val:" in err and "/3 [" in err   # 7 samples in batches of 3
-    assert "toy/val: acc 33.33, n 7 (7 samples)" in caplog.text
+    assert "toy/val: acc 33.33, n 7 (7 samples, 0 unreadable)" in caplog.text
     assert json.load(open(tmp_path / "metrics.json"))["acc"] == 100 / 3   # full precision
     lines = open(tmp_path / "predictions.jsonl").read().splitlines()
     assert len(lines) == 7 and all(json.loads(line)["id"] is not None for line in lines)

@@ -74,7 +74,7 @@ def test_eval_split_writes_every_sample_once(toys, tmp_path):
     task = _Task()
     metrics = evaluate_split(BaseModel(), task, ds, "toy", "val", batch_size=3, num_workers=0,
                              device=torch.device("cpu"), out_dir=str(tmp_path))
-    assert metrics == {"n": 7, "num_samples": 7} and task.seen == 1
+    assert metrics == {"n": 7, "num_samples": 7, "num_unreadable": 0} and task.seen == 1
     rows = [json.loads(line) for line in open(tmp_path / "predictions.jsonl")]
     assert len({r["id"] for r in rows}) == 7
     assert json.load(open(tmp_path / "metrics.json"))["n"] == 7

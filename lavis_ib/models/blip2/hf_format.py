@@ -19,6 +19,7 @@ from lavis_ib.models.weights.blip2 import hf_blip2_name, to_ours
 from lavis_ib.models.weights.files import checkpoint_keys
 from lavis_ib.models.weights.hf import (build_llm, image_processor_for,
                                                        load_directory_weights, tokenizer_with_token)
+from lavis_ib.models.weights.files import write_safetensors
 from lavis_ib.models.weights.hub import resolve_dir
 from lavis_ib.models.weights.load_report import tied_aliases
 from lavis_ib.models.weights.param_names import ours_to_hf_state
@@ -119,7 +120,6 @@ def save_pretrained(model, directory: str) -> str:
     gives it, the ITG head as `lm_head.*`. `load_pretrained`, and InstructBLIP's
     `init_from`, read it back from the directory.
     """
-    from safetensors.torch import save_file
     from transformers import Blip2Config, Blip2Processor
 
     os.makedirs(directory, exist_ok=True)
@@ -134,8 +134,7 @@ def save_pretrained(model, directory: str) -> str:
                          num_query_tokens=model.query_tokens.shape[1], image_token_index=image_id)
     config.architectures = ["Blip2ForConditionalGeneration"]
     config.save_pretrained(directory)
-    save_file(_hf_state(model, grow), os.path.join(directory, "model.safetensors"),
-              metadata={"format": "pt"})
+    write_safetensors(_hf_state(model, grow), os.path.join(directory, "model.safetensors"))
     settings = model.preprocess_overrides or {
         "image_size": model.vision_spec.image_size, "mean": list(CLIP_MEAN), "std": list(CLIP_STD)}
     Blip2Processor(image_processor=image_processor_for(settings), tokenizer=tokenizer,
@@ -145,7 +144,7 @@ def save_pretrained(model, directory: str) -> str:
     carried = {_hf_name(k): v.detach().cpu().contiguous()
                for k, v in model.state_dict().items() if is_carried(k)}
     if carried:
-        save_file(carried, os.path.join(directory, TEXT_SIDE_FILE), metadata={"format": "pt"})
+        write_safetensors(carried, os.path.join(directory, TEXT_SIDE_FILE))
         logger.info("wrote the carried stage-1 Q-Former text side (%d tensors) to %s: "
                     "transformers' stage-2 layout has no place for it", len(carried),
                     TEXT_SIDE_FILE)

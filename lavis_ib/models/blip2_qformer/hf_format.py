@@ -14,7 +14,7 @@ from lavis_ib.common.errors import LavisIbError
 from lavis_ib.models.components.qformer import QFormerSpec
 from lavis_ib.models.components.vision import VisionSpec
 from lavis_ib.models.weights.blip2 import hf_blip2_name, to_ours
-from lavis_ib.models.weights.files import iter_shards
+from lavis_ib.models.weights.files import iter_shards, write_safetensors
 from lavis_ib.models.weights.hf import (check_directory_report, image_processor_for,
                                         read_image_settings)
 from lavis_ib.models.weights.hub import resolve_dir
@@ -126,7 +126,6 @@ def save_pretrained(model, directory: str) -> str:
     no place for; `SETTINGS_FILE` keeps `ln_vision`'s eps, which transformers' config
     cannot hold apart from the ViT's. `load_pretrained` reads both back.
     """
-    from safetensors.torch import save_file
     from transformers import Blip2Config
 
     os.makedirs(directory, exist_ok=True)
@@ -136,11 +135,10 @@ def save_pretrained(model, directory: str) -> str:
                          image_text_hidden_size=model.embed_dim)
     config.architectures = [ARCHITECTURE]
     config.save_pretrained(directory)
-    save_file(_hf_state(model), os.path.join(directory, "model.safetensors"),
-              metadata={"format": "pt"})
+    write_safetensors(_hf_state(model), os.path.join(directory, "model.safetensors"))
     side = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
             if is_side_part(k)}
-    save_file(side, os.path.join(directory, SIDE_FILE), metadata={"format": "pt"})
+    write_safetensors(side, os.path.join(directory, SIDE_FILE))
     with open(os.path.join(directory, SETTINGS_FILE), "w") as f:
         json.dump({"ln_vision_eps": model.ln_vision.eps}, f, indent=2)
     model.tokenizer.save_pretrained(directory)

@@ -21,17 +21,24 @@ BLIP-2's stage 1 also runs the text side without queries: `encode_text` (the ITC
 encoder: bidirectional over the text alone) and `decode_text` (ITG: causal over the text,
 every query visible through the per-layer query states a query pass kept in
 `query_states`; the queries never see the text). Both use the text feed-forward only.
+
+Dropout (hidden and attention-probability) draws each sample's mask from the sample's
+key when training batches carry keys (`sample_keys`, set per forward by the model from
+the batch; `models/components/sample_dropout.py`), so any split of a global batch over
+processes gives the same masks; attention probabilities are then computed explicitly
+(SDPA takes no generator). Without keys it is ordinary dropout.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lavis_ib.common.errors import ConfigError
+from lavis_ib.models.components.sample_dropout import (SampleDropout, attention, frame_keys,
+                                                       name_sites)
 
 _ACTS = {"gelu": nn.GELU, "gelu_new": lambda: nn.GELU(approximate="tanh"), "relu": nn.ReLU}
 
@@ -86,22 +93,22 @@ class Attention(nn.Module):
         self.v = nn.Linear(kv_dim, dim)
         self.out = nn.Linear(dim, dim)
         self.norm = nn.LayerNorm(dim, eps=eps)
-        self.dropout = nn.Dropout(dropout)
-        self.attn_dropout = attn_dropout
+        self.dropout = SampleDropout(dropout)
+        self.attn_probs_dropout = SampleDropout(attn_dropout)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
         return x.view(b, n, self.heads, d // self.heads).transpose(1, 2)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
-        """`mask`: boolean (B, 1, 1, S) where True means the key may be attended to."""
+                mask: torch.Tensor | None = None, keys: torch.Tensor | None = None) -> torch.Tensor:
+        """`mask`: boolean (B, 1, 1, S) where True means the key may be attended to;
+        `keys`: per-sample dropout keys (B, 2) or None."""
         context = x if context is None else context
         q, k, v = self._split(self.q(x)), self._split(self.k(context)), self._split(self.v(context))
-        attn = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0)
+        attn = attention(q, k, v, mask, self.attn_probs_dropout, keys)
         attn = attn.transpose(1, 2).reshape(x.shape)
-        return self.norm(x + self.dropout(self.out(attn)))
+        return self.norm(x + self.dropout(self.out(attn), keys))
 
 
 class FeedForward(nn.Module):
@@ -113,10 +120,10 @@ class FeedForward(nn.Module):
         self.act = _ACTS[act]()
         self.fc2 = nn.Linear(hidden, dim)
         self.norm = nn.LayerNorm(dim, eps=eps)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = SampleDropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x + self.dropout(self.fc2(self.act(self.fc1(x)))))
+    def forward(self, x: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
+        return self.norm(x + self.dropout(self.fc2(self.act(self.fc1(x))), keys))
 
 
 class QFormerLayer(nn.Module):
@@ -132,20 +139,22 @@ class QFormerLayer(nn.Module):
         self.ffn_text = FeedForward(*ffn) if text_input else None
 
     def forward(self, x: torch.Tensor, image: torch.Tensor | None, mask: torch.Tensor | None,
-                num_queries: int, prefix: torch.Tensor | None = None) -> torch.Tensor:
+                num_queries: int, prefix: torch.Tensor | None = None,
+                keys: torch.Tensor | None = None) -> torch.Tensor:
         """With `num_queries` 0, `x` is text alone (no image; `prefix`: query states
-        its self-attention also reads, see `QFormer.decode_text`)."""
+        its self-attention also reads, see `QFormer.decode_text`). `keys`: per-sample
+        dropout keys or None."""
         context = x if prefix is None else torch.cat([prefix.to(x.dtype), x], dim=1)
-        x = self.self_attn(x, context=context, mask=mask)
+        x = self.self_attn(x, context=context, mask=mask, keys=keys)
         if num_queries == 0:
-            return self.ffn_text(x)
+            return self.ffn_text(x, keys)
         queries, text = x[:, :num_queries], x[:, num_queries:]
         if self.cross_attn is not None:
-            queries = self.cross_attn(queries, context=image)
-        queries = self.ffn_query(queries)
+            queries = self.cross_attn(queries, context=image, keys=keys)
+        queries = self.ffn_query(queries, keys)
         if text.shape[1] == 0:
             return queries
-        return torch.cat([queries, self.ffn_text(text)], dim=1)
+        return torch.cat([queries, self.ffn_text(text, keys)], dim=1)
 
 
 class QFormer(nn.Module):
@@ -165,16 +174,21 @@ class QFormer(nn.Module):
             self.word_embeddings = nn.Embedding(spec.vocab_size, d, padding_idx=spec.pad_token_id)
             self.position_embeddings = nn.Embedding(spec.max_position_embeddings, d)
         self.embed_norm = nn.LayerNorm(d, eps=spec.layer_norm_eps)
-        self.embed_dropout = nn.Dropout(spec.hidden_dropout_prob)
+        self.embed_dropout = SampleDropout(spec.hidden_dropout_prob)
         self.layers = nn.ModuleList(
             QFormerLayer(spec, i % spec.cross_attention_frequency == 0, self.text_input)
             for i in range(spec.num_hidden_layers))
         self.gradient_checkpointing = False
+        name_sites(self)
+        #: per-sample dropout keys (B, 2) of the batch being run, set by the model around
+        #: its forward; None: ordinary dropout
+        self.sample_keys: torch.Tensor | None = None
 
     def forward(self, queries: torch.Tensor, image: torch.Tensor,
                 text_ids: torch.Tensor | None = None,
                 text_mask: torch.Tensor | None = None,
-                query_states: list | None = None) -> torch.Tensor:
+                query_states: list | None = None,
+                sample_keys: torch.Tensor | None = None) -> torch.Tensor:
         """Query outputs (B, Q, D).
 
         Args:
@@ -184,6 +198,8 @@ class QFormer(nn.Module):
             text_mask: (B, L) 1 for tokens, 0 for padding.
             query_states: a list that receives each layer's input (B, Q, D), the keys and
                 values `decode_text` attends to (a query pass without text only).
+            sample_keys: per-sample dropout keys (B or B/T video samples, 2); default
+                `self.sample_keys`.
         """
         if query_states is not None and text_ids is not None:
             raise ValueError("query_states are the states of a query pass without text")
@@ -203,15 +219,17 @@ class QFormer(nn.Module):
                 keep = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
                 keep[:, num_queries:] = text_mask.bool()
                 mask = keep[:, None, None, :]
-        x = self.embed_dropout(self.embed_norm(x))
+        keys = self.sample_keys if sample_keys is None else sample_keys
+        keys = None if keys is None or not self.training else frame_keys(keys, x.shape[0])
+        x = self.embed_dropout(self.embed_norm(x), keys)
         image = image.to(x.dtype)
         for layer in self.layers:
             if query_states is not None:
                 query_states.append(x)
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(layer, x, image, mask, num_queries, use_reentrant=False)
+                x = checkpoint(layer, x, image, mask, num_queries, None, keys, use_reentrant=False)
             else:
-                x = layer(x, image, mask, num_queries)
+                x = layer(x, image, mask, num_queries, None, keys)
         return x[:, :num_queries]
 
     # -- the text side alone (BLIP-2 stage 1: ITC text encoder, ITG decoder) -----------
@@ -223,16 +241,22 @@ class QFormer(nn.Module):
                              f"max_position_embeddings {self.spec.max_position_embeddings}")
         positions = torch.arange(text_ids.shape[1], device=text_ids.device)
         text = self.word_embeddings(text_ids) + self.position_embeddings(positions)[None]
-        return self.embed_dropout(self.embed_norm(text))
+        return self.embed_dropout(self.embed_norm(text), self._training_keys(text.shape[0]))
+
+    def _training_keys(self, batch: int) -> torch.Tensor | None:
+        """This forward's per-sample dropout keys (None: ordinary dropout)."""
+        keys = self.sample_keys
+        return None if keys is None or not self.training else frame_keys(keys, batch)
 
     def _text_layers(self, x: torch.Tensor, mask: torch.Tensor,
                      query_states: list | None) -> torch.Tensor:
+        keys = self._training_keys(x.shape[0])
         for i, layer in enumerate(self.layers):
             prefix = None if query_states is None else query_states[i]
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(layer, x, None, mask, 0, prefix, use_reentrant=False)
+                x = checkpoint(layer, x, None, mask, 0, prefix, keys, use_reentrant=False)
             else:
-                x = layer(x, None, mask, 0, prefix)
+                x = layer(x, None, mask, 0, prefix, keys)
         return x
 
     def encode_text(self, text_ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:

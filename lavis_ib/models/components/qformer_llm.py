@@ -2,16 +2,18 @@
 
 InstructBLIP (whose Q-Former also reads the instruction) and BLIP-2 (queries only) both
 derive from it, so the image path, the freezing decision, FSDP's shard units, the LLM
-adapter and the parameter names exist once."""
+adapter and the parameter names exist once; a forward hook hands a batch's per-sample
+dropout keys to the Q-Former (docs/determinism.md)."""
 from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from lavis_ib.common.dropout_keys import FIELD as DROPOUT_KEYS
 from lavis_ib.common.errors import ConfigError, LavisIbError
 from lavis_ib.common.precision import DTYPES
 from lavis_ib.models.base_model import BaseModel
@@ -28,6 +30,17 @@ logger = logging.getLogger(__name__)
 TRAINABLE_PARTS = ("query_tokens", "qformer", "ln_vision", "llm_proj")
 #: `llm_family` of the LLMs whose family name is not their transformers `model_type`
 FAMILY_OF_MODEL_TYPE = {"llama": "vicuna", "t5": "flant5"}
+
+
+def _take_dropout_keys(model: "QFormerLLM", args: tuple, kwargs: dict) -> None:
+    """Forward pre-hook: the batch's per-sample dropout keys, if any, for the Q-Former."""
+    samples = args[0] if args else kwargs.get("samples")
+    keys = samples.get(DROPOUT_KEYS) if isinstance(samples, Mapping) else None
+    model.qformer.sample_keys = keys if model.training else None
+
+
+def _drop_dropout_keys(model: "QFormerLLM", args: tuple, output: Any) -> None:
+    model.qformer.sample_keys = None
 
 
 class QFormerLLM(InferenceMixin, BaseModel):
@@ -78,6 +91,8 @@ class QFormerLLM(InferenceMixin, BaseModel):
         self.llm_lora_settings: dict[str, Any] | None = None  # set by llm_lora.add_lora
         self.load_report: dict[str, Any] = {}
         self._init_trainable_weights()
+        self.register_forward_pre_hook(_take_dropout_keys, with_kwargs=True)
+        self.register_forward_hook(_drop_dropout_keys, always_call=True)
         self.visual_encoder.to(DTYPES[vit_precision])
         self.llm.to(DTYPES[llm_precision])
         self.configure_trainable()

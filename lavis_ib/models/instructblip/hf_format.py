@@ -16,6 +16,7 @@ from lavis_ib.common.errors import LavisIbError
 from lavis_ib.common.precision import DTYPES
 from lavis_ib.models.weights.hf import (build_llm, image_processor_for,
                                                        load_directory_weights, tokenizer_with_token)
+from lavis_ib.models.weights.files import write_safetensors
 from lavis_ib.models.weights.hub import resolve_dir
 from lavis_ib.models.weights.load_report import tied_aliases
 from lavis_ib.models.weights.param_names import hf_state_to_ours, ours_to_hf_state, to_hf
@@ -91,7 +92,6 @@ def save_pretrained(model, directory: str) -> str:
     """Write `model` in the HF InstructBLIP layout (config, safetensors, processor with both
     tokenizers). An LLM tokenizer without the `<image>` placeholder gets it, and the LLM's
     embedding tables grow by one row (the mean row) when it needs a new id."""
-    from safetensors.torch import save_file
     from transformers import InstructBlipConfig, InstructBlipProcessor
 
     os.makedirs(directory, exist_ok=True)
@@ -117,8 +117,7 @@ def save_pretrained(model, directory: str) -> str:
     config.use_decoder_only_language_model = not model.llm.config.is_encoder_decoder
     config.architectures = ["InstructBlipForConditionalGeneration"]
     config.save_pretrained(directory)
-    save_file(ours_to_hf_state(state), os.path.join(directory, "model.safetensors"),
-              metadata={"format": "pt"})
+    write_safetensors(ours_to_hf_state(state), os.path.join(directory, "model.safetensors"))
     settings = model.preprocess_overrides or {
         "image_size": model.vision_spec.image_size, "mean": list(CLIP_MEAN), "std": list(CLIP_STD)}
     processor = InstructBlipProcessor(image_processor=image_processor_for(settings),

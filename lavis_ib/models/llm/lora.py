@@ -17,7 +17,10 @@ Choices, documented in docs/lora.md:
 - on a torchao `int8_weight_only` LLM the adapters wrap the int8 layers (peft's torchao
   LoRA layer) and train as on an unquantised one; merging them into int8 weights would round
   them, so `merge_adapters` refuses there and export rebuilds the LLM unquantised first;
-  with the bitsandbytes modes (never run here: no GPU) the combination is refused.
+  with the bitsandbytes modes (never run here: no GPU) the combination is refused;
+- adapter dropout (`dropout`, default 0) is peft's, drawn from each process's generator:
+  unlike the Q-Former's, its masks change with how the global batch is split over
+  processes (docs/determinism.md), which `add_lora` logs when the dropout is above 0.
 """
 from __future__ import annotations
 
@@ -153,6 +156,10 @@ def add_lora(model: Any, settings: Mapping[str, Any]) -> None:
     logger.info("LoRA adapters on %d LLM layers (%s): r=%d alpha=%g dropout=%g, %d trainable "
                 "adapter parameters", layers, ", ".join(chosen["target_modules"]), chosen["r"],
                 chosen["alpha"], chosen["dropout"], counts.get("llm_lora", 0))
+    if chosen["dropout"] > 0:
+        logger.info("model.llm_lora.dropout %g draws from each process's generator: another "
+                    "split of the global batch over processes gives other adapter masks (the "
+                    "Q-Former's do not change; docs/determinism.md)", chosen["dropout"])
 
 
 def adapter_layers(llm: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -1,4 +1,5 @@
-"""Reading weight files: Hugging Face checkpoint directories and LAVIS `.pth` files.
+"""Weight files: reading Hugging Face checkpoint directories and LAVIS `.pth` files, and
+writing the safetensors file of an export.
 
 Safetensors files are preferred (their headers give the tensor names without loading);
 `pytorch_model*.bin` and `.pth` files are read with `torch.load(weights_only=True)` only.
@@ -11,6 +12,26 @@ import os
 import torch
 
 from lavis_ib.common.errors import LavisIbError
+
+
+def umask_mode() -> int:
+    """The mode an ordinary `open()` gives a new file: 0o666 less this process's umask
+    (0o644 under the usual umask 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path: str) -> str:
+    """Write `tensors` to the safetensors file `path` with the mode every other file of
+    the export gets (`umask_mode`): safetensors itself creates its files 0600 (a private
+    temporary file renamed into place), so a model written for others to load would be
+    readable by its owner only."""
+    from safetensors.torch import save_file
+
+    save_file(tensors, path, metadata={"format": "pt"})
+    os.chmod(path, umask_mode())
+    return path
 
 
 def iter_shards(directory: str):
