@@ -22,12 +22,8 @@ def my_vqa_root(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def ok_vqa_root(tmp_path_factory) -> str:
-    from lavis_ib.testing.fixtures import write_fixtures
-
-    root = str(tmp_path_factory.mktemp("fixtures"))
-    write_fixtures(root, ["ok_vqa"])
-    return root
+def ok_vqa_root(fixture_root) -> str:
+    return fixture_root.path
 
 
 @pytest.fixture(scope="module", autouse=True)

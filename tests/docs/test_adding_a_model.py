@@ -20,12 +20,8 @@ PROJECT = os.path.join(EXAMPLES, "char_lm_project.yaml")
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> str:
-    from lavis_ib.testing.fixtures import write_fixtures
-
-    root = str(tmp_path_factory.mktemp("char_lm_data"))
-    write_fixtures(root, ["ok_vqa", "iconqa"])
-    return root
+def data_root(fixture_root) -> str:
+    return fixture_root.path
 
 
 def options(root: str, *more: str) -> list[str]:

@@ -497,15 +497,14 @@ def test_stage2_projects_follow_the_paper(name):
         assert list(entry.text_processor.train.templates) == [""]
 
 
-def test_caption_datasets_under_the_stage2_processor_give_caption_samples(tmp_path):
+def test_caption_datasets_under_the_stage2_processor_give_caption_samples(fixture_root):
     """The projects' empty instruction template gives COCO's caption alone (an empty
     text_input): blip2_opt scores the caption (LAVIS's layout), blip2_t5 with prefix LM
     splits it."""
     from lavis_ib.common.registry import registry
-    from lavis_ib.testing.fixtures import write_fixtures
     from omegaconf import OmegaConf
 
-    fixtures = write_fixtures(str(tmp_path), ["coco_caption"])["coco_caption"]
+    fixtures = fixture_root.overrides["coco_caption"]
     entry = OmegaConf.merge(_project("blip2/pretrain_stage2_flant5xl").datasets_cfg.coco_caption,
                             fixtures, {"vis_processor": {"train": {"image_size": 32}}})
     assert entry.text_processor.train.name == "instruction_template"

@@ -293,14 +293,13 @@ def test_lavis_segment_mean_is_for_decoder_only_llms(our_models):
                                              ["yes"], aggregate="lavis_segment_mean")
 
 
-def test_aggregate_is_a_checked_ranking_setting(tiny_vicuna, tmp_path):
+def test_aggregate_is_a_checked_ranking_setting(tiny_vicuna, tmp_path, fixture_root):
     """`aggregate` in a dataset entry: read by the ranking tasks, per family or not, refused
     under generation or misspelt in the pre-flight, handed to `score_candidates`."""
     from lavis_ib import registry
     from lavis_ib.cli.preflight import checked_config
     from lavis_ib.common.config import compose_dataset
     from lavis_ib.common.errors import ConfigError
-    from lavis_ib.testing.fixtures import write_fixtures
 
     from lavis_ib.models.components import inference
     from lavis_ib.tasks import eval_settings
@@ -318,7 +317,7 @@ def test_aggregate_is_a_checked_ranking_setting(tiny_vicuna, tmp_path):
     with pytest.raises(ConfigError, match=r"datasets.vsr.aggregate: 'mean' is not one of sum, "
                                           r"lavis_segment_mean"):
         task({"aggregate": "mean"})
-    fixtures = write_fixtures(str(tmp_path), ["ok_vqa"])
+    fixtures = fixture_root.overrides
     project = tmp_path / "p.yaml"
     project.write_text(yaml.safe_dump({
         "model": {"arch": "instructblip", "model_type": "tiny_vicuna"},

@@ -161,12 +161,8 @@ DROPOUT_ON = [f"+model.qformer.hidden_dropout_prob={P}",
 
 
 @pytest.fixture(scope="module")
-def demo_data(tmp_path_factory):
-    from lavis_ib.testing.fixtures import write_fixtures
-
-    root = str(tmp_path_factory.mktemp("dropout_data"))
-    write_fixtures(root, DATASETS)
-    return root
+def demo_data(fixture_root):
+    return fixture_root.path
 
 
 @pytest.fixture(scope="module")

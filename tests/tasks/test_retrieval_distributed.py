@@ -64,10 +64,8 @@ def launch(tmp_path, fixtures, out, nproc):
 
 
 @pytest.mark.integration
-def test_two_processes_equal_one(tmp_path):
-    from lavis_ib.testing.fixtures import write_fixtures
-
-    fixtures = write_fixtures(str(tmp_path / "fx"), ["coco_retrieval", "flickr30k_retrieval"])
+def test_two_processes_equal_one(tmp_path, fixture_root):
+    fixtures = fixture_root.overrides
     (one,), records_one = launch(tmp_path, fixtures, tmp_path / "one", 1)
     two, records_two = launch(tmp_path, fixtures, tmp_path / "two", 2)
     assert records_one == records_two
