@@ -1,19 +1,6 @@
 """`lavis-ib data check PROJECT.yaml`: for each dataset of a project, which of the files and
 folders its build needs are on disk, which are missing, and how many samples each split
-holds, so a new user learns what to download before a run fails on it.
-
-The file walk is the pre-flight one (`BaseDatasetBuilder.check_files`, lavis_ib/cli/preflight.py):
-every `require` it makes is recorded, so "present" and "missing" list exactly the paths a
-build would open, in the same words as the error a run would raise. A dataset whose files
-are all present is then built (annotations read) to count its samples, and every media
-file its records name is checked: that it exists, or with `--decode` that it decodes
-(`lavis_ib.datasets.media_check`: the readers training and evaluation use), so a split
-with unreadable images is not called complete. One with missing files is not built, so
-nothing is ever downloaded: the check runs with `download: false` and says which missing
-files `download: true` would fetch.
-
-Exit status: 0 when every dataset is complete (every media file present, or readable with
-`--decode`) and builds, 2 otherwise (as `lavis-ib check`).
+holds, so a new user learns what to download before a run fails on it (docs/datasets.md).
 """
 from __future__ import annotations
 
@@ -77,7 +64,10 @@ def _count(dataset: Any) -> str:
 
 
 def _build_and_scan(report: DatasetReport, builder: Any, decode: bool) -> None:
-    """Build the splits, count their samples and check each split's media files."""
+    """Build the splits (annotations read), count their samples and check each split's
+    media files: that each exists or, with `decode`, that it decodes with the readers
+    training and evaluation use (`lavis_ib.datasets.media_check`), so a split with
+    unreadable images is not called complete."""
     from lavis_ib.datasets.media_check import can_check, check_media
 
     for split, dataset in builder.build_datasets().items():
@@ -89,7 +79,13 @@ def _build_and_scan(report: DatasetReport, builder: Any, decode: bool) -> None:
 def dataset_report(name: str, entry: Any, decode: bool = False) -> DatasetReport:
     """Check the files of dataset entry `name` (a composed `datasets.<name>` node) and,
     when they are all present, build it to count its samples and check that every media
-    file exists (`decode`: that it decodes)."""
+    file exists (`decode`: that it decodes).
+
+    The file walk is the pre-flight one (`BaseDatasetBuilder.check_files`): every
+    `require` it makes is recorded, so "present" and "missing" list exactly the paths a
+    build would open, in the words of the error a run would raise. A dataset with missing
+    files is not built, and nothing is ever downloaded: the check runs with `download:
+    false` and notes that `download: true` would fetch the missing files with a url."""
     from omegaconf import OmegaConf
 
     from lavis_ib.common.config import builder_name
@@ -198,7 +194,8 @@ def format_reports(problems: Sequence[str], reports: Sequence[DatasetReport]) ->
 def check_main(argv: Sequence[str] | None = None) -> int:
     """Report, per dataset of a project, the files present and missing, the samples found
     and the media files missing (--decode: unreadable). Exit 0 when every dataset is
-    complete, 2 otherwise."""
+    complete (every media file present, or readable with --decode) and builds, 2 otherwise
+    (as `lavis-ib check`)."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="lavis-ib data check", description=check_main.__doc__.split("\n")[0])

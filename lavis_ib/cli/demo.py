@@ -1,26 +1,7 @@
-"""`python -m lavis_ib.demo` (`make demo`): the whole pipeline offline on a CPU.
-
-1. writes tiny fixture copies of the datasets in their real on-disk formats;
-2. instruction-tunes `tiny_vicuna` through `demo_tiny.yaml` with the real runner
-   (balanced mixing, warm-up + cosine, validation, best checkpoint);
-3. evaluates the tuned model zero-shot on five held-out fixture datasets
-   (`demo_tiny_heldout.yaml`): generation for captions and short answers, candidate
-   ranking for multiple choice, classification and video QA; then the tiny BLIP-2
-   (`blip2_t5`) on the same datasets with the same settings, the paper's baseline;
-4. prints the metrics beside the paper's, both models in one table, one generated
-   answer, and where outputs are.
-
-Each stage and each step inside one (building a model, evaluating it, scoring a split)
-says what it is doing before it starts, and each model's metrics block is headed by the
-model it belongs to (the evaluation command names it).
-
-The tiny model is random and small, so its numbers only show that every stage runs; the
-same commands run the real recipe with the real project files.
-
-It runs any number of times: each run moves the previous demo training run aside
-(`run.overwrite`) and evaluates afresh. Third-party noise is kept off the console
-(`LAVIS_IB_LOG_LEVEL=DEBUG` shows it); metrics print rounded, the files keep every digit.
-The demo is not a `lavis-ib` command, so its usage line names how `make demo` runs it.
+"""`lavis-ib demo` (`make demo`): the whole pipeline offline on a CPU, in four stages:
+tiny fixture datasets, instruction tuning of `tiny_vicuna`, zero-shot evaluation on held-out
+sets beside the tiny BLIP-2 baseline, and the metrics beside the paper's. The tiny model is
+random: its numbers only show that every stage runs (docs/getting_started.md).
 """
 from __future__ import annotations
 
@@ -42,6 +23,8 @@ BLIP2_PROJECT = package_path("configs/projects/blip2/demo_tiny_heldout_blip2.yam
 
 
 def _stage(title: str) -> float:
+    """Head a stage on the console (each stage and step says what it does before it starts,
+    and the evaluation command heads each model's metrics with the model's name)."""
     print(f"\n=== {title} ===", flush=True)
     return time.perf_counter()
 
@@ -65,6 +48,9 @@ def _first_prediction(eval_dir: str, folder: str) -> dict | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the four stages; rerunnable: each run moves the previous demo training run aside
+    (`run.overwrite`) and evaluates afresh. Metrics print rounded (the files keep every
+    digit) and third-party noise stays off the console (`LAVIS_IB_LOG_LEVEL=DEBUG` shows it)."""
     parser = argparse.ArgumentParser(prog="lavis-ib demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg-path", default=TRAIN_PROJECT, help="training project")

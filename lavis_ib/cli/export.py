@@ -1,18 +1,8 @@
 """`lavis-ib export RUN_DIR OUT_DIR [--checkpoint best|latest|PATH]`: a training run's
 weights in the Hugging Face layout (`InstructBlipForConditionalGeneration` + processor).
 
-The model is rebuilt from the run's saved `config.yaml` with the run's seed (frozen
-weights come from its `init_from`/`pretrained` sources, or the same random draw, as in
-training), the checkpoint's trainable weights are
-loaded over it, and `model.save_pretrained(OUT_DIR)` writes the directory, which
-`load_model_and_preprocess(..., pretrained=OUT_DIR)` and transformers both read.
-
-Two LLM options change what is written. LoRA adapters (`model.llm_lora`) are loaded with
-the other trainable weights and merged into the LLM's weights before writing
-(`model.merge_adapters()`), so the directory is a plain InstructBLIP / BLIP-2 one. A
-run trained with `model.llm_quantization` is exported with its LLM built unquantised:
-the frozen LLM's stored weights are the originals, and writing (or merging into)
-quantised ones would lose precision. Both are logged.
+It exists so a trained run can be used without lavis_ib: transformers reads the directory
+it writes, as does `load_model_and_preprocess(..., pretrained=OUT_DIR)` (docs/checkpoints.md).
 """
 from __future__ import annotations
 
@@ -29,6 +19,15 @@ logger = logging.getLogger(__name__)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Rebuild the model from the run's saved `config.yaml` with the run's seed (frozen
+    weights come from its `init_from`/`pretrained` sources, or the same random draw, as in
+    training), load the checkpoint's trainable weights over it and write it with
+    `model.save_pretrained(OUT_DIR)`.
+
+    LoRA adapters (`model.llm_lora`) are loaded with the other trainable weights and merged
+    into the LLM's weights first (`model.merge_adapters()`), so the directory is a plain
+    InstructBLIP / BLIP-2 one; a quantised run's LLM is built unquantised (`unquantised`).
+    Both are logged."""
     parser = argparse.ArgumentParser(prog="lavis-ib export", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", help="training run folder (holds config.yaml and checkpoints/)")
     parser.add_argument("out_dir", help="folder to write the Hugging Face layout into")
@@ -63,7 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def unquantised(model_node):
-    """The run's model node with `llm_quantization` off (logged when it was on)."""
+    """The run's model node with `llm_quantization` off (logged when it was on): the frozen
+    LLM's stored weights are the originals, and writing (or merging adapters into)
+    quantised ones would lose precision."""
     mode = model_node.get("llm_quantization") or "none"
     if mode == "none":
         return model_node

@@ -1,10 +1,6 @@
 """Per-sample dropout keys: the Q-Former's dropout masks as a function of (seed, step,
 sample's slot in the step's global batch), so any split of the global batch over
 processes and accumulation steps draws the same masks (docs/determinism.md).
-
-The training loader adds one key per sample to each micro-batch under `FIELD`; the model
-reads it (`lavis_ib.models.components.sample_dropout`). A batch without the field (a
-user's own loop, inference) gets ordinary dropout.
 """
 from __future__ import annotations
 
@@ -13,7 +9,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-#: the batch field holding a (B, 2) int64 tensor of 32-bit key words, one row per sample
+#: the batch field holding a (B, 2) int64 tensor of 32-bit key words, one row per sample:
+#: the training loader adds it to each micro-batch and the model reads it
+#: (`lavis_ib.models.components.sample_dropout`); a batch without it (a user's own loop,
+#: inference) gets ordinary dropout
 FIELD = "_dropout_keys"
 _STREAM = 0x64726F70   # keeps these keys apart from every other seeded draw of a run
 

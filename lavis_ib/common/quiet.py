@@ -1,19 +1,7 @@
-"""Keeping third-party chatter out of the console, and only that.
-
-Some libraries print lines that say nothing about the run: torch's pytree module warns
-once per Enum that torchao registers, matplotlib announces that it is building its font
-cache, and the Java PTB tokenizer behind the COCO caption metrics reports its speed on
-every call. They would drown our own log lines, so their named loggers are raised to ERROR
-and the tokenizer's speed line is filtered out of its stderr. Nothing else is touched:
-our own warnings and any other third-party warning still print.
-
-The command-line entry points raise those loggers for the whole process. A library call
-(`load_model_and_preprocess` in a user's script) changes no logger: `quiet_torchao_import`
-drops only torch's pytree records about Enums, only while the model is built (when
-transformers first imports torchao), and takes its filter off again.
-
-`LAVIS_IB_LOG_LEVEL=DEBUG` keeps everything (no logger raised, nothing filtered) and sets
-our loggers to DEBUG; `LAVIS_IB_LOG_LEVEL=WARNING` prints only warnings and errors.
+"""Keeping third-party chatter out of the console, and only that: lines that say nothing
+about the run (torch's warnings about torchao's Enums, matplotlib's font cache, the Java PTB
+tokenizer's speed) would drown our own log lines, so they are dropped; our warnings and any
+other third-party warning still print, and `LAVIS_IB_LOG_LEVEL=DEBUG` keeps everything.
 """
 from __future__ import annotations
 
@@ -25,6 +13,8 @@ import sys
 import tempfile
 from typing import Iterator
 
+#: DEBUG keeps everything (no logger raised, nothing filtered) and sets our loggers to
+#: DEBUG; WARNING prints only warnings and errors (docs/projects.md, "Console output")
 LOG_LEVEL_ENV = "LAVIS_IB_LOG_LEVEL"
 # third-party loggers whose INFO/WARNING lines are noise in a training console
 NOISY_LOGGERS = (
@@ -33,7 +23,8 @@ NOISY_LOGGERS = (
 )
 #: the words of torch's pytree warning for each Enum torchao registers (on its import)
 PYTREE_ENUM_WARNING = "is an Enum subclass"
-# the Java PTB tokenizer's speed report, printed on every tokenisation
+# the Java PTB tokenizer's speed report, printed on every tokenisation of the COCO caption
+# metrics: filtered out of its stderr (`child_stderr_without`)
 PTB_SPEED_LINE = re.compile(r"^PTBTokenizer tokenized \d+ tokens at [\d.]+ tokens per second\.\s*$")
 
 
@@ -64,7 +55,9 @@ def quiet_web_demo() -> None:
 
 
 def quiet_third_party() -> None:
-    """Raise the noisy third-party loggers to ERROR (unless `verbose()`)."""
+    """Raise the noisy third-party loggers to ERROR (unless `verbose()`). The command-line
+    entry points call it for the whole process; a library call (`load_model_and_preprocess`
+    in a user's script) changes no logger and uses `quiet_torchao_import` instead."""
     if verbose():
         return
     for name in NOISY_LOGGERS:

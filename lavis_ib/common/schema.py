@@ -1,14 +1,6 @@
-"""The typed `run:` schema: every key, its type, default and meaning, in one place.
-
-`RunConfig` is an OmegaConf structured config: `validate_run(mapping)` merges a project's
-`run:` mapping into it and returns a DictConfig in struct mode, so OmegaConf does the
-typing (an `int` key given "abc" fails) and a misspelt key fails on read and on write,
-in the project file and in code alike (`run.max_iter` raises instead of returning None).
-A small pre-pass before the merge maps LAVIS's names and values onto ours (`ALIASES`,
-`_LAVIS_VALUES`), drops the keys torchrun makes meaningless (`IGNORED`) and rejects
-LAVIS's epoch keys (`_UNSUPPORTED`); after it, the string keys with a fixed set of values
-are checked against `CHOICES`. Every error is a one-line `ConfigError` naming the key.
-"""
+"""The typed `run:` schema: every key, its type, default and meaning, in one place, so a
+wrong type, a misspelt key or a value out of range in a project's `run:` node fails as one
+`ConfigError` line naming the key, before anything is built."""
 from __future__ import annotations
 
 import dataclasses
@@ -35,7 +27,8 @@ def _list(*items: str) -> Any:
 
 @dataclass
 class RunConfig:
-    """Settings of a run (`run:` in a project file)."""
+    """Settings of a run (`run:` in a project file), as an OmegaConf structured config:
+    `validate_run` merges a project's mapping into it, so OmegaConf does the typing."""
 
     task: str = "instruction_tuning"            # registered training task
     runner: str = "runner_iter"                 # registered runner
@@ -104,6 +97,7 @@ _LAVIS_VALUES = {
 }
 # LAVIS keys torchrun makes meaningless; accepted and dropped
 IGNORED = {"world_size", "dist_url", "gpu", "rank"}
+# LAVIS's epoch keys: refused, naming the keys to use instead
 _UNSUPPORTED = {
     "max_epoch": "lavis_ib runs are iteration-based: set run.max_iters instead",
     "iters_per_epoch": "set run.max_iters and run.val_every instead",
@@ -172,6 +166,13 @@ def _raise_type_error(schema: DictConfig, given: Mapping[str, Any]) -> None:
 
 def validate_run(run: Mapping[str, Any] | None, collect: list[str] | None = None) -> DictConfig:
     """The complete, typed `run` config (a `RunConfig` DictConfig in struct mode).
+
+    A pre-pass maps LAVIS's names and values onto ours (`ALIASES`, `_LAVIS_VALUES`), drops
+    the keys torchrun makes meaningless (`IGNORED`) and refuses LAVIS's epoch keys
+    (`_UNSUPPORTED`); OmegaConf then types the merge (an `int` key given "abc" fails), the
+    keys with a fixed set of values are checked against `CHOICES` and the ranges by
+    `run_problems`. Struct mode makes a misspelt key fail on read and on write, in the
+    project file and in code alike (`run.max_iter` raises instead of returning None).
 
     Args:
         collect: when given, values out of range are appended to it (one line each)

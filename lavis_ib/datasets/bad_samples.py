@@ -1,11 +1,6 @@
-"""Unreadable samples seen by a loader: counted, and each distinct file logged once.
-
-Datasets return `BadSample(path, reason)` for media they cannot read; the collater drops
-them and lists ``_bad_files`` and ``_bad_reasons``. A loader hands every collated batch to
-a `BadSampleLog`, which keeps the counts the `max_bad_sample_fraction` rule reads, prints
-one console line per distinct file (name and reason: nothing is dropped silently) and
-keeps one event per file for the run's ``log.jsonl`` (the runner drains them).
-"""
+"""Unreadable samples seen by a loader: counted, and each distinct file logged once with
+its reason, so nothing is dropped silently and the `max_bad_sample_fraction` rule has the
+counts it reads."""
 from __future__ import annotations
 
 import logging
@@ -18,9 +13,12 @@ _MAX_KEPT = 10_000      # distinct bad files remembered
 class BadSampleLog:
     """Counts a loader's unreadable samples and logs each distinct file once.
 
-    `add(batch)` reads a collated batch's ``_bad_files``/``_bad_reasons``; every file not
-    seen before gives one WARNING line (name, reason) and one event, drained by
-    `pop_events()` for the run's log. The evaluation loop can use it the same way.
+    Datasets return `BadSample(path, reason)` for media they cannot read; the collater
+    drops them and lists them in ``_bad_files``/``_bad_reasons``. `add(batch)` reads those
+    lists and keeps the counts the `max_bad_sample_fraction` rule reads (`requested`,
+    `bad`); every file not seen before gives one WARNING line (name, reason) and one
+    event, drained by `pop_events()` for the run's ``log.jsonl``. The evaluation loop uses
+    it the same way.
     """
 
     def __init__(self, where: str = "training") -> None:

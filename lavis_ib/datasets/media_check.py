@@ -1,11 +1,6 @@
 """Every media file of a built split opened the way training and evaluation open it, so a
 missing or corrupt image is found by `lavis-ib data check` instead of being skipped (and
 shrinking a metric's denominator) hours into a run.
-
-`check_media(dataset, decode)` walks the records of a map-style dataset, takes each
-distinct file once (`visual_path`) and either checks that it exists or decodes it with the
-dataset's own `load_visual` (the image decoder of `processors.image`, PyAV for videos,
-the vis_root confinement) with the visual processor switched off.
 """
 from __future__ import annotations
 
@@ -43,6 +38,11 @@ def can_check(dataset: Any) -> bool:
 
 def check_media(dataset: Any, decode: bool = False, desc: str | None = None) -> MediaCheck:
     """Each distinct media file of `dataset` checked once (decoded with `decode`).
+
+    The records are walked and each distinct file (`visual_path`) either checked for
+    existence or decoded with the dataset's own `load_visual` (the image decoder of
+    `processors.image`, PyAV for videos, the vis_root confinement) with the visual
+    processor switched off: the way training and evaluation open it.
 
     Args:
         dataset: a built map-style dataset (`can_check`).

@@ -1,4 +1,7 @@
-"""`BaseProcessor`: turns one raw item (PIL image, video path, string) into model input."""
+"""`BaseProcessor`: turns one raw item (PIL image, video path, string) into model input.
+
+Every registered processor derives from it, so each is built the same way from a YAML node,
+with unknown settings refused (`lavis_ib.processors.build.processor_kwargs`)."""
 from __future__ import annotations
 
 from typing import Any

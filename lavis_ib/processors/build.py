@@ -1,4 +1,6 @@
-"""Building processors from YAML nodes such as ``{name: blip_image_eval, image_size: 224}``."""
+"""Building processors from YAML nodes such as ``{name: blip_image_eval, image_size: 224}``:
+the one place that turns a node into a registered processor, so a missing name, an unknown
+processor or a misspelt setting is one `ConfigError` that names it and the known choices."""
 from __future__ import annotations
 
 import inspect

@@ -1,18 +1,7 @@
-"""Image processors for BLIP-family models, built from torchvision transforms.
-
-Training: RandomResizedCrop (scale 0.5-1.0, bicubic) + horizontal flip, with LAVIS's
-RandomAugment for `blip_image_train` (FlanT5 recipe; lavis_ib.processors.random_augment)
-and without for `blip2_image_train` (Vicuna recipe).
-Evaluation: a bicubic resize to a square (aspect ratio not kept, as the checkpoints were
-evaluated). CLIP mean/std by default.
-
-`decode_image` is the one image reader of datasets and `predict`: it scales 16-bit images
-to 8 bits, rejects NaN/inf pixels and decompression bombs with one `DataError` line, and
-every processor checks that its output tensor is finite (a NaN image would give NaN
-scores and empty generations, silently).
-
-torchvision is imported when a processor is built, not with the module: the pre-flight
-looks processors up by name and reads their settings without paying for it (seconds).
+"""Image processors for BLIP-family models, built from torchvision transforms: the
+training recipes of the released checkpoints (with LAVIS's RandomAugment for FlanT5,
+without for Vicuna) and their evaluation resize, plus `decode_image`, the one image reader,
+so a corrupt, 16-bit, non-finite or oversized image is handled the same way everywhere.
 """
 from __future__ import annotations
 
@@ -27,12 +16,15 @@ from lavis_ib.common.registry import registry
 from lavis_ib.processors.base_processor import BaseProcessor
 from lavis_ib.processors.random_augment import RandomAugment
 
+# every processor's default normalisation (the BLIP-family checkpoints were trained with it)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def transforms_v2() -> Any:
-    """torchvision's `transforms.v2` (imported on first use)."""
+    """torchvision's `transforms.v2`, imported when a processor is built, not with the
+    module: the pre-flight looks processors up by name and reads their settings without
+    paying for the import (seconds)."""
     from torchvision.transforms import v2
 
     return v2
@@ -62,7 +54,9 @@ def to_rgb8(image: Image.Image) -> Image.Image:
 
 
 def decode_image(path: Any) -> Image.Image:
-    """The fully decoded 8-bit RGB image at `path` (a file path or a binary file object).
+    """The fully decoded 8-bit RGB image at `path` (a file path or a binary file object):
+    the one image reader of the datasets and of `predict`, so a faulty image fails the
+    same way everywhere.
 
     Raises:
         DataError: not an image, truncated, a decompression bomb (more pixels than
@@ -79,7 +73,8 @@ def decode_image(path: Any) -> Image.Image:
 
 
 def check_finite(tensor: torch.Tensor) -> torch.Tensor:
-    """`tensor`, or a `DataError` when any value is NaN or infinite."""
+    """`tensor`, or a `DataError` when any value is NaN or infinite: every processor checks
+    its output, since a NaN image would give NaN scores and empty generations, silently."""
     if tensor.is_floating_point() and not torch.isfinite(tensor).all():
         raise DataError("the processed image has NaN or infinite values")
     return tensor
@@ -112,7 +107,8 @@ class BlipImageBaseProcessor(BaseProcessor):
 
 @registry.register_processor("blip_image_eval")
 class BlipImageEvalProcessor(BlipImageBaseProcessor):
-    """Squash-resize to `image_size` with bicubic interpolation, then normalise."""
+    """Squash-resize to `image_size` with bicubic interpolation (the aspect ratio is not
+    kept, as the checkpoints were evaluated), then normalise."""
 
     def __init__(self, image_size: int = 224, mean=None, std=None) -> None:
         super().__init__(image_size, mean, std)
@@ -124,7 +120,8 @@ class BlipImageEvalProcessor(BlipImageBaseProcessor):
 
 @registry.register_processor("blip2_image_train")
 class Blip2ImageTrainProcessor(BlipImageBaseProcessor):
-    """RandomResizedCrop + horizontal flip (no RandAugment)."""
+    """RandomResizedCrop (scale 0.5-1.0, bicubic) + horizontal flip, no augmentation: the
+    Vicuna recipe."""
 
     def __init__(self, image_size: int = 224, mean=None, std=None, min_scale: float = 0.5,
                  max_scale: float = 1.0) -> None:
@@ -138,8 +135,8 @@ class Blip2ImageTrainProcessor(BlipImageBaseProcessor):
 
 @registry.register_processor("blip_image_train")
 class BlipImageTrainProcessor(BlipImageBaseProcessor):
-    """RandomResizedCrop + horizontal flip + an augmentation of 2 ops at magnitude 5,
-    on the PIL crop before the tensor conversion.
+    """RandomResizedCrop (scale 0.5-1.0, bicubic) + horizontal flip + an augmentation of 2
+    ops at magnitude 5, on the PIL crop before the tensor conversion: the FlanT5 recipe.
 
     `randaug: lavis` (default) is LAVIS's RandomAugment, with which the FlanT5 checkpoints
     were trained (lavis_ib.processors.random_augment; magnitude 0-10); `randaug:

@@ -1,29 +1,7 @@
 """LAVIS's `RandomAugment` (the FlanT5 training recipe) on PIL images, with torchvision's
-functional ops, every random draw from torch's global RNG.
-
-Why not torchvision's `RandAugment`: the released FlanT5 checkpoints were trained with
-LAVIS's own augmentation, which differs in every respect that matters to the image
-statistics: 10 ops instead of 14, each of the two drawn ops applied only with
-probability 0.5, magnitudes on a 0-10 scale (level 5: rotate +-15 degrees, shear +-0.15,
-translate +-5 px, brightness and sharpness factor 1.0, i.e. identity), grey fill 128.
-
-Semantics (read from LAVIS's lavis/processors/randaugment.py; written anew here):
-- `num_ops` op names are drawn uniformly *with replacement* from the op list;
-- for each, one uniform draw decides whether it runs (probability 0.5); only an op that
-  runs draws its sign (rotate, shear, translate: each sign with probability 0.5);
-- geometry follows LAVIS's OpenCV matrices in pixel-index coordinates: ShearX maps
-  (x, y) -> (x + f*y, y) and ShearY (x, y) -> (x, y + f*x) about the top-left pixel;
-  TranslateX/Y by +d moves the content d px left/up; Rotate by +a degrees turns the content
-  counter-clockwise about pixel (W/2, H/2); bilinear sampling, fill (128, 128, 128);
-- AutoContrast (no cutoff) and Equalize are PIL's `ImageOps` (LAVIS's OpenCV versions are
-  written to give PIL's output); Brightness and Sharpness are PIL's enhancers (at level 5
-  the factor is 1.0 and both are exactly the identity, as in LAVIS).
-Known sub-pixel differences from LAVIS: PIL's bilinear sampler (float weights) against
-OpenCV's (1/32-px fixed point), and how each blends the fill into the outermost pixels.
-
-Randomness: torch's global RNG only (`torch.randint`, `torch.rand`), so the dataset's
-per-sample forked generator (lavis_ib.datasets.datasets.base.seeded_torch) makes a
-sample's augmentation a function of (seed, epoch, dataset, index).
+functional ops, every random draw from torch's global RNG: the released FlanT5 checkpoints
+were trained with LAVIS's own augmentation, not torchvision's `RandAugment`, so the recipe
+needs it. Its facts are on `RandomAugment`, `magnitude` and `apply_op` (docs/protocol.md).
 """
 from __future__ import annotations
 
@@ -51,7 +29,9 @@ AUTOCONTRASTS = ("lavis", "corrected")
 
 def magnitude(name: str, level: float) -> float | None:
     """The unsigned argument of op `name` at `level` (0..MAX_LEVEL); None for ops
-    without one. LAVIS's level-to-argument rules."""
+    without one. LAVIS's level-to-argument rules: at level 5 rotate is 15 degrees, shear
+    0.15, translate 5 px, and the Brightness and Sharpness factors are 1.0 (the identity,
+    as in LAVIS)."""
     if name in ("Identity", "AutoContrast", "Equalize"):
         return None
     if name in ("Brightness", "Sharpness"):
@@ -89,8 +69,19 @@ def lavis_autocontrast(image: Image.Image) -> Image.Image:
 
 def apply_op(image: Image.Image, name: str, arg: float | None,
              autocontrast: str = "lavis") -> Image.Image:
-    """`image` with op `name` applied with argument `arg` (signed; see module docstring);
-    `autocontrast` picks AutoContrast's version (`AUTOCONTRASTS`)."""
+    """`image` with op `name` applied with argument `arg` (signed: `RandomAugment.draw`);
+    `autocontrast` picks AutoContrast's version (`AUTOCONTRASTS`).
+
+    The geometry follows LAVIS's OpenCV matrices in pixel-index coordinates: ShearX maps
+    (x, y) -> (x + f*y, y) and ShearY (x, y) -> (x, y + f*x) about the top-left pixel;
+    TranslateX/Y by +d moves the content d px left/up; Rotate by +a degrees turns the
+    content counter-clockwise about pixel (W/2, H/2); bilinear sampling, fill `FILL`.
+    AutoContrast is LAVIS's (`lavis_autocontrast`) or, `corrected`, PIL's
+    `ImageOps.autocontrast` without cutoff; Equalize is PIL's `ImageOps.equalize` (LAVIS's
+    OpenCV version is written to give PIL's output); Brightness and Sharpness are PIL's
+    enhancers. Known sub-pixel differences from LAVIS: PIL's bilinear sampler (float
+    weights) against OpenCV's (1/32-px fixed point), and how each blends the fill into the
+    outermost pixels."""
     # torchvision on first use: looking processors up (the pre-flight) does not import it
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as F
@@ -136,7 +127,19 @@ class Step:
 
 class RandomAugment:
     """LAVIS's ``RandomAugment(num_ops, level, isPIL=True, augs=ops)`` on PIL images;
-    `autocontrast` is one of `AUTOCONTRASTS`."""
+    `autocontrast` is one of `AUTOCONTRASTS`.
+
+    Not torchvision's `RandAugment`: the released FlanT5 checkpoints were trained with
+    LAVIS's own augmentation, which differs in every respect that matters to the image
+    statistics: 10 ops instead of 14 (`LAVIS_OPS`), each of the drawn ops applied only with
+    probability 0.5, magnitudes on a 0-10 scale (`magnitude`), grey fill 128. The semantics
+    are read from LAVIS's lavis/processors/randaugment.py and written anew here (the draws
+    on `draw`, the ops on `apply_op`).
+
+    Every draw comes from torch's global RNG (`torch.randint`, `torch.rand`), so the
+    dataset's per-sample forked generator (`lavis_ib.datasets.datasets.base.seeded_torch`)
+    makes a sample's augmentation a function of (seed, epoch, dataset, index).
+    """
 
     def __init__(self, num_ops: int = 2, level: float = 5, ops: Sequence[str] = LAVIS_OPS,
                  autocontrast: str = "lavis"):
@@ -154,8 +157,10 @@ class RandomAugment:
         self.autocontrast = autocontrast
 
     def draw(self) -> list[Step]:
-        """The random plan of one image, in LAVIS's order of draws: the op names first,
-        then per op whether it runs and, only if it does, its sign."""
+        """The random plan of one image, in LAVIS's order of draws: `num_ops` op names
+        first, drawn uniformly *with replacement*; then per op one uniform draw decides
+        whether it runs (probability `APPLY_PROB`), and only an op that runs draws its sign
+        (rotate, shear, translate: each sign with probability 0.5)."""
         picks = torch.randint(len(self.ops), (self.num_ops,)).tolist()
         plan = []
         for index in picks:

@@ -1,9 +1,6 @@
-"""Video processors: PyAV decoding, N frames sampled uniformly, output (C, T, H, W).
-
-Frames are taken at the middle of N equal segments of the clip. The same random crop and
-flip apply to every frame of a clip (torchvision v2 transforms on a (T, C, H, W) tensor).
-`av` is imported when a video is decoded and torchvision when a processor is built, not
-when the module loads.
+"""Video processors: PyAV decoding, N frames sampled uniformly, output (C, T, H, W), so the
+video datasets reach the model as a few frames per clip, each read by the image path.
+PyAV and torchvision are imported when first needed, so looking processors up stays cheap.
 """
 from __future__ import annotations
 
@@ -20,7 +17,8 @@ from lavis_ib.processors.image import CLIP_MEAN, CLIP_STD, bicubic, check_finite
 
 
 def uniform_frame_indices(num_frames_in_video: int, n: int) -> list[int]:
-    """Indices at the centres of `n` equal segments (repeats when the clip is short)."""
+    """Indices at the centres of `n` equal segments of the clip (repeats when the clip is
+    short)."""
     if num_frames_in_video <= 0:
         raise ValueError("the video has no frames")
     edges = np.linspace(0, num_frames_in_video, n + 1)
@@ -28,7 +26,8 @@ def uniform_frame_indices(num_frames_in_video: int, n: int) -> list[int]:
 
 
 def read_video_frames(path: str, n_frames: int = 4) -> torch.Tensor:
-    """(T, C, H, W) uint8 frames of `path`, sampled uniformly.
+    """(T, C, H, W) uint8 frames of `path`, sampled uniformly (PyAV, imported here: not
+    when the module loads).
 
     Raises:
         DataError: the file is missing or cannot be decoded.
@@ -94,7 +93,8 @@ class VideoEvalProcessor(_VideoProcessor):
 
 @registry.register_processor("video_train")
 class VideoTrainProcessor(_VideoProcessor):
-    """One RandomResizedCrop + flip shared by all frames of a clip."""
+    """One RandomResizedCrop + flip shared by all frames of a clip (torchvision v2
+    transforms on the (T, C, H, W) tensor draw once per clip)."""
 
     def __init__(self, image_size: int = 224, n_frms: int = 4, mean=None, std=None,
                  min_scale: float = 0.5, max_scale: float = 1.0) -> None:

@@ -1,26 +1,7 @@
 """The README's model-zoo table, computed: parameters per part of every shipped model type,
-bf16 weight memory, the paper's Table 1 row and where the weights come from.
-
-Counts come from architecture numbers, never from loading weights, so the tables cover
-13B-parameter types on any machine. The numbers are each model YAML's own (`vision`,
-`qformer`, `num_query_token`, `embed_dim`, `llm_config` of the tiny types) plus a `zoo:`
-node where the YAML has no LLM config (the released types read theirs from the
-checkpoint): `zoo.llm` holds the LLM's Hugging Face config numbers, `zoo.weights` where
-the weights come from. The formulas count what lavis_ib builds
-(tests/report/test_zoo_table.py checks them against built tiny models):
-
-- ViT: EVA ViT (cls token, position embedding, patch embedding, blocks with q/v biases);
-- Q-Former: the query tokens, `ln_vision`, the Q-Former (its text side, word and position
-  embeddings and text FFNs, only in models whose Q-Former reads text: InstructBLIP and
-  BLIP-2 stage 1; a stage-2 model built from stage 1 carries it frozen, not counted here);
-- projection: Linear(Q-Former width -> LLM input width);
-- LLM: a LLaMA-style decoder (LLaMA, Mistral, Phi-3, Qwen2, Gemma-2), T5 or OPT per
-  `model_type` of the LLM config;
-- stage-1 heads (`blip2`, no LLM; in the projection column): the ITC projections, the ITM
-  head, the ITG head (its output matrix is the word-embedding table) and the temperature.
-
-`lavis-ib zoo --markdown` prints the tables; the README holds them between markers and a
-test keeps the two equal.
+bf16 weight memory, the paper's Table 1 row and where the weights come from. Counts come
+from architecture numbers, never from loading weights, so the table covers 13B-parameter
+types on any machine; `lavis-ib zoo --markdown` prints it and a test keeps the README equal.
 """
 from __future__ import annotations
 
@@ -44,6 +25,7 @@ TRAINING_MEMORY = ("Training memory is not listed: `bench/gpu.py` measures the p
 
 
 def vit_params(v: Mapping[str, Any]) -> int:
+    """EVA ViT: cls token, position embedding, patch embedding, blocks with q/v biases."""
     d, mlp, p = v["hidden_size"], v["intermediate_size"], v["patch_size"]
     tokens = (v["image_size"] // p) ** 2 + 1
     block = 4 * d + 2 * d + 3 * d * d + (d * d + d) + (d * mlp + mlp) + (mlp * d + d)
@@ -52,7 +34,10 @@ def vit_params(v: Mapping[str, Any]) -> int:
 
 def qformer_params(q: Mapping[str, Any], num_query: int, vision_width: int, text_side: bool) -> int:
     """Query tokens + ln_vision + Q-Former; cross-attention in every
-    `cross_attention_frequency`-th layer from layer 0."""
+    `cross_attention_frequency`-th layer from layer 0. The text side (word and position
+    embeddings, text FFNs) is counted only with `text_side`: in models whose Q-Former reads
+    text (InstructBLIP, BLIP-2 stage 1); a stage-2 model built from stage 1 carries it
+    frozen, not counted here."""
     h, ffn, n = q["hidden_size"], q["intermediate_size"], q["num_hidden_layers"]
     enc = q.get("encoder_hidden_size", vision_width)
     attn = 4 * (h * h + h) + 2 * h
@@ -99,6 +84,8 @@ def _opt(c: Mapping[str, Any]) -> int:
         + c["num_hidden_layers"] * layer + untied
 
 
+#: parameters of the LLM, per `model_type` of its config: a LLaMA-style decoder (LLaMA,
+#: Mistral, Phi-3, Qwen2, Gemma-2), T5 or OPT
 LLM_FORMULAS = {"llama": _decoder, "mistral": _decoder, "phi3": _decoder,
                 "qwen2": lambda c: _decoder(c, qkv_bias=True),
                 "gemma2": lambda c: _decoder(c, norms_per_layer=4, tied_by_default=True),
@@ -125,7 +112,14 @@ def model_yaml(arch: str, model_type: str) -> Any:
 
 
 def part_counts(cfg: Any) -> dict[str, int]:
-    """{part: parameters} of one model YAML (its `model:` and `zoo:` nodes)."""
+    """{part: parameters} of one model YAML (its `model:` and `zoo:` nodes).
+
+    The numbers are the YAML's own (`vision`, `qformer`, `num_query_token`, the
+    `llm_config` of the tiny types), plus a `zoo:` node where the YAML has no LLM config
+    (the released types read theirs from the checkpoint): `zoo.llm` holds the LLM's
+    Hugging Face config numbers. The projection is Linear(Q-Former width -> LLM input
+    width). The formulas count what lavis_ib builds (tests/report/test_zoo_table.py checks
+    them against built tiny models)."""
     model, zoo = cfg.model, cfg.get("zoo") or {}
     llm = model.get("llm_config") or zoo.get("llm")
     if llm is None:
@@ -144,7 +138,8 @@ def part_counts(cfg: Any) -> dict[str, int]:
 
 
 def stage1_counts(cfg: Any) -> dict[str, int]:
-    """{part: parameters} of one stage-1 model YAML: no LLM; its heads in `projection`."""
+    """{part: parameters} of one stage-1 model YAML (`embed_dim` too): no LLM; its heads
+    in `projection` (`stage1_heads`)."""
     model = cfg.model
     return {"vit": vit_params(model.vision),
             "qformer": qformer_params(model.qformer, model.num_query_token, model.vision.hidden_size,
@@ -153,7 +148,8 @@ def stage1_counts(cfg: Any) -> dict[str, int]:
 
 
 def zoo_rows() -> list[dict[str, Any]]:
-    """One row per shipped model type: counts per part, total, bf16 bytes, Table 1 row, weights."""
+    """One row per shipped model type: counts per part, total, bf16 bytes, Table 1 row,
+    weights (where they come from: `zoo.weights` of the model YAML)."""
     from lavis_ib.common.registry import registry
     from lavis_ib.report.paper import ROW_OF_MODEL_TYPE
 

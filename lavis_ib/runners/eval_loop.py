@@ -1,30 +1,7 @@
-"""The evaluation loop shared by training validation and `python -m lavis_ib.evaluate`.
-
-For each dataset split: the dataset entry's task (`datasets.<name>.task`) is built with
-`for_dataset` (checked against the model's class), and `evaluate_split` runs three steps:
-`run_shard` (`task.before_evaluation(model, dataset)`, then `task.valid_step` on this
-rank's contiguous shard of the split or of its fixed `eval_subset`, cut without overlap
-or padding by `lavis_ib.datasets.loaders.eval_loader`), `gather_records` (all ranks'
-records, de-duplicated by `id` and checked: the count of unique ids plus unreadable
-samples must equal the split size, so every sample is scored exactly once) and
-`report_split` (rank 0: `task.metrics`, `predictions.jsonl`, `metrics.json`). Without a
-process group it is a plain loop in one process.
-
-Unreadable samples (a missing or corrupt image: the dataset's `BadSample`) are logged once
-per file with the reason, counted in `metrics.json` as `num_unreadable` (0 included: the
-metric's denominator is `num_samples`, the split is `num_samples + num_unreadable`) and on
-the console; more than `run.max_bad_sample_fraction` of the evaluated samples unreadable
-stops the evaluation with one `DataError` line before any metric is computed, on every
-rank (`lavis-ib data check PROJECT --decode` lists the files beforehand).
-
-Rank 0 shows a tqdm bar over its batches on stderr, named after the split
-(`LAVIS_IB_NO_PROGRESS=1` hides it); the metrics line in the log is rounded to two
-decimals (`common.metrics_text`), the JSON files keep full precision.
-
-Under FSDP the caller gathers the model's shards first (`Strategy.eval_mode`), so ranks
-may run different numbers of batches and generation steps. Records and metrics travel
-through `dist_utils.all_gather_objects`, whose timeout is at least `EVAL_TIMEOUT_S` (COCO
-caption metrics take minutes on large splits on rank 0 while the others wait).
+"""The evaluation loop shared by training validation and `lavis-ib evaluate`: every split
+is scored exactly once whatever the number of processes, unreadable samples are counted
+instead of silently shrinking a metric's denominator, and each split leaves its
+`predictions.jsonl` and `metrics.json`.
 """
 from __future__ import annotations
 
@@ -49,6 +26,8 @@ from lavis_ib.datasets.bad_samples import BadSampleLog
 from lavis_ib.runners.eval_resume import PartialWriter, batch_ids, read_done
 
 logger = logging.getLogger(__name__)
+# the least timeout of the evaluation's gathers: COCO caption metrics take minutes on large
+# splits on rank 0 while the others wait
 EVAL_TIMEOUT_S = GATHER_TIMEOUT_S
 #: the run setting's default: evaluation stops above this fraction of unreadable samples
 MAX_BAD_FRACTION = RunConfig.max_bad_sample_fraction
@@ -103,8 +82,18 @@ def evaluate_split(model: Any, task: Any, dataset: Any, name: str, split: str, *
                    max_bad_sample_fraction: float = MAX_BAD_FRACTION) -> dict[str, float]:
     """Evaluate one split; returns its metrics on every rank (rank 0 computes them).
 
+    Three steps: `run_shard` (this rank's contiguous shard of the split or of its fixed
+    `eval_subset`, cut without overlap or padding by `lavis_ib.datasets.loaders.eval_loader`),
+    `gather_records` (all ranks' records, de-duplicated and counted: every sample is scored
+    exactly once) and `report_split` (rank 0). Unreadable samples (the dataset's
+    `BadSample`) are logged once per file; too many of them stop the evaluation on every
+    rank before any metric is computed (`check_bad_fraction`). Records and metrics travel
+    through `all_gather_objects`; without a process group it is a plain loop.
+
     Args:
-        model: the unwrapped model (eval mode, gathered under FSDP).
+        model: the unwrapped model (eval mode; under FSDP the caller gathers its shards
+            first, `Strategy.eval_mode`, so ranks may run different numbers of batches
+            and generation steps).
         task: the dataset's evaluation task.
         dataset: a map-style dataset with `collater`.
         out_dir: folder for predictions.jsonl and metrics.json (rank 0 writes), or None.
@@ -232,8 +221,9 @@ def report_split(task: Any, records: list[dict[str, Any]], bad: list[str], datas
                  counts: Mapping[str, int] | None = None) -> dict[str, float]:
     """The split's metrics (rank 0), written with the predictions to `out_dir`; `counts`
     are the model's inference counts over the split (e.g. `num_truncated`).
-    `num_unreadable` is always written: the metrics cover `num_samples` of the
-    `num_samples + num_unreadable` samples evaluated."""
+    `num_unreadable` is always written (0 included): the metrics cover `num_samples` of
+    the `num_samples + num_unreadable` samples evaluated. The log line rounds the metrics
+    to two decimals (`metrics_line`); the JSON files keep full precision."""
     logger.info("%s: scoring %d predictions (%s)", where, len(records), type(task).__name__)
     metrics = dict(task.metrics(records, dataset))
     metrics["num_samples"] = len(records)
@@ -285,7 +275,8 @@ def evaluate_datasets(model: Any, datasets: Mapping[str, Mapping[str, Any]],
                       ) -> dict[str, dict[str, float]]:
     """Evaluate every dataset split that has an evaluation task: each entry's
     `eval_splits`, else `default_splits`; with `only` (training validation), just those
-    of them in `only`.
+    of them in `only`. The entry's task (`datasets.<name>.task`) is built with
+    `for_dataset`, which checks it against the model's class.
 
     Returns:
         {"<name>" (first split) or "<name>_<split>": metrics}; a dataset with eval splits

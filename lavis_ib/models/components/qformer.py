@@ -1,32 +1,8 @@
 """The instruction-aware Q-Former: learned queries that read the image for the LLM.
 
-A compact post-LayerNorm transformer written for InstructBLIP (not a BERT copy):
-
-* the input is [query tokens ; instruction tokens]; queries have no position embedding,
-  instruction tokens get absolute positions from 0; the concatenation is layer-normed;
-* self-attention over the whole sequence is bidirectional (padding mask only), so the
-  queries see the instruction and vice versa;
-* every `cross_attention_frequency`-th layer (0, 2, 4, ...) lets the queries (only) attend
-  to the image tokens;
-* queries and text have separate feed-forward networks (`ffn_query` / `ffn_text`);
-* only the query outputs leave the module.
-
-With `text_ids=None` it is BLIP-2's Q-Former (the "w/o instruction-aware" ablation);
-built with `text_input=False` it has no text side at all (no word/position embeddings,
-no `ffn_text`), as BLIP-2's stage-2 models, whose checkpoints hold only the query side.
-Attention uses `torch.nn.functional.scaled_dot_product_attention`; layers can be
-recomputed in the backward pass (`gradient_checkpointing = True`).
-
-BLIP-2's stage 1 also runs the text side without queries: `encode_text` (the ITC text
-encoder: bidirectional over the text alone) and `decode_text` (ITG: causal over the text,
-every query visible through the per-layer query states a query pass kept in
-`query_states`; the queries never see the text). Both use the text feed-forward only.
-
-Dropout (hidden and attention-probability) draws each sample's mask from the sample's
-key when training batches carry keys (`sample_keys`, set per forward by the model from
-the batch; `models/components/sample_dropout.py`), so any split of a global batch over
-processes gives the same masks; attention probabilities are then computed explicitly
-(SDPA takes no generator). Without keys it is ordinary dropout.
+One compact module written for InstructBLIP rather than a copy of BERT, so that it also
+serves, without a second implementation, as BLIP-2's queries-only Q-Former and as its
+stage-1 text encoder and decoder; the layout is on `QFormer`.
 """
 from __future__ import annotations
 
@@ -158,7 +134,29 @@ class QFormerLayer(nn.Module):
 
 
 class QFormer(nn.Module):
-    """See the module docstring.
+    """A compact post-LayerNorm transformer written for InstructBLIP (not a BERT copy):
+
+    * the input is [query tokens ; instruction tokens]; queries have no position embedding,
+      instruction tokens get absolute positions from 0; the concatenation is layer-normed;
+    * self-attention over the whole sequence is bidirectional (padding mask only), so the
+      queries see the instruction and vice versa;
+    * every `cross_attention_frequency`-th layer (0, 2, 4, ...) lets the queries (only)
+      attend to the image tokens;
+    * queries and text have separate feed-forward networks (`ffn_query` / `ffn_text`);
+    * only the query outputs leave the module.
+
+    With `text_ids=None` it is BLIP-2's Q-Former (the "w/o instruction-aware" ablation);
+    built with `text_input=False` it has no text side at all (no word/position embeddings,
+    no `ffn_text`), as BLIP-2's stage-2 models, whose checkpoints hold only the query side.
+    BLIP-2's stage 1 also runs the text side without queries (`encode_text`,
+    `decode_text`). Attention uses `torch.nn.functional.scaled_dot_product_attention`;
+    layers can be recomputed in the backward pass (`gradient_checkpointing = True`).
+
+    Dropout (hidden and attention-probability) draws each sample's mask from the sample's
+    key when training batches carry keys (`sample_keys`, set per forward by the model from
+    the batch; `lavis_ib.models.components.sample_dropout`), so any split of a global batch
+    over processes gives the same masks; attention probabilities are then computed
+    explicitly (SDPA takes no generator). Without keys it is ordinary dropout.
 
     Args:
         spec: the sizes.
@@ -260,16 +258,18 @@ class QFormer(nn.Module):
         return x
 
     def encode_text(self, text_ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
-        """Text outputs (B, L, D) of the text alone: self-attention over the text (padding
-        masked), the text feed-forward, no queries and no image."""
+        """Text outputs (B, L, D) of the text alone (BLIP-2's ITC text encoder):
+        bidirectional self-attention over the text (padding masked), the text feed-forward,
+        no queries and no image."""
         mask = text_mask.bool()[:, None, None, :]
         return self._text_layers(self._embed_text(text_ids), mask, None)
 
     def decode_text(self, text_ids: torch.Tensor, text_mask: torch.Tensor,
                     query_states: list) -> torch.Tensor:
-        """Text outputs (B, L, D) of the causal pass: token i attends to every query (the
-        layer inputs of a query pass, `forward(..., query_states=[])`) and to text tokens
-        j <= i that are not padding. Text positions start at 0."""
+        """Text outputs (B, L, D) of the causal pass (BLIP-2's ITG): token i attends to
+        every query (the layer inputs of a query pass, `forward(..., query_states=[])`) and
+        to text tokens j <= i that are not padding; the queries never see the text. Text
+        positions start at 0; only the text feed-forward runs."""
         if len(query_states) != len(self.layers):
             raise ValueError(f"{len(query_states)} query states for {len(self.layers)} layers")
         b, n = text_ids.shape

@@ -2,8 +2,7 @@
 
 InstructBLIP (whose Q-Former also reads the instruction) and BLIP-2 (queries only) both
 derive from it, so the image path, the freezing decision, FSDP's shard units, the LLM
-adapter and the parameter names exist once; a forward hook hands a batch's per-sample
-dropout keys to the Q-Former (docs/determinism.md)."""
+adapter and the parameter names exist once."""
 from __future__ import annotations
 
 import contextlib
@@ -33,7 +32,8 @@ FAMILY_OF_MODEL_TYPE = {"llama": "vicuna", "t5": "flant5"}
 
 
 def _take_dropout_keys(model: "QFormerLLM", args: tuple, kwargs: dict) -> None:
-    """Forward pre-hook: the batch's per-sample dropout keys, if any, for the Q-Former."""
+    """Forward pre-hook: the batch's per-sample dropout keys, if any, for the Q-Former
+    during this forward call (`_drop_dropout_keys` clears them; docs/determinism.md)."""
     samples = args[0] if args else kwargs.get("samples")
     keys = samples.get(DROPOUT_KEYS) if isinstance(samples, Mapping) else None
     model.qformer.sample_keys = keys if model.training else None

@@ -1,19 +1,8 @@
 """Dropout whose mask is a function of the sample, not of the process that runs it.
 
 torch's dropout draws from the process's generator, so the same sample gets another mask
-when the global batch is split differently over processes or accumulation steps, and
-gradients differ (1e-3 in the loss at step 1). Here each element's keep/drop decision is a
-hash of (the sample's key, the dropout site, the element's coordinates): counter-based,
-stateless, so a recomputed layer (gradient checkpointing) draws the same mask and no
-generator state travels between processes.
-
-An element's coordinates (the dimensions after the batch one) are packed into 32 bits
-with a fixed width per dimension (one: 32; two: 16 + 16; three: 8 + 12 + 12, i.e. heads,
-rows, keys), so its decision does not change with the padded length of the batch it sits
-in (right padding: the Q-Former's instruction tokens). The decision is one round of a
-32-bit integer mixer (x ^= x >> 16; x *= 0x45d9f3b; twice; x ^= x >> 16) of the packed
-coordinates xor a per-(sample, site) word, computed in int64 with every product below
-2**63: exact and the same on CPU and GPU. Keys come from `lavis_ib.common.dropout_keys`.
+when the global batch is split differently over processes or accumulation steps, and the
+gradients differ; here each mask is a hash of the sample's key (docs/determinism.md).
 """
 from __future__ import annotations
 
@@ -26,12 +15,16 @@ from torch import nn
 _MASK32 = 0xFFFFFFFF
 _MUL = 0x45D9F3B        # < 2**27: a 32-bit value times it stays below 2**59
 _GOLDEN = 0x9E3779B9
-#: bits of each dimension after the batch one in an element's packed coordinates
+#: bits of each dimension after the batch one in an element's packed coordinates (three:
+#: heads, rows, keys); fixed widths, so an element's decision does not change with the
+#: padded length of the batch it sits in (right padding: the Q-Former's instruction tokens)
 _WIDTHS = {1: (32,), 2: (16, 16), 3: (8, 12, 12)}
 
 
 def _mix(x: torch.Tensor) -> torch.Tensor:
-    """A 32-bit integer mixer on int64 values in [0, 2**32)."""
+    """A 32-bit integer mixer on int64 values in [0, 2**32): x ^= x >> 16; x *= 0x45d9f3b;
+    twice; x ^= x >> 16. Every product stays below 2**63, so int64 arithmetic is exact
+    and the result the same on CPU and GPU."""
     x = ((x >> 16) ^ x) * _MUL & _MASK32
     x = ((x >> 16) ^ x) * _MUL & _MASK32
     return (x >> 16) ^ x
@@ -71,7 +64,10 @@ def _coordinates(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
 def keep_mask(keys: torch.Tensor, site: int, shape: tuple[int, ...], p: float,
               device: torch.device) -> torch.Tensor:
     """Boolean (B, *shape): element kept with probability 1 - p, decided by
-    hash(keys[b], site, coordinates); B = len(keys)."""
+    hash(keys[b], site, coordinates); B = len(keys). The hash is one `_mix` of the packed
+    coordinates xor a per-(sample, site) word: counter-based and stateless, so a recomputed
+    layer (gradient checkpointing) draws the same mask and no generator state travels
+    between processes. `keys` come from `lavis_ib.common.dropout_keys`."""
     keys = keys.to(device=device, dtype=torch.int64)
     word = _mix(_mix(keys[:, 0] ^ (site & _MASK32)) ^ keys[:, 1])   # per (sample, site)
     word = word.view(-1, *(1,) * len(shape))

@@ -1,26 +1,7 @@
-"""LoRA adapters on the frozen LLM (`model.llm_lora`), through peft.
-
-Off by default: the paper trains only the Q-Former side. When a model node sets
-`llm_lora: {r, alpha, dropout, target_modules}`, peft's `inject_adapter_in_model` wraps
-the named linear layers of the LLM in place (the LLM object, and every module name above
-the wrapped layers, stay as they were), so the adapters' parameter names are the LLM's
-with `.lora_A.default.weight` / `.lora_B.default.weight` added. Those names are what run
-checkpoints store; `merge_adapters` folds the adapters back into the base weights and
-removes the wrappers, which restores the LLM's own names for the Hugging Face export.
-
-Choices, documented in docs/lora.md:
-- adapters are fp32 whatever `llm_precision` is (they train; the base stays frozen);
-- LoRA starts as the identity (B = 0, peft's default initialisation), and A is drawn
-  from a fixed seed so every process of a distributed run draws the same adapters;
-- `target_modules` defaults per LLM family (`DEFAULT_TARGETS`), names are checked
-  against the LLM's linear layers when the model is built;
-- on a torchao `int8_weight_only` LLM the adapters wrap the int8 layers (peft's torchao
-  LoRA layer) and train as on an unquantised one; merging them into int8 weights would round
-  them, so `merge_adapters` refuses there and export rebuilds the LLM unquantised first;
-  with the bitsandbytes modes (never run here: no GPU) the combination is refused;
-- adapter dropout (`dropout`, default 0) is peft's, drawn from each process's generator:
-  unlike the Q-Former's, its masks change with how the global batch is split over
-  processes (docs/determinism.md), which `add_lora` logs when the dropout is above 0.
+"""LoRA adapters on the frozen LLM (`model.llm_lora`), through peft: an option, off by
+default (the paper trains only the Q-Former side), for runs that also adapt the LLM. The
+settings are checked before anything is built, the adapters wrap the LLM in place and are
+merged back for the export; the choices and their reasons are in docs/lora.md.
 """
 from __future__ import annotations
 
@@ -41,10 +22,12 @@ KEYS = ("r", "alpha", "dropout", "target_modules")
 DEFAULT_TARGETS = {"llama": ["q_proj", "v_proj"], "opt": ["q_proj", "v_proj"],
                    "mistral": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"],
                    "t5": ["q", "v"]}
-#: the seed of the adapters' random A matrices (identical in every process)
+#: the seed of the adapters' random A matrices (identical in every process; B starts at
+#: 0, peft's default, so fresh adapters are the identity)
 ADAPTER_SEED = 0
 ADAPTER_NAME = "default"
-#: llm_quantization modes LoRA is refused with (bitsandbytes: never run in this project)
+#: llm_quantization modes LoRA is refused with (bitsandbytes: never run in this project; on
+#: torchao's int8_weight_only the adapters wrap the int8 layers and train as usual)
 UNTESTED_WITH_QUANTIZATION = ("int8", "nf4")
 
 
@@ -133,7 +116,15 @@ def resolved_settings(settings: Mapping[str, Any], llm: nn.Module) -> dict[str, 
 
 def add_lora(model: Any, settings: Mapping[str, Any]) -> None:
     """Wrap `model.llm`'s target layers with fp32 LoRA adapters in place and let the
-    model decide again what trains (the adapters join the Q-Former's parts)."""
+    model decide again what trains (the adapters join the Q-Former's parts).
+
+    peft's `inject_adapter_in_model` leaves the LLM object and every module name above a
+    wrapped layer as they were, so the adapters' parameter names (what run checkpoints
+    store) are the LLM's with `.lora_A.default.weight` / `.lora_B.default.weight` added.
+    The adapters are fp32 whatever `llm_precision` is (they train; the base stays frozen).
+    Their dropout is peft's, drawn from each process's generator: unlike the Q-Former's,
+    its masks change with how the global batch is split, which is logged when it is
+    above 0 (docs/determinism.md)."""
     from peft import LoraConfig, inject_adapter_in_model
 
     from lavis_ib.common.containers import to_plain
@@ -186,8 +177,9 @@ def adapter_dropouts(llm: nn.Module) -> list[nn.Module]:
 @torch.no_grad()
 def merge_adapters(llm: nn.Module) -> int:
     """Add every adapter's B @ A * alpha / r into its base weight and put the base layer
-    back in the wrapper's place (the LLM's own module names again). Returns the number
-    of merged layers."""
+    back in the wrapper's place (the LLM's own module names again, for the Hugging Face
+    export). Returns the number of merged layers. Refused on int8 base layers (merging
+    would round the adapters away): export rebuilds the LLM unquantised first."""
     layers = adapter_layers(llm)
     quantised = [name for name, layer in layers if _is_quantised(layer.get_base_layer().weight)]
     if quantised:
