@@ -77,8 +77,9 @@ def test_run_checkpoints_hold_trainable_parts_and_rebuilds_quantise_again(tmp_pa
         assert keys == trainable
         log.messages.clear()
         assert "llm_quantization: int8_weight_only" in (run / "config.yaml").read_text()
+        # extending the finished run is a schedule change: allowed explicitly
         assert train.main(["--cfg-path", project, "--options", "run.max_iters=3",
-                           "run.resume=auto"]) == 0
+                           "run.resume=auto", "run.allow_config_change=true"]) == 0
         log.one_quantised_build_then("resumed from")
         assert evaluate.main(["--cfg-path", str(run / "config.yaml"), "--checkpoint", str(run)]) == 0
         log.one_quantised_build_then("63 trainable tensors restored")
