@@ -72,6 +72,7 @@ class RunLogger:
 
                 # events of steps >= purge_step (the stopped process's) are discarded
                 purge = start_step if revalidate else start_step + 1
+                _after_existing_event_files(os.path.join(output_dir, "tb"))
                 self.tb = SummaryWriter(os.path.join(output_dir, "tb"), purge_step=purge)
                 if revalidate and kept_train is not None:   # purged with the validation
                     self._tb_scalars(_train_scalars(kept_train), start_step)
@@ -179,6 +180,25 @@ def loss_terms(out: Mapping[str, Any]) -> list[str]:
     """The named loss parts of a model's training output (`loss_itc`, ...): its `loss_*`
     keys other than `loss_sum`, in the model's order (the same on every rank)."""
     return [k for k in out if k.startswith("loss_") and k != "loss_sum"]
+
+
+def _after_existing_event_files(folder: str) -> None:
+    """Wait until the clock is past the newest event file's second. TensorBoard reads a
+    folder's event files in name order, whose first field is the creation time in whole
+    seconds: a resumed writer created in the same second as the stopped process's could
+    sort before it (the pid decides), and its `purge_step` would then be read first and
+    purge nothing, hiding the resumed steps."""
+    import glob
+
+    stamps = []
+    for path in glob.glob(os.path.join(folder, "events.out.tfevents.*")):
+        field = os.path.basename(path).split(".")[3]
+        if field.isdigit():
+            stamps.append(int(field))
+    if stamps:
+        wait = max(stamps) + 1 - time.time()
+        if wait > 0:
+            time.sleep(wait)
 
 
 def _train_scalars(record: Mapping[str, Any]) -> dict[str, float]:

@@ -9,7 +9,7 @@ import torch
 
 from lavis_ib import registry
 from lavis_ib.common.config import compose_dataset
-from lavis_ib.common.errors import ConfigError
+from lavis_ib.common.errors import ConfigError, DataError
 from lavis_ib.runners.eval_loop import evaluate_split
 from tests.datasets.conftest import build
 from tests.tasks.retrieval_reference import FakeRetrievalModel, lavis_report, lavis_score_matrices
@@ -29,10 +29,10 @@ def task_for(name="coco_retrieval", **entry):
         name, compose_dataset(name, {"feature_workers": 0, **entry}))
 
 
-def run(task, dataset, out_dir=None, model=None, batch_size=2):
+def run(task, dataset, out_dir=None, model=None, batch_size=2, **limits):
     model = model or FakeRetrievalModel()
     metrics = evaluate_split(model, task, dataset, task.dataset_name, "test", batch_size=batch_size,
-                             num_workers=0, device=torch.device("cpu"), out_dir=out_dir)
+                             num_workers=0, device=torch.device("cpu"), out_dir=out_dir, **limits)
     return metrics, model
 
 
@@ -84,13 +84,15 @@ def test_pairs_outside_the_top_k_score_minus_100(fixtures):
     assert (few["txt_r5"], few["img_r1"]) != (every["txt_r5"], every["img_r1"])
 
 
-def test_unreadable_image_and_its_captions_are_left_out(fixtures, tmp_path):
-    dataset = split(fixtures)
-    os.rename(os.path.join(dataset.vis_root, dataset.image[1]), str(tmp_path / "moved.jpg"))
-    try:
-        metrics, _ = run(task_for(k_test=3), dataset)
-    finally:
-        os.rename(str(tmp_path / "moved.jpg"), os.path.join(dataset.vis_root, dataset.image[1]))
+def test_unreadable_image_and_its_captions_are_left_out(tmp_path):
+    from lavis_ib.testing.fixtures import write_fixtures
+
+    # its own copy: the image is removed (the session's fixture root stays untouched)
+    dataset = split(write_fixtures(str(tmp_path), ["coco_retrieval"]))
+    os.remove(os.path.join(dataset.vis_root, dataset.image[1]))
+    with pytest.raises(DataError, match="max_bad_sample_fraction"):   # the default limit, 0.01
+        run(task_for(k_test=3), dataset)
+    metrics, _ = run(task_for(k_test=3), dataset, max_bad_sample_fraction=0.5)
     keep = [0, 2, 3]
     expected, _, _ = reference(dataset, 3, keep)
     assert metrics["num_unreadable"] == 1
