@@ -133,8 +133,9 @@ def floor(module: str) -> int:
     return FLOORS[prefix]
 
 
-_MODEL_PACKAGES = {m for m in package_modules() if m.count(".") == 2 and m.startswith("lavis_ib.models.")
-                   and os.path.basename(package_modules()[m]) == "__init__.py"}
+_MODEL_PACKAGES = {m for m, path in package_modules().items()
+                   if m.count(".") == 2 and m.startswith("lavis_ib.models.")
+                   and os.path.basename(path) == "__init__.py"}
 
 
 def model_package(module: str) -> str | None:

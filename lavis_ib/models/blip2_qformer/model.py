@@ -26,7 +26,7 @@ from lavis_ib.models.blip2_qformer.heads import LMHead
 from lavis_ib.models.blip2_qformer.losses import (draw_negatives, itc_loss, itg_loss_sum,
                                                   negative_weights, sample_generators,
                                                   similarities, upcast)
-from lavis_ib.models.components.qformer import QFormer, QFormerSpec
+from lavis_ib.models.components.qformer import QFormer, QFormerSpec, bert_style_init_
 from lavis_ib.models.components.vision import VisionSpec, build_vision_encoder, encode_images
 from lavis_ib.models.weights.hf import merge_preprocess
 
@@ -146,15 +146,7 @@ class Blip2Qformer(BaseModel):
         biases, unit norms), `temp` = 0.07, then the query feed-forward copied from the
         text feed-forward, as LAVIS does after loading BERT."""
         nn.init.normal_(self.query_tokens, std=0.02)
-        for module in (self.qformer, self.vision_proj, self.text_proj, self.itm_head, self.lm_head):
-            for m in module.modules():
-                if isinstance(m, (nn.Linear, nn.Embedding)):
-                    nn.init.normal_(m.weight, std=0.02)
-                    if isinstance(m, nn.Linear) and m.bias is not None:
-                        nn.init.zeros_(m.bias)
-                elif isinstance(m, nn.LayerNorm):
-                    nn.init.ones_(m.weight)
-                    nn.init.zeros_(m.bias)
+        bert_style_init_(self.qformer, self.vision_proj, self.text_proj, self.itm_head, self.lm_head)
         nn.init.zeros_(self.lm_head.bias)
         with torch.no_grad():
             self.temp.fill_(TEMP_INIT)

@@ -57,6 +57,21 @@ class QFormerSpec:
         return asdict(self)
 
 
+@torch.no_grad()
+def bert_style_init_(*modules: nn.Module) -> None:
+    """BERT's random init of every Linear/Embedding/LayerNorm in `modules`, in order:
+    N(0, 0.02) weights, zero biases, unit norms (what checkpoints then overwrite)."""
+    for module in modules:
+        for m in module.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=0.02)
+                if isinstance(m, nn.Linear) and m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+
 class Attention(nn.Module):
     """Multi-head attention + output projection + residual post-LayerNorm."""
 

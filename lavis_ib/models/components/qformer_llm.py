@@ -21,7 +21,7 @@ from lavis_ib.models.components.inference import InferenceMixin
 from lavis_ib.models.llm.families import make_adapter
 from lavis_ib.models.llm.lora import (adapter_dropouts, adapter_units,
                                                  is_adapter_parameter, merge_adapters)
-from lavis_ib.models.components.qformer import QFormer, QFormerSpec
+from lavis_ib.models.components.qformer import QFormer, QFormerSpec, bert_style_init_
 from lavis_ib.models.components.vision import VisionSpec, build_vision_encoder, encode_images
 
 logger = logging.getLogger(__name__)
@@ -101,15 +101,7 @@ class QFormerLLM(InferenceMixin, BaseModel):
     def _init_trainable_weights(self) -> None:
         """BERT-style init of the new parts (checkpoints overwrite it)."""
         nn.init.normal_(self.query_tokens, std=0.02)
-        for module in [self.qformer, self.llm_proj]:
-            for m in module.modules():
-                if isinstance(m, (nn.Linear, nn.Embedding)):
-                    nn.init.normal_(m.weight, std=0.02)
-                    if isinstance(m, nn.Linear) and m.bias is not None:
-                        nn.init.zeros_(m.bias)
-                elif isinstance(m, nn.LayerNorm):
-                    nn.init.ones_(m.weight)
-                    nn.init.zeros_(m.bias)
+        bert_style_init_(self.qformer, self.llm_proj)
 
     def configure_trainable(self) -> dict[str, int]:
         """The one place that decides what trains: query tokens, Q-Former, `ln_vision`,
