@@ -10,6 +10,8 @@ from that uninterrupted run of the same project (`base`), not from the faulted c
 from __future__ import annotations
 
 import dataclasses
+import glob
+import importlib
 import json
 import os
 import pickle
@@ -318,7 +320,16 @@ def row_evaluation_killed_rerun(ctx, capsys, monkeypatch):
                 if "partial" in p]
 
 
-ROWS = {name[4:]: fn for name, fn in dict(globals()).items() if name.startswith("row_")}
+def _rows(namespace):
+    return {name[4:]: fn for name, fn in namespace.items() if name.startswith("row_")}
+
+
+# Rows live here and in the `fault_rows_*.py` modules beside this file (one per area).
+ROWS = _rows(dict(globals()))
+for _path in sorted(glob.glob(os.path.join(os.path.dirname(__file__), "fault_rows_*.py"))):
+    _module = importlib.import_module(os.path.basename(_path)[:-3])
+    assert not set(_rows(vars(_module))) & set(ROWS), f"{_path} repeats a row name"
+    ROWS.update(_rows(vars(_module)))
 
 
 @pytest.mark.parametrize("row", sorted(ROWS))
