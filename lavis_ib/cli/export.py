@@ -34,6 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default="best",
                         help="'best' (default; the newest when no best exists), 'latest', "
                              "or a path")
+    parser.add_argument("--plugins", nargs="+", default=[], metavar="MODULE",
+                        help="plugin modules to import (the run's config.yaml lists them, but "
+                             "a run folder is data: only modules named here are imported)")
     args = parser.parse_args(argv)
     from lavis_ib.common.project_files import load_yaml
     from lavis_ib.common.registry import import_plugins, registry
@@ -41,7 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lavis_ib.runners.checkpointing.manager import load_trainable_weights, resolve_checkpoint
 
     cfg = load_yaml(os.path.join(args.run_dir, "config.yaml"), "run config")
-    import_plugins(list(cfg.get("plugins") or []), source=f"{args.run_dir}/config.yaml: plugins")
+    check_run_plugins(args.run_dir, cfg.get("plugins") or [], args.plugins)
+    import_plugins(list(args.plugins), source="--plugins")
     if args.checkpoint == "best":
         ckpt = checkpoint_folder(args.run_dir)
     elif args.checkpoint == "latest":
@@ -59,6 +63,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     note = f" (LoRA adapters of {merged} LLM layers merged)" if merged else ""
     print(f"exported {ckpt} to {args.out_dir}{note}")
     return 0
+
+
+def check_run_plugins(run_dir: str, listed, allowed) -> None:
+    """Refuse a plugin module named only by the run folder's config.yaml (before anything
+    is imported): a folder handed over is data, and importing a module runs its code."""
+    from lavis_ib.common.errors import ConfigError
+
+    listed = [listed] if isinstance(listed, str) else list(listed)
+    refused = [str(m) for m in listed if str(m) not in set(map(str, allowed))]
+    if refused:
+        raise ConfigError(
+            f"{os.path.join(run_dir, 'config.yaml')} names the plugin module(s) "
+            f"{', '.join(refused)}; a run folder is data, so its modules are not imported "
+            f"unless the command line names them too: if you trust this run, add "
+            f"--plugins {' '.join(refused)}.")
 
 
 def unquantised(model_node):

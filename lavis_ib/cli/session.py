@@ -43,11 +43,11 @@ def build(cfg: Any, info: Any) -> tuple[Any, Any, Any, Any]:
 
 
 def checkpoint_folder(path: str) -> str:
-    """A run folder's best checkpoint (else its newest), or the given checkpoint folder."""
-    from lavis_ib.runners.checkpointing.manager import resolve_checkpoint
+    """A run folder's best checkpoint (else, with a warning when `best/` is damaged or
+    not finite, its newest that verifies), or the given checkpoint folder."""
+    from lavis_ib.runners.checkpointing.manager import best_or_newest
 
-    best = os.path.join(path, "checkpoints", "best")
-    return best if os.path.isfile(os.path.join(best, "meta.json")) else resolve_checkpoint(path)
+    return best_or_newest(path)
 
 
 def adapters_option(checkpoint: str, cfg: Any) -> str | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 from typing import Any, Mapping
@@ -225,7 +226,9 @@ def report_split(task: Any, records: list[dict[str, Any]], bad: list[str], datas
     the `num_samples + num_unreadable` samples evaluated. The log line rounds the metrics
     to two decimals (`metrics_line`); the JSON files keep full precision."""
     logger.info("%s: scoring %d predictions (%s)", where, len(records), type(task).__name__)
+    check_finite_records(records, where)
     metrics = dict(task.metrics(records, dataset))
+    check_finite_metrics(metrics, where)
     metrics["num_samples"] = len(records)
     metrics["num_unreadable"] = len(bad)
     if bad:
@@ -247,6 +250,54 @@ def report_split(task: Any, records: list[dict[str, Any]], bad: list[str], datas
             submit(records, dataset, out_dir)
     logger.info("%s: %s", where, metrics_line(metrics))
     return metrics
+
+
+class NonFiniteScoresError(LavisIbError):
+    """An evaluation's predictions or metrics hold NaN: the model's outputs are not
+    numbers, so no metric of them is reported."""
+
+
+_ADVICE = ("the model's outputs are not finite (NaN weights, or an overflow in fp16); no "
+           "metric is reported. Check the weights (lavis-ib evaluate --checkpoint refuses a "
+           "checkpoint holding NaN) or evaluate with run.amp=none.")
+
+
+def _nan_field(value: Any, name: str = "") -> str | None:
+    """The name of the first NaN in a record's (nested) values, else None."""
+    if isinstance(value, float):
+        return name if math.isnan(value) else None
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return name if bool(torch.isnan(value).any()) else None
+    if isinstance(value, Mapping):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return None
+    for key, inner in items:
+        found = _nan_field(inner, f"{name}.{key}" if name else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def check_finite_records(records: list[dict[str, Any]], where: str) -> None:
+    """Raise `NonFiniteScoresError` (one line) when a prediction record holds a NaN
+    score, before a metric is computed from it."""
+    bad = [(r.get("id"), field) for r in records
+           for field in [_nan_field(r)] if field is not None]
+    if bad:
+        raise NonFiniteScoresError(
+            f"{where}: {len(bad)} of {len(records)} predictions hold NaN scores (e.g. id "
+            f"{bad[0][0]!r}, field '{bad[0][1]}'); {_ADVICE}")
+
+
+def check_finite_metrics(metrics: Mapping[str, Any], where: str) -> None:
+    """Raise `NonFiniteScoresError` when a computed metric is NaN or infinite."""
+    bad = [k for k, v in metrics.items()
+           if isinstance(v, (int, float)) and not math.isfinite(float(v))]
+    if bad:
+        raise NonFiniteScoresError(f"{where}: the metrics {bad} are not finite; {_ADVICE}")
 
 
 def eval_splits(name: str, ds_cfg: Mapping[str, Any], available: Mapping[str, Any],

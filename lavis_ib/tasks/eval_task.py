@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from lavis_ib.common.errors import ConfigError, DataError
+from lavis_ib.common.errors import ConfigError, DataError, LavisIbError
 from lavis_ib.common.prompts import (count_placeholders, fill_placeholders, format_ocr_tokens,
                                      format_options)
 from lavis_ib.tasks.base_task import BaseTask
@@ -193,6 +193,12 @@ class EvalTask(BaseTask):
                                                   append_eos=append_eos, **extra)
         scores = scores.detach().float().cpu()
         mask = mask.detach().bool().cpu()
+        if bool(torch.isnan(scores[mask]).any()):   # a ranking of NaNs would pick index 0
+            raise LavisIbError(
+                f"{self.dataset_name}: the model scored {int(torch.isnan(scores[mask]).sum())} "
+                f"candidates as NaN; its outputs are not finite (NaN weights, or an overflow "
+                f"in fp16), so no metric is reported. Check the weights or evaluate with "
+                f"run.amp=none.")
         return scores.masked_fill(~mask, float("-inf")), mask
 
     def metrics(self, records: list[dict[str, Any]], dataset: Any) -> dict[str, float]:

@@ -175,11 +175,12 @@ def test_two_training_steps_with_the_real_runner(my_vqa_root, ok_vqa_root, tmp_p
     assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if p.requires_grad)
     saved = Config(os.path.join(out, "config.yaml"))       # the run re-composes with its plugin
     assert saved.config.plugins == ["my_vqa"]
-    # `lavis-ib export` reads the saved config (plugins included) and writes the HF layout
+    # `lavis-ib export` reads the saved config and writes the HF layout; the run's plugin
+    # is imported only when the command line names it too
     from lavis_ib import load_model
     from lavis_ib.cli.export import main as export
 
-    assert export([out, str(tmp_path / "hf")]) == 0
+    assert export([out, str(tmp_path / "hf"), "--plugins", "my_vqa"]) == 0
     exported = load_model("instructblip", "tiny_vicuna", pretrained=str(tmp_path / "hf"))
     trained = dict(model.named_parameters())
     for name, param in exported.named_parameters():

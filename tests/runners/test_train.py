@@ -120,7 +120,8 @@ def test_evaluate_entry_point_and_export(trained, tmp_path, toys):
         want = json.load(open(os.path.join(trained["out"], "eval", f"step_{best_step:08d}",
                                            f"{name}_val", "metrics.json")))
         assert got == want
-    assert export.main([trained["out"], str(tmp_path / "hf"), "--checkpoint", "latest"]) == 0
+    assert export.main([trained["out"], str(tmp_path / "hf"), "--checkpoint", "latest",
+                        "--plugins", "runner_toys"]) == 0
     state = torch.load(tmp_path / "hf" / "toy_model.pt")
     for name, param in trained["model"].named_parameters():
         assert torch.equal(state[name], param), name

@@ -67,6 +67,12 @@ def verify(folder: str, checksums: bool = True) -> str | None:
     if not isinstance(files, dict) or not files:
         return f"{meta_path} lists no files (written by an older lavis_ib or damaged)"
     for rel, want in sorted(files.items()):
+        if not isinstance(want, dict):
+            return (f"{meta_path} entry '{rel}' is {type(want).__name__} {want!r:.40}, not an "
+                    f"object with size and sha256")
+        outside = _outside(folder, rel)
+        if outside:
+            return f"{meta_path} lists '{rel}', {outside} (nothing outside was read)"
         path = os.path.join(folder, rel)
         if not os.path.isfile(path):
             return f"{path} is missing"
@@ -75,6 +81,20 @@ def verify(folder: str, checksums: bool = True) -> str | None:
             return f"{path} has {size} bytes, meta.json lists {want.get('size')}"
         if checksums and sha256(path) != want.get("sha256"):
             return f"{path} does not match its sha256 in meta.json"
+    return None
+
+
+def _outside(folder: str, rel: str) -> str | None:
+    """Why the listed name `rel` is not a file inside `folder` (an absolute path, a `..`
+    part, a symlink leading out), else None; checked before the file is opened."""
+    if not isinstance(rel, str) or not rel or os.path.isabs(rel):
+        return "which is not a relative path inside the checkpoint folder"
+    if ".." in rel.split("/"):
+        return "which climbs out of the checkpoint folder ('..')"
+    root = os.path.realpath(folder)
+    real = os.path.realpath(os.path.join(folder, rel))
+    if os.path.commonpath([root, real]) != root or real == root:
+        return f"which resolves to {real}, outside the checkpoint folder (a symlink)"
     return None
 
 

@@ -27,8 +27,9 @@ from lavis_ib.common.durable_files import fsync_path, write_json_atomic
 from lavis_ib.common.errors import LavisIbError
 from lavis_ib.runners.checkpointing.files import (META, _STEP_DIR, check_verified,  # noqa: F401
                                                   list_checkpoints, manifest, newest_verified,
-                                                  resolve_checkpoint)
+                                                  resolve_checkpoint, verify)
 from lavis_ib.runners.checkpointing.faults import disk_full_writer, maybe_fault
+from lavis_ib.runners.checkpointing.finite import check_finite, weights_problem
 from lavis_ib.runners.checkpointing.rng import rng_state, set_rng_state  # noqa: F401 (re-exported)
 from lavis_ib.runners.checkpointing.safe_load import (check_no_extra_weights, dcp_load, load_pt,
                                         raise_unsafe)
@@ -69,6 +70,15 @@ def _dcp_reason(exc: BaseException) -> str:
         exc = first[0] if isinstance(first, tuple) else first
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _copy_reason(exc: OSError) -> str:
+    """One line of a failed copy: copytree's `shutil.Error` carries a list of
+    (source, destination, why) failures; the first one's reason stands for them."""
+    failures = exc.args[0] if isinstance(exc, shutil.Error) and exc.args else None
+    if isinstance(failures, list) and failures and isinstance(failures[0], tuple):
+        return f"OSError: {failures[0][-1]}"
+    return _dcp_reason(exc)
 
 
 class CheckpointWriteError(LavisIbError):
@@ -147,12 +157,20 @@ class CheckpointManager:
         if errors:
             self._abandon(tmp, step, errors[0])
         if self.rank == 0:
-            write_json_atomic(os.path.join(tmp, "trainer.json"),
-                              {**trainer_state, "world_size": self.world_size})
-            files = manifest(tmp)
-            write_json_atomic(os.path.join(tmp, META), {
-                **meta, "step": step, "world_size": self.world_size, "complete": True,
-                "files": files})
+            try:
+                write_json_atomic(os.path.join(tmp, "trainer.json"),
+                                  {**trainer_state, "world_size": self.world_size})
+                files = manifest(tmp)
+                write_json_atomic(os.path.join(tmp, META), {
+                    **meta, "step": step, "world_size": self.world_size, "complete": True,
+                    "files": files})
+            except OSError as exc:  # a disk that filled up after the shards
+                error = _dcp_reason(exc)
+        # the other ranks wait here for rank 0's verdict on the rest of the write
+        errors = [e for e in all_gather_objects(error) if e]
+        if errors:
+            self._abandon(tmp, step, errors[0])
+        if self.rank == 0:
             self._install(tmp, final)
             self._prune(keep=final)
         barrier()
@@ -171,13 +189,14 @@ class CheckpointManager:
         torch.save({"rng": rng_state(), "loader": loader_state},
                    os.path.join(tmp, f"rank_{self.rank}.pt"))
 
-    def _abandon(self, tmp: str, step: int, reason: str) -> None:
+    def _abandon(self, tmp: str, step: int | str, reason: str) -> None:
         if self.rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
         barrier()
         latest = self.latest()
+        what = f"the step-{step} checkpoint" if isinstance(step, int) else step
         raise CheckpointWriteError(
-            f"could not write the step-{step} checkpoint in {self.root} ({reason}); the partial "
+            f"could not write {what} in {self.root} ({reason}); the partial "
             f"folder was removed and the earlier checkpoints are intact (newest: "
             f"{latest or 'none'}). Free space there, then continue with run.resume=auto.")
 
@@ -194,14 +213,22 @@ class CheckpointManager:
     def save_best(self, step_dir: str, score: float, step: int) -> str:
         """Copy a step checkpoint's weights to `best/` (atomically; rank 0 copies)."""
         best = os.path.join(self.root, "best")
+        tmp = os.path.join(self.root, ".tmp-best")
+        error = None
         if self.rank == 0:
-            tmp = os.path.join(self.root, ".tmp-best")
             shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(os.path.join(step_dir, "model"), os.path.join(tmp, "model"))
-            with open(os.path.join(step_dir, META)) as f:
-                meta = json.load(f)
-            meta.update(score=score, step=step, files=manifest(tmp))
-            write_json_atomic(os.path.join(tmp, META), meta)
+            try:
+                shutil.copytree(os.path.join(step_dir, "model"), os.path.join(tmp, "model"))
+                with open(os.path.join(step_dir, META)) as f:
+                    meta = json.load(f)
+                meta.update(score=score, step=step, files=manifest(tmp))
+                write_json_atomic(os.path.join(tmp, META), meta)
+            except OSError as exc:  # shutil.Error (copytree's list of failures) included
+                error = _copy_reason(exc)
+        errors = [e for e in all_gather_objects(error) if e]
+        if errors:
+            self._abandon(tmp, f"the best checkpoint (step {step}, {best})", errors[0])
+        if self.rank == 0:
             old = os.path.join(self.root, ".tmp-best-old")
             if os.path.exists(best):
                 os.replace(best, old)
@@ -214,12 +241,24 @@ class CheckpointManager:
     def update_meta(self, path: str, **fields: Any) -> None:
         """Set fields of a checkpoint's meta.json atomically (rank 0 writes); meta.json
         is outside its own manifest, so the checkpoint stays verified."""
+        error = None
         if self.rank == 0:
             target = os.path.join(path, META)
             with open(target) as f:
                 meta = json.load(f)
-            write_json_atomic(target, {**meta, **fields})
-        barrier()
+            try:
+                write_json_atomic(target, {**meta, **fields})
+            except OSError as exc:
+                error = _dcp_reason(exc)
+                for name in os.listdir(path):   # write_atomic's temporary file
+                    if name.startswith(f"{META}.tmp-"):
+                        os.remove(os.path.join(path, name))
+        errors = [e for e in all_gather_objects(error) if e]
+        if errors:
+            raise CheckpointWriteError(
+                f"could not update {os.path.join(path, META)} ({errors[0]}); the checkpoint "
+                f"is intact without the new fields {sorted(fields)}. Free space there, then "
+                f"continue with run.resume=auto.")
 
     def _prune(self, keep: str) -> None:
         """Delete the oldest step checkpoints beyond `keep_last`, never `keep` (the one
@@ -250,6 +289,8 @@ class CheckpointManager:
             raise_unsafe(exc)
             raise LavisIbError(f"checkpoint '{path}' does not match the model's trainable "
                                f"parameters: {_dcp_reason(exc)}") from None
+        check_finite(model_sd, path)   # before anything is set: the model stays as built
+        check_finite(optim_sd.get("state", {}), path, "optimizer")
         result = set_state_dict(model, optimizer, model_state_dict=model_sd,
                                 optim_state_dict=optim_sd,
                                 options=StateDictOptions(ignore_frozen_params=True, strict=False))
@@ -300,6 +341,24 @@ def load_trainable_weights(model: nn.Module, path: str) -> str:
         raise_unsafe(exc)
         raise LavisIbError(f"checkpoint '{path}' does not match the model: "
                            f"{_dcp_reason(exc)}") from None
+    check_finite(state, path)   # before loading: the model keeps its weights
     result = model.load_state_dict(state, strict=False)
     report_load(path, model, result.missing_keys, result.unexpected_keys)
     return path
+
+
+def best_or_newest(path: str) -> str:
+    """The checkpoint a run folder is evaluated or exported with: `best/` when its files
+    verify and its weights are finite, else (with a warning naming why) the newest step
+    checkpoint that verifies; a checkpoint folder is itself (its problems are refused
+    when it is loaded)."""
+    best = os.path.join(path, "checkpoints", "best")
+    if os.path.isfile(os.path.join(path, META)) or not os.path.isfile(os.path.join(best, META)):
+        return resolve_checkpoint(path)
+    reason = verify(best) or weights_problem(best)
+    if reason is None:
+        return best
+    fallback = resolve_checkpoint(path)
+    logger.warning("not using %s (%s); using the newest checkpoint that verifies instead: %s",
+                   best, reason, fallback)
+    return fallback

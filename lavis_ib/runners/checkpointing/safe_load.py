@@ -6,6 +6,7 @@ each is replaced here; anything else is refused with one `UnsafeCheckpointError`
 from __future__ import annotations
 
 import io
+import os
 import pathlib
 import pickle
 import warnings
@@ -82,10 +83,24 @@ class SafeFileSystemReader(FileSystemReader):
                                             f"{exc}") from None
         if not isinstance(metadata, _md.Metadata):
             raise UnsafeCheckpointError(f"'{path}' does not hold a DCP Metadata object.")
+        _check_inside(metadata, str(self.path), str(path))
         if getattr(metadata, "storage_meta", None) is None:
             metadata.storage_meta = StorageMeta()
         metadata.storage_meta.load_id = self.load_id
         return metadata
+
+
+def _check_inside(metadata: Any, folder: str, source: str) -> None:
+    """Refuse an index whose entries name a data file outside its folder (`..`, an
+    absolute path, a symlink out): DCP would open it."""
+    root = os.path.realpath(folder)
+    for info in (getattr(metadata, "storage_data", None) or {}).values():
+        rel = str(getattr(info, "relative_path", ""))
+        real = os.path.realpath(os.path.join(folder, rel))
+        if os.path.isabs(rel) or ".." in rel.split("/") or os.path.commonpath([root, real]) != root:
+            raise UnsafeCheckpointError(
+                f"refused to read '{source}': it names the data file '{rel}', outside "
+                f"{folder} (the index is damaged or doctored; nothing outside was read).")
 
 
 class SafeLoadPlanner(DefaultLoadPlanner):
