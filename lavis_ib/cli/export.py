@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Sequence
 
-from lavis_ib.cli.entry import run_entry
+from lavis_ib.cli.entry import run_entry, setup_logging
 from lavis_ib.cli.session import checkpoint_folder
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="plugin modules to import (the run's config.yaml lists them, but "
                              "a run folder is data: only modules named here are imported)")
     args = parser.parse_args(argv)
+    setup_logging(0)   # one process: its warnings (e.g. a best/ passed over) are shown
     from lavis_ib.common.project_files import load_yaml
     from lavis_ib.common.registry import import_plugins, registry
     from lavis_ib.common.seeding import seed_everything
