@@ -144,7 +144,8 @@ def row_nan_weights_refused(ctx, capsys, monkeypatch):
     code, lines, _, err = _evaluate(ctx, capsys)
     assert code == 2 and len(lines) == 1, err[-2000:]
     assert f"checkpoint '{ckpt(ctx, 6)}' holds non-finite weights" in lines[0]
-    assert not os.path.exists(os.path.join(ctx["tmp"], "again", "eval", "toy_a_val", "metrics.json"))
+    scored = os.path.join(ctx["tmp"], "again", "eval", "toy_a_val", "metrics.json")
+    assert not os.path.exists(scored)
     assert "Traceback" not in err
     code, lines, err = train(ctx, capsys)   # resume: auto reads the newest checkpoint
     assert code == 2 and len(lines) == 1

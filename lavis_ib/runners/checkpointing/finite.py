@@ -12,6 +12,7 @@ import torch
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
+from lavis_ib.common.dist_utils import all_gather_objects
 from lavis_ib.common.errors import LavisIbError
 from lavis_ib.runners.checkpointing.safe_load import (SafeFileSystemReader, dcp_load,
                                                             raise_unsafe)
@@ -28,8 +29,10 @@ def non_finite(state: Mapping[str, Any]) -> list[str]:
     for name, value in state.items():
         if isinstance(value, Mapping):
             bad += [f"{name}.{inner}" for inner in non_finite(value)]
-        elif (isinstance(value, torch.Tensor) and value.is_floating_point()
-              and not bool(torch.isfinite(value).all())):
+            continue
+        local = value.to_local() if hasattr(value, "to_local") else value  # FSDP2: this shard
+        if (isinstance(local, torch.Tensor) and local.is_floating_point()
+                and not bool(torch.isfinite(local).all())):
             bad.append(str(name))
     return bad
 
@@ -41,8 +44,9 @@ def problem(path: str, bad: list[str], total: int, what: str = "trainable") -> s
 
 def check_finite(state: Mapping[str, Any], path: str, what: str = "trainable") -> None:
     """Raise `NonFiniteCheckpointError` (one line naming `path`) when `state`, just read
-    from the checkpoint `path`, holds a NaN or an inf."""
-    bad = non_finite(state)
+    from the checkpoint `path`, holds a NaN or an inf; under a process group every rank
+    looks at its shards and all raise together."""
+    bad = sorted({name for rank in all_gather_objects(non_finite(state)) for name in rank})
     if bad:
         raise NonFiniteCheckpointError(
             f"{problem(path, bad, len(state), what)}. Give another checkpoint (an earlier "
