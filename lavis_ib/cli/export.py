@@ -1,5 +1,6 @@
-"""`lavis-ib export RUN_DIR OUT_DIR [--checkpoint best|latest|PATH]`: a training run's
-weights in the Hugging Face layout (`InstructBlipForConditionalGeneration` + processor).
+"""`lavis-ib export RUN_DIR OUT_DIR [--checkpoint best|latest|PATH] [--plugins MODULE ...]`:
+a training run's weights in the Hugging Face layout (`InstructBlipForConditionalGeneration`
++ processor).
 
 It exists so a trained run can be used without lavis_ib: transformers reads the directory
 it writes, as does `load_model_and_preprocess(..., pretrained=OUT_DIR)` (docs/checkpoints.md).
@@ -32,8 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("run_dir", help="training run folder (holds config.yaml and checkpoints/)")
     parser.add_argument("out_dir", help="folder to write the Hugging Face layout into")
     parser.add_argument("--checkpoint", default="best",
-                        help="'best' (default; the newest when no best exists), 'latest', "
-                             "or a path")
+                        help="'best' (default; else, with a warning when best/ is damaged "
+                             "or not finite, the newest that verifies), 'latest', or a path")
     parser.add_argument("--plugins", nargs="+", default=[], metavar="MODULE",
                         help="plugin modules to import (the run's config.yaml lists them, but "
                              "a run folder is data: only modules named here are imported)")
