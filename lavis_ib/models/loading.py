@@ -51,8 +51,24 @@ def check_model_config(name: str, model_type: str, overrides: dict[str, Any],
         raise ConfigError(f"--model {name}:{model_type} --options: " + " ".join(problems))
 
 
+def _placed(model, device: torch.device, is_eval: bool, device_map: Any,
+            offload_folder: str | None, max_memory: Any):
+    """The built model in eval mode if asked, on `device` or spread by `device_map`."""
+    if is_eval:
+        model.eval()
+    if device_map is None:
+        return model.to(device)
+    if not is_eval:
+        raise ConfigError("device_map is for inference: pass is_eval=True (training spreads "
+                          "a model with run.distributed: fsdp).")
+    from lavis_ib.models.device_map import dispatch
+
+    return dispatch(model, device_map, offload_folder=offload_folder, max_memory=max_memory)
+
+
 def load_model(name: str, model_type: str, is_eval: bool = False,
-               device: str | torch.device = "cpu", **overrides: Any):
+               device: str | torch.device = "cpu", device_map: Any = None,
+               offload_folder: str | None = None, max_memory: Any = None, **overrides: Any):
     """Build a registered model from its model type's default YAML.
 
     Args:
@@ -61,15 +77,16 @@ def load_model(name: str, model_type: str, is_eval: bool = False,
         is_eval: put the model in eval mode.
         device: "cpu", "cuda", "auto"; a per-device `vit_precision` / `llm_precision`
             (the shipped types' `{cuda: ..., cpu: fp32}`) takes this device's entry.
+        device_map: inference over several places (`lavis_ib.models.device_map`): "auto",
+            or {module name: "cuda:1" | "cpu" | "disk"}; `device` then only picks the
+            precisions. `offload_folder` holds "disk" layers; `max_memory` as accelerate's.
         **overrides: merged into the model config (e.g. ``pretrained="/path/to/dir"``).
     """
     model_cls, model_cfg, _ = model_config(name, model_type, overrides)
     device = resolve_device(device)
     with quiet_torchao_import():
         model = model_cls.from_config(with_resolved_precisions(model_cfg, device))
-    if is_eval:
-        model.eval()
-    return model.to(device)
+    return _placed(model, device, is_eval, device_map, offload_folder, max_memory)
 
 
 def load_preprocess(config: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -81,20 +98,21 @@ def load_preprocess(config: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def load_model_and_preprocess(name: str, model_type: str, is_eval: bool = False,
-                              device: str | torch.device = "cpu", **overrides: Any):
+                              device: str | torch.device = "cpu", device_map: Any = None,
+                              offload_folder: str | None = None, max_memory: Any = None,
+                              **overrides: Any):
     """(model, vis_processors, txt_processors).
 
     The processors come from the model type's default YAML; a model loaded from a
     checkpoint directory that carries its own image processor settings (image size,
-    mean/std) overrides them through ``model.preprocess_config(default)``.
+    mean/std) overrides them through ``model.preprocess_config(default)``. `device_map`,
+    `offload_folder` and `max_memory` as in `load_model`.
     """
     model_cls, model_cfg, preprocess = model_config(name, model_type, overrides)
     device = resolve_device(device)
     with quiet_torchao_import():
         model = model_cls.from_config(with_resolved_precisions(model_cfg, device))
-    if is_eval:
-        model.eval()
-    model = model.to(device)
+    model = _placed(model, device, is_eval, device_map, offload_folder, max_memory)
     preprocess = model.preprocess_config(preprocess)
     vis, txt = load_preprocess(preprocess)
     return model, vis, txt

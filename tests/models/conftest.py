@@ -66,9 +66,12 @@ def write_hf_checkpoint(directory: str, family: str, seed: int = 0) -> str:
     model = InstructBlipForConditionalGeneration(config).eval()
     with torch.no_grad():  # larger-than-init weights so that outputs depend on everything
         model.query_tokens.normal_(0, 1.0)
-        for name, p in model.qformer.named_parameters():
-            if "LayerNorm" not in name and "layernorm" not in name:
-                p.normal_(0, 0.2)
+        # transformers leaves the vision tower at zeros here: without this every image
+        # would give the same tokens and no test would see the ViT
+        for module in (model.qformer, model.vision_model):
+            for name, p in module.named_parameters():
+                if "layernorm" not in name.lower() and "layer_norm" not in name:
+                    p.normal_(0, 0.2)
         model.language_projection.weight.normal_(0, 0.3)
     model.save_pretrained(directory)
     processor.save_pretrained(directory)

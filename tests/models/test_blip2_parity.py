@@ -44,9 +44,10 @@ def write_blip2_checkpoint(directory: str, family: str, seed: int = 0) -> str:
     model = Blip2ForConditionalGeneration(config).eval()
     with torch.no_grad():  # larger-than-init weights so that outputs depend on everything
         model.query_tokens.normal_(0, 1.0)
-        for name, p in model.qformer.named_parameters():
-            if "layernorm" not in name.lower():
-                p.normal_(0, 0.2)
+        for module in (model.qformer, model.vision_model):  # the ViT is zeros otherwise
+            for name, p in module.named_parameters():
+                if "layernorm" not in name.lower() and "layer_norm" not in name:
+                    p.normal_(0, 0.2)
         model.language_projection.weight.normal_(0, 0.3)
     if family == "opt":
         _make_newline_likely(model, tok)

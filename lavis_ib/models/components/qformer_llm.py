@@ -17,6 +17,7 @@ from lavis_ib.common.errors import ConfigError, LavisIbError
 from lavis_ib.common.precision import DTYPES
 from lavis_ib.models.base_model import BaseModel
 from lavis_ib.models.config import LLM_TRAIN_MODES
+from lavis_ib.models.components.attention_maps import QFormerAttentionMixin
 from lavis_ib.models.components.inference import InferenceMixin
 from lavis_ib.models.llm.families import make_adapter
 from lavis_ib.models.llm.lora import (adapter_dropouts, adapter_units,
@@ -43,7 +44,7 @@ def _drop_dropout_keys(model: "QFormerLLM", args: tuple, output: Any) -> None:
     model.qformer.sample_keys = None
 
 
-class QFormerLLM(InferenceMixin, BaseModel):
+class QFormerLLM(QFormerAttentionMixin, InferenceMixin, BaseModel):
     """ViT + `ln_vision` + query tokens + Q-Former + projection + frozen LLM.
 
     frozen ViT -> trainable `ln_vision` -> learned queries read the image in the Q-Former ->
