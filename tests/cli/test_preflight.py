@@ -172,13 +172,13 @@ def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
 RUN_ROWS = [
     ("batch_size_train 0", {"batch_size_train": 0}, "run.batch_size_train must be an integer >= 1; got 0."),
     ("batch_size_train -4", {"batch_size_train": -4}, "run.batch_size_train must be an integer >= 1; got -4."),
-    ("negative init_lr", {"init_lr": -1e-5}, "run.init_lr must be > 0; got -1e-05."),
+    ("negative init_lr", {"init_lr": -1e-5}, "run.init_lr must be a finite number > 0; got -1e-05."),
     ("empty output_dir", {"output_dir": ""}, "run.output_dir is empty; give a folder path."),
-    ("val_every -1", {"val_every": -1}, "run.val_every must be >= 0; got -1."),
+    ("val_every -1", {"val_every": -1}, "run.val_every must be an integer >= 0; got -1."),
     ("keep_last 0", {"keep_last": 0}, "run.keep_last must be an integer >= 1; got 0."),
     ("beta2 1", {"beta2": 1.0}, "run.beta2 must be in [0, 1); got 1.0."),
     ("fraction 2", {"max_bad_sample_fraction": 2.0}, "run.max_bad_sample_fraction must be in [0, 1]; got 2.0."),
-    ("grad_clip 0", {"grad_clip": 0.0}, "run.grad_clip must be null (no clipping) or > 0; got 0.0."),
+    ("grad_clip 0", {"grad_clip": 0.0}, "run.grad_clip must be null (no clipping) or a finite number > 0; got 0.0."),
     ("global batch 0", {"global_batch_size": 0}, "run.global_batch_size must be null or an integer >= 1; got 0."),
     ("device gpu", {"device": "gpu"}, "run.device: 'gpu' is not one of auto, cpu, cuda (or cuda:N)."),
     ("select_metric without a dot", {"select_metric": ["cider"]},
@@ -186,6 +186,21 @@ RUN_ROWS = [
     ("unset variable", {"output_dir": "$LAVIS_IB_UNSET_VAR_X/run"},
      "run.output_dir: environment variable $LAVIS_IB_UNSET_VAR_X is not set"),
     ("run as a list", ["max_iters", 3], "run must be a mapping of run settings"),
+    # issue 26 (C8a, C8b, C8d): negative counts, non-finite floats and LRs above init_lr
+    ("max_skipped_steps -1", {"max_skipped_steps": -1}, "run.max_skipped_steps must be an integer >= 0; got -1."),
+    ("init_lr inf", {"init_lr": float("inf")}, "run.init_lr must be a finite number > 0; got inf."),
+    ("init_lr nan", {"init_lr": float("nan")}, "run.init_lr must be a finite number > 0; got nan."),
+    ("weight_decay inf", {"weight_decay": float("inf")}, "run.weight_decay must be a finite number >= 0; got inf."),
+    ("warmup_lr nan", {"warmup_lr": float("nan")}, "run.warmup_lr must be a finite number >= 0; got nan."),
+    ("grad_clip inf", {"grad_clip": float("inf")},
+     "run.grad_clip must be null (no clipping) or a finite number > 0; got inf."),
+    ("lr_decay_rate nan", {"lr_decay_rate": float("nan")}, "run.lr_decay_rate must be in (0, 1]; got nan."),
+    ("min_lr above init_lr", {"min_lr": 1.0},
+     "run.min_lr (1.0) must not exceed run.init_lr (1e-05): the schedule goes from warmup_lr up to "
+     "init_lr, then down to min_lr."),
+    ("warmup_lr above init_lr", {"init_lr": 1e-4, "warmup_lr": 1e-3},
+     "run.warmup_lr (0.001) must not exceed run.init_lr (0.0001): the schedule goes from warmup_lr up "
+     "to init_lr, then down to min_lr."),
 ]
 
 
