@@ -79,6 +79,18 @@ CONFIG_ROWS = [
     ("unknown lr schedule", dict(run={"lr_sched": "cosine"}), "run.lr_sched: unknown lr_scheduler 'cosine'."),
     ("plugin that does not import", dict(extra="plugins: [no_such_module_xyz]\n"),
      "plugins: plugin module 'no_such_module_xyz' cannot be imported"),
+    # issue 26 (C8e/f): generate values against models.generation.range_problems, before building
+    ("generate num_beams 0", dict(datasets={"coco_caption": {"generate": {"num_beams": 0}}}),
+     "datasets.coco_caption.generate.num_beams=0 must be at least 1."),
+    ("generate max_length 0", dict(datasets={"coco_caption": {"generate": {"max_length": 0}}}),
+     "datasets.coco_caption.generate.max_length=0 must be at least 1."),
+    ("generate per-family num_beams 0", dict(datasets={"coco_caption": {"generate": {
+        "num_beams": {"vicuna": 0, "flant5": 3}}}}),
+     "datasets.coco_caption.generate.num_beams.vicuna=0 must be at least 1."),
+    ("generate min_length above max_length", dict(datasets={"coco_caption": {"generate": {
+        "min_length": 5, "max_length": 3}}}),
+     "datasets.coco_caption.generate.min_length=5 must not exceed datasets.coco_caption.generate."
+     "max_length=3."),
 ]
 
 
@@ -149,6 +161,21 @@ def test_negative_and_non_finite_sample_ratios_are_refused(data, ratio):
     with pytest.raises(ConfigError, match=r"datasets.ok_vqa.sample_ratio must be a finite "
                                           r"number >= 0 \(0: evaluation only\); got "):
         checked_config(project(root, fixtures, datasets={"ok_vqa": {"sample_ratio": ratio}}))
+
+
+@pytest.mark.parametrize("option", ["datasets.ok_vqa.sample_ratio=.inf", "run.init_lr=.inf",
+                                    "run.max_skipped_steps=-1", "run.min_lr=1.0",
+                                    "datasets.ok_vqa.generate.num_beams=0"])
+def test_out_of_range_options_stop_the_check_command(data, capsys, option):
+    """Issue 26 (C8a-f): each a pre-flight line of `lavis-ib check` (exit 2), not only a
+    runtime check (the mixer, the scheduler, generate)."""
+    from lavis_ib.cli.dispatch import main
+
+    root, fixtures = data
+    assert main(["check", project(root, fixtures), "--options", option]) == 2
+    key = option.partition("=")[0]
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(f"lavis-ib check: error: {key}") and "\n" not in line
 
 
 def test_every_training_dataset_at_sample_ratio_0_is_refused(data):
