@@ -303,3 +303,21 @@ def test_an_ocr_dataset_without_token_source_stops_before_any_model(tmp_path):
     body["datasets"]["ocr_vqa"] = fixtures["ocr_vqa"]
     path.write_text(yaml.safe_dump(body))
     checked_config(str(path))
+
+
+def test_every_numeric_run_key_refuses_negative_counts_and_non_finite_floats():
+    """Issue 26's audit of the range block, kept for keys added later: -1 for every count
+    and inf / nan for every float of `RunConfig` are each one line naming the key."""
+    import math
+    import typing
+
+    from lavis_ib.common.schema import FIELDS, _base_type
+
+    for key in FIELDS:
+        kind = _base_type(key)
+        bad = [-1] if kind is int else [math.inf, math.nan, -math.inf] if kind is float else []
+        for value in bad:
+            problems = []
+            validate_run({key: value}, collect=problems)
+            assert any(p.startswith(f"run.{key}") for p in problems), (key, value, problems)
+    assert typing.get_origin(_base_type("select_metric")) is list   # the loop saw every kind
