@@ -29,7 +29,8 @@ def checked_config(cfg_path: str, options: Sequence[str] | None = None,
     - every annotation file, media folder, OCR file and answer list a dataset needs
       (`BaseDatasetBuilder.check_files`: nothing is read or downloaded);
     - each dataset's evaluation settings as its task reads them, `generate` keys against the
-      model class's `generation_settings()`, and a candidate source for ranking;
+      model class's `generation_settings()` and their values against their ranges
+      (`models/generation.py`), and a candidate source for ranking;
     - `run.select_metric` against the metric names each validated dataset's task produces;
     - `sample_ratio` values (0: evaluated only, `datasets/mixing.py`'s rule) and, for
       training, at least one dataset to train on;
@@ -83,6 +84,7 @@ def config_problems(cfg: Config, training: bool = True) -> list[str]:
         if task is not None:
             tasks[str(name)] = task
             out += _candidate_problems(str(name), entry, task)
+            out += generate_range_problems(str(name), task)
     if training and run is not None and not run.evaluate_only:
         out += _mixture_problems(run, config.get("datasets") or {}, cfg.failed_datasets)
         if run.val_every > 0:
@@ -140,6 +142,28 @@ def eval_task(name: str, entry: Any, model_cls: type | None) -> Any:
     if not issubclass(task_cls, EvalTask):
         return None   # a training task named on a dataset: evaluation never reads it
     return task_cls.for_dataset(name, entry, model_cls)
+
+
+def generate_range_problems(name: str, task: Any) -> list[str]:
+    """The `generate` values of entry `name` outside their range (`num_beams: 0`,
+    `max_length: 0`, ...), by the one range check of `models/generation.py`; a per-family
+    value is checked for each family it names."""
+    from lavis_ib.models.generation import range_problems
+
+    settings = getattr(task, "eval_settings", None)
+    generate = to_plain(getattr(settings, "generate", None)) if settings is not None else None
+    if getattr(settings, "inference", None) != "generate" or not isinstance(generate, Mapping):
+        return []
+    families = sorted({str(f) for v in generate.values() if isinstance(v, Mapping) for f in v})
+    out = []
+    for family in families or [None]:
+        values = {k: (v.get(family) if isinstance(v, Mapping) else v) for k, v in generate.items()}
+        values = {k: v for k, v in values.items()
+                  if not (isinstance(generate[k], Mapping) and family not in generate[k])}
+        path = {k: f"datasets.{name}.generate.{k}" + (f".{family}" if isinstance(generate[k], Mapping)
+                                                      else "") for k in values}
+        out += [f"{p}." for p in range_problems(values, lambda k: f"{path[k]}={values[k]!r}")]
+    return list(dict.fromkeys(out))
 
 
 def _candidate_problems(name: str, entry: Any, task: Any) -> list[str]:

@@ -5,20 +5,64 @@ and the `--options`, so every entry point composes alike (the precedence: `Confi
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Iterable, Sequence
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 from lavis_ib.common.containers import to_plain
 from lavis_ib.common.errors import ConfigError, did_you_mean
-from lavis_ib.common.project_files import (check_override_keys, load_project, load_yaml,
-                                           merge_nodes, options_config, parse_options,
-                                           raise_problems)
+from lavis_ib.common.project_files import (PROJECT_KEYS, check_override_keys, load_project,
+                                           load_yaml, merge_nodes, options_config, parse_options,
+                                           quoted_key, raise_problems)
 from lavis_ib.common.registry import import_plugins, registry
 from lavis_ib.common.schema import validate_run
 
-TOP_LEVEL_KEYS = ("model", "datasets", "run", "plugins", "includes")
+TOP_LEVEL_KEYS = PROJECT_KEYS
+# `${oc.env:NAME}` and `${oc.env:NAME,default}` in a value (OmegaConf's resolver)
+_ENV_REF = re.compile(r"\$\{oc\.env:\s*([^,}\s]+)\s*(,)?")
+
+
+def unset_env_refs(node: Any, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, variable, value) of each `${oc.env:NAME}` without a default whose variable is
+    not set, read from the raw values (nothing is resolved: OmegaConf would raise its own
+    multi-line error only when the key is first read)."""
+    if isinstance(node, (DictConfig, ListConfig)):
+        node = OmegaConf.to_container(node, resolve=False)
+    if isinstance(node, dict):
+        items = [(f"{prefix}.{k}" if prefix else str(k), v) for k, v in node.items()]
+    elif isinstance(node, list):
+        items = [(f"{prefix}[{i}]", v) for i, v in enumerate(node)]
+    else:
+        return [(prefix, name, str(node))
+                for name, default in _ENV_REF.findall(node if isinstance(node, str) else "")
+                if not default and name not in os.environ]
+    return [ref for key, value in items for ref in unset_env_refs(value, key)]
+
+
+def unset_env_problems(project: DictConfig, overrides: DictConfig, where: str) -> list[str]:
+    """One line per unset `${oc.env:NAME}` of the project (a key the options replace is
+    not read) or of the options, naming the variable and the key."""
+    given = [(k, n, v, where) for k, n, v in unset_env_refs(project)
+             if not any(k == o or k.startswith((o + ".", o + "[")) for o in _leaf_keys(overrides))]
+    given += [(k, n, v, "--options") for k, n, v in unset_env_refs(overrides)]
+    return [f"{source}: {key}: environment variable ${name} is not set (in '{value}'); set it, "
+            f"or give a default: ${{oc.env:{name},DEFAULT}}." for key, name, value, source in given]
+
+
+def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
+    if isinstance(node, DictConfig):
+        return [leaf for k in node.keys() for leaf in
+                _leaf_keys(node._get_node(k), f"{prefix}.{k}" if prefix else str(k))]
+    return [prefix]
+
+
+def _interpolation_error(where: str, exc: OmegaConfBaseException) -> ConfigError:
+    """One line from an OmegaConf interpolation error: the key and the first line."""
+    key = getattr(exc, "full_key", None)
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ConfigError(f"{where}: {key + ': ' if key else ''}{first}")
 
 
 def builder_name(name: str, entry: Any) -> str:
@@ -100,7 +144,7 @@ class Config:
         project = load_project(cfg_path)
         for key in project.keys():
             if key not in TOP_LEVEL_KEYS:
-                self.problems.append(f"{cfg_path}: unknown top-level key '{key}'."
+                self.problems.append(f"{cfg_path}: unknown top-level key{quoted_key(key)}."
                                      f"{did_you_mean(str(key), TOP_LEVEL_KEYS)} "
                                      f"Allowed: {', '.join(TOP_LEVEL_KEYS)}.")
         for key in ("model", "datasets", "run"):
@@ -113,6 +157,15 @@ class Config:
             if key not in TOP_LEVEL_KEYS or key == "includes":
                 raise ConfigError(f"--options: unknown top-level key '{key}'."
                                   f"{did_you_mean(str(key), TOP_LEVEL_KEYS)}")
+        raise_problems(cfg_path, unset_env_problems(project, overrides, cfg_path))
+        try:
+            self._compose(project, overrides, added, strict)
+        except InterpolationResolutionError as exc:   # e.g. ${run.no_such_key}
+            raise _interpolation_error(cfg_path, exc) from None
+
+    def _compose(self, project: DictConfig, overrides: DictConfig, added: set[str],
+                 strict: bool) -> None:
+        cfg_path = self.cfg_path
 
         plugins = list(overrides.get("plugins") or project.get("plugins") or [])
         import_plugins(plugins, source=f"{cfg_path}: plugins")
@@ -129,7 +182,7 @@ class Config:
         try:
             OmegaConf.resolve(self.config)
         except OmegaConfBaseException as exc:
-            raise ConfigError(f"{cfg_path}: {str(exc).splitlines()[0]}") from None
+            raise _interpolation_error(cfg_path, exc) from None
 
     def _attempt(self, compose: Any, *args: Any) -> Any:
         """`compose(*args)`, or None with its ConfigError kept in `problems`, so that one

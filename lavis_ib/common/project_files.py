@@ -9,12 +9,24 @@ import os
 import re
 from typing import Any, Iterable, Sequence
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lavis_ib.common.errors import ConfigError, did_you_mean
 
 _KEY = re.compile(r"^\+?[A-Za-z_][\w\-]*(\.[\w\-]+)*$")
+#: the top-level keys of a project file
+PROJECT_KEYS = ("model", "datasets", "run", "plugins", "includes")
+#: a key quoted back in an error: a short name (anything else is described, not echoed, so
+#: a file that is not a project, e.g. a system file named by `includes:`, is not printed)
+_QUOTABLE = re.compile(r"[A-Za-z_][\w\-.]{0,39}")
+
+
+def quoted_key(key: object) -> str:
+    """` 'key'` for a short name; else ` of N characters (not a name)`: its text is not
+    echoed (written to follow "key")."""
+    text = str(key)
+    return f" '{text}'" if _QUOTABLE.fullmatch(text) else f" of {len(text)} characters (not a name)"
 
 
 def load_yaml(path: str, what: str = "config file") -> DictConfig:
@@ -25,9 +37,21 @@ def load_yaml(path: str, what: str = "config file") -> DictConfig:
         cfg = OmegaConf.load(path)
     except (OmegaConfBaseException, Exception) as exc:  # yaml.YAMLError and friends
         raise ConfigError(f"{what} '{path}' is not valid YAML{_yaml_where(exc)}") from None
-    if not isinstance(cfg, DictConfig):
-        raise ConfigError(f"{what} '{path}' must hold a mapping at the top level.")
+    if not isinstance(cfg, DictConfig) or _scalar_document(path, cfg):
+        raise ConfigError(f"{what} '{path}' must hold a mapping at the top level; it holds "
+                          f"{'a list' if isinstance(cfg, ListConfig) else 'plain text'}.")
     return cfg
+
+
+def _scalar_document(path: str, cfg: DictConfig) -> bool:
+    """Whether the file is one plain scalar (text, not YAML settings): OmegaConf reads such
+    a document as a mapping of the text to null; only such a load is parsed again."""
+    if len(cfg) != 1 or cfg._get_node(next(iter(cfg.keys())))._value() is not None:
+        return False
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        return isinstance(yaml.compose(f, Loader=yaml.SafeLoader), yaml.ScalarNode)
 
 
 def _yaml_where(exc: Exception) -> str:
@@ -36,9 +60,14 @@ def _yaml_where(exc: Exception) -> str:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     problem = getattr(exc, "problem", None) or getattr(exc, "context", None)
     if mark is not None:
-        return f" at line {mark.line + 1}, column {mark.column + 1}: {problem or type(exc).__name__}"
+        return f" at line {mark.line + 1}, column {mark.column + 1}: {_short(problem or type(exc).__name__)}"
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f": {first}"
+    return f": {_short(first)}"
+
+
+def _short(text: str, limit: int = 100) -> str:
+    """A parser's message cut to `limit` characters (it may quote the file's text)."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def load_project(path: str, _stack: tuple[str, ...] = ()) -> DictConfig:
@@ -60,7 +89,13 @@ def load_project(path: str, _stack: tuple[str, ...] = ()) -> DictConfig:
         target = os.path.join(os.path.dirname(os.path.abspath(path)), os.path.expanduser(item))
         if not os.path.isfile(target):
             raise ConfigError(f"{path}: included file '{item}' does not exist ({target}).")
-        bases.append(load_project(target, (*_stack, real)))
+        base = load_project(target, (*_stack, real))
+        unknown = [k for k in base.keys() if k not in PROJECT_KEYS]
+        if unknown:
+            more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+            raise ConfigError(f"{path}: included file '{item}' is not a project file: its top-level "
+                              f"key{quoted_key(unknown[0])}{more} is not one of {', '.join(PROJECT_KEYS)}.")
+        bases.append(base)
     project.pop("includes", None)
     return merge_nodes(*bases, project) if bases else project
 

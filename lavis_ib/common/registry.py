@@ -9,7 +9,7 @@ import importlib
 import threading
 from typing import Any, Callable, Iterator
 
-from lavis_ib.common.errors import RegistryError, did_you_mean
+from lavis_ib.common.errors import ConfigError, RegistryError, did_you_mean
 
 ENTRY_POINT_GROUP = "lavis_ib.plugins"
 
@@ -147,7 +147,12 @@ _plugins_loaded = False
 
 
 def load_entry_point_plugins() -> list[str]:
-    """Import every module advertised under the ``lavis_ib.plugins`` entry-point group."""
+    """Import every module advertised under the ``lavis_ib.plugins`` entry-point group.
+
+    Raises:
+        ConfigError: a module that fails to import (any exception, or `sys.exit`), naming
+            the entry point, its module and the error (`plugin_import_error`).
+    """
     global _plugins_loaded
     if _plugins_loaded:
         return []
@@ -156,24 +161,43 @@ def load_entry_point_plugins() -> list[str]:
 
     loaded = []
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        ep.load()
+        try:
+            ep.load()
+        except (Exception, SystemExit) as exc:
+            raise plugin_import_error(f"entry point '{ep.name}' of group '{ENTRY_POINT_GROUP}'",
+                                      ep.value, exc) from None
         loaded.append(ep.value)
     return loaded
 
 
-def import_plugins(modules: list[str] | tuple[str, ...], source: str = "plugins") -> None:
-    """Import the plugin modules a project lists, with a clear error for a bad name."""
-    from lavis_ib.common.errors import ConfigError
+def plugin_import_error(source: str, module: str, exc: BaseException) -> Exception:
+    """One line for a plugin module that did not import: its name and its error (a missing
+    module of its own name is a spelling or path problem; anything else, a missing
+    dependency, a SyntaxError, an exception or `sys.exit` at import, is the module's)."""
+    if isinstance(exc, ModuleNotFoundError) and exc.name and (
+            module == exc.name or module.startswith(exc.name + ".")):
+        return ConfigError(f"{source}: plugin module '{module}' cannot be imported ({exc}); "
+                           f"check its spelling and that it is on PYTHONPATH or installed.")
+    if isinstance(exc, SystemExit):
+        error = f"it called sys.exit({exc.code!r})"
+    elif isinstance(exc, SyntaxError):
+        error = f"SyntaxError: {exc.msg} ({exc.filename}, line {exc.lineno})"
+    else:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        error = f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
+    return ConfigError(f"{source}: plugin module '{module}' failed while being imported: {error}. "
+                       f"Fix the module (or its missing dependency), or remove it from the plugins.")
 
+
+def import_plugins(modules: list[str] | tuple[str, ...], source: str = "plugins") -> None:
+    """Import the plugin modules a project lists: a module that does not import, for any
+    reason (an exception or `sys.exit` at import included), is one `ConfigError` line
+    naming it and its error."""
     for module in modules or ():
         try:
             importlib.import_module(str(module))
-        except ModuleNotFoundError as exc:
-            if exc.name and str(module).startswith(exc.name):
-                raise ConfigError(
-                    f"{source}: plugin module '{module}' cannot be imported ({exc}); "
-                    f"check its spelling and that it is on PYTHONPATH or installed.") from None
-            raise
+        except (Exception, SystemExit) as exc:
+            raise plugin_import_error(source, str(module), exc) from None
 
 
 class _LavisRegistry:

@@ -4,6 +4,7 @@ wrong type, a misspelt key or a value out of range in a project's `run:` node fa
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -210,7 +211,10 @@ def validate_run(run: Mapping[str, Any] | None, collect: list[str] | None = None
 _AT_LEAST_1 = ("max_iters", "batch_size_train", "batch_size_eval", "keep_last", "lr_decay_every",
                "log_every", "dist_timeout_s")
 _AT_LEAST_0 = ("val_every", "save_every", "warmup_steps", "num_workers", "seed", "bad_sample_grace",
-               "min_lr", "warmup_lr", "weight_decay")
+               "max_skipped_steps", "min_lr", "warmup_lr", "weight_decay")
+# LRs that must not exceed init_lr: the cosine's floor and the warm-up's start (a schedule that
+# rises from its floor, or warms up downwards, is a typo; issue 26)
+_AT_MOST_INIT_LR = ("min_lr", "warmup_lr")
 _OPTIONAL_AT_LEAST_1 = ("global_batch_size", "accum_grad_iters")
 _UNIT_INTERVAL = {"max_bad_sample_fraction": "[0, 1]", "beta2": "[0, 1)", "lr_decay_rate": "(0, 1]"}
 _PATH_KEYS = ("output_dir", "resume")
@@ -238,17 +242,24 @@ def _in_unit_interval(key: str, value: float) -> bool:
 
 def run_problems(run: Any) -> list[str]:
     """Every run value outside its range, one line per key naming it; expands `~` and
-    environment variables in `output_dir` and `resume` in place."""
+    environment variables in `output_dir` and `resume` in place. Every float range is
+    finite (`inf` and `nan` are refused wherever a number is read)."""
     out = [f"run.{k} must be an integer >= 1; got {run[k]}." for k in _AT_LEAST_1 if run[k] < 1]
-    out += [f"run.{k} must be >= 0; got {run[k]}." for k in _AT_LEAST_0 if run[k] < 0]
+    out += [f"run.{k} must be {'a finite number' if _base_type(k) is float else 'an integer'} "
+            f">= 0; got {run[k]}." for k in _AT_LEAST_0 if not (math.isfinite(run[k]) and run[k] >= 0)]
     out += [f"run.{k} must be null or an integer >= 1; got {run[k]}."
             for k in _OPTIONAL_AT_LEAST_1 if run[k] is not None and run[k] < 1]
     out += [f"run.{k} must be in {b}; got {run[k]}." for k, b in _UNIT_INTERVAL.items()
             if not _in_unit_interval(k, float(run[k]))]
-    if not run.init_lr > 0:
-        out.append(f"run.init_lr must be > 0; got {run.init_lr}.")
-    if run.grad_clip is not None and not run.grad_clip > 0:
-        out.append(f"run.grad_clip must be null (no clipping) or > 0; got {run.grad_clip}.")
+    init_ok = math.isfinite(run.init_lr) and run.init_lr > 0
+    if not init_ok:
+        out.append(f"run.init_lr must be a finite number > 0; got {run.init_lr}.")
+    out += [f"run.{k} ({run[k]}) must not exceed run.init_lr ({run.init_lr}): the schedule "
+            f"goes from warmup_lr up to init_lr, then down to min_lr." for k in _AT_MOST_INIT_LR
+            if init_ok and math.isfinite(run[k]) and run[k] > run.init_lr]
+    if run.grad_clip is not None and not (math.isfinite(run.grad_clip) and run.grad_clip > 0):
+        out.append(f"run.grad_clip must be null (no clipping) or a finite number > 0; "
+                   f"got {run.grad_clip}.")
     if run.device not in DEVICES and not str(run.device).startswith("cuda:"):
         out.append(f"run.device: '{run.device}' is not one of {', '.join(DEVICES)} (or cuda:N).")
     for key in _PATH_KEYS:

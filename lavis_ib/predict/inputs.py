@@ -9,7 +9,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from lavis_ib.common.errors import ConfigError, DataError, did_you_mean
 
@@ -133,21 +133,41 @@ def jsonl_records(path: str, prompt: str | None,
         raise DataError(f"--input '{path}' does not exist.")
     base = os.path.dirname(os.path.abspath(path))
     records, problems = [], []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(_record(json.loads(line), base, prompt, candidates))
-            except json.JSONDecodeError as exc:
-                problems.append(f"line {number}: not JSON ({exc.msg} at column {exc.colno})")
-            except (ConfigError, DataError) as exc:
-                problems.append(f"line {number}: {exc}")
+    for number, line in _text_lines(path):
+        if isinstance(line, UnicodeDecodeError):
+            problems.append(f"line {number}: {_not_utf8(line)}")
+            continue
+        if not line.strip():
+            continue
+        try:
+            records.append(_record(json.loads(line), base, prompt, candidates))
+        except json.JSONDecodeError as exc:
+            problems.append(f"line {number}: not JSON ({exc.msg} at column {exc.colno})")
+        except (ConfigError, DataError) as exc:
+            problems.append(f"line {number}: {exc}")
     if problems:
         raise DataError(f"--input '{path}': {_listed(problems)}.")
     if not records:
         raise DataError(f"--input '{path}' holds no record.")
     return records
+
+
+def _text_lines(path: str) -> Iterator[tuple[int, str | UnicodeDecodeError]]:
+    """(line number, text) of each line of a UTF-8 file (a leading BOM dropped); a line
+    that is not UTF-8 comes as its decoding error instead of ending the reading."""
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                yield number, exc
+
+
+def _not_utf8(exc: UnicodeDecodeError) -> str:
+    """Where a line stops being UTF-8: the byte's value and its position in the line."""
+    byte = exc.object[exc.start]
+    return (f"not UTF-8 text (byte 0x{byte:02x} at byte {exc.start + 1} of the line); save the "
+            f"file as UTF-8")
 
 
 def _record(obj, base: str, prompt: str | None, candidates: Sequence[str] | None) -> PredictRecord:
@@ -195,8 +215,11 @@ def parse_candidates(value: str | None) -> tuple[str, ...] | None:
     if value.startswith("@"):
         if not os.path.isfile(value[1:]):
             raise DataError(f"--candidates '{value}': file '{value[1:]}' does not exist.")
-        with open(value[1:], encoding="utf-8") as fh:
-            items = [line.strip() for line in fh if line.strip()]
+        items = []
+        for number, line in _text_lines(value[1:]):
+            if isinstance(line, UnicodeDecodeError):
+                raise DataError(f"--candidates '{value}': line {number}: {_not_utf8(line)}.")
+            items += [line.strip()] if line.strip() else []
     else:
         items = [c.strip() for c in value.split(",") if c.strip()]
     if not items:

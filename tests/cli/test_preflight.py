@@ -79,6 +79,18 @@ CONFIG_ROWS = [
     ("unknown lr schedule", dict(run={"lr_sched": "cosine"}), "run.lr_sched: unknown lr_scheduler 'cosine'."),
     ("plugin that does not import", dict(extra="plugins: [no_such_module_xyz]\n"),
      "plugins: plugin module 'no_such_module_xyz' cannot be imported"),
+    # issue 26 (C8e/f): generate values against models.generation.range_problems, before building
+    ("generate num_beams 0", dict(datasets={"coco_caption": {"generate": {"num_beams": 0}}}),
+     "datasets.coco_caption.generate.num_beams=0 must be at least 1."),
+    ("generate max_length 0", dict(datasets={"coco_caption": {"generate": {"max_length": 0}}}),
+     "datasets.coco_caption.generate.max_length=0 must be at least 1."),
+    ("generate per-family num_beams 0", dict(datasets={"coco_caption": {"generate": {
+        "num_beams": {"vicuna": 0, "flant5": 3}}}}),
+     "datasets.coco_caption.generate.num_beams.vicuna=0 must be at least 1."),
+    ("generate min_length above max_length", dict(datasets={"coco_caption": {"generate": {
+        "min_length": 5, "max_length": 3}}}),
+     "datasets.coco_caption.generate.min_length=5 must not exceed datasets.coco_caption.generate."
+     "max_length=3."),
 ]
 
 
@@ -151,6 +163,21 @@ def test_negative_and_non_finite_sample_ratios_are_refused(data, ratio):
         checked_config(project(root, fixtures, datasets={"ok_vqa": {"sample_ratio": ratio}}))
 
 
+@pytest.mark.parametrize("option", ["datasets.ok_vqa.sample_ratio=.inf", "run.init_lr=.inf",
+                                    "run.max_skipped_steps=-1", "run.min_lr=1.0",
+                                    "datasets.ok_vqa.generate.num_beams=0"])
+def test_out_of_range_options_stop_the_check_command(data, capsys, option):
+    """Issue 26 (C8a-f): each a pre-flight line of `lavis-ib check` (exit 2), not only a
+    runtime check (the mixer, the scheduler, generate)."""
+    from lavis_ib.cli.dispatch import main
+
+    root, fixtures = data
+    assert main(["check", project(root, fixtures), "--options", option]) == 2
+    key = option.partition("=")[0]
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(f"lavis-ib check: error: {key}") and "\n" not in line
+
+
 def test_every_training_dataset_at_sample_ratio_0_is_refused(data):
     root, fixtures = data
     zero = {name: {"sample_ratio": 0} for name in DATASETS}
@@ -172,13 +199,13 @@ def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
 RUN_ROWS = [
     ("batch_size_train 0", {"batch_size_train": 0}, "run.batch_size_train must be an integer >= 1; got 0."),
     ("batch_size_train -4", {"batch_size_train": -4}, "run.batch_size_train must be an integer >= 1; got -4."),
-    ("negative init_lr", {"init_lr": -1e-5}, "run.init_lr must be > 0; got -1e-05."),
+    ("negative init_lr", {"init_lr": -1e-5}, "run.init_lr must be a finite number > 0; got -1e-05."),
     ("empty output_dir", {"output_dir": ""}, "run.output_dir is empty; give a folder path."),
-    ("val_every -1", {"val_every": -1}, "run.val_every must be >= 0; got -1."),
+    ("val_every -1", {"val_every": -1}, "run.val_every must be an integer >= 0; got -1."),
     ("keep_last 0", {"keep_last": 0}, "run.keep_last must be an integer >= 1; got 0."),
     ("beta2 1", {"beta2": 1.0}, "run.beta2 must be in [0, 1); got 1.0."),
     ("fraction 2", {"max_bad_sample_fraction": 2.0}, "run.max_bad_sample_fraction must be in [0, 1]; got 2.0."),
-    ("grad_clip 0", {"grad_clip": 0.0}, "run.grad_clip must be null (no clipping) or > 0; got 0.0."),
+    ("grad_clip 0", {"grad_clip": 0.0}, "run.grad_clip must be null (no clipping) or a finite number > 0; got 0.0."),
     ("global batch 0", {"global_batch_size": 0}, "run.global_batch_size must be null or an integer >= 1; got 0."),
     ("device gpu", {"device": "gpu"}, "run.device: 'gpu' is not one of auto, cpu, cuda (or cuda:N)."),
     ("select_metric without a dot", {"select_metric": ["cider"]},
@@ -186,6 +213,21 @@ RUN_ROWS = [
     ("unset variable", {"output_dir": "$LAVIS_IB_UNSET_VAR_X/run"},
      "run.output_dir: environment variable $LAVIS_IB_UNSET_VAR_X is not set"),
     ("run as a list", ["max_iters", 3], "run must be a mapping of run settings"),
+    # issue 26 (C8a, C8b, C8d): negative counts, non-finite floats and LRs above init_lr
+    ("max_skipped_steps -1", {"max_skipped_steps": -1}, "run.max_skipped_steps must be an integer >= 0; got -1."),
+    ("init_lr inf", {"init_lr": float("inf")}, "run.init_lr must be a finite number > 0; got inf."),
+    ("init_lr nan", {"init_lr": float("nan")}, "run.init_lr must be a finite number > 0; got nan."),
+    ("weight_decay inf", {"weight_decay": float("inf")}, "run.weight_decay must be a finite number >= 0; got inf."),
+    ("warmup_lr nan", {"warmup_lr": float("nan")}, "run.warmup_lr must be a finite number >= 0; got nan."),
+    ("grad_clip inf", {"grad_clip": float("inf")},
+     "run.grad_clip must be null (no clipping) or a finite number > 0; got inf."),
+    ("lr_decay_rate nan", {"lr_decay_rate": float("nan")}, "run.lr_decay_rate must be in (0, 1]; got nan."),
+    ("min_lr above init_lr", {"min_lr": 1.0},
+     "run.min_lr (1.0) must not exceed run.init_lr (1e-05): the schedule goes from warmup_lr up to "
+     "init_lr, then down to min_lr."),
+    ("warmup_lr above init_lr", {"init_lr": 1e-4, "warmup_lr": 1e-3},
+     "run.warmup_lr (0.001) must not exceed run.init_lr (0.0001): the schedule goes from warmup_lr up "
+     "to init_lr, then down to min_lr."),
 ]
 
 
@@ -261,3 +303,21 @@ def test_an_ocr_dataset_without_token_source_stops_before_any_model(tmp_path):
     body["datasets"]["ocr_vqa"] = fixtures["ocr_vqa"]
     path.write_text(yaml.safe_dump(body))
     checked_config(str(path))
+
+
+def test_every_numeric_run_key_refuses_negative_counts_and_non_finite_floats():
+    """Issue 26's audit of the range block, kept for keys added later: -1 for every count
+    and inf / nan for every float of `RunConfig` are each one line naming the key."""
+    import math
+    import typing
+
+    from lavis_ib.common.schema import FIELDS, _base_type
+
+    for key in FIELDS:
+        kind = _base_type(key)
+        bad = [-1] if kind is int else [math.inf, math.nan, -math.inf] if kind is float else []
+        for value in bad:
+            problems = []
+            validate_run({key: value}, collect=problems)
+            assert any(p.startswith(f"run.{key}") for p in problems), (key, value, problems)
+    assert typing.get_origin(_base_type("select_metric")) is list   # the loop saw every kind

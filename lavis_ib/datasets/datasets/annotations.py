@@ -17,12 +17,27 @@ def _require(path: str) -> None:
 
 
 def load_json(path: str) -> Any:
+    """The JSON document of an annotation file; `null` (an emptied file) is refused here,
+    once for every reader, instead of as a TypeError where a reader first iterates it."""
     _require(path)
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"annotation file '{path}' is not valid JSON: {exc}") from None
+    if data is None:
+        raise DataError(f"annotation file '{path}' holds null, not annotations; write its "
+                        f"records (or point build_info.annotations at the right file).")
+    return data
+
+
+def load_records(path: str) -> list[Any]:
+    """An annotation file that is a JSON list of records (LAVIS's layout)."""
+    data = load_json(path)
+    if not isinstance(data, list):
+        raise DataError(f"annotation file '{path}' must hold a JSON list of records; got "
+                        f"{type(data).__name__}.")
+    return data
 
 
 def load_jsonl(path: str) -> list[dict[str, Any]]:
@@ -69,6 +84,26 @@ def text_field(record: Any, key: str, path: str, index: int, many: bool = False)
         kind = "a string or a list of strings" if many else "a string"
         raise DataError(f"'{path}' record {index}: field '{key}' must be {kind}; got {shown}. "
                         f"Fix the record or drop the field for an unlabelled sample.")
+    return value
+
+
+def media_field(record: Any, key: str, path: str, index: int | str) -> str:
+    """`record[key]`, a media file's path (relative to the dataset's media folder), checked
+    to be a non-empty string.
+
+    Raises:
+        DataError: a missing field, null, a number, a list or a mapping, naming the file,
+            the record (its position in the file) and the field; such a value would
+            otherwise surface as a TypeError when the dataset is built.
+    """
+    if not isinstance(record, dict) or key not in record:
+        raise DataError(f"'{path}' record {index}: the field '{key}' (a media file path) is "
+                        f"missing; is this the expected format?")
+    value = record[key]
+    if not isinstance(value, str) or not value.strip():
+        shown = "null" if value is None else f"{type(value).__name__} {value!r:.60}"
+        raise DataError(f"'{path}' record {index}: field '{key}' must be a file path (a non-empty "
+                        f"string, relative to the media folder); got {shown}.")
     return value
 
 

@@ -9,7 +9,8 @@ import os
 from typing import Any
 
 from lavis_ib.common.errors import ConfigError, DataError, did_you_mean
-from lavis_ib.datasets.datasets.annotations import load_json, load_ocr_tokens, need, text_field
+from lavis_ib.datasets.datasets.annotations import (load_json, load_ocr_tokens, load_records,
+                                                    media_field, need, text_field)
 from lavis_ib.datasets.datasets.base import BaseDataset, make_instruction
 from lavis_ib.datasets.datasets.image_keys import image_key_tensor
 from lavis_ib.common.prompts import ocr_prefix
@@ -28,8 +29,8 @@ def read_lavis(paths: list[str]) -> list[dict[str, Any]]:
     "image_id"}]``; without image_id the id comes from the file name (`image_id_from_path`)."""
     rows = []
     for path in paths:
-        for n, row in enumerate(load_json(path)):
-            image = need(row, "image", path)
+        for n, row in enumerate(load_records(path)):
+            image = media_field(row, "image", path, n)
             caps = text_field(row, "caption", path, n, many=True) if "caption" in row else []
             for cap in [caps] if isinstance(caps, str) else caps:
                 rows.append({"image": image, "image_id": row.get("image_id", image_id_from_path(image)),

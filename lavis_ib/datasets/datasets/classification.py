@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from lavis_ib.common.errors import ConfigError, DataError
-from lavis_ib.datasets.datasets.annotations import load_jsonl, need
+from lavis_ib.datasets.datasets.annotations import load_jsonl, media_field, need
 from lavis_ib.datasets.datasets.base import BaseDataset
 
 
@@ -15,8 +15,9 @@ def read_hateful_memes(paths: list[str]) -> list[dict[str, Any]]:
     """`ann_format: hateful_memes`, official JSON lines ``{"id", "img": "img/<id>.png",
     "label", "text"}`` (label absent in unlabelled test files: those cannot be evaluated
     and are rejected)."""
-    return [{"instance_id": need(r, "id", p), "image": need(r, "img", p), "text": need(r, "text", p),
-             "label": need(r, "label", p)} for p in paths for r in load_jsonl(p)]
+    return [{"instance_id": need(r, "id", p), "image": media_field(r, "img", p, n),
+             "text": need(r, "text", p), "label": need(r, "label", p)}
+            for p in paths for n, r in enumerate(load_jsonl(p))]
 
 
 def read_vsr(paths: list[str]) -> list[dict[str, Any]]:
@@ -26,7 +27,7 @@ def read_vsr(paths: list[str]) -> list[dict[str, Any]]:
     rows = []
     for p in paths:
         for n, r in enumerate(load_jsonl(p)):
-            rows.append({"instance_id": n if len(paths) == 1 else f"{p}:{n}", "image": need(r, "image", p),
+            rows.append({"instance_id": n if len(paths) == 1 else f"{p}:{n}", "image": media_field(r, "image", p, n),
                          "text": need(r, "caption", p), "label": need(r, "label", p),
                          "relation": r.get("relation")})
     return rows

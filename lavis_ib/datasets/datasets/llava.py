@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from lavis_ib.common.errors import DataError
-from lavis_ib.datasets.datasets.annotations import load_json, need
+from lavis_ib.datasets.datasets.annotations import load_json, media_field, need
 from lavis_ib.datasets.datasets.base import BaseDataset
 
 _IMAGE_TAG = re.compile(r"\s*<image>\s*")
@@ -50,9 +50,9 @@ class LlavaDataset(BaseDataset):
     def load_annotations(self, ann_paths: list[str]) -> list[dict[str, Any]]:
         samples = []
         for path in ann_paths:
-            for record in load_json(path):
+            for n, record in enumerate(load_json(path)):
                 turns = need(record, "conversations", path)
-                image, history = need(record, "image", path), []
+                image, history = media_field(record, "image", path, n), []
                 for j in range(0, len(turns) - 1, 2):
                     user, bot = turns[j], turns[j + 1]
                     if user.get("from") != "human" or bot.get("from") != "gpt":

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from lavis_ib.common.errors import DataError
-from lavis_ib.datasets.datasets.annotations import load_json, need
+from lavis_ib.datasets.datasets.annotations import load_json, media_field, need
 from lavis_ib.datasets.datasets.vqa import VQAEvalDataset
 
 TRAIN_PROMPTS = {
@@ -40,7 +40,8 @@ def read_scienceqa(paths: list[str], split: str | None = None) -> list[dict[str,
         for pid, item in load_json(path).items():
             if not item.get("image") or (split is not None and item.get("split") != split):
                 continue
-            rec = _mc_record(pid, item, f"{item['split']}/{pid}/{item['image']}", path)
+            image = media_field(item, "image", path, pid)
+            rec = _mc_record(pid, item, f"{item['split']}/{pid}/{image}", path)
             rec["context"] = str(item.get("hint") or "")
             records.append(rec)
     return records

@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from lavis_ib.common.errors import ConfigError, DataError
-from lavis_ib.datasets.datasets.annotations import load_csv, load_json, need
+from lavis_ib.datasets.datasets.annotations import load_csv, load_json, media_field, need
 from lavis_ib.datasets.datasets.base import BadSample, BaseDataset, confine, draw_by_frequency, make_instruction
 from lavis_ib.processors.text import normalize_question
 
@@ -22,7 +22,7 @@ def read_lavis(paths: list[str]) -> list[dict[str, Any]]:
     for path in paths:
         for n, row in enumerate(load_json(path)):
             if "video" in row:
-                video = row["video"]
+                video = media_field(row, "video", path, n)
             else:
                 video = f"video{int(need(row, 'video_id', path))}.mp4"
             answer = need(row, "answer", path)

@@ -9,7 +9,7 @@ import os
 from typing import Any, Callable
 
 from lavis_ib.common.errors import DataError
-from lavis_ib.datasets.datasets.annotations import load_json, need
+from lavis_ib.datasets.datasets.annotations import load_json, load_records, media_field, need
 
 OCRVQA_SPLITS = {"train": 1, "val": 2, "test": 3}
 
@@ -58,9 +58,10 @@ def read_lavis(paths: list[str], split: str | None = None) -> list[dict[str, Any
     "answer": str|[str]}]``."""
     records = []
     for path in paths:
-        for n, row in enumerate(load_json(path)):
+        for n, row in enumerate(load_records(path)):
             records.append({"question_id": row.get("question_id", f"{os.path.basename(path)}_{n}"),
-                            "question": need(row, "question", path), "image": need(row, "image", path),
+                            "question": need(row, "question", path),
+                            "image": media_field(row, "image", path, n),
                             "answers": _answers(row.get("answer", row.get("answers")))})
     return records
 
@@ -71,8 +72,9 @@ def read_aokvqa(paths: list[str], split: str | None = None) -> list[dict[str, An
     ``<split>2017/<image_id:012d>.jpg`` (or the record's "image")."""
     records = []
     for path in paths:
-        for row in load_json(path):
-            image = row.get("image") or \
+        for n, row in enumerate(load_json(path)):
+            given = isinstance(row, dict) and row.get("image") not in (None, "")
+            image = media_field(row, "image", path, n) if given else \
                 f"{need(row, 'split', path)}2017/{int(need(row, 'image_id', path)):012d}.jpg"
             rec = {"question_id": need(row, "question_id", path), "question": need(row, "question", path),
                    "image": image,
@@ -141,8 +143,8 @@ def read_vizwiz(paths: list[str], split: str | None = None) -> list[dict[str, An
     [{"answer"}]}]``; the question id is the image file's stem."""
     records = []
     for path in paths:
-        for row in load_json(path):
-            image = need(row, "image", path)
+        for n, row in enumerate(load_json(path)):
+            image = media_field(row, "image", path, n)
             records.append({"question_id": os.path.splitext(image)[0], "image": image,
                             "question": need(row, "question", path),
                             "answers": _answers(row.get("answers"))})
