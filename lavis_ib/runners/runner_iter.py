@@ -88,6 +88,7 @@ class RunnerIter:
         self.output_dir = self.run.output_dir
         self.folder = RunFolder(self.run, self.info.rank)
         self.global_bs = self.micro_bs = self.accum = None  # set for training
+        self.budget: TokenBudget | None = None  # run.max_tokens_per_micro_batch's splitter
         self.is_main = self.info.rank == 0
 
     # -- setup ------------------------------------------------------------------------
@@ -124,7 +125,6 @@ class RunnerIter:
     def _setup_training(self) -> None:
         run, info = self.run, self.info
         self.global_bs, self.micro_bs, self.accum = derive_batching(run, info.world_size)
-        self.budget = None
         if run.max_tokens_per_micro_batch is not None:
             require_token_counts(self.inner)
             self.budget = TokenBudget(run.max_tokens_per_micro_batch,
