@@ -41,6 +41,9 @@ class RunConfig:
     batch_size_train: int = 8                   # samples per device per forward
     batch_size_eval: int = 8                    # samples per device in evaluation
     accum_grad_iters: Optional[int] = None      # derived from the global batch when unset
+    max_tokens_per_micro_batch: Optional[int] = None  # split each rank's share of a step into
+                                                # micro-batches of at most this many LLM positions
+                                                # (samples x longest); None: batch_size_train samples
     lr_sched: str = "linear_warmup_cosine_lr"   # registered LR scheduler
     init_lr: float = 1e-5                       # peak LR after warm-up
     min_lr: float = 0.0                         # LR at max_iters (cosine) / floor (step)
@@ -213,9 +216,9 @@ _AT_LEAST_1 = ("max_iters", "batch_size_train", "batch_size_eval", "keep_last", 
 _AT_LEAST_0 = ("val_every", "save_every", "warmup_steps", "num_workers", "seed", "bad_sample_grace",
                "max_skipped_steps", "min_lr", "warmup_lr", "weight_decay")
 # LRs that must not exceed init_lr: the cosine's floor and the warm-up's start (a schedule that
-# rises from its floor, or warms up downwards, is a typo; issue 26)
+# rises from its floor, or warms up downwards, is a typo)
 _AT_MOST_INIT_LR = ("min_lr", "warmup_lr")
-_OPTIONAL_AT_LEAST_1 = ("global_batch_size", "accum_grad_iters")
+_OPTIONAL_AT_LEAST_1 = ("global_batch_size", "accum_grad_iters", "max_tokens_per_micro_batch")
 _UNIT_INTERVAL = {"max_bad_sample_fraction": "[0, 1]", "beta2": "[0, 1)", "lr_decay_rate": "(0, 1]"}
 _PATH_KEYS = ("output_dir", "resume")
 _SPLIT_KEYS = ("train_splits", "valid_splits", "test_splits")

@@ -254,6 +254,35 @@ def merge_batches(parts: list[Mapping[str, Any]], requested: list[int]) -> dict[
     return merged
 
 
+def select_samples(batch: Mapping[str, Any], positions: list[int]) -> dict[str, Any]:
+    """The micro-batch of a collated batch's samples at `positions`, in that order (the
+    token-budget split of a rank's share): tensors indexed along dim 0 (per-sample ``_``
+    tensors too: the dropout keys), per-sample lists picked; the other bookkeeping keys
+    (``_bad_files``, ...) are left out and `_num_requested` is the samples kept, as
+    unreadable samples were counted when the batch was collated.
+
+    Raises:
+        DataError: a field that is neither a per-sample tensor nor a per-sample list.
+    """
+    n = num_samples(batch)
+    out: dict[str, Any] = {}
+    index = torch.as_tensor(positions, dtype=torch.long)
+    for key, value in batch.items():
+        per_sample = isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == n
+        if per_sample:
+            out[key] = value[index]
+        elif key.startswith("_"):
+            continue
+        elif isinstance(value, (list, tuple)) and len(value) == n:
+            out[key] = [value[i] for i in positions]
+        else:
+            raise DataError(f"batch field '{key}' is not one value per sample ({n} samples), so "
+                            f"the batch cannot be split by run.max_tokens_per_micro_batch; give "
+                            f"the collater per-sample fields or unset the budget.")
+    out["_num_requested"] = len(positions)
+    return out
+
+
 def num_samples(batch: Mapping[str, Any]) -> int:
     """Samples actually present in a collated batch (requested minus dropped bad ones)."""
     if "_num_requested" in batch:

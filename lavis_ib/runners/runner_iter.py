@@ -16,6 +16,7 @@ from lavis_ib.common.errors import ConfigError, DataError
 from lavis_ib.common.precision import autocast_dtype
 from lavis_ib.common.registry import registry
 from lavis_ib.common.seeding import seed_everything
+from lavis_ib.models.token_counts import require_token_counts, training_token_counts
 from lavis_ib.runners.checkpointing.manager import (CheckpointManager, maybe_fault,
                                          rng_state, set_rng_state)
 from lavis_ib.common.durable_files import write_json_atomic
@@ -31,6 +32,7 @@ from lavis_ib.runners.run_log import RunLogger, loss_terms
 from lavis_ib.runners.schedulers import continue_changed_schedule
 from lavis_ib.runners.stop_signals import StopSignals
 from lavis_ib.runners.strategies import DistInfo, Strategy, setup_distributed
+from lavis_ib.runners.token_budget import TokenBudget
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +44,10 @@ class RunnerIter:
     One optimizer step:
 
         lr = scheduler.step(step)                       closed form of the step (schedulers.py)
-        for each of this rank's accum micro-batches     (MixtureLoader.next_step)
+        for each of this rank's accum micro-batches     (MixtureLoader.next_step; with
+                                                        run.max_tokens_per_micro_batch regrouped
+                                                        by tokens, as many on every rank:
+                                                        TokenBudget)
             task.train_step under autocast              the model's {"loss", "loss_sum", "num_tokens"}
             backward(loss_sum)                          gradients reduced on the last only
         all-reduce [loss_sum, tokens, samples, stop]    one collective per step
@@ -83,6 +88,7 @@ class RunnerIter:
         self.output_dir = self.run.output_dir
         self.folder = RunFolder(self.run, self.info.rank)
         self.global_bs = self.micro_bs = self.accum = None  # set for training
+        self.budget: TokenBudget | None = None  # run.max_tokens_per_micro_batch's splitter
         self.is_main = self.info.rank == 0
 
     # -- setup ------------------------------------------------------------------------
@@ -119,6 +125,11 @@ class RunnerIter:
     def _setup_training(self) -> None:
         run, info = self.run, self.info
         self.global_bs, self.micro_bs, self.accum = derive_batching(run, info.world_size)
+        if run.max_tokens_per_micro_batch is not None:
+            require_token_counts(self.inner)
+            self.budget = TokenBudget(run.max_tokens_per_micro_batch,
+                                      lambda batch: training_token_counts(self.inner, batch),
+                                      self._max_over_ranks, self.micro_bs)
         if run.val_every > 0:
             self._check_select_metric()
         self.model = self.strategy.wrap(self.inner)
@@ -192,6 +203,8 @@ class RunnerIter:
         if self.global_bs is not None:  # training runs: the batching derived for this world
             batching = dict(global_batch_size=self.global_bs, micro_batch_size=self.micro_bs,
                             accum_steps=self.accum)
+            if self.budget is not None:  # micro-batches regrouped by tokens, accum is the loader's
+                batching["max_tokens_per_micro_batch"] = self.budget.budget
         self.folder.record(self.cfg, folder, keep, self.info.world_size, batching)
 
     def train(self) -> dict[str, Any]:
@@ -252,6 +265,10 @@ class RunnerIter:
         batches = self.loader.next_step()
         for event in self.loader.pop_bad_events():   # each unreadable file, once, in log.jsonl
             log.event(**event)
+        if self.budget is not None:
+            batches = self.budget.split(batches, self.step + 1)
+            for event in self.budget.pop_events():
+                log.event(**event)
         stats = torch.zeros(4, dtype=torch.float64, device=info.device)
         stats[3] = float(self.signals.requested is not None)
         terms: dict[str, torch.Tensor] = {}   # the model's loss_* parts, weighted by tokens
@@ -307,6 +324,14 @@ class RunnerIter:
                  log=self.step % every == 0 or self.step == 1 or self.step == self.run.max_iters,
                  terms=parts)
         return True, stop_name
+
+    def _max_over_ranks(self, count: int) -> int:
+        """The largest `count` over the ranks (the token budget's micro-step count)."""
+        if self.info.world_size == 1:
+            return int(count)
+        value = torch.tensor([int(count)], dtype=torch.long, device=self.info.device)
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+        return int(value.item())
 
     def _checkpoint(self, validate: bool, log: RunLogger) -> None:
         if not self.guard.weights_finite():

@@ -113,6 +113,10 @@ class ToyIB(BaseModel):
         num_tokens = torch.tensor(len(cols))
         return {"loss": loss_sum / num_tokens, "loss_sum": loss_sum, "num_tokens": num_tokens}
 
+    def sample_token_counts(self, samples):
+        """Its "LLM" positions per sample: queries, the instruction (one token), the target."""
+        return [self.query_tokens.shape[1] + 1 + len(t) for t in samples["text_output"]]
+
     def predict_class(self, samples, candidates=None):
         return self.logits(samples)[:, :2].argsort(-1, descending=True)
 
