@@ -141,14 +141,14 @@ def fitted_max_length(default: int, room: int | None, prompt_tokens: int) -> int
 
 # -- prompt limits ------------------------------------------------------------------------
 #: the prompt tokens an encoder-decoder LLM (FlanT5) reads at inference. LAVIS's T5 models
-#: never cut an inference prompt, and T5's relative positions set no limit, but its encoder
+#: never cut an inference prompt, and T5's relative positions set no limit, but the encoder
 #: costs time and memory in the square of the prompt's length (8,000 characters through
 #: `lavis-ib serve` took 34 s and 2.2 GB with the tiny FlanT5). 2048 is above every shipped
-#: evaluation prompt: the longest are ScienceQA's (`Context: {} Question: {} Options: {}.
-#: Answer:`, the context being the problem's hint) and the OCR templates (30 OCR tokens at
-#: most, `common.prompts.OCR_MAX_TOKENS`); tests/models/test_prompt_limits.py fills every
-#: shipped template with the bounds written there and counts. A T5 token covers at least
-#: one character, so a prompt of at most 2047 characters is never cut.
+#: evaluation prompt, so LAVIS's results are unchanged: tests/models/test_prompt_limits.py
+#: fills each shipped template with a bound per field (30 OCR tokens, as capped in code, of
+#: 30 characters; a 1,000-character ScienceQA hint; a 1,400-character VisDial history ...)
+#: and counts one token per character, more than any T5 vocabulary makes; the longest is
+#: ScienceQA's `Context: {} Question: {} Options: {}. Answer:` at 1,749, VisDial's next.
 ENCODER_DECODER_MAX_PROMPT_TOKENS = 2048
 #: characters `lavis-ib serve` takes in one prompt (`--max-prompt-chars`); counted before
 #: the prompt is tokenized, so a megabyte of text is refused at once
