@@ -18,7 +18,6 @@ from typing import Sequence
 
 from lavis_ib.cli.entry import run_entry
 from lavis_ib.common.errors import ConfigError
-from lavis_ib.web.limits import ServeLimits
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "0.0.0.0 exposes the demo to the network)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0: any free port)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
+    from lavis_ib.web.limits import ServeLimits   # light: no Gradio
+
     d = ServeLimits()
     p.add_argument("--max-upload-mb", type=float, default=d.max_upload_mb,
                    help=f"largest upload in MB (10^6 bytes); larger ones are refused "
@@ -49,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def serve_limits(args: argparse.Namespace) -> ServeLimits:
-    """The options' limits; one out of range is one error naming each bad option."""
+def serve_limits(args: argparse.Namespace):
+    """The options' `ServeLimits`; one out of range is one error naming each bad option."""
+    from lavis_ib.web.limits import ServeLimits
+
     limits = ServeLimits(max_upload_mb=args.max_upload_mb, queue_size=args.queue_size,
                          max_prompt_chars=args.max_prompt_chars,
                          upload_max_age_s=args.upload_max_age)
