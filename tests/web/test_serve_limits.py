@@ -42,6 +42,8 @@ def test_a_megabyte_prompt_is_refused_before_it_is_tokenized(demo, media, monkey
 def test_a_prompt_over_the_models_tokens_is_refused_not_cut(demo, tiny_model, media):
     import torch
 
+    from lavis_ib.processors.media_files import load_image
+
     model, vis = tiny_model
     tokenizer = model.adapter.tokenizer
     # the tiny LLaMA's context less one image's query tokens less the answer's 30 tokens
@@ -55,7 +57,7 @@ def test_a_prompt_over_the_models_tokens_is_refused_not_cut(demo, tiny_model, me
         f"the answer reads at most {room}. Shorten it.")
     before = model.inference_counts()["num_truncated"]
     answer, status = _generate(demo, media["image"], at)
-    image = vis["eval"](__import__("PIL.Image").Image.open(media["image"]).convert("RGB"))
+    image = load_image(media["image"], vis["eval"])     # as predict reads it
     with torch.inference_mode():
         expected = model.generate({"image": image[None], "prompt": at}, num_beams=1,
                                   max_length=30, repetition_penalty=1.0)[0]
