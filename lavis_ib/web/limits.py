@@ -15,7 +15,7 @@ class ServeLimits:
     """The web demo's limits (docs/web_demo.md, "Limits")."""
 
     max_upload_mb: float = 50.0     # an upload over this is refused (HTTP 413) while it streams
-    queue_size: int = 16            # requests waiting for the model; more are told the queue is full
+    queue_size: int = 16            # requests waiting for the model; more: "queue is full"
     max_prompt_chars: int = SERVE_MAX_PROMPT_CHARS   # a longer prompt is refused
     upload_max_age_s: int = 3600    # uploads older than this are deleted (checked as often)
 
