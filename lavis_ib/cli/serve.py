@@ -1,16 +1,19 @@
 """`lavis-ib serve`: the web demo for one model, in a browser.
 
 Loads the model once and hands it to the page (`lavis_ib.web`) on 127.0.0.1 unless `--host`
-says otherwise; the port is checked before the model loads. Needs the demo extra
-(`pip install 'lavis_ib[demo]'`); docs/web_demo.md describes the page and its options."""
+says otherwise; the port and the limits are checked before the model loads, and the uploads
+are removed when the server stops. Needs the demo extra (`pip install 'lavis_ib[demo]'`);
+docs/web_demo.md describes the page and its options."""
 from __future__ import annotations
 
 import argparse
 import errno
 import ipaddress
 import logging
+import signal
 import socket
 import sys
+import threading
 from typing import Sequence
 
 from lavis_ib.cli.entry import run_entry
@@ -29,7 +32,45 @@ def build_parser() -> argparse.ArgumentParser:
                         "0.0.0.0 exposes the demo to the network)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0: any free port)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
+    from lavis_ib.web.limits import ServeLimits   # light: no Gradio
+
+    d = ServeLimits()
+    p.add_argument("--max-upload-mb", type=float, default=d.max_upload_mb,
+                   help=f"largest upload in MB (10^6 bytes); larger ones are refused "
+                        f"(default {d.max_upload_mb:g})")
+    p.add_argument("--queue-size", type=int, default=d.queue_size,
+                   help=f"requests that may wait for the model; more are told the queue is "
+                        f"full (default {d.queue_size})")
+    p.add_argument("--max-prompt-chars", type=int, default=d.max_prompt_chars,
+                   help=f"longest prompt in characters; longer ones are refused, as are "
+                        f"prompts over the model's token limit (default {d.max_prompt_chars})")
+    p.add_argument("--upload-max-age", type=int, default=d.upload_max_age_s,
+                   help=f"seconds an upload is kept (all are removed when the server stops; "
+                        f"default {d.upload_max_age_s})")
     return p
+
+
+def serve_limits(args: argparse.Namespace):
+    """The options' `ServeLimits`; one out of range is one error naming each bad option."""
+    from lavis_ib.web.limits import ServeLimits
+
+    limits = ServeLimits(max_upload_mb=args.max_upload_mb, queue_size=args.queue_size,
+                         max_prompt_chars=args.max_prompt_chars,
+                         upload_max_age_s=args.upload_max_age)
+    problems = limits.problems()
+    if problems:
+        raise ConfigError("; ".join(problems) + ".")
+    return limits
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM stops the server as Ctrl+C does (Gradio closes it, the upload folder is
+    removed) instead of ending the process on the spot."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 def split_model(spec: str) -> tuple[str, str]:
@@ -70,9 +111,11 @@ def is_loopback(host: str) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     name, model_type = split_model(args.model)
+    limits = serve_limits(args)
     from lavis_ib.common.devices import resolve_device
     from lavis_ib.common.project_files import model_overrides
     from lavis_ib.web.page import build_app, launch, require_gradio
+    from lavis_ib.web.uploads import upload_folder
 
     overrides = model_overrides(args.options)
     device = resolve_device(args.device, key="--device")
@@ -90,10 +133,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     model, vis, _ = load_model_and_preprocess(name, model_type, is_eval=True, device=device,
                                               **overrides)
-    app = build_app(DemoModel(model, vis, f"{name}:{model_type}"))
-    print(f"lavis-ib serve: {name}:{model_type} on http://{args.host}:{port}/ "
-          f"(Ctrl+C stops it)", flush=True)
-    launch(app, args.host, port, block=True)
+    demo = DemoModel(model, vis, f"{name}:{model_type}", max_prompt_chars=limits.max_prompt_chars)
+    _stop_on_sigterm()
+    with upload_folder():
+        app = build_app(demo, limits)
+        print(f"lavis-ib serve: {name}:{model_type} on http://{args.host}:{port}/ "
+              f"(Ctrl+C stops it)", flush=True)
+        launch(app, args.host, port, block=True, limits=limits)
     return 0
 
 

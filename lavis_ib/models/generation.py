@@ -137,3 +137,63 @@ def fitted_max_length(default: int, room: int | None, prompt_tokens: int) -> int
                  prompt_tokens)
     return fitted
 
+
+
+# -- prompt limits ------------------------------------------------------------------------
+#: the prompt tokens an encoder-decoder LLM (FlanT5) reads at inference. LAVIS's T5 models
+#: never cut an inference prompt, and T5's relative positions set no limit, but the encoder
+#: costs time and memory in the square of the prompt's length (8,000 characters through
+#: `lavis-ib serve` took 34 s and 2.2 GB with the tiny FlanT5). 2048 is above every shipped
+#: evaluation prompt, so LAVIS's results are unchanged: tests/models/test_prompt_limits.py
+#: fills each shipped template with a bound per field (30 OCR tokens, as capped in code, of
+#: 30 characters; a 1,000-character ScienceQA hint; a 1,400-character VisDial history ...)
+#: and counts one token per character, more than any T5 vocabulary makes; the longest is
+#: ScienceQA's `Context: {} Question: {} Options: {}. Answer:` at 1,749, VisDial's next.
+ENCODER_DECODER_MAX_PROMPT_TOKENS = 2048
+#: characters `lavis-ib serve` takes in one prompt (`--max-prompt-chars`); counted before
+#: the prompt is tokenized, so a megabyte of text is refused at once
+SERVE_MAX_PROMPT_CHARS = 2000
+
+#: what an entry point does with a prompt over the model's prompt-token limit
+CUT, REFUSE, CUT_HISTORY = "cut", "refuse", "cut history"
+
+
+@dataclass(frozen=True)
+class PromptLimit:
+    """One entry point's rule for prompts over the model's prompt-token limit (the LLM
+    context's room beside the soft prompts and the tokens to generate or score for a
+    decoder-only LLM, `max_prompt_tokens` for an encoder-decoder one)."""
+
+    over_limit: str                 # CUT | REFUSE | CUT_HISTORY
+    counted_in: str                 # where a cut or a refusal shows
+    max_chars: int | None = None    # characters refused before tokenizing (None: not counted)
+
+
+#: the rule of each entry point. A cut keeps the prompt's end (the question) and drops its
+#: start, is counted in the adapter's `num_truncated` and logged once per model.
+PROMPT_LIMITS: dict[str, PromptLimit] = {
+    "api": PromptLimit(CUT, "model.inference_counts()['num_truncated']"),
+    "predict": PromptLimit(CUT, "the closing log line of lavis-ib predict"),
+    "evaluate": PromptLimit(CUT, "num_truncated in the split's metrics.json"),
+    "serve": PromptLimit(REFUSE, "the page's status line", max_chars=SERVE_MAX_PROMPT_CHARS),
+    # a chat's dialogue is cut by whole turns, oldest first (a later command)
+    "chat": PromptLimit(CUT_HISTORY, "the chat's status line"),
+}
+
+
+def prompt_refusal(prompt: str, max_chars: int | None, count_tokens: Callable[[str], int],
+                   max_tokens: int | None, chars_from: str, tokens_from: str) -> str | None:
+    """Why an entry point that refuses over-limit prompts refuses `prompt`, or None.
+    Characters are counted first, so a long text is refused without being tokenized;
+    then tokens (`count_tokens(prompt)` against `max_tokens`; None: no token limit).
+    `chars_from` / `tokens_from` say what sets each limit, for the message."""
+    if max_chars is not None and len(prompt) > max_chars:
+        return (f"Prompt: {len(prompt):,} characters; {chars_from} takes at most "
+                f"{max_chars:,}. Shorten it.")
+    if max_tokens is None:
+        return None
+    tokens = count_tokens(prompt)
+    if tokens > max_tokens:
+        return (f"Prompt: {tokens:,} tokens; {tokens_from} reads at most {max_tokens:,}. "
+                f"Shorten it.")
+    return None

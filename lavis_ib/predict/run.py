@@ -97,6 +97,7 @@ def run_batches(args, name, model_type, overrides, records, batches, generate, r
         raise LavisIbError(f"model type '{model_type}' has no eval image processor in its config.")
     if results is not None:
         results.start()
+    before = model.inference_counts()   # prompts cut to the model's prompt limit, etc.
     for out in predicted_batches(args, model, processor, records, batches, generate):
         if results is not None:
             results.append(out)
@@ -106,6 +107,8 @@ def run_batches(args, name, model_type, overrides, records, batches, generate, r
         counts["first_reason"] = counts["first_reason"] or (reasons[0] if reasons else None)
         counts["skipped"] += len(reasons)
         counts["done"] += len(out)
+    counts["cut"] = model.inference_counts().get("num_truncated", 0) - \
+        before.get("num_truncated", 0)
     return counts
 
 
@@ -142,6 +145,9 @@ def report(args, records, counts: dict, results) -> int:
         log.warning("%d of %d inputs skipped (unreadable; one line each above%s)", skipped,
                     len(records), ", and records with 'skipped' in " + args.output
                     if args.output else "")
+    if counts.get("cut"):
+        log.warning("%d prompt(s) cut from the start to the model's prompt limit "
+                    "(num_truncated; models.generation.PROMPT_LIMITS)", counts["cut"])
     if args.output:
         log.info("%s: %d records written now, %d kept from before", args.output, counts["done"],
                  len(earlier))

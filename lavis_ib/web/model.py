@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from lavis_ib.common.errors import ConfigError, DataError, LavisIbError
-from lavis_ib.models.generation import SHORT_ANSWER, UNBOUNDED_MAX_LENGTH, range_problems
+from lavis_ib.models.generation import (PROMPT_LIMITS, SHORT_ANSWER, UNBOUNDED_MAX_LENGTH,
+                                        prompt_refusal, range_problems)
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,22 @@ def max_length_limit(model: Any) -> int:
     return UNBOUNDED_MAX_LENGTH if room is None else room
 
 
+def prompt_token_limit(model: Any, frames: int, budget: int) -> int | None:
+    """The prompt tokens a Q-Former model reads beside `frames` frames' soft prompts and
+    `budget` tokens to generate or score (its adapter's `prompt_room`, where `generate`
+    would cut); None for a model that does not say (a plugin model)."""
+    from lavis_ib.models.components.inference import InferenceMixin
+
+    if not isinstance(model, InferenceMixin):
+        return None
+    return model.adapter.prompt_room(frames * model.query_tokens.shape[1], budget)
+
+
+def prompt_tokens(model: Any, prompt: str) -> int:
+    """Tokens of `prompt` as the model's LLM reads it (special tokens included)."""
+    return len(model.adapter.tokenizer(prompt, add_special_tokens=True).input_ids)
+
+
 def _read_upload(load, path: str, processor: Any):
     """`load(path, processor)`, with an error naming the file as the user uploaded it (Gradio
     keeps uploads under their own name in a temporary folder; the folder means nothing to
@@ -106,13 +123,18 @@ def _read_upload(load, path: str, processor: Any):
 class DemoModel:
     """A loaded model with its eval image processor, answering one upload at a time.
 
-    Bad input (no media, both media, an unreadable file, an empty prompt, a setting out of
-    range) raises `LavisIbError`; the `*_for_page` wrappers turn it into a message on the
-    page.
+    Bad input (no media, both media, an unreadable file, an empty prompt, a prompt over the
+    limits, a setting out of range) raises `LavisIbError`; the `*_for_page` wrappers turn
+    it into a message on the page. A prompt over `max_prompt_chars` characters or over the
+    tokens the model reads here is refused, never cut (`models.generation.PROMPT_LIMITS`,
+    "serve").
     """
 
-    def __init__(self, model: Any, vis_processors: dict, label: str):
+    def __init__(self, model: Any, vis_processors: dict, label: str,
+                 max_prompt_chars: int | None = PROMPT_LIMITS["serve"].max_chars):
         self.model, self.label = model, label
+        self.max_prompt_chars = max_prompt_chars
+        self.refused_prompts = 0   # prompts refused as over a limit, over the server's life
         self.image_processor = vis_processors.get("eval")
         if self.image_processor is None:
             raise LavisIbError(f"{label} has no eval image processor in its config.")
@@ -132,11 +154,31 @@ class DemoModel:
             raise DataError("Upload an image or a video first.")
         return batch.to(self.model.device)
 
-    def samples(self, image_path: str | None, video_path: str | None, prompt: str | None) -> dict:
+    def samples(self, image_path: str | None, video_path: str | None, prompt: str | None,
+                budget: int) -> dict:
+        """The model's batch of one; `budget`: the tokens to generate or score (they share
+        a decoder-only LLM's context with the prompt)."""
         prompt = (prompt or "").strip()
         if not prompt:
             raise ConfigError("Type a prompt (an instruction or a question).")
-        return {"image": self.media(image_path, video_path), "prompt": prompt}
+        if self.max_prompt_chars is not None and len(prompt) > self.max_prompt_chars:
+            self.refuse_prompt(prompt, None)    # before the upload is decoded
+        image = self.media(image_path, video_path)
+        frames = image.shape[2] if image.dim() == 5 else 1
+        self.refuse_prompt(prompt, prompt_token_limit(self.model, frames, budget))
+        return {"image": image, "prompt": prompt}
+
+    def refuse_prompt(self, prompt: str, max_tokens: int | None) -> None:
+        """Raise the page's message when `prompt` is over the character or token limit
+        (counted in `refused_prompts` and logged); characters are counted first."""
+        why = prompt_refusal(prompt, self.max_prompt_chars,
+                             lambda text: prompt_tokens(self.model, text), max_tokens,
+                             "this server (lavis-ib serve --max-prompt-chars)",
+                             f"{self.label} beside the image and the answer")
+        if why:
+            self.refused_prompts += 1
+            log.warning("prompt refused (%d so far): %s", self.refused_prompts, why)
+            raise ConfigError(why)
 
     def generate(self, image_path, video_path, prompt, settings: dict, seed: int = 0
                  ) -> tuple[str, list[str]]:
@@ -153,7 +195,7 @@ class DemoModel:
         notes = [f"{self.label} does not accept '{k}'; it was not applied." for k in ignored]
         for note in notes:
             log.warning(note)
-        samples = self.samples(image_path, video_path, prompt)
+        samples = self.samples(image_path, video_path, prompt, settings["max_length"])
         if settings["use_nucleus_sampling"]:
             torch.manual_seed(int(seed))  # the same seed draws the same answer again
         with torch.inference_mode():
@@ -165,7 +207,9 @@ class DemoModel:
         import torch
 
         candidates = parse_candidates(candidates_text)
-        samples = self.samples(image_path, video_path, prompt)
+        budget = max(map(len, self.model.adapter.tokenize_targets(candidates))) \
+            if hasattr(self.model, "adapter") else 0
+        samples = self.samples(image_path, video_path, prompt, budget)
         with torch.inference_mode():
             scores, _ = self.model.score_candidates(samples, candidates)
         row = [float(s) for s in scores[0, :len(candidates)].tolist()]

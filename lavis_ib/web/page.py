@@ -2,7 +2,8 @@
 or a candidate list, the answer or the scores as a bar chart and a table.
 
 Offline and private by construction (analytics off, no web fonts, nothing shared, loopback
-unless told otherwise: docs/web_demo.md); the computing is in `lavis_ib.web.model`."""
+unless told otherwise: docs/web_demo.md), within Gradio's own limits on uploads and queued
+requests (`web.limits`); the computing is in `lavis_ib.web.model`."""
 from __future__ import annotations
 
 import functools
@@ -10,6 +11,7 @@ import os
 from typing import Any
 
 from lavis_ib.common.errors import LavisIbError
+from lavis_ib.web.limits import ServeLimits
 from lavis_ib.web.model import (GENERATION_DEFAULTS, DemoModel, generate_for_page, preview_for_page,
                               rank_for_page)
 
@@ -90,10 +92,12 @@ def _ranking_tab(gr, demo: DemoModel, image, video, prompt, status):
                  api_name="rank", concurrency_id="model", concurrency_limit=1)
 
 
-def build_app(demo: DemoModel) -> Any:
-    """The gr.Blocks page for one loaded model."""
+def build_app(demo: DemoModel, limits: ServeLimits = ServeLimits()) -> Any:
+    """The gr.Blocks page for one loaded model; uploads older than
+    `limits.upload_max_age_s` are deleted as often, and all of them when the server stops."""
     gr = require_gradio()
-    with gr.Blocks(title=f"lavis_ib: {demo.label}", analytics_enabled=False) as app:
+    with gr.Blocks(title=f"lavis_ib: {demo.label}", analytics_enabled=False,
+                   delete_cache=limits.delete_cache) as app:
         gr.Markdown(f"## lavis_ib web demo: `{demo.label}`\n"
                     "Upload an image or a video, type a prompt, then generate an answer or "
                     "rank candidate answers by their summed log-probability.")
@@ -107,16 +111,21 @@ def build_app(demo: DemoModel) -> Any:
     return app
 
 
-def launch(app: Any, host: str, port: int, block: bool = True) -> str:
+def launch(app: Any, host: str, port: int, block: bool = True,
+           limits: ServeLimits = ServeLimits()) -> str:
     """Serve `app` on host:port (never shared); returns the local URL. With block=False
     the server runs in a thread until `app.close()`. `show_error`: an unexpected failure
-    shows its message on the page, not just 'Error' (bad input never gets that far)."""
+    shows its message on the page, not just 'Error' (bad input never gets that far).
+    Gradio refuses an upload over `limits.max_file_size` (HTTP 413) and a request beyond
+    `limits.queue_size` waiting ones; `quiet`: the command prints its own one line."""
     from lavis_ib.common.quiet import quiet_web_demo
 
     gr = require_gradio()
     quiet_web_demo()
+    app.queue(max_size=limits.queue_size)
     app.launch(server_name=host, server_port=port, share=False, inbrowser=False,
-               prevent_thread_lock=not block, show_error=True, quiet=not block,
+               prevent_thread_lock=not block, show_error=True, quiet=True,
+               max_file_size=limits.max_file_size,
                theme=local_theme(gr), ssr_mode=False, enable_monitoring=False,
                footer_links=[], pwa=False, mcp_server=False)
     return app.local_url or f"http://{host}:{port}/"

@@ -1,5 +1,6 @@
 """`lavis-ib serve`: the real command serves the page on loopback; bad arguments fail in
 pre-flight with one line, before a model is loaded."""
+import json
 import os
 import re
 import signal
@@ -13,6 +14,7 @@ import pytest
 
 from lavis_ib.cli import dispatch as cli
 from lavis_ib.cli.serve import is_loopback
+from tests.web.test_serve_limits import _upload
 
 
 @pytest.mark.timeout(180)
@@ -40,13 +42,19 @@ def test_serve_command_serves_the_page_on_loopback(tmp_path):
             except OSError:
                 time.sleep(0.5)
         assert page and "lavis_ib: instructblip:tiny_vicuna" in page
+        status, body = _upload(url, b"\x89PNG" + b"0" * 100)
+        assert status == 200, body
+        assert os.path.isfile(json.loads(body)[0])
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)    # stops it as Ctrl+C does
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    assert proc.returncode == 0     # closed, not killed
+    # the server's upload folder (inside GRADIO_TEMP_DIR) went with it
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("lavis-ib-serve-")]
 
 
 @pytest.fixture

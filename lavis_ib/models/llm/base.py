@@ -141,29 +141,40 @@ class LLMAdapter:
         tokens in the LLM's context window; None when nothing limits the prompt."""
         return None
 
+    def prompt_room(self, prefix_len: int, budget: int) -> int | None:
+        """Prompt tokens an inference prompt may hold (`models.generation.PROMPT_LIMITS`):
+        the context's room here; an encoder-decoder LLM sets its own limit."""
+        return self.context_room(prefix_len, budget)
+
+    def prompt_limit_words(self, prefix_len: int, budget: int) -> str:
+        """What sets `prompt_room`, for the log line of a cut."""
+        return (f"the LLM's context beside {prefix_len} soft prompts and {budget} more "
+                f"tokens")
+
     def inference_prompts(self, texts: Sequence[str], prefix_len: int,
                           budget: int) -> list[list[int]]:
         """Whole prompts for generation and ranking, as the authors' code feeds the LLM at
         inference (`max_txt_len` applies to training only). A prompt is left-truncated
-        only when it cannot fit the context window (`context_room`); each such prompt is
-        counted in `num_truncated`, and the first one is logged."""
+        only when it is over the prompt limit (`prompt_room`: the context window, or an
+        encoder-decoder LLM's `max_prompt_tokens`); each such prompt is counted in
+        `num_truncated`, and the first one is logged."""
         rows = [self.tokenizer(text, add_special_tokens=True).input_ids for text in texts]
         return self.fit_to_context(rows, prefix_len, budget)
 
     def fit_to_context(self, rows: Sequence[list[int]], prefix_len: int,
                        budget: int) -> list[list[int]]:
-        """`inference_prompts`' context rule on prompts already tokenized."""
-        room = self.context_room(prefix_len, budget)
+        """`inference_prompts`' limit rule on prompts already tokenized."""
+        room = self.prompt_room(prefix_len, budget)
         if room is None:
             return list(rows)
         out = []
         for row in rows:
             if len(row) > room:
                 if not self.num_truncated:
-                    logger.warning("a %d-token prompt does not fit the LLM's context beside %d "
-                                   "soft prompts and %d more tokens: its start is cut (%d kept); "
-                                   "further cuts are counted in num_truncated", len(row),
-                                   prefix_len, budget, room)
+                    logger.warning("a %d-token prompt is over the %d tokens %s allows: its "
+                                   "start is cut (%d kept); further cuts are counted in "
+                                   "num_truncated", len(row), room,
+                                   self.prompt_limit_words(prefix_len, budget), room)
                 self.num_truncated += 1
                 row = self._left_truncate(row, room)
             out.append(row)

@@ -8,15 +8,34 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from lavis_ib.models.generation import ENCODER_DECODER_MAX_PROMPT_TOKENS
 from lavis_ib.models.llm.trie import CandidateTrie
 from lavis_ib.models.llm.base import LLMAdapter, cache_kwarg, run_generate, pad_rows
 from lavis_ib.models.llm.trie_encoder_decoder import LevelScorer
 
 
 class EncoderDecoderAdapter(LLMAdapter):
-    """FlanT5 (any `AutoModelForSeq2SeqLM`)."""
+    """FlanT5 (any `AutoModelForSeq2SeqLM`).
+
+    Relative positions set no context limit, so inference prompts are cut (from the left,
+    counted in `num_truncated`) at `max_prompt_tokens` instead: a number above every
+    shipped evaluation prompt (`models.generation.ENCODER_DECODER_MAX_PROMPT_TOKENS`),
+    so LAVIS's results are unchanged; set `model.adapter.max_prompt_tokens` to change it.
+    """
 
     is_encoder_decoder = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_prompt_tokens = ENCODER_DECODER_MAX_PROMPT_TOKENS
+
+    def prompt_room(self, prefix_len: int, budget: int) -> int | None:
+        """`max_prompt_tokens`, whatever the soft prompts (the encoder reads them beside
+        the prompt) and the tokens to generate (the decoder's)."""
+        return int(self.max_prompt_tokens)
+
+    def prompt_limit_words(self, prefix_len: int, budget: int) -> str:
+        return "max_prompt_tokens of the encoder-decoder LLM"
 
     def _encoder_inputs(self, prefix: torch.Tensor, prompts: list[list[int]]):
         b, p, d = prefix.shape
