@@ -105,7 +105,7 @@ def decode_image(path: Any) -> Image.Image:
             or PIL's own limit (a decompression bomb), NaN/inf pixels or floats outside
             [0, 1]; one line, no path (the caller names the sample).
     """
-    from lavis_ib.processors.media_files import media_limits
+    from lavis_ib.processors.media_limits import media_limits
 
     limits = media_limits()
     start = path.tell() if hasattr(path, "tell") else 0
@@ -121,7 +121,7 @@ def decode_image(path: Any) -> Image.Image:
         raise
     except Image.DecompressionBombError as exc:
         raise DataError(f"too many pixels (a decompression bomb?): {exc}") from None
-    except UnidentifiedImageError as exc:
+    except UnidentifiedImageError:
         allowed = ", ".join(limits.image_formats)
         found = detected_image_format(path, start)
         if found is not None and found not in limits.image_formats:

@@ -15,15 +15,9 @@ from lavis_ib.common.errors import DataError
 from lavis_ib.common.registry import registry
 from lavis_ib.processors.base_processor import BaseProcessor
 from lavis_ib.processors.image import CLIP_MEAN, CLIP_STD, bicubic, check_finite, transforms_v2
+from lavis_ib.processors.video_reading import FrameSampler, open_video, uniform_frame_indices
 
-
-def uniform_frame_indices(num_frames_in_video: int, n: int) -> list[int]:
-    """Indices at the centres of `n` equal segments of the clip (repeats when the clip is
-    short)."""
-    if num_frames_in_video <= 0:
-        raise ValueError("the video has no frames")
-    edges = np.linspace(0, num_frames_in_video, n + 1)
-    return [min(int((a + b) / 2), num_frames_in_video - 1) for a, b in zip(edges[:-1], edges[1:])]
+__all__ = ["read_video_frames", "uniform_frame_indices", "VideoEvalProcessor", "VideoTrainProcessor"]
 
 
 def read_video_frames(path: str, n_frames: int = 4, stats: dict | None = None) -> torch.Tensor:
@@ -39,8 +33,7 @@ def read_video_frames(path: str, n_frames: int = 4, stats: dict | None = None) -
         DataError: the file is missing, refused (format, codec, size, duration, frame
             count, decoding work over `media_limits()`), or cannot be decoded; one line.
     """
-    from lavis_ib.processors.media_files import media_limits
-    from lavis_ib.processors.video_reading import FrameSampler, open_video
+    from lavis_ib.processors.media_limits import media_limits
 
     if not os.path.isfile(path):
         raise DataError(f"video '{path}' does not exist.")

@@ -35,9 +35,9 @@ def open_video(file: Any, path: str, limits: Any) -> Any:
         return av.open(file, "r", container_options=options, io_open=_refuse_other_files)
     except av.error.ArgumentError:   # FFmpeg's answer to a format not on the whitelist
         found = _refused_format(file, options)
-        what = f"its container format is {found}" if found else \
+        what = f"its container format is {found}, which lavis_ib does not open" if found else \
             "its container format is not one lavis_ib opens"
-        raise DataError(f"video '{path}' is refused: {what} (allowed: "
+        raise DataError(f"video '{path}' cannot be decoded: {what} (allowed: "
                         f"{', '.join(limits.video_formats)}); re-encode it as MP4 or MKV.") from None
 
 
@@ -67,6 +67,15 @@ def _refused_format(file: Any, options: dict) -> str | None:
         av.logging.set_level(previous)
         av.logging.set_skip_repeated(skip)
     return found
+
+
+def uniform_frame_indices(num_frames_in_video: int, n: int) -> list[int]:
+    """Indices at the centres of `n` equal segments of the clip (repeats when the clip is
+    short)."""
+    if num_frames_in_video <= 0:
+        raise ValueError("the video has no frames")
+    edges = np.linspace(0, num_frames_in_video, n + 1)
+    return [min(int((a + b) / 2), num_frames_in_video - 1) for a, b in zip(edges[:-1], edges[1:])]
 
 
 class _NoTimestamps(Exception):
@@ -220,8 +229,6 @@ class FrameSampler:
 
     def sample(self, n_frames: int) -> list[np.ndarray]:
         """(H, W, 3) uint8 RGB arrays of the `n_frames` uniformly sampled frames."""
-        from lavis_ib.processors.video import uniform_frame_indices
-
         wanted = uniform_frame_indices(self.total, n_frames)
         try:
             chosen = self._by_time(wanted) if self.step is not None else None

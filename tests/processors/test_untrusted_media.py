@@ -16,9 +16,9 @@ from PIL import EpsImagePlugin, Image
 
 from lavis_ib.common.errors import ConfigError, DataError
 from lavis_ib.datasets.datasets.base import BadSample, load_image
-from lavis_ib.processors import media_files
+from lavis_ib.processors import media_limits
 from lavis_ib.processors.image import BlipImageEvalProcessor, decode_image
-from lavis_ib.processors.media_files import MediaLimits, set_media_limits
+from lavis_ib.processors.media_limits import MediaLimits, set_media_limits
 from lavis_ib.processors.video import read_video_frames, uniform_frame_indices
 
 EPS = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n"
@@ -29,7 +29,7 @@ ALLOWED_IMAGES = "JPEG, PNG, WEBP, BMP, GIF, TIFF"
 @pytest.fixture()
 def limits(monkeypatch):
     """Media limits changed by the test and restored after it."""
-    monkeypatch.setattr(media_files, "_LIMITS", media_files.media_limits())
+    monkeypatch.setattr(media_limits, "_LIMITS", media_limits.media_limits())
     return set_media_limits
 
 
@@ -242,8 +242,9 @@ def test_playlists_concat_lists_and_other_formats_are_refused_by_format(tmp_path
                         else f"ffconcat version 1.0\nfile {real}\n")
     with pytest.raises(DataError) as err:
         read_video_frames(str(path))
-    assert str(err.value) == (f"video '{path}' is refused: its container format is {kind} (allowed: "
-                              f"mov, mp4, matroska, webm, avi, mpegts, mpeg); re-encode it as MP4 or MKV.")
+    assert str(err.value) == (f"video '{path}' cannot be decoded: its container format is {kind}, which "
+                              f"lavis_ib does not open (allowed: mov, mp4, matroska, webm, avi, mpegts, "
+                              f"mpeg); re-encode it as MP4 or MKV.")
 
 
 def test_a_container_never_opens_another_file(tmp_path, limits):
@@ -295,4 +296,4 @@ def test_a_video_dataset_gets_a_bad_sample_for_a_refused_file(tmp_path):
         f.write("ffconcat version 1.0\nfile /etc/hostname\n")
     sample = test[0]
     assert isinstance(sample, BadSample) and sample.path == victim
-    assert sample.reason.startswith(f"video '{victim}' is refused: its container format is concat ")
+    assert sample.reason.startswith(f"video '{victim}' cannot be decoded: its container format is concat, ")
