@@ -27,7 +27,8 @@ class MediaLimits:
             decoded (PIL's own refusal point by default: twice `Image.MAX_IMAGE_PIXELS`;
             PIL's global check still applies on top of this one).
         video_formats: FFmpeg demuxer names a video may be opened with (no playlist,
-            concat or image-sequence demuxer: nothing that opens other files or URLs).
+            concat or image-sequence demuxer: nothing that opens other files or URLs; not
+            MPEG-PS, `mpeg`, whose timestamps are too loose to seek by).
         video_codecs: FFmpeg decoder names a video stream may use.
         max_video_pixels: width x height of one video frame.
         max_video_seconds: the duration a video's metadata may give.
@@ -40,7 +41,7 @@ class MediaLimits:
 
     image_formats: tuple[str, ...] = IMAGE_FORMATS
     max_image_pixels: int = 2 * 89_478_485
-    video_formats: tuple[str, ...] = ("mov", "mp4", "matroska", "webm", "avi", "mpegts", "mpeg")
+    video_formats: tuple[str, ...] = ("mov", "mp4", "matroska", "webm", "avi", "mpegts")
     video_codecs: tuple[str, ...] = (
         "h264", "hevc", "av1", "libdav1d", "libaom-av1", "vp8", "vp9", "libvpx", "libvpx-vp9",
         "mpeg4", "msmpeg4v1", "msmpeg4v2", "msmpeg4", "h263", "flv", "mpeg1video",

@@ -128,11 +128,11 @@ class FrameSampler:
     # -- metadata -------------------------------------------------------------------------
     def _duration(self) -> Fraction | None:
         stream = self.stream
-        if stream.duration and self.time_base:
+        if stream.duration and stream.duration > 0 and self.time_base:
             return stream.duration * self.time_base
-        if self.container.duration:
+        if self.container.duration and self.container.duration > 0:
             return Fraction(self.container.duration, 1_000_000)   # AV_TIME_BASE
-        return None
+        return None   # unknown (a negative value is no duration either)
 
     def _frame_count(self) -> int:
         stream, limit = self.stream, self.limits.max_video_frames

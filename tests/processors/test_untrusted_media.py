@@ -243,8 +243,8 @@ def test_playlists_concat_lists_and_other_formats_are_refused_by_format(tmp_path
     with pytest.raises(DataError) as err:
         read_video_frames(str(path))
     assert str(err.value) == (f"video '{path}' cannot be decoded: its container format is {kind}, which "
-                              f"lavis_ib does not open (allowed: mov, mp4, matroska, webm, avi, mpegts, "
-                              f"mpeg); re-encode it as MP4 or MKV.")
+                              f"lavis_ib does not open (allowed: mov, mp4, matroska, webm, avi, "
+                              f"mpegts); re-encode it as MP4 or MKV.")
 
 
 def test_a_container_never_opens_another_file(tmp_path, limits):
