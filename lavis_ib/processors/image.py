@@ -1,7 +1,8 @@
 """Image processors for BLIP-family models, built from torchvision transforms: the
 training recipes of the released checkpoints (with LAVIS's RandomAugment for FlanT5,
 without for Vicuna) and their evaluation resize, plus `decode_image`, the one image reader,
-so a corrupt, 16-bit, non-finite or oversized image is handled the same way everywhere.
+so a corrupt, refused (EPS...), 16-bit, float, non-finite or oversized image is handled the
+same way everywhere.
 """
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ _WIDE_INT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 def to_rgb8(image: Image.Image) -> Image.Image:
     """An 8-bit RGB copy of `image`: 16-bit grey is scaled (65535 -> 255), float images
-    must be finite. Raises `DataError` for NaN/inf pixels."""
+    (mode F, e.g. a float TIFF) must be finite and in [0, 1], and are scaled by 255.
+    Raises `DataError` for NaN/inf pixels or floats outside [0, 1]."""
     if image.mode in _WIDE_INT_MODES:
         values = np.asarray(image, dtype=np.float64)
         image = Image.fromarray(np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8))
@@ -50,26 +52,86 @@ def to_rgb8(image: Image.Image) -> Image.Image:
         values = np.asarray(image, dtype=np.float64)
         if not np.isfinite(values).all():
             raise DataError("the image has NaN or infinite pixel values")
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        if low < 0.0 or high > 1.0:
+            raise DataError(f"the image has float pixel values from {low:g} to {high:g}; float "
+                            f"images are read only in [0, 1] (scaled by 255): save it as 8-bit "
+                            f"or scale it to [0, 1]")
+        image = Image.fromarray(np.rint(values * 255.0).astype(np.uint8))
     return image.convert("RGB")   # a copy even for RGB: decodes fully before the file closes
+
+
+def detected_image_format(path: Any, start: int = 0) -> str | None:
+    """The PIL format whose signature the file's first bytes (from `start` in a file
+    object) carry, any format PIL knows, allowed or not; None when none matches. Only the
+    signature checks run, no format's opener."""
+    try:
+        if hasattr(path, "read"):
+            where = path.tell()
+            path.seek(start)
+            prefix = path.read(16)
+            path.seek(where)
+        else:
+            with open(path, "rb") as file:
+                prefix = file.read(16)
+    except (OSError, ValueError):
+        return None
+    Image.init()
+    for name in Image.ID:
+        accept = Image.OPEN[name][1]
+        try:
+            if accept is not None and accept(prefix) is True:
+                return name
+        except Exception:   # a signature check that cannot read 16 bytes
+            continue
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, (OSError, ValueError, SyntaxError)) else \
+        f"{type(exc).__name__}: {text}"
 
 
 def decode_image(path: Any) -> Image.Image:
     """The fully decoded 8-bit RGB image at `path` (a file path or a binary file object):
-    the one image reader of the datasets and of `predict`, so a faulty image fails the
-    same way everywhere.
+    the one image reader of the datasets, of `predict` and of `serve`, so a faulty image
+    fails the same way everywhere. Only the formats of `media_limits().image_formats` are
+    opened (never EPS, whose reader runs Ghostscript).
 
     Raises:
-        DataError: not an image, truncated, a decompression bomb (more pixels than
-            PIL.Image.MAX_IMAGE_PIXELS allows), or NaN/inf pixels; one line, no path
-            (the caller names the sample).
+        DataError: a format not allowed (named as detected), not an image, truncated,
+            any other decoder error, more pixels than `media_limits().max_image_pixels`
+            or PIL's own limit (a decompression bomb), NaN/inf pixels or floats outside
+            [0, 1]; one line, no path (the caller names the sample).
     """
+    from lavis_ib.processors.media_limits import media_limits
+
+    limits = media_limits()
+    start = path.tell() if hasattr(path, "tell") else 0
     try:
-        with Image.open(path) as image:
+        with Image.open(path, formats=limits.image_formats) as image:
+            width, height = image.size
+            if width * height > limits.max_image_pixels:
+                raise DataError(f"too many pixels (a decompression bomb?): {width}x{height} is "
+                                f"{width * height} pixels, over the limit of "
+                                f"{limits.max_image_pixels} (media limit max_image_pixels)")
             return to_rgb8(image)   # a full decode: truncation shows here
+    except DataError:
+        raise
     except Image.DecompressionBombError as exc:
         raise DataError(f"too many pixels (a decompression bomb?): {exc}") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"cannot be decoded: {exc}") from None
+    except UnidentifiedImageError:
+        allowed = ", ".join(limits.image_formats)
+        found = detected_image_format(path, start)
+        if found is not None and found not in limits.image_formats:
+            raise DataError(f"its format is {found} (detected from its first bytes), which "
+                            f"lavis_ib does not open (allowed: {allowed}); convert it to PNG "
+                            f"or JPEG") from None
+        raise DataError(f"cannot be decoded: not an image in a format lavis_ib opens "
+                        f"({allowed})") from None
+    except Exception as exc:   # any decoder error on an untrusted file is this file's fault
+        raise DataError(f"cannot be decoded: {_one_line(exc)}") from None
 
 
 def check_finite(tensor: torch.Tensor) -> torch.Tensor:

@@ -1,12 +1,16 @@
 """Image and video files turned into model inputs with a model's eval image processor,
 for the commands that take files from a user (prediction, the web demo). A missing,
-unreadable, oversized (decompression bomb) or non-finite file is one `DataError` naming it."""
+unreadable, refused or oversized file (`media_limits`) is one `DataError` naming it."""
 from __future__ import annotations
 
 import os
 from typing import Any, Sequence
 
 from lavis_ib.common.errors import DataError
+from lavis_ib.processors.media_limits import MediaLimits, media_limits, set_media_limits
+
+__all__ = ["MediaLimits", "media_limits", "set_media_limits", "load_image", "load_images",
+           "load_video", "video_processor_like"]
 
 
 def load_image(path: str, processor: Any):

@@ -1,6 +1,7 @@
-"""Video processors: PyAV decoding, N frames sampled uniformly, output (C, T, H, W), so the
-video datasets reach the model as a few frames per clip, each read by the image path.
-PyAV and torchvision are imported when first needed, so looking processors up stays cheap.
+"""Video processors: N frames sampled uniformly (read with PyAV by seeking,
+`video_reading`), output (C, T, H, W), so the video datasets reach the model as a few
+frames per clip. PyAV and torchvision are imported when first needed, so looking
+processors up stays cheap.
 """
 from __future__ import annotations
 
@@ -14,54 +15,47 @@ from lavis_ib.common.errors import DataError
 from lavis_ib.common.registry import registry
 from lavis_ib.processors.base_processor import BaseProcessor
 from lavis_ib.processors.image import CLIP_MEAN, CLIP_STD, bicubic, check_finite, transforms_v2
+from lavis_ib.processors.video_reading import FrameSampler, open_video, uniform_frame_indices
+
+__all__ = ["read_video_frames", "uniform_frame_indices", "VideoEvalProcessor", "VideoTrainProcessor"]
 
 
-def uniform_frame_indices(num_frames_in_video: int, n: int) -> list[int]:
-    """Indices at the centres of `n` equal segments of the clip (repeats when the clip is
-    short)."""
-    if num_frames_in_video <= 0:
-        raise ValueError("the video has no frames")
-    edges = np.linspace(0, num_frames_in_video, n + 1)
-    return [min(int((a + b) / 2), num_frames_in_video - 1) for a, b in zip(edges[:-1], edges[1:])]
+def read_video_frames(path: str, n_frames: int = 4, stats: dict | None = None) -> torch.Tensor:
+    """(T, C, H, W) uint8 frames of `path`, sampled uniformly (`uniform_frame_indices` of
+    the frame count), each reached by seeking (`video_reading.FrameSampler`).
 
-
-def read_video_frames(path: str, n_frames: int = 4) -> torch.Tensor:
-    """(T, C, H, W) uint8 frames of `path`, sampled uniformly (PyAV, imported here: not
-    when the module loads).
+    The file is opened as a Python file object (no URL or protocol string reaches FFmpeg)
+    with the demuxers and decoders of `media_limits()` only, and every other file a
+    container asks for is refused. `stats`, when given, receives the number of frames
+    decoded and seeks made.
 
     Raises:
-        DataError: the file is missing or cannot be decoded.
+        DataError: the file is missing, refused (format, codec, size, duration, frame
+            count, decoding work over `media_limits()`), or cannot be decoded; one line.
     """
+    from lavis_ib.processors.media_limits import media_limits
+
     if not os.path.isfile(path):
         raise DataError(f"video '{path}' does not exist.")
     import av
 
+    limits = media_limits()
+    sampler = None
     try:
-        with av.open(path) as container:
-            if not container.streams.video:
-                raise DataError(f"video '{path}' has no video stream (audio only?); "
-                                f"remove it from the dataset or re-encode it with its frames.")
-            stream = container.streams.video[0]
-            total = stream.frames
-            if total <= 0:  # containers without a frame count: decode once to count
-                total = sum(1 for _ in container.decode(stream))
-                container.seek(0)
-            wanted = uniform_frame_indices(total, n_frames)
-            wanted_set, last = set(wanted), max(wanted)
-            frames: dict[int, np.ndarray] = {}
-            for i, frame in enumerate(container.decode(stream)):
-                if i in wanted_set:
-                    frames[i] = frame.to_ndarray(format="rgb24")
-                if i >= last:
-                    break
-    except (av.error.FFmpegError, IndexError, ValueError) as exc:
-        raise DataError(f"video '{path}' cannot be decoded: {exc}") from None
-    if not frames:
-        raise DataError(f"video '{path}' yielded no frames.")
-    # a stream whose header over-counts frames: fall back to the last decoded frame
-    fallback = frames[max(frames)]
-    stacked = np.stack([frames.get(i, fallback) for i in wanted])
-    return torch.from_numpy(stacked).permute(0, 3, 1, 2).contiguous()
+        with open(path, "rb") as file, open_video(file, path, limits) as container:
+            sampler = FrameSampler(container, path, limits)
+            frames = sampler.sample(n_frames)
+    except DataError:
+        raise
+    except Exception as exc:   # any decoder error on an untrusted file is this file's fault
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        if not isinstance(exc, (av.error.FFmpegError, OSError, ValueError)):
+            text = f"{type(exc).__name__}: {text}"
+        raise DataError(f"video '{path}' cannot be decoded: {text}") from None
+    finally:
+        if stats is not None and sampler is not None:
+            stats.update(decoded=sampler.decoded, seeks=sampler.seeks)
+    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()
 
 
 class _VideoProcessor(BaseProcessor):

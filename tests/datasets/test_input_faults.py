@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import pickle
-import wave
 
 import numpy as np
 import pytest
@@ -218,9 +217,15 @@ def test_hostile_bin_is_one_line(tmp_path):
 def test_audio_only_video_is_one_clear_line(tmp_path):
     from lavis_ib.processors.video import read_video_frames
 
-    path = str(tmp_path / "sound.wav")
-    with wave.open(path, "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(8000), w.writeframes(b"\0\0" * 800)
+    import av
+
+    path = str(tmp_path / "sound.mkv")   # an allowed container (a .wav is refused by format)
+    with av.open(path, "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
     with pytest.raises(DataError) as err:
         read_video_frames(path)
     assert str(err.value) == (f"video '{path}' has no video stream (audio only?); remove it from the "
