@@ -197,13 +197,15 @@ def _proportions(ratios: Mapping[str, float]) -> dict[str, float]:
 
 def _ratio_changes(saved: Mapping[str, Any], now: Mapping[str, Any]
                    ) -> list[tuple[str, str, Any, Any]]:
-    """One change per dataset whose share of the mixture moved (the mixer draws in
-    proportion to the ratios, so scaling them all changes nothing); only the datasets
-    trained then and now are compared (a changed list is a change of its own)."""
+    """When the mixture moved, one change per dataset whose ratio changed (the mixer
+    draws in proportion to the ratios, so scaling them all changes nothing); only the
+    datasets trained then and now are compared (a changed list is a change of its own)."""
     common = sorted(set(saved) & set(now))
     then, later = (_proportions({k: float(r[k]) for k in common}) for r in (saved, now))
+    if all(abs(then[k] - later[k]) <= 1e-9 * max(1.0, abs(then[k])) for k in common):
+        return []
     return [("sample_ratios", f"datasets.{k}.sample_ratio", saved[k], now[k]) for k in common
-            if abs(then[k] - later[k]) > 1e-9 * max(1.0, abs(then[k]))]
+            if float(saved[k]) != float(now[k])]
 
 
 def config_changes(saved: Mapping[str, Any], now: Mapping[str, Any]
