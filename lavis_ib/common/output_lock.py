@@ -1,9 +1,8 @@
 """One writer per output: a lock file naming its holder (host, pid, start time).
 
 A training run locks its output folder and `lavis-ib predict` its `--output`, so a second
-writer gets one line naming the first instead of mixing its records in. A lock left by a
-dead process on this host is taken over under an OS file lock, so of several processes
-taking it over at once exactly one wins."""
+writer gets one line naming the first instead of mixing its records in; a dead process's
+lock is taken over under an OS file lock, so exactly one of several contenders wins."""
 from __future__ import annotations
 
 import datetime

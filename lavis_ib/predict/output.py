@@ -1,9 +1,8 @@
 """The JSONL results file of `lavis-ib predict` and its resume.
 
 A long prediction run can be killed and rerun without losing or mixing results: the file
-knows the settings it was written with and continues where it stopped (`ResultsFile`),
-through the same resumable JSONL as evaluation, and one run at a time writes it
-(`results_lock`)."""
+knows its settings and continues where it stopped (`ResultsFile`, the resumable JSONL of
+evaluation), and one run at a time writes it (`results_lock`)."""
 from __future__ import annotations
 
 import json
