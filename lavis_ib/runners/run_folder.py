@@ -385,8 +385,9 @@ def trained_datasets(datasets: Mapping[str, Any], train_splits: Sequence[str]
 def folder_problems(run: Any, datasets: Mapping[str, Any] | None,
                     world_size: int | None) -> list[str]:
     """What a training run would refuse about `run.output_dir`, found without building
-    anything: another run's live lock, a new run into a folder holding checkpoints, a
-    resume path with no (or a damaged) checkpoint, and changed resume settings. Checkpoint
+    anything: another run's live lock, a new run into a folder holding another run's
+    records (or, with `run.overwrite`, files no run writes), a resume path with no (or a
+    damaged) checkpoint, and changed resume settings (the mixture's ratios included). Checkpoint
     files are compared by size (no checksums: the runner verifies them before loading).
 
     Args:

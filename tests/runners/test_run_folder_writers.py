@@ -4,7 +4,6 @@ may move, and when a changed mixture is a changed resume setting."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
