@@ -69,12 +69,17 @@ def run_records(output_dir: str) -> list[str]:
     return [n for n in RUN_RECORDS if os.path.exists(os.path.join(output_dir, n))]
 
 
+def _run_entry(name: str) -> bool:
+    """A run's file, or the temporary file of one cut short (`<name>.tmp-<pid>`, a lock's
+    `<lock>.new-...`)."""
+    return name.split(".tmp-")[0] in RUN_ENTRIES or name.startswith(LOCK_NAME + ".new-")
+
+
 def foreign_entries(output_dir: str) -> list[str]:
     """The entries of `output_dir` that no run writes (a run folder has none)."""
     if not os.path.isdir(output_dir):
         return []
-    return sorted(n for n in os.listdir(output_dir)
-                  if n not in RUN_ENTRIES and not n.startswith(LOCK_NAME + ".new-"))
+    return sorted(n for n in os.listdir(output_dir) if not _run_entry(n))
 
 
 def _has_checkpoints(output_dir: str) -> bool:

@@ -53,7 +53,7 @@ def test_any_run_record_makes_a_folder_in_use_for_a_new_run(tmp_path, record):
 
 
 def test_overwrite_refuses_a_folder_holding_anything_else(tmp_path):
-    for name in ("log.jsonl", "notes.txt", ".lavis_ib.lock"):
+    for name in ("log.jsonl", "notes.txt", ".lavis_ib.lock", "run_info.json.tmp-12"):
         (tmp_path / name).write_text("")
     (tmp_path / "src").mkdir()
     problem = claim_problem(str(tmp_path), overwrite=True)
