@@ -138,18 +138,21 @@ class InferenceMixin:
     @staticmethod
     def _checked_settings(what: str, settings: dict[str, Any], max_new_tokens: Any,
                           do_sample: Any, top_k: Any) -> dict[str, Any]:
-        """`settings` with transformers' names merged and every value in its range."""
-        try:
-            settings = merge_transformers_names(settings, max_new_tokens, do_sample)
-        except ValueError as exc:
-            raise LavisIbError(f"{what}: {exc}.") from None
-        checked = {k: v for k, v in settings.items() if k != "use_nucleus_sampling"}
-        if top_k is not None:
-            checked["top_k"] = top_k
-            settings["top_k"] = top_k
-        problems = range_problems(checked, lambda key: f"{key} {checked[key]!r}")
+        """`settings` with transformers' names merged and every value in its range (a
+        transformers name is checked, and named, as given)."""
+        given = {k: v for k, v in (("max_new_tokens", max_new_tokens), ("top_k", top_k))
+                 if v is not None}
+        problems = range_problems(given, lambda key: f"{key} {given[key]!r}")
+        if not problems:
+            try:
+                settings = merge_transformers_names(settings, max_new_tokens, do_sample)
+            except ValueError as exc:
+                raise LavisIbError(f"{what}: {exc}.") from None
+            problems = range_problems(settings, lambda key: f"{key} {settings[key]!r}")
         if problems:
             raise LavisIbError(f"{what}: {'; '.join(problems)}.")
+        if top_k is not None:
+            settings["top_k"] = top_k
         if top_k is not None and not settings["use_nucleus_sampling"]:
             logger.warning("%s: top_k=%r has no effect without sampling (do_sample=True or "
                            "use_nucleus_sampling=True); decoding is greedy or beam search",
