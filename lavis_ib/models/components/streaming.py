@@ -81,21 +81,22 @@ class TextStream(Iterator[str]):
     the stream) ends the thread at its next token."""
 
     def __init__(self, run: Callable[[PieceStreamer], Any], tokenizer) -> None:
-        self._pieces: queue.Queue = queue.Queue()
+        pieces: queue.Queue = queue.Queue()
+        self._pieces = pieces
         self._cancelled = threading.Event()
-        streamer = PieceStreamer(tokenizer, self._pieces, self._cancelled)
+        streamer = PieceStreamer(tokenizer, pieces, self._cancelled)
         inference = torch.is_inference_mode_enabled()   # grad modes are per thread
 
-        def work() -> None:
+        def work() -> None:   # holds no reference to the stream: dropping it closes it
             try:
                 with (torch.inference_mode() if inference else torch.no_grad()):
                     run(streamer)
             except _Cancelled:
                 pass
             except BaseException as exc:   # re-raised in the caller
-                self._pieces.put(_Failed(exc))
+                pieces.put(_Failed(exc))
             finally:
-                self._pieces.put(_END)
+                pieces.put(_END)
 
         self._thread = threading.Thread(target=work, name=THREAD_NAME, daemon=True)
         self._done = False
