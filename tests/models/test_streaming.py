@@ -28,10 +28,12 @@ def _stream_threads() -> list[threading.Thread]:
 
 
 @pytest.mark.parametrize("fixture", FAMILIES)
-def test_joined_pieces_equal_the_generated_text(fixture, request):
+def test_joined_pieces_equal_the_generated_text(fixture, request, monkeypatch):
     model = request.getfixturevalue(fixture)
     samples = _samples(model)
-    counts = []
+    counts, ids, generate = [], [], model.adapter.generate
+    monkeypatch.setattr(model.adapter, "generate",
+                        lambda *a, **k: ids.append(generate(*a, **k)) or ids[-1])
     for settings, seed in ((dict(num_beams=1, max_length=24), 0),
                            (dict(num_beams=1, max_length=24, min_length=24,
                                  repetition_penalty=1.3), 0),
@@ -44,6 +46,8 @@ def test_joined_pieces_equal_the_generated_text(fixture, request):
         torch.manual_seed(seed)
         (text,) = model.generate(samples, **settings)
         assert "".join(pieces) == text, (settings, pieces)
+        # every generated token counted: the output row less T5's decoder start token
+        assert stream.num_tokens == ids[-1].shape[1] - int(model.adapter.is_encoder_decoder)
         assert all(pieces), "an empty piece was sent"
         counts.append(len(pieces))
     assert max(counts) > 1, "every answer came as one piece: nothing was streamed"

@@ -210,7 +210,8 @@ class InferenceMixin:
             shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
             raise LavisIbError(f"chat: samples['image'] must hold one image (1,C,H,W) or one "
                                f"video (1,C,T,H,W); got {shape}. Chat about one at a time.")
-        defaults = {k: p.default for k, p in inspect.signature(type(self).generate).parameters.items()
+        params = inspect.signature(type(self).generate).parameters
+        defaults = {k: p.default for k, p in params.items()
                     if k in GenerationSettings.__dataclass_fields__}
         unknown = sorted(set(settings) - type(self).generation_settings())
         if unknown:

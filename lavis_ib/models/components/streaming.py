@@ -98,9 +98,15 @@ class TextStream(Iterator[str]):
             finally:
                 pieces.put(_END)
 
+        self._streamer = streamer
         self._thread = threading.Thread(target=work, name=THREAD_NAME, daemon=True)
         self._done = False
         self._thread.start()
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens generated so far (an end-of-text token included), for a rate."""
+        return len(self._streamer.ids)
 
     def __iter__(self) -> "TextStream":
         return self
