@@ -1,4 +1,4 @@
-"""Prompt text shared by datasets, tasks and models: `{}` placeholders and OCR tokens.
+"""Prompt text shared by datasets, tasks and models: `{}` placeholders, OCR tokens, turns.
 
 One place decides how OCR tokens are written (the first 30, comma-joined, as the authors'
 code does) and how a prompt's ``{}`` placeholders are filled, so a training instruction,
@@ -49,3 +49,15 @@ def fill_placeholders(prompt: str, values: Sequence[Any]) -> str:
                          f"placeholder(s) for {len(values)} value(s).")
     it = iter(values)
     return _PLACEHOLDER.sub(lambda _m: str(next(it)), prompt)
+
+
+def history_turn(question: str, answer: str) -> str:
+    """An earlier (question, answer) turn as one line of an instruction: the format of
+    LLaVA-Instruct training samples and of `model.chat`, so a chat reads what was learnt."""
+    return f"USER: {question} ASSISTANT: {answer}"
+
+
+def format_chat(history: Sequence[tuple[str, str]], question: str) -> str:
+    """Earlier turns as lines, then the current question as it is (a one-turn
+    conversation's instruction is its question)."""
+    return "\n".join([*(history_turn(q, a) for q, a in history), question])

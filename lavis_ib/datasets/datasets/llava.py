@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from lavis_ib.common.errors import DataError
+from lavis_ib.common.prompts import format_chat
 from lavis_ib.datasets.datasets.annotations import load_json, media_field, need
 from lavis_ib.datasets.datasets.base import BaseDataset
 
@@ -25,10 +26,10 @@ def conversation_instruction(history: list[tuple[str, str]], question: str,
     Whole earlier turns are dropped from the left while the instruction is longer than
     `max_chars` (the model truncates its instruction tokens from the left too).
     """
-    lines = [f"USER: {q} ASSISTANT: {a}" for q, a in history]
-    while lines and max_chars and sum(len(x) + 1 for x in lines) + len(question) > max_chars:
-        lines.pop(0)
-    return "\n".join([*lines, question])
+    kept = list(history)
+    while kept and max_chars and len(format_chat(kept, question)) > max_chars:
+        kept.pop(0)
+    return format_chat(kept, question)
 
 
 class LlavaDataset(BaseDataset):

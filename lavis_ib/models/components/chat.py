@@ -10,19 +10,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from lavis_ib.common.errors import LavisIbError
+from lavis_ib.common.prompts import format_chat
 
 ROLES = ("user", "assistant")
-
-
-def history_turn(question: str, answer: str) -> str:
-    """One earlier turn as a line of the LLM's prompt (the LLaVA training format)."""
-    return f"USER: {question} ASSISTANT: {answer}"
-
-
-def format_chat(history: Sequence[tuple[str, str]], question: str) -> str:
-    """The LLM's prompt: the earlier (question, answer) turns as lines, then the current
-    question as it is (so a one-turn chat's prompt is its question)."""
-    return "\n".join([*(history_turn(q, a) for q, a in history), question])
 
 
 def chat_turns(messages: Any) -> tuple[list[tuple[str, str]], str]:

@@ -192,7 +192,7 @@ class InferenceMixin:
         """The answer to the last user turn of a conversation about one image or video.
 
         The LLM reads the conversation in the LLaVA-Instruct training format
-        (`components.chat.format_chat`), earlier turns dropped whole, oldest first, while it
+        (`common.prompts.format_chat`), earlier turns dropped whole, oldest first, while it
         is over the prompt limit (`generation.PROMPT_LIMITS["chat"]`; counted in
         `chat_counts()` and logged); the Q-Former reads the last user turn only. A one-turn
         chat is `generate({**samples, "prompt": [question]}, **settings)[0]`.
