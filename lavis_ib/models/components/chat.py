@@ -1,9 +1,7 @@
-"""A multi-turn conversation about one image as the LLM's prompt (`model.chat`).
-
-The history is written as the LLaVA-Instruct conversations are for training (earlier turns
-as ``USER: q ASSISTANT: a`` lines, then the current question), so a chat reads the format the
-model learnt in context; a history too long for the prompt limit loses whole turns, oldest
-first. The Q-Former reads the current question only (see `ChatPrompt`)."""
+"""A multi-turn conversation about one image as the LLM's prompt (`model.chat`): the history
+in the LLaVA-Instruct training format (`common.prompts.format_chat`), so a chat reads what the
+model learnt; a history too long for the prompt limit loses whole turns, oldest first. The
+Q-Former reads the current question only (see `ChatPrompt`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
