@@ -45,9 +45,27 @@ class PackedRows:
 
 
 def plan_rows(lengths: Sequence[int], cap: int) -> list[list[int]]:
-    """Sample indices per row: first-fit over the lengths in decreasing order (ties by
-    index), each row at most max(`cap`, longest) positions long. Deterministic."""
-    cap = max(int(cap), max(lengths, default=0))
+    """Sample indices per row, each row at most max(`cap`, longest) positions long.
+
+    Rows are padded to the longest row, so they are balanced: the fewest rows the cap
+    allows, filled first-fit in decreasing length order (ties by index) up to the
+    narrowest width that still fits them in that many rows (or up to the cap when first
+    fit needs more rows). Deterministic.
+    """
+    if not lengths:
+        return []
+    longest = max(lengths)
+    cap = max(int(cap), longest)
+    need = -(-sum(lengths) // cap)
+    width = max(longest, -(-sum(lengths) // need))
+    while True:
+        rows = _first_fit(lengths, width)
+        if len(rows) <= need or width >= cap:
+            return rows
+        width = min(cap, width + max(1, width // 64))
+
+
+def _first_fit(lengths: Sequence[int], width: int) -> list[list[int]]:
     rows: list[list[int]] = []
     room: list[int] = []
     for i in sorted(range(len(lengths)), key=lambda k: (-lengths[k], k)):
@@ -58,7 +76,7 @@ def plan_rows(lengths: Sequence[int], cap: int) -> list[list[int]]:
                 break
         else:
             rows.append([i])
-            room.append(cap - lengths[i])
+            room.append(width - lengths[i])
     return rows
 
 
