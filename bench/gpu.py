@@ -21,8 +21,8 @@ weights: ViT and LLM bf16 and frozen, the trainable parts fp32 under bf16 autoca
   (`run.packing`: sequences end to end, position ids restarting, no padding) with the LLM on
   that attention kernel: speed-up, LLM positions of each, loss agreement. SDPA computes
   every packed row's full square with a mask; flex_attention skips the blocks across
-  sequences; flash_attention_2 only where the flash-attn package is installed (else
-  skipped).
+  sequences (GPU only: on a CPU it would compile C++ kernels for minutes, so it is skipped);
+  flash_attention_2 only where the flash-attn package is installed (else skipped).
 * ``ranking``: `score_candidates` (image, Q-Former and prompt cache once per sample) against
   LAVIS's procedure (prompt + candidate for every candidate in one batched forward, logits
   over all positions): speed-up and score agreement.
@@ -456,6 +456,8 @@ class Bench:
         """A training step on `spec["mixed"]`'s lengths, padded vs packed, with the LLM on
         `kernel`; sides alternate, medians compared."""
         model, opt, spec = self.model, self.optimizer, self.spec
+        if kernel == "flex_attention" and not self.cuda:
+            raise Skip("flex_attention compiles its kernels (inductor): measured on a GPU only")
         if kernel == "flash_attention_2":
             import importlib.util
 

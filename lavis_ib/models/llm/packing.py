@@ -146,28 +146,35 @@ def _tiny_config(config):
 
 
 def _check(llm: nn.Module) -> tuple[bool, str]:
-    """Packed against separate logits of three short sequences on a tiny random copy."""
+    """Packed against separate logits of three short sequences on a tiny random copy, on
+    the LLM's device and kernel (fp32; bf16 for flash kernels, which take no fp32)."""
     config = llm.config.get_text_config()
+    kernel = llm.config._attn_implementation or "eager"
+    device = next((p.device for p in llm.parameters() if p.device.type != "meta"),
+                  torch.device("cpu"))
+    dtype = torch.bfloat16 if "flash" in kernel else torch.float32
     try:
         tiny_cfg = _tiny_config(config)
-        tiny_cfg._attn_implementation = llm.config._attn_implementation
+        tiny_cfg._attn_implementation = kernel
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            tiny = type(llm)(tiny_cfg).float().eval()
+            tiny = type(llm)(tiny_cfg).to(device=device, dtype=dtype).eval()
             lengths = (5, 3, 4)
-            seqs = [torch.randn(n, tiny_cfg.hidden_size) for n in lengths]
+            seqs = [torch.randn(n, tiny_cfg.hidden_size).to(device=device, dtype=dtype)
+                    for n in lengths]
         if tiny_cfg.hidden_size != _TINY_SIZES["hidden_size"]:
             return False, "its config could not be shrunk for the check"
+        positions = torch.cat([torch.arange(n) for n in lengths])[None].to(device)
         with torch.no_grad():
             alone = torch.cat([tiny(inputs_embeds=s[None], use_cache=False).logits[0]
-                               for s in seqs])
+                               for s in seqs]).float()
             packed = tiny(inputs_embeds=torch.cat(seqs)[None], attention_mask=None,
-                          position_ids=torch.cat([torch.arange(n) for n in lengths])[None],
-                          use_cache=False).logits[0]
+                          position_ids=positions, use_cache=False).logits[0].float()
     except Exception as exc:  # a family the check cannot build or run does not pack
         return False, f"the check could not run ({type(exc).__name__}: {exc})"
     diff = (packed - alone).abs().max().item()
-    if diff > 1e-5:
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-2 * alone.abs().max().item()
+    if diff > tolerance:
         return False, (f"packed logits differ from separate ones by {diff:.2g} (its mask "
                        f"does not follow restarting position ids)")
     return True, f"packed equals separate (max diff {diff:.1g})"
@@ -175,11 +182,13 @@ def _check(llm: nn.Module) -> tuple[bool, str]:
 
 def packs_exactly(llm: nn.Module) -> tuple[bool, str]:
     """(whether `llm`'s family computes packed rows exactly, why), decided once per
-    config class and attention kernel and logged; encoder-decoder LLMs never pack."""
+    config class, attention kernel and device type, and logged; encoder-decoder LLMs
+    never pack."""
     config = llm.config
     if config.is_encoder_decoder:
         return False, "encoder-decoder LLMs stay padded"
-    key = (type(llm), type(config.get_text_config()), config._attn_implementation)
+    device = next((p.device.type for p in llm.parameters()), "cpu")
+    key = (type(llm), type(config.get_text_config()), config._attn_implementation, device)
     if key not in _VERDICTS:
         ok, why = _check(llm)
         _VERDICTS[key] = ok, why
