@@ -11,14 +11,21 @@ as the model does. Token ids are random (lengths are what costs); the Q-Former r
 instruction of the same number of words.
 
 The model: InstructBLIP with a Vicuna-shaped LLM (LLaMA layers, 32,000-token vocabulary,
-head width 64, SwiGLU ratio 2.69) written by transformers (`common.write_checkpoint`), fp32.
-In InstructBLIP Vicuna-7B the frozen LLM does about 90% of a step's arithmetic (ViT-g,
-1B parameters, forward only over 257 image tokens: about 0.5 TFLOP a sample; Vicuna-7B
-forward and input-gradient backward over about 80 positions: about 2 TFLOP); the vision
-side here is scaled down so that the LLM's share of a padded step is of that order on
-this CPU (printed: `LLM share`). Both sides run the same micro-batches on the same model
-(zero_grad, encode, loss, backward, AdamW step: `model.forward` minus the tokenizer),
-warmed up, then alternating which side goes first; wall and process CPU time summed.
+head width 64, SwiGLU ratio 2.69; 768 wide, 6 layers) written by transformers
+(`common.write_checkpoint`), fp32. In InstructBLIP Vicuna-7B the frozen LLM does about 80-90%
+of a step's arithmetic (ViT-g, 1B parameters, forward only over 257 image tokens: about
+0.5 TFLOP a sample; Vicuna-7B forward and input-gradient backward over about 80 positions:
+about 2 TFLOP); here the vision side is narrowed (256 wide: ViT 2 blocks at 224 px,
+Q-Former 4 layers) so that the LLM dominates the arithmetic too. The measured CPU-time share
+of the LLM in a padded step is printed (`LLM share`): packing speeds up that share only,
+so a lower share here understates a 7B model's gain. Both sides run the same micro-batches
+on the same model (zero_grad, encode, loss, backward, AdamW step: `model.forward` minus
+the tokenizer; padded = our padded path, which already computes logits at target positions
+only), warmed up, then alternating which side goes first; wall and process CPU time summed.
+
+Two mixings: `mix_unit: micro_batch` (one dataset per micro-batch, LAVIS's and the
+default; the headline lines) and `mix_unit: sample` (each sample draws its dataset, so
+short VQA samples share micro-batches with long LLaVA ones).
 
     python bench/train_throughput.py            # a few minutes on 2 cores
     python bench/train_throughput.py --smoke    # tiny sizes (the test suite)
