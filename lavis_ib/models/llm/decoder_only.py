@@ -1,9 +1,8 @@
 """The decoder-only adapter (Vicuna/LLaMA, OPT, any `AutoModelForCausalLM`): one sequence
-[soft prompts ; instruction ; target], left-padded with position ids counted from each
-row's first real token (training packs the sequences end to end instead where the family
-computes that exactly: `packing`); candidate ranking reuses the prompt's key/value cache and scores
-the candidates' token trie (`score_trie`, see `trie_decoder_only`); `score` is the
-per-candidate procedure it replaced, kept as the reference the bench times against.
+[soft prompts ; instruction ; target], left-padded with position ids counted from each row's
+first real token, or packed end to end in training where exact (`packing`); ranking reuses
+the prompt's key/value cache and scores the candidates' token trie (`trie_decoder_only`);
+`score` is the per-candidate procedure it replaced, kept as the bench's reference.
 """
 from __future__ import annotations
 

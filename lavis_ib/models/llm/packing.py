@@ -1,9 +1,8 @@
-"""Packed training micro-batches for decoder-only LLMs: the [soft prompts ; instruction ;
-target] sequences of a micro-batch end to end in a few rows, position ids restarting per
-sequence, so no LLM position is spent on padding. transformers derives the block-diagonal
-causal mask from restarting position ids only when no 2-D mask and no cache reach the
-model, and not every family passes the positions to its mask: `packs_exactly` checks a
-family on a tiny copy of its config (packed against one sequence at a time) before it packs.
+"""Packed training micro-batches for decoder-only LLMs: a micro-batch's [soft prompts ;
+instruction ; target] sequences end to end in a few rows, position ids restarting per
+sequence, no padding. transformers masks packed sequences apart only without a 2-D mask and
+a cache, and not every family passes positions to its mask: `packs_exactly` checks a family
+on a tiny copy of its config (packed against one sequence at a time) before it packs.
 """
 from __future__ import annotations
 
