@@ -1,7 +1,7 @@
 """Packed training through the runner (tiny_vicuna with LoRA adapters, a fixture copy of
-OK-VQA, no dropout anywhere): a packed run follows the padded run (1 process, DDP and
-FSDP on 2 processes), the runner logs the family's verdict, and a packed run killed after
-step 2 and resumed equals the uninterrupted packed run bit for bit."""
+OK-VQA, no dropout anywhere): a packed run follows the padded run (1 process, DDP and FSDP
+on 2 processes) and the runner logs the family's verdict. Exact resume with packing on is
+tests/runners/test_lora_fsdp.py's kill-and-resume test (its project packs: `auto`)."""
 from __future__ import annotations
 
 import os
@@ -11,7 +11,6 @@ import torch
 import yaml
 
 from lavis_ib.common.config import Config
-from lavis_ib.runners.checkpointing.faults import FAULT_EXIT_CODE
 from lavis_ib.runners.checkpointing.manager import load_trainable_weights
 from lavis_ib.runners.strategies import setup_distributed
 from tests.runners.runner_helpers import launch, losses
@@ -98,17 +97,3 @@ def test_two_processes_packed_follow_one_process_padded(fixture_root, padded, tm
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "packed training on: packed equals separate" in proc.stderr
     _assert_follows(os.path.join(tmp_path, "run"), padded)
-
-
-@pytest.mark.integration
-def test_packed_run_killed_and_resumed_is_bit_exact(fixture_root, packed, tmp_path):
-    path = _project(tmp_path, fixture_root.path, resume="auto", packing=True)
-    out = os.path.join(tmp_path, "run")
-    killed = launch(path, env={"LAVIS_IB_FAULT_AFTER_STEP": "2"}, timeout=200)
-    assert killed.returncode == FAULT_EXIT_CODE, killed.stderr[-3000:]
-    assert sorted(losses(out)) == [1, 2]
-    resumed = launch(path, timeout=200)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert losses(out) == losses(packed["out"])  # bit for bit
-    for name, param in _final_weights(out).items():
-        assert torch.equal(param, packed["weights"][name]), name

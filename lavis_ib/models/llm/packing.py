@@ -191,7 +191,8 @@ def packs_exactly(llm: nn.Module) -> tuple[bool, str]:
     if key not in _VERDICTS:
         ok, why = _check(llm)
         _VERDICTS[key] = ok, why
-        logger.info("LLM %s (%s attention): packed training %s: %s",
-                    config.get_text_config().model_type, config._attn_implementation,
-                    "on" if ok else "off, micro-batches stay padded", why)
+        logger.log(logging.INFO if ok else logging.WARNING,
+                   "LLM %s (%s attention): packed training %s: %s",
+                   config.get_text_config().model_type, config._attn_implementation,
+                   "on" if ok else "off, micro-batches stay padded", why)
     return _VERDICTS[key]
