@@ -16,6 +16,13 @@ weights: ViT and LLM bf16 and frozen, the trainable parts fp32 under bf16 autoca
   quantised by `model.llm_quantization`'s own code, its weight and GPU memory before and
   after, a greedy generate call's tokens/s and the greedy tokens' agreement with the
   unquantised LLM; int8 / nf4 are skipped without CUDA or bitsandbytes.
+* ``packing_{sdpa,flex_attention,flash_attention_2}``: a training step on a batch of
+  mixed lengths (short VQA answers to long LLaVA-style answers), padded against packed
+  (`run.packing`: sequences end to end, position ids restarting, no padding) with the LLM on
+  that attention kernel: speed-up, LLM positions of each, loss agreement. SDPA computes
+  every packed row's full square with a mask; flex_attention skips the blocks across
+  sequences (GPU only: on a CPU it would compile C++ kernels for minutes, so it is skipped);
+  flash_attention_2 only where the flash-attn package is installed (else skipped).
 * ``ranking``: `score_candidates` (image, Q-Former and prompt cache once per sample) against
   LAVIS's procedure (prompt + candidate for every candidate in one batched forward, logits
   over all positions): speed-up and score agreement.
@@ -31,7 +38,9 @@ in PaLM's MFU; activation-checkpointing recomputation not counted)::
     LLM    (frozen: activation grads only) 2 x F_llm_linear + 3 x F_llm_attention
     with F_linear = 2 x tokens x in x out per matrix, F_attention = 4 x L_q x L_k x width.
     The LM head counts the last max(target length) + 1 positions only: lavis_ib computes
-    logits there and nowhere else.
+    logits there and nowhere else. Packed micro-batches (`run.packing`, on by default for
+    LLaMA) count their rows instead: rows x row length positions, each row's full
+    attention square, the LM head over the target columns of the rows.
 
 MFU = achieved FLOP/s / peak dense bf16 FLOP/s of the GPU (H100 SXM and H200: 989 TFLOP/s;
 H100 PCIe 756; A100 312; other GPUs: pass --peak-tflops).
@@ -78,6 +87,7 @@ def _bench_module(name: str):
 
 _quant = _bench_module("gpu_quant")
 MODES, Skip, quantization_stage = _quant.MODES, _quant.Skip, _quant.quantization_stage
+PACKING_KERNELS = ("sdpa", "flex_attention", "flash_attention_2")
 PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("H800", 989.0),
                ("A100", 312.0), ("L40S", 362.0))
 
@@ -90,7 +100,9 @@ SPECS = {
                  max_position_embeddings=2048, rms_norm_eps=1e-6, bos_token_id=1,
                  eos_token_id=2, pad_token_id=3, tie_word_embeddings=False),
         queries=32, batches=(8, 16), prompt_tokens=48, target_tokens=32, new_tokens=32,
-        rank_batch=8, rank_candidates=16, rank_prompt_tokens=100, warmup=2, steps=5),
+        rank_batch=8, rank_candidates=16, rank_prompt_tokens=100, warmup=2, steps=5,
+        mixed=dict(prompt_tokens=(20, 48, 35, 120, 60, 25, 90, 40),
+                   target_tokens=(3, 12, 150, 1, 40, 8, 250, 20))),
     "smoke": dict(
         vision=dict(image_size=28, patch_size=14, hidden_size=32, intermediate_size=64,
                     num_hidden_layers=1, num_attention_heads=2),
@@ -101,7 +113,8 @@ SPECS = {
                  max_position_embeddings=512, bos_token_id=1, eos_token_id=2, pad_token_id=3,
                  tie_word_embeddings=False),
         queries=4, batches=(2, 4), prompt_tokens=12, target_tokens=6, new_tokens=4,
-        rank_batch=2, rank_candidates=4, rank_prompt_tokens=20, warmup=1, steps=1),
+        rank_batch=2, rank_candidates=4, rank_prompt_tokens=20, warmup=1, steps=1,
+        mixed=dict(prompt_tokens=(6, 14, 9, 20), target_tokens=(2, 9, 30, 4))),
 }
 
 
@@ -228,15 +241,36 @@ def flops_per_step(model, samples: dict) -> float:
     qf += _linear(nq, (d, dl))
     prompts = model.adapter.tokenize_prompts(samples["text_input"])
     targets = model.adapter.tokenize_targets(samples["text_output"])
-    seq = nq + max(len(a) + len(t) for a, t in zip(prompts, targets))  # padded length
     kv = cfg.num_key_value_heads * (dl // cfg.num_attention_heads)
     ff = cfg.intermediate_size
-    lin = cfg.num_hidden_layers * _linear(seq, (dl, dl), (dl, kv), (dl, kv), (dl, dl),
-                                          (dl, ff), (dl, ff), (ff, dl))
-    # the LM head runs only over the last max(target length) + 1 positions (target-only logits)
-    lin += _linear(max(len(t) for t in targets) + 1, (dl, cfg.vocab_size))
-    att = cfg.num_hidden_layers * 4.0 * seq * seq * dl
-    return n * (vit + 3.0 * qf + 2.0 * lin + 3.0 * att)
+    layer = ((dl, dl), (dl, kv), (dl, kv), (dl, dl), (dl, ff), (dl, ff), (ff, dl))
+    rows, width, head = llm_layout(model, prompts, targets)
+    lin = cfg.num_hidden_layers * rows * _linear(width, *layer)
+    lin += rows * _linear(head, (dl, cfg.vocab_size))
+    att = cfg.num_hidden_layers * rows * 4.0 * width * width * dl
+    return n * (vit + 3.0 * qf) + 2.0 * lin + 3.0 * att
+
+
+def llm_layout(model, prompts, targets) -> tuple[int, int, int]:
+    """(rows, row length, LM-head positions per row) of the LLM call of a training step:
+    padded, the batch's rows, its longest sequence, the last max(target length) + 1
+    positions; packed (`adapter.packs()`), the packed rows, the widest one, the union of
+    their target columns."""
+    from lavis_ib.models.llm.packing import plan_rows
+
+    nq = model.query_tokens.shape[1]
+    lengths = [nq + len(a) + len(t) for a, t in zip(prompts, targets)]
+    if not model.adapter.packs():
+        return len(lengths), max(lengths), max(len(t) for t in targets) + 1
+    plan = plan_rows(lengths, model.adapter.row_tokens)
+    columns = set()
+    for row in plan:
+        offset = 0
+        for i in row:
+            start = offset + nq + len(prompts[i]) - 1
+            columns.update(range(start, start + len(targets[i])))
+            offset += lengths[i]
+    return len(plan), max(sum(lengths[i] for i in row) for row in plan), len(columns)
 
 
 def peak_tflops(device: torch.device, override: float | None) -> float | None:
@@ -417,6 +451,73 @@ class Bench:
                 f"{spec['rank_prompt_tokens']}-token prompt), max |score diff| {diff:.3g}, "
                 f"top-1 agreement {agree:.0%}")
 
+    # packed vs padded micro-batches, per attention kernel
+    def packing(self, kernel: str, stage: str) -> str:
+        """A training step on `spec["mixed"]`'s lengths, padded vs packed, with the LLM on
+        `kernel`; sides alternate, medians compared."""
+        model, opt, spec = self.model, self.optimizer, self.spec
+        if kernel == "flex_attention" and not self.cuda:
+            raise Skip("flex_attention compiles its kernels (inductor): measured on a GPU only")
+        if kernel == "flash_attention_2":
+            import importlib.util
+
+            if importlib.util.find_spec("flash_attn") is None:
+                raise Skip("the flash-attn package is not installed")
+        mixed = spec["mixed"]
+        g = torch.Generator().manual_seed(3)
+        size = model.vision_spec.image_size
+        n = len(mixed["prompt_tokens"])
+        samples = {"image": torch.randn(n, 3, size, size, generator=g).to(self.device),
+                   "text_input": [text_of(p, i) for i, p in enumerate(mixed["prompt_tokens"])],
+                   "text_output": [text_of(t, i + 50) for i, t in enumerate(mixed["target_tokens"])]}
+        before = model.llm.config._attn_implementation
+        model.llm.set_attn_implementation(kernel)
+        try:
+            if not model.adapter.set_packing("auto"):
+                from lavis_ib.models.llm.packing import packs_exactly
+
+                raise Skip(f"{kernel}: the family's packing self-check fails: "
+                           f"{packs_exactly(model.llm)[1]}")
+
+            def step(packing: str):
+                model.adapter.set_packing(packing)
+                opt.zero_grad(set_to_none=True)
+                with self.autocast():
+                    loss = model(samples)["loss"]
+                loss.backward()
+                opt.step()
+                return loss.item(), model.adapter.last_llm_positions
+
+            model.eval()   # no dropout: both sides compute the same loss
+            losses = {}
+            with torch.no_grad(), self.autocast():
+                for side in ("false", "true"):
+                    model.adapter.set_packing(side)
+                    losses[side] = model(samples)["loss"].item()
+            for side in ("false", "true"):   # warm-up
+                step(side)
+            self.maybe_fail(stage)
+            times = {"false": [], "true": []}
+            positions = {}
+            for r in range(max(2, self.spec["steps"])):
+                for side in (("false", "true") if r % 2 == 0 else ("true", "false")):
+                    self.sync()
+                    start = time.perf_counter()
+                    positions[side] = step(side)[1]
+                    self.sync()
+                    times[side].append(time.perf_counter() - start)
+        finally:
+            model.train()
+            model.adapter.set_packing("auto")
+            model.llm.set_attn_implementation(before)
+        padded, packed = statistics.median(times["false"]), statistics.median(times["true"])
+        rel = abs(losses["true"] - losses["false"]) / abs(losses["false"])
+        self.summary[stage] = f"{padded / packed:.2f}x"
+        return (f"packed {padded / packed:.2f}x vs padded ({packed * 1e3:.0f} vs "
+                f"{padded * 1e3:.0f} ms/step, batch {n} of mixed lengths), LLM positions "
+                f"{positions['true']} vs {positions['false']}, loss relative diff {rel:.1e}, "
+                f"{self.peak_gib()}")
+
     def run_stage(self, name: str, fn, budget: Budget, needs: float) -> None:
         if budget.left() < needs:
             self.results[name] = "skipped"
@@ -486,6 +587,9 @@ def main(argv=None) -> int:
     bench.run_stage("generate_greedy", lambda: bench.generate(1, "generate_greedy"), budget, needs=15)
     bench.run_stage("generate_beam5", lambda: bench.generate(5, "generate_beam5"), budget, needs=20)
     bench.run_stage("ranking", lambda: bench.ranking("ranking"), budget, needs=15)
+    for kernel in PACKING_KERNELS:
+        bench.run_stage(f"packing_{kernel}", lambda k=kernel: bench.packing(k, f"packing_{k}"),
+                        budget, needs=15)
     for mode in MODES:
         bench.run_stage(f"quant_{mode}", lambda mode=mode: quantization_stage(bench, mode),
                         budget, needs=60 if not args.smoke else 5)

@@ -19,6 +19,7 @@ CHOICES = {
     "amp": ("bf16", "fp16", "none"),
     "distributed": ("none", "ddp", "fsdp"),
     "mix_unit": ("micro_batch", "sample", "step"),
+    "packing": ("auto", "true", "false"),
 }
 
 
@@ -57,6 +58,9 @@ class RunConfig:
     amp: str = "bf16"                           # autocast dtype: bf16 | fp16 (with scaler) | none
     distributed: str = "none"                   # none | ddp | fsdp (under torchrun)
     activation_checkpointing: bool = False      # recompute LLM block activations
+    packing: str = "auto"                       # decoder-only LLMs: training sequences end to end, no
+                                                # padding; auto: where the family's self-check passes
+                                                # | true (required) | false (padded) (docs/training.md)
     balanced_sampling: bool = True              # sqrt(size) x sample_ratio; False: size-proportional
     mix_unit: str = "micro_batch"               # one dataset draw per micro_batch (batch_size_train slots) | sample | step
     max_bad_sample_fraction: float = 0.01       # stop when more samples than this are unreadable: in
@@ -124,6 +128,8 @@ def _normalise(key: str, value: Any) -> Any:
     integer written as a float (`max_iters: 6.0e4`)."""
     if key in _LAVIS_VALUES and isinstance(value, bool):
         return _LAVIS_VALUES[key][value]
+    if key == "packing" and isinstance(value, bool):
+        return str(value).lower()
     hint = _base_type(key)
     if get_origin(hint) in (list, List) and isinstance(value, str):
         return [value]

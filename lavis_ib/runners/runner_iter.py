@@ -132,6 +132,9 @@ class RunnerIter:
                                       self._max_over_ranks, self.micro_bs)
         if run.val_every > 0:
             self._check_select_metric()
+        set_packing = getattr(self.inner, "set_packing", None)
+        if set_packing is not None:  # run.packing; the family's self-check runs (and logs) here
+            set_packing(run.packing)
         self.model = self.strategy.wrap(self.inner)
         self.params = [p for _, p in self.inner.named_parameters() if p.requires_grad]
         self.guard = NonFiniteGuard(self.params, self.strategy, info, run.max_skipped_steps)

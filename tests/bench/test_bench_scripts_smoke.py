@@ -63,3 +63,17 @@ def test_loader_smoke(tmp_path):
 def test_lora_memory_smoke():
     out = run("lora_memory.py")
     assert re.search(r"summary: tiny_vicuna: LoRA r=8 adds 4,096 trainable parameters", out), out
+
+
+@pytest.mark.integration
+def test_train_throughput_smoke(tmp_path):
+    out = run("train_throughput.py", "--dir", str(tmp_path / "ckpt"), "--threads", "1",
+              "--batches", "2")
+    checks = re.findall(r"check: packed vs padded loss, largest relative difference ([\d.e+-]+)", out)
+    assert len(checks) == 2 and all(float(c) <= 1e-5 for c in checks), out
+    assert re.search(r"^train speedup vs padded: [\d.]+x", out, re.M), out
+    saved = re.findall(r"^positions saved(?: \(mix_unit sample\))?: (\d+)%", out, re.M)
+    assert len(saved) == 2 and all(int(s) > 0 for s in saved), out
+    rows = [l for l in out.splitlines() if l.startswith(("| padded ", "| packed "))]
+    assert len(rows) == 4 and all(float(c) > 0 for r in rows for c in r.strip("|").split("|")[1:])
+    assert re.search(r"summary: mix_unit micro_batch: train speedup [\d.]+x", out)

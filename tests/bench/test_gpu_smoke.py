@@ -16,6 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 GPU = os.path.join(ROOT, "bench", "gpu.py")
 STAGES = ["build", "train_b2_ckpt_off", "train_b4_ckpt_off", "train_b2_ckpt_on",
           "train_b4_ckpt_on", "generate_greedy", "generate_beam5", "ranking",
+          "packing_sdpa", "packing_flex_attention", "packing_flash_attention_2",
           "quant_int8_weight_only", "quant_int8", "quant_nf4"]
 # Run the script as on the GPU machine: these packages cannot be imported there.
 BLOCKED = ("import runpy, sys\n"
@@ -65,8 +66,17 @@ def test_every_stage_prints_a_result(smoke_output):
     assert re.search(r"generate: [\d.]+ tokens/s", quant) and "GPU memory of the LLM n/a" in quant
     for mode in ("int8", "nf4"):   # bitsandbytes modes need CUDA: said, not failed
         assert _line(smoke_output, f"quant_{mode}") == f"stage quant_{mode}: skipped ({mode} needs CUDA (bitsandbytes))"
+    packing = _line(smoke_output, "packing_sdpa")
+    assert re.search(r"packed [\d.]+x vs padded", packing), packing
+    positions = re.search(r"LLM positions (\d+) vs (\d+)", packing)
+    assert int(positions.group(1)) < int(positions.group(2)), packing
+    assert float(re.search(r"loss relative diff ([\d.e+-]+)", packing).group(1)) <= 1e-5
+    assert "skipped (flex_attention compiles" in _line(smoke_output, "packing_flex_attention")
+    if importlib.util.find_spec("flash_attn") is None:
+        assert "skipped (the flash-attn package is not installed)" in _line(
+            smoke_output, "packing_flash_attention_2")
     last = smoke_output.strip().splitlines()[-1]
-    assert last.startswith("summary: 8/11 stages ok"), last
+    assert last.startswith("summary: 9/14 stages ok"), last
 
 
 def test_oom_in_one_stage_is_reported_and_the_next_stages_run(smoke_output):
@@ -86,7 +96,8 @@ def test_time_budget_skips_the_remaining_stages():
     assert proc.stdout.strip().splitlines()[-1].startswith("summary: build failed")
 
 
-def test_flop_formula_matches_torch_flop_counter():
+@pytest.mark.parametrize("packing", ["false", "true"])
+def test_flop_formula_matches_torch_flop_counter(packing):
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -95,7 +106,8 @@ def test_flop_formula_matches_torch_flop_counter():
     model = gpu.build_model(gpu.SPECS["smoke"], torch.device("cpu"), torch.float32)
     model.train()
     samples = gpu.train_batch(gpu.SPECS["smoke"], model, 3, torch.device("cpu"))
-    samples["text_input"][1] += "xyz"  # ragged lengths: the formula counts padded shapes
+    samples["text_input"][1] += "xyz"  # ragged lengths: padded shapes or packed rows
+    assert model.adapter.set_packing(packing) == (packing == "true")
     # The math backend runs attention as matmuls the counter sees (CPU flash kernels are
     # not counted); forward and backward matmuls are then counted exactly as executed.
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:

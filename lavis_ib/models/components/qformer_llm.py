@@ -226,6 +226,18 @@ class QFormerLLM(QFormerAttentionMixin, InferenceMixin, BaseModel):
         return prefix.reshape(b, frames * prefix.shape[1], prefix.shape[2])
 
     # -- the LLM family ---------------------------------------------------------------
+    def set_packing(self, mode) -> bool:
+        """`run.packing` for the training loss: decoder-only LLMs pack their micro-batches
+        where the family computes that exactly (`llm.packing`); encoder-decoder LLMs stay
+        padded ("true" raises a ConfigError for them). Returns whether training packs."""
+        setter = getattr(self.adapter, "set_packing", None)
+        if setter is not None:
+            return setter(mode)
+        if str(mode).lower() == "true":
+            raise ConfigError("run.packing is true but encoder-decoder LLMs (FlanT5) train "
+                              "on padded micro-batches only; set run.packing to auto or false.")
+        return False
+
     @staticmethod
     def loss_output(loss_sum: torch.Tensor, num_tokens: torch.Tensor) -> dict:
         """The training contract's output: the batch mean beside the sum and the count

@@ -1,8 +1,8 @@
 """The decoder-only adapter (Vicuna/LLaMA, OPT, any `AutoModelForCausalLM`): one sequence
-[soft prompts ; instruction ; target], left-padded with position ids counted from each
-row's first real token; candidate ranking reuses the prompt's key/value cache and scores
-the candidates' token trie (`score_trie`, see `trie_decoder_only`); `score` is the
-per-candidate procedure it replaced, kept as the reference the bench times against.
+[soft prompts ; instruction ; target], left-padded with position ids counted from each row's
+first real token, or packed end to end in training where exact (`packing`); ranking reuses
+the prompt's key/value cache and scores the candidates' token trie (`trie_decoder_only`);
+`score` is the per-candidate procedure it replaced, kept as the bench's reference.
 """
 from __future__ import annotations
 
@@ -11,15 +11,45 @@ import inspect
 import torch
 import torch.nn.functional as F
 
-from lavis_ib.common.errors import LavisIbError
+from lavis_ib.common.errors import ConfigError, LavisIbError
 from lavis_ib.models.llm.trie import CandidateTrie
 from lavis_ib.models.llm.base import LLMAdapter, cache_kwarg, run_generate, output_cache, pad_rows
 from lavis_ib.models.llm.trie_decoder_only import score_tries
 from lavis_ib.models.llm.family_traits import attention_windows
+from lavis_ib.models.llm.packing import PACKING_MODES, ROW_TOKENS, pack_sequences, packs_exactly
 
 
 class DecoderOnlyAdapter(LLMAdapter):
     """LLaMA/Vicuna, OPT (any `AutoModelForCausalLM`)."""
+
+    #: `run.packing`: "auto" packs training micro-batches where the family's self-check
+    #: passes, "true" requires it, "false" keeps them padded (`set_packing`).
+    packing = "auto"
+    #: a packed row's length cap (`packing.ROW_TOKENS`)
+    row_tokens = ROW_TOKENS
+    #: LLM positions (rows x row length) of the last training forward: padding included
+    last_llm_positions = 0
+
+    def set_packing(self, mode) -> bool:
+        """Set `run.packing` ("auto" | "true" | "false", or a bool); returns whether
+        training micro-batches will be packed. "true" on a family whose self-check fails
+        raises a ConfigError."""
+        mode = str(mode).lower()
+        if mode not in PACKING_MODES:
+            raise ConfigError(f"run.packing: '{mode}' is not one of {', '.join(PACKING_MODES)}.")
+        self.packing = mode
+        if mode == "true":
+            ok, why = packs_exactly(self.llm)
+            if not ok:
+                raise ConfigError(f"run.packing is true but the LLM "
+                                  f"({self.llm.config.get_text_config().model_type}) cannot "
+                                  f"pack training micro-batches exactly: {why}; set "
+                                  f"run.packing to auto (packs where exact) or false.")
+        return self.packs()
+
+    def packs(self) -> bool:
+        """Whether training micro-batches are packed (the self-check runs once per family)."""
+        return self.packing != "false" and packs_exactly(self.llm)[0]
 
     def context_room(self, prefix_len: int, budget: int) -> int | None:
         """Absolute positions end at `max_position_embeddings`: soft prompts, prompt and
@@ -62,7 +92,11 @@ class DecoderOnlyAdapter(LLMAdapter):
         max(target length) + 1 positions need logits: the LM head and its fp32 softmax
         never run over the soft prompts and the instruction, which are most of the
         sequence (a 32,000-word vocabulary makes those logits the largest activation).
+        Where the family packs (`packs`), `packed_loss` computes the same sums without
+        padding.
         """
+        if self.packs():
+            return self.packed_loss(prefix, prompts, targets)
         embeds, mask, labels = self._sequences(prefix, prompts, targets, left=True)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         keep = max(len(t) for t in targets) + 1
@@ -72,10 +106,39 @@ class DecoderOnlyAdapter(LLMAdapter):
         else:  # a causal LM without the option: full logits, the same result
             logits = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
                               use_cache=False).logits[:, -keep:]
+        self.last_llm_positions = int(embeds.shape[0] * embeds.shape[1])
         shift_logits, shift_labels = logits[:, :-1], labels[:, -keep + 1:]
         nll = F.cross_entropy(shift_logits.float().reshape(-1, shift_logits.shape[-1]),
                               shift_labels.reshape(-1), ignore_index=-100, reduction="sum")
         return nll, (shift_labels != -100).sum()
+
+    def packed_loss(self, prefix: torch.Tensor, prompts: list[list[int]],
+                    targets: list[list[int]]):
+        """`loss` on packed rows (`packing.pack_sequences`): position ids restart at each
+        sequence, no attention mask and no cache reach the LLM (transformers then masks
+        each sequence off from the others), and logits are computed at the positions
+        that predict target tokens only (one row: exactly those; several rows: the union
+        of their columns)."""
+        tokens = [torch.as_tensor(a + t, dtype=torch.long, device=self.device)
+                  for a, t in zip(prompts, targets)]
+        lengths = [len(t) for t in tokens]
+        flat = self._embed_ids(torch.cat(tokens)) if sum(lengths) else None
+        pieces = list(flat.split(lengths)) if flat is not None else [
+            prefix.new_zeros((0, prefix.shape[2]), dtype=self.dtype) for _ in tokens]
+        rows = pack_sequences(prefix, pieces, prompts, targets, cap=self.row_tokens)
+        self.last_llm_positions = rows.num_positions
+        if rows.target_ids.numel() == 0:
+            return prefix.sum() * 0.0, rows.target_ids.new_zeros(())
+        columns, where = torch.unique(rows.target_cols, return_inverse=True)
+        kwargs = dict(inputs_embeds=rows.embeds, attention_mask=None,
+                      position_ids=rows.positions, use_cache=False)
+        if "logits_to_keep" in inspect.signature(self.llm.forward).parameters:
+            logits = self.llm(**kwargs, logits_to_keep=columns).logits
+        else:  # a causal LM without the option: full logits, the same result
+            logits = self.llm(**kwargs).logits[:, columns]
+        picked = logits[rows.target_rows, where]
+        nll = F.cross_entropy(picked.float(), rows.target_ids, reduction="sum")
+        return nll, rows.target_ids.new_tensor(rows.target_ids.numel())
 
     def generate(self, prefix: torch.Tensor, prompts: list[list[int]], **settings) -> torch.Tensor:
         embeds, mask, _ = self._sequences(prefix, prompts, None, left=True)
