@@ -34,7 +34,7 @@ def test_a_megabyte_prompt_is_refused_before_it_is_tokenized(demo, media, monkey
     assert answer == ""
     assert status == ("**Error:** Prompt: 1,000,000 characters; this server (lavis-ib serve "
                       "--max-prompt-chars) takes at most 2,000. Shorten it.")
-    _, _, status = rank_for_page(demo, media["image"], None, "y" * 2001, "yes, no")
+    *_, status = rank_for_page(demo, media["image"], None, "y" * 2001, "yes, no")
     assert "Prompt: 2,001 characters" in status
     assert demo.refused_prompts == before + 2
 
@@ -127,7 +127,7 @@ def test_serve_hands_its_limits_to_the_page(tiny_model, monkeypatch, capsys):
     assert seen["app"].delete_cache == (600, 600) and seen["exists"]
     assert not os.path.exists(seen["folder"])
     handler = [fn for fn in seen["app"].fns.values() if fn.api_name == "generate"][0].fn
-    assert handler.args[0].max_prompt_chars == 300
+    assert handler.args[0][0].max_prompt_chars == 300
 
 
 def test_default_limits_are_the_options_defaults():
