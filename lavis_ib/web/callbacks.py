@@ -84,16 +84,27 @@ def chat_live_for_page(demos: Sequence[DemoModel], image_path, video_path, messa
             progress = _live(demo, lambda: demo.model.chat(media, messages, stream=True, **kwargs),
                              lambda: demo.model.chat(media, messages, **kwargs),
                              kwargs.get("num_beams", 1), "chat")
+            dropped = _turns_dropped(demo)
             for step in progress:
                 after[i][-1] = {"role": "assistant", "content": step.text}
                 lines[i] = step.line(label)
                 yield (*after, "", _status(demos, lines))
+            dropped = _turns_dropped(demo) - dropped
+            if dropped:
+                notes = [f"{dropped} earlier turn(s) left out (oldest first) to fit the "
+                         f"prompt limit."] + notes
             lines[i] = " ".join([lines[i]] + notes)
         except LavisIbError as exc:
             failed = True
             after[i] = before[i]
             lines[i] = _error_text(exc) if len(demos) == 1 else f"{demo.label}: {_error_text(exc)}"
     yield (*after, message if failed else "", _status(demos, lines))
+
+
+def _turns_dropped(demo: DemoModel) -> int:
+    """Earlier chat turns the model has left out to fit its prompt limit, so far."""
+    counts = getattr(demo.model, "chat_counts", None)
+    return int(counts().get("turns_dropped", 0)) if callable(counts) else 0
 
 
 def rank_compare_for_page(demos: Sequence[DemoModel], image_path, video_path, prompt,

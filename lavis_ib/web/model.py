@@ -298,7 +298,7 @@ def rank_for_page(demo: DemoModel, image_path, video_path, prompt, candidates_te
     folder = os.environ.get("GRADIO_TEMP_DIR") or None   # the server's upload folder
     handle, path = tempfile.mkstemp(prefix="ranking-", suffix=".csv", dir=folder)
     os.close(handle)
-    return (ranking.figure(demo.label), ranking.as_markdown(), ranking.tokens_markdown(),
+    return (ranking.figure(), ranking.as_markdown(), ranking.tokens_markdown(),
             ranking.write_csv(path),
             f"Ranked {len(ranking.candidates)} candidates by {ranking.kind}; "
             f"best: {ranking.candidates[0]}.")

@@ -192,16 +192,19 @@ def _model_tab(gr, demos):
                 gr.Markdown(facts_markdown(demo), elem_id=f"model-facts{_suffix(i)}")
 
 
-def _examples(gr, prompt, candidates):
+def _examples(gr):
     from lavis_ib.web.examples import example_rows
 
-    table = gr.Dataset(components=[gr.Textbox(visible=False), gr.Textbox(visible=False),
-                                   gr.Textbox(visible=False)],
-                       samples=example_rows(), headers=["task family", "prompt", "candidates"],
-                       label="Examples (click one: it fills the prompt and the candidates)",
-                       layout="table", samples_per_page=20, elem_id="examples")
-    table.click(lambda row: (row[1], row[2]) if row[2] else (row[1], gr.skip()),
-                inputs=[table], outputs=[prompt, candidates], api_name=False)
+    return gr.Dataset(components=[gr.Textbox(visible=False), gr.Textbox(visible=False),
+                                  gr.Textbox(visible=False)],
+                      samples=example_rows(), headers=["task family", "prompt", "candidates"],
+                      label="Examples (click one: it fills the prompt and the candidates)",
+                      layout="table", samples_per_page=20, elem_id="examples")
+
+
+def _use_example(gr, row):
+    """(prompt, candidates) of an example row; the candidates stay when it has none."""
+    return row[1], (row[2] if row[2] else gr.skip())
 
 
 def build_app(demo: DemoModel | Sequence[DemoModel], limits: ServeLimits = ServeLimits()) -> Any:
@@ -224,6 +227,7 @@ def build_app(demo: DemoModel | Sequence[DemoModel], limits: ServeLimits = Serve
                                     placeholder="What is unusual about this image?")
                 status = gr.Markdown("Ready.", elem_id="status", container=True, padding=True)
                 settings = _generation_settings(gr, demos[0])
+                examples = _examples(gr)
         media = [image, video]
         with gr.Tabs():
             _generation_tab(gr, demos, media, prompt, settings, status)
@@ -231,10 +235,13 @@ def build_app(demo: DemoModel | Sequence[DemoModel], limits: ServeLimits = Serve
             candidates = _ranking_tab(gr, demos, media, prompt, status)
             _attention_tab(gr, demos, media, prompt, status)
             _model_tab(gr, demos)
-        _examples(gr, prompt, candidates)
-        image.change(preview_for_page, inputs=[image], outputs=[preview, status], api_name=False)
-        video.change(functools.partial(frames_for_page, demos[0]), inputs=[video],
-                     outputs=[frames, status], api_name=False)
+        examples.click(functools.partial(_use_example, gr), inputs=[examples],
+                       outputs=[prompt, candidates], api_name=False)
+        # a cleared upload clears its preview and leaves the status line as it is
+        image.change(lambda path: preview_for_page(path) if path else (None, gr.skip()),
+                     inputs=[image], outputs=[preview, status], api_name=False)
+        video.change(lambda path: frames_for_page(demos[0], path) if path else (None, gr.skip()),
+                     inputs=[video], outputs=[frames, status], api_name=False)
         example.click(example_image_for_page, outputs=[image, status], api_name=False)
         new_image.click(lambda: (None, None, None, None, *([[]] * len(chats)),
                                  "New image: media and chat cleared."),

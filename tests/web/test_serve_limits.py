@@ -150,3 +150,38 @@ def test_bad_limits_fail_before_the_model_loads(monkeypatch, capsys):
     assert capsys.readouterr().err.strip() == (
         "lavis-ib serve: error: --max-upload-mb -1.0 must be above 0; --queue-size 0 must be "
         "at least 1.")
+
+
+def test_serve_compare_loads_each_model_once_and_shows_both(tiny_model, compare_model,
+                                                            monkeypatch):
+    from lavis_ib.models import loading
+    from lavis_ib.web import page
+
+    loaded, seen = [], {}
+
+    def load(name, model_type, **kwargs):
+        loaded.append((name, model_type, kwargs.get("llm_model")))
+        return (*(tiny_model if name == "instructblip" else compare_model), None)
+
+    monkeypatch.setattr(loading, "load_model_and_preprocess", load)
+    monkeypatch.setattr(page, "launch", lambda app, *a, **k: seen.update(app=app))
+    assert cli.main(["serve", "--model", "instructblip:tiny_vicuna", "--port", "0",
+                     "--compare", "blip2_opt:tiny_opt"]) == 0
+    assert loaded == [("instructblip", "tiny_vicuna", None), ("blip2_opt", "tiny_opt", None)]
+    handler = [fn for fn in seen["app"].fns.values() if fn.api_name == "generate"][0].fn
+    assert [d.label for d in handler.args[0]] == ["instructblip:tiny_vicuna", "blip2_opt:tiny_opt"]
+    assert "blip2_opt:tiny_opt" in seen["app"].title
+
+
+def test_compare_with_itself_is_one_line_before_loading(monkeypatch, capsys):
+    from lavis_ib.models import loading
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(loading, "load_model_and_preprocess", refuse)
+    assert cli.main(["serve", "--model", "instructblip:tiny_vicuna",
+                     "--compare", "instructblip:tiny_vicuna"]) == 2
+    assert "--compare instructblip:tiny_vicuna is the --model itself" in capsys.readouterr().err
+    assert cli.main(["serve", "--model", "instructblip:tiny_vicuna", "--compare", "blip2"]) == 2
+    assert "--compare 'blip2': write NAME:TYPE" in capsys.readouterr().err
