@@ -14,6 +14,7 @@ from lavis_ib.cli.preflight import checked_config
 from lavis_ib.cli.entry import project_parser, run_entry
 from lavis_ib.common.metrics_text import metrics_line
 from lavis_ib.cli.session import adapters_option, build, checkpoint_folder, joined
+from lavis_ib.runners.run_folder import check_evaluation_name
 
 logger = logging.getLogger("lavis_ib.cli.evaluate")
 
@@ -27,6 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="evaluation name under a training run's eval/ (default: the "
                              "project file's name)")
     args = parser.parse_args(argv)
+    name = args.name or os.path.splitext(os.path.basename(args.cfg_path))[0]
+    check_evaluation_name(name)   # a path would write outside RUN/eval/
     cfg = checked_config(args.cfg_path, args.options, training=False)   # pre-flight checks first
     adopted = adapters_option(args.checkpoint, cfg) if args.checkpoint else None
     if adopted:   # the run trained LoRA adapters: build them as it did
@@ -41,7 +44,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         checkpoint = None
         if args.checkpoint:
             checkpoint = load_trainable_weights(model, checkpoint_folder(args.checkpoint))
-        name = args.name or os.path.splitext(os.path.basename(args.cfg_path))[0]
         results = runner.evaluate(name=name, checkpoint=checkpoint)
         if info.rank == 0:
             model_cfg = cfg.model_cfg

@@ -1,9 +1,7 @@
 """`lavis-ib export RUN_DIR OUT_DIR [--checkpoint best|latest|PATH] [--plugins MODULE ...]`:
 a training run's weights in the Hugging Face layout (`InstructBlipForConditionalGeneration`
-+ processor).
-
-It exists so a trained run can be used without lavis_ib: transformers reads the directory
-it writes, as does `load_model_and_preprocess(..., pretrained=OUT_DIR)` (docs/checkpoints.md).
++ processor), so a trained run can be used without lavis_ib: transformers reads the directory,
+as does `load_model_and_preprocess(..., pretrained=OUT_DIR)` (docs/checkpoints.md).
 """
 from __future__ import annotations
 

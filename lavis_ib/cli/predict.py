@@ -13,7 +13,7 @@ from lavis_ib.cli.entry import run_entry
 from lavis_ib.common.errors import ConfigError
 from lavis_ib.models.generation import SHORT_ANSWER
 from lavis_ib.predict.run import (PROG, check_output_is_no_input, collect_records, generate_settings,
-                                  log, report, result_settings, run_batches)
+                                  input_files, log, report, result_settings, run_batches)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,34 +68,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.overwrite and not args.output:
         raise ConfigError("--overwrite needs --output.")
     records = collect_records(args)     # everything is checked before the (slow) model load
-    if args.output:
-        check_output_is_no_input(args.output, [args.input or ""] + [r.path for r in records])
+    if args.output:   # even with --overwrite, an input is never the output
+        check_output_is_no_input(args.output, input_files(args, records))
     generate = generate_settings(args, name)
 
     from lavis_ib.common.project_files import model_overrides
     from lavis_ib.models.loading import check_model_config
-    from lavis_ib.predict.batches import identity, make_batches
+    from lavis_ib.predict.batches import make_batches
 
     overrides = model_overrides(args.options)
     check_model_config(name, model_type, overrides, args.device)   # before --overwrite removes anything
     batches = make_batches(records, args.batch_size)
-    results = None
-    if args.output:
-        from lavis_ib.predict.output import ResultsFile
+    if not args.output:
+        counts = run_batches(args, name, model_type, overrides, records, batches, generate, None)
+        return report(args, records, counts, None)
+    from lavis_ib.predict.output import results_lock
 
-        results = ResultsFile(args.output, result_settings(args, generate, records), args.overwrite)
-        results.check_inputs([identity(r) for r in records])
-        first = sum(1 for b in batches if b.stop <= len(results.existing))
-        results.keep(batches[first - 1].stop if first else 0)
-        batches = batches[first:]
-        if results.existing:
-            log.info("%s: resuming after %d of %d inputs", args.output, len(results.existing),
-                     len(records))
+    lock = results_lock(args.output)
+    lock.acquire()      # one writer per --output, before --overwrite removes anything
+    try:
+        return _predict_into(args, name, model_type, overrides, records, batches, generate)
+    finally:
+        lock.release()
+
+
+def _predict_into(args, name, model_type, overrides, records, batches, generate) -> int:
+    """Predict into the results file `args.output` (resumed where a run stopped)."""
+    from lavis_ib.predict.batches import identity
+    from lavis_ib.predict.output import ResultsFile
+
+    results = ResultsFile(args.output, result_settings(args, generate, records), args.overwrite)
+    results.check_inputs([identity(r) for r in records])
+    first = sum(1 for b in batches if b.stop <= len(results.existing))
+    results.keep(batches[first - 1].stop if first else 0)
+    batches = batches[first:]
+    if results.existing:
+        log.info("%s: resuming after %d of %d inputs", args.output, len(results.existing),
+                 len(records))
     try:
         counts = run_batches(args, name, model_type, overrides, records, batches, generate, results)
     finally:
-        if results is not None:
-            results.close()
+        results.close()
     return report(args, records, counts, results)
 
 

@@ -29,13 +29,20 @@ def fsync_path(path: str) -> None:
 
 def write_atomic(path: str, text: str) -> None:
     """Write `text` to `path` through a temporary file and a rename: readers see the old
-    file or the whole new one, never a part."""
+    file or the whole new one, never a part; a failed write removes the temporary file."""
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:   # e.g. a full disk: no temporary file is left behind
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
     fsync_path(os.path.dirname(os.path.abspath(path)))
 
 
@@ -107,6 +114,9 @@ def truncate(path: str, size: int) -> None:
 class JsonlAppender:
     """Appends records to a JSONL file, one whole line per record in one write, flushed.
 
+    A write that fails part way (a full disk) is cut back to the file's previous end
+    before the error is raised, so the file never keeps part of a batch.
+
     Args:
         path: the file (created when missing).
         keep: bytes of an existing file to keep (from `read_jsonl`: `size`, or an entry of
@@ -122,19 +132,35 @@ class JsonlAppender:
             truncate(path, keep)
         self.path, self.sync = path, sync
         self._dumps = dict(default=default, ensure_ascii=ensure_ascii)
-        self._file = open(path, "a", encoding="utf-8")
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def write(self, records: Iterable[Any]) -> None:
         text = "".join(json.dumps(r, **self._dumps) + "\n" for r in records)
         if not text:
             return
-        self._file.write(text)
-        self._file.flush()
-        if self.sync:
-            os.fsync(self._file.fileno())
+        data = text.encode("utf-8")
+        end = os.fstat(self._fd).st_size
+        try:
+            written = 0
+            while written < len(data):
+                written += self._write_some(data[written:])
+            if self.sync:
+                os.fsync(self._fd)
+        except OSError:
+            try:
+                os.ftruncate(self._fd, end)   # no part of these records stays
+            except OSError:
+                pass
+            raise
+
+    def _write_some(self, data: bytes) -> int:
+        """One `os.write` (it may write fewer bytes than given)."""
+        return os.write(self._fd, data)
 
     def close(self) -> None:
-        self._file.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def rewrite_jsonl(path: str, records: Iterable[Any]) -> None:

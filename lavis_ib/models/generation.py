@@ -97,6 +97,8 @@ _RANGES: tuple[tuple[str, Callable[[float], bool], str], ...] = (
     ("temperature", lambda v: v > 0, "must be above 0"),
     ("repetition_penalty", lambda v: v > 0, "must be above 0"),
     ("num_captions", lambda v: v >= 1, "must be at least 1"),
+    ("max_new_tokens", lambda v: v >= 1, "must be at least 1"),
+    ("top_k", lambda v: v >= 0 and float(v).is_integer(), "must be a whole number, at least 0"),
 )
 
 
@@ -120,6 +122,35 @@ def range_problems(settings: Mapping[str, Any], name: Callable[[str], str] = str
         if key == "min_length" and _is_number(value) and \
                 _is_number(settings.get("max_length")) and value > settings["max_length"]:
             out.append(f"{name('min_length')} must not exceed {name('max_length')}")
+    return out
+
+
+# -- transformers' names -----------------------------------------------------------------
+#: transformers' name -> ours, for the settings `generate` accepts under both spellings
+TRANSFORMERS_NAMES = {"max_new_tokens": "max_length", "do_sample": "use_nucleus_sampling"}
+
+
+def merge_transformers_names(settings: dict[str, Any], max_new_tokens: int | None = None,
+                             do_sample: bool | None = None) -> dict[str, Any]:
+    """`settings` (our names) with transformers' `max_new_tokens` / `do_sample` mapped
+    onto `max_length` / `use_nucleus_sampling`. A `max_length` that is still its default
+    (`ContextFitted`) or `use_nucleus_sampling=False` yields to the transformers name;
+    both spellings given with different values is a `ValueError` naming both."""
+    out = dict(settings)
+    if max_new_tokens is not None:
+        ours = out.get("max_length")
+        if ours is not None and not isinstance(ours, ContextFitted) and ours != max_new_tokens:
+            raise ValueError(f"max_new_tokens={max_new_tokens!r} and max_length={ours!r} are "
+                             f"the same setting (generated tokens at most) with different "
+                             f"values; give one")
+        out["max_length"] = max_new_tokens
+    if do_sample is not None:
+        ours = out.get("use_nucleus_sampling")
+        if ours and not do_sample:
+            raise ValueError(f"do_sample={do_sample!r} and use_nucleus_sampling={ours!r} are "
+                             f"the same setting (sample instead of beam search or greedy) "
+                             f"with different values; give one")
+        out["use_nucleus_sampling"] = bool(do_sample)
     return out
 
 
@@ -176,8 +207,10 @@ PROMPT_LIMITS: dict[str, PromptLimit] = {
     "predict": PromptLimit(CUT, "the closing log line of lavis-ib predict"),
     "evaluate": PromptLimit(CUT, "num_truncated in the split's metrics.json"),
     "serve": PromptLimit(REFUSE, "the page's status line", max_chars=SERVE_MAX_PROMPT_CHARS),
-    # a chat's dialogue is cut by whole turns, oldest first (a later command)
-    "chat": PromptLimit(CUT_HISTORY, "the chat's status line"),
+    # a chat's history is cut by whole turns, oldest first (`model.chat`); the current
+    # turn alone over the limit is then cut as "api" cuts it
+    "chat": PromptLimit(CUT_HISTORY, "model.chat_counts()['turns_dropped'] and the chat's "
+                                     "status line"),
 }
 
 

@@ -1,8 +1,8 @@
 """The JSONL results file of `lavis-ib predict` and its resume.
 
 A long prediction run can be killed and rerun without losing or mixing results: the file
-knows the settings it was written with and continues where it stopped (`ResultsFile`),
-through the same resumable JSONL as evaluation."""
+knows its settings and continues where it stopped (`ResultsFile`, the resumable JSONL of
+evaluation), and one run at a time writes it (`results_lock`)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,8 @@ from typing import Any, Sequence
 
 from lavis_ib.common.durable_files import (JsonlAppender, read_jsonl, truncate,
                                            write_json_atomic)
-from lavis_ib.common.errors import ConfigError, DataError
+from lavis_ib.common.errors import ConfigError, DataError, LavisIbError
+from lavis_ib.common.output_lock import OutputLock
 
 log = logging.getLogger(__name__)
 META_VERSION = 1
@@ -20,6 +21,32 @@ META_VERSION = 1
 
 def meta_path(output: str) -> str:
     return output + ".meta.json"
+
+
+def lock_path(output: str) -> str:
+    return output + ".lock"
+
+
+def results_lock(output: str) -> OutputLock:
+    """The lock of one `--output` (`<output>.lock`), held while a run writes it, so a
+    second `lavis-ib predict` into the same file is refused with one line naming the
+    first (a lock left by a dead process is taken over, as for training runs)."""
+    check_output_path(output)
+    return OutputLock(lock_path(output), subject=f"--output '{output}'",
+                      holder="lavis-ib predict", elsewhere="choose another --output")
+
+
+def check_output_path(output: str) -> None:
+    """`output` names a file in an existing folder, or one DataError line."""
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise DataError(f"--output '{output}': folder '{folder}' does not exist.")
+    if os.path.isdir(output):
+        raise DataError(f"--output '{output}' is a folder; give a file name.")
+
+
+class ResultsWriteError(LavisIbError):
+    """The results (or their settings file) could not be written, e.g. a full disk."""
 
 
 class ResultsFile:
@@ -40,11 +67,8 @@ class ResultsFile:
         self._ends: list[int] = []      # byte offset after each existing record
         self._keep = 0                  # bytes of the file kept (its whole lines) by `start`
         self._file: JsonlAppender | None = None
-        folder = os.path.dirname(os.path.abspath(output))
-        if not os.path.isdir(folder):
-            raise DataError(f"--output '{output}': folder '{folder}' does not exist.")
-        if os.path.isdir(output):
-            raise DataError(f"--output '{output}' is a folder; give a file name.")
+        self.written = 0                # records appended by this run
+        check_output_path(output)
         if overwrite:
             for path in (output, meta_path(output)):
                 if os.path.exists(path):
@@ -124,14 +148,31 @@ class ResultsFile:
 
     def start(self) -> None:
         """Write the settings file (atomically) before the first result."""
-        write_json_atomic(meta_path(self.output), {"version": META_VERSION,
-                                                   "settings": self.settings})
-        self._file = JsonlAppender(self.output, keep=self._keep, sync=True, ensure_ascii=False)
+        try:
+            write_json_atomic(meta_path(self.output), {"version": META_VERSION,
+                                                       "settings": self.settings})
+            self._file = JsonlAppender(self.output, keep=self._keep, sync=True,
+                                       ensure_ascii=False)
+        except OSError as exc:
+            raise self._write_error(meta_path(self.output), exc) from None
 
     def append(self, records: Sequence[dict]) -> None:
-        """One batch of records, flushed and synced, so a kill loses at most this batch."""
-        self._file.write(records)
+        """One batch of records, flushed and synced, so a kill loses at most this batch;
+        a failed write (a full disk) leaves the records before it, whole, and one line."""
+        try:
+            self._file.write(records)
+        except OSError as exc:
+            raise self._write_error(self.output, exc) from None
+        self.written += len(records)
+
+    def _write_error(self, path: str, exc: OSError) -> ResultsWriteError:
+        kept = len(self.existing) + self.written
+        return ResultsWriteError(
+            f"could not write '{path}' ({type(exc).__name__}: [Errno {exc.errno}] "
+            f"{exc.strerror or exc}); '{self.output}' keeps its first {kept} records, whole: "
+            f"free space there, then rerun the same command to continue.")
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
+            self._file = None

@@ -49,12 +49,35 @@ def check_generate_values(settings: dict[str, Any]) -> None:
 
 
 def check_output_is_no_input(output: str, inputs: Sequence[str]) -> None:
-    """Appending to (or, with --overwrite, deleting) an input file would destroy it."""
-    target = os.path.realpath(output)
-    for path in inputs:
-        if path and os.path.realpath(path) in (target, target + ".meta.json"):
-            raise ConfigError(f"--output '{output}' is the input '{path}'; choose another "
-                              f"--output.")
+    """Appending to (or, with --overwrite, deleting) an input file would destroy it: the
+    output, its settings file and its lock must each be another file than every input
+    (resolved paths, links followed), checked before anything is written."""
+    from lavis_ib.predict.output import lock_path, meta_path
+
+    targets = [output, meta_path(output), lock_path(output)]
+    for path in dict.fromkeys(p for p in inputs if p):
+        for target in targets:
+            if _same_file(path, target):
+                raise ConfigError(f"--output '{output}' is the input '{path}'"
+                                  + ("" if target == output else f" (as '{target}')")
+                                  + "; choose another --output.")
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)    # hard links
+    except OSError:                       # one does not exist
+        return False
+
+
+def input_files(args: argparse.Namespace, records) -> list[str]:
+    """Every file the run reads: --input, a --candidates @FILE and each record's media."""
+    files = [args.input or ""]
+    if args.candidates and args.candidates.startswith("@"):
+        files.append(args.candidates[1:])
+    return files + [r.path for r in records]
 
 
 def collect_records(args: argparse.Namespace) -> list:

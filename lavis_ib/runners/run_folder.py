@@ -5,19 +5,18 @@ runner (`RunFolder`) and the pre-flight (`folder_problems`, before any model is 
 the same refusals."""
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import logging
 import os
 import shutil
-import socket
 import sys
 import time
 from typing import Any, Callable, Mapping, Sequence
 
 from lavis_ib.common.durable_files import write_json_atomic
 from lavis_ib.common.errors import ConfigError, LavisIbError
+from lavis_ib.common.output_lock import OutputLock
 from lavis_ib.runners.batching import derive_batching
 from lavis_ib.runners.checkpointing.files import (check_verified, newest_verified,
                                                   resolve_checkpoint)
@@ -44,134 +43,101 @@ def rank0_decides(rank: int, action: Callable[[], Any]) -> Any:
 
 
 # -- the lock ----------------------------------------------------------------------------
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
-class RunLock:
-    """The exclusive lock of a run folder (rank 0 only).
-
-    A lock file `<output_dir>/.lavis_ib.lock` (host, pid, start time) created with O_EXCL
-    and held by rank 0 for the run's lifetime. A second run in the folder gets one line
-    naming the holder; a lock left by a dead process on this host is taken over with a
-    warning (a lock of another host is never guessed to be stale).
-    """
+class RunLock(OutputLock):
+    """The exclusive lock of a run folder (rank 0 only): `<output_dir>/.lavis_ib.lock`
+    (host, pid, start time), held for the run's lifetime. A second run in the folder gets
+    one line naming the holder; a lock left by a dead process on this host is taken over
+    with a warning, atomically (`OutputLock`)."""
 
     def __init__(self, output_dir: str) -> None:
-        self.path = os.path.join(output_dir, LOCK_NAME)
-        self.held = False
-        self.record = {"host": socket.gethostname(), "pid": os.getpid(),
-                       "start": datetime.datetime.now().isoformat(timespec="seconds")}
-
-    def acquire(self) -> None:
-        """Take the lock, or take over a stale one; else raise one ConfigError line."""
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                self._take_over_if_stale()
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.record, f)
-                f.flush()
-                os.fsync(f.fileno())
-            self.held = True
-            return
-        raise ConfigError(f"could not take the lock {self.path}; try again.")
-
-    def _holder(self) -> dict[str, Any]:
-        try:
-            with open(self.path) as f:
-                holder = json.load(f)
-        except (OSError, ValueError):
-            return {}
-        return holder if isinstance(holder, dict) else {}
-
-    def holder_problem(self) -> str | None:
-        """Why another run holds this lock (a live process here, or any of another
-        host), or None: no lock, or a stale one that `acquire` takes over."""
-        if not os.path.exists(self.path):
-            return None
-        holder = self._holder()
-        host, pid = holder.get("host"), holder.get("pid")
-        folder = os.path.dirname(self.path)
-        if host == self.record["host"] and isinstance(pid, int) and _alive(pid):
-            return (f"{folder} is in use by another run (pid {pid} on {host}, started "
-                    f"{holder.get('start')}); wait for it to finish or set another "
-                    f"run.output_dir.")
-        if host not in (None, self.record["host"]):
-            return (f"{folder} is in use by a run on host {host} (pid {pid}, started "
-                    f"{holder.get('start')}); if that run is gone, delete {self.path}.")
-        return None
-
-    def _take_over_if_stale(self) -> None:
-        problem = self.holder_problem()
-        if problem:
-            raise ConfigError(problem)
-        holder = self._holder()
-        logger.warning("taking over the stale lock %s (pid %s on %s is not running)",
-                       self.path, holder.get("pid"), holder.get("host"))
-        try:
-            os.remove(self.path)
-        except FileNotFoundError:
-            pass
-
-    def release(self) -> None:
-        if not self.held:
-            return
-        try:
-            with open(self.path) as f:
-                still_ours = json.load(f).get("pid") == self.record["pid"]
-            if still_ours:
-                os.remove(self.path)
-        except (OSError, ValueError):
-            pass
-        self.held = False
+        super().__init__(os.path.join(output_dir, LOCK_NAME), subject=output_dir.rstrip(os.sep)
+                         or output_dir, holder="run", elsewhere="set another run.output_dir")
 
 
 # -- claiming a folder for a new run -----------------------------------------------------
+# what a training or evaluation run writes at the top of its folder
+RUN_RECORDS = ("log.jsonl", "config.yaml", "run_info.json", "checkpoints", "tb", "wandb",
+               "eval")
+RUN_ENTRIES = (*RUN_RECORDS, "report", LOCK_NAME)
+
+
+def run_records(output_dir: str) -> list[str]:
+    """The run records `output_dir` holds (its log, config, run info, events, checkpoints,
+    evaluations): a run that neither resumes nor overwrites must not write among them."""
+    if not os.path.isdir(output_dir):
+        return []
+    return [n for n in RUN_RECORDS if os.path.exists(os.path.join(output_dir, n))]
+
+
+def _run_entry(name: str) -> bool:
+    """A run's file, or the temporary file of one cut short (`<name>.tmp-<pid>`, a lock's
+    `<lock>.new-...`)."""
+    return name.split(".tmp-")[0] in RUN_ENTRIES or name.startswith(LOCK_NAME + ".new-")
+
+
+def foreign_entries(output_dir: str) -> list[str]:
+    """The entries of `output_dir` that no run writes (a run folder has none)."""
+    if not os.path.isdir(output_dir):
+        return []
+    return sorted(n for n in os.listdir(output_dir) if not _run_entry(n))
+
+
 def _has_checkpoints(output_dir: str) -> bool:
     root = os.path.join(output_dir, "checkpoints")
     return os.path.isdir(root) and any(n.startswith("step_") or n == "best"
                                        for n in os.listdir(root))
 
 
-def _occupied(output_dir: str) -> str:
-    return (f"{output_dir} holds another run's checkpoints; set run.resume=auto to "
-            f"continue it, run.overwrite=true to move it aside, or another run.output_dir.")
+def _occupied(output_dir: str, records: Sequence[str]) -> str:
+    what = ("checkpoints" if _has_checkpoints(output_dir)
+            else f"files ({', '.join(records)})")
+    return (f"{output_dir} holds another run's {what}; set run.resume=auto to continue it, "
+            f"run.overwrite=true to move it aside, or another run.output_dir.")
+
+
+def _not_a_run_folder(output_dir: str, foreign: Sequence[str]) -> str:
+    shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+    return (f"run.overwrite=true moves only a run folder aside, and {output_dir} also holds "
+            f"{shown}, which no run writes; set another run.output_dir (or move those "
+            f"yourself).")
+
+
+def claim_problem(output_dir: str, overwrite: bool) -> str | None:
+    """Why a new run (resume: none) may not take `output_dir`, or None."""
+    if overwrite:
+        foreign = foreign_entries(output_dir)
+        return _not_a_run_folder(output_dir, foreign) if foreign else None
+    records = run_records(output_dir)
+    return _occupied(output_dir, records) if records else None
 
 
 def claim_output_dir(output_dir: str, overwrite: bool) -> str | None:
     """Make `output_dir` this new run's own (rank 0, lock held); returns the folder the
     old contents were moved to, if any.
 
-    A run that does not resume refuses a folder holding another run's checkpoints, unless
-    `overwrite` (`run.overwrite: true`), which moves the old contents aside to
-    `<dir>.old-<timestamp>/` so two runs' files never mix.
+    A run that does not resume refuses a folder holding another run's records (log,
+    config, run info, events, checkpoints), unless `overwrite` (`run.overwrite: true`),
+    which moves the old run aside to `<dir>.old-<timestamp>/` so two runs' files never
+    mix. `overwrite` refuses a folder holding anything a run does not write (it is not a
+    run folder: its files are never moved).
 
     Raises:
-        ConfigError: the folder holds another run's checkpoints and `overwrite` is off.
+        ConfigError: the folder holds another run's records and `overwrite` is off, or
+            `overwrite` is on and the folder holds files of something else.
     """
+    problem = claim_problem(output_dir, overwrite)
+    if problem:
+        raise ConfigError(problem)
     others = [n for n in os.listdir(output_dir) if n != LOCK_NAME] \
         if os.path.isdir(output_dir) else []
-    if not others:
+    if not overwrite or not others:
         return None
-    if not overwrite:
-        if _has_checkpoints(output_dir):
-            raise ConfigError(_occupied(output_dir))
-        return None
+    base = os.path.abspath(output_dir).rstrip(os.sep)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    aside = f"{output_dir.rstrip(os.sep)}.old-{stamp}"
+    aside = f"{base}.old-{stamp}"
     n = 1
     while os.path.exists(aside):
-        aside, n = f"{output_dir.rstrip(os.sep)}.old-{stamp}-{n}", n + 1
+        aside, n = f"{base}.old-{stamp}-{n}", n + 1
     os.makedirs(aside)
     for name in others:
         shutil.move(os.path.join(output_dir, name), os.path.join(aside, name))
@@ -203,21 +169,25 @@ SCHEDULE_KEYS = ("max_iters", "lr_sched", "warmup_steps", "warmup_lr", "min_lr",
                  "lr_decay_rate", "lr_decay_every")
 STEP_SCHEDULE_KEYS = ("lr_decay_rate", "lr_decay_every")   # read by linear_warmup_step_lr only
 STEP_SCHEDULE = "linear_warmup_step_lr"
-# settings a resumed run must keep: (meta.json key, what the user changes)
-# The settings a resume must keep, changed only with `run.allow_config_change: true`.
+# The settings a resume must keep, changed only with `run.allow_config_change: true`:
+# (meta.json key, what the user changes)
 RESUME_KEYS = (("global_batch_size", "run.global_batch_size"), ("init_lr", "run.init_lr"),
-               ("datasets", "the dataset list"), *((k, f"run.{k}") for k in SCHEDULE_KEYS))
+               ("datasets", "the dataset list"), ("sample_ratios", "sample_ratio"),
+               *((k, f"run.{k}") for k in SCHEDULE_KEYS))
 
 
 def resume_settings(run: Any, global_batch_size: int | None,
-                    datasets: Sequence[str] | None) -> dict[str, Any]:
+                    datasets: Sequence[str] | Mapping[str, float] | None) -> dict[str, Any]:
     """The settings a resume must keep, as each checkpoint's meta.json records them
-    (`global_batch_size` or `datasets` None: not known, left out of the comparison)."""
+    (`global_batch_size` or `datasets` None: not known, left out of the comparison).
+    `datasets` given as {name: sample_ratio} also records the mixture's ratios."""
     out: dict[str, Any] = {"init_lr": float(run.init_lr)}
     if global_batch_size is not None:
         out["global_batch_size"] = global_batch_size
     if datasets is not None:
         out["datasets"] = sorted(datasets)
+        if isinstance(datasets, Mapping):
+            out["sample_ratios"] = {str(k): float(v) for k, v in sorted(datasets.items())}
     out.update(max_iters=int(run.max_iters), lr_sched=str(run.lr_sched),
                warmup_steps=int(run.warmup_steps), warmup_lr=float(run.warmup_lr),
                min_lr=float(run.min_lr), lr_decay_rate=float(run.lr_decay_rate),
@@ -225,15 +195,41 @@ def resume_settings(run: Any, global_batch_size: int | None,
     return out
 
 
+def _proportions(ratios: Mapping[str, float]) -> dict[str, float]:
+    total = sum(ratios.values())
+    return {k: (v / total if total else v) for k, v in ratios.items()}
+
+
+def _ratio_changes(saved: Mapping[str, Any], now: Mapping[str, Any]
+                   ) -> list[tuple[str, str, Any, Any]]:
+    """When the mixture moved, one change per dataset whose ratio changed (the mixer
+    draws in proportion to the ratios, so scaling them all changes nothing); only the
+    datasets trained then and now are compared (a changed list is a change of its own)."""
+    common = sorted(set(saved) & set(now))
+    then, later = (_proportions({k: float(r[k]) for k in common}) for r in (saved, now))
+    if all(abs(then[k] - later[k]) <= 1e-9 * max(1.0, abs(then[k])) for k in common):
+        return []
+    return [("sample_ratios", f"datasets.{k}.sample_ratio", saved[k], now[k]) for k in common
+            if float(saved[k]) != float(now[k])]
+
+
 def config_changes(saved: Mapping[str, Any], now: Mapping[str, Any]
                    ) -> list[tuple[str, str, Any, Any]]:
     """(key, label, saved value, value now) of each resume setting that differs (keys
     a checkpoint of an older lavis_ib did not record are not compared; the step
-    schedule's decay settings only where that schedule is used)."""
+    schedule's decay settings only where that schedule is used; the sample ratios one
+    dataset at a time)."""
     step_schedule = STEP_SCHEDULE in (saved.get("lr_sched"), now.get("lr_sched"))
-    return [(key, label, saved[key], now[key]) for key, label in RESUME_KEYS
-            if key in saved and key in now and saved[key] != now[key]
-            and (step_schedule or key not in STEP_SCHEDULE_KEYS)]
+    changes = []
+    for key, label in RESUME_KEYS:
+        if key not in saved or key not in now or saved[key] == now[key]:
+            continue
+        if key == "sample_ratios":
+            if isinstance(saved[key], Mapping) and isinstance(now[key], Mapping):
+                changes += _ratio_changes(saved[key], now[key])
+        elif step_schedule or key not in STEP_SCHEDULE_KEYS:
+            changes.append((key, label, saved[key], now[key]))
+    return changes
 
 
 def changes_text(changes: Sequence[tuple[str, str, Any, Any]]) -> str:
@@ -324,10 +320,40 @@ class RunFolder:
 
     def evaluation_folder(self, name: str) -> str:
         """Where an evaluation writes: `run.output_dir` itself, or `<output_dir>/eval/<name>/`
-        when that is a training run's folder (whose records it must not touch)."""
-        if os.path.isdir(os.path.join(self.path, "checkpoints")):
+        when that is a training run's folder (`is_training_run`), whose records it must
+        not touch; `name` must be a plain folder name.
+
+        Raises:
+            ConfigError: `name` is empty, `.`, `..` or holds a path separator.
+        """
+        check_evaluation_name(name)
+        if is_training_run(self.path):
             return os.path.join(self.path, "eval", name)
         return self.path
+
+
+def check_evaluation_name(name: str) -> None:
+    """An evaluation's name becomes the folder `RUN/eval/<name>/`: a plain name, or one
+    ConfigError line."""
+    if name in ("", ".", "..") or any(c in name for c in ("/", "\\", "\0", os.sep)):
+        raise ConfigError(f"evaluation name {name!r} must be a plain folder name (no '/', "
+                          f"'\\', '.' or '..'): the results go to RUN/eval/<name>/; give e.g. "
+                          f"--name heldout.")
+
+
+def is_training_run(folder: str) -> bool:
+    """Whether `folder` is a training run's: it holds a run lock, checkpoints, a training
+    log, or a `run_info.json` recording a training batch (an evaluation's records none),
+    so a run killed before its first checkpoint counts too."""
+    if any(os.path.exists(os.path.join(folder, n))
+           for n in (LOCK_NAME, "checkpoints", "log.jsonl")):
+        return True
+    try:
+        with open(os.path.join(folder, "run_info.json"), encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and "global_batch_size" in info
 
 
 def evaluation_fingerprint(config: Any, checkpoint: str | None) -> str:
@@ -343,24 +369,30 @@ def evaluation_fingerprint(config: Any, checkpoint: str | None) -> str:
 
 # -- the pre-flight's look ---------------------------------------------------------------
 def trained_datasets(datasets: Mapping[str, Any], train_splits: Sequence[str]
-                     ) -> list[str] | None:
+                     ) -> dict[str, float] | list[str] | None:
     """The datasets a run trains on, from their `build_info.annotations` (those with a
-    split in `train_splits`); None when a builder of its own layout hides its splits."""
-    names = []
+    split in `train_splits`), as {name: sample_ratio} (a list of names when a ratio is
+    not a number: the pre-flight names that problem); None when a builder of its own
+    layout hides its splits."""
+    ratios: dict[str, Any] = {}
     for name, entry in datasets.items():
         annotations = (entry.get("build_info") or {}).get("annotations")
         if annotations is None:
             return None
         if any(split in annotations for split in train_splits):
-            names.append(str(name))
-    return names
+            ratios[str(name)] = entry.get("sample_ratio", 1.0)
+    try:
+        return {name: float(ratio) for name, ratio in ratios.items()}
+    except (TypeError, ValueError):
+        return list(ratios)
 
 
 def folder_problems(run: Any, datasets: Mapping[str, Any] | None,
                     world_size: int | None) -> list[str]:
     """What a training run would refuse about `run.output_dir`, found without building
-    anything: another run's live lock, a new run into a folder holding checkpoints, a
-    resume path with no (or a damaged) checkpoint, and changed resume settings. Checkpoint
+    anything: another run's live lock, a new run into a folder holding another run's
+    records (or, with `run.overwrite`, files no run writes), a resume path with no (or a
+    damaged) checkpoint, and changed resume settings (the mixture's ratios included). Checkpoint
     files are compared by size (no checksums: the runner verifies them before loading).
 
     Args:
@@ -373,8 +405,8 @@ def folder_problems(run: Any, datasets: Mapping[str, Any] | None,
     if problem:   # another run writes there: nothing else about the folder is settled
         return [problem]
     if run.resume == "none":
-        occupied = not run.overwrite and _has_checkpoints(run.output_dir)
-        return [_occupied(run.output_dir)] if occupied else []
+        problem = claim_problem(run.output_dir, run.overwrite)
+        return [problem] if problem else []
     try:
         path = checkpoint_to_resume(run, checksums=False)
         if path is None:

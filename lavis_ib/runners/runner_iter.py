@@ -166,7 +166,7 @@ class RunnerIter:
 
     def _resume_settings(self) -> dict[str, Any]:
         """The settings a resume must keep (recorded in each checkpoint's meta.json)."""
-        return resume_settings(self.run, self.global_bs, list(self._train_sets()[0]))
+        return resume_settings(self.run, self.global_bs, self._train_sets()[1])
 
     def _resume(self) -> None:
         """Continue the checkpoint `run.resume` chooses: weights, optimizer, scheduler,

@@ -55,7 +55,8 @@ def test_no_page_asks_for_plus_on_llm_quantization():
 # -- where an evaluation writes -----------------------------------------------------------------
 def test_evaluation_folder_rule_as_documented(tmp_path):
     """The documented rule: `run.output_dir` itself, and `RUN/eval/<name>/` only when that
-    folder is a training run's (it holds `checkpoints/`)."""
+    folder is a training run's (it holds `checkpoints/`, a lock, a log or a training
+    run_info.json)."""
     from types import SimpleNamespace
 
     from lavis_ib.runners.run_folder import RunFolder
@@ -73,7 +74,9 @@ def test_evaluation_folder_rule_as_documented(tmp_path):
     doc = " ".join(read("docs/evaluation.md").split())
     assert ("An evaluation writes into its project's `run.output_dir`" in doc and
             "Only when its `run.output_dir` is a training run's folder (one holding "
-            "`checkpoints/`) does an evaluation write under `RUN/eval/<name>/` instead" in doc)
+            "`checkpoints/`, a run lock, a `log.jsonl` or a `run_info.json` recording a "
+            "training batch" in doc and
+            "does an evaluation write under `RUN/eval/<name>/` instead" in doc)
     assert "`<name>` is `--name`, by default the project file's name" in doc
 
 

@@ -52,7 +52,7 @@ def test_base_defaults():
 def test_generation_settings_are_the_generate_keywords():
     assert Generator.generation_settings() == {"num_beams", "max_length"}
     params = inspect.signature(InstructBLIP.generate).parameters
-    expected = {name for name in params if name not in ("self", "samples")}
+    expected = {name for name in params if name not in ("self", "samples", "stream")}
     assert InstructBLIP.generation_settings() == expected
     assert {"num_beams", "max_length", "min_length", "length_penalty",
             "repetition_penalty"} <= InstructBLIP.generation_settings()

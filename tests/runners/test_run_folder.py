@@ -125,7 +125,7 @@ def test_a_changed_dataset_list_is_found_by_the_preflight(ctx):
     problems = folder_problems(run, annotated, world_size=1)
     assert len(problems) == 1
     assert "the dataset list (['toy_a', 'toy_b'] -> ['toy_a'])" in problems[0]
-    both = {**annotated, "toy_b": annotated["toy_a"]}
+    both = {**annotated, "toy_b": {**annotated["toy_a"], "sample_ratio": 2.0}}   # as trained
     assert folder_problems(run, both, world_size=1) == []
     assert folder_problems(run, None, world_size=1) == []   # not composed: not compared
 

@@ -112,7 +112,9 @@ class Blip2(QFormerLLM):
                  min_length: int = _B.min_length, top_p: float = _B.top_p,
                  repetition_penalty: float = _B.repetition_penalty,
                  length_penalty: float = _B.length_penalty, num_captions: int = _B.num_captions,
-                 temperature: float = _B.temperature) -> list[str]:
+                 temperature: float = _B.temperature, max_new_tokens: int | None = None,
+                 do_sample: bool | None = None, top_k: int | None = None,
+                 stream: bool = False) -> list[str]:
         """`QFormerLLM.generate` with LAVIS's BLIP-2 defaults (`generation.BLIP2`: beam 5,
         at most 30 tokens, no repetition penalty); `predict_answers` uses them too."""
         return self._generate(samples, use_nucleus_sampling=use_nucleus_sampling,
@@ -120,7 +122,8 @@ class Blip2(QFormerLLM):
                               min_length=min_length, top_p=top_p,
                               repetition_penalty=repetition_penalty,
                               length_penalty=length_penalty, num_captions=num_captions,
-                              temperature=temperature)
+                              temperature=temperature, max_new_tokens=max_new_tokens,
+                              do_sample=do_sample, top_k=top_k, stream=stream)
 
     def encode(self, image: torch.Tensor,
                instructions: Sequence[str] | None = None) -> torch.Tensor:

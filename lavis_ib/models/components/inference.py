@@ -4,16 +4,23 @@ One implementation of LAVIS's inference API for InstructBLIP and BLIP-2 alike, s
 turn an image into soft prompts and leave the rest to their LLM (`InferenceMixin`)."""
 from __future__ import annotations
 
+import inspect
+import logging
 from typing import Any, Sequence
 
 import torch
 
 from lavis_ib.common.errors import LavisIbError
+from lavis_ib.models.components.chat import chat_turns, fit_chat
+from lavis_ib.models.components.streaming import TextStream
 from lavis_ib.models.components.lavis_prompts import class_prompt_prefixes, fill_prompt
 from lavis_ib.models.generation import ANSWERS as _A
 from lavis_ib.models.generation import INSTRUCTBLIP as _D
-from lavis_ib.models.generation import (ContextFitted, answer_length_penalty, fitted_max_length,
+from lavis_ib.models.generation import (ContextFitted, GenerationSettings, answer_length_penalty,
+                                        fitted_max_length, merge_transformers_names,
                                         range_problems)
+
+logger = logging.getLogger(__name__)
 
 #: how `score_candidates` turns a candidate's token log-probabilities into its score
 AGGREGATES = ("sum", "lavis_segment_mean")
@@ -79,7 +86,9 @@ class InferenceMixin:
                  min_length: int = _D.min_length, top_p: float = _D.top_p,
                  repetition_penalty: float = _D.repetition_penalty,
                  length_penalty: float = _D.length_penalty, num_captions: int = _D.num_captions,
-                 temperature: float = _D.temperature) -> list[str]:
+                 temperature: float = _D.temperature, max_new_tokens: int | None = None,
+                 do_sample: bool | None = None, top_k: int | None = None,
+                 stream: bool = False) -> list[str] | TextStream:
         """Text for each image (num_captions per image, in order).
 
         `max_length`/`min_length` count generated tokens only; the repetition penalty sees
@@ -88,42 +97,161 @@ class InferenceMixin:
         after the soft prompts and the longest prompt (`generation.fitted_max_length`); an
         explicit `max_length` that leaves the prompt no room is an error.
 
+        transformers' names work too: `max_new_tokens` is `max_length`, `do_sample` is
+        `use_nucleus_sampling`, `top_k` keeps the k likeliest tokens when sampling (None:
+        the LLM's `generation_config.top_k`, 50 unless its checkpoint says otherwise).
+
         Args:
             samples: `image` (B,C,H,W) or (B,C,T,H,W) and `prompt` (str or one per sample;
                 without it `text_input`, then the model's default prompt).
+            stream: return a `TextStream` of text pieces as they are generated (one
+                sample, `num_beams=1`, one caption); `"".join(pieces)` is the text
+                `generate` returns without it.
         """
         return self._generate(samples, use_nucleus_sampling=use_nucleus_sampling,
                               num_beams=num_beams, max_length=max_length,
                               min_length=min_length, top_p=top_p,
                               repetition_penalty=repetition_penalty,
                               length_penalty=length_penalty, num_captions=num_captions,
-                              temperature=temperature)
+                              temperature=temperature, max_new_tokens=max_new_tokens,
+                              do_sample=do_sample, top_k=top_k, stream=stream)
 
-    def _generate(self, samples: dict[str, Any], *, use_nucleus_sampling: bool, num_beams: int,
-                  max_length: int, min_length: int, top_p: float, repetition_penalty: float,
-                  length_penalty: float, num_captions: int, temperature: float) -> list[str]:
+    @classmethod
+    def generation_settings(cls) -> frozenset[str]:
+        """`generate`'s keyword settings less `stream`, which changes what it returns (an
+        evaluation or a project's `generate` mapping cannot take it)."""
+        return super().generation_settings() - {"stream"}
+
+    def _generate(self, samples: dict[str, Any], *, stream: bool = False,
+                  max_new_tokens: int | None = None, do_sample: bool | None = None,
+                  top_k: int | None = None, **settings: Any) -> list[str] | TextStream:
         """`generate`'s work, whatever defaults the model's signature gives it."""
-        settings = {"num_beams": num_beams, "max_length": max_length, "min_length": min_length,
-                    "top_p": top_p, "repetition_penalty": repetition_penalty,
-                    "num_captions": num_captions, "temperature": temperature}
-        problems = range_problems(settings, lambda key: f"{key} {settings[key]!r}")
-        if problems:
-            raise LavisIbError(f"generate: {'; '.join(problems)}.")
+        settings = self._checked_settings("generate", settings, max_new_tokens, do_sample,
+                                          top_k)
+        if stream:
+            self._check_streamable("generate", samples["image"].shape[0]
+                                   if "image" in samples else 1, settings)
         prompts = self._prompts(samples)
         prefix = self.encode(samples["image"], prompts)
+        return self._generate_from(prefix, prompts, settings, stream)
+
+    @staticmethod
+    def _checked_settings(what: str, settings: dict[str, Any], max_new_tokens: Any,
+                          do_sample: Any, top_k: Any) -> dict[str, Any]:
+        """`settings` with transformers' names merged and every value in its range (a
+        transformers name is checked, and named, as given)."""
+        given = {k: v for k, v in (("max_new_tokens", max_new_tokens), ("top_k", top_k))
+                 if v is not None}
+        problems = range_problems(given, lambda key: f"{key} {given[key]!r}")
+        if not problems:
+            try:
+                settings = merge_transformers_names(settings, max_new_tokens, do_sample)
+            except ValueError as exc:
+                raise LavisIbError(f"{what}: {exc}.") from None
+            problems = range_problems(settings, lambda key: f"{key} {settings[key]!r}")
+        if problems:
+            raise LavisIbError(f"{what}: {'; '.join(problems)}.")
+        if top_k is not None:
+            settings["top_k"] = top_k
+        if top_k is not None and not settings["use_nucleus_sampling"]:
+            logger.warning("%s: top_k=%r has no effect without sampling (do_sample=True or "
+                           "use_nucleus_sampling=True); decoding is greedy or beam search",
+                           what, top_k)
+        return settings
+
+    @staticmethod
+    def _check_streamable(what: str, batch: int, settings: dict[str, Any]) -> None:
+        """transformers streams one sequence: one sample, one beam, one caption."""
+        if batch != 1 or int(settings["num_beams"]) != 1 or int(settings["num_captions"]) != 1:
+            raise LavisIbError(
+                f"{what}(stream=True) streams one text: it needs one sample, num_beams=1 and "
+                f"num_captions=1 (got {batch} samples, num_beams={settings['num_beams']}, "
+                f"num_captions={settings['num_captions']}); drop stream=True for beam "
+                f"search or a batch.")
+
+    def _generate_from(self, prefix: torch.Tensor, prompts: list[str], settings: dict[str, Any],
+                       stream: bool) -> list[str] | TextStream:
+        """Generation from soft prompts `prefix` and the LLM's `prompts` (text)."""
+        settings = dict(settings)
         soft = prefix.shape[1]
+        max_length, min_length = settings["max_length"], settings["min_length"]
         if isinstance(max_length, ContextFitted):
             rows = self.inference_rows(prompts, soft, max(1, int(min_length)))
-            max_length = fitted_max_length(max_length, self.adapter.context_room(soft, 0),
-                                           max(len(r) for r in rows))
+            settings["max_length"] = fitted_max_length(
+                max_length, self.adapter.context_room(soft, 0), max(len(r) for r in rows))
         else:
             rows = self.inference_rows(prompts, soft, max_length)
-        ids = self.adapter.generate(
-            prefix, rows, use_nucleus_sampling=use_nucleus_sampling, num_beams=num_beams,
-            max_length=max_length, min_length=min_length, top_p=top_p,
-            repetition_penalty=repetition_penalty, length_penalty=length_penalty,
-            num_captions=num_captions, temperature=temperature)
-        return self.adapter.decode(ids)
+        if stream:
+            return TextStream(lambda streamer: self.adapter.generate(
+                prefix, rows, streamer=streamer, **settings), self.adapter.tokenizer)
+        return self.adapter.decode(self.adapter.generate(prefix, rows, **settings))
+
+    @torch.no_grad()
+    def chat(self, samples: dict[str, Any], messages: Sequence[dict[str, str]],
+             stream: bool = False, **settings: Any) -> str | TextStream:
+        """The answer to the last user turn of a conversation about one image or video.
+
+        The LLM reads the conversation in the LLaVA-Instruct training format
+        (`components.chat.format_chat`), earlier turns dropped whole, oldest first, while it
+        is over the prompt limit (`generation.PROMPT_LIMITS["chat"]`; counted in
+        `chat_counts()` and logged); the Q-Former reads the last user turn only. A one-turn
+        chat is `generate({**samples, "prompt": [question]}, **settings)[0]`.
+
+        Args:
+            samples: `image` (1,C,H,W) or a video (1,C,T,H,W).
+            messages: [{"role": "user"|"assistant", "content": str}, ...], alternating from
+                a user turn and ending with one.
+            stream: return a `TextStream` of pieces (`num_beams=1`), as `generate` does.
+            settings: `generate`'s settings, its defaults when left out.
+        """
+        history, question = chat_turns(messages)
+        image = samples.get("image") if isinstance(samples, dict) else None
+        if not isinstance(image, torch.Tensor) or image.dim() not in (4, 5) or image.shape[0] != 1:
+            shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+            raise LavisIbError(f"chat: samples['image'] must hold one image (1,C,H,W) or one "
+                               f"video (1,C,T,H,W); got {shape}. Chat about one at a time.")
+        params = inspect.signature(type(self).generate).parameters
+        defaults = {k: p.default for k, p in params.items()
+                    if k in GenerationSettings.__dataclass_fields__}
+        unknown = sorted(set(settings) - type(self).generation_settings())
+        if unknown:
+            raise LavisIbError(f"chat: unknown generation settings {unknown}; "
+                               f"use {sorted(type(self).generation_settings())}.")
+        extra = {k: settings.pop(k, None) for k in ("max_new_tokens", "do_sample", "top_k")}
+        settings = self._checked_settings("chat", {**defaults, **settings}, **extra)
+        if stream:
+            self._check_streamable("chat", 1, settings)
+        prefix = self.encode(image, [question])
+        soft = prefix.shape[1]
+        max_length = settings["max_length"]
+        budget = max(1, int(settings["min_length"])) if isinstance(max_length, ContextFitted) \
+            else int(max_length)
+        room = self.adapter.prompt_room(soft, budget)
+        tokenizer = self.adapter.tokenizer
+        fitted = fit_chat(history, question, room,
+                          lambda text: len(tokenizer(text, add_special_tokens=True).input_ids))
+        self._chat_counts["chats"] += 1
+        if fitted.turns_dropped:
+            self._chat_counts["turns_dropped"] += fitted.turns_dropped
+            logger.warning("chat: %d of %d earlier turns dropped (oldest first) to fit the "
+                           "%d-token prompt limit (%s); %d turns dropped so far",
+                           fitted.turns_dropped, len(history), room,
+                           self.adapter.prompt_limit_words(soft, budget),
+                           self._chat_counts["turns_dropped"])
+        out = self._generate_from(prefix, [fitted.llm_text], settings, stream)
+        return out if stream else out[0]
+
+    @property
+    def _chat_counts(self) -> dict[str, int]:
+        counts = self.__dict__.get("_chat_count_store")
+        if counts is None:
+            counts = self.__dict__["_chat_count_store"] = {"chats": 0, "turns_dropped": 0}
+        return counts
+
+    def chat_counts(self) -> dict[str, int]:
+        """`chats`: `chat` calls; `turns_dropped`: earlier turns cut from their histories to
+        fit the prompt limit (a current turn cut itself is in `inference_counts()`)."""
+        return dict(self._chat_counts)
 
     def inference_rows(self, prompts: Sequence[str], soft: int, budget: int) -> list[list[int]]:
         """The prompts' token rows as the LLM reads them at inference beside `soft` soft

@@ -200,7 +200,10 @@ class LLMAdapter:
     @staticmethod
     def _generation_kwargs(use_nucleus_sampling, num_beams, max_length, min_length, top_p,
                            repetition_penalty, length_penalty, num_captions, temperature,
-                           eos_id, pad_id) -> dict:
+                           eos_id, pad_id, top_k=None, streamer=None) -> dict:
+        """transformers' `generate` keywords of our settings. `top_k` None leaves the LLM's
+        `generation_config.top_k` (transformers' default 50); like `top_p` and
+        `temperature` it is passed only when sampling. `streamer` receives the tokens."""
         kwargs = dict(do_sample=bool(use_nucleus_sampling), num_beams=int(num_beams),
                       max_new_tokens=int(max_length), min_new_tokens=int(min_length),
                       repetition_penalty=float(repetition_penalty),
@@ -209,6 +212,10 @@ class LLMAdapter:
                       pad_token_id=pad_id)
         if use_nucleus_sampling:
             kwargs.update(top_p=float(top_p), temperature=float(temperature))
+            if top_k is not None:
+                kwargs["top_k"] = int(top_k)
+        if streamer is not None:
+            kwargs["streamer"] = streamer
         return kwargs
 
     @staticmethod
