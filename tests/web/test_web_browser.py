@@ -175,7 +175,10 @@ class Page:
         box.send_keys(str(value), Keys.TAB)
         self.wait.until(lambda d: box.get_attribute("value") == str(value))
 
-    def shot(self, name):
+    def shot(self, name, anchor=None):
+        """A screenshot `name`.png, scrolled to the `anchor` element (else the top)."""
+        self.d.execute_script("arguments[0] ? arguments[0].scrollIntoView() : "
+                              "window.scrollTo(0, 0)", self.css(anchor) if anchor else None)
         path = os.path.join(self.shots, f"{name}.png")
         assert self.d.save_screenshot(path)
         with Image.open(path) as picture:
@@ -235,7 +238,7 @@ def test_browser_research_views_offline(served_app, browser, tiny_model, compare
     assert page.css("#answer textarea").get_attribute("value") == refs[0].answer(num_beams=1)
     assert page.css("#answer-2 textarea").get_attribute("value") == refs[1].answer(num_beams=1)
     assert "tokens/s" in page.status()
-    page.shot("web_demo_generate")
+    page.shot("web_demo")
 
     # 1: a chat of two turns, each reply the API's `chat` with the history so far
     page.tab("Chat")
@@ -251,7 +254,7 @@ def test_browser_research_views_offline(served_app, browser, tiny_model, compare
         assert bot and bot[-1].text.strip() == expected.strip()
         history.append({"role": "assistant", "content": expected})
     assert len(page.all("#chat-2 [data-testid='bot']")) == 2
-    page.shot("web_demo_chat")
+    page.shot("web_demo_chat", "#chat-tab")
 
     # 5: ranking of both models, per-token view, CSV, length-normalised order
     page.tab("Rank candidates")
@@ -269,7 +272,7 @@ def test_browser_research_views_offline(served_app, browser, tiny_model, compare
     assert {r["candidate"]: float(r["log_probability"]) for r in rows} == pytest.approx(
         refs[0].scores(), abs=1e-5)
     page.wait.until(lambda d: page.all("#chart img"))
-    page.shot("web_demo_rank")
+    page.shot("web_demo_rank", "#rank-tab")
     browser.find_element(By.XPATH, "//*[@id='rank-kind']//label[contains(., 'mean per token')]"
                          ).click()
     page.css("#rank-button").click()
@@ -284,7 +287,7 @@ def test_browser_research_views_offline(served_app, browser, tiny_model, compare
         assert f"difference between the maps {ref.attention_difference(second):.3g} " \
             in page.status()
     assert len(page.all("#attention-first img, #attention-second-2 img")) == 2
-    page.shot("web_demo_attention")
+    page.shot("web_demo_attention", "#attention-tab")
 
     # 6: a video shows the frames the model reads, no browser preview, no toast
     page.css("#new-image").click()
