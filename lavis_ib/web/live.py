@@ -51,7 +51,7 @@ def live_text(count_tokens: Callable[[str], int], stream: Callable[[], Iterator[
     final text is their concatenation, as the API guarantees); without it, `blocking()`
     runs in a worker thread and a progress line comes every `poll_s` seconds. An error
     of the generation is raised here, in the caller; a consumer that stops early closes
-    the model's iterator (its worker thread ends)."""
+    the model's iterator (its worker thread ends) or waits for the worker to finish."""
     import torch
 
     start = time.perf_counter()
@@ -77,11 +77,14 @@ def live_text(count_tokens: Callable[[str], int], stream: Callable[[], Iterator[
 
     worker = threading.Thread(target=work, name="lavis-ib-generate", daemon=True)
     worker.start()
-    while True:
-        worker.join(poll_s)
-        if not worker.is_alive():
-            break
-        yield Progress("", False, time.perf_counter() - start, 0, False, beams)
+    try:
+        while True:
+            worker.join(poll_s)
+            if not worker.is_alive():
+                break
+            yield Progress("", False, time.perf_counter() - start, 0, False, beams)
+    finally:   # a consumer that leaves early waits: the next request never overlaps this one
+        worker.join()
     if "error" in result:
         raise result["error"]
     text = result["text"]

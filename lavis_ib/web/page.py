@@ -195,9 +195,7 @@ def _model_tab(gr, demos):
 def _examples(gr):
     from lavis_ib.web.examples import example_rows
 
-    return gr.Dataset(components=[gr.Textbox(visible=False), gr.Textbox(visible=False),
-                                  gr.Textbox(visible=False)],
-                      samples=example_rows(), headers=["task family", "prompt", "candidates"],
+    return gr.Dataset(components=["textbox", "textbox", "textbox"], samples=example_rows(), headers=["task family", "prompt", "candidates"],
                       label="Examples (click one: it fills the prompt and the candidates)",
                       layout="table", samples_per_page=20, elem_id="examples")
 

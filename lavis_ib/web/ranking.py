@@ -105,10 +105,7 @@ class Ranking:
     def figure(self, title: str = "") -> Any:
         """A horizontal bar chart, best candidate on top, each bar from 0 to its (negative)
         value: the length is the log-probability itself, not its distance to a floor."""
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        from matplotlib.figure import Figure
+        from matplotlib.figure import Figure   # no pyplot: no global figure, no backend
 
         values = self.shown
         height = 1.2 + 0.35 * max(1, len(values))

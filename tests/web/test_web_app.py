@@ -53,7 +53,9 @@ def test_nucleus_sampling_is_seeded(demo, tiny_model, media):
     assert first == again == expected
 
 
-def test_ranking_is_the_models_scores_best_first(demo, tiny_model, media):
+def test_ranking_is_the_models_scores_best_first(demo, tiny_model, media, tmp_path,
+                                                 monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))   # where the page's CSV goes
     model, vis = tiny_model
     candidates = ["a red bus", "two dogs", "yes"]
     ranking = demo.rank(media["image"], None, PROMPT, " a red bus, two dogs ,yes ")

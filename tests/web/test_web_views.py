@@ -134,13 +134,14 @@ def test_attention_view_is_qformer_attention(demo, tiny_model, media):
 
 
 def test_compared_models_answer_as_each_model_does(demo, compare_demo, tiny_model,
-                                                   compare_model, media):
+                                                   compare_model, media, tmp_path, monkeypatch):
     """Generation, ranking and attention of two models side by side: each column is that
     model's API result; BLIP-2's Q-Former does not read the instruction, so its two maps
     are the same (difference 0) while InstructBLIP's are its own."""
     from lavis_ib.web.callbacks import (attention_compare_for_page, generate_live_for_page,
                                         rank_compare_for_page)
 
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))   # where the page's CSVs go
     demos = [demo, compare_demo]
     *answers, status = list(generate_live_for_page(demos, media["image"], None, PROMPT,
                                                    *settings_list(), 0))[-1]
@@ -252,3 +253,22 @@ def test_model_panel_states_what_is_loaded(demo, tiny_model):
     facts = dict(model_facts(DemoModel(changed, vis, "changed")))
     assert facts["LoRA"].startswith("alpha=") and "r=4" in facts["LoRA"]
     assert facts["quantisation"].startswith("int8_weight_only: ")
+
+
+def test_token_log_probabilities_of_an_encoder_decoder_llm(tiny_flant5):
+    """FlanT5 (EOS appended by its default): the per-token values of the decoder add up to
+    `score_candidates`' scores too."""
+    from lavis_ib.web.ranking import token_log_probabilities
+
+    model = tiny_flant5.eval()
+    size = model.vision_spec.image_size
+    samples = {"image": torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(3)),
+               "prompt": PROMPT}
+    with torch.inference_mode():
+        scores, _ = model.score_candidates(samples, CANDIDATES)
+        tokens = token_log_probabilities(model, samples, CANDIDATES, model.default_append_eos)
+    tok = model.adapter.tokenizer
+    for cand, score, toks in zip(CANDIDATES, scores[0].tolist(), tokens):
+        assert sum(lp for _, lp in toks) == pytest.approx(score, abs=1e-4)
+        ids = tok(cand, add_special_tokens=False).input_ids + [tok.eos_token_id]
+        assert [t for t, _ in toks] == tok.convert_ids_to_tokens(ids)
