@@ -7,7 +7,7 @@ from typing import Any, Iterator, Sequence
 
 from lavis_ib.common.errors import LavisIbError
 from lavis_ib.web.live import chat_messages, live_text
-from lavis_ib.web.model import (DemoModel, _error_text, attention_for_page, rank_for_page)
+from lavis_ib.web.model import DemoModel, attention_for_page, error_text, rank_for_page
 
 
 def _settings(num_beams, max_length, min_length, use_nucleus_sampling, top_p, temperature,
@@ -17,12 +17,18 @@ def _settings(num_beams, max_length, min_length, use_nucleus_sampling, top_p, te
             "temperature": temperature, "repetition_penalty": repetition_penalty}
 
 
-def _status(demos: Sequence[DemoModel], lines: list[str]) -> str:
+def _status(lines: list[str]) -> str:
+    """One line per model (a Markdown line break between them)."""
     return "  \n".join(line for line in lines if line)
 
 
-def _label(demos: Sequence[DemoModel], demo: DemoModel) -> str:
-    return demo.label if len(demos) > 1 else "Generated"
+def _label(demos: Sequence[DemoModel], demo: DemoModel, alone: str) -> str:
+    """What a status line starts with: the model's name when several answer."""
+    return demo.label if len(demos) > 1 else alone
+
+
+def _failed(demos: Sequence[DemoModel], demo: DemoModel, exc: LavisIbError) -> str:
+    return error_text(exc) if len(demos) == 1 else f"{demo.label}: {error_text(exc)}"
 
 
 def _live(demo: DemoModel, run_stream, run_blocking, beams: int, how: str):
@@ -39,7 +45,7 @@ def generate_live_for_page(demos: Sequence[DemoModel], image_path, video_path, p
                          temperature, repetition_penalty)
     answers, lines = [""] * len(demos), [""] * len(demos)
     for i, demo in enumerate(demos):
-        label = _label(demos, demo)
+        label = _label(demos, demo, "Generated")
         try:
             samples, kwargs, notes = demo.generation_call(image_path, video_path, prompt,
                                                           settings, seed)
@@ -48,12 +54,25 @@ def generate_live_for_page(demos: Sequence[DemoModel], image_path, video_path, p
                              kwargs.get("num_beams", 1), "generate")
             for step in progress:
                 answers[i], lines[i] = step.text, step.line(label)
-                yield (*answers, _status(demos, lines))
+                yield (*answers, _status(lines))
             lines[i] = " ".join([lines[i]] + notes)
         except LavisIbError as exc:
             answers[i] = ""
-            lines[i] = _error_text(exc) if len(demos) == 1 else f"{demo.label}: {_error_text(exc)}"
-        yield (*answers, _status(demos, lines))
+            lines[i] = _failed(demos, demo, exc)
+        yield (*answers, _status(lines))
+
+
+def generate_for_page(demo: DemoModel, image_path, video_path, prompt, num_beams, max_length,
+                      min_length, use_nucleus_sampling, top_p, temperature, repetition_penalty,
+                      seed) -> tuple[str, str]:
+    """(answer, status) of one model: the page's generation run to its end (bad input
+    leaves the answer empty and the status says why)."""
+    last = None
+    for last in generate_live_for_page([demo], image_path, video_path, prompt, num_beams,
+                                       max_length, min_length, use_nucleus_sampling, top_p,
+                                       temperature, repetition_penalty, seed):
+        pass
+    return last
 
 
 def chat_live_for_page(demos: Sequence[DemoModel], image_path, video_path, message,
@@ -70,7 +89,7 @@ def chat_live_for_page(demos: Sequence[DemoModel], image_path, video_path, messa
     lines = [""] * len(demos)
     failed = False
     for i, demo in enumerate(demos):
-        label = _label(demos, demo).replace("Generated", "Replied")
+        label = _label(demos, demo, "Replied")
         try:
             if not hasattr(demo.model, "chat"):
                 raise LavisIbError(f"{demo.label} has no chat (its model has no "
@@ -88,7 +107,7 @@ def chat_live_for_page(demos: Sequence[DemoModel], image_path, video_path, messa
             for step in progress:
                 after[i][-1] = {"role": "assistant", "content": step.text}
                 lines[i] = step.line(label)
-                yield (*after, "", _status(demos, lines))
+                yield (*after, "", _status(lines))
             dropped = _turns_dropped(demo) - dropped
             if dropped:
                 notes = [f"{dropped} earlier turn(s) left out (oldest first) to fit the "
@@ -97,8 +116,8 @@ def chat_live_for_page(demos: Sequence[DemoModel], image_path, video_path, messa
         except LavisIbError as exc:
             failed = True
             after[i] = before[i]
-            lines[i] = _error_text(exc) if len(demos) == 1 else f"{demo.label}: {_error_text(exc)}"
-    yield (*after, message if failed else "", _status(demos, lines))
+            lines[i] = _failed(demos, demo, exc)
+    yield (*after, message if failed else "", _status(lines))
 
 
 def _turns_dropped(demo: DemoModel) -> int:
@@ -115,7 +134,7 @@ def rank_compare_for_page(demos: Sequence[DemoModel], image_path, video_path, pr
         *views, line = rank_for_page(demo, image_path, video_path, prompt, candidates_text, kind)
         out += views
         lines.append(line if len(demos) == 1 else f"{demo.label}: {line}")
-    return (*out, _status(demos, lines))
+    return (*out, _status(lines))
 
 
 def attention_compare_for_page(demos: Sequence[DemoModel], image_path, video_path, first,
@@ -126,7 +145,7 @@ def attention_compare_for_page(demos: Sequence[DemoModel], image_path, video_pat
         a, b, line = attention_for_page(demo, image_path, video_path, first, second, layer)
         out += [a, b]
         lines.append(line)
-    return (*out, _status(demos, lines))
+    return (*out, _status(lines))
 
 
 def example_image_for_page() -> tuple[Any, str]:
@@ -136,4 +155,4 @@ def example_image_for_page() -> tuple[Any, str]:
     try:
         return example_image_copy(), f"Example image: {EXAMPLE_IMAGE_CREDIT}."
     except LavisIbError as exc:
-        return None, _error_text(exc)
+        return None, error_text(exc)

@@ -1,8 +1,8 @@
 """What the web demo computes, in plain Python: an answer generated, or candidates ranked,
 for one uploaded image or video.
 
-The page (`lavis_ib.web.page`) only wires these functions to widgets, so they are tested
-without a browser and give the same results as `model.generate` / `model.score_candidates`."""
+The page (`lavis_ib.web.page`) only wires these functions (and `web.callbacks`) to widgets,
+so they are tested without a browser against `model.generate` / `model.score_candidates`."""
 from __future__ import annotations
 
 import logging
@@ -253,7 +253,7 @@ class DemoModel:
         return pair, displayed_frames(samples["image"], self.image_processor)
 
 
-def _error_text(exc: LavisIbError) -> str:
+def error_text(exc: LavisIbError) -> str:
     return f"**Error:** {exc}"
 
 
@@ -269,22 +269,8 @@ def preview_for_page(image_path: str | None):
     try:
         image = _read_upload(load_image, image_path, lambda decoded: decoded)  # not resized
     except LavisIbError as exc:
-        return None, _error_text(exc)
+        return None, error_text(exc)
     return image, f"Image loaded ({image.width}x{image.height} pixels)."
-
-
-def generate_for_page(demo: DemoModel, image_path, video_path, prompt, num_beams, max_length,
-                      min_length, use_nucleus_sampling, top_p, temperature, repetition_penalty,
-                      seed) -> tuple[str, str]:
-    """(answer, status) for the page; bad input leaves the answer empty and the status says why."""
-    settings = {"num_beams": num_beams, "max_length": max_length, "min_length": min_length,
-                "use_nucleus_sampling": use_nucleus_sampling, "top_p": top_p,
-                "temperature": temperature, "repetition_penalty": repetition_penalty}
-    try:
-        answer, notes = demo.generate(image_path, video_path, prompt, settings, seed)
-    except LavisIbError as exc:
-        return "", _error_text(exc)
-    return answer, " ".join(["Generated."] + notes)
 
 
 def rank_for_page(demo: DemoModel, image_path, video_path, prompt, candidates_text,
@@ -294,7 +280,7 @@ def rank_for_page(demo: DemoModel, image_path, video_path, prompt, candidates_te
     try:
         ranking = demo.rank(image_path, video_path, prompt, candidates_text, kind)
     except LavisIbError as exc:
-        return None, "", "", None, _error_text(exc)
+        return None, "", "", None, error_text(exc)
     folder = os.environ.get("GRADIO_TEMP_DIR") or None   # the server's upload folder
     handle, path = tempfile.mkstemp(prefix="ranking-", suffix=".csv", dir=folder)
     os.close(handle)
@@ -313,7 +299,7 @@ def attention_for_page(demo: DemoModel, image_path, video_path, first, second, l
         pair, frames = demo.attention(image_path, video_path, first, second,
                                       None if layer in (None, "all") else int(layer))
     except (LavisIbError, ValueError) as exc:
-        return None, None, _error_text(exc)
+        return None, None, error_text(exc)
     top = max(float(m.max()) for m in pair.maps)
     return (overlay(frames, pair.maps[0], top), overlay(frames, pair.maps[1], top),
             f"Attention of {demo.label}: difference between the maps {pair.difference:.3g} "
@@ -329,7 +315,7 @@ def frames_for_page(demo: DemoModel, video_path):
     try:
         frames = demo.video_frames(video_path)
     except LavisIbError as exc:
-        return None, _error_text(exc)
+        return None, error_text(exc)
     return ([(f, f"frame {i + 1}") for i, f in enumerate(frames)],
             f"Video loaded: {len(frames)} frames sampled ({frames[0].width}x"
             f"{frames[0].height} pixels).")

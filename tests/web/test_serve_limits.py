@@ -15,7 +15,8 @@ from lavis_ib.cli import dispatch as cli
 from lavis_ib.cli.serve import free_port
 from lavis_ib.web import model as web_model
 from lavis_ib.web.limits import ServeLimits
-from lavis_ib.web.model import GENERATION_DEFAULTS, generate_for_page, rank_for_page
+from lavis_ib.web.callbacks import generate_for_page
+from lavis_ib.web.model import GENERATION_DEFAULTS, rank_for_page
 
 
 def _generate(demo, image, prompt, max_length=30):
@@ -61,7 +62,7 @@ def test_a_prompt_over_the_models_tokens_is_refused_not_cut(demo, tiny_model, me
     with torch.inference_mode():
         expected = model.generate({"image": image[None], "prompt": at}, num_beams=1,
                                   max_length=30, repetition_penalty=1.0)[0]
-    assert status.startswith("Generated.") and answer == expected
+    assert status.startswith("Generated: done in") and answer == expected
     assert model.inference_counts()["num_truncated"] == before
 
 
