@@ -1,7 +1,6 @@
 """`lavis-ib serve`: the web demo for one model (or two side by side), in a browser.
-
 Loads each model once and hands it to the page (`lavis_ib.web`) on 127.0.0.1 unless `--host`
-says otherwise; the port and the limits are checked before the model loads, and the uploads
+says otherwise; the port and the limits are checked before a model loads, and the uploads
 are removed when the server stops. Needs the demo extra (`pip install 'lavis_ib[demo]'`);
 docs/web_demo.md describes the page and its options."""
 from __future__ import annotations

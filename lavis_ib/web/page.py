@@ -1,11 +1,8 @@
-"""The web demo's page (Gradio): an image (or the example image) or a video with its
-sampled frames, a prompt with examples, and tabs to generate (streamed), chat, rank
-candidates, see the Q-Former's attention and read what model is loaded, for one model or
-several side by side.
-
+"""The web demo's page (Gradio): media, prompt, examples and tabs to generate, chat, rank,
+see the Q-Former's attention and read what is loaded, for one model or two side by side.
 Offline and private by construction (analytics off, no web fonts, nothing shared, loopback
-unless told otherwise: docs/web_demo.md), within Gradio's own limits on uploads and queued
-requests (`web.limits`); the computing is in `lavis_ib.web.model` and `lavis_ib.web.callbacks`."""
+unless told otherwise), within Gradio's limits on uploads and queued requests
+(`web.limits`); the computing is in `web.model` and `web.callbacks`."""
 from __future__ import annotations
 
 import functools
@@ -195,7 +192,8 @@ def _model_tab(gr, demos):
 def _examples(gr):
     from lavis_ib.web.examples import example_rows
 
-    return gr.Dataset(components=["textbox", "textbox", "textbox"], samples=example_rows(), headers=["task family", "prompt", "candidates"],
+    return gr.Dataset(components=["textbox", "textbox", "textbox"], samples=example_rows(),
+                      headers=["task family", "prompt", "candidates"],
                       label="Examples (click one: it fills the prompt and the candidates)",
                       layout="table", samples_per_page=20, elem_id="examples")
 
