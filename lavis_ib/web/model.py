@@ -212,9 +212,14 @@ class DemoModel:
         rows = self.model.adapter.tokenize_targets(candidates, append_eos=append_eos) \
             if hasattr(self.model, "adapter") else [[0]]
         samples = self.samples(image_path, video_path, prompt, max(map(len, rows)))
+        if kind != "sum" and not hasattr(self.model, "adapter"):
+            raise ConfigError(f"Order by: {self.label} does not say how it splits candidates "
+                              f"into tokens (no LLM adapter); order by 'sum'.")
         with torch.inference_mode():
             scores, _ = self.model.score_candidates(samples, candidates, append_eos=append_eos)
-            tokens = token_log_probabilities(self.model, samples, candidates, append_eos)
+            # a plugin model without an LLM adapter: no per-token view (the table says so)
+            tokens = token_log_probabilities(self.model, samples, candidates, append_eos) \
+                if hasattr(self.model, "adapter") else [[] for _ in candidates]
         row = [float(s) for s in scores[0, :len(candidates)].tolist()]
         return Ranking.ordered(candidates, row, [len(t) for t in tokens], tokens, kind)
 
@@ -230,10 +235,11 @@ class DemoModel:
         from lavis_ib.processors.media_files import video_processor_like
         from lavis_ib.processors.video import read_video_frames
 
-        if not video_path or not os.path.isfile(video_path):
-            raise DataError(f"video '{os.path.basename(video_path or '')}' does not exist.")
         count = video_processor_like(self.image_processor).n_frms
-        frames = _read_upload(lambda path, n: read_video_frames(path, n), video_path, count)
+        try:
+            frames = read_video_frames(video_path, count)
+        except DataError as exc:   # named as uploaded, not by the upload folder
+            raise DataError(str(exc).replace(video_path, os.path.basename(video_path))) from None
         return [Image.fromarray(f.permute(1, 2, 0).numpy()) for f in frames]
 
     def attention(self, image_path, video_path, first: str, second: str,

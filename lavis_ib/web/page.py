@@ -40,7 +40,7 @@ def local_theme(gr):
     return gr.themes.Default(font=SYSTEM_FONTS, font_mono=SYSTEM_MONO_FONTS)
 
 
-def _media_inputs(gr, demo: DemoModel):
+def _media_inputs(gr):
     """An image file (a file widget: gr.Image would decode it itself and fail on a bad file
     with Gradio's internals in the message) with its preview and the example image, or a
     video file with the frames the model will see (a file widget too: a browser preview
@@ -217,7 +217,7 @@ def build_app(demo: DemoModel | Sequence[DemoModel], limits: ServeLimits = Serve
                     "then generate, chat, rank candidate answers or see where the Q-Former "
                     "looks.")
         with gr.Row():
-            image, example, preview, video, frames, new_image = _media_inputs(gr, demos[0])
+            image, example, preview, video, frames, new_image = _media_inputs(gr)
             with gr.Column(scale=2):
                 prompt = gr.Textbox(label="Prompt", lines=2, elem_id="prompt",
                                     placeholder="What is unusual about this image?")

@@ -39,7 +39,7 @@ class Ranking:
     def ordered(cls, candidates: Sequence[str], scores: Sequence[float],
                 token_counts: Sequence[int], tokens: Sequence[list[tuple[str, float]]],
                 kind: str = "sum") -> "Ranking":
-        key = scores if kind == "sum" else [s / n for s, n in zip(scores, token_counts)]
+        key = scores if kind == "sum" else [s / max(n, 1) for s, n in zip(scores, token_counts)]
         order = sorted(range(len(candidates)), key=lambda i: -key[i])
         return cls([candidates[i] for i in order], [float(scores[i]) for i in order],
                    [int(token_counts[i]) for i in order], [list(tokens[i]) for i in order],
@@ -47,7 +47,8 @@ class Ranking:
 
     @property
     def means(self) -> list[float]:
-        return [s / n for s, n in zip(self.scores, self.token_counts)]
+        """Scores per token (NaN where the tokens are unknown: a model without an adapter)."""
+        return [s / n if n else float("nan") for s, n in zip(self.scores, self.token_counts)]
 
     @property
     def shown(self) -> list[float]:
@@ -82,7 +83,8 @@ class Ranking:
         log-probability given the image, the prompt and the tokens before it."""
         lines = []
         for cand, toks in zip(self.candidates, self.tokens):
-            parts = " · ".join(f"`{_escape_code(t)}` {lp:.4f}" for t, lp in toks)
+            parts = " · ".join(f"`{_escape_code(t)}` {lp:.4f}" for t, lp in toks) or \
+                "(no per-token view: the model does not say how it splits candidates into tokens)"
             lines.append(f"- **{_escape_cell(cand)}**: {parts}")
         return "\n".join(lines)
 
