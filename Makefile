@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-unit demo clean browser
+.PHONY: install test test-unit demo clean browser screenshots
 
 install: $(STAMP)
 
@@ -36,6 +36,11 @@ test: $(STAMP) browser
 # the fast tier: everything but the tests that start processes, train or drive a browser
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -m "not integration" tests
+
+# the pictures of docs/web_demo.md, taken by the web demo's browser test (`make test`
+# saves its screenshots in a temporary folder and writes nothing into the tree)
+screenshots: $(STAMP) browser
+	LAVIS_IB_SCREENSHOTS=docs/images $(PY) -m pytest -q -p no:cacheprovider tests/web/test_web_browser.py
 
 demo: $(STAMP)
 	$(PY) -m lavis_ib.demo

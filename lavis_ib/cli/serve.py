@@ -1,7 +1,6 @@
-"""`lavis-ib serve`: the web demo for one model, in a browser.
-
-Loads the model once and hands it to the page (`lavis_ib.web`) on 127.0.0.1 unless `--host`
-says otherwise; the port and the limits are checked before the model loads, and the uploads
+"""`lavis-ib serve`: the web demo for one model (or two side by side), in a browser.
+Loads each model once and hands it to the page (`lavis_ib.web`) on 127.0.0.1 unless `--host`
+says otherwise; the port and the limits are checked before a model loads, and the uploads
 are removed when the server stops. Needs the demo extra (`pip install 'lavis_ib[demo]'`);
 docs/web_demo.md describes the page and its options."""
 from __future__ import annotations
@@ -27,6 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="NAME:TYPE, e.g. instructblip:vicuna7b")
     p.add_argument("--options", nargs="+", default=[],
                    help="model config overrides key=value, e.g. pretrained=/path/to/dir")
+    p.add_argument("--compare", default=None, metavar="NAME:TYPE",
+                   help="a second model shown beside the first (same image and prompt, "
+                        "answers and rankings side by side), e.g. blip2_t5:pretrain_flant5xl")
+    p.add_argument("--compare-options", nargs="+", default=[],
+                   help="config overrides key=value of the --compare model")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only; "
                         "0.0.0.0 exposes the demo to the network)")
@@ -73,10 +77,10 @@ def _stop_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, interrupt)
 
 
-def split_model(spec: str) -> tuple[str, str]:
+def split_model(spec: str, flag: str = "--model") -> tuple[str, str]:
     name, sep, model_type = spec.partition(":")
     if not sep or not name or not model_type:
-        raise ConfigError(f"--model '{spec}': write NAME:TYPE, e.g. instructblip:vicuna7b.")
+        raise ConfigError(f"{flag} '{spec}': write NAME:TYPE, e.g. instructblip:vicuna7b.")
     return name, model_type
 
 
@@ -111,17 +115,24 @@ def is_loopback(host: str) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     name, model_type = split_model(args.model)
+    models = [(name, model_type, args.options)]
+    if args.compare:
+        models.append((*split_model(args.compare, "--compare"), args.compare_options))
+        if models[1][:2] == models[0][:2] and models[1][2] == models[0][2]:
+            raise ConfigError(f"--compare {args.compare} is the --model itself; compare two "
+                              f"different models (or the same one with other --compare-options).")
     limits = serve_limits(args)
     from lavis_ib.common.devices import resolve_device
     from lavis_ib.common.project_files import model_overrides
     from lavis_ib.web.page import build_app, launch, require_gradio
     from lavis_ib.web.uploads import upload_folder
 
-    overrides = model_overrides(args.options)
+    overrides = [model_overrides(options) for _, _, options in models]
     device = resolve_device(args.device, key="--device")
     from lavis_ib.models.loading import check_model_config
 
-    check_model_config(name, model_type, overrides, args.device)
+    for (model_name, kind, _), changes in zip(models, overrides):
+        check_model_config(model_name, kind, changes, args.device)
     port = free_port(args.host, args.port)  # seconds to check; a model load can take minutes
     require_gradio()
     if not is_loopback(args.host):
@@ -131,13 +142,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lavis_ib.models.loading import load_model_and_preprocess
     from lavis_ib.web.model import DemoModel
 
-    model, vis, _ = load_model_and_preprocess(name, model_type, is_eval=True, device=device,
-                                              **overrides)
-    demo = DemoModel(model, vis, f"{name}:{model_type}", max_prompt_chars=limits.max_prompt_chars)
+    demos = []
+    for (model_name, kind, _), changes in zip(models, overrides):   # each loaded once
+        model, vis, _ = load_model_and_preprocess(model_name, kind, is_eval=True, device=device,
+                                                  **changes)
+        demos.append(DemoModel(model, vis, f"{model_name}:{kind}",
+                               max_prompt_chars=limits.max_prompt_chars))
     _stop_on_sigterm()
+    labels = " and ".join(d.label for d in demos)
     with upload_folder():
-        app = build_app(demo, limits)
-        print(f"lavis-ib serve: {name}:{model_type} on http://{args.host}:{port}/ "
+        app = build_app(demos[0] if len(demos) == 1 else demos, limits)
+        print(f"lavis-ib serve: {labels} on http://{args.host}:{port}/ "
               f"(Ctrl+C stops it)", flush=True)
         launch(app, args.host, port, block=True, limits=limits)
     return 0

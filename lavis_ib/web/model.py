@@ -1,19 +1,19 @@
 """What the web demo computes, in plain Python: an answer generated, or candidates ranked,
 for one uploaded image or video.
 
-The page (`lavis_ib.web.page`) only wires these functions to widgets, so they are tested
-without a browser and give the same results as `model.generate` / `model.score_candidates`."""
+The page (`lavis_ib.web.page`) only wires these functions (and `web.callbacks`) to widgets,
+so they are tested without a browser against `model.generate` / `model.score_candidates`."""
 from __future__ import annotations
 
 import logging
-import math
 import os
-from dataclasses import dataclass
+import tempfile
 from typing import Any
 
 from lavis_ib.common.errors import ConfigError, DataError, LavisIbError
 from lavis_ib.models.generation import (PROMPT_LIMITS, SHORT_ANSWER, UNBOUNDED_MAX_LENGTH,
                                         prompt_refusal, range_problems)
+from lavis_ib.web.ranking import SCORE_KINDS, Ranking, token_log_probabilities
 
 log = logging.getLogger(__name__)
 
@@ -26,30 +26,6 @@ LABELS = {"num_beams": "Beams", "max_length": "Max length", "min_length": "Min l
           "top_p": "Top-p", "temperature": "Temperature",
           "repetition_penalty": "Repetition penalty"}
 MAX_CANDIDATES = 100  # a bar per candidate; more would not be readable
-
-
-@dataclass
-class Ranking:
-    """Candidates with their summed log-probabilities, best first, and each one's share
-    of the probability mass over the listed candidates (softmax of the scores)."""
-    candidates: list[str]
-    scores: list[float]
-    shares: list[float]
-
-    def as_markdown(self) -> str:
-        rows = ["| candidate | log-probability | share |", "|---|---:|---:|"]
-        rows += [f"| {_escape_cell(c)} | {s:.4f} | {p:.1%} |"
-                 for c, s, p in zip(self.candidates, self.scores, self.shares)]
-        return "\n".join(rows)
-
-    def as_frame(self):
-        import pandas as pd
-
-        return pd.DataFrame({"candidate": self.candidates, "log-probability": self.scores})
-
-
-def _escape_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def parse_candidates(text: str | None) -> list[str]:
@@ -180,10 +156,11 @@ class DemoModel:
             log.warning("prompt refused (%d so far): %s", self.refused_prompts, why)
             raise ConfigError(why)
 
-    def generate(self, image_path, video_path, prompt, settings: dict, seed: int = 0
-                 ) -> tuple[str, list[str]]:
-        """(answer, notes): notes name every setting this model does not accept and that
-        was therefore not applied, so nothing is dropped without the page saying so."""
+    def generation_call(self, image_path, video_path, prompt, settings: dict, seed: int = 0
+                        ) -> tuple[dict, dict, list[str]]:
+        """(samples, generate's keyword arguments, notes) of one request, the seed set when
+        sampling; notes name every setting this model does not accept and that was
+        therefore not applied, so nothing is dropped without the page saying so."""
         import torch
 
         settings = check_generation_settings(settings)
@@ -198,30 +175,91 @@ class DemoModel:
         samples = self.samples(image_path, video_path, prompt, settings["max_length"])
         if settings["use_nucleus_sampling"]:
             torch.manual_seed(int(seed))  # the same seed draws the same answer again
+        return samples, kwargs, notes
+
+    def generate(self, image_path, video_path, prompt, settings: dict, seed: int = 0
+                 ) -> tuple[str, list[str]]:
+        """(answer, notes) of `generation_call`'s request."""
+        import torch
+
+        samples, kwargs, notes = self.generation_call(image_path, video_path, prompt, settings,
+                                                      seed)
         with torch.inference_mode():
             answers = self.model.generate(samples, **kwargs)
         return answers[0], notes
 
-    def rank(self, image_path, video_path, prompt, candidates_text) -> Ranking:
-        """The candidates scored by `score_candidates` with the model's own EOS default."""
+    def can_stream(self, method: str = "generate") -> bool:
+        """Whether the model's `generate` / `chat` takes `stream=True` (issue 28's API)."""
+        import inspect
+
+        call = getattr(self.model, method, None)
+        return call is not None and "stream" in inspect.signature(call).parameters
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of generated `text` as the LLM's tokenizer splits it (no special tokens)."""
+        return len(self.model.adapter.tokenizer(text, add_special_tokens=False).input_ids)
+
+    def rank(self, image_path, video_path, prompt, candidates_text, kind: str = "sum"
+             ) -> Ranking:
+        """The candidates scored by `score_candidates` with the model's own EOS default,
+        each with its tokens' log-probabilities; ordered by `kind` (SCORE_KINDS)."""
         import torch
 
+        if kind not in SCORE_KINDS:
+            raise ConfigError(f"Order by: '{kind}' is not one of {', '.join(SCORE_KINDS)}.")
         candidates = parse_candidates(candidates_text)
-        budget = max(map(len, self.model.adapter.tokenize_targets(candidates))) \
-            if hasattr(self.model, "adapter") else 0
-        samples = self.samples(image_path, video_path, prompt, budget)
+        append_eos = bool(getattr(self.model, "default_append_eos", True))
+        rows = self.model.adapter.tokenize_targets(candidates, append_eos=append_eos) \
+            if hasattr(self.model, "adapter") else [[0]]
+        samples = self.samples(image_path, video_path, prompt, max(map(len, rows)))
+        if kind != "sum" and not hasattr(self.model, "adapter"):
+            raise ConfigError(f"Order by: {self.label} does not say how it splits candidates "
+                              f"into tokens (no LLM adapter); order by 'sum'.")
         with torch.inference_mode():
-            scores, _ = self.model.score_candidates(samples, candidates)
+            scores, _ = self.model.score_candidates(samples, candidates, append_eos=append_eos)
+            # a plugin model without an LLM adapter: no per-token view (the table says so)
+            tokens = token_log_probabilities(self.model, samples, candidates, append_eos) \
+                if hasattr(self.model, "adapter") else [[] for _ in candidates]
         row = [float(s) for s in scores[0, :len(candidates)].tolist()]
-        top = max(row)
-        weights = [math.exp(s - top) if math.isfinite(s) else 0.0 for s in row]
-        total = sum(weights) or 1.0
-        order = sorted(range(len(row)), key=lambda i: -row[i])
-        return Ranking([candidates[i] for i in order], [row[i] for i in order],
-                       [weights[i] / total for i in order])
+        return Ranking.ordered(candidates, row, [len(t) for t in tokens], tokens, kind)
+
+    def prompt_token_limit(self, frames: int = 1, budget: int = 1) -> int | None:
+        """The prompt tokens this model reads beside `frames` frames and `budget` tokens."""
+        return prompt_token_limit(self.model, frames, budget)
+
+    def video_frames(self, video_path: str) -> list:
+        """The frames the video processor samples from `video_path` (PIL images, before
+        resizing): what `media` turns into the model's input."""
+        from PIL import Image
+
+        from lavis_ib.processors.media_files import video_processor_like
+        from lavis_ib.processors.video import read_video_frames
+
+        count = video_processor_like(self.image_processor).n_frms
+        try:
+            frames = read_video_frames(video_path, count)
+        except DataError as exc:   # named as uploaded, not by the upload folder
+            raise DataError(str(exc).replace(video_path, os.path.basename(video_path))) from None
+        return [Image.fromarray(f.permute(1, 2, 0).numpy()) for f in frames]
+
+    def attention(self, image_path, video_path, first: str, second: str,
+                  layer: int | None = None):
+        """(`AttentionPair` of the two instructions, (T, H, W, 3) pixels the ViT reads)."""
+        from lavis_ib.web.attention_view import attention_pair, displayed_frames
+
+        if not hasattr(self.model, "qformer_attention"):
+            raise ConfigError(f"{self.label} has no Q-Former attention to show.")
+        second = (second or "").strip()
+        if not second:
+            raise ConfigError("Type a second instruction to compare with the first.")
+        samples = self.samples(image_path, video_path, first, 1)
+        frames = samples["image"].shape[2] if samples["image"].dim() == 5 else 1
+        self.refuse_prompt(second, prompt_token_limit(self.model, frames, 1))
+        pair = attention_pair(self.model, samples, samples["prompt"], second, layer)
+        return pair, displayed_frames(samples["image"], self.image_processor)
 
 
-def _error_text(exc: LavisIbError) -> str:
+def error_text(exc: LavisIbError) -> str:
     return f"**Error:** {exc}"
 
 
@@ -237,30 +275,53 @@ def preview_for_page(image_path: str | None):
     try:
         image = _read_upload(load_image, image_path, lambda decoded: decoded)  # not resized
     except LavisIbError as exc:
-        return None, _error_text(exc)
+        return None, error_text(exc)
     return image, f"Image loaded ({image.width}x{image.height} pixels)."
 
 
-def generate_for_page(demo: DemoModel, image_path, video_path, prompt, num_beams, max_length,
-                      min_length, use_nucleus_sampling, top_p, temperature, repetition_penalty,
-                      seed) -> tuple[str, str]:
-    """(answer, status) for the page; bad input leaves the answer empty and the status says why."""
-    settings = {"num_beams": num_beams, "max_length": max_length, "min_length": min_length,
-                "use_nucleus_sampling": use_nucleus_sampling, "top_p": top_p,
-                "temperature": temperature, "repetition_penalty": repetition_penalty}
+def rank_for_page(demo: DemoModel, image_path, video_path, prompt, candidates_text,
+                  kind: str = "sum"):
+    """(chart, scores table, per-token table, CSV file, status) for the page; on bad input
+    no chart, empty tables, no file and the reason."""
     try:
-        answer, notes = demo.generate(image_path, video_path, prompt, settings, seed)
+        ranking = demo.rank(image_path, video_path, prompt, candidates_text, kind)
     except LavisIbError as exc:
-        return "", _error_text(exc)
-    return answer, " ".join(["Generated."] + notes)
+        return None, "", "", None, error_text(exc)
+    folder = os.environ.get("GRADIO_TEMP_DIR") or None   # the server's upload folder
+    handle, path = tempfile.mkstemp(prefix="ranking-", suffix=".csv", dir=folder)
+    os.close(handle)
+    return (ranking.figure(), ranking.as_markdown(), ranking.tokens_markdown(),
+            ranking.write_csv(path),
+            f"Ranked {len(ranking.candidates)} candidates by {ranking.kind}; "
+            f"best: {ranking.candidates[0]}.")
 
 
-def rank_for_page(demo: DemoModel, image_path, video_path, prompt, candidates_text):
-    """(bar-chart frame, scores table, status) for the page; on bad input an empty chart,
-    no table and the reason."""
+def attention_for_page(demo: DemoModel, image_path, video_path, first, second, layer="all"):
+    """(overlay of the first instruction, overlay of the second, status): both maps on
+    one colour scale (the larger maximum); the status gives the difference of the maps."""
+    from lavis_ib.web.attention_view import overlay
+
     try:
-        ranking = demo.rank(image_path, video_path, prompt, candidates_text)
+        pair, frames = demo.attention(image_path, video_path, first, second,
+                                      None if layer in (None, "all") else int(layer))
+    except (LavisIbError, ValueError) as exc:
+        return None, None, error_text(exc)
+    top = max(float(m.max()) for m in pair.maps)
+    return (overlay(frames, pair.maps[0], top), overlay(frames, pair.maps[1], top),
+            f"Attention of {demo.label}: difference between the maps {pair.difference:.3g} "
+            f"(0 = same places, 1 = disjoint); on CLS {pair.cls_shares[0]:.4f} and "
+            f"{pair.cls_shares[1]:.4f}; colour scale 0 to {top:.4f} per patch.")
+
+
+def frames_for_page(demo: DemoModel, video_path):
+    """(the sampled frames for the gallery, status) when a video is uploaded, instead of a
+    browser preview (which needs the file converted: no external program runs here)."""
+    if not video_path:
+        return None, ""
+    try:
+        frames = demo.video_frames(video_path)
     except LavisIbError as exc:
-        return Ranking([], [], []).as_frame(), "", _error_text(exc)
-    return (ranking.as_frame(), ranking.as_markdown(),
-            f"Ranked {len(ranking.candidates)} candidates; best: {ranking.candidates[0]}.")
+        return None, error_text(exc)
+    return ([(f, f"frame {i + 1}") for i, f in enumerate(frames)],
+            f"Video loaded: {len(frames)} frames sampled ({frames[0].width}x"
+            f"{frames[0].height} pixels).")

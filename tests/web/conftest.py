@@ -33,3 +33,23 @@ def media(tmp_path_factory):
     return {"image": write_image(str(root / "photo.png"), rng, size=48),
             "video": write_video(str(root / "clip.mp4"), rng),
             "broken": str(broken)}
+
+
+COMPARE = ("blip2_opt", "tiny_opt")
+
+
+@pytest.fixture(scope="session")
+def compare_model():
+    """(model, vis_processors) of the tiny random BLIP-2 OPT: the second model of a
+    comparison (its Q-Former does not read the instruction)."""
+    from lavis_ib.models.loading import load_model_and_preprocess
+
+    model, vis, _ = load_model_and_preprocess(*COMPARE, is_eval=True, device="cpu")
+    return model, vis
+
+
+@pytest.fixture(scope="session")
+def compare_demo(compare_model):
+    from lavis_ib.web.model import DemoModel
+
+    return DemoModel(*compare_model, label=":".join(COMPARE))

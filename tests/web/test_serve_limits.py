@@ -15,7 +15,8 @@ from lavis_ib.cli import dispatch as cli
 from lavis_ib.cli.serve import free_port
 from lavis_ib.web import model as web_model
 from lavis_ib.web.limits import ServeLimits
-from lavis_ib.web.model import GENERATION_DEFAULTS, generate_for_page, rank_for_page
+from lavis_ib.web.callbacks import generate_for_page
+from lavis_ib.web.model import GENERATION_DEFAULTS, rank_for_page
 
 
 def _generate(demo, image, prompt, max_length=30):
@@ -34,7 +35,7 @@ def test_a_megabyte_prompt_is_refused_before_it_is_tokenized(demo, media, monkey
     assert answer == ""
     assert status == ("**Error:** Prompt: 1,000,000 characters; this server (lavis-ib serve "
                       "--max-prompt-chars) takes at most 2,000. Shorten it.")
-    _, _, status = rank_for_page(demo, media["image"], None, "y" * 2001, "yes, no")
+    *_, status = rank_for_page(demo, media["image"], None, "y" * 2001, "yes, no")
     assert "Prompt: 2,001 characters" in status
     assert demo.refused_prompts == before + 2
 
@@ -61,7 +62,7 @@ def test_a_prompt_over_the_models_tokens_is_refused_not_cut(demo, tiny_model, me
     with torch.inference_mode():
         expected = model.generate({"image": image[None], "prompt": at}, num_beams=1,
                                   max_length=30, repetition_penalty=1.0)[0]
-    assert status.startswith("Generated.") and answer == expected
+    assert status.startswith("Generated: done in") and answer == expected
     assert model.inference_counts()["num_truncated"] == before
 
 
@@ -127,7 +128,7 @@ def test_serve_hands_its_limits_to_the_page(tiny_model, monkeypatch, capsys):
     assert seen["app"].delete_cache == (600, 600) and seen["exists"]
     assert not os.path.exists(seen["folder"])
     handler = [fn for fn in seen["app"].fns.values() if fn.api_name == "generate"][0].fn
-    assert handler.args[0].max_prompt_chars == 300
+    assert handler.args[0][0].max_prompt_chars == 300
 
 
 def test_default_limits_are_the_options_defaults():
@@ -150,3 +151,38 @@ def test_bad_limits_fail_before_the_model_loads(monkeypatch, capsys):
     assert capsys.readouterr().err.strip() == (
         "lavis-ib serve: error: --max-upload-mb -1.0 must be above 0; --queue-size 0 must be "
         "at least 1.")
+
+
+def test_serve_compare_loads_each_model_once_and_shows_both(tiny_model, compare_model,
+                                                            monkeypatch):
+    from lavis_ib.models import loading
+    from lavis_ib.web import page
+
+    loaded, seen = [], {}
+
+    def load(name, model_type, **kwargs):
+        loaded.append((name, model_type, kwargs.get("llm_model")))
+        return (*(tiny_model if name == "instructblip" else compare_model), None)
+
+    monkeypatch.setattr(loading, "load_model_and_preprocess", load)
+    monkeypatch.setattr(page, "launch", lambda app, *a, **k: seen.update(app=app))
+    assert cli.main(["serve", "--model", "instructblip:tiny_vicuna", "--port", "0",
+                     "--compare", "blip2_opt:tiny_opt"]) == 0
+    assert loaded == [("instructblip", "tiny_vicuna", None), ("blip2_opt", "tiny_opt", None)]
+    handler = [fn for fn in seen["app"].fns.values() if fn.api_name == "generate"][0].fn
+    assert [d.label for d in handler.args[0]] == ["instructblip:tiny_vicuna", "blip2_opt:tiny_opt"]
+    assert "blip2_opt:tiny_opt" in seen["app"].title
+
+
+def test_compare_with_itself_is_one_line_before_loading(monkeypatch, capsys):
+    from lavis_ib.models import loading
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(loading, "load_model_and_preprocess", refuse)
+    assert cli.main(["serve", "--model", "instructblip:tiny_vicuna",
+                     "--compare", "instructblip:tiny_vicuna"]) == 2
+    assert "--compare instructblip:tiny_vicuna is the --model itself" in capsys.readouterr().err
+    assert cli.main(["serve", "--model", "instructblip:tiny_vicuna", "--compare", "blip2"]) == 2
+    assert "--compare 'blip2': write NAME:TYPE" in capsys.readouterr().err

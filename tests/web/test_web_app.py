@@ -5,7 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from lavis_ib.web.model import GENERATION_DEFAULTS, generate_for_page, rank_for_page
+from lavis_ib.web.callbacks import generate_for_page
+from lavis_ib.web.model import GENERATION_DEFAULTS, rank_for_page
 
 PROMPT = "What is in the picture?"
 
@@ -38,7 +39,7 @@ def test_generated_answer_is_the_models(demo, tiny_model, media, changes):
     settings = {**GENERATION_DEFAULTS, **changes}
     expected = model.generate({"image": image_batch(vis, media["image"]), "prompt": PROMPT},
                               **settings)[0]
-    assert status == "Generated."
+    assert status.startswith("Generated: done in") and "tokens/s" in status
     assert answer == expected and answer.strip()
 
 
@@ -53,19 +54,21 @@ def test_nucleus_sampling_is_seeded(demo, tiny_model, media):
     assert first == again == expected
 
 
-def test_ranking_is_the_models_scores_best_first(demo, tiny_model, media):
+def test_ranking_is_the_models_scores_best_first(demo, tiny_model, media, tmp_path,
+                                                 monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))   # where the page's CSV goes
     model, vis = tiny_model
     candidates = ["a red bus", "two dogs", "yes"]
-    frame, table, status = rank_for_page(demo, media["image"], None, PROMPT,
-                                         " a red bus, two dogs ,yes ")
+    ranking = demo.rank(media["image"], None, PROMPT, " a red bus, two dogs ,yes ")
+    _, table, _, _, status = rank_for_page(demo, media["image"], None, PROMPT,
+                                           " a red bus, two dogs ,yes ")
     scores, _ = model.score_candidates({"image": image_batch(vis, media["image"]),
                                         "prompt": PROMPT}, candidates)
     expected = sorted(zip(scores[0].tolist(), candidates), reverse=True)
-    assert list(frame["candidate"]) == [c for _, c in expected]
-    assert list(frame["log-probability"]) == pytest.approx([s for s, _ in expected], abs=1e-5)
-    assert f"| {expected[0][1]} | {expected[0][0]:.4f} |" in table
+    assert ranking.candidates == [c for _, c in expected]
+    assert ranking.scores == pytest.approx([s for s, _ in expected], abs=1e-5)
+    assert f"| 1 | {expected[0][1]} | " in table and f"| {expected[0][0]:.4f} |" in table
     assert status.endswith(f"best: {expected[0][1]}.")
-    ranking = demo.rank(media["image"], None, PROMPT, "a red bus, two dogs, yes")
     assert sum(ranking.shares) == pytest.approx(1.0)
 
 
@@ -75,9 +78,9 @@ def test_video_is_answered_from_its_frames(demo, tiny_model, media):
     assert batch.dim() == 5
     answer, status = generate_for_page(demo, None, media["video"], PROMPT, *page_settings(), 0)
     assert answer == model.generate({"image": batch, "prompt": PROMPT}, **GENERATION_DEFAULTS)[0]
-    frame, _, _ = rank_for_page(demo, None, media["video"], PROMPT, "yes, no")
+    ranking = demo.rank(None, media["video"], PROMPT, "yes, no")
     scores, _ = model.score_candidates({"image": batch, "prompt": PROMPT}, ["yes", "no"])
-    assert dict(zip(frame["candidate"], frame["log-probability"])) == pytest.approx(
+    assert dict(zip(ranking.candidates, ranking.scores)) == pytest.approx(
         dict(zip(["yes", "no"], scores[0].tolist())), abs=1e-5)
 
 
@@ -105,8 +108,9 @@ def test_bad_generation_input_is_a_message_on_the_page(demo, media, image, video
     ("yes, no, yes", "'yes' is listed twice"),
 ])
 def test_bad_candidates_are_a_message_on_the_page(demo, media, candidates, message):
-    frame, table, status = rank_for_page(demo, media["image"], None, PROMPT, candidates)
-    assert frame.empty and table == ""
+    chart, table, tokens, csv_file, status = rank_for_page(demo, media["image"], None, PROMPT,
+                                                           candidates)
+    assert chart is None and table == tokens == "" and csv_file is None
     assert status.startswith("**Error:**") and message in status
 
 
