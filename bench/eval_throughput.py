@@ -9,13 +9,14 @@ whose lengths are drawn from the distributions below (each with its source). Tex
 of words that are one token each (`ranking.write_word_tokenizer`'s merges), emitted
 `TOKENS_PER_WORD` per word of the distribution, so prompt tokens follow the real ones.
 
-The model: InstructBLIP with a Vicuna-shaped LLM (LLaMA layers, 32,000-token vocabulary,
-as bench/ranking.py builds it) and the tiny vision side: in InstructBLIP Vicuna-7B the LLM's
-prompt prefill (about 14 GFLOP a position, 100-200 positions) outweighs the ViT-g (about 0.5
-TFLOP an image), and only the LLM and Q-Former text work depend on the padding. fp32. Both
-orders run the same samples through `lavis_ib.runners.eval_loop.run_shard` (the real
-evaluation loop: loader, task, model); the records must be identical. Timed passes
-alternate which order goes first.
+The model: InstructBLIP with the bench checkpoint's Vicuna-shaped LLM (`common.SIZES`:
+4 LLaMA layers of width 512, 32,000-token vocabulary), 32 queries, on tiny_vicuna's vision
+side and Q-Former: in InstructBLIP Vicuna-7B the LLM's prompt prefill (about 14 GFLOP a
+position, 100-200 positions, times the beams) outweighs the ViT-g (about 0.5 TFLOP an
+image), and only the LLM and Q-Former text work depend on the padding. fp32. Both orders
+run the same samples through `lavis_ib.runners.eval_loop.run_shard` (the real evaluation
+loop: loader, task, model), `--reps` passes each, alternating which goes first (A B, B A);
+the records of every pass must be identical.
 
     python bench/eval_throughput.py            # a few minutes on 2 cores
     python bench/eval_throughput.py --smoke    # tiny sizes (the test suite)
