@@ -191,6 +191,8 @@ def shard_loader(model: Any, task: Any, dataset: Any, indices: list[int], source
     lengths = None
     if not why:
         lengths, why = eval_order.prompt_lengths(task, dataset, indices)
+    if lengths is not None and len(set(lengths)) < 2:
+        lengths, why = None, "every prompt has the same length"
     if lengths is None:
         if rank == 0:
             logger.info("%s: batches in dataset order (not grouped by prompt length: %s)",

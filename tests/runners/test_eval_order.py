@@ -145,13 +145,18 @@ def test_shards_are_balanced_and_cover_every_sample():
             assert tops == sorted(tops, reverse=True)
 
 
-def test_lavis_segment_mean_keeps_dataset_order(mixed, tiny_vicuna, caplog):
-    task, split = build(mixed[1], tiny_vicuna, aggregate="lavis_segment_mean", **RANK)
+@pytest.mark.parametrize("entry, why", [
+    ({"aggregate": "lavis_segment_mean", **RANK}, "aggregate lavis_segment_mean divides"),
+    ({"prompt": "Describe the picture."}, "every prompt has the same length")],
+    ids=["lavis_segment_mean", "one_prompt"])
+def test_dataset_order_is_kept_where_grouping_changes_records_or_nothing(mixed, tiny_vicuna,
+                                                                         caplog, entry, why):
+    task, split = build(mixed[1], tiny_vicuna, **entry)
     with caplog.at_level(logging.INFO, logger="lavis_ib.runners.eval_loop"):
         loader = eval_loop.shard_loader(tiny_vicuna, task, split, list(range(len(split))), split,
                                         batch_size=4, num_workers=0, length_grouped=True,
                                         desc="gqa/test")
-    assert "not grouped by prompt length: aggregate lavis_segment_mean" in caplog.text
+    assert f"not grouped by prompt length: {why}" in caplog.text
     ids = [int(i) for batch in loader for i in batch["question_id"]]
     assert ids == [3000 + i for i in range(len(QUESTIONS))]
 
