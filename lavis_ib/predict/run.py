@@ -75,12 +75,15 @@ def collect_records(args: argparse.Namespace) -> list:
 
 def result_settings(args: argparse.Namespace, generate: dict[str, Any], records) -> dict[str, Any]:
     """What defines the results of a run (stored beside --output; resume checks it). The
-    generation settings count only when some input is answered by generation."""
+    generation settings count only when some input is answered by generation; the length
+    grouping only when on (a file of consecutive batches, written before grouping existed,
+    resumes with --no-length-groups)."""
     generates = any(r.candidates is None for r in records)
+    grouped = {} if args.no_length_groups else {"length_grouped": True}
     return {"model": args.model, "options": list(args.options),
             "generate": generate if generates else None,
             "append_eos": args.append_eos, "seed": args.seed, "batch_size": args.batch_size,
-            "length_grouped": not args.no_length_groups}
+            **grouped}
 
 
 def run_batches(args, name, model_type, overrides, records, batches, generate, results) -> dict:

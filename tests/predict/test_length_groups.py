@@ -9,6 +9,7 @@ import json
 import pytest
 
 from lavis_ib.cli.predict import main
+from lavis_ib.common.errors import ConfigError
 from lavis_ib.predict import batches as predict_batches
 from lavis_ib.predict.batches import WINDOW_BATCHES, make_batches, make_windows
 from lavis_ib.predict.inputs import PredictRecord
@@ -89,6 +90,8 @@ def test_a_run_stopped_inside_a_window_resumes_to_the_same_file(tmp_path, caplog
     cut.write_text("".join(full.splitlines(keepends=True)[:WINDOW_BATCHES + 3]))
     assert predict(inputs, cut, *flags) == full    # as if killed inside the second window
     assert f"resuming after {WINDOW_BATCHES} of {len(PROMPTS) * 2}" in caplog.text
+    with pytest.raises(ConfigError, match=r"length_grouped: True then, None now"):
+        predict(inputs, cut, *flags, "--no-length-groups")   # other batches, other draws
 
 
 def test_windows():
