@@ -228,7 +228,7 @@ def prompt_positions(model, splits, grouped: bool, batch: int = BATCH) -> int:
     return total
 
 
-def measure(smoke: bool, reps: int | None = None) -> dict:
+def measure(smoke: bool, reps: int | None = None, samples: int | None = None) -> dict:
     """One run: build, check the two orders give identical records, time them alternating.
 
     Returns a dict: `speedup` (samples/s grouped / dataset order, wall medians),
@@ -242,15 +242,15 @@ def measure(smoke: bool, reps: int | None = None) -> dict:
     quiet.setLevel(logging.WARNING)     # the loop's per-split lines, once per pass
     os.environ.setdefault("LAVIS_IB_NO_PROGRESS", "1")
     try:
-        return _measure(smoke, reps or (1 if smoke else 2))
+        return _measure(smoke, reps or (1 if smoke else 2), samples)
     finally:
         quiet.setLevel(level)
 
 
-def _measure(smoke: bool, reps: int) -> dict:
+def _measure(smoke: bool, reps: int, samples: int | None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(0)
-        model, splits = build(smoke, ranking.write_word_tokenizer(tmp))
+        model, splits = build(smoke, ranking.write_word_tokenizer(tmp), samples)
     batch = SMOKE_BATCH if smoke else BATCH
     per_split: dict = {"dataset order": {}, "grouped": {}}
     seen: list = []
@@ -299,12 +299,13 @@ def main(argv=None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
     parser.add_argument("--reps", type=int, default=None, help="timed passes per order (2)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    parser.add_argument("--samples", type=int, default=None, help="samples a split (40)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"machine: {common.machine()}")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    result = measure(args.smoke, args.reps)
+    result = measure(args.smoke, args.reps, args.samples)
     print(f"{result['size']} model; splits {', '.join(result['splits'])}, "
           f"{result['samples']} samples a pass in batches of {result['batch']}, fp32, "
           f"{len(result['wall']['grouped'])} timed passes per order (alternating, median); "
