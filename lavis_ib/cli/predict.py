@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0,
                    help="seeds python, numpy and torch before every batch (default 0)")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--no-length-groups", action="store_true",
+                   help="batch consecutive inputs (default: inputs of similar prompt length, "
+                        "results still in input order)")
     p.add_argument("--output", help="JSONL results file; a rerun resumes it")
     p.add_argument("--overwrite", action="store_true", help="start --output again")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -74,11 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from lavis_ib.common.project_files import model_overrides
     from lavis_ib.models.loading import check_model_config
-    from lavis_ib.predict.batches import make_batches
+    from lavis_ib.predict.batches import make_windows
 
     overrides = model_overrides(args.options)
     check_model_config(name, model_type, overrides, args.device)   # before --overwrite removes anything
-    batches = make_batches(records, args.batch_size)
+    batches = make_windows(records, args.batch_size, not args.no_length_groups)
     if not args.output:
         counts = run_batches(args, name, model_type, overrides, records, batches, generate, None)
         return report(args, records, counts, None)

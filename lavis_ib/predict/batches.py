@@ -1,9 +1,11 @@
 """Batches of `lavis-ib predict` records and what the model makes of one batch.
 
 Batches never mix images with videos or generation with ranking, so they, and the per-batch
-seeds, depend only on the inputs and `--batch-size` (`make_batches`)."""
+seeds, depend only on the inputs, `--batch-size` and the length grouping (`make_windows`:
+inputs of similar prompt length share a batch, results are written in input order)."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, Sequence
 
@@ -34,6 +36,47 @@ def make_batches(records: Sequence[PredictRecord], batch_size: int) -> list[rang
 
 def _group(record: PredictRecord) -> tuple[str, bool]:
     return record.kind, record.candidates is None
+
+
+#: batches of inputs per window of length grouping: a larger window groups better, a kill
+#: loses more (a window's results are written together)
+WINDOW_BATCHES = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """Consecutive inputs `start` to `stop` (a range's bounds, so a resume counts them as
+    it counts batches), predicted in `batches` (lists of input indices) and written
+    together, in input order, when the last of them is done."""
+
+    start: int
+    stop: int
+    batches: tuple[tuple[int, ...], ...]
+
+
+def make_windows(records: Sequence[PredictRecord], batch_size: int,
+                 length_grouped: bool = True) -> list[Window]:
+    """The windows of a run. Without `length_grouped`, one window per batch of
+    `make_batches` (consecutive inputs). With it, each window holds `WINDOW_BATCHES`
+    batches' worth of consecutive inputs; within a window the inputs of one kind and mode
+    are sorted by prompt length (characters, longest first, input order among equals) and
+    cut into batches, so a batch pads its prompts to a length close to each of theirs.
+    Either way the windows depend only on the inputs and `batch_size`."""
+    if not length_grouped:
+        return [Window(b.start, b.stop, (tuple(b),)) for b in make_batches(records, batch_size)]
+    windows, size = [], batch_size * WINDOW_BATCHES
+    for start in range(0, len(records), size):
+        span = range(start, min(start + size, len(records)))
+        groups: dict[tuple[str, bool], list[int]] = {}
+        for i in span:
+            groups.setdefault(_group(records[i]), []).append(i)
+        batches = []
+        for members in groups.values():
+            members.sort(key=lambda i: (-len(records[i].prompt), i))
+            batches += [tuple(members[k:k + batch_size])
+                        for k in range(0, len(members), batch_size)]
+        windows.append(Window(span.start, span.stop, tuple(batches)))
+    return windows
 
 
 def identity(record: PredictRecord) -> dict[str, Any]:

@@ -98,15 +98,20 @@ def collect_records(args: argparse.Namespace) -> list:
 
 def result_settings(args: argparse.Namespace, generate: dict[str, Any], records) -> dict[str, Any]:
     """What defines the results of a run (stored beside --output; resume checks it). The
-    generation settings count only when some input is answered by generation."""
+    generation settings count only when some input is answered by generation; the length
+    grouping only when on (a file of consecutive batches, written before grouping existed,
+    resumes with --no-length-groups)."""
     generates = any(r.candidates is None for r in records)
+    grouped = {} if args.no_length_groups else {"length_grouped": True}
     return {"model": args.model, "options": list(args.options),
             "generate": generate if generates else None,
-            "append_eos": args.append_eos, "seed": args.seed, "batch_size": args.batch_size}
+            "append_eos": args.append_eos, "seed": args.seed, "batch_size": args.batch_size,
+            **grouped}
 
 
 def run_batches(args, name, model_type, overrides, records, batches, generate, results) -> dict:
-    """Load the model, then predict batch after batch (seeded per batch), writing each."""
+    """Load the model, then predict batch after batch (seeded per batch), writing each
+    window (`batches.Window`) in input order."""
     from lavis_ib.models.loading import load_model_and_preprocess
     from lavis_ib.predict.batches import print_results
 
@@ -135,9 +140,10 @@ def run_batches(args, name, model_type, overrides, records, batches, generate, r
     return counts
 
 
-def predicted_batches(args, model, processor, records, batches, generate):
-    """The result records of each batch in turn, with a progress bar; the next batch's
-    files are read in a thread while the model works on this one."""
+def predicted_batches(args, model, processor, records, windows, generate):
+    """The result records of each window (`batches.Window`) in turn, in input order, with
+    a progress bar; the next batch's files are read in a thread while the model works on
+    this one."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm import tqdm
@@ -145,19 +151,23 @@ def predicted_batches(args, model, processor, records, batches, generate):
     from lavis_ib.common.seeding import seed_everything
     from lavis_ib.predict.batches import load_media, predict_batch
 
-    inputs = [[records[i] for i in batch] for batch in batches]
+    calls = [(window, batch) for window in windows for batch in window.batches]
+    inputs = [[records[i] for i in batch] for _, batch in calls]
+    done: dict[int, dict[str, Any]] = {}
     with ThreadPoolExecutor(max_workers=1) as reader, \
-            tqdm(total=len(records), initial=batches[0].start, unit="input", file=sys.stderr,
+            tqdm(total=len(records), initial=windows[0].start, unit="input", file=sys.stderr,
                  disable=True if args.no_progress else None, desc=PROG) as bar:
         pending = reader.submit(load_media, inputs[0], processor)
-        for k, batch in enumerate(batches):
+        for k, (window, batch) in enumerate(calls):
             media = pending.result()
-            if k + 1 < len(batches):
+            if k + 1 < len(calls):
                 pending = reader.submit(load_media, inputs[k + 1], processor)
-            seed_everything(args.seed + batch.start)   # a resumed batch draws as it first did
+            seed_everything(args.seed + min(batch))   # a resumed batch draws as it first did
             out = predict_batch(model, inputs[k], media, generate, args.append_eos)
-            yield out
+            done.update(zip(batch, out))
             bar.update(len(out))
+            if k + 1 == len(calls) or calls[k + 1][0] is not window:
+                yield [done.pop(i) for i in range(window.start, window.stop)]
 
 
 def report(args, records, counts: dict, results) -> int:

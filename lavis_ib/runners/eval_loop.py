@@ -24,6 +24,7 @@ from lavis_ib.common.precision import autocast_dtype
 from lavis_ib.common.registry import registry
 from lavis_ib.common.durable_files import write_atomic, write_json_atomic
 from lavis_ib.datasets.bad_samples import BadSampleLog
+from lavis_ib.runners import eval_order
 from lavis_ib.runners.eval_resume import PartialWriter, batch_ids, read_done
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,8 @@ def evaluate_split(model: Any, task: Any, dataset: Any, name: str, split: str, *
                    eval_subset: int | None = None,
                    timeout_s: int = EVAL_TIMEOUT_S,
                    fingerprint: str | None = None,
-                   max_bad_sample_fraction: float = MAX_BAD_FRACTION) -> dict[str, float]:
+                   max_bad_sample_fraction: float = MAX_BAD_FRACTION,
+                   length_grouped: bool = True) -> dict[str, float]:
     """Evaluate one split; returns its metrics on every rank (rank 0 computes them).
 
     Three steps: `run_shard` (this rank's contiguous shard of the split or of its fixed
@@ -105,6 +107,8 @@ def evaluate_split(model: Any, task: Any, dataset: Any, name: str, split: str, *
             files as they come and a rerun with the same fingerprint skips done ids.
         max_bad_sample_fraction: the largest fraction of the evaluated samples that may be
             unreadable (`run.max_bad_sample_fraction`).
+        length_grouped: batch samples of similar prompt length together (the dataset's
+            `length_grouped` setting); the records are the same either way.
 
     Raises:
         DataError: more unreadable samples than `max_bad_sample_fraction` allows.
@@ -116,7 +120,8 @@ def evaluate_split(model: Any, task: Any, dataset: Any, name: str, split: str, *
     try:
         records, bad = run_shard(model, task, dataset, indices, batch_size=batch_size,
                                  num_workers=num_workers, device=device, amp=amp,
-                                 done=done, writer=writer, desc=f"{name}/{split}")
+                                 done=done, writer=writer, desc=f"{name}/{split}",
+                                 length_grouped=length_grouped)
     finally:
         writer.close()
     counts = {k: v - before.get(k, 0) for k, v in model.inference_counts().items()}
@@ -134,15 +139,15 @@ def evaluate_split(model: Any, task: Any, dataset: Any, name: str, split: str, *
 def run_shard(model: Any, task: Any, dataset: Any, indices: list[int], *, batch_size: int,
               num_workers: int, device: torch.device, amp: str = "none",
               done: dict[Any, dict[str, Any]] | None = None, writer: Any = None,
-              desc: str = "eval") -> tuple[list[dict[str, Any]], list[str]]:
+              desc: str = "eval", length_grouped: bool = True
+              ) -> tuple[list[dict[str, Any]], list[str]]:
     """(records, unreadable files) of this rank's shard of `dataset[indices]`; a batch
     whose ids are all in `done` reuses those records; new records go to `writer`.
-    `desc` names the progress bar (rank 0's only)."""
-    from lavis_ib.datasets.loaders import eval_loader
-
+    `desc` names the progress bar (rank 0's only). With `length_grouped` the batches hold
+    prompts of similar length (`shard_loader`)."""
     source = dataset if len(indices) == len(dataset) else _Subset(dataset, indices)
-    loader = eval_loader(source, batch_size, get_rank(), get_world_size(),
-                         num_workers=num_workers)
+    loader = shard_loader(model, task, dataset, indices, source, batch_size=batch_size,
+                          num_workers=num_workers, length_grouped=length_grouped, desc=desc)
     dtype = autocast_dtype(amp)
     task.before_evaluation(model, dataset)  # e.g. a ranking task takes the answer_list
     records: list[dict[str, Any]] = []
@@ -164,6 +169,47 @@ def run_shard(model: Any, task: Any, dataset: Any, indices: list[int], *, batch_
         if writer is not None:
             writer.write(new)
     return records, bad
+
+
+def shard_loader(model: Any, task: Any, dataset: Any, indices: list[int], source: Any, *,
+                 batch_size: int, num_workers: int, length_grouped: bool,
+                 desc: str) -> Any:
+    """This rank's loader over `source` (= `dataset[indices]`): batches grouped by prompt
+    length (`eval_order.grouped_batches`; one log line says how much prompt padding that
+    saves), else the contiguous shard in dataset order (`eval_loader`). Grouping is left
+    off, with a log line, where the prompts cannot be read without the images or where
+    the task's scores depend on which samples share a batch."""
+    from torch.utils.data import DataLoader
+
+    from lavis_ib.datasets.loaders import eval_loader, eval_shard
+
+    rank, world = get_rank(), get_world_size()
+    plain = lambda: eval_loader(source, batch_size, rank, world,   # noqa: E731
+                                num_workers=num_workers)
+    if not length_grouped:
+        return plain()
+    why = eval_order.batch_dependent(task, model)
+    lengths = None
+    if not why:
+        lengths, why = eval_order.prompt_lengths(task, dataset, indices)
+    if lengths is not None and len(set(lengths)) < 2:
+        lengths, why = None, "every prompt has the same length"
+    if lengths is None:
+        if rank == 0:
+            logger.info("%s: batches in dataset order (not grouped by prompt length: %s)",
+                        desc, why)
+        return plain()
+    loader = plain()     # checks batch_size and world size, as in dataset order
+    batches = eval_order.grouped_batches(lengths, batch_size, rank, world)
+    if rank == 0:
+        shard = list(eval_shard(len(lengths), rank, world))
+        before = [shard[i:i + batch_size] for i in range(0, len(shard), batch_size)]
+        logger.info("%s: %d batches grouped by prompt length; prompt padding %.0f%% of "
+                    "characters (%.0f%% in dataset order)", desc, len(batches),
+                    100 * eval_order.padded_share(lengths, batches),
+                    100 * eval_order.padded_share(lengths, before))
+    return DataLoader(source, batch_sampler=batches, collate_fn=loader.collate_fn,
+                      num_workers=num_workers, pin_memory=loader.pin_memory)
 
 
 def progress(loader: Any, desc: str) -> Any:
@@ -354,7 +400,8 @@ def evaluate_datasets(model: Any, datasets: Mapping[str, Mapping[str, Any]],
                                      device=device, out_dir=out_dir, amp=amp,
                                      eval_subset=subset, timeout_s=timeout_s,
                                      fingerprint=fingerprint,
-                                     max_bad_sample_fraction=max_bad_sample_fraction)
+                                     max_bad_sample_fraction=max_bad_sample_fraction,
+                                     length_grouped=eval_order.wanted(task))
             results[name if i == 0 else f"{name}_{split}"] = metrics
     return results
 

@@ -41,8 +41,12 @@ INFERENCE_SETTING_KEYS = ("generate", "candidates", "append_eos", "aggregate")
 AGGREGATES = ("sum", "lavis_segment_mean")
 # Mapping-valued settings an entry replaces as a whole (never merged key by key).
 WHOLE_SETTING_KEYS = ("generate", "candidates")
-# Read by the evaluation loop, accepted here.
-RUNNER_KEYS = frozenset({"eval_subset", "eval_splits"})
+# Read by the evaluation loop, accepted here:
+#   eval_subset     evaluate a fixed subset of this many samples.
+#   eval_splits     the splits to evaluate ([]: none).
+#   length_grouped  batch samples of similar prompt length together (default true; the
+#                   records are the same, the padding less); false keeps dataset order.
+RUNNER_KEYS = frozenset({"eval_subset", "eval_splits", "length_grouped"})
 # Every per-dataset evaluation key; a task that reads a subset rejects the others.
 ALL_EVAL_KEYS = frozenset(TASK_SETTING_KEYS) | RUNNER_KEYS
 # Keys of builder defaults that look like evaluation keys but are not (never flagged).
@@ -176,6 +180,9 @@ def check_settings(task_cls: Any, name: str, settings: dict[str, Any],
         _check_aggregate(where, settings)
         settings["candidates"] = task_cls.check_candidates(name, to_plain(settings.get("candidates")))
     check_prompt(where, settings, task_cls.NAME, task_cls.PROMPT_FIELDS)
+    grouped = settings.get("length_grouped")
+    if grouped is not None and not isinstance(grouped, bool):
+        raise ConfigError(f"{where}.length_grouped must be true or false; got {grouped!r}.")
 
 
 def _check_append_eos(where: str, settings: dict[str, Any]) -> None:
@@ -285,10 +292,12 @@ class EvalSettings:
     metric: str | None = None
     eval_splits: Any = None
     eval_subset: int | None = None
+    length_grouped: bool | None = None
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     _FIELDS = ("inference", "prompt", "prompt_fields", "generate", "append_eos",
-               "aggregate", "candidates", "metric", "eval_splits", "eval_subset")
+               "aggregate", "candidates", "metric", "eval_splits", "eval_subset",
+               "length_grouped")
 
     @classmethod
     def from_mapping(cls, dataset: str, settings: Mapping[str, Any]) -> "EvalSettings":

@@ -137,11 +137,11 @@ def test_setting_keys_as_documented():
     from lavis_ib.tasks.eval_task import EvalTask
 
     guide = open(os.path.join(EXAMPLES, "..", "adding_a_task.md")).read()
-    listing = guide.split("these ten keys", 1)[1].split("\n\n", 1)[0]
-    assert len(ALL_EVAL_KEYS) == 10
+    listing = guide.split("these eleven keys", 1)[1].split("\n\n", 1)[0]
+    assert len(ALL_EVAL_KEYS) == 11
     assert all(f"`{key}`" in listing for key in ALL_EVAL_KEYS)
     assert EvalTask.EVAL_KEYS == {"inference", "prompt", "prompt_fields", "generate",
-                                  "eval_subset", "eval_splits"}
+                                  "eval_subset", "eval_splits", "length_grouped"}
 
 
 def test_a_setting_of_its_own_is_read_from_cfg_and_checked_in_check_settings(my_vqa_root):

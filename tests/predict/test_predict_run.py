@@ -83,7 +83,7 @@ def test_resumed_file_equals_an_uninterrupted_run(tmp_path, caplog):
         write_png(tmp_path / f"{i}.png", i)
     (tmp_path / "broken.png").write_bytes(b"not an image")
     args = MODEL + [str(tmp_path / "*.png"), "--prompt", "Describe.", "--use-nucleus-sampling",
-                    "--max-length", "6", "--seed", "7", "--batch-size", "2"]
+                    "--max-length", "6", "--no-length-groups", "--seed", "7", "--batch-size", "2"]
     full, part = tmp_path / "full.jsonl", tmp_path / "part.jsonl"
     assert main(args + ["--output", str(full)]) == 0
     records = read(full)

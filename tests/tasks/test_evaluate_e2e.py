@@ -1,7 +1,8 @@
 """End to end: `python -m lavis_ib.evaluate` on fixture copies of the held-out datasets,
 covering every evaluation task, with tiny_vicuna and tiny_flant5, in one process and in a
-2-process torchrun (ddp, gloo): identical metrics and predictions, every sample scored
-exactly once, and `lavis-ib report` renders the run."""
+2-process torchrun (ddp, gloo; batches grouped by prompt length, the default): identical
+metrics and predictions, every sample scored exactly once, and `lavis-ib report` renders
+the run."""
 from __future__ import annotations
 
 import json
@@ -63,6 +64,8 @@ def evaluate(cfg_path, out_dir, model_type, nproc, options=()):
            "LAVIS_IB_NO_PROGRESS": "1"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    # batches grouped by prompt length (the default), in 1 and in 2 processes alike
+    assert re.search(r"visdial/val: \d+ batches grouped by prompt length", proc.stderr)
     # third-party noise stays out of the console: torchao's Enum warnings (torch pytree,
     # on importing transformers' modeling code) and the Java PTB tokenizer's speed lines
     for noise in ("torch/utils/_pytree.py", "is an Enum subclass", "PTBTokenizer tokenized"):
