@@ -294,6 +294,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dir", default=None, help="checkpoint folder (written if missing)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--no-eval", action="store_true",
+                        help="leave out the evaluation pass (bench/eval_throughput.py)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -310,18 +312,20 @@ def main(argv=None) -> int:
             print(line)
         failed |= result["check_rel"] > 1e-5
         results.append(result)
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     if failed:
         print("FAILED: packed and padded losses differ; the timings compare different work.")
         return 1
-    # WIRE (lead, issue 27 item 4): the evaluation pass of bench/eval_throughput.py, which
-    # another branch adds; once both are merged, replace this comment with
-    #     import eval_throughput
-    #     eval_throughput.measure(smoke=args.smoke)   # prints `eval speedup vs dataset order: N.Nx`
+    eval_line = None
+    if not args.no_eval:   # the evaluation pass: dataset order vs length-grouped batches
+        import eval_throughput
+
+        eval_line = eval_throughput.measure(smoke=args.smoke)["line"]
+        print(eval_line)
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print("summary: " + "; ".join(
         f"mix_unit {r['mix_unit']}: train speedup {r['speedup']:.2f}x (CPU "
         f"{r['cpu_speedup']:.2f}x), positions saved {100 * (1 - 1 / r['positions_ratio']):.0f}%"
-        for r in results) + f"; load average after {load}")
+        for r in results) + (f"; {eval_line}" if eval_line else "") + f"; load average after {load}")
     return 0
 
 
