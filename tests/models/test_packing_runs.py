@@ -8,40 +8,12 @@ import os
 
 import pytest
 import torch
-import yaml
 
 from lavis_ib.common.config import Config
 from lavis_ib.runners.checkpointing.manager import load_trainable_weights
 from lavis_ib.runners.strategies import setup_distributed
-from tests.runners.runner_helpers import launch, losses
-
-LORA = {"r": 4, "alpha": 8, "dropout": 0.0}
-IMAGES = {"train": {"name": "blip_image_eval", "image_size": 32},
-          "eval": {"name": "blip_image_eval", "image_size": 32}}
-
-
-def _project(folder, data: str, **run) -> str:
-    files = {split: {"storage": [f"ok_vqa/OpenEnded_mscoco_{split}2014_questions.json",
-                                 f"ok_vqa/mscoco_{split}2014_annotations.json"]}
-             for split in ("train", "val")}
-    project = {
-        "model": {"arch": "instructblip", "model_type": "tiny_vicuna", "llm_lora": LORA,
-                  "qformer": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}},
-        "datasets": {"ok_vqa": {
-            "cache_root": data, "vis_processor": IMAGES, "eval_splits": [],
-            "build_info": {"annotations": files, "images": {"storage": "ok_vqa/images"}}}},
-        "run": {"task": "instruction_tuning", "max_iters": 4, "val_every": 0, "save_every": 2,
-                "keep_last": 5, "global_batch_size": 4, "batch_size_train": 2,
-                "init_lr": 1e-2, "warmup_steps": 1, "amp": "none", "distributed": "none",
-                "device": "cpu", "num_workers": 0, "seed": 7, "log_every": 1,
-                "dist_timeout_s": 60, "output_dir": os.path.join(str(folder), "run"), **run},
-    }
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(str(folder), "project.yaml")
-    with open(path, "w") as f:
-        yaml.safe_dump(project, f)
-    return path
-
+from tests.runners.runner_helpers import LORA, launch, losses
+from tests.runners.runner_helpers import lora_okvqa_project as _project
 
 def _run_here(folder, data, **run):
     from lavis_ib.cli.session import build

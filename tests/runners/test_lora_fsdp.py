@@ -17,46 +17,16 @@ import pytest
 import torch
 import yaml
 
-from runner_helpers import launch, losses
+from runner_helpers import LORA, launch, losses
+from runner_helpers import lora_okvqa_project as _project
 from lavis_ib.common.config import Config
 from lavis_ib.runners.checkpointing.manager import list_checkpoints, load_trainable_weights
 from lavis_ib.runners.checkpointing.faults import FAULT_EXIT_CODE
 from lavis_ib.runners.strategies import setup_distributed
 
-LORA = {"r": 4, "alpha": 8, "dropout": 0.0}
-IMAGES = {"train": {"name": "blip_image_eval", "image_size": 32},
-          "eval": {"name": "blip_image_eval", "image_size": 32}}
-
-
 @pytest.fixture(scope="module")
 def data(fixture_root):
     return fixture_root.path
-
-
-def _project(folder, data: str, model=None, **run) -> str:
-    """A 4-step LoRA project on OK-VQA (no dropout anywhere: ranks see equal inputs)."""
-    files = {split: {"storage": [f"ok_vqa/OpenEnded_mscoco_{split}2014_questions.json",
-                                 f"ok_vqa/mscoco_{split}2014_annotations.json"]}
-             for split in ("train", "val")}
-    project = {
-        "model": {"arch": "instructblip", "model_type": "tiny_vicuna", "llm_lora": LORA,
-                  "qformer": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
-                  **(model or {})},
-        "datasets": {"ok_vqa": {
-            "cache_root": data, "vis_processor": IMAGES, "eval_splits": [],
-            "build_info": {"annotations": files,
-                           "images": {"storage": "ok_vqa/images"}}}},
-        "run": {"task": "instruction_tuning", "max_iters": 4, "val_every": 0, "save_every": 2,
-                "keep_last": 5, "global_batch_size": 4, "batch_size_train": 2,
-                "init_lr": 1e-2, "warmup_steps": 1, "amp": "none", "distributed": "none",
-                "device": "cpu", "num_workers": 0, "seed": 7, "log_every": 1,
-                "dist_timeout_s": 60, "output_dir": os.path.join(str(folder), "run"), **run},
-    }
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(str(folder), "project.yaml")
-    with open(path, "w") as f:
-        yaml.safe_dump(project, f)
-    return path
 
 
 @pytest.fixture(scope="module")
