@@ -148,7 +148,7 @@ class BaseModel(nn.Module):
 
     def inference_counts(self) -> dict[str, int]:
         """Running counts of inference events a user must see in the results, e.g.
-        `num_truncated` (prompts cut to fit the LLM's context). The evaluation loop adds
+        `num_truncated` (prompts cut to the model's prompt limit). The evaluation loop adds
         each count's increase over a split to that split's metrics. Default: none."""
         return {}
 

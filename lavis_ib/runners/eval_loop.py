@@ -284,7 +284,7 @@ def report_split(task: Any, records: list[dict[str, Any]], bad: list[str], datas
                        len(records))
     metrics.update(counts or {})
     if (counts or {}).get("num_truncated"):
-        logger.warning("%s: %d prompts were cut from the left to fit the LLM's context "
+        logger.warning("%s: %d prompts were cut from the left to the model's prompt limit "
                        "(num_truncated in metrics.json)", where, counts["num_truncated"])
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)

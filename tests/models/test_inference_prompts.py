@@ -2,7 +2,7 @@
 only in training): a VisDial-style prompt far longer than `max_txt_len` (128) is generated
 and scored as transformers does on the full prompt. Decoder-only LLMs cut a prompt only
 when soft prompts + prompt + budget exceed `max_position_embeddings`, and count it;
-encoder-decoder LLMs (relative positions) never cut. The Q-Former keeps its left
+encoder-decoder LLMs (relative positions) cut only beyond `max_prompt_tokens` (2048). The Q-Former keeps its left
 truncation (here to its 64 positions), as in the authors' code.
 """
 from __future__ import annotations
@@ -94,7 +94,7 @@ def test_only_a_prompt_beyond_the_context_is_cut_and_counted(fam, hf_models, our
     before = model.inference_counts().get("num_truncated", 0)
     kwargs = dict(num_beams=1, max_length=NEW, min_length=1, repetition_penalty=1.0)
     text = model.generate({"image": image, "prompt": prompt}, **kwargs)[0]
-    if fam == "t5":     # relative positions: the whole prompt, never cut
+    if fam == "t5":     # relative positions: the whole prompt (far below max_prompt_tokens)
         assert text == _hf_greedy(fam, hf, processor, image[0], prompt, full)
         assert model.inference_counts()["num_truncated"] == before
         return

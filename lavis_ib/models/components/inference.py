@@ -407,7 +407,8 @@ class InferenceMixin:
         return lists
 
     def inference_counts(self) -> dict[str, int]:
-        """`num_truncated`: inference prompts cut (from the left) to fit the LLM's context."""
+        """`num_truncated`: inference prompts cut (from the left) to the model's prompt limit
+        (the LLM's context, or `max_prompt_tokens` for encoder-decoder LLMs)."""
         return {"num_truncated": self.adapter.num_truncated}
 
     def predict_class(self, samples: dict[str, Any], candidates: Sequence, n_segments: int = 1,
