@@ -189,7 +189,7 @@ class DemoModel:
         return answers[0], notes
 
     def can_stream(self, method: str = "generate") -> bool:
-        """Whether the model's `generate` / `chat` takes `stream=True` (issue 28's API)."""
+        """Whether the model's `generate` / `chat` takes `stream=True`."""
         import inspect
 
         call = getattr(self.model, method, None)

@@ -79,7 +79,7 @@ CONFIG_ROWS = [
     ("unknown lr schedule", dict(run={"lr_sched": "cosine"}), "run.lr_sched: unknown lr_scheduler 'cosine'."),
     ("plugin that does not import", dict(extra="plugins: [no_such_module_xyz]\n"),
      "plugins: plugin module 'no_such_module_xyz' cannot be imported"),
-    # issue 26 (C8e/f): generate values against models.generation.range_problems, before building
+    # audit probes C8e/f: generate values against models.generation.range_problems, before building
     ("generate num_beams 0", dict(datasets={"coco_caption": {"generate": {"num_beams": 0}}}),
      "datasets.coco_caption.generate.num_beams=0 must be at least 1."),
     ("generate max_length 0", dict(datasets={"coco_caption": {"generate": {"max_length": 0}}}),
@@ -167,7 +167,7 @@ def test_negative_and_non_finite_sample_ratios_are_refused(data, ratio):
                                     "run.max_skipped_steps=-1", "run.min_lr=1.0",
                                     "datasets.ok_vqa.generate.num_beams=0"])
 def test_out_of_range_options_stop_the_check_command(data, capsys, option):
-    """Issue 26 (C8a-f): each a pre-flight line of `lavis-ib check` (exit 2), not only a
+    """Audit probes C8a-f: each a pre-flight line of `lavis-ib check` (exit 2), not only a
     runtime check (the mixer, the scheduler, generate)."""
     from lavis_ib.cli.dispatch import main
 
@@ -213,7 +213,7 @@ RUN_ROWS = [
     ("unset variable", {"output_dir": "$LAVIS_IB_UNSET_VAR_X/run"},
      "run.output_dir: environment variable $LAVIS_IB_UNSET_VAR_X is not set"),
     ("run as a list", ["max_iters", 3], "run must be a mapping of run settings"),
-    # issue 26 (C8a, C8b, C8d): negative counts, non-finite floats and LRs above init_lr
+    # audit probes C8a, C8b, C8d: negative counts, non-finite floats and LRs above init_lr
     ("max_skipped_steps -1", {"max_skipped_steps": -1}, "run.max_skipped_steps must be an integer >= 0; got -1."),
     ("init_lr inf", {"init_lr": float("inf")}, "run.init_lr must be a finite number > 0; got inf."),
     ("init_lr nan", {"init_lr": float("nan")}, "run.init_lr must be a finite number > 0; got nan."),
@@ -306,7 +306,7 @@ def test_an_ocr_dataset_without_token_source_stops_before_any_model(tmp_path):
 
 
 def test_every_numeric_run_key_refuses_negative_counts_and_non_finite_floats():
-    """Issue 26's audit of the range block, kept for keys added later: -1 for every count
+    """The reliability audit of the range block, kept for keys added later: -1 for every count
     and inf / nan for every float of `RunConfig` are each one line naming the key."""
     import math
     import typing

@@ -1,4 +1,4 @@
-"""Project composition faults of issue 26 (probes C1a, C1b, C5b, C6): an `includes:` of a
+"""Project composition faults (reliability audit probes C1a, C1b, C5b, C6): an `includes:` of a
 file that is not a project never echoes its content, an unset `${oc.env:NAME}` is one line
 naming the variable and the key, and a plugin module that fails while being imported
 (exception, SyntaxError, missing dependency, `sys.exit`) is one line in check, train and

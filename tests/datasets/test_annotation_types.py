@@ -1,4 +1,4 @@
-"""Annotation records of the wrong shape (issue 26, probes B7a and B7f): a media path that
+"""Annotation records of the wrong shape (reliability audit probes B7a, B7f): a media path that
 is a number, null, a list or a mapping, and an annotation file that holds `null`, are one
 DataError naming the file, the record and the field when the dataset is built, not a
 TypeError from deep inside a reader."""

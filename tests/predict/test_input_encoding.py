@@ -1,4 +1,4 @@
-"""Text files `lavis-ib predict` reads that are not UTF-8 (issue 26, probe D9): a Latin-1
+"""Text files `lavis-ib predict` reads that are not UTF-8 (reliability audit probe D9): a Latin-1
 byte in an `--input` JSONL or a `--candidates @FILE` is one DataError line naming the
 file, the line and the byte's position, never a UnicodeDecodeError traceback."""
 from __future__ import annotations
