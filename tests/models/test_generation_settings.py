@@ -155,7 +155,8 @@ def _predict_settings(bad: dict):
 
 
 def _page(readme_model, bad: dict, tmp_path) -> str:
-    from lavis_ib.web.model import DemoModel, generate_for_page
+    from lavis_ib.web.callbacks import generate_for_page
+    from lavis_ib.web.model import DemoModel
 
     model, vis, _ = readme_model
     path = tmp_path / "photo.png"

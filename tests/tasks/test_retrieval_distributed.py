@@ -43,6 +43,7 @@ for name, which in (("coco_retrieval", "test"), ("flickr30k_retrieval", "val")):
 with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
     json.dump(result, f)
 if dist.is_initialized():
+    dist.barrier()   # both ranks done before gloo tears down (a rank leaving first aborted once)
     dist.destroy_process_group()
 '''
 
