@@ -170,7 +170,10 @@ class Page:
     def set_number(self, elem_id, value):
         from selenium.webdriver.common.keys import Keys
 
-        box = self.css(f"#{elem_id} input[type=number]")
+        selector = f"#{elem_id} input[type=number]"
+        # an accordion just opened renders its content a moment later
+        self.wait.until(lambda d: any(b.is_displayed() for b in self.all(selector)))
+        box = self.css(selector)
         box.send_keys(Keys.CONTROL, "a")
         box.send_keys(str(value), Keys.TAB)
         self.wait.until(lambda d: box.get_attribute("value") == str(value))
