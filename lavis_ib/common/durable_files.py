@@ -27,15 +27,21 @@ def fsync_path(path: str) -> None:
         os.close(fd)
 
 
+def write_synced(path: str, data: str | bytes) -> None:
+    """Write `data` to a new file `path` and flush it to disk before returning (the step
+    before a rename or a link makes the file visible under its real name)."""
+    with open(path, "wb" if isinstance(data, bytes) else "w") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def write_atomic(path: str, text: str) -> None:
     """Write `text` to `path` through a temporary file and a rename: readers see the old
     file or the whole new one, never a part; a failed write removes the temporary file."""
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        write_synced(tmp, text)
         os.replace(tmp, path)
     except BaseException:   # e.g. a full disk: no temporary file is left behind
         try:

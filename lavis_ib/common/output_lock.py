@@ -14,6 +14,7 @@ import socket
 import time
 from typing import Any, Callable
 
+from lavis_ib.common.durable_files import write_synced
 from lavis_ib.common.errors import ConfigError, LavisIbError
 
 logger = logging.getLogger(__name__)
@@ -119,10 +120,7 @@ class OutputLock:
         """Make the lock file holding our record; False when a lock exists."""
         tmp = f"{self.path}.new-{os.getpid()}-{id(self)}"
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            write_synced(tmp, data)
             os.link(tmp, self.path)   # fails when the lock exists: never a half-written lock
             return True
         except FileExistsError:
@@ -197,6 +195,7 @@ class OutputLock:
                 and holder.get("start") == self.record["start"]:
             try:
                 os.remove(self.path)
-            except OSError:
-                pass
+            except OSError as exc:   # left behind: the next writer takes it over as stale
+                logger.warning("could not remove the lock %s (%s); the next writer will "
+                               "take it over as stale", self.path, exc)
         self.held = False
